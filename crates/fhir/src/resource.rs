@@ -1,0 +1,137 @@
+//! What makes a JSON document a storable FHIR resource: its type, its id, its `meta`.
+
+use serde_json::Value;
+
+/// Why a JSON body is not an acceptable resource.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    #[error("le corps n'est pas un objet JSON")]
+    NotAnObject,
+    #[error("l'élément resourceType est absent")]
+    MissingResourceType,
+    #[error("type de ressource inconnu : {0}")]
+    UnknownType(String),
+    #[error("resourceType {found} ne correspond pas au type {expected} de l'URL")]
+    TypeMismatch { expected: String, found: String },
+    #[error("identifiant invalide : {0:?} (1 à 64 caractères parmi A-Z a-z 0-9 - .)")]
+    InvalidId(String),
+    #[error("l'id {found:?} du corps ne correspond pas à l'id {expected:?} de l'URL")]
+    IdMismatch { expected: String, found: String },
+    #[error("l'élément {0} est invalide : {1}")]
+    InvalidElement(String, String),
+}
+
+/// FHIR R4 id rule: `[A-Za-z0-9\-\.]{1,64}`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// The resource type of a JSON resource, checked against the registry.
+pub fn resource_type(resource: &Value) -> Result<&str, ResourceError> {
+    let obj = resource.as_object().ok_or(ResourceError::NotAnObject)?;
+    let rt = obj
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .ok_or(ResourceError::MissingResourceType)?;
+    if !crate::search_params::is_resource_type(rt) {
+        return Err(ResourceError::UnknownType(rt.to_string()));
+    }
+    Ok(rt)
+}
+
+/// Basic structural checks every stored resource passes: an object, a known type, a valid id if present,
+/// a `meta` that is an object, no `null` values anywhere (FHIR JSON forbids them) and no empty objects/arrays.
+pub fn check_structure(resource: &Value) -> Result<(), ResourceError> {
+    resource_type(resource)?;
+    if let Some(id) = resource.get("id") {
+        match id.as_str() {
+            Some(s) if is_valid_id(s) => {}
+            _ => return Err(ResourceError::InvalidId(id.to_string())),
+        }
+    }
+    if let Some(meta) = resource.get("meta") {
+        if !meta.is_object() {
+            return Err(ResourceError::InvalidElement(
+                "meta".into(),
+                "doit être un objet".into(),
+            ));
+        }
+    }
+    check_no_nulls(resource, &mut String::from(resource_type(resource)?), 0)
+}
+
+fn check_no_nulls(v: &Value, path: &mut String, depth: usize) -> Result<(), ResourceError> {
+    if depth > 128 {
+        return Err(ResourceError::InvalidElement(
+            path.clone(),
+            "imbrication trop profonde".into(),
+        ));
+    }
+    match v {
+        Value::Null => Err(ResourceError::InvalidElement(
+            path.clone(),
+            "null n'est pas permis en FHIR JSON".into(),
+        )),
+        Value::Object(m) => {
+            for (k, child) in m {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                // Primitive extension arrays (`_given`) may hold nulls to keep positions aligned.
+                let allow_null_items = k.starts_with('_');
+                match child {
+                    Value::Array(items) => {
+                        if items.is_empty() {
+                            return Err(ResourceError::InvalidElement(
+                                path.clone(),
+                                "tableau vide".into(),
+                            ));
+                        }
+                        for it in items {
+                            if it.is_null() && allow_null_items {
+                                continue;
+                            }
+                            check_no_nulls(it, path, depth + 1)?;
+                        }
+                    }
+                    _ => check_no_nulls(child, path, depth + 1)?,
+                }
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Array(items) => {
+            for it in items {
+                check_no_nulls(it, path, depth + 1)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(is_valid_id("example"));
+        assert!(is_valid_id("a.b-C9"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("a/b"));
+        assert!(!is_valid_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn nulls_rejected_but_aligned_extension_nulls_allowed() {
+        let bad = serde_json::json!({"resourceType":"Patient","name":[{"family":null}]});
+        assert!(check_structure(&bad).is_err());
+        let ok = serde_json::json!({"resourceType":"Patient","name":[{"given":["a","b"],"_given":[null,{"id":"x"}]}]});
+        assert!(check_structure(&ok).is_ok());
+    }
+}

@@ -1,0 +1,108 @@
+//! The CapabilityStatement: exactly what this server supports, generated from the registry.
+
+use serde_json::{Value, json};
+use socle_fhir::search_params::{ParamType, registry};
+
+fn search_params(rtype: &str) -> Vec<Value> {
+    let mut v = vec![
+        json!({"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"}),
+        json!({"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"}),
+    ];
+    for p in registry().params(rtype) {
+        if p.expression.is_none()
+            || p.kind == ParamType::Special
+            || p.code == "_id"
+            || p.code == "_lastUpdated"
+        {
+            continue;
+        }
+        v.push(json!({"name": p.code, "type": p.kind.as_str(),
+                      "definition": format!("http://hl7.org/fhir/SearchParameter/{}", p.id)}));
+    }
+    v
+}
+
+/// The CapabilityStatement as JSON bytes (built once at start-up).
+pub fn capability_statement() -> Vec<u8> {
+    let reg = registry();
+    let mut resources = Vec::new();
+    for rtype in reg.resource_types() {
+        if rtype == "AuditEvent" {
+            resources.push(json!({
+                "type": "AuditEvent",
+                "documentation": "Journal d'audit chaîné, écrit par Socle : lecture et recherche (patient, _count) seulement.",
+                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "searchParam": [{"name": "patient", "type": "reference"}],
+            }));
+            continue;
+        }
+        let refs: Vec<String> = reg
+            .params(rtype)
+            .filter(|p| p.kind == ParamType::Reference && p.expression.is_some())
+            .map(|p| format!("{rtype}:{}", p.code))
+            .collect();
+        let revs: Vec<String> = reg
+            .resource_types()
+            .flat_map(|src| {
+                reg.params(src)
+                    .filter(move |p| {
+                        p.kind == ParamType::Reference
+                            && p.expression.is_some()
+                            && (p.targets.iter().any(|t| t == rtype || t == "Resource"))
+                    })
+                    .map(move |p| format!("{src}:{}", p.code))
+            })
+            .collect();
+        let interactions: Vec<Value> = [
+            "read",
+            "vread",
+            "update",
+            "delete",
+            "history-instance",
+            "history-type",
+            "create",
+            "search-type",
+        ]
+        .iter()
+        .map(|c| json!({"code": c}))
+        .collect();
+        let mut r = json!({
+            "type": rtype,
+            "profile": format!("http://hl7.org/fhir/StructureDefinition/{rtype}"),
+            "interaction": interactions,
+            "versioning": "versioned",
+            "readHistory": true,
+            "updateCreate": true,
+            "conditionalCreate": true,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": true,
+            "conditionalDelete": "single",
+            "searchParam": search_params(rtype),
+        });
+        if !refs.is_empty() {
+            r["searchInclude"] = json!(refs);
+        }
+        if !revs.is_empty() {
+            r["searchRevInclude"] = json!(revs);
+        }
+        resources.push(r);
+    }
+    let cs = json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-26",
+        "publisher": "Socle",
+        "kind": "instance",
+        "software": {"name": "Socle", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "Socle — serveur FHIR R4 (SQLite embarqué ou PostgreSQL)"},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Recherche : modificateurs :exact, :contains (chaînes), :not (jetons), :missing, :Type (références), :below (URI) ; préfixes eq ne gt lt ge le sa eb ap ; chaînage à un niveau ; _has à un niveau ; _include/_revinclude (:iterate) ; _sort, _count, _total, _summary=count, _elements. Paramètres inconnus : avertissement dans le Bundle, 400 avec Prefer: handling=strict.",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        }],
+    });
+    serde_json::to_vec(&cs).unwrap_or_default()
+}

@@ -1,0 +1,966 @@
+//! The HTTP edge: FHIR R4 REST (JSON) over axum. Adapts requests to `socle_store::Repository` calls (run on
+//! blocking threads) and their results to FHIR responses; every error becomes an `OperationOutcome`.
+//!
+//! Owns: routing, headers (ETag, Location, Last-Modified, Prefer, content negotiation), body limits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use socle_fhir::{IssueSeverity, IssueType, OperationOutcome};
+use socle_store::repo::{HistoryScope, Stored, WriteOutcome};
+use socle_store::{RepoError, Repository, RequestContext};
+
+/// Server options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_body: usize,
+    pub base_url: Option<String>,
+}
+
+struct AppState {
+    repo: Arc<Repository>,
+    opts: Options,
+    capability: Vec<u8>,
+}
+
+type App = Arc<AppState>;
+
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+/// Until authentication exists (see the access-control issue), every request acts as this local principal.
+const LOCAL_PRINCIPAL: &str = "local";
+
+pub fn router(repo: Arc<Repository>, opts: Options) -> Router {
+    let capability = crate::capability::capability_statement();
+    let state = Arc::new(AppState {
+        repo,
+        opts,
+        capability,
+    });
+    Router::new()
+        .route("/health", get(health))
+        .route("/fhir", post(bundle).get(system_search))
+        .route("/fhir/", post(bundle))
+        .route("/fhir/metadata", get(metadata))
+        .route("/fhir/_history", get(history_system))
+        .route(
+            "/fhir/{rtype}",
+            get(search_get)
+                .post(create)
+                .put(conditional_update)
+                .delete(conditional_delete),
+        )
+        .route("/fhir/{rtype}/_search", post(search_post))
+        .route("/fhir/{rtype}/_history", get(history_type))
+        .route("/fhir/{rtype}/{id}", get(read).put(update).delete(delete))
+        .route("/fhir/{rtype}/{id}/_history", get(history_instance))
+        .route("/fhir/{rtype}/{id}/_history/{vid}", get(vread))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Binds `listen` and serves until SIGINT/SIGTERM.
+pub async fn serve(repo: Arc<Repository>, listen: SocketAddr, opts: Options) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("écoute sur {listen} impossible : {e}"))?;
+    let local = listener.local_addr()?;
+    let app = router(repo.clone(), opts);
+    tracing::info!(address = %local, backend = repo.store().backend(), "Socle prêt : API FHIR sur http://{local}/fhir");
+    println!(
+        "Socle prêt : API FHIR sur http://{local}/fhir (stockage {})",
+        repo.store().backend()
+    );
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    repo.flush_audit();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+// ------------------------------------------------------------------ request helpers
+
+struct Req {
+    params: Vec<(String, String)>,
+    ctx: RequestContext,
+    pretty: bool,
+    strict: bool,
+    prefer_return: PreferReturn,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum PreferReturn {
+    Minimal,
+    Representation,
+    Outcome,
+}
+
+fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn base_url(app: &AppState, headers: &HeaderMap) -> String {
+    if let Some(b) = &app.opts.base_url {
+        return b.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}/fhir")
+}
+
+fn prepare(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    peer: SocketAddr,
+) -> Result<Req, Response> {
+    let params = parse_query(query);
+    let mut pretty = false;
+    for (k, v) in &params {
+        match k.as_str() {
+            "_format" => check_format(v)?,
+            "_pretty" => pretty = v == "true",
+            _ => {}
+        }
+    }
+    if !params.iter().any(|(k, _)| k == "_format") {
+        if let Some(accept) = headers.get(header::ACCEPT).and_then(|h| h.to_str().ok()) {
+            if !accepts_json(accept) {
+                return Err(error(
+                    StatusCode::NOT_ACCEPTABLE,
+                    IssueType::NotSupported,
+                    format!(
+                        "format demandé non disponible ({accept}) : seul JSON (application/fhir+json) est servi"
+                    ),
+                ));
+            }
+        }
+    }
+    let prefer = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut strict = false;
+    let mut prefer_return = PreferReturn::Representation;
+    for p in prefer.split([',', ';']).map(str::trim) {
+        match p {
+            "handling=strict" => strict = true,
+            "return=minimal" => prefer_return = PreferReturn::Minimal,
+            "return=OperationOutcome" => prefer_return = PreferReturn::Outcome,
+            _ => {}
+        }
+    }
+    Ok(Req {
+        params,
+        ctx: RequestContext {
+            principal: LOCAL_PRINCIPAL.into(),
+            client: Some(peer.ip().to_string()),
+            base_url: base_url(app, headers),
+        },
+        pretty,
+        strict,
+        prefer_return,
+    })
+}
+
+fn accepts_json(accept: &str) -> bool {
+    accept.split(',').any(|a| {
+        let m = a.split(';').next().unwrap_or("").trim();
+        matches!(
+            m,
+            "*/*"
+                | "application/*"
+                | "application/json"
+                | "application/fhir+json"
+                | "application/json+fhir"
+                | ""
+        )
+    })
+}
+
+fn check_format(v: &str) -> Result<(), Response> {
+    match v {
+        "json" | "application/json" | "application/fhir+json" | "application/json+fhir" => Ok(()),
+        "xml" | "application/xml" | "application/fhir+xml" | "text/xml" => Err(error(
+            StatusCode::NOT_ACCEPTABLE,
+            IssueType::NotSupported,
+            "le format XML n'est pas pris en charge : utilisez JSON (_format=json)",
+        )),
+        other => Err(error(
+            StatusCode::NOT_ACCEPTABLE,
+            IssueType::NotSupported,
+            format!("_format inconnu : {other}"),
+        )),
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), Response> {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/fhir+json" | "application/json" | "application/json+fhir" | "text/json" => {
+            Ok(())
+        }
+        _ => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            format!("type de contenu non pris en charge : {ct} (attendu application/fhir+json)"),
+        )),
+    }
+}
+
+async fn read_body(app: &AppState, body: Body) -> Result<bytes::Bytes, Response> {
+    axum::body::to_bytes(body, app.opts.max_body)
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                IssueType::TooLong,
+                format!(
+                    "corps de requête trop volumineux : au plus {} octets",
+                    app.opts.max_body
+                ),
+            )
+        })
+}
+
+async fn json_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
+    check_content_type(headers)?;
+    let bytes = read_body(app, body).await?;
+    if bytes.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Required,
+            "corps de requête vide : une ressource JSON est attendue",
+        ));
+    }
+    serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Structure,
+            format!(
+                "JSON invalide (ligne {}, colonne {}) : {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Response> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(h) => h
+            .to_str()
+            .ok()
+            .and_then(socle_store::bundle::parse_etag)
+            .map(Some)
+            .ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::Invalid,
+                    "If-Match invalide (attendu W/\"<version>\")",
+                )
+            }),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::Exception,
+            "tâche interrompue",
+        )
+    })
+}
+
+// ------------------------------------------------------------------ response helpers
+
+fn error(status: StatusCode, code: IssueType, msg: impl Into<String>) -> Response {
+    outcome_response(status, &OperationOutcome::error(code, msg))
+}
+
+fn outcome_response(status: StatusCode, oo: &OperationOutcome) -> Response {
+    let body = serde_json::to_vec(&oo.to_json()).unwrap_or_default();
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        body,
+    )
+        .into_response()
+}
+
+fn repo_error(e: &RepoError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = match e.status() {
+        400 => IssueType::Invalid,
+        404 => IssueType::NotFound,
+        409 | 412 => IssueType::Conflict,
+        410 => IssueType::Deleted,
+        422 => IssueType::Processing,
+        503 => IssueType::Transient,
+        _ => IssueType::Exception,
+    };
+    if status.is_server_error() {
+        tracing::error!(error = %e, "échec interne");
+    }
+    let mut oo = OperationOutcome::new();
+    match e {
+        RepoError::InEntry { index, .. } => oo.push_at(
+            IssueSeverity::Error,
+            code,
+            e.to_string(),
+            format!("Bundle.entry[{index}]"),
+        ),
+        _ => oo.push(IssueSeverity::Error, code, e.to_string()),
+    }
+    outcome_response(status, &oo)
+}
+
+fn pretty(bytes: Vec<u8>) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => serde_json::to_vec_pretty(&v).unwrap_or(bytes),
+        Err(_) => bytes,
+    }
+}
+
+fn fhir_bytes(status: StatusCode, body: Vec<u8>, req: &Req) -> Response {
+    let body = if req.pretty { pretty(body) } else { body };
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],
+        body,
+    )
+        .into_response()
+}
+
+fn http_date(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    httpdate::fmt_http_date(t)
+}
+
+fn version_headers(resp: &mut Response, s: &Stored) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", s.version)) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&http_date(s.last_updated)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+}
+
+fn resource_response(status: StatusCode, s: &Stored, req: &Req) -> Response {
+    let mut resp = fhir_bytes(status, s.content.clone(), req);
+    version_headers(&mut resp, s);
+    resp
+}
+
+fn write_response(w: &WriteOutcome, req: &Req) -> Response {
+    let status = if w.existing {
+        StatusCode::OK
+    } else if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let s = &w.stored;
+    let mut resp = match req.prefer_return {
+        PreferReturn::Representation => fhir_bytes(status, s.content.clone(), req),
+        PreferReturn::Minimal => status.into_response(),
+        PreferReturn::Outcome => {
+            let verb = if w.existing {
+                "existante (création conditionnelle)"
+            } else if w.created {
+                "créée"
+            } else {
+                "mise à jour"
+            };
+            let oo = OperationOutcome::single(
+                IssueSeverity::Information,
+                IssueType::Informational,
+                format!("{}/{} {verb}, version {}", s.rtype, s.id, s.version),
+            );
+            outcome_response(status, &oo)
+        }
+    };
+    version_headers(&mut resp, s);
+    let loc = format!(
+        "{}/{}/{}/_history/{}",
+        req.ctx.base_url, s.rtype, s.id, s.version
+    );
+    if let Ok(v) = HeaderValue::from_str(&loc) {
+        resp.headers_mut().insert(header::LOCATION, v.clone());
+        if w.created {
+            resp.headers_mut().insert(header::CONTENT_LOCATION, v);
+        }
+    }
+    resp
+}
+
+// ------------------------------------------------------------------ handlers
+
+async fn health() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
+        .into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        IssueType::NotFound,
+        format!("aucune ressource à l'adresse {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        IssueType::NotSupported,
+        format!("méthode {method} non permise sur {}", uri.path()),
+    )
+}
+
+macro_rules! tryr {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+async fn metadata(
+    State(app): State<App>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    fhir_bytes(StatusCode::OK, app.capability.clone(), &req)
+}
+
+async fn system_search(
+    State(app): State<App>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let _req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    error(
+        StatusCode::BAD_REQUEST,
+        IssueType::NotSupported,
+        "la recherche sur tous les types n'est pas prise en charge : cherchez sur un type (GET /fhir/Patient?…)",
+    )
+}
+
+async fn bundle(
+    State(app): State<App>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    let body = tryr!(json_body(&app, &headers, body).await);
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let res = tryr!(blocking(move || repo.bundle(&ctx, body)).await);
+    match res {
+        Ok(v) => fhir_bytes(
+            StatusCode::OK,
+            serde_json::to_vec(&v).unwrap_or_default(),
+            &req,
+        ),
+        Err(e) => {
+            app.repo
+                .audit_failure(&req.ctx, "transaction", None, None, e.status());
+            repo_error(&e)
+        }
+    }
+}
+
+async fn create(
+    State(app): State<App>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    tryr!(writable(&rtype));
+    let body = tryr!(json_body(&app, &headers, body).await);
+    let if_none_exist = headers
+        .get("if-none-exist")
+        .and_then(|h| h.to_str().ok())
+        .map(|s| parse_query(Some(s.trim_start_matches('?'))));
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let rt = rtype.clone();
+    let res = tryr!(blocking(move || repo.create(&ctx, &rt, body, if_none_exist.as_deref())).await);
+    match res {
+        Ok(w) => write_response(&w, &req),
+        Err(e) => {
+            app.repo
+                .audit_failure(&req.ctx, "create", Some(&rtype), None, e.status());
+            repo_error(&e)
+        }
+    }
+}
+
+async fn update(
+    State(app): State<App>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    tryr!(writable(&rtype));
+    let im = tryr!(if_match(&headers));
+    let body = tryr!(json_body(&app, &headers, body).await);
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let (rt, i) = (rtype.clone(), id.clone());
+    let res = tryr!(blocking(move || repo.update(&ctx, &rt, &i, body, im)).await);
+    match res {
+        Ok(w) => write_response(&w, &req),
+        Err(e) => {
+            app.repo
+                .audit_failure(&req.ctx, "update", Some(&rtype), Some(&id), e.status());
+            repo_error(&e)
+        }
+    }
+}
+
+/// The audit trail is written by Socle only.
+fn writable(rtype: &str) -> Result<(), Response> {
+    if rtype == "AuditEvent" {
+        return Err(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            IssueType::Forbidden,
+            "AuditEvent est en lecture seule : le journal d'audit est écrit par Socle",
+        ));
+    }
+    Ok(())
+}
+
+fn criteria(req: &Req) -> Vec<(String, String)> {
+    req.params
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "_format" | "_pretty"))
+        .cloned()
+        .collect()
+}
+
+async fn conditional_update(
+    State(app): State<App>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    let crit = criteria(&req);
+    if crit.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Required,
+            "PUT sur un type exige des critères de recherche (mise à jour conditionnelle)",
+        );
+    }
+    let im = tryr!(if_match(&headers));
+    let body = tryr!(json_body(&app, &headers, body).await);
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let rt = rtype.clone();
+    let res = tryr!(blocking(move || repo.conditional_update(&ctx, &rt, &crit, body, im)).await);
+    match res {
+        Ok(w) => write_response(&w, &req),
+        Err(e) => {
+            app.repo
+                .audit_failure(&req.ctx, "update", Some(&rtype), None, e.status());
+            repo_error(&e)
+        }
+    }
+}
+
+fn deleted_response(d: Option<Stored>, req: &Req) -> Response {
+    let mut resp = match req.prefer_return {
+        PreferReturn::Outcome => {
+            let msg = match &d {
+                Some(s) => format!("{}/{} supprimé (version {})", s.rtype, s.id, s.version),
+                None => "rien à supprimer".to_string(),
+            };
+            outcome_response(
+                StatusCode::OK,
+                &OperationOutcome::single(
+                    IssueSeverity::Information,
+                    IssueType::Informational,
+                    msg,
+                ),
+            )
+        }
+        _ => StatusCode::NO_CONTENT.into_response(),
+    };
+    if let Some(s) = &d {
+        if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", s.version)) {
+            resp.headers_mut().insert(header::ETAG, v);
+        }
+    }
+    resp
+}
+
+async fn delete(
+    State(app): State<App>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let (rt, i) = (rtype.clone(), id.clone());
+    let res = tryr!(blocking(move || repo.delete(&ctx, &rt, &i)).await);
+    match res {
+        Ok(d) => deleted_response(d, &req),
+        Err(e) => {
+            app.repo
+                .audit_failure(&req.ctx, "delete", Some(&rtype), Some(&id), e.status());
+            repo_error(&e)
+        }
+    }
+}
+
+async fn conditional_delete(
+    State(app): State<App>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    let crit = criteria(&req);
+    if crit.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Required,
+            "DELETE sur un type exige des critères de recherche (suppression conditionnelle)",
+        );
+    }
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let rt = rtype.clone();
+    let res = tryr!(blocking(move || repo.conditional_delete(&ctx, &rt, &crit)).await);
+    match res {
+        Ok(d) => deleted_response(d, &req),
+        Err(e) => {
+            app.repo
+                .audit_failure(&req.ctx, "delete", Some(&rtype), None, e.status());
+            repo_error(&e)
+        }
+    }
+}
+
+async fn read(
+    State(app): State<App>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    if rtype == "AuditEvent" {
+        return audit_event_read(&app, &id, &req).await;
+    }
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let res = tryr!(blocking(move || repo.read(&ctx, &rtype, &id)).await);
+    match res {
+        Ok(s) => {
+            if let Some(inm) = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|h| h.to_str().ok())
+            {
+                if socle_store::bundle::parse_etag(inm) == Some(s.version) {
+                    let mut r = StatusCode::NOT_MODIFIED.into_response();
+                    version_headers(&mut r, &s);
+                    return r;
+                }
+            }
+            resource_response(StatusCode::OK, &s, &req)
+        }
+        Err(e) => repo_error(&e),
+    }
+}
+
+async fn vread(
+    State(app): State<App>,
+    Path((rtype, id, vid)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let res = tryr!(blocking(move || repo.vread(&ctx, &rtype, &id, &vid)).await);
+    match res {
+        Ok(s) => resource_response(StatusCode::OK, &s, &req),
+        Err(e) => repo_error(&e),
+    }
+}
+
+async fn search_common(
+    app: App,
+    rtype: String,
+    req: Req,
+    params: Vec<(String, String)>,
+) -> Response {
+    if rtype == "AuditEvent" {
+        return audit_event_search(&app, &params, &req).await;
+    }
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let strict = req.strict;
+    let rt = rtype.clone();
+    let res = tryr!(
+        blocking(move || {
+            repo.search(&ctx, &rt, &params, strict)
+                .map(|page| socle_store::render::searchset(&ctx.base_url, &rt, &page))
+        })
+        .await
+    );
+    match res {
+        Ok(bytes) => fhir_bytes(StatusCode::OK, bytes, &req),
+        Err(e) => repo_error(&e),
+    }
+}
+
+async fn search_get(
+    State(app): State<App>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    let params = req.params.clone();
+    search_common(app, rtype, req, params).await
+}
+
+async fn search_post(
+    State(app): State<App>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !ct.is_empty() && !ct.starts_with("application/x-www-form-urlencoded") {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            "POST _search attend un corps application/x-www-form-urlencoded",
+        );
+    }
+    let bytes = tryr!(read_body(&app, body).await);
+    let mut params = req.params.clone();
+    params.extend(form_urlencoded::parse(&bytes).into_owned());
+    search_common(app, rtype, req, params).await
+}
+
+async fn history_common(app: App, req: Req, scope: (Option<String>, Option<String>)) -> Response {
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let params = req.params.clone();
+    let res = tryr!(
+        blocking(move || {
+            let (path, sc) = match (&scope.0, &scope.1) {
+                (Some(t), Some(i)) => (format!("{t}/{i}/_history"), HistoryScope::Instance(t, i)),
+                (Some(t), None) => (format!("{t}/_history"), HistoryScope::Type(t)),
+                _ => ("_history".to_string(), HistoryScope::System),
+            };
+            repo.history(&ctx, sc, &params)
+                .map(|page| socle_store::render::history(&ctx.base_url, &path, &page))
+        })
+        .await
+    );
+    match res {
+        Ok(bytes) => fhir_bytes(StatusCode::OK, bytes, &req),
+        Err(e) => repo_error(&e),
+    }
+}
+
+async fn history_system(
+    State(app): State<App>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    history_common(app, req, (None, None)).await
+}
+
+async fn history_type(
+    State(app): State<App>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    history_common(app, req, (Some(rtype), None)).await
+}
+
+async fn history_instance(
+    State(app): State<App>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    history_common(app, req, (Some(rtype), Some(id))).await
+}
+
+// ------------------------------------------------------------------ audit trail as AuditEvent
+
+async fn audit_event_read(app: &App, id: &str, req: &Req) -> Response {
+    let Ok(seq) = id.parse::<i64>() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            IssueType::NotFound,
+            format!("AuditEvent/{id} introuvable"),
+        );
+    };
+    let repo = app.repo.clone();
+    let res = tryr!(blocking(move || repo.audit_event(seq)).await);
+    match res {
+        Ok(Some(v)) => fhir_bytes(
+            StatusCode::OK,
+            serde_json::to_vec(&v).unwrap_or_default(),
+            req,
+        ),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            IssueType::NotFound,
+            format!("AuditEvent/{id} introuvable"),
+        ),
+        Err(e) => repo_error(&e),
+    }
+}
+
+/// `GET /fhir/AuditEvent?patient=…&_count=…`: the audit trail, newest first (read-only: Socle writes it).
+async fn audit_event_search(app: &App, params: &[(String, String)], req: &Req) -> Response {
+    let mut patient = None;
+    let mut count = 50i64;
+    for (k, v) in params {
+        match k.as_str() {
+            "patient" | "entity" => {
+                patient = Some(v.trim_start_matches("Patient/").to_string());
+            }
+            "_count" => match v.parse::<i64>() {
+                Ok(n) if n >= 0 => count = n.min(1000),
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        IssueType::Invalid,
+                        format!("_count invalide : {v}"),
+                    );
+                }
+            },
+            "_format" | "_pretty" | "_sort" => {}
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::NotSupported,
+                    format!("AuditEvent : paramètre non pris en charge {other} (patient, _count)"),
+                );
+            }
+        }
+    }
+    let repo = app.repo.clone();
+    let res = tryr!(blocking(move || repo.audit_events(patient.as_deref(), count)).await);
+    match res {
+        Ok(events) => {
+            let base = &req.ctx.base_url;
+            let entries: Vec<Value> = events
+                .into_iter()
+                .map(|e| {
+                    let id = e.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+                    serde_json::json!({"fullUrl": format!("{base}/AuditEvent/{id}"), "resource": e, "search": {"mode": "match"}})
+                })
+                .collect();
+            let mut b = serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len()});
+            if !entries.is_empty() {
+                b["entry"] = Value::Array(entries);
+            }
+            fhir_bytes(
+                StatusCode::OK,
+                serde_json::to_vec(&b).unwrap_or_default(),
+                req,
+            )
+        }
+        Err(e) => repo_error(&e),
+    }
+}

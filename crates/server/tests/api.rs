@@ -1,0 +1,361 @@
+//! FHIR REST interactions against the real binary, on every backend.
+
+mod common;
+
+use common::{Server, backends};
+use serde_json::{Value, json};
+
+fn patient(family: &str, given: &str, birth: &str) -> Value {
+    json!({"resourceType": "Patient", "name": [{"family": family, "given": [given]}], "birthDate": birth, "gender": "female",
+           "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": format!("{family}-{birth}")}]})
+}
+
+#[test]
+fn crud_versioning_and_headers() {
+    for b in backends() {
+        let s = Server::start(&b);
+        // create
+        let r = s.post("Patient", &patient("Martin", "Élodie", "1975-03-04"));
+        r.expect(201);
+        let id = r.json["id"].as_str().unwrap().to_string();
+        assert_eq!(r.header("etag"), Some("W/\"1\""));
+        let loc = r.header("location").unwrap();
+        assert!(loc.ends_with(&format!("/Patient/{id}/_history/1")), "{loc}");
+        assert!(r.header("last-modified").is_some());
+        assert_eq!(r.json["meta"]["versionId"], "1");
+        // read
+        let r = s.get(&format!("Patient/{id}"));
+        r.expect(200);
+        assert_eq!(r.json["name"][0]["given"][0], "Élodie");
+        assert!(
+            r.header("content-type")
+                .unwrap()
+                .starts_with("application/fhir+json")
+        );
+        // update with If-Match
+        let mut p = r.json.clone();
+        p["gender"] = json!("male");
+        let r = s.request(
+            "PUT",
+            &format!("Patient/{id}"),
+            Some(p.to_string()),
+            &[("If-Match", "W/\"1\"")],
+        );
+        r.expect(200);
+        assert_eq!(r.json["meta"]["versionId"], "2");
+        // stale If-Match: 412, nothing changed
+        let r = s.request(
+            "PUT",
+            &format!("Patient/{id}"),
+            Some(p.to_string()),
+            &[("If-Match", "W/\"1\"")],
+        );
+        r.expect(412);
+        assert!(r.diagnostics().contains("version"), "{}", r.text);
+        s.get(&format!("Patient/{id}")).expect(200);
+        assert_eq!(
+            s.get(&format!("Patient/{id}")).json["meta"]["versionId"],
+            "2"
+        );
+        // vread
+        let r = s.get(&format!("Patient/{id}/_history/1"));
+        r.expect(200);
+        assert_eq!(r.json["gender"], "female");
+        s.get(&format!("Patient/{id}/_history/9")).expect(404);
+        // create-on-update with the client's id
+        let mut q = patient("Bernard", "Luc", "1990-01-01");
+        q["id"] = json!("client-id-1");
+        s.put("Patient/client-id-1", &q).expect(201);
+        s.put("Patient/client-id-1", &q).expect(200);
+        // Prefer
+        let r = s.request(
+            "POST",
+            "Patient",
+            Some(patient("A", "B", "2000").to_string()),
+            &[("Prefer", "return=minimal")],
+        );
+        r.expect(201);
+        assert!(r.text.is_empty());
+        let r = s.request(
+            "POST",
+            "Patient",
+            Some(patient("A", "B", "2000").to_string()),
+            &[("Prefer", "return=OperationOutcome")],
+        );
+        r.expect(201);
+        assert_eq!(r.json["resourceType"], "OperationOutcome");
+        // delete, then 410, history keeps all versions
+        s.delete(&format!("Patient/{id}")).expect(204);
+        s.get(&format!("Patient/{id}")).expect(410);
+        s.delete(&format!("Patient/{id}")).expect(204);
+        let h = s.get(&format!("Patient/{id}/_history"));
+        h.expect(200);
+        assert_eq!(h.json["type"], "history");
+        let entries = h.json["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0]["request"]["method"], "DELETE");
+        assert_eq!(entries[2]["request"]["method"], "POST");
+        // re-create after delete
+        let mut again = patient("Martin", "Élodie", "1975-03-04");
+        again["id"] = json!(id.clone());
+        let r = s.put(&format!("Patient/{id}"), &again);
+        r.expect(201);
+        assert_eq!(r.json["meta"]["versionId"], "4");
+        // type and system history, _count and next link
+        let h = s.get("Patient/_history?_count=2");
+        assert_eq!(h.json["entry"].as_array().unwrap().len(), 2);
+        let next = h.link("next").expect("lien next");
+        let h2 = s.get(&next);
+        h2.expect(200);
+        assert!(!h2.json["entry"].as_array().unwrap().is_empty());
+        let all = s.get("_history?_count=100");
+        assert!(all.json["entry"].as_array().unwrap().len() >= 8);
+        let future = s.get("_history?_since=2999-01-01");
+        assert!(future.json.get("entry").is_none());
+        // _pretty and _format
+        let r = s.get(&format!("Patient/{id}?_pretty=true"));
+        assert!(r.text.contains("\n  "));
+        s.get(&format!("Patient/{id}?_format=xml")).expect(406);
+        s.get(&format!("Patient/{id}?_format=json")).expect(200);
+    }
+}
+
+#[test]
+fn conditional_interactions() {
+    for b in backends() {
+        let s = Server::start(&b);
+        let p = patient("Conditionnel", "Anne", "1960-02-02");
+        let h = [(
+            "If-None-Exist",
+            "identifier=urn:oid:1.2.250.1.213.1.4.8|Conditionnel-1960-02-02",
+        )];
+        let r1 = s.request("POST", "Patient", Some(p.to_string()), &h);
+        r1.expect(201);
+        let r2 = s.request("POST", "Patient", Some(p.to_string()), &h);
+        r2.expect(200);
+        assert_eq!(r1.json["id"], r2.json["id"]);
+        // conditional update: one match → update
+        let mut p2 = p.clone();
+        p2["gender"] = json!("other");
+        let r = s.put(
+            "Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|Conditionnel-1960-02-02",
+            &p2,
+        );
+        r.expect(200);
+        assert_eq!(r.json["id"], r1.json["id"]);
+        assert_eq!(r.json["meta"]["versionId"], "2");
+        // no match → create
+        let r = s.put(
+            "Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|nobody",
+            &patient("Nouveau", "X", "2001-01-01"),
+        );
+        r.expect(201);
+        // several matches → 412
+        s.post("Patient", &patient("Double", "A", "1999-09-09"))
+            .expect(201);
+        s.post("Patient", &patient("Double", "B", "1999-09-09"))
+            .expect(201);
+        s.put(
+            "Patient?family=Double",
+            &patient("Double", "C", "1999-09-09"),
+        )
+        .expect(412);
+        s.request("DELETE", "Patient?family=Double", None, &[])
+            .expect(412);
+        // conditional delete with one match
+        s.request(
+            "DELETE",
+            "Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|Conditionnel-1960-02-02",
+            None,
+            &[],
+        )
+        .expect(204);
+        s.get(&format!("Patient/{}", r1.json["id"].as_str().unwrap()))
+            .expect(410);
+    }
+}
+
+#[test]
+fn transaction_is_atomic_and_resolves_references() {
+    for b in backends() {
+        let s = Server::start(&b);
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a", "resource": patient("Transac", "Paul", "1950-05-05"),
+             "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": "urn:uuid:88f151c0-a954-468a-88bd-5ae15c08e059", "resource": {"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"},
+                "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}},
+             "request": {"method": "POST", "url": "Observation"}}
+        ]});
+        let r = s.post("", &tx);
+        r.expect(200);
+        assert_eq!(r.json["type"], "transaction-response");
+        let loc = r.json["entry"][0]["response"]["location"].as_str().unwrap();
+        assert!(
+            r.json["entry"][0]["response"]["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("201")
+        );
+        let pid = loc.split('/').rev().nth(2).unwrap().to_string();
+        let obs = s.get(&format!("Observation?subject=Patient/{pid}"));
+        assert_eq!(obs.ids().len(), 1);
+        let o = &obs.json["entry"][0]["resource"];
+        assert_eq!(o["subject"]["reference"], format!("Patient/{pid}"));
+
+        // A broken entry: nothing at all is written.
+        let before = s.get("Patient?_summary=count").json["total"].clone();
+        let bad = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": patient("Atomique", "Zoé", "1980-01-01"), "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": null}},
+             "request": {"method": "POST", "url": "Observation"}}
+        ]});
+        let r = s.post("", &bad);
+        assert!(r.status == 400 || r.status == 422, "{}", r.text);
+        assert!(r.text.contains("entry[1]"), "{}", r.text);
+        assert_eq!(s.get("Patient?_summary=count").json["total"], before);
+        assert!(s.get("Patient?family=Atomique").ids().is_empty());
+
+        // Batch: entries independent.
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": patient("Lot", "Un", "1970-01-01"), "request": {"method": "POST", "url": "Patient"}},
+            {"request": {"method": "GET", "url": "Patient/does-not-exist"}},
+            {"request": {"method": "GET", "url": format!("Patient/{pid}")}}
+        ]});
+        let r = s.post("", &batch);
+        r.expect(200);
+        assert_eq!(r.json["type"], "batch-response");
+        assert!(
+            r.json["entry"][0]["response"]["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("201")
+        );
+        assert!(
+            r.json["entry"][1]["response"]["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("404")
+        );
+        assert_eq!(r.json["entry"][2]["resource"]["id"], pid);
+    }
+}
+
+#[test]
+fn bad_input_is_rejected_clearly_and_nothing_is_written() {
+    for b in backends() {
+        let s = Server::start_with(&b, &["--max-body", "100000"]);
+        let count = || {
+            s.get("Patient?_summary=count").json["total"]
+                .as_i64()
+                .unwrap()
+        };
+        let n0 = count();
+        let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+            ("POST", "Patient", Some("{not json".into()), 400, "JSON invalide"),
+            ("POST", "Patient", Some(json!({"resourceType": "Observation"}).to_string()), 400, "ne correspond pas"),
+            ("POST", "Patient", Some(json!({"name": "x"}).to_string()), 400, "resourceType"),
+            ("POST", "Patient", Some("[]".into()), 400, "objet"),
+            ("POST", "Patient", Some(json!({"resourceType": "Patient", "id": "bad id!"}).to_string()), 400, "identifiant invalide"),
+            ("POST", "Patient", Some(json!({"resourceType": "Patient", "name": null}).to_string()), 422, "null"),
+            ("POST", "Patient", Some(json!({"resourceType": "Patient", "name": []}).to_string()), 422, "vide"),
+            ("POST", "Unicorn", Some(json!({"resourceType": "Unicorn"}).to_string()), 404, "inconnu"),
+            ("PUT", "Patient/abc", Some(json!({"resourceType": "Patient", "id": "xyz"}).to_string()), 400, "ne correspond pas"),
+            ("PUT", "Patient/abc", Some(json!({"resourceType": "Patient"}).to_string()), 400, "id"),
+            ("PUT", "Patient/a$b", Some(json!({"resourceType": "Patient", "id": "a$b"}).to_string()), 400, "identifiant invalide"),
+            ("GET", "Patient?birthdate=notadate", None, 400, "date"),
+            ("GET", "Patient?_count=abc", None, 400, "_count"),
+            ("GET", "Patient?gender:fancy=x", None, 400, "modificateur"),
+            ("GET", "Observation?subject=Unicorn/1", None, 400, "inconnu"),
+            ("GET", "Observation?value-quantity=lt12|a|b|c", None, 400, "quantité"),
+            ("POST", "", Some(json!({"resourceType": "Bundle", "type": "collection"}).to_string()), 400, "batch et transaction"),
+            ("POST", "", Some(json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "Patient"}}]}).to_string()), 400, "request"),
+            ("GET", "Unicorn/1", None, 404, "inconnu"),
+            ("GET", "Patient/nope", None, 404, "introuvable"),
+            ("DELETE", "Patient", None, 400, "critères"),
+            ("PATCH", "Patient/x", Some("{}".into()), 405, "PATCH"),
+        ];
+        for (m, path, body, status, needle) in cases {
+            let r = s.request(m, path, body, &[]);
+            assert_eq!(r.status, status, "{m} {path} : {}", r.text);
+            assert_eq!(
+                r.json["resourceType"], "OperationOutcome",
+                "{m} {path} : {}",
+                r.text
+            );
+            let d = r.diagnostics();
+            assert!(
+                d.to_lowercase().contains(&needle.to_lowercase()),
+                "{m} {path} : {d:?} devrait contenir {needle:?}"
+            );
+        }
+        // Wrong content type, body too large.
+        let r = s.request(
+            "POST",
+            "Patient",
+            Some("<Patient/>".into()),
+            &[("Content-Type", "application/fhir+xml")],
+        );
+        r.expect(415);
+        let big = json!({"resourceType": "Patient", "text": {"status": "generated", "div": "x".repeat(200_000)}});
+        let r = s.post("Patient", &big);
+        r.expect(413);
+        assert!(r.diagnostics().contains("volumineux"));
+        // Strict handling: unknown parameter is an error; lenient: a warning in the bundle.
+        let r = s.request(
+            "GET",
+            "Patient?unknownparam=1",
+            None,
+            &[("Prefer", "handling=strict")],
+        );
+        r.expect(400);
+        let r = s.get("Patient?unknownparam=1");
+        r.expect(200);
+        let outcome = r.json["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["search"]["mode"] == "outcome")
+            .expect("avertissement");
+        assert_eq!(outcome["resource"]["issue"][0]["severity"], "warning");
+        assert_eq!(count(), n0, "rien ne doit avoir été écrit");
+    }
+}
+
+#[test]
+fn capability_statement_states_what_is_supported() {
+    let s = Server::start(&common::Backend::Sqlite);
+    let r = s.get("metadata");
+    r.expect(200);
+    assert_eq!(r.json["resourceType"], "CapabilityStatement");
+    assert_eq!(r.json["fhirVersion"], "4.0.1");
+    let res = r.json["rest"][0]["resource"].as_array().unwrap();
+    assert!(res.len() >= 145, "{} types", res.len());
+    let obs = res.iter().find(|x| x["type"] == "Observation").unwrap();
+    let params: Vec<&str> = obs["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in [
+        "code",
+        "subject",
+        "patient",
+        "date",
+        "value-quantity",
+        "code-value-quantity",
+        "_lastUpdated",
+        "_tag",
+    ] {
+        assert!(params.contains(&p), "{p} manquant");
+    }
+    let sys: Vec<&str> = r.json["rest"][0]["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    assert!(sys.contains(&"transaction") && sys.contains(&"batch"));
+}

@@ -1,0 +1,280 @@
+//! Test support: starts the real `socle` binary on a random loopback port, on SQLite or on a fresh PostgreSQL
+//! database, and talks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+/// The backends to test: SQLite always; PostgreSQL when `SOCLE_TEST_DATABASE_URL` is set (an admin URL; each
+/// server gets a fresh database). With `SOCLE_REQUIRE_POSTGRES=1` a missing URL is a failure, not a skip.
+pub fn backends() -> Vec<Backend> {
+    let mut v = vec![Backend::Sqlite];
+    match std::env::var("SOCLE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => v.push(Backend::Postgres(url)),
+        _ => {
+            if std::env::var("SOCLE_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("SOCLE_REQUIRE_POSTGRES=1 mais SOCLE_TEST_DATABASE_URL n'est pas défini");
+            }
+            eprintln!("note: PostgreSQL non testé (SOCLE_TEST_DATABASE_URL absent)");
+        }
+    }
+    v
+}
+
+/// Creates a fresh database on the server of `admin_url` and returns its URL.
+pub fn fresh_pg_database(admin_url: &str) -> String {
+    let name = format!("socle_t_{}", uuid::Uuid::new_v4().simple());
+    let mut c = postgres::Client::connect(admin_url, postgres::NoTls)
+        .expect("connexion PostgreSQL de test");
+    c.batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("création de la base de test");
+    let scheme_end = admin_url.find("://").map_or(0, |i| i + 3);
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin_url, String::new()),
+    };
+    match base[scheme_end..].find('/') {
+        Some(i) => format!("{}/{name}{query}", &base[..scheme_end + i]),
+        None => format!("{base}/{name}{query}"),
+    }
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub root: String,
+    pub data: tempfile::TempDir,
+    pub database: Option<String>,
+    extra: Vec<String>,
+}
+
+impl Server {
+    pub fn start(backend: &Backend) -> Server {
+        Self::start_with(backend, &[])
+    }
+
+    pub fn start_with(backend: &Backend, extra: &[&str]) -> Server {
+        let data = tempfile::tempdir().expect("répertoire temporaire");
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres(admin) => Some(fresh_pg_database(admin)),
+        };
+        let mut s = Server {
+            child: None,
+            base: String::new(),
+            root: String::new(),
+            data,
+            database,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_socle"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(self.data.path());
+        if let Some(db) = &self.database {
+            cmd.arg("--database").arg(db);
+        }
+        cmd.args(&self.extra);
+        cmd.env("SOCLE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("lancement de socle");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("lecture de la ligne de démarrage");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("ligne de démarrage inattendue : {line:?}"))
+            .to_string();
+        self.base = url.clone();
+        self.root = url.trim_end_matches("/fhir").to_string();
+        self.child = Some(child);
+        // Readiness: poll /health.
+        for _ in 0..200 {
+            if ureq::get(&format!("{}/health", self.root)).call().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("socle ne répond pas sur /health");
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Graceful stop (SIGTERM), waiting for exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}/{}", self.base, path.trim_start_matches('/'))
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, None, &[])
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        self.request("POST", path, Some(body.to_string()), &[])
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        self.request("PUT", path, Some(body.to_string()), &[])
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        self.request("DELETE", path, None, &[])
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut r = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(120));
+        let mut has_ct = false;
+        for (k, v) in headers {
+            if k.eq_ignore_ascii_case("content-type") {
+                has_ct = true;
+            }
+            r = r.set(k, v);
+        }
+        if body.is_some() && !has_ct {
+            r = r.set("Content-Type", "application/fhir+json");
+        }
+        let res = match body {
+            Some(b) => r.send_string(&b),
+            None => r.call(),
+        };
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path} : {e}"),
+        };
+        let status = resp.status();
+        let headers: Vec<(String, String)> = resp
+            .headers_names()
+            .into_iter()
+            .map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_string()))
+            .collect();
+        let text = resp.into_string().unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts the status, showing the body on failure.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status, status,
+            "statut inattendu, corps : {}",
+            self.text
+        );
+        self
+    }
+
+    /// For an OperationOutcome: its first diagnostics.
+    pub fn diagnostics(&self) -> String {
+        assert_eq!(
+            self.json["resourceType"], "OperationOutcome",
+            "OperationOutcome attendu : {}",
+            self.text
+        );
+        self.json["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Ids of the `match` entries of a searchset.
+    pub fn ids(&self) -> Vec<String> {
+        self.json["entry"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["search"]["mode"] == "match")
+                    .map(|e| e["resource"]["id"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn link(&self, rel: &str) -> Option<String> {
+        self.json["link"]
+            .as_array()?
+            .iter()
+            .find(|l| l["relation"] == rel)
+            .and_then(|l| l["url"].as_str())
+            .map(str::to_string)
+    }
+}

@@ -1,0 +1,399 @@
+//! The audit trail: one append-only, hash-chained record per interaction, written in the same transaction as
+//! the data it concerns, readable as FHIR `AuditEvent` (shaped after IHE BALP).
+//!
+//! Chain: `hash = SHA-256(prev_hash ‖ canonical record)`, with a gapless sequence and a head row
+//! (`audit_head`) updated in the same transaction, so an altered, inserted or deleted record — including the
+//! last ones — breaks verification. Owns: the record format and its verification; nothing else.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::StoreError;
+use crate::sql::{SqlConn, SqlValue};
+
+/// Hash that precedes the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audit record, as given by the interaction layer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuditRecord {
+    /// Milliseconds since the epoch.
+    pub recorded: i64,
+    pub principal: String,
+    /// The FHIR interaction: `create`, `read`, `vread`, `update`, `delete`, `search-type`, `history-instance`,
+    /// `transaction`, `batch`, `capabilities`…
+    pub action: String,
+    pub rtype: Option<String>,
+    pub id: Option<String>,
+    pub version: Option<i64>,
+    /// The patient (compartment key) the data belongs to, when known.
+    pub patient: Option<String>,
+    /// `success`, or the HTTP status of the failure (`404`, `412`…).
+    pub outcome: String,
+    pub client: Option<String>,
+    /// Free detail without health data: the search parameters' names, the bundle size…
+    pub detail: Option<String>,
+}
+
+/// A stored record with its place in the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAudit {
+    pub seq: i64,
+    pub record: AuditRecord,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+fn field(h: &mut Sha256, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            h.update((s.len() as u64).to_be_bytes());
+            h.update(s.as_bytes());
+        }
+        None => h.update(u64::MAX.to_be_bytes()),
+    }
+}
+
+/// The chain hash of a record.
+pub fn chain_hash(seq: i64, r: &AuditRecord, prev_hash: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"socle-audit-v1");
+    h.update(prev_hash.as_bytes());
+    h.update(seq.to_be_bytes());
+    h.update(r.recorded.to_be_bytes());
+    field(&mut h, Some(&r.principal));
+    field(&mut h, Some(&r.action));
+    field(&mut h, r.rtype.as_deref());
+    field(&mut h, r.id.as_deref());
+    field(&mut h, r.version.map(|v| v.to_string()).as_deref());
+    field(&mut h, r.patient.as_deref());
+    field(&mut h, Some(&r.outcome));
+    field(&mut h, r.client.as_deref());
+    field(&mut h, r.detail.as_deref());
+    hex::encode(h.finalize())
+}
+
+/// Appends records at the end of the chain, inside the caller's transaction.
+pub fn append(c: &mut dyn SqlConn, records: &[AuditRecord]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let lock = match c.dialect() {
+        crate::Dialect::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+        crate::Dialect::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+    };
+    let head = c
+        .query_one(lock, &[])?
+        .ok_or_else(|| StoreError::Corrupt("tête de la chaîne d'audit absente".into()))?;
+    let mut it = head.into_iter();
+    let mut seq = it.next().and_then(|v| v.as_i64()).unwrap_or_default();
+    let mut prev = it
+        .next()
+        .and_then(SqlValue::into_string)
+        .unwrap_or_default();
+    let mut rows = Vec::with_capacity(records.len());
+    for r in records {
+        seq += 1;
+        let hash = chain_hash(seq, r, &prev);
+        rows.push(vec![
+            seq.into(),
+            r.recorded.into(),
+            r.principal.as_str().into(),
+            r.action.as_str().into(),
+            r.rtype.clone().into(),
+            r.id.clone().into(),
+            r.version.map_or(SqlValue::Null, SqlValue::Int),
+            r.patient.clone().into(),
+            r.outcome.as_str().into(),
+            r.client.clone().into(),
+            r.detail.clone().into(),
+            prev.as_str().into(),
+            hash.as_str().into(),
+        ]);
+        prev = hash;
+    }
+    use crate::sql::ColType::{Int, Text};
+    c.insert_rows(
+        "audit_log",
+        &[
+            ("seq", Int),
+            ("recorded", Int),
+            ("principal", Text),
+            ("action", Text),
+            ("rtype", Text),
+            ("rid", Text),
+            ("version", Int),
+            ("patient", Text),
+            ("outcome", Text),
+            ("client", Text),
+            ("detail", Text),
+            ("prev_hash", Text),
+            ("hash", Text),
+        ],
+        &rows,
+    )?;
+    c.execute(
+        "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1",
+        &[seq.into(), prev.into()],
+    )?;
+    Ok(())
+}
+
+const AUDIT_COLS: &str = "seq, recorded, principal, action, rtype, rid, version, patient, outcome, client, detail, prev_hash, hash";
+
+fn from_row(r: Vec<SqlValue>) -> StoredAudit {
+    let mut it = r.into_iter();
+    let mut s = || it.next().unwrap_or(SqlValue::Null);
+    let seq = s().as_i64().unwrap_or_default();
+    let record = AuditRecord {
+        recorded: s().as_i64().unwrap_or_default(),
+        principal: s().into_string().unwrap_or_default(),
+        action: s().into_string().unwrap_or_default(),
+        rtype: s().into_string(),
+        id: s().into_string(),
+        version: s().as_i64(),
+        patient: s().into_string(),
+        outcome: s().into_string().unwrap_or_default(),
+        client: s().into_string(),
+        detail: s().into_string(),
+    };
+    StoredAudit {
+        seq,
+        record,
+        prev_hash: s().into_string().unwrap_or_default(),
+        hash: s().into_string().unwrap_or_default(),
+    }
+}
+
+/// Reads records in chain order, `after` a sequence number, at most `limit`.
+pub fn list(c: &mut dyn SqlConn, after: i64, limit: i64) -> Result<Vec<StoredAudit>, StoreError> {
+    let sql = format!("SELECT {AUDIT_COLS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?");
+    Ok(c.query(&sql, &[after.into(), limit.into()])?
+        .into_iter()
+        .map(from_row)
+        .collect())
+}
+
+/// Records concerning one patient, newest first.
+pub fn list_for_patient(
+    c: &mut dyn SqlConn,
+    patient: &str,
+    limit: i64,
+) -> Result<Vec<StoredAudit>, StoreError> {
+    let sql =
+        format!("SELECT {AUDIT_COLS} FROM audit_log WHERE patient = ? ORDER BY seq DESC LIMIT ?");
+    Ok(c.query(&sql, &[patient.into(), limit.into()])?
+        .into_iter()
+        .map(from_row)
+        .collect())
+}
+
+/// One record by sequence number.
+pub fn get(c: &mut dyn SqlConn, seq: i64) -> Result<Option<StoredAudit>, StoreError> {
+    let sql = format!("SELECT {AUDIT_COLS} FROM audit_log WHERE seq = ?");
+    Ok(c.query_one(&sql, &[seq.into()])?.map(from_row))
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verification {
+    pub records: i64,
+    /// Each problem found, with the sequence number concerned.
+    pub problems: Vec<(i64, String)>,
+}
+
+/// Recomputes the whole chain and compares it with the head.
+pub fn verify(c: &mut dyn SqlConn) -> Result<Verification, StoreError> {
+    let mut problems = Vec::new();
+    let mut prev = GENESIS.to_string();
+    let mut expected_seq = 1;
+    let mut after = 0;
+    let mut count = 0;
+    loop {
+        let batch = list(c, after, 10_000)?;
+        if batch.is_empty() {
+            break;
+        }
+        for a in batch {
+            count += 1;
+            if a.seq != expected_seq {
+                problems.push((
+                    expected_seq,
+                    format!("enregistrements {expected_seq} à {} absents", a.seq - 1),
+                ));
+            }
+            if a.prev_hash != prev {
+                problems.push((
+                    a.seq,
+                    "chaînage rompu : empreinte précédente différente".into(),
+                ));
+            }
+            let h = chain_hash(a.seq, &a.record, &a.prev_hash);
+            if h != a.hash {
+                problems.push((
+                    a.seq,
+                    "contenu modifié : empreinte recalculée différente".into(),
+                ));
+            }
+            prev = a.hash.clone();
+            expected_seq = a.seq + 1;
+            after = a.seq;
+        }
+    }
+    let head = c.query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[])?;
+    match head {
+        Some(r) => {
+            let mut it = r.into_iter();
+            let hseq = it.next().and_then(|v| v.as_i64()).unwrap_or_default();
+            let hhash = it
+                .next()
+                .and_then(SqlValue::into_string)
+                .unwrap_or_default();
+            if hseq != after {
+                problems.push((
+                    hseq,
+                    format!(
+                        "la tête annonce {hseq} enregistrements, {after} trouvés (fin supprimée)"
+                    ),
+                ));
+            } else if hhash != prev {
+                problems.push((
+                    hseq,
+                    "la tête de chaîne ne correspond pas au dernier enregistrement".into(),
+                ));
+            }
+        }
+        None => problems.push((0, "tête de chaîne absente".into())),
+    }
+    Ok(Verification {
+        records: count,
+        problems,
+    })
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The record as a FHIR `AuditEvent`, shaped after IHE Basic Audit Log Patterns (BALP).
+pub fn to_audit_event(a: &StoredAudit) -> Value {
+    let r = &a.record;
+    let (subtype_code, action_code) = match r.action.as_str() {
+        "create" => ("create", "C"),
+        "read" => ("read", "R"),
+        "vread" => ("vread", "R"),
+        "update" => ("update", "U"),
+        "delete" => ("delete", "D"),
+        "search-type" | "search-system" => ("search", "E"),
+        "history-instance" | "history-type" | "history-system" => ("history", "R"),
+        "transaction" => ("transaction", "E"),
+        "batch" => ("batch", "E"),
+        other => (other, "E"),
+    };
+    let outcome = if r.outcome == "success" {
+        "0"
+    } else if r.outcome.starts_with('5') {
+        "8"
+    } else {
+        "4"
+    };
+    let mut ev = json!({
+        "resourceType": "AuditEvent",
+        "id": a.seq.to_string(),
+        "meta": {"profile": ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read"]},
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
+        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": subtype_code}],
+        "action": action_code,
+        "recorded": iso(r.recorded),
+        "outcome": outcome,
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "who": {"identifier": {"value": r.principal}},
+            "requestor": true,
+            "network": r.client.as_ref().map(|c| json!({"address": c, "type": "2"})).unwrap_or(json!({"type": "2"})),
+        }],
+        "source": {"observer": {"display": "Socle"}, "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
+        "extension": [{"url": "https://socle.example/fhir/StructureDefinition/audit-chain", "extension": [
+            {"url": "sequence", "valueInteger": a.seq},
+            {"url": "previousHash", "valueString": a.prev_hash},
+            {"url": "hash", "valueString": a.hash},
+        ]}],
+    });
+    if r.outcome != "success" {
+        ev["outcomeDesc"] = json!(r.outcome);
+    }
+    let mut entities = Vec::new();
+    if let (Some(t), Some(id)) = (&r.rtype, &r.id) {
+        let reference = match r.version {
+            Some(v) => format!("{t}/{id}/_history/{v}"),
+            None => format!("{t}/{id}"),
+        };
+        entities.push(json!({"what": {"reference": reference},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}}));
+    }
+    if let Some(p) = &r.patient {
+        entities.push(json!({"what": {"reference": format!("Patient/{p}")},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}}));
+    }
+    if let Some(d) = &r.detail {
+        entities.push(json!({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+            "query": base64_encode(d.as_bytes())}));
+    }
+    if !entities.is_empty() {
+        ev["entity"] = Value::Array(entities);
+    }
+    ev
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_encode(b"Ma"), "TWE=");
+        assert_eq!(base64_encode(b"Man"), "TWFu");
+        assert_eq!(base64_encode(b"M"), "TQ==");
+    }
+
+    #[test]
+    fn hash_changes_with_any_field() {
+        let r = AuditRecord {
+            principal: "p".into(),
+            action: "read".into(),
+            outcome: "success".into(),
+            ..Default::default()
+        };
+        let h = chain_hash(1, &r, GENESIS);
+        let mut r2 = r.clone();
+        r2.patient = Some("x".into());
+        assert_ne!(h, chain_hash(1, &r2, GENESIS));
+        assert_ne!(h, chain_hash(2, &r, GENESIS));
+    }
+}

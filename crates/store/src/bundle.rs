@@ -1,0 +1,621 @@
+//! `batch` and `transaction` Bundles (FHIR R4 §3.1.0.11): transactions are all-or-nothing in one database
+//! transaction, with `urn:uuid:` and conditional references resolved; batches process each entry on its own.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::repo::{
+    Prepared, RepoError, Repository, RequestContext, Stored, TxState, WriteOutcome, new_id,
+    response_json,
+};
+
+/// Hard limit on entries in one Bundle.
+pub const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Method {
+    Delete,
+    Post,
+    Put,
+    Get,
+}
+
+struct Entry {
+    index: usize,
+    method: Method,
+    /// The URL relative to the base: `Patient`, `Patient/1`, `Patient?x=y`.
+    url: String,
+    full_url: Option<String>,
+    resource: Option<Value>,
+    if_none_exist: Option<String>,
+    if_match: Option<i64>,
+}
+
+/// Splits a relative request URL into path segments and decoded query parameters.
+pub fn split_url(url: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (url, None),
+    };
+    let segs = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let params = query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    (segs, params)
+}
+
+fn parse_entries(bundle: &Value, base: &str) -> Result<(bool, Vec<Entry>), RepoError> {
+    let bad = |m: String| RepoError::Invalid(m);
+    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(bad("le corps doit être une ressource Bundle".into()));
+    }
+    let is_tx = match bundle.get("type").and_then(Value::as_str) {
+        Some("transaction") => true,
+        Some("batch") => false,
+        Some(t) => {
+            return Err(bad(format!(
+                "Bundle de type {t} : seuls batch et transaction sont traités ici"
+            )));
+        }
+        None => return Err(bad("Bundle.type absent".into())),
+    };
+    let empty = Vec::new();
+    let raw = match bundle.get("entry") {
+        None => &empty,
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("Bundle.entry doit être un tableau".into())),
+    };
+    if raw.len() > MAX_ENTRIES {
+        return Err(bad(format!(
+            "{} entrées : au plus {MAX_ENTRIES} par Bundle",
+            raw.len()
+        )));
+    }
+    let mut entries = Vec::with_capacity(raw.len());
+    for (index, e) in raw.iter().enumerate() {
+        let at = |m: &str| RepoError::InEntry {
+            index,
+            error: Box::new(RepoError::Invalid(m.to_string())),
+        };
+        let req = e
+            .get("request")
+            .ok_or_else(|| at("Bundle.entry.request absent"))?;
+        let method = match req.get("method").and_then(Value::as_str) {
+            Some("GET") | Some("HEAD") => Method::Get,
+            Some("POST") => Method::Post,
+            Some("PUT") => Method::Put,
+            Some("DELETE") => Method::Delete,
+            Some("PATCH") => return Err(at("PATCH n'est pas pris en charge dans les Bundles")),
+            Some(m) => return Err(at(&format!("méthode inconnue : {m}"))),
+            None => return Err(at("request.method absent")),
+        };
+        let mut url = req
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| at("request.url absent"))?
+            .to_string();
+        if let Some(rest) = url.strip_prefix(base) {
+            url = rest.trim_start_matches('/').to_string();
+        }
+        let resource = e.get("resource").cloned();
+        if matches!(method, Method::Post | Method::Put) && resource.is_none() {
+            return Err(at("entry.resource absent pour POST/PUT"));
+        }
+        entries.push(Entry {
+            index,
+            method,
+            url,
+            full_url: e.get("fullUrl").and_then(Value::as_str).map(str::to_string),
+            resource,
+            if_none_exist: req
+                .get("ifNoneExist")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            if_match: match req.get("ifMatch").and_then(Value::as_str) {
+                Some(s) => {
+                    Some(parse_etag(s).ok_or_else(|| at("ifMatch invalide (attendu W/\"n\")"))?)
+                }
+                None => None,
+            },
+        });
+    }
+    Ok((is_tx, entries))
+}
+
+/// `W/"3"` or `3` → 3.
+pub fn parse_etag(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let s = s.strip_prefix("W/").unwrap_or(s);
+    s.trim_matches('"').parse().ok()
+}
+
+pub(crate) fn process(
+    repo: &Repository,
+    ctx: &RequestContext,
+    bundle: Value,
+) -> Result<Value, RepoError> {
+    let base = ctx.base_url.trim_end_matches('/').to_string();
+    let (is_tx, entries) = parse_entries(&bundle, &base)?;
+    if is_tx {
+        transaction(repo, ctx, &base, entries)
+    } else {
+        Ok(batch(repo, ctx, &base, entries))
+    }
+}
+
+fn status_text(code: u16) -> String {
+    let reason = match code {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        409 => "Conflict",
+        410 => "Gone",
+        412 => "Precondition Failed",
+        422 => "Unprocessable Entity",
+        _ => "",
+    };
+    format!("{code} {reason}").trim().to_string()
+}
+
+fn outcome_of(e: &RepoError) -> Value {
+    let code = match e.status() {
+        404 => "not-found",
+        409 | 412 => "conflict",
+        410 => "deleted",
+        422 => "processing",
+        500 | 503 => "exception",
+        _ => "invalid",
+    };
+    json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": e.to_string()}]})
+}
+
+fn batch(repo: &Repository, ctx: &RequestContext, base: &str, entries: Vec<Entry>) -> Value {
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let r = one_batch_entry(repo, ctx, base, &e);
+        out.push(match r {
+            Ok(v) => v,
+            Err(err) => json!({"response": {"status": status_text(err.status()), "outcome": outcome_of(&err)}}),
+        });
+    }
+    json!({"resourceType": "Bundle", "id": new_id(), "type": "batch-response", "entry": out})
+}
+
+fn write_entry(base: &str, w: &WriteOutcome) -> Value {
+    let status = if w.existing {
+        "200 OK"
+    } else if w.created {
+        "201 Created"
+    } else {
+        "200 OK"
+    };
+    json!({"fullUrl": format!("{base}/{}/{}", w.stored.rtype, w.stored.id), "response": response_json(base, &w.stored, status)})
+}
+
+fn one_batch_entry(
+    repo: &Repository,
+    ctx: &RequestContext,
+    base: &str,
+    e: &Entry,
+) -> Result<Value, RepoError> {
+    let (segs, params) = split_url(&e.url);
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match (e.method, segs.as_slice()) {
+        (Method::Post, [t]) => {
+            let crit = e
+                .if_none_exist
+                .as_deref()
+                .map(|q| split_url(&format!("?{q}")).1);
+            let body = e.resource.clone().unwrap_or(Value::Null);
+            let w = repo.create(ctx, t, body, crit.as_deref())?;
+            Ok(write_entry(base, &w))
+        }
+        (Method::Put, [t, id]) => {
+            let w = repo.update(
+                ctx,
+                t,
+                id,
+                e.resource.clone().unwrap_or(Value::Null),
+                e.if_match,
+            )?;
+            Ok(write_entry(base, &w))
+        }
+        (Method::Put, [t]) if !params.is_empty() => {
+            let w = repo.conditional_update(
+                ctx,
+                t,
+                &params,
+                e.resource.clone().unwrap_or(Value::Null),
+                e.if_match,
+            )?;
+            Ok(write_entry(base, &w))
+        }
+        (Method::Delete, [t, id]) => {
+            repo.delete(ctx, t, id)?;
+            Ok(json!({"response": {"status": "204 No Content"}}))
+        }
+        (Method::Delete, [t]) if !params.is_empty() => {
+            repo.conditional_delete(ctx, t, &params)?;
+            Ok(json!({"response": {"status": "204 No Content"}}))
+        }
+        (Method::Get, [t, id]) => {
+            let s = repo.read(ctx, t, id)?;
+            Ok(read_entry(base, &s))
+        }
+        (Method::Get, [t, id, "_history", v]) => {
+            let s = repo.vread(ctx, t, id, v)?;
+            Ok(read_entry(base, &s))
+        }
+        (Method::Get, [t]) => {
+            let page = repo.search(ctx, t, &params, false)?;
+            let bundle = crate::render::searchset(base, t, &page);
+            let v: Value = serde_json::from_slice(&bundle).unwrap_or(Value::Null);
+            Ok(json!({"resource": v, "response": {"status": "200 OK"}}))
+        }
+        _ => Err(RepoError::Invalid(format!(
+            "URL de requête non prise en charge : {} {}",
+            method_name(e.method),
+            e.url
+        ))),
+    }
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Delete => "DELETE",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Get => "GET",
+    }
+}
+
+fn read_entry(base: &str, s: &Stored) -> Value {
+    let v: Value = serde_json::from_slice(&s.content).unwrap_or(Value::Null);
+    json!({"fullUrl": format!("{base}/{}/{}", s.rtype, s.id), "resource": v,
+           "response": {"status": "200 OK", "etag": format!("W/\"{}\"", s.version), "lastModified": s.last_updated_iso()}})
+}
+
+/// Replaces every `reference` whose value is a key of `map` (recursively).
+fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if k == "reference" {
+                    if let Value::String(s) = child {
+                        if let Some(n) = map.get(s.as_str()) {
+                            *s = n.clone();
+                        }
+                    }
+                } else {
+                    rewrite_references(child, map);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rewrite_references(x, map)),
+        _ => {}
+    }
+}
+
+/// Conditional references (`Patient?identifier=…`) found in a resource.
+fn conditional_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                if k == "reference" {
+                    if let Value::String(s) = child {
+                        if s.contains('?') && !s.starts_with("http") {
+                            out.push(s.clone());
+                        }
+                    }
+                } else {
+                    conditional_refs(child, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| conditional_refs(x, out)),
+        _ => {}
+    }
+}
+
+fn transaction(
+    repo: &Repository,
+    ctx: &RequestContext,
+    base: &str,
+    mut entries: Vec<Entry>,
+) -> Result<Value, RepoError> {
+    // Ids for creates are chosen up front so that urn:uuid references can be rewritten before indexing.
+    let mut map: HashMap<String, String> = HashMap::new();
+    let mut new_ids: HashMap<usize, String> = HashMap::new();
+    let mut needs_lookup = false;
+    for e in &entries {
+        let (segs, params) = split_url(&e.url);
+        let in_entry = |m: String| RepoError::InEntry {
+            index: e.index,
+            error: Box::new(RepoError::Invalid(m)),
+        };
+        match (e.method, segs.len()) {
+            (Method::Post, 1) => {
+                if e.if_none_exist.is_some() {
+                    needs_lookup = true;
+                }
+                let id = new_id();
+                if let Some(f) = &e.full_url {
+                    map.insert(f.clone(), format!("{}/{id}", segs[0]));
+                }
+                new_ids.insert(e.index, id);
+            }
+            (Method::Put, 2) => {
+                if let Some(f) = &e.full_url {
+                    map.insert(f.clone(), format!("{}/{}", segs[0], segs[1]));
+                }
+            }
+            (Method::Put, 1) if !params.is_empty() => needs_lookup = true,
+            (Method::Post | Method::Put, _) => {
+                return Err(in_entry(format!(
+                    "URL invalide pour {} : {}",
+                    method_name(e.method),
+                    e.url
+                )));
+            }
+            _ => {}
+        }
+        if let Some(r) = &e.resource {
+            let mut refs = Vec::new();
+            conditional_refs(r, &mut refs);
+            if !refs.is_empty() {
+                needs_lookup = true;
+            }
+        }
+    }
+    // Duplicate targets in one transaction are an error (R4: the same resource cannot be changed twice).
+    {
+        let mut targets = std::collections::HashSet::new();
+        for e in &entries {
+            if matches!(e.method, Method::Put | Method::Delete) {
+                let (segs, _) = split_url(&e.url);
+                if segs.len() == 2 && !targets.insert(segs.join("/")) {
+                    return Err(RepoError::InEntry {
+                        index: e.index,
+                        error: Box::new(RepoError::Invalid(format!(
+                            "{} est modifiée deux fois dans la transaction",
+                            e.url
+                        ))),
+                    });
+                }
+            }
+        }
+    }
+    for e in entries.iter_mut() {
+        if let Some(r) = &mut e.resource {
+            rewrite_references(r, &map);
+        }
+    }
+    entries.sort_by_key(|e| (e.method, e.index));
+    // Without conditional lookups every resource can be checked and indexed before the write lock is taken.
+    let mut prepared: HashMap<usize, Prepared> = HashMap::new();
+    if !needs_lookup {
+        for e in &entries {
+            if let Some(p) = prepare(e, &new_ids)? {
+                prepared.insert(e.index, p);
+            }
+        }
+    }
+    let mut responses: Vec<(usize, Value)> = Vec::new();
+    let mut deferred_gets: Vec<&Entry> = Vec::new();
+    repo.write_tx_pub(&mut |c, st: &mut TxState| {
+        responses.clear();
+        deferred_gets.clear();
+        let mut local_map = map.clone();
+        for e in &entries {
+            let wrap = |err: RepoError| RepoError::InEntry { index: e.index, error: Box::new(err) };
+            let (segs, params) = split_url(&e.url);
+            let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+            match (e.method, segs.as_slice()) {
+                (Method::Delete, [t, id]) => {
+                    st.delete(c, ctx, t, id).or_else(|err| match err {
+                        RepoError::NotFound(_) => Ok(None),
+                        other => Err(other),
+                    }).map_err(wrap)?;
+                    responses.push((e.index, json!({"response": {"status": "204 No Content"}})));
+                }
+                (Method::Delete, [t]) => {
+                    let ids = st.match_ids(c, t, &params).map_err(wrap)?;
+                    if ids.len() > 1 {
+                        return Err(wrap(RepoError::PreconditionFailed("plusieurs ressources correspondent".into())));
+                    }
+                    for id in ids {
+                        st.delete(c, ctx, t, &id).map_err(wrap)?;
+                    }
+                    responses.push((e.index, json!({"response": {"status": "204 No Content"}})));
+                }
+                (Method::Post, [t]) => {
+                    if let Some(q) = &e.if_none_exist {
+                        let crit = split_url(&format!("?{q}")).1;
+                        let ids = st.match_ids(c, t, &crit).map_err(wrap)?;
+                        match ids.as_slice() {
+                            [] => {}
+                            [id] => {
+                                if let Some(f) = &e.full_url {
+                                    local_map.insert(f.clone(), format!("{t}/{id}"));
+                                }
+                                responses.push((e.index, json!({"fullUrl": format!("{base}/{t}/{id}"), "response": {"status": "200 OK", "location": format!("{base}/{t}/{id}")}})));
+                                continue;
+                            }
+                            _ => return Err(wrap(RepoError::PreconditionFailed("plusieurs ressources correspondent à ifNoneExist".into()))),
+                        }
+                    }
+                    let owned;
+                    let p = match prepared.get(&e.index) {
+                        Some(p) => p,
+                        None => {
+                            let mut en = clone_entry(e);
+                            resolve_in_tx(c, st, &mut en, &local_map).map_err(wrap)?;
+                            owned = prepare(&en, &new_ids)?.ok_or_else(|| wrap(RepoError::Invalid("entrée vide".into())))?;
+                            &owned
+                        }
+                    };
+                    let w = st.create(c, ctx, p, None).map_err(wrap)?;
+                    responses.push((e.index, write_entry(base, &w)));
+                }
+                (Method::Put, [_, _]) => {
+                    let owned;
+                    let p = match prepared.get(&e.index) {
+                        Some(p) => p,
+                        None => {
+                            let mut en = clone_entry(e);
+                            resolve_in_tx(c, st, &mut en, &local_map).map_err(wrap)?;
+                            owned = prepare(&en, &new_ids)?.ok_or_else(|| wrap(RepoError::Invalid("entrée vide".into())))?;
+                            &owned
+                        }
+                    };
+                    let w = st.update(c, ctx, p, e.if_match).map_err(wrap)?;
+                    responses.push((e.index, write_entry(base, &w)));
+                }
+                (Method::Put, [t]) => {
+                    let mut en = clone_entry(e);
+                    resolve_in_tx(c, st, &mut en, &local_map).map_err(wrap)?;
+                    let body = en.resource.unwrap_or(Value::Null);
+                    let body_id = body.get("id").and_then(Value::as_str).map(str::to_string);
+                    let w = st.conditional_update(c, ctx, t, &params, body, body_id.as_deref(), e.if_match).map_err(wrap)?;
+                    responses.push((e.index, write_entry(base, &w)));
+                }
+                (Method::Get, _) => deferred_gets.push(e),
+                _ => return Err(wrap(RepoError::Invalid(format!("URL de requête non prise en charge : {}", e.url)))),
+            }
+        }
+        Ok(())
+    })?;
+    // Reads run after the writes they may depend on have committed.
+    for e in deferred_gets {
+        let v = match one_batch_entry(repo, ctx, base, e) {
+            Ok(v) => v,
+            Err(err) => {
+                json!({"response": {"status": status_text(err.status()), "outcome": outcome_of(&err)}})
+            }
+        };
+        responses.push((e.index, v));
+    }
+    responses.sort_by_key(|r| r.0);
+    let mut audit_rec = AuditLite::new(ctx);
+    audit_rec.entries = responses.len();
+    repo.audit_async(audit_rec.into_record());
+    Ok(
+        json!({"resourceType": "Bundle", "id": new_id(), "type": "transaction-response",
+              "entry": responses.into_iter().map(|r| r.1).collect::<Vec<_>>()}),
+    )
+}
+
+struct AuditLite {
+    principal: String,
+    client: Option<String>,
+    entries: usize,
+}
+
+impl AuditLite {
+    fn new(ctx: &RequestContext) -> Self {
+        AuditLite {
+            principal: ctx.principal.clone(),
+            client: ctx.client.clone(),
+            entries: 0,
+        }
+    }
+    fn into_record(self) -> crate::audit::AuditRecord {
+        crate::audit::AuditRecord {
+            recorded: crate::now_ms(),
+            principal: self.principal,
+            action: "transaction".into(),
+            outcome: "success".into(),
+            client: self.client,
+            detail: Some(format!("entries={}", self.entries)),
+            ..Default::default()
+        }
+    }
+}
+
+fn clone_entry(e: &Entry) -> Entry {
+    Entry {
+        index: e.index,
+        method: e.method,
+        url: e.url.clone(),
+        full_url: e.full_url.clone(),
+        resource: e.resource.clone(),
+        if_none_exist: e.if_none_exist.clone(),
+        if_match: e.if_match,
+    }
+}
+
+/// Inside the transaction: rewrites references mapped by conditional creates and resolves conditional
+/// references (`Type?criteria` must match exactly one resource).
+fn resolve_in_tx(
+    c: &mut dyn crate::SqlConn,
+    st: &mut TxState,
+    e: &mut Entry,
+    map: &HashMap<String, String>,
+) -> Result<(), RepoError> {
+    let Some(r) = &mut e.resource else {
+        return Ok(());
+    };
+    rewrite_references(r, map);
+    let mut refs = Vec::new();
+    conditional_refs(r, &mut refs);
+    let mut cond_map = HashMap::new();
+    for reference in refs {
+        let (segs, params) = split_url(&reference);
+        let [t] = segs.as_slice() else {
+            return Err(RepoError::Invalid(format!(
+                "référence conditionnelle invalide : {reference}"
+            )));
+        };
+        let ids = st.match_ids(c, t, &params)?;
+        match ids.as_slice() {
+            [id] => {
+                cond_map.insert(reference.clone(), format!("{t}/{id}"));
+            }
+            [] => {
+                return Err(RepoError::PreconditionFailed(format!(
+                    "la référence conditionnelle {reference} ne correspond à aucune ressource"
+                )));
+            }
+            _ => {
+                return Err(RepoError::PreconditionFailed(format!(
+                    "la référence conditionnelle {reference} correspond à plusieurs ressources"
+                )));
+            }
+        }
+    }
+    rewrite_references(r, &cond_map);
+    Ok(())
+}
+
+fn prepare(e: &Entry, new_ids: &HashMap<usize, String>) -> Result<Option<Prepared>, RepoError> {
+    let wrap = |err: RepoError| RepoError::InEntry {
+        index: e.index,
+        error: Box::new(err),
+    };
+    let (segs, _) = split_url(&e.url);
+    let Some(body) = e.resource.clone() else {
+        return Ok(None);
+    };
+    match (e.method, segs.as_slice()) {
+        (Method::Post, [t]) => {
+            let mut body = body;
+            if let (Value::Object(m), Some(id)) = (&mut body, new_ids.get(&e.index)) {
+                m.insert("id".into(), Value::String(id.clone()));
+            }
+            let id = new_ids.get(&e.index).cloned();
+            Prepared::new(t, body, id.as_deref())
+                .map(Some)
+                .map_err(wrap)
+        }
+        (Method::Put, [t, id]) => Prepared::new(t, body, Some(id)).map(Some).map_err(wrap),
+        _ => Ok(None),
+    }
+}

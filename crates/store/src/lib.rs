@@ -1,0 +1,102 @@
+//! Socle storage: one `Store` trait with an embedded SQLite backend (the default) and a PostgreSQL backend,
+//! and, written once on top of it, the FHIR interactions (`repo`), search (`search`) and the audit trail
+//! (`audit`).
+//!
+//! Owns: durability, transactions, the schema, indexing and querying. Must not know HTTP.
+
+pub mod audit;
+pub mod bundle;
+pub mod postgres;
+pub mod render;
+pub mod repo;
+pub mod schema;
+pub mod search;
+pub mod sql;
+pub mod sqlite;
+mod tx;
+
+use std::sync::Arc;
+
+pub use repo::{RepoError, Repository, RequestContext};
+pub use sql::{Dialect, SqlConn, SqlValue};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("erreur de base de données : {0}")]
+    Database(String),
+    /// A uniqueness constraint was hit by a concurrent writer.
+    #[error("conflit d'écriture concurrente : {0}")]
+    Conflict(String),
+    /// Transient (serialization failure, deadlock, busy): the whole transaction may be retried.
+    #[error("conflit transitoire : {0}")]
+    Retryable(String),
+    #[error("données corrompues : {0}")]
+    Corrupt(String),
+    #[error("configuration du stockage invalide : {0}")]
+    Config(String),
+    /// The transaction body asked for a rollback; the reason travels separately.
+    #[error("transaction annulée")]
+    Rollback,
+}
+
+/// A unit of work run inside one database transaction.
+pub type TxBody<'a> = dyn FnMut(&mut dyn SqlConn) -> Result<(), StoreError> + 'a;
+
+/// A storage backend: hands out connections inside transactions. Everything else is shared code.
+pub trait Store: Send + Sync {
+    /// `"sqlite"` or `"postgresql"`.
+    fn backend(&self) -> &'static str;
+    /// Runs `body` in a read-write transaction, committed (durably) if it returns `Ok`, rolled back otherwise.
+    /// Transient failures are retried a few times, re-running `body`.
+    fn write(&self, body: &mut TxBody<'_>) -> Result<(), StoreError>;
+    /// Runs `body` in a read-only transaction (one consistent snapshot).
+    fn read(&self, body: &mut TxBody<'_>) -> Result<(), StoreError>;
+}
+
+/// Opens the store a configuration names: `postgres://…`/`postgresql://…` selects PostgreSQL, otherwise the
+/// SQLite file `socle.db` under `data_dir`.
+pub fn open(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(postgres::PgStore::connect(url, 16)?))
+        }
+        Some(other) => Err(StoreError::Config(format!(
+            "URL de base de données non reconnue (attendu postgres://…) : {}",
+            redact_url(other)
+        ))),
+        None => {
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                StoreError::Config(format!(
+                    "création de {} impossible : {e}",
+                    data_dir.display()
+                ))
+            })?;
+            Ok(Arc::new(sqlite::SqliteStore::open(
+                &data_dir.join("socle.db"),
+            )?))
+        }
+    }
+}
+
+/// A URL with its password hidden, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,1376 @@
+//! FHIR interactions (create, read, update, delete, history, search, batch/transaction) over any `Store`,
+//! each with its audit record.
+//!
+//! Owns: versioning rules, conditional interactions, bundle processing, paging cursors. Must not know HTTP
+//! beyond the status codes FHIR bundles carry.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use serde_json::{Map, Value, json};
+use socle_fhir::index::{IndexEntry, IndexValue, extract};
+use socle_fhir::resource::{ResourceError, check_structure};
+use socle_fhir::search_params::registry;
+
+use crate::audit::{self, AuditRecord};
+use crate::search::{self, SearchError, SearchQuery};
+use crate::sql::SqlConn;
+use crate::tx::{self, CurrentRow, IndexBuffer, NewVersion, VersionRow};
+use crate::{Store, StoreError, now_ms};
+
+/// Who asks, from where (for the audit trail).
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub principal: String,
+    pub client: Option<String>,
+    /// The FHIR base URL as clients see it (`http://host:port/fhir`), for bundle links and fullUrls.
+    pub base_url: String,
+}
+
+/// Why an interaction failed. Each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// 400
+    #[error("{0}")]
+    Invalid(String),
+    /// 404
+    #[error("{0}")]
+    NotFound(String),
+    /// 410
+    #[error("{0}")]
+    Gone(String),
+    /// 409
+    #[error("{0}")]
+    Conflict(String),
+    /// 412
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 422
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error(transparent)]
+    Store(StoreError),
+    /// An entry of a transaction failed; the whole transaction was rolled back.
+    #[error("entrée {index} de la transaction : {error}")]
+    InEntry { index: usize, error: Box<RepoError> },
+}
+
+impl From<StoreError> for RepoError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => {
+                RepoError::Conflict(format!("écriture concurrente sur la même ressource : {m}"))
+            }
+            e => RepoError::Store(e),
+        }
+    }
+}
+
+impl From<ResourceError> for RepoError {
+    fn from(e: ResourceError) -> Self {
+        match e {
+            ResourceError::UnknownType(_)
+            | ResourceError::NotAnObject
+            | ResourceError::MissingResourceType => RepoError::Invalid(e.to_string()),
+            ResourceError::TypeMismatch { .. }
+            | ResourceError::IdMismatch { .. }
+            | ResourceError::InvalidId(_) => RepoError::Invalid(e.to_string()),
+            ResourceError::InvalidElement(..) => RepoError::Unprocessable(e.to_string()),
+        }
+    }
+}
+
+impl RepoError {
+    /// The HTTP status this error is reported with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RepoError::Invalid(_) | RepoError::Search(_) => 400,
+            RepoError::NotFound(_) => 404,
+            RepoError::Gone(_) => 410,
+            RepoError::Conflict(_) => 409,
+            RepoError::PreconditionFailed(_) => 412,
+            RepoError::Unprocessable(_) => 422,
+            RepoError::Store(StoreError::Retryable(_)) => 503,
+            RepoError::Store(_) => 500,
+            RepoError::InEntry { error, .. } => error.status(),
+        }
+    }
+}
+
+/// A stored version as returned by interactions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub rtype: String,
+    pub id: String,
+    pub version: i64,
+    /// Milliseconds since the epoch.
+    pub last_updated: i64,
+    /// `create`, `update` or `delete`.
+    pub method: String,
+    /// The resource JSON (empty for a deletion).
+    pub content: Vec<u8>,
+}
+
+impl Stored {
+    fn from_row(v: VersionRow) -> Self {
+        Stored {
+            rtype: v.rtype,
+            id: v.id,
+            version: v.version,
+            last_updated: v.last_updated,
+            method: v.method,
+            content: v.content,
+        }
+    }
+    pub fn is_deleted(&self) -> bool {
+        self.method == "delete"
+    }
+    pub fn last_updated_iso(&self) -> String {
+        iso_instant(self.last_updated)
+    }
+}
+
+/// The result of a write.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub stored: Stored,
+    /// `true` when the interaction created the resource (201), `false` for an update (200).
+    pub created: bool,
+    /// `true` when a conditional create found an existing resource and wrote nothing.
+    pub existing: bool,
+}
+
+/// A page of search results.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    pub matches: Vec<Stored>,
+    pub includes: Vec<Stored>,
+    pub total: Option<i64>,
+    /// Query parameters for the next and previous pages, if any.
+    pub next: Option<Vec<(String, String)>>,
+    pub prev: Option<Vec<(String, String)>>,
+    pub self_params: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+    pub summary: Option<search::Summary>,
+    pub elements: Option<Vec<String>>,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPage {
+    pub entries: Vec<Stored>,
+    pub next: Option<Vec<(String, String)>>,
+    pub self_params: Vec<(String, String)>,
+}
+
+/// What a history covers.
+#[derive(Debug, Clone)]
+pub enum HistoryScope<'a> {
+    Instance(&'a str, &'a str),
+    Type(&'a str),
+    System,
+}
+
+/// The milliseconds as a FHIR instant (`2024-01-02T03:04:05.678Z`).
+pub fn iso_instant(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// Read-side audit records are queued and written in batches by a background thread: a read does not wait for
+/// a disk flush, and a crash can lose at most the last few milliseconds of read records (never a write's
+/// record, which is committed with the data).
+enum AuditMsg {
+    Record(AuditRecord),
+    Flush(mpsc::Sender<()>),
+}
+
+/// The FHIR repository: every interaction, on one store.
+pub struct Repository {
+    store: Arc<dyn Store>,
+    audit_tx: std::sync::Mutex<mpsc::Sender<AuditMsg>>,
+}
+
+const PRINCIPAL_SYSTEM: &str = "system";
+
+impl Repository {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::channel::<AuditMsg>();
+        let s = store.clone();
+        std::thread::Builder::new()
+            .name("socle-audit".into())
+            .spawn(move || audit_writer(s, rx))
+            .ok();
+        Repository {
+            store,
+            audit_tx: std::sync::Mutex::new(tx),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Queues a read-side audit record.
+    pub fn audit_async(&self, rec: AuditRecord) {
+        if let Ok(tx) = self.audit_tx.lock() {
+            let _ = tx.send(AuditMsg::Record(rec));
+        }
+    }
+
+    /// Waits until every queued audit record is committed.
+    pub fn flush_audit(&self) {
+        let (tx, rx) = mpsc::channel();
+        let sent = self
+            .audit_tx
+            .lock()
+            .map(|a| a.send(AuditMsg::Flush(tx)).is_ok())
+            .unwrap_or(false);
+        if sent {
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+        }
+    }
+
+    fn record(ctx: &RequestContext, action: &str) -> AuditRecord {
+        AuditRecord {
+            recorded: now_ms(),
+            principal: if ctx.principal.is_empty() {
+                PRINCIPAL_SYSTEM.into()
+            } else {
+                ctx.principal.clone()
+            },
+            action: action.into(),
+            outcome: "success".into(),
+            client: ctx.client.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Audits a failed interaction (the data transaction rolled back, so this is written on its own).
+    pub fn audit_failure(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        rtype: Option<&str>,
+        id: Option<&str>,
+        status: u16,
+    ) {
+        let mut r = Self::record(ctx, action);
+        r.rtype = rtype.map(str::to_string);
+        r.id = id.map(str::to_string);
+        r.outcome = status.to_string();
+        self.audit_async(r);
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// `POST /Type`, optionally conditional (`If-None-Exist`).
+    pub fn create(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        body: Value,
+        if_none_exist: Option<&[(String, String)]>,
+    ) -> Result<WriteOutcome, RepoError> {
+        let prepared = Prepared::new(rtype, body, None)?;
+        let mut out = None;
+        self.write_tx(&mut |c, st| {
+            out = Some(st.create(c, ctx, &prepared, if_none_exist)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| RepoError::Store(StoreError::Database("aucun résultat".into())))
+    }
+
+    /// `PUT /Type/id` (update, or create with the client's id).
+    pub fn update(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        id: &str,
+        body: Value,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome, RepoError> {
+        if !socle_fhir::is_valid_id(id) {
+            return Err(RepoError::Invalid(format!("identifiant invalide : {id:?}")));
+        }
+        let prepared = Prepared::new(rtype, body, Some(id))?;
+        let mut out = None;
+        self.write_tx(&mut |c, st| {
+            out = Some(st.update(c, ctx, &prepared, if_match)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| RepoError::Store(StoreError::Database("aucun résultat".into())))
+    }
+
+    /// `PUT /Type?criteria`.
+    pub fn conditional_update(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        criteria: &[(String, String)],
+        body: Value,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome, RepoError> {
+        let body_id = body.get("id").and_then(Value::as_str).map(str::to_string);
+        let mut out = None;
+        self.write_tx(&mut |c, st| {
+            out = Some(st.conditional_update(
+                c,
+                ctx,
+                rtype,
+                criteria,
+                body.clone(),
+                body_id.as_deref(),
+                if_match,
+            )?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| RepoError::Store(StoreError::Database("aucun résultat".into())))
+    }
+
+    /// `DELETE /Type/id`. Returns the deletion version, or `None` if there was nothing to delete.
+    pub fn delete(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        id: &str,
+    ) -> Result<Option<Stored>, RepoError> {
+        check_type(rtype)?;
+        let mut out = None;
+        self.write_tx(&mut |c, st| {
+            out = st.delete(c, ctx, rtype, id)?;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// `DELETE /Type?criteria` (one match at most).
+    pub fn conditional_delete(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        criteria: &[(String, String)],
+    ) -> Result<Option<Stored>, RepoError> {
+        check_type(rtype)?;
+        let mut out = None;
+        self.write_tx(&mut |c, st| {
+            let ids = st.match_ids(c, rtype, criteria)?;
+            out = match ids.as_slice() {
+                [] => None,
+                [id] => st.delete(c, ctx, rtype, id)?,
+                _ => {
+                    return Err(RepoError::PreconditionFailed(format!(
+                        "{} ressources correspondent aux critères : suppression conditionnelle refusée",
+                        ids.len()
+                    )));
+                }
+            };
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Runs `body` in one write transaction; its audit records and index rows are written before commit.
+    fn write_tx(
+        &self,
+        body: &mut dyn FnMut(&mut dyn SqlConn, &mut TxState) -> Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
+        let mut failure: Option<RepoError> = None;
+        let res = self.store.write(&mut |c| {
+            let mut st = TxState::default();
+            match body(c, &mut st) {
+                Ok(()) => {
+                    st.index.flush(c)?;
+                    audit::append(c, &st.audit)?;
+                    Ok(())
+                }
+                Err(RepoError::Store(e)) => Err(e),
+                Err(e) => {
+                    failure = Some(e);
+                    Err(StoreError::Rollback)
+                }
+            }
+        });
+        match (res, failure) {
+            (Ok(()), _) => Ok(()),
+            (Err(StoreError::Rollback), Some(e)) => Err(e),
+            (Err(e), _) => Err(e.into()),
+        }
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    fn read_tx<T>(
+        &self,
+        f: &mut dyn FnMut(&mut dyn SqlConn) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        let mut out = None;
+        let mut failure = None;
+        let res = self.store.read(&mut |c| match f(c) {
+            Ok(v) => {
+                out = Some(v);
+                Ok(())
+            }
+            Err(RepoError::Store(e)) => Err(e),
+            Err(e) => {
+                failure = Some(e);
+                Err(StoreError::Rollback)
+            }
+        });
+        match (res, failure, out) {
+            (Ok(()), _, Some(v)) => Ok(v),
+            (Err(StoreError::Rollback), Some(e), _) => Err(e),
+            (Err(e), _, _) => Err(e.into()),
+            (Ok(()), _, None) => Err(RepoError::Store(StoreError::Database(
+                "aucun résultat".into(),
+            ))),
+        }
+    }
+
+    /// `GET /Type/id`.
+    pub fn read(&self, ctx: &RequestContext, rtype: &str, id: &str) -> Result<Stored, RepoError> {
+        check_type(rtype)?;
+        let res = self.read_tx(&mut |c| read_current(c, rtype, id));
+        let mut rec = Self::record(ctx, "read");
+        rec.rtype = Some(rtype.into());
+        rec.id = Some(id.into());
+        match &res {
+            Ok((s, pkey)) => {
+                rec.version = Some(s.version);
+                rec.patient = patient_of(pkey);
+            }
+            Err(e) => rec.outcome = e.status().to_string(),
+        }
+        self.audit_async(rec);
+        res.map(|(s, _)| s)
+    }
+
+    /// `GET /Type/id/_history/vid`.
+    pub fn vread(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        id: &str,
+        vid: &str,
+    ) -> Result<Stored, RepoError> {
+        check_type(rtype)?;
+        let version: i64 = vid.parse().map_err(|_| {
+            RepoError::NotFound(format!("version {vid:?} inconnue pour {rtype}/{id}"))
+        })?;
+        let res = self.read_tx(&mut |c| {
+            let cur = tx::current(c, rtype, id)?
+                .ok_or_else(|| RepoError::NotFound(format!("{rtype}/{id} introuvable")))?;
+            let v = tx::load_version(c, &cur.pkey, cur.rid, version)?.ok_or_else(|| {
+                RepoError::NotFound(format!("version {version} de {rtype}/{id} introuvable"))
+            })?;
+            let s = Stored::from_row(v);
+            if s.is_deleted() {
+                return Err(RepoError::Gone(format!(
+                    "la version {version} de {rtype}/{id} est une suppression"
+                )));
+            }
+            Ok((s, cur.pkey))
+        });
+        let mut rec = Self::record(ctx, "vread");
+        rec.rtype = Some(rtype.into());
+        rec.id = Some(id.into());
+        rec.version = Some(version);
+        match &res {
+            Ok((_, pkey)) => rec.patient = patient_of(pkey),
+            Err(e) => rec.outcome = e.status().to_string(),
+        }
+        self.audit_async(rec);
+        res.map(|(s, _)| s)
+    }
+
+    /// History of an instance, a type or the whole system, newest first.
+    pub fn history(
+        &self,
+        ctx: &RequestContext,
+        scope: HistoryScope<'_>,
+        params: &[(String, String)],
+    ) -> Result<HistoryPage, RepoError> {
+        let mut since: Option<i64> = None;
+        let mut count = search::DEFAULT_COUNT;
+        let mut before: Option<i64> = None;
+        let mut self_params = Vec::new();
+        for (k, v) in params {
+            match k.as_str() {
+                "_since" => {
+                    since = Some(
+                        socle_fhir::index::parse_date_range(v)
+                            .ok_or_else(|| RepoError::Invalid(format!("_since invalide : {v}")))?
+                            .0,
+                    );
+                    self_params.push((k.clone(), v.clone()));
+                }
+                "_count" => {
+                    count = v
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| RepoError::Invalid(format!("_count invalide : {v}")))?
+                        .min(search::MAX_COUNT);
+                    self_params.push((k.clone(), v.clone()));
+                }
+                "_cursor" => {
+                    before = Some(
+                        v.strip_prefix("before.")
+                            .and_then(|n| n.parse().ok())
+                            .ok_or_else(|| RepoError::Invalid(format!("_cursor invalide : {v}")))?,
+                    )
+                }
+                "_format" | "_pretty" => {}
+                "_at" | "_list" | "_sort" => {
+                    return Err(RepoError::Invalid(format!(
+                        "paramètre d'historique non pris en charge : {k}"
+                    )));
+                }
+                _ => {
+                    return Err(RepoError::Invalid(format!(
+                        "paramètre d'historique inconnu : {k}"
+                    )));
+                }
+            }
+        }
+        let (action, rtype, id) = match &scope {
+            HistoryScope::Instance(t, i) => ("history-instance", Some(*t), Some(*i)),
+            HistoryScope::Type(t) => ("history-type", Some(*t), None),
+            HistoryScope::System => ("history-system", None, None),
+        };
+        if let Some(t) = rtype {
+            check_type(t)?;
+        }
+        let res = self.read_tx(&mut |c| {
+            let mut conds = Vec::new();
+            let mut p: Vec<crate::SqlValue> = Vec::new();
+            let mut pkey = None;
+            match &scope {
+                HistoryScope::Instance(t, i) => {
+                    let cur = tx::current(c, t, i)?
+                        .ok_or_else(|| RepoError::NotFound(format!("{t}/{i} introuvable")))?;
+                    conds.push("pkey = ? AND rid = ?");
+                    p.push(cur.pkey.as_str().into());
+                    p.push(cur.rid.into());
+                    pkey = Some(cur.pkey);
+                }
+                HistoryScope::Type(t) => {
+                    conds.push("rtype = ?");
+                    p.push((*t).into());
+                }
+                HistoryScope::System => {}
+            }
+            if let Some(s) = since {
+                conds.push("last_updated >= ?");
+                p.push(s.into());
+            }
+            if let Some(b) = before {
+                conds.push("seq < ?");
+                p.push(b.into());
+            }
+            let where_ = if conds.is_empty() {
+                "1 = 1".to_string()
+            } else {
+                conds.join(" AND ")
+            };
+            p.push((count + 1).into());
+            let sql = format!(
+                "SELECT {}, seq FROM resource_versions WHERE {where_} ORDER BY seq DESC LIMIT ?",
+                tx::VERSION_COLS
+            );
+            let rows = c.query(&sql, &p)?;
+            let mut entries = Vec::new();
+            let mut last_seq = None;
+            for mut r in rows {
+                let seq = r.pop().and_then(|v| v.as_i64());
+                if entries.len() as i64 == count {
+                    break;
+                }
+                last_seq = seq;
+                entries.push(Stored::from_row(tx::version_from_row(r)));
+            }
+            let has_more = entries.len() as i64 == count && count > 0;
+            Ok((entries, has_more, last_seq, pkey))
+        });
+        let mut rec = Self::record(ctx, action);
+        rec.rtype = rtype.map(str::to_string);
+        rec.id = id.map(str::to_string);
+        match &res {
+            Ok((_, _, _, pkey)) => rec.patient = pkey.as_deref().and_then(patient_of),
+            Err(e) => rec.outcome = e.status().to_string(),
+        }
+        self.audit_async(rec);
+        let (entries, has_more, last_seq, _) = res?;
+        // There may be more only if we filled the page; check by peeking was done with count + 1.
+        let next = match (has_more, last_seq) {
+            (true, Some(s)) => {
+                let mut n = self_params.clone();
+                n.push(("_cursor".into(), format!("before.{s}")));
+                Some(n)
+            }
+            _ => None,
+        };
+        Ok(HistoryPage {
+            entries,
+            next,
+            self_params,
+        })
+    }
+
+    /// `GET /Type?params` (and `POST /Type/_search`).
+    pub fn search(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        params: &[(String, String)],
+        strict: bool,
+    ) -> Result<SearchPage, RepoError> {
+        check_type(rtype)?;
+        let q = search::parse(rtype, params, strict)?;
+        let res = self.read_tx(&mut |c| run_search(c, &q));
+        let mut rec = Self::record(ctx, "search-type");
+        rec.rtype = Some(rtype.into());
+        // Parameter names only: values may be health data.
+        let names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+        rec.detail = Some(names.join("&"));
+        if let Err(e) = &res {
+            rec.outcome = e.status().to_string();
+        }
+        self.audit_async(rec);
+        res
+    }
+
+    // ---------------------------------------------------------------- bundles
+
+    /// `POST /` with a `batch` or `transaction` Bundle. Returns the response Bundle.
+    pub fn bundle(&self, ctx: &RequestContext, bundle: Value) -> Result<Value, RepoError> {
+        crate::bundle::process(self, ctx, bundle)
+    }
+
+    pub(crate) fn write_tx_pub(
+        &self,
+        body: &mut dyn FnMut(&mut dyn SqlConn, &mut TxState) -> Result<(), RepoError>,
+    ) -> Result<(), RepoError> {
+        self.write_tx(body)
+    }
+
+    /// The audit trail as `AuditEvent`s: `patient` restricts to one patient's records (newest first).
+    pub fn audit_events(&self, patient: Option<&str>, limit: i64) -> Result<Vec<Value>, RepoError> {
+        self.flush_audit();
+        self.read_tx(&mut |c| {
+            let recs = match patient {
+                Some(p) => audit::list_for_patient(c, p, limit)?,
+                None => {
+                    let max = c
+                        .query_one("SELECT seq FROM audit_head WHERE id = 1", &[])?
+                        .and_then(|r| r.into_iter().next())
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or(0);
+                    let mut v = audit::list(c, (max - limit).max(0), limit)?;
+                    v.reverse();
+                    v
+                }
+            };
+            Ok(recs.iter().map(audit::to_audit_event).collect())
+        })
+    }
+
+    /// One audit record as an `AuditEvent`.
+    pub fn audit_event(&self, seq: i64) -> Result<Option<Value>, RepoError> {
+        self.flush_audit();
+        self.read_tx(&mut |c| Ok(audit::get(c, seq)?.map(|a| audit::to_audit_event(&a))))
+    }
+
+    /// Verifies the audit chain.
+    pub fn audit_verify(&self) -> Result<audit::Verification, RepoError> {
+        self.flush_audit();
+        self.read_tx(&mut |c| Ok(audit::verify(c)?))
+    }
+}
+
+fn audit_writer(store: Arc<dyn Store>, rx: mpsc::Receiver<AuditMsg>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = Vec::new();
+        let mut waiters = Vec::new();
+        let push = |m: AuditMsg,
+                    batch: &mut Vec<AuditRecord>,
+                    waiters: &mut Vec<mpsc::Sender<()>>| match m {
+            AuditMsg::Record(r) => batch.push(r),
+            AuditMsg::Flush(w) => waiters.push(w),
+        };
+        push(first, &mut batch, &mut waiters);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(5);
+        while batch.len() < 5000 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(m) => push(m, &mut batch, &mut waiters),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store.write(&mut |c| audit::append(c, &batch)) {
+                tracing::error!(error = %e, records = batch.len(), "écriture du journal d'audit impossible");
+            }
+        }
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+}
+
+fn check_type(rtype: &str) -> Result<(), RepoError> {
+    if registry().is_resource_type(rtype) {
+        Ok(())
+    } else {
+        Err(RepoError::NotFound(format!(
+            "type de ressource inconnu : {rtype}"
+        )))
+    }
+}
+
+fn patient_of(pkey: &str) -> Option<String> {
+    (!pkey.is_empty()).then(|| pkey.to_string())
+}
+
+fn read_current(c: &mut dyn SqlConn, rtype: &str, id: &str) -> Result<(Stored, String), RepoError> {
+    let cur = tx::current(c, rtype, id)?
+        .ok_or_else(|| RepoError::NotFound(format!("{rtype}/{id} introuvable")))?;
+    if cur.deleted {
+        return Err(RepoError::Gone(format!("{rtype}/{id} a été supprimé")));
+    }
+    let v = tx::load_version(c, &cur.pkey, cur.rid, cur.version)?.ok_or_else(|| {
+        RepoError::Store(StoreError::Corrupt(format!(
+            "version courante de {rtype}/{id} absente"
+        )))
+    })?;
+    Ok((Stored::from_row(v), cur.pkey))
+}
+
+/// A resource checked and indexed before its transaction starts (so the write lock is held briefly).
+pub(crate) struct Prepared {
+    pub rtype: String,
+    pub id: String,
+    pub body: Map<String, Value>,
+    pub index: Vec<IndexEntry>,
+    pub pkey: String,
+}
+
+impl Prepared {
+    /// Checks `body` for `rtype`; `url_id` is the id from the URL (update) or `None` (create: a new id).
+    pub fn new(rtype: &str, body: Value, url_id: Option<&str>) -> Result<Self, RepoError> {
+        check_type(rtype)?;
+        check_structure(&body)?;
+        let found = body
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if found != rtype {
+            return Err(ResourceError::TypeMismatch {
+                expected: rtype.into(),
+                found: found.into(),
+            }
+            .into());
+        }
+        let id = match url_id {
+            Some(u) => {
+                match body.get("id").and_then(Value::as_str) {
+                    Some(b) if b != u => {
+                        return Err(ResourceError::IdMismatch {
+                            expected: u.into(),
+                            found: b.into(),
+                        }
+                        .into());
+                    }
+                    None => {
+                        return Err(RepoError::Invalid(
+                            "la ressource doit porter l'id de l'URL (élément id absent)".into(),
+                        ));
+                    }
+                    _ => {}
+                }
+                u.to_string()
+            }
+            None => new_id(),
+        };
+        let Value::Object(mut map) = body else {
+            return Err(ResourceError::NotAnObject.into());
+        };
+        map.insert("id".into(), Value::String(id.clone()));
+        let as_value = Value::Object(map);
+        let index = extract(&as_value);
+        let pkey = compartment_key(rtype, &id, &index);
+        let Value::Object(map) = as_value else {
+            return Err(ResourceError::NotAnObject.into());
+        };
+        Ok(Prepared {
+            rtype: rtype.into(),
+            id,
+            body: map,
+            index,
+            pkey,
+        })
+    }
+
+    /// The JSON to store for `version`, with `meta.versionId` and `meta.lastUpdated` set.
+    fn content(&self, version: i64, last_updated: i64) -> Vec<u8> {
+        let mut body = self.body.clone();
+        let meta = body
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = meta {
+            m.insert("versionId".into(), Value::String(version.to_string()));
+            m.insert(
+                "lastUpdated".into(),
+                Value::String(iso_instant(last_updated)),
+            );
+        }
+        // resourceType first, then id, then meta: the order readers expect.
+        let mut ordered = Map::with_capacity(body.len());
+        for k in ["resourceType", "id", "meta"] {
+            if let Some(v) = body.shift_remove(k) {
+                ordered.insert(k.to_string(), v);
+            }
+        }
+        ordered.extend(body);
+        serde_json::to_vec(&Value::Object(ordered)).unwrap_or_default()
+    }
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The patient compartment key: the patient's own id for a Patient, the first patient referenced through the
+/// type's compartment parameters otherwise, `""` outside any patient compartment.
+pub(crate) fn compartment_key(rtype: &str, id: &str, index: &[IndexEntry]) -> String {
+    if rtype == "Patient" {
+        return id.to_string();
+    }
+    let params = registry().patient_compartment_params(rtype);
+    for p in params {
+        for e in index.iter().filter(|e| &e.param == p) {
+            if let IndexValue::Reference {
+                target_type: Some(t),
+                target_id: Some(tid),
+                ..
+            } = &e.value
+            {
+                if t == "Patient" {
+                    return tid.clone();
+                }
+            }
+        }
+    }
+    String::new()
+}
+
+/// Per-transaction buffers.
+#[derive(Default)]
+pub(crate) struct TxState {
+    pub index: IndexBuffer,
+    pub audit: Vec<AuditRecord>,
+}
+
+impl TxState {
+    fn audit_write(&mut self, ctx: &RequestContext, action: &str, s: &Stored, pkey: &str) {
+        let mut r = Repository::record(ctx, action);
+        r.rtype = Some(s.rtype.clone());
+        r.id = Some(s.id.clone());
+        r.version = Some(s.version);
+        r.patient = patient_of(pkey);
+        self.audit.push(r);
+    }
+
+    /// Ids of the current resources of `rtype` matching `criteria` (conditional interactions).
+    pub fn match_ids(
+        &mut self,
+        c: &mut dyn SqlConn,
+        rtype: &str,
+        criteria: &[(String, String)],
+    ) -> Result<Vec<String>, RepoError> {
+        if criteria.is_empty() {
+            return Err(RepoError::PreconditionFailed(
+                "critères conditionnels vides".into(),
+            ));
+        }
+        let q = search::parse(rtype, criteria, true)?;
+        self.index.flush(c)?;
+        let sql = format!(
+            "SELECT r.id FROM resources r WHERE {} AND r.rtype = ? AND r.deleted = 0 LIMIT 2",
+            q.filter_sql
+        );
+        let mut p = q.filter_params.clone();
+        p.push(rtype.into());
+        Ok(c.query(&sql, &p)?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().and_then(|v| v.into_string()))
+            .collect())
+    }
+
+    pub fn create(
+        &mut self,
+        c: &mut dyn SqlConn,
+        ctx: &RequestContext,
+        p: &Prepared,
+        if_none_exist: Option<&[(String, String)]>,
+    ) -> Result<WriteOutcome, RepoError> {
+        if let Some(criteria) = if_none_exist {
+            let ids = self.match_ids(c, &p.rtype, criteria)?;
+            match ids.as_slice() {
+                [] => {}
+                [id] => {
+                    let (stored, _) = read_current(c, &p.rtype, id)?;
+                    return Ok(WriteOutcome {
+                        stored,
+                        created: false,
+                        existing: true,
+                    });
+                }
+                _ => {
+                    return Err(RepoError::PreconditionFailed(
+                        "plusieurs ressources correspondent à If-None-Exist".into(),
+                    ));
+                }
+            }
+        }
+        if tx::current(c, &p.rtype, &p.id)?.is_some() {
+            return Err(RepoError::Conflict(format!(
+                "{}/{} existe déjà",
+                p.rtype, p.id
+            )));
+        }
+        self.put_version(c, ctx, p, None, "create")
+    }
+
+    fn put_version(
+        &mut self,
+        c: &mut dyn SqlConn,
+        ctx: &RequestContext,
+        p: &Prepared,
+        prev: Option<&CurrentRow>,
+        method: &str,
+    ) -> Result<WriteOutcome, RepoError> {
+        let version = prev.map_or(1, |r| r.version + 1);
+        let last_updated = now_ms().max(prev.map_or(0, |r| r.last_updated));
+        let content = p.content(version, last_updated);
+        tx::write_version(
+            c,
+            &mut self.index,
+            prev,
+            &NewVersion {
+                rtype: &p.rtype,
+                id: &p.id,
+                pkey: &p.pkey,
+                version,
+                last_updated,
+                method,
+                content: content.clone(),
+                deleted: false,
+                index: &p.index,
+            },
+        )?;
+        let stored = Stored {
+            rtype: p.rtype.clone(),
+            id: p.id.clone(),
+            version,
+            last_updated,
+            method: method.into(),
+            content,
+        };
+        self.audit_write(ctx, method, &stored, &p.pkey);
+        Ok(WriteOutcome {
+            created: prev.is_none_or(|r| r.deleted),
+            stored,
+            existing: false,
+        })
+    }
+
+    pub fn update(
+        &mut self,
+        c: &mut dyn SqlConn,
+        ctx: &RequestContext,
+        p: &Prepared,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome, RepoError> {
+        let cur = tx::current(c, &p.rtype, &p.id)?;
+        if let Some(expected) = if_match {
+            match &cur {
+                Some(r) if r.version == expected && !r.deleted => {}
+                Some(r) => {
+                    return Err(RepoError::PreconditionFailed(format!(
+                        "conflit de version : If-Match attend la version {expected}, la version courante est {}{}",
+                        r.version,
+                        if r.deleted { " (supprimée)" } else { "" }
+                    )));
+                }
+                None => {
+                    return Err(RepoError::PreconditionFailed(format!(
+                        "If-Match : {}/{} n'existe pas",
+                        p.rtype, p.id
+                    )));
+                }
+            }
+        }
+        let method = if cur.as_ref().is_none_or(|r| r.deleted) {
+            "create"
+        } else {
+            "update"
+        };
+        self.put_version(c, ctx, p, cur.as_ref(), method)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn conditional_update(
+        &mut self,
+        c: &mut dyn SqlConn,
+        ctx: &RequestContext,
+        rtype: &str,
+        criteria: &[(String, String)],
+        body: Value,
+        body_id: Option<&str>,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome, RepoError> {
+        let ids = self.match_ids(c, rtype, criteria)?;
+        match ids.as_slice() {
+            [] => {
+                let p = match body_id {
+                    Some(id) => Prepared::new(rtype, body, Some(id))?,
+                    None => Prepared::new(rtype, body, None)?,
+                };
+                self.update(c, ctx, &p, if_match)
+            }
+            [id] => {
+                if let Some(b) = body_id {
+                    if b != id {
+                        return Err(RepoError::Invalid(format!(
+                            "l'id du corps ({b}) diffère de la ressource trouvée par les critères ({id})"
+                        )));
+                    }
+                }
+                let mut body = body;
+                if let Value::Object(m) = &mut body {
+                    m.insert("id".into(), Value::String(id.clone()));
+                }
+                let p = Prepared::new(rtype, body, Some(id))?;
+                self.update(c, ctx, &p, if_match)
+            }
+            _ => Err(RepoError::PreconditionFailed(
+                "plusieurs ressources correspondent aux critères : mise à jour conditionnelle refusée".into(),
+            )),
+        }
+    }
+
+    pub fn delete(
+        &mut self,
+        c: &mut dyn SqlConn,
+        ctx: &RequestContext,
+        rtype: &str,
+        id: &str,
+    ) -> Result<Option<Stored>, RepoError> {
+        let Some(cur) = tx::current(c, rtype, id)? else {
+            return Err(RepoError::NotFound(format!("{rtype}/{id} introuvable")));
+        };
+        if cur.deleted {
+            return Ok(None);
+        }
+        let version = cur.version + 1;
+        let last_updated = now_ms().max(cur.last_updated);
+        tx::write_version(
+            c,
+            &mut self.index,
+            Some(&cur),
+            &NewVersion {
+                rtype,
+                id,
+                pkey: &cur.pkey,
+                version,
+                last_updated,
+                method: "delete",
+                content: Vec::new(),
+                deleted: true,
+                index: &[],
+            },
+        )?;
+        let stored = Stored {
+            rtype: rtype.into(),
+            id: id.into(),
+            version,
+            last_updated,
+            method: "delete".into(),
+            content: Vec::new(),
+        };
+        self.audit_write(ctx, "delete", &stored, &cur.pkey);
+        Ok(Some(stored))
+    }
+}
+
+/// Runs a parsed search in the given transaction.
+pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchPage, RepoError> {
+    let snapshot = match q.snapshot {
+        Some(s) => s,
+        None => current_seq(c)?,
+    };
+    let base_where = format!(
+        "r.rtype = ? AND r.deleted = 0 AND {} AND r.rid <= ?",
+        q.filter_sql
+    );
+    let mut base_params = vec![q.rtype.as_str().into()];
+    base_params.extend(q.filter_params.iter().cloned());
+    base_params.push(snapshot.into());
+
+    let count_rows = |c: &mut dyn SqlConn| -> Result<i64, RepoError> {
+        let sql = format!("SELECT COUNT(*) FROM resources r WHERE {base_where}");
+        Ok(c.query_one(&sql, &base_params)?
+            .and_then(|r| r.into_iter().next())
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0))
+    };
+
+    let mut page = SearchPage {
+        warnings: q.warnings.clone(),
+        summary: q.summary,
+        elements: q.elements.clone(),
+        self_params: q.canonical.clone(),
+        ..Default::default()
+    };
+    if q.summary == Some(search::Summary::Count) || q.count == 0 {
+        page.total = Some(count_rows(c)?);
+        return Ok(page);
+    }
+    let select = format!(
+        "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.rid FROM resources r \
+         JOIN resource_versions v ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version WHERE {base_where}"
+    );
+    let mut params = base_params.clone();
+    let limit = q.count + 1;
+    let sorted = !q.sort_sql.is_empty();
+    let mut reverse = false;
+    let sql = if sorted {
+        let offset = match q.cursor {
+            search::Cursor::Offset(o) => o,
+            _ => 0,
+        };
+        params.extend(q.sort_params.iter().cloned());
+        params.push(limit.into());
+        params.push(offset.into());
+        format!(
+            "{select} ORDER BY {}, r.rid ASC LIMIT ? OFFSET ?",
+            q.sort_sql.join(", ")
+        )
+    } else {
+        match q.cursor {
+            search::Cursor::After(a) => {
+                params.push(a.into());
+                params.push(limit.into());
+                format!("{select} AND r.rid > ? ORDER BY r.rid ASC LIMIT ?")
+            }
+            search::Cursor::Before(bf) => {
+                reverse = true;
+                params.push(bf.into());
+                params.push(limit.into());
+                format!("{select} AND r.rid < ? ORDER BY r.rid DESC LIMIT ?")
+            }
+            _ => {
+                params.push(limit.into());
+                format!("{select} ORDER BY r.rid ASC LIMIT ?")
+            }
+        }
+    };
+    let rows = c.query(&sql, &params)?;
+    let mut items: Vec<(Stored, i64)> = rows
+        .into_iter()
+        .map(|mut r| {
+            let rid = r.pop().and_then(|v| v.as_i64()).unwrap_or_default();
+            (Stored::from_row(tx::version_from_row(r)), rid)
+        })
+        .collect();
+    let more = items.len() as i64 > q.count;
+    items.truncate(q.count as usize);
+    if reverse {
+        items.reverse();
+    }
+    let first_rid = items.first().map(|x| x.1);
+    let last_rid = items.last().map(|x| x.1);
+    let with = |extra: Vec<(String, String)>| {
+        let mut p = q.canonical.clone();
+        p.push(("_snapshot".into(), snapshot.to_string()));
+        p.extend(extra);
+        p
+    };
+    if sorted {
+        let offset = match q.cursor {
+            search::Cursor::Offset(o) => o,
+            _ => 0,
+        };
+        if more {
+            page.next = Some(with(vec![(
+                "_offset".into(),
+                (offset + q.count).to_string(),
+            )]));
+        }
+        if offset > 0 {
+            page.prev = Some(with(vec![(
+                "_offset".into(),
+                (offset - q.count).max(0).to_string(),
+            )]));
+        }
+    } else {
+        let (has_next, has_prev) = match q.cursor {
+            search::Cursor::Before(_) => (true, more),
+            search::Cursor::After(_) => (more, true),
+            _ => (more, false),
+        };
+        if has_next {
+            if let Some(l) = last_rid {
+                page.next = Some(with(vec![("_cursor".into(), format!("after.{l}"))]));
+            }
+        }
+        if has_prev {
+            if let Some(f) = first_rid {
+                page.prev = Some(with(vec![("_cursor".into(), format!("before.{f}"))]));
+            }
+        }
+    }
+    let first_page = matches!(q.cursor, search::Cursor::First);
+    page.total = match q.total {
+        search::TotalMode::Accurate => Some(count_rows(c)?),
+        search::TotalMode::Cheap if first_page && !more => Some(items.len() as i64),
+        _ => None,
+    };
+    page.matches = items.into_iter().map(|x| x.0).collect();
+    page.includes = includes(c, q, &page.matches)?;
+    Ok(page)
+}
+
+fn current_seq(c: &mut dyn SqlConn) -> Result<i64, RepoError> {
+    let row = match c.dialect() {
+        crate::Dialect::Sqlite => {
+            c.query_one("SELECT value FROM socle_meta WHERE name = 'seq'", &[])?
+        }
+        crate::Dialect::Postgres => c.query_one(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM socle_seq",
+            &[],
+        )?,
+    };
+    Ok(row
+        .and_then(|r| r.into_iter().next())
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0))
+}
+
+const MAX_INCLUDE_ROUNDS: usize = 4;
+const MAX_INCLUDED: usize = 5000;
+
+/// `_include` and `_revinclude` (with `:iterate`) for a page of matches.
+fn includes(
+    c: &mut dyn SqlConn,
+    q: &SearchQuery,
+    matches: &[Stored],
+) -> Result<Vec<Stored>, RepoError> {
+    if q.includes.is_empty() && q.revincludes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seen: HashSet<(String, String)> = matches
+        .iter()
+        .map(|s| (s.rtype.clone(), s.id.clone()))
+        .collect();
+    let mut out: Vec<Stored> = Vec::new();
+    let mut frontier: Vec<(String, String)> = seen.iter().cloned().collect();
+    for round in 0..MAX_INCLUDE_ROUNDS {
+        let mut found: Vec<(String, String)> = Vec::new();
+        // Group the frontier by type.
+        let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (t, i) in &frontier {
+            by_type.entry(t.as_str()).or_default().push(i.as_str());
+        }
+        for inc in q.includes.iter().filter(|i| round == 0 || i.iterate) {
+            let Some(ids) = by_type.get(inc.source_type.as_str()) else {
+                continue;
+            };
+            for chunk in ids.chunks(200) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let mut p: Vec<crate::SqlValue> = chunk.iter().map(|i| (*i).into()).collect();
+                p.push(inc.source_type.as_str().into());
+                p.push(inc.source_type.as_str().into());
+                p.push(inc.param.as_str().into());
+                let mut sql = format!(
+                    "SELECT i.ttype, i.tid FROM idx_ref i WHERE i.rid IN (SELECT rid FROM resources WHERE id IN ({marks}) AND rtype = ?) \
+                     AND i.rtype = ? AND i.param = ? AND i.tid IS NOT NULL AND i.ttype IS NOT NULL"
+                );
+                if let Some(t) = &inc.target_type {
+                    sql.push_str(" AND i.ttype = ?");
+                    p.push(t.as_str().into());
+                }
+                for r in c.query(&sql, &p)? {
+                    let mut it = r.into_iter();
+                    if let (Some(t), Some(i)) = (
+                        it.next().and_then(|v| v.into_string()),
+                        it.next().and_then(|v| v.into_string()),
+                    ) {
+                        found.push((t, i));
+                    }
+                }
+            }
+        }
+        for inc in q.revincludes.iter().filter(|i| round == 0 || i.iterate) {
+            for (t, ids) in &by_type {
+                if let Some(target) = &inc.target_type {
+                    if target != t {
+                        continue;
+                    }
+                }
+                for chunk in ids.chunks(200) {
+                    let marks = vec!["?"; chunk.len()].join(", ");
+                    let mut p: Vec<crate::SqlValue> = chunk.iter().map(|i| (*i).into()).collect();
+                    p.push((*t).into());
+                    p.push(inc.source_type.as_str().into());
+                    p.push(inc.param.as_str().into());
+                    p.push(inc.source_type.as_str().into());
+                    let sql = format!(
+                        "SELECT r.rtype, r.id FROM resources r WHERE r.rid IN (SELECT i.rid FROM idx_ref i WHERE i.tid IN ({marks}) \
+                         AND i.ttype = ? AND i.rtype = ? AND i.param = ?) AND r.rtype = ? AND r.deleted = 0"
+                    );
+                    for r in c.query(&sql, &p)? {
+                        let mut it = r.into_iter();
+                        if let (Some(t), Some(i)) = (
+                            it.next().and_then(|v| v.into_string()),
+                            it.next().and_then(|v| v.into_string()),
+                        ) {
+                            found.push((t, i));
+                        }
+                    }
+                }
+            }
+        }
+        frontier.clear();
+        for key in found {
+            if out.len() >= MAX_INCLUDED {
+                break;
+            }
+            if seen.insert(key.clone()) {
+                if let Ok((s, _)) = read_current(c, &key.0, &key.1) {
+                    out.push(s);
+                    frontier.push(key);
+                }
+            }
+        }
+        if frontier.is_empty() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The `Bundle.entry.response` parts of a write.
+pub fn response_json(base: &str, w: &Stored, status: &str) -> Value {
+    json!({
+        "status": status,
+        "location": format!("{base}/{}/{}/_history/{}", w.rtype, w.id, w.version),
+        "etag": format!("W/\"{}\"", w.version),
+        "lastModified": w.last_updated_iso(),
+    })
+}

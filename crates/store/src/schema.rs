@@ -1,0 +1,108 @@
+//! The database schema, one definition for both backends.
+//!
+//! Layout (see docs/architecture.md): every resource-scoped table leads its primary key with `pkey`, the patient
+//! compartment key (the patient's id for resources in a patient's compartment, `""` otherwise), so that a
+//! PostgreSQL + Citus deployment can distribute them by patient without redesign. `rid` is an internal,
+//! monotonically allocated number identifying a resource (stable across versions); search paging is keyed on it.
+
+use crate::sql::Dialect;
+
+/// The index tables, one per search value kind.
+pub const INDEX_TABLES: &[&str] = &[
+    "idx_string",
+    "idx_token",
+    "idx_ref",
+    "idx_date",
+    "idx_number",
+    "idx_quantity",
+    "idx_uri",
+    "idx_composite",
+];
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// DDL statements for `dialect`, idempotent (`IF NOT EXISTS`).
+pub fn ddl(dialect: Dialect) -> Vec<String> {
+    let (blob, real, wr) = match dialect {
+        Dialect::Sqlite => ("BLOB", "REAL", " WITHOUT ROWID"),
+        Dialect::Postgres => ("BYTEA", "DOUBLE PRECISION", ""),
+    };
+    let mut v = vec![
+        "CREATE TABLE IF NOT EXISTS socle_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS resources (pkey TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, \
+             rid BIGINT NOT NULL, version BIGINT NOT NULL, last_updated BIGINT NOT NULL, deleted BIGINT NOT NULL, \
+             PRIMARY KEY (pkey, rtype, id)){wr}"
+        ),
+        "CREATE UNIQUE INDEX IF NOT EXISTS resources_type_id ON resources (rtype, id)".to_string(),
+        "CREATE UNIQUE INDEX IF NOT EXISTS resources_type_rid ON resources (rtype, rid)".to_string(),
+        "CREATE INDEX IF NOT EXISTS resources_type_lu ON resources (rtype, last_updated)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS resource_versions (pkey TEXT NOT NULL, rid BIGINT NOT NULL, \
+             version BIGINT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, seq BIGINT NOT NULL, \
+             last_updated BIGINT NOT NULL, method TEXT NOT NULL, content {blob} NOT NULL, \
+             PRIMARY KEY (pkey, rid, version)){wr}"
+        ),
+        "CREATE INDEX IF NOT EXISTS resource_versions_seq ON resource_versions (seq)".to_string(),
+        "CREATE INDEX IF NOT EXISTS resource_versions_type_seq ON resource_versions (rtype, seq)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS idx_string (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
+             rtype TEXT NOT NULL, param TEXT NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL, \
+             PRIMARY KEY (pkey, rid, n)){wr}"
+        ),
+        "CREATE INDEX IF NOT EXISTS idx_string_v ON idx_string (rtype, param, norm)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS idx_token (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
+             rtype TEXT NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT NOT NULL, \
+             PRIMARY KEY (pkey, rid, n)){wr}"
+        ),
+        "CREATE INDEX IF NOT EXISTS idx_token_v ON idx_token (rtype, param, code, system)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS idx_ref (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
+             rtype TEXT NOT NULL, param TEXT NOT NULL, ttype TEXT, tid TEXT, url TEXT, \
+             PRIMARY KEY (pkey, rid, n)){wr}"
+        ),
+        "CREATE INDEX IF NOT EXISTS idx_ref_v ON idx_ref (rtype, param, tid, ttype)".to_string(),
+        "CREATE INDEX IF NOT EXISTS idx_ref_target ON idx_ref (tid, ttype)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS idx_date (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
+             rtype TEXT NOT NULL, param TEXT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, \
+             PRIMARY KEY (pkey, rid, n)){wr}"
+        ),
+        "CREATE INDEX IF NOT EXISTS idx_date_v ON idx_date (rtype, param, lo, hi)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS idx_number (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
+             rtype TEXT NOT NULL, param TEXT NOT NULL, value {real} NOT NULL, lo {real} NOT NULL, \
+             hi {real} NOT NULL, PRIMARY KEY (pkey, rid, n)){wr}"
+        ),
+        "CREATE INDEX IF NOT EXISTS idx_number_v ON idx_number (rtype, param, value)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS idx_quantity (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
+             rtype TEXT NOT NULL, param TEXT NOT NULL, value {real} NOT NULL, lo {real} NOT NULL, \
+             hi {real} NOT NULL, system TEXT, code TEXT, unit TEXT, PRIMARY KEY (pkey, rid, n)){wr}"
+        ),
+        "CREATE INDEX IF NOT EXISTS idx_quantity_v ON idx_quantity (rtype, param, value)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS idx_uri (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
+             rtype TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL, PRIMARY KEY (pkey, rid, n)){wr}"
+        ),
+        "CREATE INDEX IF NOT EXISTS idx_uri_v ON idx_uri (rtype, param, uri)".to_string(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS idx_composite (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
+             rtype TEXT NOT NULL, param TEXT NOT NULL, c1sys TEXT, c1code TEXT NOT NULL, c2sys TEXT, c2code TEXT, \
+             c2lo {real}, c2hi {real}, PRIMARY KEY (pkey, rid, n)){wr}"
+        ),
+        "CREATE INDEX IF NOT EXISTS idx_composite_v ON idx_composite (rtype, param, c1code)".to_string(),
+        "CREATE TABLE IF NOT EXISTS audit_log (seq BIGINT PRIMARY KEY, recorded BIGINT NOT NULL, \
+         principal TEXT NOT NULL, action TEXT NOT NULL, rtype TEXT, rid TEXT, version BIGINT, patient TEXT, \
+         outcome TEXT NOT NULL, client TEXT, detail TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
+            .to_string(),
+        "CREATE INDEX IF NOT EXISTS audit_log_patient ON audit_log (patient, seq)".to_string(),
+        "CREATE TABLE IF NOT EXISTS audit_head (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)"
+            .to_string(),
+    ];
+    if dialect == Dialect::Postgres {
+        v.push("CREATE SEQUENCE IF NOT EXISTS socle_seq".to_string());
+    }
+    v
+}

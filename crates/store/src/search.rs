@@ -1,0 +1,990 @@
+//! FHIR search: parses query parameters against the search-parameter registry and turns them into SQL over the
+//! index tables (the same SQL for both backends).
+//!
+//! Owns: search syntax (prefixes, modifiers, chaining, `_has`, composites), sorting, paging cursors, includes.
+//! Must not know HTTP: the caller hands over decoded `(name, value)` pairs.
+
+use socle_fhir::index::{normalize_string, number_range, parse_date_range};
+use socle_fhir::search_params::{ParamType, SearchParam, registry};
+
+use crate::sql::SqlValue;
+
+/// Why a search cannot run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SearchError {
+    #[error("paramètre de recherche {0} : {1}")]
+    Invalid(String, String),
+    #[error("paramètre de recherche inconnu pour {0} : {1}")]
+    Unknown(String, String),
+    #[error("modificateur non pris en charge : {0}")]
+    UnsupportedModifier(String),
+}
+
+/// How `_total` is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TotalMode {
+    /// Only when it costs nothing (a single, complete page).
+    #[default]
+    Cheap,
+    None,
+    Accurate,
+}
+
+/// `_summary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    Count,
+    Data,
+    Text,
+    True,
+    False,
+}
+
+/// An `_include` or `_revinclude` directive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Include {
+    pub source_type: String,
+    pub param: String,
+    pub target_type: Option<String>,
+    pub iterate: bool,
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cursor {
+    #[default]
+    First,
+    /// Keyset: resources numbered after this one.
+    After(i64),
+    /// Keyset backwards: the page that ends just before this one.
+    Before(i64),
+    /// Sorted results: skip this many.
+    Offset(i64),
+}
+
+/// A parsed search, ready to run.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    pub rtype: String,
+    /// Predicate over the resources row aliased `r`, with its bound values.
+    pub filter_sql: String,
+    pub filter_params: Vec<SqlValue>,
+    /// `ORDER BY` terms (without the final tiebreaker) and their bound values.
+    pub sort_sql: Vec<String>,
+    pub sort_params: Vec<SqlValue>,
+    pub count: i64,
+    pub cursor: Cursor,
+    /// Only resources numbered up to this one (fixed at the first page so later pages ignore newer writes).
+    pub snapshot: Option<i64>,
+    pub includes: Vec<Include>,
+    pub revincludes: Vec<Include>,
+    pub summary: Option<Summary>,
+    pub total: TotalMode,
+    pub elements: Option<Vec<String>>,
+    /// Parameters that were ignored, with the reason (reported as warnings; an error in strict mode).
+    pub warnings: Vec<String>,
+    /// The query parameters that define the result set (for self/next/previous links).
+    pub canonical: Vec<(String, String)>,
+}
+
+pub const DEFAULT_COUNT: i64 = 20;
+pub const MAX_COUNT: i64 = 1000;
+
+/// Parameters that shape the result rather than select it.
+const RESULT_PARAMS: &[&str] = &[
+    "_sort",
+    "_count",
+    "_include",
+    "_revinclude",
+    "_summary",
+    "_total",
+    "_elements",
+    "_contained",
+    "_containedType",
+    "_format",
+    "_pretty",
+    "_cursor",
+    "_snapshot",
+    "_offset",
+];
+
+/// Parses a type-level search. `strict` turns unknown parameters into errors (`Prefer: handling=strict`).
+pub fn parse(
+    rtype: &str,
+    params: &[(String, String)],
+    strict: bool,
+) -> Result<SearchQuery, SearchError> {
+    let mut q = SearchQuery {
+        rtype: rtype.to_string(),
+        count: DEFAULT_COUNT,
+        ..Default::default()
+    };
+    let mut b = Builder::default();
+    let mut conds: Vec<String> = Vec::new();
+    for (name, value) in params {
+        let base_name = name.split(':').next().unwrap_or("");
+        if RESULT_PARAMS.contains(&base_name) {
+            parse_result_param(&mut q, name, value, strict)?;
+            if !matches!(
+                base_name,
+                "_cursor" | "_snapshot" | "_offset" | "_format" | "_pretty"
+            ) {
+                q.canonical.push((name.clone(), value.clone()));
+            }
+            continue;
+        }
+        match param_condition(&mut b, rtype, "r", name, value, 0) {
+            Ok(Some(c)) => {
+                conds.push(c);
+                q.canonical.push((name.clone(), value.clone()));
+            }
+            Ok(None) => {}
+            Err(e @ SearchError::Unknown(..)) if !strict => q.warnings.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    q.filter_sql = if conds.is_empty() {
+        "1 = 1".to_string()
+    } else {
+        conds.join(" AND ")
+    };
+    q.filter_params = b.params;
+    Ok(q)
+}
+
+fn parse_result_param(
+    q: &mut SearchQuery,
+    name: &str,
+    value: &str,
+    strict: bool,
+) -> Result<(), SearchError> {
+    let bad = |m: &str| SearchError::Invalid(name.to_string(), m.to_string());
+    match name {
+        "_count" => {
+            let n: i64 = value.parse().map_err(|_| bad("entier positif attendu"))?;
+            if n < 0 {
+                return Err(bad("entier positif attendu"));
+            }
+            q.count = n.min(MAX_COUNT);
+        }
+        "_cursor" => {
+            q.cursor = if let Some(v) = value.strip_prefix("after.") {
+                Cursor::After(v.parse().map_err(|_| bad("curseur invalide"))?)
+            } else if let Some(v) = value.strip_prefix("before.") {
+                Cursor::Before(v.parse().map_err(|_| bad("curseur invalide"))?)
+            } else {
+                return Err(bad("curseur invalide"));
+            }
+        }
+        "_offset" => {
+            let n: i64 = value.parse().map_err(|_| bad("entier positif attendu"))?;
+            q.cursor = Cursor::Offset(n.max(0));
+        }
+        "_snapshot" => q.snapshot = Some(value.parse().map_err(|_| bad("instantané invalide"))?),
+        "_total" => {
+            q.total = match value {
+                "none" => TotalMode::None,
+                "estimate" | "accurate" => TotalMode::Accurate,
+                _ => return Err(bad("none, estimate ou accurate attendu")),
+            }
+        }
+        "_summary" => {
+            q.summary = Some(match value {
+                "count" => Summary::Count,
+                "data" => Summary::Data,
+                "text" => Summary::Text,
+                "true" => Summary::True,
+                "false" => Summary::False,
+                _ => return Err(bad("count, data, text, true ou false attendu")),
+            })
+        }
+        "_elements" => {
+            q.elements = Some(
+                value
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            )
+        }
+        "_sort" => {
+            for key in value.split(',').filter(|s| !s.is_empty()) {
+                let (desc, code) = match key.strip_prefix('-') {
+                    Some(c) => (true, c),
+                    None => (false, key),
+                };
+                let (expr, params) = sort_term(&q.rtype, code)?;
+                q.sort_sql.push(format!(
+                    "({expr}) IS NULL, ({expr}) {}",
+                    if desc { "DESC" } else { "ASC" }
+                ));
+                q.sort_params.extend(params.iter().cloned());
+                q.sort_params.extend(params);
+            }
+        }
+        "_include"
+        | "_include:iterate"
+        | "_include:recurse"
+        | "_revinclude"
+        | "_revinclude:iterate"
+        | "_revinclude:recurse" => {
+            let iterate = name.contains(':');
+            let mut parts = value.split(':');
+            let source_type = parts.next().unwrap_or("").to_string();
+            let param = parts.next().unwrap_or("").to_string();
+            let target_type = parts.next().map(str::to_string);
+            if value == "*" {
+                q.warnings
+                    .push(format!("{name}=* n'est pas pris en charge : ignoré"));
+                return Ok(());
+            }
+            let reg = registry();
+            if !reg.is_resource_type(&source_type) {
+                return Err(bad("type de ressource inconnu"));
+            }
+            match reg.param(&source_type, &param) {
+                Some(p) if p.kind == ParamType::Reference => {}
+                _ => return Err(bad("paramètre de référence inconnu")),
+            }
+            if let Some(t) = &target_type {
+                if !reg.is_resource_type(t) {
+                    return Err(bad("type cible inconnu"));
+                }
+            }
+            let inc = Include {
+                source_type,
+                param,
+                target_type,
+                iterate,
+            };
+            if name.starts_with("_include") {
+                q.includes.push(inc)
+            } else {
+                q.revincludes.push(inc)
+            }
+        }
+        "_format" | "_pretty" => {}
+        "_contained" | "_containedType" => {
+            if strict {
+                return Err(SearchError::Unknown(q.rtype.clone(), name.to_string()));
+            }
+            q.warnings
+                .push(format!("{name} n'est pas pris en charge : ignoré"));
+        }
+        _ => {
+            if strict {
+                return Err(SearchError::UnsupportedModifier(name.to_string()));
+            }
+            q.warnings
+                .push(format!("{name} n'est pas pris en charge : ignoré"));
+        }
+    }
+    Ok(())
+}
+
+/// The SQL expression giving the sort value of a resource `r` for a parameter, and its bound values.
+fn sort_term(rtype: &str, code: &str) -> Result<(String, Vec<SqlValue>), SearchError> {
+    match code {
+        "_id" => return Ok(("r.id".into(), vec![])),
+        "_lastUpdated" => return Ok(("r.last_updated".into(), vec![])),
+        _ => {}
+    }
+    let p = registry()
+        .param(rtype, code)
+        .ok_or_else(|| SearchError::Unknown(rtype.to_string(), format!("_sort={code}")))?;
+    let (table, col) = match p.kind {
+        ParamType::String => ("idx_string", "norm"),
+        ParamType::Token => ("idx_token", "code"),
+        ParamType::Reference => ("idx_ref", "tid"),
+        ParamType::Date => ("idx_date", "lo"),
+        ParamType::Number => ("idx_number", "value"),
+        ParamType::Quantity => ("idx_quantity", "value"),
+        ParamType::Uri => ("idx_uri", "uri"),
+        _ => {
+            return Err(SearchError::Invalid(
+                "_sort".into(),
+                format!("{code} ne peut pas servir au tri"),
+            ));
+        }
+    };
+    Ok((
+        format!(
+            "SELECT MIN(s.{col}) FROM {table} s WHERE s.pkey = r.pkey AND s.rid = r.rid AND s.param = ?"
+        ),
+        vec![code.into()],
+    ))
+}
+
+#[derive(Default)]
+struct Builder {
+    params: Vec<SqlValue>,
+    alias: usize,
+}
+
+impl Builder {
+    fn bind(&mut self, v: impl Into<SqlValue>) -> &'static str {
+        self.params.push(v.into());
+        "?"
+    }
+    fn next_alias(&mut self) -> String {
+        self.alias += 1;
+        format!("a{}", self.alias)
+    }
+}
+
+const MAX_CHAIN_DEPTH: usize = 3;
+
+/// The comparison prefix of number, date and quantity values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prefix {
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    Sa,
+    Eb,
+    Ap,
+}
+
+fn split_prefix(v: &str) -> (Prefix, &str) {
+    if v.len() >= 2 && v.is_char_boundary(2) {
+        let p = match &v[..2] {
+            "eq" => Some(Prefix::Eq),
+            "ne" => Some(Prefix::Ne),
+            "gt" => Some(Prefix::Gt),
+            "lt" => Some(Prefix::Lt),
+            "ge" => Some(Prefix::Ge),
+            "le" => Some(Prefix::Le),
+            "sa" => Some(Prefix::Sa),
+            "eb" => Some(Prefix::Eb),
+            "ap" => Some(Prefix::Ap),
+            _ => None,
+        };
+        if let Some(p) = p {
+            return (p, &v[2..]);
+        }
+    }
+    (Prefix::Eq, v)
+}
+
+/// Splits a parameter value at unescaped commas (`\,` is a literal comma).
+fn split_or(v: &str) -> Vec<String> {
+    split_escaped(v, ',')
+}
+
+fn split_escaped(v: &str, sep: char) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(n) if n == ',' || n == '$' || n == '|' || n == '\\' => {
+                    if n == sep {
+                        cur.push(n);
+                    } else {
+                        cur.push('\\');
+                        cur.push(n);
+                    }
+                }
+                Some(n) => {
+                    cur.push('\\');
+                    cur.push(n);
+                }
+                None => cur.push('\\'),
+            }
+        } else if c == sep {
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    out.push(cur);
+    out
+}
+
+fn unescape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Splits `system|code` at the first unescaped bar.
+fn split_token(v: &str) -> (Option<String>, Option<String>) {
+    let parts = split_escaped(v, '|');
+    if parts.len() == 1 {
+        (None, Some(unescape(&parts[0])).filter(|s| !s.is_empty()))
+    } else {
+        let code = parts[1..].join("|");
+        (
+            Some(unescape(&parts[0])),
+            Some(unescape(&code)).filter(|s| !s.is_empty()),
+        )
+    }
+}
+
+/// One condition for `name=value` over the resource alias `alias`, or `None` if it selects nothing special.
+fn param_condition(
+    b: &mut Builder,
+    rtype: &str,
+    alias: &str,
+    name: &str,
+    value: &str,
+    depth: usize,
+) -> Result<Option<String>, SearchError> {
+    let invalid = |m: &str| SearchError::Invalid(name.to_string(), m.to_string());
+    if depth > MAX_CHAIN_DEPTH {
+        return Err(invalid("chaînage trop profond"));
+    }
+    if let Some(rest) = name.strip_prefix("_has:") {
+        return has_condition(b, rtype, alias, rest, value, depth).map(Some);
+    }
+    // Chaining: `subject:Patient.name` or `subject.name`.
+    if let Some(dot) = name.find('.') {
+        let (head, tail) = (&name[..dot], &name[dot + 1..]);
+        return chain_condition(b, rtype, alias, head, tail, value, depth).map(Some);
+    }
+    let (code, modifier) = match name.split_once(':') {
+        Some((c, m)) => (c, Some(m)),
+        None => (name, None),
+    };
+    if value.is_empty() && modifier != Some("missing") {
+        return Err(invalid("valeur vide"));
+    }
+    match code {
+        "_id" => {
+            let ids = split_or(value);
+            let not = match modifier {
+                None | Some("exact") => false,
+                Some("not") => true,
+                Some("missing") => return Ok(None),
+                Some(m) => return Err(SearchError::UnsupportedModifier(format!("{code}:{m}"))),
+            };
+            let marks: Vec<&str> = ids.iter().map(|i| b.bind(unescape(i))).collect();
+            return Ok(Some(format!(
+                "{alias}.id {}IN ({})",
+                if not { "NOT " } else { "" },
+                marks.join(", ")
+            )));
+        }
+        "_lastUpdated" => {
+            if modifier.is_some() {
+                return Err(SearchError::UnsupportedModifier(name.to_string()));
+            }
+            let mut ors = Vec::new();
+            for v in split_or(value) {
+                let (prefix, rest) = split_prefix(&v);
+                let (plo, phi) = parse_date_range(rest).ok_or_else(|| invalid("date invalide"))?;
+                let lu = format!("{alias}.last_updated");
+                ors.push(date_predicate(b, prefix, &lu, &lu, plo, phi));
+            }
+            return Ok(Some(format!("({})", ors.join(" OR "))));
+        }
+        "_text" | "_content" | "_filter" | "_query" | "_list" | "_type" => {
+            return Err(SearchError::Unknown(
+                rtype.to_string(),
+                format!("{code} (non pris en charge)"),
+            ));
+        }
+        _ => {}
+    }
+    let reg = registry();
+    let p = reg
+        .param(rtype, code)
+        .ok_or_else(|| SearchError::Unknown(rtype.to_string(), code.to_string()))?;
+    if p.expression.is_none() && !matches!(code, "_id" | "_lastUpdated") {
+        return Err(SearchError::Unknown(
+            rtype.to_string(),
+            format!("{code} (sans expression indexable)"),
+        ));
+    }
+    let table = match p.kind {
+        ParamType::String => "idx_string",
+        ParamType::Token => "idx_token",
+        ParamType::Reference => "idx_ref",
+        ParamType::Date => "idx_date",
+        ParamType::Number => "idx_number",
+        ParamType::Quantity => "idx_quantity",
+        ParamType::Uri => "idx_uri",
+        ParamType::Composite => "idx_composite",
+        ParamType::Special => {
+            return Err(SearchError::Unknown(
+                rtype.to_string(),
+                format!("{code} (paramètre spécial non pris en charge)"),
+            ));
+        }
+    };
+    if modifier == Some("missing") {
+        let missing = match value {
+            "true" => true,
+            "false" => false,
+            _ => return Err(invalid("true ou false attendu")),
+        };
+        let sub = format!(
+            "SELECT i.rid FROM {table} i WHERE i.rtype = {} AND i.param = {}",
+            b.bind(rtype),
+            b.bind(code)
+        );
+        return Ok(Some(format!(
+            "{alias}.rid {}IN ({sub})",
+            if missing { "NOT " } else { "" }
+        )));
+    }
+    let mut negate = false;
+    let mut ors = Vec::new();
+    for v in split_or(value) {
+        let pred = match p.kind {
+            ParamType::String => string_predicate(b, modifier, &v).map_err(|m| invalid(&m))?,
+            ParamType::Token => {
+                match modifier {
+                    None => {}
+                    Some("not") => negate = true,
+                    Some(m) => return Err(SearchError::UnsupportedModifier(format!("{code}:{m}"))),
+                }
+                token_predicate(b, &v, "i.system", "i.code").map_err(|m| invalid(&m))?
+            }
+            ParamType::Reference => {
+                reference_predicate(b, p, modifier, &v).map_err(|m| invalid(&m))?
+            }
+            ParamType::Date => {
+                no_modifier(code, modifier)?;
+                let (prefix, rest) = split_prefix(&v);
+                let (plo, phi) = parse_date_range(rest).ok_or_else(|| invalid("date invalide"))?;
+                date_predicate(b, prefix, "i.lo", "i.hi", plo, phi)
+            }
+            ParamType::Number => {
+                no_modifier(code, modifier)?;
+                let (prefix, rest) = split_prefix(&v);
+                let (pv, plo, phi) =
+                    number_range(rest).ok_or_else(|| invalid("nombre invalide"))?;
+                number_predicate(b, prefix, "i.value", pv, plo, phi)
+            }
+            ParamType::Quantity => {
+                no_modifier(code, modifier)?;
+                quantity_predicate(b, &v).map_err(|m| invalid(&m))?
+            }
+            ParamType::Uri => match modifier {
+                None => format!("i.uri = {}", b.bind(unescape(&v))),
+                Some("below") => {
+                    format!(
+                        "i.uri LIKE {} ESCAPE '\\'",
+                        b.bind(format!("{}%", like_escape(&unescape(&v))))
+                    )
+                }
+                Some(m) => return Err(SearchError::UnsupportedModifier(format!("{code}:{m}"))),
+            },
+            ParamType::Composite => {
+                no_modifier(code, modifier)?;
+                composite_predicate(b, p, &v).map_err(|m| invalid(&m))?
+            }
+            ParamType::Special => continue,
+        };
+        ors.push(pred);
+    }
+    // Bind order: the predicate values were bound before these two, so they go first in the SQL too.
+    let preds = ors.join(" OR ");
+    let sub = format!(
+        "SELECT i.rid FROM {table} i WHERE ({preds}) AND i.rtype = {} AND i.param = {}",
+        b.bind(rtype),
+        b.bind(code)
+    );
+    Ok(Some(format!(
+        "{alias}.rid {}IN ({sub})",
+        if negate { "NOT " } else { "" }
+    )))
+}
+
+fn no_modifier(code: &str, modifier: Option<&str>) -> Result<(), SearchError> {
+    match modifier {
+        None => Ok(()),
+        Some(m) => Err(SearchError::UnsupportedModifier(format!("{code}:{m}"))),
+    }
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// The smallest string greater than every string starting with `prefix`.
+fn prefix_upper_bound(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
+}
+
+fn string_predicate(b: &mut Builder, modifier: Option<&str>, v: &str) -> Result<String, String> {
+    let v = unescape(v);
+    Ok(match modifier {
+        None => {
+            let n = normalize_string(&v);
+            let lo = b.bind(n.clone());
+            let hi = b.bind(prefix_upper_bound(&n));
+            format!("(i.norm >= {lo} AND i.norm < {hi})")
+        }
+        Some("exact") => format!("i.exact = {}", b.bind(v)),
+        Some("contains") => {
+            format!(
+                "i.norm LIKE {} ESCAPE '\\'",
+                b.bind(format!("%{}%", like_escape(&normalize_string(&v))))
+            )
+        }
+        Some(m) => {
+            return Err(format!(
+                "modificateur :{m} non pris en charge pour une chaîne"
+            ));
+        }
+    })
+}
+
+fn token_predicate(
+    b: &mut Builder,
+    v: &str,
+    sys_col: &str,
+    code_col: &str,
+) -> Result<String, String> {
+    let (system, code) = split_token(v);
+    Ok(match (system, code) {
+        (None, Some(c)) => format!("{code_col} = {}", b.bind(c)),
+        (Some(s), Some(c)) if s.is_empty() => {
+            format!("({code_col} = {} AND {sys_col} IS NULL)", b.bind(c))
+        }
+        (Some(s), Some(c)) => format!("({code_col} = {} AND {sys_col} = {})", b.bind(c), b.bind(s)),
+        (Some(s), None) if !s.is_empty() => format!("{sys_col} = {}", b.bind(s)),
+        _ => return Err("jeton vide".into()),
+    })
+}
+
+/// Parses a reference search value into (type, id) or a URL.
+fn reference_predicate(
+    b: &mut Builder,
+    p: &SearchParam,
+    modifier: Option<&str>,
+    v: &str,
+) -> Result<String, String> {
+    let v = unescape(v);
+    let type_mod = match modifier {
+        None => None,
+        Some(m) if registry().is_resource_type(m) => Some(m.to_string()),
+        Some(m) => {
+            return Err(format!(
+                "modificateur :{m} non pris en charge pour une référence"
+            ));
+        }
+    };
+    // Canonical or external URL.
+    if v.contains("://") || v.starts_with("urn:") {
+        if let Some((t, id)) = local_type_id(&v) {
+            return Ok(format!(
+                "(i.tid = {} AND i.ttype = {})",
+                b.bind(id),
+                b.bind(t)
+            ));
+        }
+        let url = v.split('|').next().unwrap_or(&v).to_string();
+        return Ok(format!("i.url = {}", b.bind(url)));
+    }
+    let segs: Vec<&str> = v.split('/').collect();
+    let (t, id) = match segs.as_slice() {
+        [id] => (type_mod, (*id).to_string()),
+        [t, id] | [t, id, "_history", _] => {
+            if !registry().is_resource_type(t) {
+                return Err(format!("type de ressource inconnu : {t}"));
+            }
+            (Some((*t).to_string()), (*id).to_string())
+        }
+        _ => return Err("référence invalide (attendu Type/id ou id)".into()),
+    };
+    if !socle_fhir::is_valid_id(&id) {
+        return Err(format!("identifiant invalide : {id}"));
+    }
+    if let Some(t) = &t {
+        if !p.targets.is_empty() && !p.targets.iter().any(|x| x == t || x == "Resource") {
+            return Err(format!("{t} n'est pas une cible possible"));
+        }
+    }
+    Ok(match t {
+        Some(t) => format!("(i.tid = {} AND i.ttype = {})", b.bind(id), b.bind(t)),
+        None => format!("i.tid = {}", b.bind(id)),
+    })
+}
+
+/// `http://host/base/Type/id` → (Type, id) when the last two segments look like a local reference.
+fn local_type_id(url: &str) -> Option<(String, String)> {
+    let segs: Vec<&str> = url.trim_end_matches('/').rsplit('/').collect();
+    let (t, id) = match segs.as_slice() {
+        [_, "_history", id, t, ..] => (*t, *id),
+        [id, t, ..] => (*t, *id),
+        _ => return None,
+    };
+    if registry().is_resource_type(t) && socle_fhir::is_valid_id(id) {
+        Some((t.to_string(), id.to_string()))
+    } else {
+        None
+    }
+}
+
+/// Range semantics of FHIR date search: the resource value is the range [lo_col, hi_col], the parameter value
+/// [plo, phi].
+fn date_predicate(
+    b: &mut Builder,
+    prefix: Prefix,
+    lo: &str,
+    hi: &str,
+    plo: i64,
+    phi: i64,
+) -> String {
+    match prefix {
+        Prefix::Eq => format!("({lo} >= {} AND {hi} <= {})", b.bind(plo), b.bind(phi)),
+        Prefix::Ne => format!("NOT ({lo} >= {} AND {hi} <= {})", b.bind(plo), b.bind(phi)),
+        Prefix::Gt => format!("{hi} > {}", b.bind(phi)),
+        Prefix::Lt => format!("{lo} < {}", b.bind(plo)),
+        Prefix::Ge => format!(
+            "({hi} > {} OR ({lo} >= {} AND {hi} <= {}))",
+            b.bind(phi),
+            b.bind(plo),
+            b.bind(phi)
+        ),
+        Prefix::Le => format!(
+            "({lo} < {} OR ({lo} >= {} AND {hi} <= {}))",
+            b.bind(plo),
+            b.bind(plo),
+            b.bind(phi)
+        ),
+        Prefix::Sa => format!("{lo} > {}", b.bind(phi)),
+        Prefix::Eb => format!("{hi} < {}", b.bind(plo)),
+        Prefix::Ap => {
+            // Approximately: within 10 % of the distance between the value and now, at least a day.
+            let now = crate::now_ms();
+            let gap = ((now - plo).abs() / 10).max(86_400_000);
+            format!(
+                "({lo} <= {} AND {hi} >= {})",
+                b.bind(phi.saturating_add(gap)),
+                b.bind(plo.saturating_sub(gap))
+            )
+        }
+    }
+}
+
+fn number_predicate(
+    b: &mut Builder,
+    prefix: Prefix,
+    col: &str,
+    pv: f64,
+    plo: f64,
+    phi: f64,
+) -> String {
+    match prefix {
+        Prefix::Eq => format!("({col} >= {} AND {col} < {})", b.bind(plo), b.bind(phi)),
+        Prefix::Ne => format!("NOT ({col} >= {} AND {col} < {})", b.bind(plo), b.bind(phi)),
+        Prefix::Gt | Prefix::Sa => format!("{col} > {}", b.bind(pv)),
+        Prefix::Lt | Prefix::Eb => format!("{col} < {}", b.bind(pv)),
+        Prefix::Ge => format!("{col} >= {}", b.bind(pv)),
+        Prefix::Le => format!("{col} <= {}", b.bind(pv)),
+        Prefix::Ap => {
+            let d = (pv * 0.1).abs();
+            format!(
+                "({col} >= {} AND {col} <= {})",
+                b.bind(pv - d),
+                b.bind(pv + d)
+            )
+        }
+    }
+}
+
+fn quantity_predicate(b: &mut Builder, v: &str) -> Result<String, String> {
+    let parts = split_escaped(v, '|');
+    let (prefix, num) = split_prefix(&parts[0]);
+    let (pv, plo, phi) = number_range(num).ok_or("nombre invalide")?;
+    let mut pred = number_predicate(b, prefix, "i.value", pv, plo, phi);
+    let system = parts.get(1).map(|s| unescape(s)).filter(|s| !s.is_empty());
+    let code = parts.get(2).map(|s| unescape(s)).filter(|s| !s.is_empty());
+    if parts.len() > 3 {
+        return Err("quantité invalide (attendu [préfixe]nombre|système|code)".into());
+    }
+    if let Some(s) = system {
+        pred = format!("{pred} AND i.system = {}", b.bind(s));
+    }
+    if let Some(c) = code {
+        pred = format!(
+            "{pred} AND (i.code = {} OR i.unit = {})",
+            b.bind(c.clone()),
+            b.bind(c)
+        );
+    }
+    Ok(format!("({pred})"))
+}
+
+fn composite_predicate(b: &mut Builder, p: &SearchParam, v: &str) -> Result<String, String> {
+    let parts = split_escaped(v, '$');
+    if parts.len() != 2 || p.components.len() < 2 {
+        return Err("valeur composite invalide (attendu a$b)".into());
+    }
+    let first = token_predicate(b, &parts[0], "i.c1sys", "i.c1code")?;
+    let second = match p.components[1].kind {
+        ParamType::Token => token_predicate(b, &parts[1], "i.c2sys", "i.c2code")?,
+        ParamType::String => {
+            let n = normalize_string(&unescape(&parts[1]));
+            let lo = b.bind(n.clone());
+            let hi = b.bind(prefix_upper_bound(&n));
+            format!("(i.c2code >= {lo} AND i.c2code < {hi})")
+        }
+        ParamType::Quantity | ParamType::Number => {
+            let q = split_escaped(&parts[1], '|');
+            let (prefix, num) = split_prefix(&q[0]);
+            let (pv, plo, phi) = number_range(num).ok_or("nombre invalide")?;
+            let mut pred = number_predicate(b, prefix, "i.c2lo", pv, plo, phi);
+            if let Some(s) = q.get(1).map(|s| unescape(s)).filter(|s| !s.is_empty()) {
+                pred = format!("{pred} AND i.c2sys = {}", b.bind(s));
+            }
+            if let Some(c) = q.get(2).map(|s| unescape(s)).filter(|s| !s.is_empty()) {
+                pred = format!("{pred} AND i.c2code = {}", b.bind(c));
+            }
+            format!("({pred})")
+        }
+        ParamType::Date => {
+            let (prefix, rest) = split_prefix(&parts[1]);
+            let (plo, phi) = parse_date_range(rest).ok_or("date invalide")?;
+            date_predicate(b, prefix, "i.c2lo", "i.c2hi", plo, phi)
+        }
+        ParamType::Reference => format!(
+            "i.c2code LIKE {} ESCAPE '\\'",
+            b.bind(format!("%/{}", like_escape(&unescape(&parts[1]))))
+        ),
+        _ => return Err("composant non pris en charge".into()),
+    };
+    Ok(format!("({first} AND {second})"))
+}
+
+fn chain_condition(
+    b: &mut Builder,
+    rtype: &str,
+    alias: &str,
+    head: &str,
+    tail: &str,
+    value: &str,
+    depth: usize,
+) -> Result<String, SearchError> {
+    let invalid = |m: &str| SearchError::Invalid(format!("{head}.{tail}"), m.to_string());
+    let (code, type_mod) = match head.split_once(':') {
+        Some((c, t)) => (c, Some(t)),
+        None => (head, None),
+    };
+    let p = registry()
+        .param(rtype, code)
+        .ok_or_else(|| SearchError::Unknown(rtype.to_string(), code.to_string()))?;
+    if p.kind != ParamType::Reference {
+        return Err(invalid("le chaînage exige un paramètre de référence"));
+    }
+    let targets: Vec<String> = match type_mod {
+        Some(t) => {
+            if !registry().is_resource_type(t) {
+                return Err(invalid("type cible inconnu"));
+            }
+            vec![t.to_string()]
+        }
+        None => p
+            .targets
+            .iter()
+            .filter(|t| {
+                registry()
+                    .param(t, tail.split([':', '.']).next().unwrap_or(""))
+                    .is_some()
+                    || tail.starts_with('_')
+            })
+            .cloned()
+            .collect(),
+    };
+    if targets.is_empty() {
+        return Err(invalid("aucune cible possible ne connaît ce paramètre"));
+    }
+    let mut ors = Vec::new();
+    for t in &targets {
+        let inner_alias = b.next_alias();
+        let inner = param_condition(b, t, &inner_alias, tail, value, depth + 1)?
+            .unwrap_or_else(|| "1 = 1".into());
+        ors.push(format!(
+            "(i.tid IN (SELECT {inner_alias}.id FROM resources {inner_alias} WHERE {inner} AND {inner_alias}.rtype = {} AND {inner_alias}.deleted = 0) AND i.ttype = {})",
+            b.bind(t.clone()),
+            b.bind(t.clone())
+        ));
+    }
+    let ors = ors.join(" OR ");
+    Ok(format!(
+        "{alias}.rid IN (SELECT i.rid FROM idx_ref i WHERE ({ors}) AND i.rtype = {} AND i.param = {})",
+        b.bind(rtype),
+        b.bind(code)
+    ))
+}
+
+/// `_has:Observation:patient:code=1234` — resources referenced by an Observation (through `patient`) that
+/// matches `code=1234`.
+fn has_condition(
+    b: &mut Builder,
+    rtype: &str,
+    alias: &str,
+    rest: &str,
+    value: &str,
+    depth: usize,
+) -> Result<String, SearchError> {
+    let invalid = |m: &str| SearchError::Invalid(format!("_has:{rest}"), m.to_string());
+    let mut parts = rest.splitn(3, ':');
+    let (src, refp, inner_name) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(s), Some(r), Some(n)) if !s.is_empty() && !r.is_empty() && !n.is_empty() => (s, r, n),
+        _ => return Err(invalid("attendu _has:Type:référence:paramètre")),
+    };
+    if !registry().is_resource_type(src) {
+        return Err(invalid("type de ressource inconnu"));
+    }
+    match registry().param(src, refp) {
+        Some(p) if p.kind == ParamType::Reference => {}
+        _ => return Err(invalid("paramètre de référence inconnu")),
+    }
+    if inner_name.starts_with("_has:") {
+        return Err(invalid("un seul niveau de _has est pris en charge"));
+    }
+    let inner_alias = b.next_alias();
+    let inner = param_condition(b, src, &inner_alias, inner_name, value, depth + 1)?
+        .unwrap_or_else(|| "1 = 1".into());
+    Ok(format!(
+        "{alias}.id IN (SELECT h.tid FROM idx_ref h WHERE h.rid IN (SELECT {inner_alias}.rid FROM resources {inner_alias} WHERE {inner} AND {inner_alias}.rtype = {} AND {inner_alias}.deleted = 0) AND h.rtype = {} AND h.param = {} AND h.ttype = {})",
+        b.bind(src),
+        b.bind(src),
+        b.bind(refp),
+        b.bind(rtype)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(split_or("a,b\\,c"), vec!["a", "b,c"]);
+        assert_eq!(
+            split_token("http://x|1"),
+            (Some("http://x".into()), Some("1".into()))
+        );
+        assert_eq!(split_token("|1"), (Some("".into()), Some("1".into())));
+        assert_eq!(split_token("1"), (None, Some("1".into())));
+        assert_eq!(split_token("a\\|b"), (None, Some("a|b".into())));
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(split_prefix("ge2010"), (Prefix::Ge, "2010"));
+        assert_eq!(split_prefix("2010"), (Prefix::Eq, "2010"));
+        assert_eq!(split_prefix("é"), (Prefix::Eq, "é"));
+    }
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Generates the compact FHIR R4 definition extracts committed in crates/fhir/data/.
+
+Usage: scripts/gen-fhir-defs.py PACKAGE_DIR [OUT_DIR]
+
+PACKAGE_DIR is the unpacked hl7.fhir.r4.examples@4.0.1 package (see scripts/fetch-fhir-package.sh);
+OUT_DIR defaults to crates/fhir/data next to this script's repository.
+
+Outputs (minified JSON, deterministic order):
+  search-parameters.json   every SearchParameter definition:
+                           [{"id","code","type","base":[...],"expr"?,"target"?:[...],
+                             "comp"?:[{"code","type","expr"}],"multipleOr"?,"multipleAnd"?}]
+                           Skipped: the three SearchParameter *examples* (ids "example*", which duplicate or
+                           contradict real definitions) and definitions without any base (XPath-only
+                           extension parameters of CodeSystem/ValueSet, which cannot be attached to a type).
+  resource-types.json      {"Type": "DomainResource"|"Resource"}: every concrete resource type
+                           (StructureDefinition kind=resource, abstract=false, derivation=specialization) with
+                           the abstract type it derives from, sorted by name.
+  compartment-patient.json {"ResourceType": ["param", ...]} from CompartmentDefinition-patient, only the
+                           types that are linked to the patient by at least one parameter.
+Two known errata of the R4 definitions are fixed (see ERRATA below).
+Standard library only (Python 3.11).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+
+def load(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def dump(obj, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, separators=(",", ":"))
+        f.write("\n")
+
+
+# Known errata of the published R4 SearchParameters, fixed in the extract:
+# - DocumentReference-relationship: the component expressions are swapped (the reference `relatesto` points to
+#   `code`, the token `relation` to `target`); R4 search reads `relationship=<relatesto>$<relation>`.
+# - `value.as(DateTime)` (Observation-code-value-date) names the FHIRPath System type instead of FHIR `dateTime`.
+COMPONENT_EXPR_FIXES = {
+    ("DocumentReference-relationship", "relatesto"): "target",
+    ("DocumentReference-relationship", "relation"): "code",
+}
+
+
+def fix_expr(expr: str) -> str:
+    return expr.replace(".as(DateTime)", ".as(dateTime)")
+
+
+def search_parameters(pkg: str) -> list[dict]:
+    defs = [load(p) for p in sorted(glob.glob(os.path.join(pkg, "SearchParameter-*.json")))]
+    defs = [d for d in defs if d.get("resourceType") == "SearchParameter"]
+    by_url = {d["url"]: d for d in defs if "url" in d}
+    out = []
+    for d in sorted(defs, key=lambda d: d["id"]):
+        if d["id"].startswith("example") or not d.get("base"):
+            continue
+        e: dict = {"id": d["id"], "code": d["code"], "type": d["type"], "base": d["base"]}
+        expr = (d.get("expression") or "").strip()
+        if expr:
+            e["expr"] = fix_expr(expr)
+        if d.get("target"):
+            e["target"] = d["target"]
+        comps = []
+        for c in d.get("component", []):
+            ref = by_url.get(c.get("definition", ""))
+            if ref is None:
+                raise SystemExit(f"{d['id']}: unresolved component definition {c.get('definition')!r}")
+            cexpr = COMPONENT_EXPR_FIXES.get((d["id"], ref["code"]), fix_expr(c.get("expression", "").strip()))
+            comps.append({"code": ref["code"], "type": ref["type"], "expr": cexpr})
+        if comps:
+            e["comp"] = comps
+        for k in ("multipleOr", "multipleAnd"):
+            if k in d:
+                e[k] = d[k]
+        out.append(e)
+    return out
+
+
+def resource_types(pkg: str) -> dict[str, str]:
+    types = {}
+    for p in glob.glob(os.path.join(pkg, "StructureDefinition-*.json")):
+        d = load(p)
+        if (
+            d.get("kind") == "resource"
+            and not d.get("abstract", False)
+            and d.get("derivation") == "specialization"
+        ):
+            types[d["type"]] = d["baseDefinition"].rsplit("/", 1)[-1]
+    return dict(sorted(types.items()))
+
+
+def patient_compartment(pkg: str) -> dict[str, list[str]]:
+    d = load(os.path.join(pkg, "CompartmentDefinition-patient.json"))
+    return {r["code"]: r["param"] for r in sorted(d["resource"], key=lambda r: r["code"]) if r.get("param")}
+
+
+def main() -> None:
+    if len(sys.argv) not in (2, 3):
+        raise SystemExit(__doc__)
+    pkg = sys.argv[1]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out_dir = sys.argv[2] if len(sys.argv) == 3 else os.path.join(repo, "crates", "fhir", "data")
+    os.makedirs(out_dir, exist_ok=True)
+
+    sps = search_parameters(pkg)
+    types = resource_types(pkg)
+    comp = patient_compartment(pkg)
+    unknown = sorted({b for s in sps for b in s["base"]} - set(types) - {"Resource", "DomainResource"})
+    if unknown:
+        raise SystemExit(f"search parameters on unknown types: {unknown}")
+
+    dump(sps, os.path.join(out_dir, "search-parameters.json"))
+    dump(types, os.path.join(out_dir, "resource-types.json"))
+    dump(comp, os.path.join(out_dir, "compartment-patient.json"))
+    print(
+        f"{len(sps)} search parameters, {len(types)} resource types, "
+        f"{len(comp)} types in the patient compartment -> {out_dir}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Generate the compact FHIR R4 element type table used by the FHIRPath engine.
+
+Usage: scripts/gen-fhirpath-model.py <package-dir> [> crates/fhirpath/data/fhir-r4-model.txt]
+
+<package-dir> is an unpacked FHIR R4 NPM package (e.g. hl7.fhir.r4.examples@4.0.1 `package/`)
+holding StructureDefinition-*.json. Only base types are kept (specializations, plus the
+Quantity-derived type constraints such as SimpleQuantity/MoneyQuantity); profiles are skipped.
+
+Output format (line based, UTF-8):
+  <TypeName> <kind> <BaseType> [<SystemType>]     type header, kind: r resource, a abstract
+                                                   resource, c complex type, p primitive,
+                                                   b backbone element (BaseType = BackboneElement/Element)
+  @open <type> ...                                 the open type list, used as `@open` in choices
+  ␠<element>[*] <type> [<type> ...]                one element; '*' = repeats; choice elements
+                                                   are written `name[x]`; backbone elements have
+                                                   the type `<Type>.<path>` which gets its own header.
+Only elements introduced by the type itself are listed: inherited ones are found via BaseType.
+"""
+import glob
+import json
+import os
+import sys
+
+FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+
+
+def type_code(t):
+    code = t.get("code", "")
+    if code.startswith("http://hl7.org/fhirpath/System."):
+        for ext in t.get("extension", []):
+            if ext.get("url") == FHIR_TYPE_EXT:
+                return ext.get("valueUrl") or ext.get("valueUri")
+        return code.rsplit(".", 1)[-1]
+    return code
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: gen-fhirpath-model.py <package-dir>")
+    pkg = sys.argv[1]
+    out = []
+    defs = []
+    for f in sorted(glob.glob(os.path.join(pkg, "StructureDefinition-*.json"))):
+        with open(f, encoding="utf-8") as fh:
+            d = json.load(fh)
+        if d.get("kind") == "logical" or d.get("type") != d.get("id"):
+            continue
+        if d.get("derivation") == "constraint" and d["kind"] != "complex-type":
+            continue
+        defs.append(d)
+    defs.sort(key=lambda d: d["id"])
+    prim = {}
+    open_types = None
+    for d in defs:
+        if d["id"] == "Extension":
+            for e in d["snapshot"]["element"]:
+                if e["path"] == "Extension.value[x]":
+                    open_types = [type_code(t) for t in e.get("type", [])]
+    for d in defs:
+        name = d["id"]
+        base = d.get("baseDefinition", "").rsplit("/", 1)[-1] or "-"
+        kind = d["kind"]
+        elements = d.get("snapshot", {}).get("element", [])
+        if kind == "primitive-type":
+            sys_type = "String"
+            for e in elements:
+                if e["path"] == name + ".value":
+                    sys_type = (e.get("type") or [{}])[0].get("code", "").rsplit(".", 1)[-1] or "String"
+            prim[name] = (base, sys_type)
+            continue
+        k = {"resource": "a" if d.get("abstract") else "r", "complex-type": "c"}[kind]
+        # group elements by owning (backbone) type
+        owners = {name: (k, base, [])}
+        order = [name]
+        for e in elements:
+            path = e["path"]
+            if "." not in path:
+                continue
+            if e.get("base", {}).get("path", path).split(".")[0] != name:
+                continue  # inherited: found through the base type chain
+            parent, el = path.rsplit(".", 1)
+            types = [type_code(t) for t in e.get("type", [])]
+            if path == "Resource.id":
+                types = ["id"]  # the R4 snapshot says System.String/string; FHIRPath expects `id`
+            if "contentReference" in e:
+                types = [e["contentReference"].lstrip("#")]
+            elif types in (["BackboneElement"], ["Element"]) and any(
+                x["path"].startswith(path + ".") for x in elements
+            ):
+                owners[path] = ("b", types[0], [])
+                order.append(path)
+                types = [path]
+            if types == open_types and len(types) > 1:
+                types = ["@open"]
+            rep = "*" if e.get("max", "1") not in ("0", "1") else ""
+            if parent not in owners:
+                continue
+            owners[parent][2].append(f" {el}{rep} {' '.join(types)}")
+        for o in order:
+            kk, bb, els = owners[o]
+            out.append(f"{o} {kk} {bb}")
+            out.extend(els)
+    for name, (base, sys_type) in sorted(prim.items()):
+        while base in prim:  # e.g. positiveInt -> integer (R4 declares System.String for it)
+            base2 = base
+            sys_type = prim[base2][1]
+            base = prim[base2][0]
+        out.append(f"{name} p {prim[name][0]} {sys_type}")
+    if open_types:
+        out.append("@open " + " ".join(open_types))
+    sys.stdout.write("# generated by scripts/gen-fhirpath-model.py from FHIR R4 (4.0.1) StructureDefinitions\n")
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
