@@ -53,13 +53,8 @@ pub fn check_structure(resource: &Value) -> Result<(), ResourceError> {
             _ => return Err(ResourceError::InvalidId(id.to_string())),
         }
     }
-    if let Some(meta) = resource.get("meta") {
-        if !meta.is_object() {
-            return Err(ResourceError::InvalidElement(
-                "meta".into(),
-                "doit être un objet".into(),
-            ));
-        }
+    if resource.get("meta").is_some_and(|m| !m.is_object()) {
+        return Err(ResourceError::InvalidElement("meta".into(), "doit être un objet".into()));
     }
     check_no_nulls(resource, &mut String::from(resource_type(resource)?), 0)
 }

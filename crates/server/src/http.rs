@@ -3,6 +3,10 @@
 //!
 //! Owns: routing, headers (ETag, Location, Last-Modified, Prefer, content negotiation), body limits.
 
+// Handlers return `Result<_, Response>` so that `?`-style early error responses stay readable; errors are the cold
+// path, so the size of `Response` in `Err` does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -155,9 +159,9 @@ fn prepare(
             _ => {}
         }
     }
-    if !params.iter().any(|(k, _)| k == "_format") {
-        if let Some(accept) = headers.get(header::ACCEPT).and_then(|h| h.to_str().ok()) {
-            if !accepts_json(accept) {
+    if !params.iter().any(|(k, _)| k == "_format")
+        && let Some(accept) = headers.get(header::ACCEPT).and_then(|h| h.to_str().ok())
+            && !accepts_json(accept) {
                 return Err(error(
                     StatusCode::NOT_ACCEPTABLE,
                     IssueType::NotSupported,
@@ -166,8 +170,6 @@ fn prepare(
                     ),
                 ));
             }
-        }
-    }
     let prefer = headers
         .get_all("prefer")
         .iter()
@@ -656,11 +658,10 @@ fn deleted_response(d: Option<Stored>, req: &Req) -> Response {
         }
         _ => StatusCode::NO_CONTENT.into_response(),
     };
-    if let Some(s) = &d {
-        if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", s.version)) {
+    if let Some(s) = &d
+        && let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", s.version)) {
             resp.headers_mut().insert(header::ETAG, v);
         }
-    }
     resp
 }
 
@@ -735,13 +736,11 @@ async fn read(
             if let Some(inm) = headers
                 .get(header::IF_NONE_MATCH)
                 .and_then(|h| h.to_str().ok())
-            {
-                if socle_store::bundle::parse_etag(inm) == Some(s.version) {
+                && socle_store::bundle::parse_etag(inm) == Some(s.version) {
                     let mut r = StatusCode::NOT_MODIFIED.into_response();
                     version_headers(&mut r, &s);
                     return r;
                 }
-            }
             resource_response(StatusCode::OK, &s, &req)
         }
         Err(e) => repo_error(&e),

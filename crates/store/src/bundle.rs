@@ -289,11 +289,10 @@ fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
                 if k == "reference" {
-                    if let Value::String(s) = child {
-                        if let Some(n) = map.get(s.as_str()) {
+                    if let Value::String(s) = child
+                        && let Some(n) = map.get(s.as_str()) {
                             *s = n.clone();
                         }
-                    }
                 } else {
                     rewrite_references(child, map);
                 }
@@ -310,11 +309,10 @@ fn conditional_refs(v: &Value, out: &mut Vec<String>) {
         Value::Object(m) => {
             for (k, child) in m {
                 if k == "reference" {
-                    if let Value::String(s) = child {
-                        if s.contains('?') && !s.starts_with("http") {
+                    if let Value::String(s) = child
+                        && s.contains('?') && !s.starts_with("http") {
                             out.push(s.clone());
                         }
-                    }
                 } else {
                     conditional_refs(child, out);
                 }

@@ -711,11 +711,10 @@ fn audit_writer(store: Arc<dyn Store>, rx: mpsc::Receiver<AuditMsg>) {
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            if let Err(e) = store.write(&mut |c| audit::append(c, &batch)) {
+        if !batch.is_empty()
+            && let Err(e) = store.write(&mut |c| audit::append(c, &batch)) {
                 tracing::error!(error = %e, records = batch.len(), "écriture du journal d'audit impossible");
             }
-        }
         for w in waiters {
             let _ = w.send(());
         }
@@ -858,11 +857,9 @@ pub(crate) fn compartment_key(rtype: &str, id: &str, index: &[IndexEntry]) -> St
                 target_id: Some(tid),
                 ..
             } = &e.value
-            {
-                if t == "Patient" {
+                && t == "Patient" {
                     return tid.clone();
                 }
-            }
         }
     }
     String::new()
@@ -1044,13 +1041,12 @@ impl TxState {
                 self.update(c, ctx, &p, if_match)
             }
             [id] => {
-                if let Some(b) = body_id {
-                    if b != id {
+                if let Some(b) = body_id
+                    && b != id {
                         return Err(RepoError::Invalid(format!(
                             "l'id du corps ({b}) diffère de la ressource trouvée par les critères ({id})"
                         )));
                     }
-                }
                 let mut body = body;
                 if let Value::Object(m) = &mut body {
                     m.insert("id".into(), Value::String(id.clone()));
@@ -1224,16 +1220,14 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
             search::Cursor::After(_) => (more, true),
             _ => (more, false),
         };
-        if has_next {
-            if let Some(l) = last_rid {
+        if has_next
+            && let Some(l) = last_rid {
                 page.next = Some(with(vec![("_cursor".into(), format!("after.{l}"))]));
             }
-        }
-        if has_prev {
-            if let Some(f) = first_rid {
+        if has_prev
+            && let Some(f) = first_rid {
                 page.prev = Some(with(vec![("_cursor".into(), format!("before.{f}"))]));
             }
-        }
     }
     let first_page = matches!(q.cursor, search::Cursor::First);
     page.total = match q.total {
@@ -1318,11 +1312,10 @@ fn includes(
         }
         for inc in q.revincludes.iter().filter(|i| round == 0 || i.iterate) {
             for (t, ids) in &by_type {
-                if let Some(target) = &inc.target_type {
-                    if target != t {
+                if let Some(target) = &inc.target_type
+                    && target != t {
                         continue;
                     }
-                }
                 for chunk in ids.chunks(200) {
                     let marks = vec!["?"; chunk.len()].join(", ");
                     let mut p: Vec<crate::SqlValue> = chunk.iter().map(|i| (*i).into()).collect();
@@ -1351,12 +1344,11 @@ fn includes(
             if out.len() >= MAX_INCLUDED {
                 break;
             }
-            if seen.insert(key.clone()) {
-                if let Ok((s, _)) = read_current(c, &key.0, &key.1) {
+            if seen.insert(key.clone())
+                && let Ok((s, _)) = read_current(c, &key.0, &key.1) {
                     out.push(s);
                     frontier.push(key);
                 }
-            }
         }
         if frontier.is_empty() {
             break;

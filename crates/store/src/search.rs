@@ -246,11 +246,10 @@ fn parse_result_param(
                 Some(p) if p.kind == ParamType::Reference => {}
                 _ => return Err(bad("paramètre de référence inconnu")),
             }
-            if let Some(t) = &target_type {
-                if !reg.is_resource_type(t) {
+            if let Some(t) = &target_type
+                && !reg.is_resource_type(t) {
                     return Err(bad("type cible inconnu"));
                 }
-            }
             let inc = Include {
                 source_type,
                 param,
@@ -708,11 +707,10 @@ fn reference_predicate(
     if !socle_fhir::is_valid_id(&id) {
         return Err(format!("identifiant invalide : {id}"));
     }
-    if let Some(t) = &t {
-        if !p.targets.is_empty() && !p.targets.iter().any(|x| x == t || x == "Resource") {
+    if let Some(t) = &t
+        && !p.targets.is_empty() && !p.targets.iter().any(|x| x == t || x == "Resource") {
             return Err(format!("{t} n'est pas une cible possible"));
         }
-    }
     Ok(match t {
         Some(t) => format!("(i.tid = {} AND i.ttype = {})", b.bind(id), b.bind(t)),
         None => format!("i.tid = {}", b.bind(id)),

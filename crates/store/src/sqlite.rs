@@ -102,11 +102,10 @@ impl SqliteStore {
     }
 
     fn give_back(&self, c: SqliteConn) {
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < READERS {
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < READERS {
                 pool.push(c);
             }
-        }
     }
 }
 
