@@ -1,0 +1,107 @@
+//! The audit trail: one record per interaction, readable as AuditEvent, hash-chained so that `socle audit
+//! verify` detects any altered, inserted or deleted record.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Backend, Server, backends};
+use serde_json::json;
+
+fn verify(s: &Server) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_socle"));
+    cmd.arg("audit").arg("verify").arg("--data").arg(s.data.path());
+    if let Some(db) = &s.database {
+        cmd.arg("--database").arg(db);
+    }
+    let out = cmd.env("SOCLE_LOG", "error").output().expect("socle audit verify");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Runs SQL directly on the test server's database (to play the attacker).
+fn tamper(s: &Server, sql: &str) {
+    match &s.database {
+        None => {
+            let c = rusqlite::Connection::open(s.data.path().join("socle.db")).unwrap();
+            c.execute_batch(sql).unwrap();
+        }
+        Some(url) => {
+            let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            c.batch_execute(sql).unwrap();
+        }
+    }
+}
+
+#[test]
+fn every_interaction_is_audited_and_readable_as_audit_event() {
+    for b in backends() {
+        let s = Server::start(&b);
+        let p = s.post("Patient", &json!({"resourceType": "Patient", "name": [{"family": "Tracé"}]}));
+        let pid = p.json["id"].as_str().unwrap().to_string();
+        let o = s.post("Observation", &json!({"resourceType": "Observation", "status": "final", "code": {"text": "poids"},
+            "subject": {"reference": format!("Patient/{pid}")}}));
+        let oid = o.json["id"].as_str().unwrap().to_string();
+        s.get(&format!("Observation/{oid}")).expect(200);
+        s.get(&format!("Patient/{pid}")).expect(200);
+        s.get("Patient/inconnu").expect(404);
+        s.get("Observation?code=x").expect(200);
+        // The patient's own trail: creates and reads of their data, newest first.
+        let r = s.get(&format!("AuditEvent?patient=Patient/{pid}"));
+        r.expect(200);
+        let evs = r.json["entry"].as_array().unwrap();
+        let kinds: Vec<&str> = evs.iter().map(|e| e["resource"]["subtype"][0]["code"].as_str().unwrap()).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "create").count(), 2, "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| **k == "read").count(), 2, "{kinds:?}");
+        let ev = &evs[0]["resource"];
+        assert_eq!(ev["resourceType"], "AuditEvent");
+        assert_eq!(ev["agent"][0]["who"]["identifier"]["value"], "local");
+        assert_eq!(ev["agent"][0]["network"]["address"], "127.0.0.1");
+        assert!(ev["recorded"].as_str().unwrap().ends_with('Z'));
+        // Failures are audited too, without health data in the record.
+        let all = s.get("AuditEvent?_count=100");
+        let failed: Vec<_> = all.json["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["outcome"] != "0").collect();
+        assert!(failed.iter().any(|e| e["resource"]["outcomeDesc"] == "404"));
+        let search = all.json["entry"].as_array().unwrap().iter().find(|e| e["resource"]["subtype"][0]["code"] == "search").unwrap();
+        assert!(!search.to_string().contains("code=x"), "les valeurs de recherche ne doivent pas être journalisées");
+        // One record by id; the trail is read-only.
+        let seq = ev["id"].as_str().unwrap();
+        s.get(&format!("AuditEvent/{seq}")).expect(200);
+        s.post("AuditEvent", &json!({"resourceType": "AuditEvent"})).expect(405);
+    }
+}
+
+#[test]
+fn verify_detects_altered_inserted_and_deleted_records() {
+    for b in backends() {
+        let mut s = Server::start(&b);
+        for i in 0..5 {
+            s.post("Patient", &json!({"resourceType": "Patient", "name": [{"family": format!("Chaîne{i}")}]})).expect(201);
+        }
+        s.get("Patient?family=chaine").expect(200);
+        s.stop();
+        let (ok, out) = verify(&s);
+        assert!(ok, "{out}");
+        assert!(out.contains("intègre"), "{out}");
+
+        tamper(&s, "UPDATE audit_log SET principal = 'mallory' WHERE seq = 3");
+        let (ok, out) = verify(&s);
+        assert!(!ok, "{out}");
+        assert!(out.contains("enregistrement 3"), "{out}");
+        tamper(&s, "UPDATE audit_log SET principal = 'local' WHERE seq = 3");
+        assert!(verify(&s).0);
+
+        tamper(&s, "DELETE FROM audit_log WHERE seq = 2");
+        let (ok, out) = verify(&s);
+        assert!(!ok, "{out}");
+        assert!(out.contains("absents"), "{out}");
+    }
+    // Deleting the last records (the tail) is caught by the chain head.
+    let mut s = Server::start(&Backend::Sqlite);
+    s.post("Patient", &json!({"resourceType": "Patient"})).expect(201);
+    s.post("Patient", &json!({"resourceType": "Patient"})).expect(201);
+    s.stop();
+    assert!(verify(&s).0);
+    tamper(&s, "DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)");
+    let (ok, out) = verify(&s);
+    assert!(!ok, "{out}");
+}
