@@ -54,7 +54,10 @@ pub fn check_structure(resource: &Value) -> Result<(), ResourceError> {
         }
     }
     if resource.get("meta").is_some_and(|m| !m.is_object()) {
-        return Err(ResourceError::InvalidElement("meta".into(), "doit être un objet".into()));
+        return Err(ResourceError::InvalidElement(
+            "meta".into(),
+            "doit être un objet".into(),
+        ));
     }
     check_no_nulls(resource, &mut String::from(resource_type(resource)?), 0)
 }

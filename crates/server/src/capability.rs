@@ -27,15 +27,6 @@ pub fn capability_statement() -> Vec<u8> {
     let reg = registry();
     let mut resources = Vec::new();
     for rtype in reg.resource_types() {
-        if rtype == "AuditEvent" {
-            resources.push(json!({
-                "type": "AuditEvent",
-                "documentation": "Journal d'audit chaîné, écrit par Socle : lecture et recherche (patient, _count) seulement.",
-                "interaction": [{"code": "read"}, {"code": "search-type"}],
-                "searchParam": [{"name": "patient", "type": "reference"}],
-            }));
-            continue;
-        }
         let refs: Vec<String> = reg
             .params(rtype)
             .filter(|p| p.kind == ParamType::Reference && p.expression.is_some())
@@ -102,6 +93,11 @@ pub fn capability_statement() -> Vec<u8> {
             "documentation": "Recherche : modificateurs :exact, :contains (chaînes), :not (jetons), :missing, :Type (références), :below (URI) ; préfixes eq ne gt lt ge le sa eb ap ; chaînage à un niveau ; _has à un niveau ; _include/_revinclude (:iterate) ; _sort, _count, _total, _summary=count, _elements. Paramètres inconnus : avertissement dans le Bundle, 400 avec Prefer: handling=strict.",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "operation": [{
+                "name": "audit-trail",
+                "definition": "https://socle.example/fhir/OperationDefinition/audit-trail",
+                "documentation": "Journal d'audit de Socle (chaîné, append-only), en AuditEvent (IHE BALP), du plus récent au plus ancien : GET [base]/$audit-trail?patient=&_count= et GET [base]/Patient/[id]/$audit-trail.",
+            }],
         }],
     });
     serde_json::to_vec(&cs).unwrap_or_default()

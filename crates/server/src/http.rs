@@ -52,6 +52,9 @@ pub fn router(repo: Arc<Repository>, opts: Options) -> Router {
         .route("/fhir", post(bundle).get(system_search))
         .route("/fhir/", post(bundle))
         .route("/fhir/metadata", get(metadata))
+        .route("/fhir/$audit-trail", get(audit_trail))
+        .route("/fhir/$audit-trail/{seq}", get(audit_trail_record))
+        .route("/fhir/Patient/{id}/$audit-trail", get(patient_audit_trail))
         .route("/fhir/_history", get(history_system))
         .route(
             "/fhir/{rtype}",
@@ -161,15 +164,16 @@ fn prepare(
     }
     if !params.iter().any(|(k, _)| k == "_format")
         && let Some(accept) = headers.get(header::ACCEPT).and_then(|h| h.to_str().ok())
-            && !accepts_json(accept) {
-                return Err(error(
-                    StatusCode::NOT_ACCEPTABLE,
-                    IssueType::NotSupported,
-                    format!(
-                        "format demandé non disponible ({accept}) : seul JSON (application/fhir+json) est servi"
-                    ),
-                ));
-            }
+        && !accepts_json(accept)
+    {
+        return Err(error(
+            StatusCode::NOT_ACCEPTABLE,
+            IssueType::NotSupported,
+            format!(
+                "format demandé non disponible ({accept}) : seul JSON (application/fhir+json) est servi"
+            ),
+        ));
+    }
     let prefer = headers
         .get_all("prefer")
         .iter()
@@ -541,7 +545,6 @@ async fn create(
     body: Body,
 ) -> Response {
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
-    tryr!(writable(&rtype));
     let body = tryr!(json_body(&app, &headers, body).await);
     let if_none_exist = headers
         .get("if-none-exist")
@@ -570,7 +573,6 @@ async fn update(
     body: Body,
 ) -> Response {
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
-    tryr!(writable(&rtype));
     let im = tryr!(if_match(&headers));
     let body = tryr!(json_body(&app, &headers, body).await);
     let repo = app.repo.clone();
@@ -585,18 +587,6 @@ async fn update(
             repo_error(&e)
         }
     }
-}
-
-/// The audit trail is written by Socle only.
-fn writable(rtype: &str) -> Result<(), Response> {
-    if rtype == "AuditEvent" {
-        return Err(error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            IssueType::Forbidden,
-            "AuditEvent est en lecture seule : le journal d'audit est écrit par Socle",
-        ));
-    }
-    Ok(())
 }
 
 fn criteria(req: &Req) -> Vec<(String, String)> {
@@ -659,9 +649,10 @@ fn deleted_response(d: Option<Stored>, req: &Req) -> Response {
         _ => StatusCode::NO_CONTENT.into_response(),
     };
     if let Some(s) = &d
-        && let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", s.version)) {
-            resp.headers_mut().insert(header::ETAG, v);
-        }
+        && let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", s.version))
+    {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
     resp
 }
 
@@ -725,9 +716,6 @@ async fn read(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
-    if rtype == "AuditEvent" {
-        return audit_event_read(&app, &id, &req).await;
-    }
     let repo = app.repo.clone();
     let ctx = req.ctx.clone();
     let res = tryr!(blocking(move || repo.read(&ctx, &rtype, &id)).await);
@@ -736,11 +724,12 @@ async fn read(
             if let Some(inm) = headers
                 .get(header::IF_NONE_MATCH)
                 .and_then(|h| h.to_str().ok())
-                && socle_store::bundle::parse_etag(inm) == Some(s.version) {
-                    let mut r = StatusCode::NOT_MODIFIED.into_response();
-                    version_headers(&mut r, &s);
-                    return r;
-                }
+                && socle_store::bundle::parse_etag(inm) == Some(s.version)
+            {
+                let mut r = StatusCode::NOT_MODIFIED.into_response();
+                version_headers(&mut r, &s);
+                return r;
+            }
             resource_response(StatusCode::OK, &s, &req)
         }
         Err(e) => repo_error(&e),
@@ -770,9 +759,6 @@ async fn search_common(
     req: Req,
     params: Vec<(String, String)>,
 ) -> Response {
-    if rtype == "AuditEvent" {
-        return audit_event_search(&app, &params, &req).await;
-    }
     let repo = app.repo.clone();
     let ctx = req.ctx.clone();
     let strict = req.strict;
@@ -883,40 +869,79 @@ async fn history_instance(
 }
 
 // ------------------------------------------------------------------ audit trail as AuditEvent
+//
+// Socle's own trail is served by the `$audit-trail` operation (system level, and per patient:
+// `GET /fhir/Patient/{id}/$audit-trail`). `AuditEvent` stays an ordinary resource type, so that audit events
+// from other systems can be stored and searched like any resource.
 
-async fn audit_event_read(app: &App, id: &str, req: &Req) -> Response {
-    let Ok(seq) = id.parse::<i64>() else {
+async fn audit_trail_record(
+    State(app): State<App>,
+    Path(seq): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    let Ok(n) = seq.parse::<i64>() else {
         return error(
             StatusCode::NOT_FOUND,
             IssueType::NotFound,
-            format!("AuditEvent/{id} introuvable"),
+            format!("enregistrement d'audit {seq} introuvable"),
         );
     };
     let repo = app.repo.clone();
-    let res = tryr!(blocking(move || repo.audit_event(seq)).await);
+    let res = tryr!(blocking(move || repo.audit_event(n)).await);
     match res {
         Ok(Some(v)) => fhir_bytes(
             StatusCode::OK,
             serde_json::to_vec(&v).unwrap_or_default(),
-            req,
+            &req,
         ),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             IssueType::NotFound,
-            format!("AuditEvent/{id} introuvable"),
+            format!("enregistrement d'audit {seq} introuvable"),
         ),
         Err(e) => repo_error(&e),
     }
 }
 
-/// `GET /fhir/AuditEvent?patient=…&_count=…`: the audit trail, newest first (read-only: Socle writes it).
-async fn audit_event_search(app: &App, params: &[(String, String)], req: &Req) -> Response {
-    let mut patient = None;
+async fn audit_trail(
+    State(app): State<App>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    let params = req.params.clone();
+    audit_trail_common(&app, None, &params, &req).await
+}
+
+async fn patient_audit_trail(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+    let params = req.params.clone();
+    audit_trail_common(&app, Some(id), &params, &req).await
+}
+
+/// The trail, newest first, as a Bundle of BALP-shaped `AuditEvent`s.
+async fn audit_trail_common(
+    app: &App,
+    patient: Option<String>,
+    params: &[(String, String)],
+    req: &Req,
+) -> Response {
+    let mut patient = patient;
     let mut count = 50i64;
     for (k, v) in params {
         match k.as_str() {
-            "patient" | "entity" => {
-                patient = Some(v.trim_start_matches("Patient/").to_string());
+            "patient" if patient.is_none() => {
+                patient = Some(v.trim_start_matches("Patient/").to_string())
             }
             "_count" => match v.parse::<i64>() {
                 Ok(n) if n >= 0 => count = n.min(1000),
@@ -928,12 +953,14 @@ async fn audit_event_search(app: &App, params: &[(String, String)], req: &Req) -
                     );
                 }
             },
-            "_format" | "_pretty" | "_sort" => {}
+            "_format" | "_pretty" => {}
             other => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     IssueType::NotSupported,
-                    format!("AuditEvent : paramètre non pris en charge {other} (patient, _count)"),
+                    format!(
+                        "$audit-trail : paramètre non pris en charge {other} (patient, _count)"
+                    ),
                 );
             }
         }
@@ -947,7 +974,7 @@ async fn audit_event_search(app: &App, params: &[(String, String)], req: &Req) -
                 .into_iter()
                 .map(|e| {
                     let id = e.get("id").and_then(Value::as_str).unwrap_or("").to_string();
-                    serde_json::json!({"fullUrl": format!("{base}/AuditEvent/{id}"), "resource": e, "search": {"mode": "match"}})
+                    serde_json::json!({"fullUrl": format!("{base}/$audit-trail/{id}"), "resource": e, "search": {"mode": "match"}})
                 })
                 .collect();
             let mut b = serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len()});

@@ -10,12 +10,21 @@ use serde_json::json;
 
 fn verify(s: &Server) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_socle"));
-    cmd.arg("audit").arg("verify").arg("--data").arg(s.data.path());
+    cmd.arg("audit")
+        .arg("verify")
+        .arg("--data")
+        .arg(s.data.path());
     if let Some(db) = &s.database {
         cmd.arg("--database").arg(db);
     }
-    let out = cmd.env("SOCLE_LOG", "error").output().expect("socle audit verify");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    let out = cmd
+        .env("SOCLE_LOG", "error")
+        .output()
+        .expect("socle audit verify");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
 }
 
 /// Runs SQL directly on the test server's database (to play the attacker).
@@ -36,37 +45,69 @@ fn tamper(s: &Server, sql: &str) {
 fn every_interaction_is_audited_and_readable_as_audit_event() {
     for b in backends() {
         let s = Server::start(&b);
-        let p = s.post("Patient", &json!({"resourceType": "Patient", "name": [{"family": "Tracé"}]}));
+        let p = s.post(
+            "Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "Tracé"}]}),
+        );
         let pid = p.json["id"].as_str().unwrap().to_string();
-        let o = s.post("Observation", &json!({"resourceType": "Observation", "status": "final", "code": {"text": "poids"},
-            "subject": {"reference": format!("Patient/{pid}")}}));
+        let o = s.post(
+            "Observation",
+            &json!({"resourceType": "Observation", "status": "final", "code": {"text": "poids"},
+            "subject": {"reference": format!("Patient/{pid}")}}),
+        );
         let oid = o.json["id"].as_str().unwrap().to_string();
         s.get(&format!("Observation/{oid}")).expect(200);
         s.get(&format!("Patient/{pid}")).expect(200);
         s.get("Patient/inconnu").expect(404);
         s.get("Observation?code=x").expect(200);
         // The patient's own trail: creates and reads of their data, newest first.
-        let r = s.get(&format!("AuditEvent?patient=Patient/{pid}"));
+        let r = s.get(&format!("Patient/{pid}/$audit-trail"));
         r.expect(200);
         let evs = r.json["entry"].as_array().unwrap();
-        let kinds: Vec<&str> = evs.iter().map(|e| e["resource"]["subtype"][0]["code"].as_str().unwrap()).collect();
-        assert_eq!(kinds.iter().filter(|k| **k == "create").count(), 2, "{kinds:?}");
-        assert_eq!(kinds.iter().filter(|k| **k == "read").count(), 2, "{kinds:?}");
+        let kinds: Vec<&str> = evs
+            .iter()
+            .map(|e| e["resource"]["subtype"][0]["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "create").count(),
+            2,
+            "{kinds:?}"
+        );
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "read").count(),
+            2,
+            "{kinds:?}"
+        );
         let ev = &evs[0]["resource"];
         assert_eq!(ev["resourceType"], "AuditEvent");
         assert_eq!(ev["agent"][0]["who"]["identifier"]["value"], "local");
         assert_eq!(ev["agent"][0]["network"]["address"], "127.0.0.1");
         assert!(ev["recorded"].as_str().unwrap().ends_with('Z'));
         // Failures are audited too, without health data in the record.
-        let all = s.get("AuditEvent?_count=100");
-        let failed: Vec<_> = all.json["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["outcome"] != "0").collect();
+        let all = s.get("$audit-trail?_count=100");
+        let failed: Vec<_> = all.json["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["outcome"] != "0")
+            .collect();
         assert!(failed.iter().any(|e| e["resource"]["outcomeDesc"] == "404"));
-        let search = all.json["entry"].as_array().unwrap().iter().find(|e| e["resource"]["subtype"][0]["code"] == "search").unwrap();
-        assert!(!search.to_string().contains("code=x"), "les valeurs de recherche ne doivent pas être journalisées");
+        let search = all.json["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["resource"]["subtype"][0]["code"] == "search")
+            .unwrap();
+        assert!(
+            !search.to_string().contains("code=x"),
+            "les valeurs de recherche ne doivent pas être journalisées"
+        );
         // One record by id; the trail is read-only.
         let seq = ev["id"].as_str().unwrap();
-        s.get(&format!("AuditEvent/{seq}")).expect(200);
-        s.post("AuditEvent", &json!({"resourceType": "AuditEvent"})).expect(405);
+        s.get(&format!("$audit-trail/{seq}")).expect(200);
+        // AuditEvents from other systems are ordinary resources, apart from Socle's own trail.
+        s.post("AuditEvent", &json!({"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": "2024-01-01T00:00:00Z",
+            "agent": [{"requestor": true}], "source": {"observer": {"display": "autre"}}})).expect(201);
     }
 }
 
@@ -75,7 +116,11 @@ fn verify_detects_altered_inserted_and_deleted_records() {
     for b in backends() {
         let mut s = Server::start(&b);
         for i in 0..5 {
-            s.post("Patient", &json!({"resourceType": "Patient", "name": [{"family": format!("Chaîne{i}")}]})).expect(201);
+            s.post(
+                "Patient",
+                &json!({"resourceType": "Patient", "name": [{"family": format!("Chaîne{i}")}]}),
+            )
+            .expect(201);
         }
         s.get("Patient?family=chaine").expect(200);
         s.stop();
@@ -83,7 +128,10 @@ fn verify_detects_altered_inserted_and_deleted_records() {
         assert!(ok, "{out}");
         assert!(out.contains("intègre"), "{out}");
 
-        tamper(&s, "UPDATE audit_log SET principal = 'mallory' WHERE seq = 3");
+        tamper(
+            &s,
+            "UPDATE audit_log SET principal = 'mallory' WHERE seq = 3",
+        );
         let (ok, out) = verify(&s);
         assert!(!ok, "{out}");
         assert!(out.contains("enregistrement 3"), "{out}");
@@ -97,11 +145,16 @@ fn verify_detects_altered_inserted_and_deleted_records() {
     }
     // Deleting the last records (the tail) is caught by the chain head.
     let mut s = Server::start(&Backend::Sqlite);
-    s.post("Patient", &json!({"resourceType": "Patient"})).expect(201);
-    s.post("Patient", &json!({"resourceType": "Patient"})).expect(201);
+    s.post("Patient", &json!({"resourceType": "Patient"}))
+        .expect(201);
+    s.post("Patient", &json!({"resourceType": "Patient"}))
+        .expect(201);
     s.stop();
     assert!(verify(&s).0);
-    tamper(&s, "DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)");
+    tamper(
+        &s,
+        "DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)",
+    );
     let (ok, out) = verify(&s);
     assert!(!ok, "{out}");
 }

@@ -52,7 +52,7 @@ fn acknowledged_writes_survive_sigkill() {
         let r = s.get("Patient?family=TxDurable&_summary=count");
         assert_eq!(r.json["total"], 50, "{b:?}");
         // Every acknowledged create has its audit record, committed with the data.
-        let events = s.get("AuditEvent?_count=1000");
+        let events = s.get("$audit-trail?_count=1000");
         let creates = events.json["entry"]
             .as_array()
             .unwrap()

@@ -95,14 +95,12 @@ fn parse_entries(bundle: &Value, base: &str) -> Result<(bool, Vec<Entry>), RepoE
             Some(m) => return Err(at(&format!("méthode inconnue : {m}"))),
             None => return Err(at("request.method absent")),
         };
-        let mut url = req
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| at("request.url absent"))?
-            .to_string();
-        if let Some(rest) = url.strip_prefix(base) {
-            url = rest.trim_start_matches('/').to_string();
-        }
+        let url = relative_url(
+            req.get("url")
+                .and_then(Value::as_str)
+                .ok_or_else(|| at("request.url absent"))?,
+            base,
+        );
         let resource = e.get("resource").cloned();
         if matches!(method, Method::Post | Method::Put) && resource.is_none() {
             return Err(at("entry.resource absent pour POST/PUT"));
@@ -113,10 +111,11 @@ fn parse_entries(bundle: &Value, base: &str) -> Result<(bool, Vec<Entry>), RepoE
             url,
             full_url: e.get("fullUrl").and_then(Value::as_str).map(str::to_string),
             resource,
+            // Some senders write the whole `Type?criteria`; the query part is what counts.
             if_none_exist: req
                 .get("ifNoneExist")
                 .and_then(Value::as_str)
-                .map(str::to_string),
+                .map(|q| q.split_once('?').map_or(q, |(_, c)| c).to_string()),
             if_match: match req.get("ifMatch").and_then(Value::as_str) {
                 Some(s) => {
                     Some(parse_etag(s).ok_or_else(|| at("ifMatch invalide (attendu W/\"n\")"))?)
@@ -126,6 +125,33 @@ fn parse_entries(bundle: &Value, base: &str) -> Result<(bool, Vec<Entry>), RepoE
         });
     }
     Ok((is_tx, entries))
+}
+
+/// A request URL relative to the base: our own base is stripped, and an absolute URL of another server is
+/// reduced to its `Type/…` part (the resource it names), so that Bundles exported elsewhere load here.
+fn relative_url(url: &str, base: &str) -> String {
+    if let Some(rest) = url.strip_prefix(base) {
+        return rest.trim_start_matches('/').to_string();
+    }
+    if url.contains("://") {
+        let (path, query) = match url.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (url, None),
+        };
+        let segs: Vec<&str> = path.split('/').collect();
+        if let Some(pos) = segs
+            .iter()
+            .rposition(|s| socle_fhir::search_params::is_resource_type(s))
+        {
+            let mut rel = segs[pos..].join("/");
+            if let Some(q) = query {
+                rel.push('?');
+                rel.push_str(q);
+            }
+            return rel;
+        }
+    }
+    url.to_string()
 }
 
 /// `W/"3"` or `3` → 3.
@@ -290,9 +316,10 @@ fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
             for (k, child) in m.iter_mut() {
                 if k == "reference" {
                     if let Value::String(s) = child
-                        && let Some(n) = map.get(s.as_str()) {
-                            *s = n.clone();
-                        }
+                        && let Some(n) = map.get(s.as_str())
+                    {
+                        *s = n.clone();
+                    }
                 } else {
                     rewrite_references(child, map);
                 }
@@ -310,9 +337,11 @@ fn conditional_refs(v: &Value, out: &mut Vec<String>) {
             for (k, child) in m {
                 if k == "reference" {
                     if let Value::String(s) = child
-                        && s.contains('?') && !s.starts_with("http") {
-                            out.push(s.clone());
-                        }
+                        && s.contains('?')
+                        && !s.starts_with("http")
+                    {
+                        out.push(s.clone());
+                    }
                 } else {
                     conditional_refs(child, out);
                 }

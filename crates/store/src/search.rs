@@ -62,6 +62,75 @@ pub enum Cursor {
     Offset(i64),
 }
 
+/// One `_sort` key: an SQL expression over the resources row `r`, its bound values and its direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortKey {
+    pub expr: String,
+    pub params: Vec<SqlValue>,
+    pub desc: bool,
+}
+
+/// Where a page of sorted results starts: just after (or, backwards, just before) the row whose sort values
+/// and resource number are these. Keyset paging: a resource committed between two pages can never shift the
+/// following ones (no duplicate, no skip), whatever the commit order of concurrent writers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortCursor {
+    pub forward: bool,
+    pub values: Vec<SqlValue>,
+    pub rid: i64,
+}
+
+impl SortCursor {
+    /// The `_cursor` parameter value of this cursor.
+    pub fn encode(&self) -> String {
+        let mut a: Vec<serde_json::Value> = self
+            .values
+            .iter()
+            .map(|v| match v {
+                SqlValue::Int(i) => serde_json::Value::from(*i),
+                SqlValue::Real(f) => serde_json::Number::from_f64(*f)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number),
+                SqlValue::Text(t) => serde_json::Value::from(t.as_str()),
+                SqlValue::Null | SqlValue::Blob(_) => serde_json::Value::Null,
+            })
+            .collect();
+        a.push(self.rid.into());
+        format!(
+            "{}.{}",
+            if self.forward {
+                "sortafter"
+            } else {
+                "sortbefore"
+            },
+            serde_json::Value::Array(a)
+        )
+    }
+
+    fn decode(forward: bool, json: &str) -> Option<SortCursor> {
+        let serde_json::Value::Array(mut a) = serde_json::from_str(json).ok()? else {
+            return None;
+        };
+        let rid = a.pop()?.as_i64()?;
+        let values = a
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::Null => Some(SqlValue::Null),
+                serde_json::Value::String(s) => Some(SqlValue::Text(s)),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => Some(SqlValue::Int(i)),
+                    None => n.as_f64().map(SqlValue::Real),
+                },
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(SortCursor {
+            forward,
+            values,
+            rid,
+        })
+    }
+}
+
 /// A parsed search, ready to run.
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
@@ -72,6 +141,10 @@ pub struct SearchQuery {
     /// `ORDER BY` terms (without the final tiebreaker) and their bound values.
     pub sort_sql: Vec<String>,
     pub sort_params: Vec<SqlValue>,
+    /// The same keys, for keyset paging of sorted results.
+    pub sort_keys: Vec<SortKey>,
+    /// The page start of sorted results (`_cursor=sortafter.…` / `sortbefore.…`).
+    pub sort_cursor: Option<SortCursor>,
     pub count: i64,
     pub cursor: Cursor,
     /// Only resources numbered up to this one (fixed at the first page so later pages ignore newer writes).
@@ -168,6 +241,16 @@ fn parse_result_param(
             q.count = n.min(MAX_COUNT);
         }
         "_cursor" => {
+            if let Some(v) = value.strip_prefix("sortafter.") {
+                q.sort_cursor =
+                    Some(SortCursor::decode(true, v).ok_or_else(|| bad("curseur invalide"))?);
+                return Ok(());
+            }
+            if let Some(v) = value.strip_prefix("sortbefore.") {
+                q.sort_cursor =
+                    Some(SortCursor::decode(false, v).ok_or_else(|| bad("curseur invalide"))?);
+                return Ok(());
+            }
             q.cursor = if let Some(v) = value.strip_prefix("after.") {
                 Cursor::After(v.parse().map_err(|_| bad("curseur invalide"))?)
             } else if let Some(v) = value.strip_prefix("before.") {
@@ -219,7 +302,8 @@ fn parse_result_param(
                     if desc { "DESC" } else { "ASC" }
                 ));
                 q.sort_params.extend(params.iter().cloned());
-                q.sort_params.extend(params);
+                q.sort_params.extend(params.iter().cloned());
+                q.sort_keys.push(SortKey { expr, params, desc });
             }
         }
         "_include"
@@ -247,9 +331,10 @@ fn parse_result_param(
                 _ => return Err(bad("paramètre de référence inconnu")),
             }
             if let Some(t) = &target_type
-                && !reg.is_resource_type(t) {
-                    return Err(bad("type cible inconnu"));
-                }
+                && !reg.is_resource_type(t)
+            {
+                return Err(bad("type cible inconnu"));
+            }
             let inc = Include {
                 source_type,
                 param,
@@ -575,12 +660,7 @@ fn param_condition(
             }
             ParamType::Uri => match modifier {
                 None => format!("i.uri = {}", b.bind(unescape(&v))),
-                Some("below") => {
-                    format!(
-                        "i.uri LIKE {} ESCAPE '\\'",
-                        b.bind(format!("{}%", like_escape(&unescape(&v))))
-                    )
-                }
+                Some("below") => uri_below_predicate(b, &unescape(&v)),
                 Some(m) => return Err(SearchError::UnsupportedModifier(format!("{code}:{m}"))),
             },
             ParamType::Composite => {
@@ -602,6 +682,20 @@ fn param_condition(
         "{alias}.rid {}IN ({sub})",
         if negate { "NOT " } else { "" }
     )))
+}
+
+/// `url:below=http://a/b`: `http://a/b` itself and everything under it on a path-segment boundary
+/// (`http://a/b/c`, not `http://a/bc`). Compared with `substr`, not `LIKE`: URIs are case-sensitive, and SQLite's
+/// `LIKE` is not.
+fn uri_below_predicate(b: &mut Builder, v: &str) -> String {
+    let base = v.trim_end_matches('/');
+    let under = format!("{base}/");
+    format!(
+        "(i.uri = {} OR substr(i.uri, 1, {}) = {})",
+        b.bind(base),
+        b.bind(under.chars().count() as i64),
+        b.bind(under)
+    )
 }
 
 fn no_modifier(code: &str, modifier: Option<&str>) -> Result<(), SearchError> {
@@ -684,8 +778,11 @@ fn reference_predicate(
     // Canonical or external URL.
     if v.contains("://") || v.starts_with("urn:") {
         if let Some((t, id)) = local_type_id(&v) {
+            // Stored either as a local reference (Type/id) or as the URL itself (canonicals).
+            let url = v.split('|').next().unwrap_or(&v).to_string();
             return Ok(format!(
-                "(i.tid = {} AND i.ttype = {})",
+                "(i.url = {} OR (i.tid = {} AND i.ttype = {}))",
+                b.bind(url),
                 b.bind(id),
                 b.bind(t)
             ));
@@ -707,10 +804,9 @@ fn reference_predicate(
     if !socle_fhir::is_valid_id(&id) {
         return Err(format!("identifiant invalide : {id}"));
     }
-    if let Some(t) = &t
-        && !p.targets.is_empty() && !p.targets.iter().any(|x| x == t || x == "Resource") {
-            return Err(format!("{t} n'est pas une cible possible"));
-        }
+    // A type outside the parameter's declared targets is not an error: data in the wild (and the official
+    // examples) reference other types, and such a search simply matches what is there.
+    let _ = p;
     Ok(match t {
         Some(t) => format!("(i.tid = {} AND i.ttype = {})", b.bind(id), b.bind(t)),
         None => format!("i.tid = {}", b.bind(id)),
@@ -782,15 +878,37 @@ fn number_predicate(
     plo: f64,
     phi: f64,
 ) -> String {
+    number_predicate_eps(b, prefix, col, pv, plo, phi, 0.0)
+}
+
+/// [`number_predicate`] over a computed value (`col` carries a rounding error up to `eps`): comparisons give
+/// the benefit of the doubt to the value as written.
+fn number_predicate_eps(
+    b: &mut Builder,
+    prefix: Prefix,
+    col: &str,
+    pv: f64,
+    plo: f64,
+    phi: f64,
+    eps: f64,
+) -> String {
     match prefix {
-        Prefix::Eq => format!("({col} >= {} AND {col} < {})", b.bind(plo), b.bind(phi)),
-        Prefix::Ne => format!("NOT ({col} >= {} AND {col} < {})", b.bind(plo), b.bind(phi)),
-        Prefix::Gt | Prefix::Sa => format!("{col} > {}", b.bind(pv)),
-        Prefix::Lt | Prefix::Eb => format!("{col} < {}", b.bind(pv)),
-        Prefix::Ge => format!("{col} >= {}", b.bind(pv)),
-        Prefix::Le => format!("{col} <= {}", b.bind(pv)),
+        Prefix::Eq => format!(
+            "({col} >= {} AND {col} < {})",
+            b.bind(plo - eps),
+            b.bind(phi - eps)
+        ),
+        Prefix::Ne => format!(
+            "NOT ({col} >= {} AND {col} < {})",
+            b.bind(plo - eps),
+            b.bind(phi - eps)
+        ),
+        Prefix::Gt | Prefix::Sa => format!("{col} > {}", b.bind(pv + eps)),
+        Prefix::Lt | Prefix::Eb => format!("{col} < {}", b.bind(pv - eps)),
+        Prefix::Ge => format!("{col} >= {}", b.bind(pv - eps)),
+        Prefix::Le => format!("{col} <= {}", b.bind(pv + eps)),
         Prefix::Ap => {
-            let d = (pv * 0.1).abs();
+            let d = (pv * 0.1).abs() + eps;
             format!(
                 "({col} >= {} AND {col} <= {})",
                 b.bind(pv - d),
@@ -841,7 +959,11 @@ fn composite_predicate(b: &mut Builder, p: &SearchParam, v: &str) -> Result<Stri
             let q = split_escaped(&parts[1], '|');
             let (prefix, num) = split_prefix(&q[0]);
             let (pv, plo, phi) = number_range(num).ok_or("nombre invalide")?;
-            let mut pred = number_predicate(b, prefix, "i.c2lo", pv, plo, phi);
+            // The index keeps the value's precision range (`c2lo`..`c2hi`, centred on the value): compare the
+            // value itself, not the low end of its range (`$lt120` must not match 120).
+            let eps = pv.abs().max(1.0) * 1e-9;
+            let mut pred =
+                number_predicate_eps(b, prefix, "((i.c2lo + i.c2hi) / 2)", pv, plo, phi, eps);
             if let Some(s) = q.get(1).map(|s| unescape(s)).filter(|s| !s.is_empty()) {
                 pred = format!("{pred} AND i.c2sys = {}", b.bind(s));
             }
@@ -888,6 +1010,11 @@ fn chain_condition(
         Some(t) => {
             if !registry().is_resource_type(t) {
                 return Err(invalid("type cible inconnu"));
+            }
+            if !p.targets.is_empty() && !p.targets.iter().any(|x| x == t || x == "Resource") {
+                return Err(invalid(&format!(
+                    "{t} n'est pas une cible possible de {code}"
+                )));
             }
             vec![t.to_string()]
         }

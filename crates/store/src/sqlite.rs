@@ -103,9 +103,10 @@ impl SqliteStore {
 
     fn give_back(&self, c: SqliteConn) {
         if let Ok(mut pool) = self.readers.lock()
-            && pool.len() < READERS {
-                pool.push(c);
-            }
+            && pool.len() < READERS
+        {
+            pool.push(c);
+        }
     }
 }
 

@@ -151,11 +151,23 @@ fn convert_primitive_str(kind: ParamType, s: &str, emit: &mut dyn FnMut(IndexVal
     match kind {
         ParamType::String => emit(IndexValue::string(s)),
         ParamType::Token => emit(IndexValue::token(None, s)),
-        ParamType::Reference => emit(IndexValue::Reference {
-            target_type: None,
-            target_id: None,
-            url: Some(s.to_string()),
-        }),
+        // A canonical or URI used as a reference: kept as a URL (without `|version`), and as Type/id too when it
+        // names one (`Library/x`, `http://…/ValueSet/y`), so both forms of search find it.
+        ParamType::Reference => {
+            let url = s.split('|').next().unwrap_or(s);
+            emit(match parse_reference(url) {
+                IndexValue::Reference {
+                    target_type,
+                    target_id,
+                    ..
+                } => IndexValue::Reference {
+                    target_type,
+                    target_id,
+                    url: Some(url.to_string()),
+                },
+                other => other,
+            })
+        }
         ParamType::Date => {
             if let Some((lo, hi)) = parse_date_range(s) {
                 emit(IndexValue::Date { lo, hi });

@@ -199,7 +199,9 @@ impl Server {
             .into_iter()
             .map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_string()))
             .collect();
-        let text = resp.into_string().unwrap_or_default();
+        // into_string() stops at 10 MB; some official example Bundles are larger.
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut resp.into_reader(), &mut text);
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Resp {
             status,

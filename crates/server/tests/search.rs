@@ -1,0 +1,1271 @@
+//! FHIR R4 search (https://hl7.org/fhir/R4/search.html) through HTTP, on every backend: each test creates its
+//! own small data set and checks exact result sets (ids), ordering and paging.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{Backend, Resp, Server, backends};
+use serde_json::{Value, json};
+
+/// A server with the data of one test, collecting every failed check so that one run shows them all.
+struct T {
+    s: Server,
+    label: String,
+    failures: Vec<String>,
+}
+
+/// `+` in a query value must reach the server as `%2B` (a bare `+` is a space).
+fn enc(q: &str) -> String {
+    q.replace('+', "%2B")
+}
+
+impl T {
+    fn start(b: &Backend) -> T {
+        T {
+            s: Server::start(b),
+            label: match b {
+                Backend::Sqlite => "sqlite".into(),
+                Backend::Postgres(_) => "postgres".into(),
+            },
+            failures: Vec::new(),
+        }
+    }
+
+    /// Creates (PUT) `rtype/id` with `body`; returns the stored resource.
+    fn put(&self, rtype: &str, id: &str, mut body: Value) -> Value {
+        body["resourceType"] = json!(rtype);
+        body["id"] = json!(id);
+        let r = self.s.put(&format!("{rtype}/{id}"), &body);
+        assert!(
+            r.status == 201 || r.status == 200,
+            "[{}] PUT {rtype}/{id} : {} {}",
+            self.label,
+            r.status,
+            r.text
+        );
+        r.json.clone()
+    }
+
+    fn get(&self, q: &str) -> Resp {
+        self.s.get(&enc(q))
+    }
+
+    fn fail(&mut self, msg: String) {
+        self.failures.push(format!("[{}] {msg}", self.label));
+    }
+
+    /// The match ids of a search in server order, or `None` (recorded as a failure) if it did not answer 200.
+    fn search(&mut self, q: &str) -> Option<Vec<String>> {
+        let r = self.get(q);
+        if r.status != 200 || r.json["resourceType"] != "Bundle" {
+            self.fail(format!("GET {q} : {} {}", r.status, r.text));
+            return None;
+        }
+        Some(r.ids())
+    }
+
+    /// The search matches exactly `expected` (any order).
+    fn check(&mut self, q: &str, expected: &[&str]) {
+        if let Some(mut got) = self.search(q) {
+            got.sort();
+            let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+            want.sort();
+            if got != want {
+                self.fail(format!(
+                    "GET {q}\n      attendu {want:?}\n      obtenu  {got:?}"
+                ));
+            }
+        }
+    }
+
+    /// The search matches exactly `expected`, in that order.
+    fn check_order(&mut self, q: &str, expected: &[&str]) {
+        if let Some(got) = self.search(q)
+            && got != expected
+        {
+            self.fail(format!(
+                "GET {q} (ordre)\n      attendu {expected:?}\n      obtenu  {got:?}"
+            ));
+        }
+    }
+
+    /// The search is rejected with 400 and an OperationOutcome error.
+    fn check_400(&mut self, q: &str) {
+        self.check_400_with(q, &[]);
+    }
+
+    fn check_400_with(&mut self, q: &str, headers: &[(&str, &str)]) {
+        let r = self.s.request("GET", &enc(q), None, headers);
+        if r.status != 400
+            || r.json["resourceType"] != "OperationOutcome"
+            || r.json["issue"][0]["severity"] != "error"
+            || r.json["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty()
+        {
+            self.fail(format!(
+                "GET {q} : 400 + OperationOutcome attendus, obtenu {} {}",
+                r.status, r.text
+            ));
+        }
+    }
+
+    /// Follows `next` links from `first`, returning the ids of each page.
+    fn walk(&mut self, first: Resp) -> Vec<Vec<String>> {
+        let mut pages = vec![first.ids()];
+        let mut next = first.link("next");
+        while let Some(url) = next {
+            if pages.len() > 50 {
+                self.fail("plus de 50 pages : boucle de pagination".into());
+                break;
+            }
+            let r = self.s.get(&url);
+            if r.status != 200 {
+                self.fail(format!("GET {url} : {} {}", r.status, r.text));
+                break;
+            }
+            pages.push(r.ids());
+            next = r.link("next");
+        }
+        pages
+    }
+}
+
+/// Runs `body` on a fresh server of every backend, then fails with every failed check of all backends.
+fn each(body: impl Fn(&mut T)) {
+    let mut failures = Vec::new();
+    for b in backends() {
+        let mut t = T::start(&b);
+        body(&mut t);
+        failures.append(&mut t.failures);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} échec(s) :\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
+
+fn name(family: &str, given: &str) -> Value {
+    json!([{"family": family, "given": [given]}])
+}
+
+#[test]
+fn string_parameters() {
+    each(|t| {
+        t.put("Patient", "p1", json!({"name": name("Dupont", "Jean")}));
+        t.put("Patient", "p2", json!({"name": name("Dupond", "Élodie")}));
+        t.put(
+            "Patient",
+            "p3",
+            json!({"name": name("Durand-Lefèvre", "Marie")}),
+        );
+        t.put("Patient", "p4", json!({"name": name("Ledupont", "Luc")}));
+        t.put("Patient", "p5", json!({"name": name("O_Brien", "Anne")}));
+        t.put("Patient", "p6", json!({"name": name("Martin", "ELOISE")}));
+        // Default: case- and accent-insensitive starts-with, on any part of the name for `name`.
+        t.check("Patient?family=dupo", &["p1", "p2"]);
+        t.check("Patient?family=DUPO", &["p1", "p2"]);
+        t.check("Patient?family=dupont", &["p1"]);
+        t.check("Patient?family=lefevre", &[]);
+        t.check("Patient?family=durand-lefevre", &["p3"]);
+        t.check("Patient?name=elo", &["p2", "p6"]);
+        t.check("Patient?name=élo", &["p2", "p6"]);
+        t.check("Patient?given=ÉLODIE", &["p2"]);
+        t.check("Patient?name=jean", &["p1"]);
+        // :exact is case- and accent-sensitive, whole value.
+        t.check("Patient?family:exact=Dupont", &["p1"]);
+        t.check("Patient?family:exact=dupont", &[]);
+        t.check("Patient?family:exact=Dupon", &[]);
+        t.check("Patient?given:exact=Élodie", &["p2"]);
+        t.check("Patient?given:exact=Elodie", &[]);
+        // :contains anywhere, insensitive; LIKE wildcards in the value are literal.
+        t.check("Patient?family:contains=upon", &["p1", "p2", "p4"]);
+        t.check("Patient?family:contains=pont", &["p1", "p4"]);
+        t.check("Patient?family:contains=LEFÈV", &["p3"]);
+        t.check("Patient?family:contains=o_b", &["p5"]);
+        t.check("Patient?family:contains=_", &["p5"]);
+        t.check("Patient?family:contains=%25", &[]);
+        t.check("Patient?name:contains=lois", &["p6"]);
+        // OR with commas, AND with repeated parameters.
+        t.check("Patient?family=dupont,martin", &["p1", "p6"]);
+        t.check("Patient?family=dup&given=jean", &["p1"]);
+        t.check("Patient?family=dup&family=dupond", &["p2"]);
+        t.check("Patient?name=elo&name=mar", &["p6"]);
+    });
+}
+
+#[test]
+fn token_parameters() {
+    each(|t| {
+        let loinc = "http://loinc.org";
+        t.put(
+            "Observation",
+            "o1",
+            json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "1234-5"}]}}),
+        );
+        t.put(
+            "Observation",
+            "o2",
+            json!({"status": "amended", "code": {"coding": [{"code": "1234-5"}]}}),
+        );
+        t.put(
+            "Observation",
+            "o3",
+            json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "9999-9"}]}}),
+        );
+        t.put(
+            "Observation",
+            "o4",
+            json!({"status": "preliminary", "code": {"coding": [{"system": "http://other", "code": "1234-5"}]}}),
+        );
+        t.put(
+            "Observation",
+            "o5",
+            json!({"status": "final", "code": {"text": "sans code"}}),
+        );
+        t.check("Observation?code=http://loinc.org|1234-5", &["o1"]);
+        t.check("Observation?code=|1234-5", &["o2"]);
+        t.check("Observation?code=http://loinc.org|", &["o1", "o3"]);
+        t.check("Observation?code=1234-5", &["o1", "o2", "o4"]);
+        t.check("Observation?code=1234-5,9999-9", &["o1", "o2", "o3", "o4"]);
+        t.check(
+            "Observation?code=http://loinc.org|1234-5,http://other|1234-5",
+            &["o1", "o4"],
+        );
+        t.check("Observation?code:not=1234-5", &["o3", "o5"]);
+        t.check(
+            "Observation?code:not=http://loinc.org|1234-5",
+            &["o2", "o3", "o4", "o5"],
+        );
+        t.check("Observation?status=final", &["o1", "o3", "o5"]);
+        t.check(
+            "Observation?status=final,amended",
+            &["o1", "o2", "o3", "o5"],
+        );
+        t.check("Observation?status:not=final", &["o2", "o4"]);
+        t.check("Observation?status=final&code=9999-9", &["o3"]);
+
+        let oid = "urn:oid:1.2.250.1.213.1.4.8";
+        t.put(
+            "Patient",
+            "pa",
+            json!({"active": true, "gender": "male", "identifier": [{"system": oid, "value": "A1"}]}),
+        );
+        t.put(
+            "Patient",
+            "pb",
+            json!({"active": false, "gender": "female", "identifier": [{"system": "urn:oid:9", "value": "A1"}, {"value": "B2"}]}),
+        );
+        t.put("Patient", "pc", json!({"gender": "female"}));
+        t.check(&format!("Patient?identifier={oid}|A1"), &["pa"]);
+        t.check("Patient?identifier=A1", &["pa", "pb"]);
+        t.check("Patient?identifier=|B2", &["pb"]);
+        t.check(&format!("Patient?identifier={oid}|"), &["pa"]);
+        t.check(&format!("Patient?identifier={oid}|B2"), &[]);
+        t.check("Patient?active=true", &["pa"]);
+        t.check("Patient?active=false", &["pb"]);
+        t.check("Patient?active:not=true", &["pb", "pc"]);
+        t.check("Patient?gender=female", &["pb", "pc"]);
+        t.check("Patient?gender=male,female", &["pa", "pb", "pc"]);
+        t.check("Patient?gender:not=female", &["pa"]);
+    });
+}
+
+#[test]
+fn reference_parameters() {
+    each(|t| {
+        t.put("Patient", "r1", json!({}));
+        t.put("Patient", "r2", json!({}));
+        t.put("Group", "g1", json!({"type": "person", "actual": true}));
+        let obs = |subject: &str| json!({"status": "final", "code": {"text": "x"}, "subject": {"reference": subject}});
+        t.put("Observation", "o1", obs("Patient/r1"));
+        t.put("Observation", "o2", obs("Patient/r2"));
+        t.put("Observation", "o3", obs("Group/g1"));
+        t.put("Observation", "o4", obs("Patient/r1/_history/1"));
+        let abs = format!("{}/Patient/r2", t.s.base);
+        t.put("Observation", "o5", obs(&abs));
+        t.check("Observation?subject=Patient/r1", &["o1", "o4"]);
+        t.check("Observation?subject=r1", &["o1", "o4"]);
+        t.check("Observation?subject:Patient=r1", &["o1", "o4"]);
+        t.check("Observation?subject:Patient=r2", &["o2", "o5"]);
+        t.check("Observation?subject:Group=g1", &["o3"]);
+        t.check("Observation?subject:Group=r1", &[]);
+        t.check("Observation?subject=Group/g1", &["o3"]);
+        t.check(
+            "Observation?subject=Patient/r1,Group/g1",
+            &["o1", "o3", "o4"],
+        );
+        let q = format!("Observation?subject={}/Patient/r1", t.s.base);
+        t.check(&q, &["o1", "o4"]);
+        t.check("Observation?patient=r1", &["o1", "o4"]);
+        t.check("Observation?patient=Patient/r2", &["o2", "o5"]);
+        t.check("Observation?patient=g1", &[]);
+        t.check("Observation?subject=Patient/nope", &[]);
+    });
+}
+
+#[test]
+fn date_parameters() {
+    each(|t| {
+        for (id, d) in [
+            ("d1", "1980-05-02"),
+            ("d2", "1980-05-20"),
+            ("d3", "1980-07-01"),
+            ("d4", "1979-12-31"),
+            ("d5", "1981-01-01"),
+            ("d6", "1980"),
+            ("d7", "1980-05"),
+            ("d8", "1970-01-01"),
+            ("d9", "1990-01-01"),
+        ] {
+            t.put("Patient", id, json!({"birthDate": d}));
+        }
+        // Precision: the search value's range must contain the resource's range.
+        t.check("Patient?birthdate=1980", &["d1", "d2", "d3", "d6", "d7"]);
+        t.check("Patient?birthdate=eq1980", &["d1", "d2", "d3", "d6", "d7"]);
+        t.check("Patient?birthdate=1980-05", &["d1", "d2", "d7"]);
+        t.check("Patient?birthdate=1980-05-02", &["d1"]);
+        t.check("Patient?birthdate=1980-05-02,1981", &["d1", "d5"]);
+        t.check("Patient?birthdate=ne1980", &["d4", "d5", "d8", "d9"]);
+        t.check("Patient?birthdate=lt1980-05-02", &["d4", "d6", "d7", "d8"]);
+        t.check(
+            "Patient?birthdate=le1980-05-02",
+            &["d1", "d4", "d6", "d7", "d8"],
+        );
+        t.check(
+            "Patient?birthdate=gt1980-05-20",
+            &["d3", "d5", "d6", "d7", "d9"],
+        );
+        t.check(
+            "Patient?birthdate=ge1980-05-20",
+            &["d2", "d3", "d5", "d6", "d7", "d9"],
+        );
+        t.check("Patient?birthdate=sa1980-05", &["d3", "d5", "d9"]);
+        t.check("Patient?birthdate=eb1980-05", &["d4", "d8"]);
+        t.check(
+            "Patient?birthdate=ap1980-05-02",
+            &["d1", "d2", "d3", "d4", "d5", "d6", "d7"],
+        );
+        t.check(
+            "Patient?birthdate=ge1980&birthdate=lt1981",
+            &["d1", "d2", "d3", "d6", "d7"],
+        );
+        t.check(
+            "Patient?birthdate=gt1980-05-02T12:00:00Z",
+            &["d1", "d2", "d3", "d5", "d6", "d7", "d9"],
+        );
+
+        // dateTime with a time zone: 23:30+02:00 is 21:30Z.
+        let obs =
+            |dt: &str| json!({"status": "final", "code": {"text": "x"}, "effectiveDateTime": dt});
+        t.put("Observation", "t1", obs("2020-03-01T23:30:00+02:00"));
+        t.put("Observation", "t2", obs("2020-03-01T01:00:00+02:00"));
+        t.put("Observation", "t3", obs("2020-03-02"));
+        t.check("Observation?date=2020-03-01T21:30:00Z", &["t1"]);
+        t.check("Observation?date=2020-03-01T23:30:00+02:00", &["t1"]);
+        t.check("Observation?date=2020-03-01T21:30Z", &["t1"]);
+        t.check("Observation?date=2020-03-01", &["t1"]);
+        t.check("Observation?date=2020-02-29", &["t2"]);
+        t.check("Observation?date=gt2020-03-01T21:00:00Z", &["t1", "t3"]);
+        t.check("Observation?date=lt2020-03-01T22:00:00Z", &["t1", "t2"]);
+        t.check("Observation?date=2020-03", &["t1", "t3"]);
+        t.check("Observation?date=2020", &["t1", "t2", "t3"]);
+
+        // Period (Encounter.period), one of them open-ended.
+        t.put(
+            "Encounter",
+            "e1",
+            json!({"status": "finished", "class": {"code": "AMB"},
+                   "period": {"start": "2021-01-01T10:00:00Z", "end": "2021-01-05T12:00:00Z"}}),
+        );
+        t.put(
+            "Encounter",
+            "e2",
+            json!({"status": "in-progress", "class": {"code": "AMB"}, "period": {"start": "2021-02-01"}}),
+        );
+        t.check("Encounter?date=2021-01", &["e1"]);
+        t.check("Encounter?date=2021-01-03", &[]);
+        t.check("Encounter?date=2021", &["e1"]);
+        t.check("Encounter?date=ge2021-01-03", &["e1", "e2"]);
+        t.check("Encounter?date=lt2021-01-02", &["e1"]);
+        t.check("Encounter?date=lt2021-01-01", &[]);
+        t.check("Encounter?date=gt2030-01-01", &["e2"]);
+        t.check("Encounter?date=sa2021-01-31", &["e2"]);
+        t.check("Encounter?date=eb2021-01-31", &["e1"]);
+        t.check("Encounter?date=ne2021-01", &["e2"]);
+    });
+}
+
+#[test]
+fn number_and_quantity_parameters() {
+    each(|t| {
+        for (id, p) in [
+            ("ra1", json!(0.25)),
+            ("ra2", json!(0.5)),
+            ("ra3", json!(0.80)),
+            ("ra4", json!(100)),
+        ] {
+            t.put(
+                "RiskAssessment",
+                id,
+                json!({"status": "final", "subject": {"reference": "Patient/x"},
+                       "prediction": [{"probabilityDecimal": p}]}),
+            );
+        }
+        // Implicit precision of the search value: 0.3 is [0.25, 0.35).
+        t.check("RiskAssessment?probability=0.5", &["ra2"]);
+        t.check("RiskAssessment?probability=0.25", &["ra1"]);
+        t.check("RiskAssessment?probability=0.3", &["ra1"]);
+        t.check("RiskAssessment?probability=0.2", &[]);
+        t.check("RiskAssessment?probability=0.50", &["ra2"]);
+        t.check("RiskAssessment?probability=100", &["ra4"]);
+        t.check("RiskAssessment?probability=1e2", &["ra4"]);
+        t.check("RiskAssessment?probability=eq0.8", &["ra3"]);
+        t.check("RiskAssessment?probability=ne0.5", &["ra1", "ra3", "ra4"]);
+        t.check("RiskAssessment?probability=gt0.5", &["ra3", "ra4"]);
+        t.check("RiskAssessment?probability=ge0.5", &["ra2", "ra3", "ra4"]);
+        t.check("RiskAssessment?probability=lt0.5", &["ra1"]);
+        t.check("RiskAssessment?probability=le0.5", &["ra1", "ra2"]);
+        t.check("RiskAssessment?probability=sa0.5", &["ra3", "ra4"]);
+        t.check("RiskAssessment?probability=eb0.5", &["ra1"]);
+        t.check("RiskAssessment?probability=ap0.8", &["ra3"]);
+        t.check("RiskAssessment?probability=0.25,0.8", &["ra1", "ra3"]);
+        t.check(
+            "RiskAssessment?probability=gt0.2&probability=lt0.6",
+            &["ra1", "ra2"],
+        );
+
+        let ucum = "http://unitsofmeasure.org";
+        let obs = |v: Value, unit: &str, code: &str| {
+            json!({"status": "final", "code": {"text": "x"},
+                   "valueQuantity": {"value": v, "unit": unit, "system": ucum, "code": code}})
+        };
+        t.put("Observation", "q1", obs(json!(5.4), "mg", "mg"));
+        t.put("Observation", "q2", obs(json!(5.4), "g", "g"));
+        t.put("Observation", "q3", obs(json!(50), "mg", "mg"));
+        t.put("Observation", "q4", obs(json!(70), "milligram", "mg"));
+        t.check(
+            "Observation?value-quantity=5.4|http://unitsofmeasure.org|mg",
+            &["q1"],
+        );
+        t.check("Observation?value-quantity=5.4||mg", &["q1"]);
+        t.check("Observation?value-quantity=5.4", &["q1", "q2"]);
+        t.check("Observation?value-quantity=5.40", &["q1", "q2"]);
+        t.check("Observation?value-quantity=5.4|http://other|mg", &[]);
+        t.check("Observation?value-quantity=lt60", &["q1", "q2", "q3"]);
+        t.check("Observation?value-quantity=lt60||mg", &["q1", "q3"]);
+        t.check("Observation?value-quantity=gt60", &["q4"]);
+        t.check("Observation?value-quantity=ge50||mg", &["q3", "q4"]);
+        t.check("Observation?value-quantity=le50", &["q1", "q2", "q3"]);
+        t.check("Observation?value-quantity=ap50", &["q3"]);
+        t.check("Observation?value-quantity=ne5.4", &["q3", "q4"]);
+        t.check("Observation?value-quantity=70||milligram", &["q4"]);
+    });
+}
+
+#[test]
+fn uri_and_composite_parameters() {
+    each(|t| {
+        for (id, url) in [
+            ("vs1", "http://example.org/fhir/ValueSet/a"),
+            ("vs2", "http://example.org/fhir/ValueSet/a/sub"),
+            ("vs3", "http://other.org/vs"),
+            ("vs4", "http://example.org/fhir/ValueSet/ab"),
+        ] {
+            t.put("ValueSet", id, json!({"status": "active", "url": url}));
+        }
+        t.check("ValueSet?url=http://example.org/fhir/ValueSet/a", &["vs1"]);
+        t.check("ValueSet?url=http://example.org/fhir/ValueSet", &[]);
+        t.check(
+            "ValueSet?url=http://other.org/vs,http://example.org/fhir/ValueSet/ab",
+            &["vs3", "vs4"],
+        );
+        t.check(
+            "ValueSet?url:below=http://example.org/fhir/ValueSet/a",
+            &["vs1", "vs2"],
+        );
+        t.check(
+            "ValueSet?url:below=http://example.org/fhir",
+            &["vs1", "vs2", "vs4"],
+        );
+        t.check(
+            "ValueSet?url:below=http://example.org/fhir/",
+            &["vs1", "vs2", "vs4"],
+        );
+
+        let loinc = "http://loinc.org";
+        let ucum = "http://unitsofmeasure.org";
+        let q = |v: i64| json!({"value": v, "unit": "mmHg", "system": ucum, "code": "mm[Hg]"});
+        t.put(
+            "Observation",
+            "c1",
+            json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "8480-6"}]}, "valueQuantity": q(120)}),
+        );
+        t.put(
+            "Observation",
+            "c2",
+            json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "8480-6"}]}, "valueQuantity": q(90)}),
+        );
+        t.put(
+            "Observation",
+            "c3",
+            json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "8462-4"}]}, "valueQuantity": q(130)}),
+        );
+        let bp = |sys: i64, dia: i64| {
+            json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "85354-9"}]},
+                   "component": [
+                       {"code": {"coding": [{"system": loinc, "code": "8480-6"}]}, "valueQuantity": q(sys)},
+                       {"code": {"coding": [{"system": loinc, "code": "8462-4"}]}, "valueQuantity": q(dia)}]})
+        };
+        t.put("Observation", "bp1", bp(140, 95));
+        t.put("Observation", "bp2", bp(110, 70));
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$gt100",
+            &["c1"],
+        );
+        t.check("Observation?code-value-quantity=8480-6$gt100", &["c1"]);
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$lt100",
+            &["c2"],
+        );
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$120",
+            &["c1"],
+        );
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$lt120",
+            &["c2"],
+        );
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$le120",
+            &["c1", "c2"],
+        );
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$gt120",
+            &[],
+        );
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$ge90",
+            &["c1", "c2"],
+        );
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$gt90",
+            &["c1"],
+        );
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$gt100|http://unitsofmeasure.org|mm[Hg]",
+            &["c1"],
+        );
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$gt100||mg",
+            &[],
+        );
+        t.check(
+            "Observation?code-value-quantity=http://loinc.org|8480-6$gt100,http://loinc.org|8462-4$gt100",
+            &["c1", "c3"],
+        );
+        t.check(
+            "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt130",
+            &["bp1"],
+        );
+        t.check(
+            "Observation?component-code-value-quantity=http://loinc.org|8462-4$lt80",
+            &["bp2"],
+        );
+        t.check(
+            "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt100",
+            &["bp1", "bp2"],
+        );
+        // Both values must come from the same component.
+        t.check(
+            "Observation?component-code-value-quantity=http://loinc.org|8462-4$gt100",
+            &[],
+        );
+        t.check(
+            "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt130&component-code-value-quantity=http://loinc.org|8462-4$gt90",
+            &["bp1"],
+        );
+    });
+}
+
+#[test]
+fn special_parameters_has_and_chaining() {
+    each(|t| {
+        let m1 = t.put(
+            "Patient",
+            "m1",
+            json!({"meta": {"tag": [{"system": "http://tags", "code": "vip"}],
+                            "profile": ["http://example.org/StructureDefinition/p"],
+                            "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]},
+                   "name": name("Dupont", "Jean"),
+                   "identifier": [{"system": "urn:ins", "value": "123"}]}),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let m2 = t.put(
+            "Patient",
+            "m2",
+            json!({"meta": {"tag": [{"system": "http://tags", "code": "test"}]}, "name": name("Martin", "Paul")}),
+        );
+        t.put(
+            "Practitioner",
+            "pr1",
+            json!({"name": name("Dupont", "Docteur")}),
+        );
+        let lu1 = m1["meta"]["lastUpdated"].as_str().unwrap().to_string();
+        let lu2 = m2["meta"]["lastUpdated"].as_str().unwrap().to_string();
+        assert!(lu1 < lu2, "{lu1} {lu2}");
+        t.check("Patient?_id=m1", &["m1"]);
+        t.check("Patient?_id=m1,m2,nope", &["m1", "m2"]);
+        t.check("Patient?_id=pr1", &[]);
+        t.check(&format!("Patient?_lastUpdated=gt{lu1}"), &["m2"]);
+        t.check(&format!("Patient?_lastUpdated=lt{lu2}"), &["m1"]);
+        t.check(&format!("Patient?_lastUpdated=ge{lu1}"), &["m1", "m2"]);
+        t.check(&format!("Patient?_lastUpdated={lu1}"), &["m1"]);
+        t.check("Patient?_lastUpdated=gt2000-01-01", &["m1", "m2"]);
+        t.check("Patient?_lastUpdated=lt2000-01-01", &[]);
+        t.check("Patient?_tag=http://tags|vip", &["m1"]);
+        t.check("Patient?_tag=test", &["m2"]);
+        t.check("Patient?_tag:not=vip", &["m2"]);
+        t.check(
+            "Patient?_profile=http://example.org/StructureDefinition/p",
+            &["m1"],
+        );
+        t.check("Patient?_security=R", &["m1"]);
+        t.check(
+            "Patient?_security=http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R",
+            &["m1"],
+        );
+
+        let obs = |subject: &str, performer: &str, code: &str| {
+            json!({"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                   "subject": {"reference": subject}, "performer": [{"reference": performer}]})
+        };
+        t.put(
+            "Observation",
+            "o1",
+            obs("Patient/m1", "Patient/m1", "1234-5"),
+        );
+        t.put(
+            "Observation",
+            "o2",
+            obs("Patient/m2", "Patient/m2", "9999-9"),
+        );
+        t.put(
+            "Observation",
+            "o3",
+            obs("Patient/m2", "Practitioner/pr1", "5555-5"),
+        );
+        t.check("Patient?_has:Observation:patient:code=1234-5", &["m1"]);
+        t.check(
+            "Patient?_has:Observation:subject:code=http://loinc.org|9999-9",
+            &["m2"],
+        );
+        t.check(
+            "Patient?_has:Observation:patient:code=1234-5,9999-9",
+            &["m1", "m2"],
+        );
+        t.check("Patient?_has:Observation:patient:code=0000-0", &[]);
+        t.check(
+            "Patient?_has:Observation:patient:status=final&family=martin",
+            &["m2"],
+        );
+        t.check(
+            "Practitioner?_has:Observation:performer:code=5555-5",
+            &["pr1"],
+        );
+        t.check("Practitioner?_has:Observation:performer:code=1234-5", &[]);
+        t.check("Observation?subject:Patient.name=dupont", &["o1"]);
+        t.check("Observation?subject.family=dupont", &["o1"]);
+        t.check("Observation?subject.family=martin", &["o2", "o3"]);
+        t.check("Observation?performer.family=dupont", &["o1", "o3"]);
+        t.check("Observation?performer:Practitioner.family=dupont", &["o3"]);
+        t.check("Observation?performer:Patient.given=jean", &["o1"]);
+        t.check("Observation?patient.identifier=urn:ins|123", &["o1"]);
+        t.check("Observation?subject:Patient._id=m2", &["o2", "o3"]);
+        t.check("Observation?subject:Patient.name=dupont&code=9999-9", &[]);
+        t.check("Observation?subject:Patient._tag=vip", &["o1"]);
+        t.check_400("Observation?subject:Practitioner.family=dupont");
+    });
+}
+
+#[test]
+fn include_and_revinclude() {
+    each(|t| {
+        t.put("Practitioner", "pr1", json!({}));
+        t.put(
+            "Patient",
+            "pa1",
+            json!({"generalPractitioner": [{"reference": "Practitioner/pr1"}]}),
+        );
+        t.put("Patient", "pa2", json!({}));
+        t.put("Group", "g1", json!({"type": "person", "actual": true}));
+        let obs = |subject: &str| json!({"status": "final", "code": {"text": "x"}, "subject": {"reference": subject}});
+        t.put("Observation", "o1", obs("Patient/pa1"));
+        t.put("Observation", "o2", obs("Patient/pa2"));
+        t.put("Observation", "o3", obs("Group/g1"));
+        t.put("Medication", "med1", json!({}));
+        t.put(
+            "MedicationRequest",
+            "mr1",
+            json!({"status": "active", "intent": "order", "medicationReference": {"reference": "Medication/med1"},
+                   "subject": {"reference": "Patient/pa1"}}),
+        );
+
+        // (match ids, include entries as Type/id), checking every include has search.mode=include.
+        let run = |t: &mut T, q: &str, matches: &[&str], incl: &[&str]| {
+            let r = t.get(q);
+            if r.status != 200 {
+                t.fail(format!("GET {q} : {} {}", r.status, r.text));
+                return;
+            }
+            let mut got_m = r.ids();
+            got_m.sort();
+            let mut got_i: Vec<String> = r.json["entry"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|e| e["search"]["mode"] == "include")
+                        .map(|e| {
+                            format!(
+                                "{}/{}",
+                                e["resource"]["resourceType"].as_str().unwrap_or(""),
+                                e["resource"]["id"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            got_i.sort();
+            let modes: HashSet<String> = r.json["entry"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| e["search"]["mode"].as_str().unwrap_or("?").to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut want_m: Vec<String> = matches.iter().map(|s| s.to_string()).collect();
+            want_m.sort();
+            let mut want_i: Vec<String> = incl.iter().map(|s| s.to_string()).collect();
+            want_i.sort();
+            if got_m != want_m
+                || got_i != want_i
+                || modes.iter().any(|m| m != "match" && m != "include")
+            {
+                t.fail(format!(
+                    "GET {q}\n      attendu {want_m:?} + {want_i:?}\n      obtenu  {got_m:?} + {got_i:?} (modes {modes:?})"
+                ));
+            }
+        };
+        run(
+            t,
+            "Observation?_id=o1&_include=Observation:subject",
+            &["o1"],
+            &["Patient/pa1"],
+        );
+        run(
+            t,
+            "Observation?_include=Observation:subject",
+            &["o1", "o2", "o3"],
+            &["Patient/pa1", "Patient/pa2", "Group/g1"],
+        );
+        run(
+            t,
+            "Observation?_include=Observation:subject:Patient",
+            &["o1", "o2", "o3"],
+            &["Patient/pa1", "Patient/pa2"],
+        );
+        run(
+            t,
+            "Observation?_id=o3&_include=Observation:subject:Patient",
+            &["o3"],
+            &[],
+        );
+        run(
+            t,
+            "Observation?_id=o1&_include=Observation:patient",
+            &["o1"],
+            &["Patient/pa1"],
+        );
+        run(
+            t,
+            "Patient?_revinclude=Observation:subject",
+            &["pa1", "pa2"],
+            &["Observation/o1", "Observation/o2"],
+        );
+        run(
+            t,
+            "Patient?_id=pa1&_revinclude=Observation:subject&_revinclude=MedicationRequest:subject",
+            &["pa1"],
+            &["Observation/o1", "MedicationRequest/mr1"],
+        );
+        // Without :iterate an include only applies to the matches.
+        run(
+            t,
+            "Observation?_id=o1&_include=Observation:subject&_include=Patient:general-practitioner",
+            &["o1"],
+            &["Patient/pa1"],
+        );
+        run(
+            t,
+            "Observation?_id=o1&_include=Observation:subject&_include:iterate=Patient:general-practitioner",
+            &["o1"],
+            &["Patient/pa1", "Practitioner/pr1"],
+        );
+        run(
+            t,
+            "MedicationRequest?_include=MedicationRequest:medication&_include=MedicationRequest:subject&_include:iterate=Patient:general-practitioner",
+            &["mr1"],
+            &["Medication/med1", "Patient/pa1", "Practitioner/pr1"],
+        );
+        // A resource both matched and included appears once, as a match.
+        run(
+            t,
+            "Patient?_id=pa1,pa2&_revinclude=Observation:subject&_include:iterate=Observation:subject",
+            &["pa1", "pa2"],
+            &["Observation/o1", "Observation/o2"],
+        );
+        // Deleted resources are never included.
+        t.s.delete("Observation/o2").expect(204);
+        run(
+            t,
+            "Patient?_revinclude=Observation:subject",
+            &["pa1", "pa2"],
+            &["Observation/o1"],
+        );
+        t.s.delete("Patient/pa2").expect(204);
+        run(
+            t,
+            "Observation?_include=Observation:subject",
+            &["o1", "o3"],
+            &["Patient/pa1", "Group/g1"],
+        );
+    });
+}
+
+#[test]
+fn sorting() {
+    each(|t| {
+        let pat = |family: Option<&str>, birth: &str, gender: &str| {
+            let mut p = json!({"birthDate": birth, "gender": gender});
+            if let Some(f) = family {
+                p["name"] = name(f, "X");
+            }
+            p
+        };
+        t.put("Patient", "s1", pat(Some("Bernard"), "1990-01-01", "male"));
+        std::thread::sleep(Duration::from_millis(5));
+        t.put("Patient", "s2", pat(Some("arnaud"), "1985-06-01", "female"));
+        std::thread::sleep(Duration::from_millis(5));
+        t.put("Patient", "s3", pat(Some("Ćelik"), "1990-01-01", "female"));
+        std::thread::sleep(Duration::from_millis(5));
+        t.put("Patient", "s4", pat(None, "2000-01-01", "unknown"));
+        t.check_order("Patient?_sort=family", &["s2", "s1", "s3", "s4"]);
+        t.check_order("Patient?_sort=-family", &["s3", "s1", "s2", "s4"]);
+        t.check_order("Patient?_sort=birthdate", &["s2", "s1", "s3", "s4"]);
+        t.check_order("Patient?_sort=-birthdate", &["s4", "s1", "s3", "s2"]);
+        t.check_order(
+            "Patient?_sort=-birthdate,-family",
+            &["s4", "s3", "s1", "s2"],
+        );
+        t.check_order("Patient?_sort=birthdate,-family", &["s2", "s3", "s1", "s4"]);
+        t.check_order("Patient?_sort=gender,family", &["s2", "s3", "s1", "s4"]);
+        t.check_order("Patient?_sort=-gender,family", &["s4", "s1", "s2", "s3"]);
+        t.check_order("Patient?_sort=_lastUpdated", &["s1", "s2", "s3", "s4"]);
+        t.check_order("Patient?_sort=-_lastUpdated", &["s4", "s3", "s2", "s1"]);
+        t.check_order("Patient?_sort=-_id", &["s4", "s3", "s2", "s1"]);
+        t.check_order("Patient?_sort=family&gender=female", &["s2", "s3"]);
+        t.check_order("Patient?_sort=-family&_count=2", &["s3", "s1"]);
+        t.check_400("Patient?_sort=nope");
+    });
+}
+
+/// Ids of all pages, checking each resource appears once and the page sizes.
+fn all_once(t: &mut T, what: &str, pages: &[Vec<String>], count: usize) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut all = Vec::new();
+    for (i, p) in pages.iter().enumerate() {
+        if p.len() > count || (p.len() < count && i + 1 != pages.len()) {
+            t.fail(format!("{what} : page {i} de {} entrées", p.len()));
+        }
+        for id in p {
+            if !seen.insert(id.clone()) {
+                t.fail(format!("{what} : {id} apparaît deux fois"));
+            }
+            all.push(id.clone());
+        }
+    }
+    all
+}
+
+#[test]
+fn paging_count_and_links() {
+    each(|t| {
+        let mut originals = Vec::new();
+        for i in 0..25 {
+            let id = format!("pg{i:02}");
+            // Families in an order unrelated to creation: sorting changes the order.
+            let family = format!("Fam{:02}", (i * 7) % 25);
+            t.put("Patient", &id, json!({"name": name(&family, "X"), "birthDate": format!("19{:02}-01-01", 50 + i % 5)}));
+            originals.push(id);
+        }
+        t.put("Practitioner", "other", json!({}));
+        for q in [
+            "Patient?_count=10",
+            "Patient?_count=10&_sort=family",
+            "Patient?_count=10&_sort=-birthdate,family",
+            "Patient?_count=10&_sort=-_lastUpdated",
+        ] {
+            let first = t.get(q);
+            first.expect(200);
+            let pages = t.walk(first);
+            if pages.len() != 3 {
+                t.fail(format!("{q} : {} pages au lieu de 3", pages.len()));
+            }
+            let mut all = all_once(t, q, &pages, 10);
+            all.sort();
+            if all != originals {
+                t.fail(format!("{q} : {all:?}"));
+            }
+            // previous from page 2 gives page 1 back.
+            let p1 = t.get(q);
+            let p2 = t.s.get(&p1.link("next").unwrap());
+            match p2.link("previous") {
+                Some(prev) => {
+                    let back = t.s.get(&prev);
+                    if back.ids() != p1.ids() {
+                        t.fail(format!("{q} : previous {:?} != {:?}", back.ids(), p1.ids()));
+                    }
+                }
+                None => t.fail(format!("{q} : pas de lien previous en page 2")),
+            }
+            if p1.link("previous").is_some() {
+                t.fail(format!("{q} : lien previous en page 1"));
+            }
+        }
+        // Sorted order is kept across pages.
+        let first = t.get("Patient?_count=10&_sort=family");
+        let pages = t.walk(first);
+        let flat: Vec<String> = pages.concat();
+        let mut by_family: Vec<(String, String)> = (0..25)
+            .map(|i| (format!("Fam{:02}", (i * 7) % 25), format!("pg{i:02}")))
+            .collect();
+        by_family.sort();
+        let want: Vec<String> = by_family.into_iter().map(|x| x.1).collect();
+        if flat != want {
+            t.fail(format!("_sort=family sur 3 pages : {flat:?}"));
+        }
+        // _summary=count, _total=accurate, _count=0.
+        let r = t.get("Patient?_summary=count");
+        r.expect(200);
+        if r.json["total"] != 25 || r.json.get("entry").is_some() {
+            t.fail(format!("_summary=count : {}", r.text));
+        }
+        let r = t.get("Patient?_summary=count&family=fam0");
+        if r.json["total"] != 10 || r.json.get("entry").is_some() {
+            t.fail(format!("_summary=count&family=fam0 : {}", r.text));
+        }
+        let r = t.get("Patient?_total=accurate&_count=10");
+        if r.json["total"] != 25 || r.ids().len() != 10 {
+            t.fail(format!(
+                "_total=accurate : total {} entrées {}",
+                r.json["total"],
+                r.ids().len()
+            ));
+        }
+        let next = r.link("next").unwrap_or_default();
+        let r2 = t.s.get(&next);
+        if r2.json["total"] != 25 {
+            t.fail(format!(
+                "_total=accurate page 2 : total {}",
+                r2.json["total"]
+            ));
+        }
+        let r = t.get("Patient?_count=0&_total=accurate");
+        if r.json["total"] != 25 || r.json.get("entry").is_some() {
+            t.fail(format!("_count=0 : {}", r.text));
+        }
+    });
+}
+
+#[test]
+fn paging_is_stable_under_concurrent_writes() {
+    each(|t| {
+        let mut originals = Vec::new();
+        for i in 0..25 {
+            let id = format!("c{i:02}");
+            t.put(
+                "Patient",
+                &id,
+                json!({"name": name(&format!("M{:02}", (i * 11) % 25), "X"), "gender": "female"}),
+            );
+            originals.push(id);
+        }
+        let mut n = 0;
+        for q in [
+            "Patient?gender=female&_count=10",
+            "Patient?gender=female&_count=10&_sort=family",
+            "Patient?gender=female&_count=10&_sort=-family",
+            "Patient?gender=female&_count=10&_sort=-_lastUpdated",
+            "Patient?gender=female&_count=10&_sort=_id",
+        ] {
+            let first = t.get(q);
+            first.expect(200);
+            // New matching resources, sorting before and after everything, created after page 1.
+            for f in ["A", "Z", "M05b"] {
+                n += 1;
+                t.put(
+                    "Patient",
+                    &format!("new{n}"),
+                    json!({"name": name(f, "X"), "gender": "female"}),
+                );
+            }
+            let pages = t.walk(first);
+            let all = all_once(t, q, &pages, 10);
+            for o in &originals {
+                if !all.contains(o) {
+                    t.fail(format!(
+                        "{q} : {o} (présent en page 1) sauté après écritures"
+                    ));
+                }
+            }
+        }
+    });
+}
+
+/// Writers keep creating matching resources (sorting anywhere) while pages are followed: transactions commit
+/// out of order relative to their resource numbers, which must not shift later pages.
+#[test]
+fn paging_is_stable_under_concurrent_writers() {
+    each(|t| {
+        let mut originals = Vec::new();
+        for i in 0..30 {
+            let id = format!("w{i:02}");
+            t.put(
+                "Patient",
+                &id,
+                json!({"name": name(&format!("F{:02}", (i * 7) % 30), "X"), "gender": "other"}),
+            );
+            originals.push(id);
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let stop = stop.clone();
+                let base = t.s.base.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 80 {
+                        n += 1;
+                        std::thread::sleep(Duration::from_millis(2));
+                        let body = json!({"resourceType": "Patient", "gender": "other",
+                                          "name": name(&format!("F{:02}", (n * 13 + w * 5) % 31), "Y")});
+                        let _ = ureq::post(&format!("{base}/Patient"))
+                            .set("Content-Type", "application/fhir+json")
+                            .send_string(&body.to_string());
+                    }
+                })
+            })
+            .collect();
+        for round in 0..3 {
+            for q in [
+                "Patient?gender=other&_count=8&_sort=family",
+                "Patient?gender=other&_count=8&_sort=-family,-_lastUpdated",
+                "Patient?gender=other&_count=8",
+            ] {
+                let first = t.get(q);
+                let pages = t.walk(first);
+                let all = all_once(t, &format!("{q} (tour {round})"), &pages, 8);
+                for o in &originals {
+                    if !all.contains(o) {
+                        t.fail(format!("{q} (tour {round}) : {o} sauté"));
+                    }
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in writers {
+            let _ = w.join();
+        }
+    });
+}
+
+#[test]
+fn result_shaping_and_post_search() {
+    each(|t| {
+        t.put(
+            "Patient",
+            "e1",
+            json!({"name": name("Dupont", "Jean"), "birthDate": "1980-01-01", "gender": "male",
+                   "telecom": [{"system": "phone", "value": "0102030405"}], "meta": {"tag": [{"system": "s", "code": "t"}]}}),
+        );
+        t.put(
+            "Patient",
+            "e2",
+            json!({"name": name("Dupond", "Luc"), "birthDate": "1981-01-01"}),
+        );
+        t.put("Patient", "e3", json!({"name": name("Martin", "Léa")}));
+        // _elements
+        let r = t.get("Patient?_id=e1&_elements=name,birthDate");
+        r.expect(200);
+        let res = &r.json["entry"][0]["resource"];
+        let keys: HashSet<&str> = res
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let want: HashSet<&str> = ["resourceType", "id", "meta", "name", "birthDate"]
+            .into_iter()
+            .collect();
+        if keys != want {
+            t.fail(format!("_elements : clés {keys:?}"));
+        }
+        let tags = res["meta"]["tag"].as_array().cloned().unwrap_or_default();
+        if !tags.iter().any(|g| g["code"] == "SUBSETTED") || !tags.iter().any(|g| g["code"] == "t")
+        {
+            t.fail(format!("_elements : tags {tags:?}"));
+        }
+        // POST _search with a form body = GET.
+        for q in [
+            "family=dup&_sort=-_id",
+            "name=l%C3%A9a",
+            "birthdate=ge1981,1980-01-01&_sort=birthdate",
+        ] {
+            let get = t.get(&format!("Patient?{q}"));
+            let post = t.s.request(
+                "POST",
+                "Patient/_search",
+                Some(q.to_string()),
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+            );
+            if post.status != 200 || post.ids() != get.ids() || get.ids().is_empty() {
+                t.fail(format!(
+                    "POST _search {q} : {} {:?} vs GET {:?}",
+                    post.status,
+                    post.ids(),
+                    get.ids()
+                ));
+            }
+        }
+        // Parameters split between the URL and the body are combined.
+        let post = t.s.request(
+            "POST",
+            "Patient/_search?family=dup",
+            Some("given=luc".into()),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+        );
+        if post.ids() != ["e2"] {
+            t.fail(format!(
+                "POST _search?family=dup + given=luc : {}",
+                post.text
+            ));
+        }
+    });
+}
+
+#[test]
+fn unknown_and_malformed_parameters() {
+    each(|t| {
+        t.put(
+            "Patient",
+            "u1",
+            json!({"name": name("Dupont", "Jean"), "birthDate": "1980-01-01"}),
+        );
+        t.put("Patient", "u2", json!({"name": name("Martin", "Paul")}));
+        // Unknown parameter: ignored, with a warning entry in the Bundle.
+        let r = t.get("Patient?foo=bar&family=dupont");
+        r.expect(200);
+        let mut ids = r.ids();
+        ids.sort();
+        let outcome = r.json["entry"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["search"]["mode"] == "outcome").cloned());
+        match outcome {
+            Some(o)
+                if o["resource"]["resourceType"] == "OperationOutcome"
+                    && o["resource"]["issue"][0]["severity"] == "warning"
+                    && o["resource"]["issue"][0]["diagnostics"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("foo") => {}
+            other => t.fail(format!(
+                "foo=bar : entrée outcome attendue, obtenu {other:?}"
+            )),
+        }
+        if ids != ["u1"] {
+            t.fail(format!("foo=bar&family=dupont : {ids:?}"));
+        }
+        // The self link does not claim the ignored parameter.
+        if r.link("self").unwrap_or_default().contains("foo") {
+            t.fail(format!("self contient foo : {:?}", r.link("self")));
+        }
+        t.check_400_with(
+            "Patient?foo=bar&family=dupont",
+            &[("Prefer", "handling=strict")],
+        );
+        t.check_400_with(
+            "Patient?subject=Patient/1",
+            &[("Prefer", "handling=strict")],
+        );
+        let r = t.s.request(
+            "GET",
+            "Patient?family=dupont",
+            None,
+            &[("Prefer", "handling=strict")],
+        );
+        if r.status != 200 || r.ids() != ["u1"] {
+            t.fail(format!(
+                "strict sans paramètre inconnu : {} {}",
+                r.status, r.text
+            ));
+        }
+        // Malformed values.
+        for q in [
+            "Patient?birthdate=1980-13",
+            "Patient?birthdate=abc",
+            "Patient?birthdate=xx1980",
+            "Patient?birthdate=1980-01-01T25:00:00Z",
+            "Patient?birthdate=",
+            "Patient?_lastUpdated=yesterday",
+            "RiskAssessment?probability=abc",
+            "RiskAssessment?probability=xx0.5",
+            "RiskAssessment?probability=0.5.1",
+            "Observation?value-quantity=abc||mg",
+            "Observation?value-quantity=5|a|b|c",
+            "Observation?code-value-quantity=8480-6",
+            "Observation?code-value-quantity=8480-6$abc",
+            "Patient?family:foo=dupont",
+            "Patient?birthdate:exact=1980",
+            "Patient?gender:contains=male",
+            "Patient?family=",
+            "Patient?gender=",
+            "Patient?identifier=|",
+            "Patient?_count=abc",
+            "Patient?_count=-1",
+            "Patient?_sort=nope",
+            "Patient?_summary=nope",
+            "Patient?_total=nope",
+            "Patient?_include=Nope:subject",
+            "Patient?_include=Observation:nope",
+            "Observation?subject=Nope/1",
+            "Observation?subject:Nope=1",
+            "Observation?subject=Patient/a%20b",
+            "Patient?_has:Observation:nope:code=1",
+            "Patient?_has:Observation:patient",
+            "Observation?subject.nope=1",
+            "Patient?general-practitioner:Patient.name=x",
+            "Patient?active:missing=maybe",
+        ] {
+            t.check_400(q);
+        }
+        // Diagnostics name the faulty parameter.
+        let r = t.get("Patient?birthdate=1980-13");
+        if !r.text.contains("birthdate") {
+            t.fail(format!("diagnostic sans nom de paramètre : {}", r.text));
+        }
+    });
+}
