@@ -1,0 +1,102 @@
+//! The command line: help texts and `socle import`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Backend, Server};
+use serde_json::json;
+
+fn socle() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_socle"));
+    c.env("SOCLE_LOG", "error");
+    c
+}
+
+#[test]
+fn help_documents_every_command_and_setting() {
+    let out = socle().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for w in ["serve", "import", "audit"] {
+        assert!(text.contains(w), "{w} absent de --help : {text}");
+    }
+    let out = socle().args(["serve", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for w in [
+        "--listen",
+        "SOCLE_LISTEN",
+        "--data",
+        "SOCLE_DATA",
+        "--database",
+        "SOCLE_DATABASE_URL",
+        "--max-body",
+        "127.0.0.1:8080",
+    ] {
+        assert!(text.contains(w), "{w} absent de serve --help : {text}");
+    }
+    // A bad setting is reported clearly, not with a panic.
+    let out = socle()
+        .args(["serve", "--database", "mysql://x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postgres://"));
+}
+
+#[test]
+fn import_loads_json_bundles_and_ndjson_and_reports_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let nd = dir.path().join("patients.ndjson");
+    let mut lines: Vec<String> = (0..30)
+        .map(|i| json!({"resourceType": "Patient", "id": format!("nd{i}"), "name": [{"family": "Importé"}]}).to_string())
+        .collect();
+    lines.insert(7, "{pas du json".to_string());
+    std::fs::write(&nd, lines.join("\n")).unwrap();
+    let single = dir.path().join("one.json");
+    std::fs::write(
+        &single,
+        json!({"resourceType": "Practitioner", "id": "pr1", "name": [{"family": "Soignant"}]})
+            .to_string(),
+    )
+    .unwrap();
+    let tx = dir.path().join("tx.json");
+    std::fs::write(
+        &tx,
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0b6e4f5a-1c7e-4c7a-9d7e-3b1a2f6c9d10", "resource": {"resourceType": "Patient", "name": [{"family": "Lié"}]}, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "t"}, "subject": {"reference": "urn:uuid:0b6e4f5a-1c7e-4c7a-9d7e-3b1a2f6c9d10"}}, "request": {"method": "POST", "url": "Observation"}}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut s = Server::start(&Backend::Sqlite);
+    s.stop();
+    let out = socle()
+        .arg("import")
+        .arg("--data")
+        .arg(s.data.path())
+        .arg(&nd)
+        .arg(&single)
+        .arg(&tx)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "une ligne invalide doit donner le code 1 : {stdout}"
+    );
+    assert!(
+        stdout.contains("patients.ndjson:8"),
+        "le numéro de ligne doit être donné : {stdout}"
+    );
+    assert!(stdout.contains("33 ressource(s)"), "{stdout}");
+    s.restart();
+    assert_eq!(
+        s.get("Patient?family=importe&_summary=count").json["total"],
+        30
+    );
+    s.get("Practitioner/pr1").expect(200);
+    let obs = s.get("Observation?subject:Patient.family=lie");
+    assert_eq!(obs.ids().len(), 1);
+}
