@@ -1140,7 +1140,56 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
         return Ok(page);
     }
     if !q.sort_keys.is_empty() {
-        return sorted_page(c, q, page, snapshot, &base_where, &base_params, count_rows);
+        // Sorted: keyset paging on (sort values, resource number), see `search::sorted_page_sql`.
+        let sp = search::sorted_page_sql(q, &base_where, &base_params)?;
+        let rows = c.query(&sp.sql, &sp.params)?;
+        let mut items: Vec<(Stored, search::SortCursor)> = rows
+            .into_iter()
+            .map(|mut r| {
+                let values = r.split_off(7.min(r.len()));
+                let rid = r.pop().and_then(|v| v.as_i64()).unwrap_or_default();
+                let cur = search::SortCursor {
+                    forward: true,
+                    values,
+                    rid,
+                };
+                (Stored::from_row(tx::version_from_row(r)), cur)
+            })
+            .collect();
+        let more = items.len() as i64 > q.count;
+        items.truncate(q.count as usize);
+        if !sp.forward {
+            items.reverse();
+        }
+        let (has_next, has_prev) = if sp.forward {
+            (more, !sp.first_page)
+        } else {
+            (true, more)
+        };
+        let link = |cur: &search::SortCursor, forward: bool| {
+            let mut p = q.canonical.clone();
+            p.push(("_snapshot".into(), snapshot.to_string()));
+            let cur = search::SortCursor {
+                forward,
+                ..cur.clone()
+            };
+            p.push(("_cursor".into(), cur.encode()));
+            p
+        };
+        if has_next && let Some((_, last)) = items.last() {
+            page.next = Some(link(last, true));
+        }
+        if has_prev && let Some((_, first)) = items.first() {
+            page.prev = Some(link(first, false));
+        }
+        page.total = match q.total {
+            search::TotalMode::Accurate => Some(count_rows(c)?),
+            search::TotalMode::Cheap if sp.first_page && !more => Some(items.len() as i64),
+            _ => None,
+        };
+        page.matches = items.into_iter().map(|x| x.0).collect();
+        page.includes = includes(c, q, &page.matches)?;
+        return Ok(page);
     }
     let select = format!(
         "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.rid FROM resources r \
@@ -1199,153 +1248,6 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
         page.prev = Some(with(vec![("_cursor".into(), format!("before.{f}"))]));
     }
     let first_page = matches!(q.cursor, search::Cursor::First);
-    page.total = match q.total {
-        search::TotalMode::Accurate => Some(count_rows(c)?),
-        search::TotalMode::Cheap if first_page && !more => Some(items.len() as i64),
-        _ => None,
-    };
-    page.matches = items.into_iter().map(|x| x.0).collect();
-    page.includes = includes(c, q, &page.matches)?;
-    Ok(page)
-}
-
-/// A page of sorted results, with keyset paging on (sort values, resource number): the cursor names the last
-/// (or first) row of the previous page, so resources committed between two pages — even with a resource number
-/// below the snapshot, as concurrent PostgreSQL writers commit out of order — never shift the next pages.
-/// (`_offset`, from older links, is still honoured.)
-fn sorted_page(
-    c: &mut dyn SqlConn,
-    q: &SearchQuery,
-    mut page: SearchPage,
-    snapshot: i64,
-    base_where: &str,
-    base_params: &[crate::SqlValue],
-    count_rows: impl Fn(&mut dyn SqlConn) -> Result<i64, RepoError>,
-) -> Result<SearchPage, RepoError> {
-    use crate::SqlValue;
-    let keys = &q.sort_keys;
-    let mut params: Vec<SqlValue> = Vec::new();
-    let mut cols = String::new();
-    let mut out_cols = String::new();
-    for (i, k) in keys.iter().enumerate() {
-        cols.push_str(&format!(", ({}) AS k{i}", k.expr));
-        out_cols.push_str(&format!(", t.k{i}"));
-        params.extend(k.params.iter().cloned());
-    }
-    params.extend(base_params.iter().cloned());
-    let (cond, forward) = match &q.sort_cursor {
-        None => ("1 = 1".to_string(), true),
-        Some(cur) => {
-            if cur.values.len() != keys.len() {
-                return Err(RepoError::Search(search::SearchError::Invalid(
-                    "_cursor".into(),
-                    "curseur sans rapport avec _sort".into(),
-                )));
-            }
-            // Strictly after (before) the cursor row in the order (k IS NULL, k [DESC])…, rid — built from the
-            // last key outwards: after_i OR (eq_i AND rest).
-            let mut cond = format!("t.rid {} ?", if cur.forward { ">" } else { "<" });
-            let mut tail_params: Vec<SqlValue> = vec![cur.rid.into()];
-            for (i, (k, v)) in keys.iter().zip(&cur.values).enumerate().rev() {
-                let mut p: Vec<SqlValue> = Vec::new();
-                let (after, eq) = if *v == SqlValue::Null {
-                    // NULLs sort last: nothing is after a NULL but NULLs; every value is before it.
-                    let after = if cur.forward {
-                        "1 = 0".to_string()
-                    } else {
-                        format!("t.k{i} IS NOT NULL")
-                    };
-                    (after, format!("t.k{i} IS NULL"))
-                } else {
-                    let up = k.desc != cur.forward;
-                    let op = if up { "<" } else { ">" };
-                    let after = if cur.forward {
-                        format!("(t.k{i} IS NULL OR t.k{i} {op} ?)")
-                    } else {
-                        format!("t.k{i} {op} ?")
-                    };
-                    p.push(v.clone());
-                    p.push(v.clone());
-                    (after, format!("t.k{i} = ?"))
-                };
-                cond = format!("({after} OR ({eq} AND {cond}))");
-                p.extend(tail_params);
-                tail_params = p;
-            }
-            params.extend(tail_params);
-            (cond, cur.forward)
-        }
-    };
-    let order: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let (n, d) = match (forward, k.desc) {
-                (true, false) => ("ASC", "ASC"),
-                (true, true) => ("ASC", "DESC"),
-                (false, false) => ("DESC", "DESC"),
-                (false, true) => ("DESC", "ASC"),
-            };
-            format!("(t.k{i} IS NULL) {n}, t.k{i} {d}")
-        })
-        .collect();
-    let offset = match (&q.sort_cursor, q.cursor) {
-        (None, search::Cursor::Offset(o)) => o,
-        _ => 0,
-    };
-    params.push((q.count + 1).into());
-    params.push(offset.into());
-    let sql = format!(
-        "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, t.rid{out_cols} FROM \
-         (SELECT r.pkey, r.rid, r.version{cols} FROM resources r WHERE {base_where}) t \
-         JOIN resource_versions v ON v.pkey = t.pkey AND v.rid = t.rid AND v.version = t.version \
-         WHERE {cond} ORDER BY {}, t.rid {} LIMIT ? OFFSET ?",
-        order.join(", "),
-        if forward { "ASC" } else { "DESC" }
-    );
-    let rows = c.query(&sql, &params)?;
-    let mut items: Vec<(Stored, search::SortCursor)> = rows
-        .into_iter()
-        .map(|mut r| {
-            let values = r.split_off(7.min(r.len()));
-            let rid = r.pop().and_then(|v| v.as_i64()).unwrap_or_default();
-            (
-                Stored::from_row(tx::version_from_row(r)),
-                search::SortCursor {
-                    forward: true,
-                    values,
-                    rid,
-                },
-            )
-        })
-        .collect();
-    let more = items.len() as i64 > q.count;
-    items.truncate(q.count as usize);
-    if !forward {
-        items.reverse();
-    }
-    let (has_next, has_prev) = if forward {
-        (more, q.sort_cursor.is_some() || offset > 0)
-    } else {
-        (true, more)
-    };
-    let with = |cur: &search::SortCursor, fwd: bool| {
-        let mut p = q.canonical.clone();
-        p.push(("_snapshot".into(), snapshot.to_string()));
-        let cur = search::SortCursor {
-            forward: fwd,
-            ..cur.clone()
-        };
-        p.push(("_cursor".into(), cur.encode()));
-        p
-    };
-    if has_next && let Some((_, last)) = items.last() {
-        page.next = Some(with(last, true));
-    }
-    if has_prev && let Some((_, first)) = items.first() {
-        page.prev = Some(with(first, false));
-    }
-    let first_page = q.sort_cursor.is_none() && offset == 0;
     page.total = match q.total {
         search::TotalMode::Accurate => Some(count_rows(c)?),
         search::TotalMode::Cheap if first_page && !more => Some(items.len() as i64),

@@ -23,9 +23,11 @@ pub const SCHEMA_VERSION: i64 = 1;
 
 /// DDL statements for `dialect`, idempotent (`IF NOT EXISTS`).
 pub fn ddl(dialect: Dialect) -> Vec<String> {
-    let (blob, real, wr) = match dialect {
-        Dialect::Sqlite => ("BLOB", "REAL", " WITHOUT ROWID"),
-        Dialect::Postgres => ("BYTEA", "DOUBLE PRECISION", ""),
+    // Strings compare byte-wise (prefix search is a range on the normalised form), whatever the database's
+    // default collation.
+    let (blob, real, wr, coll) = match dialect {
+        Dialect::Sqlite => ("BLOB", "REAL", " WITHOUT ROWID", ""),
+        Dialect::Postgres => ("BYTEA", "DOUBLE PRECISION", "", " COLLATE \"C\""),
     };
     let mut v = vec![
         "CREATE TABLE IF NOT EXISTS socle_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)".to_string(),
@@ -47,7 +49,7 @@ pub fn ddl(dialect: Dialect) -> Vec<String> {
         "CREATE INDEX IF NOT EXISTS resource_versions_type_seq ON resource_versions (rtype, seq)".to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_string (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
-             rtype TEXT NOT NULL, param TEXT NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL, \
+             rtype TEXT NOT NULL, param TEXT NOT NULL, norm TEXT{coll} NOT NULL, exact TEXT{coll} NOT NULL, \
              PRIMARY KEY (pkey, rid, n)){wr}"
         ),
         "CREATE INDEX IF NOT EXISTS idx_string_v ON idx_string (rtype, param, norm)".to_string(),
