@@ -266,6 +266,8 @@ fn bad_input_is_rejected_clearly_and_nothing_is_written() {
             ("PUT", "Patient/a$b", Some(json!({"resourceType": "Patient", "id": "a$b"}).to_string()), 400, "identifiant invalide"),
             ("GET", "Patient?birthdate=notadate", None, 400, "date"),
             ("GET", "Patient?_count=abc", None, 400, "_count"),
+            ("GET", "Patient?_sort=birthdate&_cursor=sortafter.%5B%22x%22%2C1%5D", None, 400, "curseur"),
+            ("GET", "Patient?_cursor=after.zz", None, 400, "curseur"),
             ("GET", "Patient?gender:fancy=x", None, 400, "modificateur"),
             ("GET", "Observation?subject=Unicorn/1", None, 400, "inconnu"),
             ("GET", "Observation?value-quantity=lt12|a|b|c", None, 400, "quantité"),

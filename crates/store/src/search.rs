@@ -222,6 +222,19 @@ pub fn parse(
         conds.join(" AND ")
     };
     q.filter_params = b.params;
+    if let Some(c) = &q.sort_cursor
+        && (c.values.len() != q.sort_keys.len()
+            || !c
+                .values
+                .iter()
+                .zip(&q.sort_keys)
+                .all(|(v, k)| cursor_value_fits(v, &k.expr)))
+    {
+        return Err(SearchError::Invalid(
+            "_cursor".into(),
+            "curseur invalide pour ce tri".into(),
+        ));
+    }
     Ok(q)
 }
 
@@ -473,6 +486,20 @@ pub fn sorted_page_sql(
         forward,
         first_page: q.sort_cursor.is_none() && offset == 0,
     })
+}
+
+/// Whether a value read back from a (client-supplied) cursor has the SQL type of its sort key: a tampered
+/// cursor is a 400, not a type error in the database.
+fn cursor_value_fits(v: &SqlValue, expr: &str) -> bool {
+    let int = expr.contains("idx_date") || expr.contains("last_updated");
+    let real = expr.contains("idx_number") || expr.contains("idx_quantity");
+    match v {
+        SqlValue::Null => true,
+        SqlValue::Int(_) => int || real,
+        SqlValue::Real(_) => real,
+        SqlValue::Text(_) => !int && !real,
+        SqlValue::Blob(_) => false,
+    }
 }
 
 /// The SQL expression giving the sort value of a resource `r` for a parameter, and its bound values.
