@@ -259,19 +259,40 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// Past the limit the rest of the body is still read (and dropped), up to `DRAIN_CAP`, so that the client gets
+/// the 413 instead of a connection reset in the middle of its upload.
+const DRAIN_CAP: usize = 256 * 1024 * 1024;
+
 async fn read_body(app: &AppState, body: Body) -> Result<bytes::Bytes, Response> {
-    axum::body::to_bytes(body, app.opts.max_body)
-        .await
-        .map_err(|_| {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                IssueType::TooLong,
-                format!(
-                    "corps de requête trop volumineux : au plus {} octets",
-                    app.opts.max_body
-                ),
-            )
-        })
+    use futures_util::StreamExt;
+    let max = app.opts.max_body;
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                IssueType::Structure,
+                "corps de requête interrompu",
+            ));
+        };
+        total = total.saturating_add(chunk.len());
+        if total > DRAIN_CAP {
+            break;
+        }
+        if total <= max {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if total > max {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueType::TooLong,
+            format!("corps de requête trop volumineux : au plus {max} octets"),
+        ));
+    }
+    Ok(buf.freeze())
 }
 
 async fn json_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, Response> {

@@ -1,6 +1,6 @@
 //! The database schema, one definition for both backends.
 //!
-//! Layout (see docs/architecture.md): every resource-scoped table leads its primary key with `pkey`, the patient
+//! Layout (see docs/architecture.md): every resource-scoped table carries in its primary key `pkey`, the patient
 //! compartment key (the patient's id for resources in a patient's compartment, `""` otherwise), so that a
 //! PostgreSQL + Citus deployment can distribute them by patient without redesign. `rid` is an internal,
 //! monotonically allocated number identifying a resource (stable across versions); search paging is keyed on it.
@@ -25,76 +25,83 @@ pub const SCHEMA_VERSION: i64 = 1;
 pub fn ddl(dialect: Dialect) -> Vec<String> {
     // Strings compare byte-wise (prefix search is a range on the normalised form), whatever the database's
     // default collation.
-    let (blob, real, wr, coll) = match dialect {
-        Dialect::Sqlite => ("BLOB", "REAL", " WITHOUT ROWID", ""),
-        Dialect::Postgres => ("BYTEA", "DOUBLE PRECISION", "", " COLLATE \"C\""),
+    // PostgreSQL value indexes carry `rid` so that membership tests are index-only (SQLite's WITHOUT ROWID
+    // secondary indexes hold the primary key already).
+    let (blob, real, wr, coll, inc) = match dialect {
+        Dialect::Sqlite => ("BLOB", "REAL", " WITHOUT ROWID", "", ""),
+        Dialect::Postgres => (
+            "BYTEA",
+            "DOUBLE PRECISION",
+            "",
+            " COLLATE \"C\"",
+            " INCLUDE (rid)",
+        ),
     };
     let mut v = vec![
         "CREATE TABLE IF NOT EXISTS socle_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)".to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS resources (pkey TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, \
              rid BIGINT NOT NULL, version BIGINT NOT NULL, last_updated BIGINT NOT NULL, deleted BIGINT NOT NULL, \
-             PRIMARY KEY (pkey, rtype, id)){wr}"
+             PRIMARY KEY (rtype, rid, pkey)){wr}"
         ),
         "CREATE UNIQUE INDEX IF NOT EXISTS resources_type_id ON resources (rtype, id)".to_string(),
-        "CREATE UNIQUE INDEX IF NOT EXISTS resources_type_rid ON resources (rtype, rid)".to_string(),
         "CREATE INDEX IF NOT EXISTS resources_type_lu ON resources (rtype, last_updated)".to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS resource_versions (pkey TEXT NOT NULL, rid BIGINT NOT NULL, \
              version BIGINT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, seq BIGINT NOT NULL, \
              last_updated BIGINT NOT NULL, method TEXT NOT NULL, content {blob} NOT NULL, \
-             PRIMARY KEY (pkey, rid, version)){wr}"
+             PRIMARY KEY (rid, version, pkey)){wr}"
         ),
         "CREATE INDEX IF NOT EXISTS resource_versions_seq ON resource_versions (seq)".to_string(),
         "CREATE INDEX IF NOT EXISTS resource_versions_type_seq ON resource_versions (rtype, seq)".to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_string (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, norm TEXT{coll} NOT NULL, exact TEXT{coll} NOT NULL, \
-             PRIMARY KEY (pkey, rid, n)){wr}"
+             PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        "CREATE INDEX IF NOT EXISTS idx_string_v ON idx_string (rtype, param, norm)".to_string(),
+        format!("CREATE INDEX IF NOT EXISTS idx_string_v ON idx_string (rtype, param, norm){inc}"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_token (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT NOT NULL, \
-             PRIMARY KEY (pkey, rid, n)){wr}"
+             PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        "CREATE INDEX IF NOT EXISTS idx_token_v ON idx_token (rtype, param, code, system)".to_string(),
+        format!("CREATE INDEX IF NOT EXISTS idx_token_v ON idx_token (rtype, param, code, system){inc}"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_ref (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, ttype TEXT, tid TEXT, url TEXT, \
-             PRIMARY KEY (pkey, rid, n)){wr}"
+             PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        "CREATE INDEX IF NOT EXISTS idx_ref_v ON idx_ref (rtype, param, tid, ttype)".to_string(),
+        format!("CREATE INDEX IF NOT EXISTS idx_ref_v ON idx_ref (rtype, param, tid, ttype){inc}"),
         "CREATE INDEX IF NOT EXISTS idx_ref_target ON idx_ref (tid, ttype)".to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_date (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, \
-             PRIMARY KEY (pkey, rid, n)){wr}"
+             PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        "CREATE INDEX IF NOT EXISTS idx_date_v ON idx_date (rtype, param, lo, hi)".to_string(),
+        format!("CREATE INDEX IF NOT EXISTS idx_date_v ON idx_date (rtype, param, lo, hi){inc}"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_number (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, value {real} NOT NULL, lo {real} NOT NULL, \
-             hi {real} NOT NULL, PRIMARY KEY (pkey, rid, n)){wr}"
+             hi {real} NOT NULL, PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        "CREATE INDEX IF NOT EXISTS idx_number_v ON idx_number (rtype, param, value)".to_string(),
+        format!("CREATE INDEX IF NOT EXISTS idx_number_v ON idx_number (rtype, param, value){inc}"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_quantity (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, value {real} NOT NULL, lo {real} NOT NULL, \
-             hi {real} NOT NULL, system TEXT, code TEXT, unit TEXT, PRIMARY KEY (pkey, rid, n)){wr}"
+             hi {real} NOT NULL, system TEXT, code TEXT, unit TEXT, PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        "CREATE INDEX IF NOT EXISTS idx_quantity_v ON idx_quantity (rtype, param, value)".to_string(),
+        format!("CREATE INDEX IF NOT EXISTS idx_quantity_v ON idx_quantity (rtype, param, value){inc}"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_uri (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
-             rtype TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL, PRIMARY KEY (pkey, rid, n)){wr}"
+             rtype TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL, PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        "CREATE INDEX IF NOT EXISTS idx_uri_v ON idx_uri (rtype, param, uri)".to_string(),
+        format!("CREATE INDEX IF NOT EXISTS idx_uri_v ON idx_uri (rtype, param, uri){inc}"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_composite (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, c1sys TEXT, c1code TEXT NOT NULL, c2sys TEXT, c2code TEXT, \
-             c2lo {real}, c2hi {real}, PRIMARY KEY (pkey, rid, n)){wr}"
+             c2lo {real}, c2hi {real}, PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        "CREATE INDEX IF NOT EXISTS idx_composite_v ON idx_composite (rtype, param, c1code)".to_string(),
+        format!("CREATE INDEX IF NOT EXISTS idx_composite_v ON idx_composite (rtype, param, c1code){inc}"),
         "CREATE TABLE IF NOT EXISTS audit_log (seq BIGINT PRIMARY KEY, recorded BIGINT NOT NULL, \
          principal TEXT NOT NULL, action TEXT NOT NULL, rtype TEXT, rid TEXT, version BIGINT, patient TEXT, \
          outcome TEXT NOT NULL, client TEXT, detail TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
@@ -103,8 +110,21 @@ pub fn ddl(dialect: Dialect) -> Vec<String> {
         "CREATE TABLE IF NOT EXISTS audit_head (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)"
             .to_string(),
     ];
+    v.push(
+        "CREATE TABLE IF NOT EXISTS type_counts (rtype TEXT PRIMARY KEY, live BIGINT NOT NULL)"
+            .to_string(),
+    );
     if dialect == Dialect::Postgres {
         v.push("CREATE SEQUENCE IF NOT EXISTS socle_seq".to_string());
+        // (rtype, param, code) are strongly correlated: without this the planner underestimates token matches.
+        v.push(
+            "CREATE STATISTICS IF NOT EXISTS idx_token_stats (dependencies, ndistinct) ON rtype, param, code FROM idx_token"
+                .to_string(),
+        );
+        v.push(
+            "CREATE STATISTICS IF NOT EXISTS idx_ref_stats (dependencies, ndistinct) ON rtype, param, ttype FROM idx_ref"
+                .to_string(),
+        );
     }
     v
 }

@@ -36,6 +36,15 @@ pub(crate) fn init_meta(c: &mut dyn SqlConn) -> Result<(), StoreError> {
         }
         Some(_) => {}
     }
+    // Databases written before `type_counts` existed: count once.
+    if c.query_one("SELECT rtype FROM type_counts LIMIT 1", &[])?
+        .is_none()
+    {
+        c.execute(
+            "INSERT INTO type_counts (rtype, live) SELECT rtype, COUNT(*) FROM resources WHERE deleted = 0 GROUP BY rtype",
+            &[],
+        )?;
+    }
     Ok(())
 }
 
@@ -153,6 +162,8 @@ pub struct NewVersion<'a> {
 #[derive(Default)]
 pub struct IndexBuffer {
     rows: [Vec<Vec<SqlValue>>; 8],
+    /// Changes to the number of live resources per type (`type_counts`), applied at flush.
+    counts: std::collections::HashMap<String, i64>,
 }
 
 const COLS: [&[(&str, ColType)]; 8] = [
@@ -315,6 +326,15 @@ impl IndexBuffer {
     }
 
     pub fn flush(&mut self, c: &mut dyn SqlConn) -> Result<(), StoreError> {
+        for (rtype, delta) in self.counts.drain() {
+            if delta != 0 {
+                c.execute(
+                    "INSERT INTO type_counts (rtype, live) VALUES (?, ?) \
+                     ON CONFLICT (rtype) DO UPDATE SET live = type_counts.live + excluded.live",
+                    &[rtype.into(), delta.into()],
+                )?;
+            }
+        }
         for (i, rows) in self.rows.iter_mut().enumerate() {
             if !rows.is_empty() {
                 c.insert_rows(INDEX_TABLES[i], COLS[i], rows)?;
@@ -459,6 +479,10 @@ pub(crate) fn write_version(
             SqlValue::Blob(v.content.clone()),
         ],
     )?;
+    let was_live = prev.is_some_and(|p| !p.deleted);
+    if was_live != !v.deleted {
+        *buf.counts.entry(v.rtype.to_string()).or_default() += if v.deleted { -1 } else { 1 };
+    }
     if !v.deleted {
         buf.add(v.pkey, rid, v.rtype, v.index);
     }
