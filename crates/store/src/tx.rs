@@ -480,7 +480,7 @@ pub(crate) fn write_version(
         ],
     )?;
     let was_live = prev.is_some_and(|p| !p.deleted);
-    if was_live != !v.deleted {
+    if was_live == v.deleted {
         *buf.counts.entry(v.rtype.to_string()).or_default() += if v.deleted { -1 } else { 1 };
     }
     if !v.deleted {
