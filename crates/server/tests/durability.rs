@@ -62,3 +62,50 @@ fn acknowledged_writes_survive_sigkill() {
         assert!(creates >= 210, "{creates} enregistrements de création");
     }
 }
+
+/// Concurrent writers share commits (SQLite group commit): a writer that fails inside the group rolls back only
+/// its own work, and every acknowledged write is there.
+#[test]
+fn failures_inside_a_commit_group_roll_back_only_their_own_work() {
+    for b in backends() {
+        let s = Server::start(&b);
+        s.put(
+            "Patient/shared",
+            &json!({"resourceType": "Patient", "id": "shared"}),
+        )
+        .expect(201);
+        let base = s.base.clone();
+        let mut threads = Vec::new();
+        for t in 0..8 {
+            let base = base.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut ok = 0;
+                for i in 0..25 {
+                    // A stale If-Match fails inside the transaction, after its writer joined a group.
+                    let stale = ureq::put(&format!("{base}/Patient/shared"))
+                        .set("Content-Type", "application/fhir+json")
+                        .set("If-Match", "W/\"999\"")
+                        .send_string(&json!({"resourceType": "Patient", "id": "shared", "gender": "male"}).to_string());
+                    assert!(matches!(stale, Err(ureq::Error::Status(412, _))));
+                    let body = json!({"resourceType": "Patient", "id": format!("g{t}-{i}"), "name": [{"family": "Groupe"}]});
+                    let r = ureq::put(&format!("{base}/Patient/g{t}-{i}"))
+                        .set("Content-Type", "application/fhir+json")
+                        .send_string(&body.to_string())
+                        .expect("écriture");
+                    assert_eq!(r.status(), 201);
+                    ok += 1;
+                }
+                ok
+            }));
+        }
+        let total: i32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(total, 200);
+        assert_eq!(
+            s.get("Patient?family=groupe&_summary=count").json["total"],
+            200
+        );
+        let shared = s.get("Patient/shared");
+        assert_eq!(shared.json["meta"]["versionId"], "1", "{b:?}");
+        assert!(shared.json.get("gender").is_none());
+    }
+}

@@ -3,7 +3,8 @@
 //! `synchronous=FULL`: a commit is on disk before it is acknowledged.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Condvar, Mutex};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +20,11 @@ const READERS: usize = 8;
 
 pub struct SqliteStore {
     path: std::path::PathBuf,
-    writer: Mutex<SqliteConn>,
+    writer: Mutex<Writer>,
+    /// Signalled at each group commit.
+    committed: Condvar,
+    /// Writers waiting for the writer lock (they will take over an open group transaction).
+    waiting: AtomicUsize,
     readers: Mutex<Vec<SqliteConn>>,
     /// Planner statistics are refreshed as the data grows; readers opened before the last refresh are
     /// retired (a connection reads the statistics once, when it loads the schema).
@@ -31,6 +36,23 @@ struct StatsState {
     writes_since: u64,
     last: Instant,
 }
+
+/// The writer connection and its group-commit state. Concurrent writers run one after the other in the same
+/// SQLite transaction, each inside its own SAVEPOINT (so one writer's failure rolls back only its own work);
+/// the last writer of a group — when nobody else is waiting, or the group is full or old — commits for all,
+/// and each writer returns only once its work is committed. One fsync then covers many acknowledged writes.
+struct Writer {
+    conn: SqliteConn,
+    in_tx: bool,
+    group: usize,
+    opened: Instant,
+    /// Number of the group being filled; `done` holds the outcome of recent groups.
+    epoch: u64,
+    done: std::collections::VecDeque<(u64, Result<(), String>)>,
+}
+
+const GROUP_MAX: usize = 64;
+const GROUP_MAX_AGE: Duration = Duration::from_millis(10);
 
 pub struct SqliteConn {
     conn: Connection,
@@ -114,7 +136,16 @@ impl SqliteStore {
         analyze(&writer.conn)?;
         Ok(Self {
             path: path.to_path_buf(),
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer {
+                conn: writer,
+                in_tx: false,
+                group: 0,
+                opened: Instant::now(),
+                epoch: 0,
+                done: std::collections::VecDeque::new(),
+            }),
+            committed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             stats: Mutex::new(StatsState {
@@ -179,31 +210,84 @@ impl Store for SqliteStore {
     }
 
     fn write(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
-        let mut w = self.writer.lock().map_err(|_| poisoned())?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            w.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
-            let res = body(&mut *w);
-            match res {
-                Ok(()) => match w.conn.execute_batch("COMMIT") {
-                    Ok(()) => {
-                        self.maybe_analyze(&w.conn);
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        let _ = w.conn.execute_batch("ROLLBACK");
-                        return Err(db_err(e));
-                    }
-                },
-                Err(e) => {
-                    let _ = w.conn.execute_batch("ROLLBACK");
-                    match e {
-                        StoreError::Retryable(_) if attempt < 5 => continue,
-                        e => return Err(e),
-                    }
-                }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let locked = self.writer.lock();
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let mut w = locked.map_err(|_| poisoned())?;
+        if !w.in_tx {
+            w.conn
+                .conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(db_err)?;
+            w.in_tx = true;
+            w.group = 0;
+            w.opened = Instant::now();
+        }
+        // No early return from here on: writers of this group may be waiting for its commit.
+        let res = w
+            .conn
+            .conn
+            .execute_batch("SAVEPOINT socle_write")
+            .map_err(db_err)
+            .and_then(|()| body(&mut w.conn));
+        let own = match res {
+            Ok(()) => w
+                .conn
+                .conn
+                .execute_batch("RELEASE socle_write")
+                .map_err(db_err),
+            Err(e) => {
+                let _ = w
+                    .conn
+                    .conn
+                    .execute_batch("ROLLBACK TO socle_write; RELEASE socle_write");
+                Err(e)
             }
+        };
+        w.group += 1;
+        let my_epoch = w.epoch;
+        let must_commit = self.waiting.load(Ordering::Acquire) == 0
+            || w.group >= GROUP_MAX
+            || w.opened.elapsed() >= GROUP_MAX_AGE;
+        if must_commit {
+            let outcome = match w.conn.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = w.conn.conn.execute_batch("ROLLBACK");
+                    Err(e.to_string())
+                }
+            };
+            w.in_tx = false;
+            w.epoch += 1;
+            w.done.push_back((my_epoch, outcome.clone()));
+            while w.done.len() > 64 {
+                w.done.pop_front();
+            }
+            if outcome.is_ok() {
+                self.maybe_analyze(&w.conn.conn);
+            }
+            self.committed.notify_all();
+            drop(w);
+            own?;
+            return outcome.map_err(StoreError::Database);
+        }
+        // Someone else will commit this group: wait for it (our own failure needs no commit).
+        if own.is_err() {
+            return own;
+        }
+        loop {
+            if w.epoch > my_epoch {
+                return match w.done.iter().find(|(e, _)| *e == my_epoch) {
+                    Some((_, Ok(()))) => Ok(()),
+                    Some((_, Err(m))) => Err(StoreError::Database(format!(
+                        "échec de la validation groupée : {m}"
+                    ))),
+                    None => Err(StoreError::Database(
+                        "issue de la validation groupée perdue".into(),
+                    )),
+                };
+            }
+            w = self.committed.wait(w).map_err(|_| poisoned())?;
         }
     }
 
