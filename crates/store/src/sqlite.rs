@@ -272,9 +272,7 @@ impl Store for SqliteStore {
             return outcome.map_err(StoreError::Database);
         }
         // Someone else will commit this group: wait for it (our own failure needs no commit).
-        if own.is_err() {
-            return own;
-        }
+        own?;
         loop {
             if w.epoch > my_epoch {
                 return match w.done.iter().find(|(e, _)| *e == my_epoch) {
