@@ -686,7 +686,28 @@ mod tests {
                 &json!("http://hl7.org/fhir/ValueSet/x|4.0.1"),
                 Some("canonical")
             ),
-            vec![rf(None, None, Some("http://hl7.org/fhir/ValueSet/x|4.0.1"))]
+            // The version is dropped; the URL names ValueSet/x, so the reference is indexed both ways.
+            vec![rf(
+                Some("ValueSet"),
+                Some("x"),
+                Some("http://hl7.org/fhir/ValueSet/x")
+            )]
+        );
+        assert_eq!(
+            conv(
+                ParamType::Reference,
+                &json!("Library/lib-1"),
+                Some("canonical")
+            ),
+            vec![rf(Some("Library"), Some("lib-1"), Some("Library/lib-1"))]
+        );
+        assert_eq!(
+            conv(
+                ParamType::Reference,
+                &json!("http://example.org/cs|2"),
+                Some("canonical")
+            ),
+            vec![rf(None, None, Some("http://example.org/cs"))]
         );
     }
 
