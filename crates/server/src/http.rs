@@ -531,6 +531,28 @@ async fn system_search(
     )
 }
 
+/// Runs an interaction on a blocking thread. A failed write is audited here (its data transaction rolled back,
+/// taking its audit record with it); reads audit themselves in the repository.
+async fn run<T: Send + 'static>(
+    app: &App,
+    req: &Req,
+    audit: Option<(&'static str, Option<&str>, Option<&str>)>,
+    f: impl FnOnce(&Repository, &RequestContext) -> Result<T, RepoError> + Send + 'static,
+) -> Result<T, Response> {
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    match blocking(move || f(&repo, &ctx)).await? {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if let Some((action, rtype, id)) = audit {
+                app.repo
+                    .audit_failure(&req.ctx, action, rtype, id, e.status());
+            }
+            Err(repo_error(&e))
+        }
+    }
+}
+
 async fn bundle(
     State(app): State<App>,
     headers: HeaderMap,
@@ -540,21 +562,20 @@ async fn bundle(
 ) -> Response {
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let body = tryr!(json_body(&app, &headers, body).await);
-    let repo = app.repo.clone();
-    let ctx = req.ctx.clone();
-    let res = tryr!(blocking(move || repo.bundle(&ctx, body)).await);
-    match res {
-        Ok(v) => fhir_bytes(
-            StatusCode::OK,
-            serde_json::to_vec(&v).unwrap_or_default(),
+    let v = tryr!(
+        run(
+            &app,
             &req,
-        ),
-        Err(e) => {
-            app.repo
-                .audit_failure(&req.ctx, "transaction", None, None, e.status());
-            repo_error(&e)
-        }
-    }
+            Some(("transaction", None, None)),
+            move |r, c| r.bundle(c, body)
+        )
+        .await
+    );
+    fhir_bytes(
+        StatusCode::OK,
+        serde_json::to_vec(&v).unwrap_or_default(),
+        &req,
+    )
 }
 
 async fn create(
@@ -567,22 +588,22 @@ async fn create(
 ) -> Response {
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let body = tryr!(json_body(&app, &headers, body).await);
+    // `If-None-Exist: identifier=…` (some clients send `Type?identifier=…`: the query part is what counts).
     let if_none_exist = headers
         .get("if-none-exist")
         .and_then(|h| h.to_str().ok())
-        .map(|s| parse_query(Some(s.trim_start_matches('?'))));
-    let repo = app.repo.clone();
-    let ctx = req.ctx.clone();
+        .map(|s| parse_query(Some(s.split_once('?').map_or(s, |(_, q)| q))));
     let rt = rtype.clone();
-    let res = tryr!(blocking(move || repo.create(&ctx, &rt, body, if_none_exist.as_deref())).await);
-    match res {
-        Ok(w) => write_response(&w, &req),
-        Err(e) => {
-            app.repo
-                .audit_failure(&req.ctx, "create", Some(&rtype), None, e.status());
-            repo_error(&e)
-        }
-    }
+    let w = tryr!(
+        run(
+            &app,
+            &req,
+            Some(("create", Some(&rtype), None)),
+            move |r, c| { r.create(c, &rt, body, if_none_exist.as_deref()) }
+        )
+        .await
+    );
+    write_response(&w, &req)
 }
 
 async fn update(
@@ -596,26 +617,37 @@ async fn update(
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let im = tryr!(if_match(&headers));
     let body = tryr!(json_body(&app, &headers, body).await);
-    let repo = app.repo.clone();
-    let ctx = req.ctx.clone();
     let (rt, i) = (rtype.clone(), id.clone());
-    let res = tryr!(blocking(move || repo.update(&ctx, &rt, &i, body, im)).await);
-    match res {
-        Ok(w) => write_response(&w, &req),
-        Err(e) => {
-            app.repo
-                .audit_failure(&req.ctx, "update", Some(&rtype), Some(&id), e.status());
-            repo_error(&e)
-        }
-    }
+    let w = tryr!(
+        run(
+            &app,
+            &req,
+            Some(("update", Some(&rtype), Some(&id))),
+            move |r, c| r.update(c, &rt, &i, body, im)
+        )
+        .await
+    );
+    write_response(&w, &req)
 }
 
-fn criteria(req: &Req) -> Vec<(String, String)> {
-    req.params
+/// The query parameters of a conditional interaction (without the output-format ones); never empty.
+fn criteria(req: &Req, what: &str) -> Result<Vec<(String, String)>, Response> {
+    let c: Vec<(String, String)> = req
+        .params
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "_format" | "_pretty"))
         .cloned()
-        .collect()
+        .collect();
+    if c.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Required,
+            format!(
+                "{what} sur un type exige des critères de recherche (interaction conditionnelle)"
+            ),
+        ));
+    }
+    Ok(c)
 }
 
 async fn conditional_update(
@@ -627,28 +659,20 @@ async fn conditional_update(
     body: Body,
 ) -> Response {
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
-    let crit = criteria(&req);
-    if crit.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            IssueType::Required,
-            "PUT sur un type exige des critères de recherche (mise à jour conditionnelle)",
-        );
-    }
+    let crit = tryr!(criteria(&req, "PUT"));
     let im = tryr!(if_match(&headers));
     let body = tryr!(json_body(&app, &headers, body).await);
-    let repo = app.repo.clone();
-    let ctx = req.ctx.clone();
     let rt = rtype.clone();
-    let res = tryr!(blocking(move || repo.conditional_update(&ctx, &rt, &crit, body, im)).await);
-    match res {
-        Ok(w) => write_response(&w, &req),
-        Err(e) => {
-            app.repo
-                .audit_failure(&req.ctx, "update", Some(&rtype), None, e.status());
-            repo_error(&e)
-        }
-    }
+    let w = tryr!(
+        run(
+            &app,
+            &req,
+            Some(("update", Some(&rtype), None)),
+            move |r, c| { r.conditional_update(c, &rt, &crit, body, im) }
+        )
+        .await
+    );
+    write_response(&w, &req)
 }
 
 fn deleted_response(d: Option<Stored>, req: &Req) -> Response {
@@ -685,18 +709,17 @@ async fn delete(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
-    let repo = app.repo.clone();
-    let ctx = req.ctx.clone();
     let (rt, i) = (rtype.clone(), id.clone());
-    let res = tryr!(blocking(move || repo.delete(&ctx, &rt, &i)).await);
-    match res {
-        Ok(d) => deleted_response(d, &req),
-        Err(e) => {
-            app.repo
-                .audit_failure(&req.ctx, "delete", Some(&rtype), Some(&id), e.status());
-            repo_error(&e)
-        }
-    }
+    let d = tryr!(
+        run(
+            &app,
+            &req,
+            Some(("delete", Some(&rtype), Some(&id))),
+            move |r, c| r.delete(c, &rt, &i)
+        )
+        .await
+    );
+    deleted_response(d, &req)
 }
 
 async fn conditional_delete(
@@ -707,26 +730,18 @@ async fn conditional_delete(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
-    let crit = criteria(&req);
-    if crit.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            IssueType::Required,
-            "DELETE sur un type exige des critères de recherche (suppression conditionnelle)",
-        );
-    }
-    let repo = app.repo.clone();
-    let ctx = req.ctx.clone();
+    let crit = tryr!(criteria(&req, "DELETE"));
     let rt = rtype.clone();
-    let res = tryr!(blocking(move || repo.conditional_delete(&ctx, &rt, &crit)).await);
-    match res {
-        Ok(d) => deleted_response(d, &req),
-        Err(e) => {
-            app.repo
-                .audit_failure(&req.ctx, "delete", Some(&rtype), None, e.status());
-            repo_error(&e)
-        }
-    }
+    let d = tryr!(
+        run(
+            &app,
+            &req,
+            Some(("delete", Some(&rtype), None)),
+            move |r, c| r.conditional_delete(c, &rt, &crit)
+        )
+        .await
+    );
+    deleted_response(d, &req)
 }
 
 async fn read(
@@ -737,24 +752,17 @@ async fn read(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
-    let repo = app.repo.clone();
-    let ctx = req.ctx.clone();
-    let res = tryr!(blocking(move || repo.read(&ctx, &rtype, &id)).await);
-    match res {
-        Ok(s) => {
-            if let Some(inm) = headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|h| h.to_str().ok())
-                && socle_store::bundle::parse_etag(inm) == Some(s.version)
-            {
-                let mut r = StatusCode::NOT_MODIFIED.into_response();
-                version_headers(&mut r, &s);
-                return r;
-            }
-            resource_response(StatusCode::OK, &s, &req)
-        }
-        Err(e) => repo_error(&e),
+    let s = tryr!(run(&app, &req, None, move |r, c| r.read(c, &rtype, &id)).await);
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|h| h.to_str().ok())
+        && socle_store::bundle::parse_etag(inm) == Some(s.version)
+    {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        version_headers(&mut r, &s);
+        return r;
     }
+    resource_response(StatusCode::OK, &s, &req)
 }
 
 async fn vread(
@@ -765,13 +773,8 @@ async fn vread(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
     let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
-    let repo = app.repo.clone();
-    let ctx = req.ctx.clone();
-    let res = tryr!(blocking(move || repo.vread(&ctx, &rtype, &id, &vid)).await);
-    match res {
-        Ok(s) => resource_response(StatusCode::OK, &s, &req),
-        Err(e) => repo_error(&e),
-    }
+    let s = tryr!(run(&app, &req, None, move |r, c| r.vread(c, &rtype, &id, &vid)).await);
+    resource_response(StatusCode::OK, &s, &req)
 }
 
 async fn search_common(
@@ -780,21 +783,15 @@ async fn search_common(
     req: Req,
     params: Vec<(String, String)>,
 ) -> Response {
-    let repo = app.repo.clone();
-    let ctx = req.ctx.clone();
     let strict = req.strict;
-    let rt = rtype.clone();
-    let res = tryr!(
-        blocking(move || {
-            repo.search(&ctx, &rt, &params, strict)
-                .map(|page| socle_store::render::searchset(&ctx.base_url, &rt, &page))
+    let bytes = tryr!(
+        run(&app, &req, None, move |r, c| {
+            r.search(c, &rtype, &params, strict)
+                .map(|page| socle_store::render::searchset(&c.base_url, &rtype, &page))
         })
         .await
     );
-    match res {
-        Ok(bytes) => fhir_bytes(StatusCode::OK, bytes, &req),
-        Err(e) => repo_error(&e),
-    }
+    fhir_bytes(StatusCode::OK, bytes, &req)
 }
 
 async fn search_get(
@@ -836,25 +833,20 @@ async fn search_post(
 }
 
 async fn history_common(app: App, req: Req, scope: (Option<String>, Option<String>)) -> Response {
-    let repo = app.repo.clone();
-    let ctx = req.ctx.clone();
     let params = req.params.clone();
-    let res = tryr!(
-        blocking(move || {
+    let bytes = tryr!(
+        run(&app, &req, None, move |r, c| {
             let (path, sc) = match (&scope.0, &scope.1) {
                 (Some(t), Some(i)) => (format!("{t}/{i}/_history"), HistoryScope::Instance(t, i)),
                 (Some(t), None) => (format!("{t}/_history"), HistoryScope::Type(t)),
                 _ => ("_history".to_string(), HistoryScope::System),
             };
-            repo.history(&ctx, sc, &params)
-                .map(|page| socle_store::render::history(&ctx.base_url, &path, &page))
+            r.history(c, sc, &params)
+                .map(|page| socle_store::render::history(&c.base_url, &path, &page))
         })
         .await
     );
-    match res {
-        Ok(bytes) => fhir_bytes(StatusCode::OK, bytes, &req),
-        Err(e) => repo_error(&e),
-    }
+    fhir_bytes(StatusCode::OK, bytes, &req)
 }
 
 async fn history_system(
