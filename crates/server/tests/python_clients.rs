@@ -1,0 +1,31 @@
+//! Real third-party clients: Python `requests` and `fhirpy` run `tests/clients/python_clients.py` against the
+//! server on every backend. CI installs them (`.ci/run`); elsewhere, without them, the test says so and passes
+//! only if `SOCLE_REQUIRE_CLIENTS` is not set.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Server, backends};
+
+#[test]
+fn python_requests_and_fhirpy() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients/python_clients.py");
+    let have = Command::new("python3").args(["-c", "import requests, fhirpy"]).status().is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var("SOCLE_REQUIRE_CLIENTS").as_deref() != Ok("1"),
+            "SOCLE_REQUIRE_CLIENTS=1 mais python3 avec requests et fhirpy est absent (pip install requests fhirpy)"
+        );
+        eprintln!("note: clients Python non testés (pip install requests fhirpy)");
+        return;
+    }
+    for b in backends() {
+        let s = Server::start(&b);
+        let out = Command::new("python3").arg(script).arg(&s.base).output().expect("python3");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{b:?}: {stdout}");
+        assert!(out.status.success(), "{b:?}: {stdout}\n{stderr}");
+    }
+}
