@@ -1,17 +1,34 @@
 //! Every `expression` of the official R4 SearchParameter definitions must parse.
-//! Dev aid: reads the unpacked hl7.fhir.r4.examples package when present.
+//! Reads the unpacked hl7.fhir.r4.examples package (`scripts/fetch-fhir-package.sh`; `FHIR_EXAMPLES_DIR`
+//! overrides the default `<repo>/.cache/fhir/package`). Absent, the test fails unless `SOCLE_SKIP_CORPUS=1`.
 
 use socle_fhirpath::Expression;
 use std::path::Path;
 
-const DIR: &str = "/work/scratch/ex/package";
+fn package_dir() -> Option<std::path::PathBuf> {
+    if std::env::var("SOCLE_SKIP_CORPUS").as_deref() == Ok("1") {
+        println!("note: SOCLE_SKIP_CORPUS=1, SearchParameter check skipped");
+        return None;
+    }
+    let dir = std::env::var("FHIR_EXAMPLES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/fhir/package")
+        });
+    assert!(
+        dir.is_dir(),
+        "{} absent: run scripts/fetch-fhir-package.sh (or SOCLE_SKIP_CORPUS=1)",
+        dir.display()
+    );
+    Some(dir)
+}
 
 #[test]
 fn all_r4_search_parameter_expressions_parse() {
-    let dir = Path::new(DIR);
+    let Some(dir) = package_dir() else { return };
+    let dir = dir.as_path();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        println!("note: {DIR} is absent, skipping the SearchParameter parse check");
-        return;
+        panic!("{} illisible", dir.display());
     };
     // example resources by type (a few of each) to evaluate the expressions on
     let mut examples: std::collections::HashMap<String, Vec<serde_json::Value>> =
@@ -111,10 +128,10 @@ fn all_r4_search_parameter_expressions_parse() {
 #[test]
 #[ignore]
 fn throughput_patient_search_parameters() {
-    let dir = Path::new(DIR);
+    let Some(dir) = package_dir() else { return };
+    let dir = dir.as_path();
     let Ok(text) = std::fs::read_to_string(dir.join("Patient-example.json")) else {
-        println!("note: {DIR} is absent");
-        return;
+        panic!("{} : Patient-example.json absent", dir.display());
     };
     let patient: serde_json::Value = serde_json::from_str(&text).expect("json");
     let mut exprs = Vec::new();

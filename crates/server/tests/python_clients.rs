@@ -10,8 +10,14 @@ use common::{Server, backends};
 
 #[test]
 fn python_requests_and_fhirpy() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients/python_clients.py");
-    let have = Command::new("python3").args(["-c", "import requests, fhirpy"]).status().is_ok_and(|s| s.success());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/clients/python_clients.py"
+    );
+    let have = Command::new("python3")
+        .args(["-c", "import requests, fhirpy"])
+        .status()
+        .is_ok_and(|s| s.success());
     if !have {
         assert!(
             std::env::var("SOCLE_REQUIRE_CLIENTS").as_deref() != Ok("1"),
@@ -22,7 +28,11 @@ fn python_requests_and_fhirpy() {
     }
     for b in backends() {
         let s = Server::start(&b);
-        let out = Command::new("python3").arg(script).arg(&s.base).output().expect("python3");
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(&s.base)
+            .output()
+            .expect("python3");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         println!("{b:?}: {stdout}");
