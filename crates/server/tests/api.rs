@@ -84,8 +84,12 @@ fn crud_versioning_and_headers() {
         );
         r.expect(201);
         assert_eq!(r.json["resourceType"], "OperationOutcome");
-        // delete, then 410, history keeps all versions
+        // delete, then 410, history keeps all versions; the unfiltered count follows
+        let live = |s: &Server| s.get("Patient?_summary=count").json["total"].as_i64().unwrap();
+        let before = live(&s);
+        assert_eq!(before, s.get("Patient?_count=1000").ids().len() as i64);
         s.delete(&format!("Patient/{id}")).expect(204);
+        assert_eq!(live(&s), before - 1);
         s.get(&format!("Patient/{id}")).expect(410);
         s.delete(&format!("Patient/{id}")).expect(204);
         let h = s.get(&format!("Patient/{id}/_history"));
@@ -101,6 +105,7 @@ fn crud_versioning_and_headers() {
         let r = s.put(&format!("Patient/{id}"), &again);
         r.expect(201);
         assert_eq!(r.json["meta"]["versionId"], "4");
+        assert_eq!(live(&s), before);
         // type and system history, _count and next link
         let h = s.get("Patient/_history?_count=2");
         assert_eq!(h.json["entry"].as_array().unwrap().len(), 2);

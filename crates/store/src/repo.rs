@@ -386,6 +386,7 @@ impl Repository {
                 Ok(()) => {
                     st.index.flush(c)?;
                     audit::append(c, &st.audit)?;
+                    st.index.flush_counts(c)?;
                     Ok(())
                 }
                 Err(RepoError::Store(e)) => Err(e),

@@ -325,16 +325,23 @@ impl IndexBuffer {
         }
     }
 
-    pub fn flush(&mut self, c: &mut dyn SqlConn) -> Result<(), StoreError> {
-        for (rtype, delta) in self.counts.drain() {
-            if delta != 0 {
-                c.execute(
-                    "INSERT INTO type_counts (rtype, live) VALUES (?, ?) \
-                     ON CONFLICT (rtype) DO UPDATE SET live = type_counts.live + excluded.live",
-                    &[rtype.into(), delta.into()],
-                )?;
-            }
+    /// Applies the live-resource count changes. Call it last before commit: each type's counter row stays
+    /// locked until the transaction ends, so taking it late keeps concurrent writers from queueing on it
+    /// (types in a fixed order, so two transactions never wait on each other's rows).
+    pub fn flush_counts(&mut self, c: &mut dyn SqlConn) -> Result<(), StoreError> {
+        let mut counts: Vec<(String, i64)> = self.counts.drain().filter(|(_, d)| *d != 0).collect();
+        counts.sort();
+        for (rtype, delta) in counts {
+            c.execute(
+                "INSERT INTO type_counts (rtype, live) VALUES (?, ?) \
+                 ON CONFLICT (rtype) DO UPDATE SET live = type_counts.live + excluded.live",
+                &[rtype.into(), delta.into()],
+            )?;
         }
+        Ok(())
+    }
+
+    pub fn flush(&mut self, c: &mut dyn SqlConn) -> Result<(), StoreError> {
         for (i, rows) in self.rows.iter_mut().enumerate() {
             if !rows.is_empty() {
                 c.insert_rows(INDEX_TABLES[i], COLS[i], rows)?;
