@@ -85,7 +85,11 @@ fn crud_versioning_and_headers() {
         r.expect(201);
         assert_eq!(r.json["resourceType"], "OperationOutcome");
         // delete, then 410, history keeps all versions; the unfiltered count follows
-        let live = |s: &Server| s.get("Patient?_summary=count").json["total"].as_i64().unwrap();
+        let live = |s: &Server| {
+            s.get("Patient?_summary=count").json["total"]
+                .as_i64()
+                .unwrap()
+        };
         let before = live(&s);
         assert_eq!(before, s.get("Patient?_count=1000").ids().len() as i64);
         s.delete(&format!("Patient/{id}")).expect(204);

@@ -81,8 +81,12 @@ impl PgStore {
 
     fn new_conn(&self) -> Result<PgConn, StoreError> {
         let client = Client::connect(&self.url, NoTls).map_err(|e| {
+            // The server's own message ("database … does not exist") says more than "db error".
+            let why = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string());
             StoreError::Config(format!(
-                "connexion PostgreSQL impossible ({}) : {e}",
+                "connexion PostgreSQL impossible ({}) : {why}",
                 crate::redact_url(&self.url)
             ))
         })?;

@@ -1205,9 +1205,21 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
         page.includes = includes(c, q, &page.matches)?;
         return Ok(page);
     }
+    // Later pages push their rid range into the index subqueries (literal integers: they come from our own
+    // cursor parsing); the first page keeps a stable, cacheable statement.
+    let page_where = match q.cursor {
+        search::Cursor::After(a) => base_where.replace(
+            search::RID_RANGE,
+            &format!(" AND i.rid > {a} AND i.rid <= {snapshot}"),
+        ),
+        search::Cursor::Before(bf) => {
+            base_where.replace(search::RID_RANGE, &format!(" AND i.rid < {bf}"))
+        }
+        _ => base_where.clone(),
+    };
     let select = format!(
         "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.rid FROM resources r \
-         JOIN resource_versions v ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version WHERE {base_where}"
+         JOIN resource_versions v ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version WHERE {page_where}"
     );
     let mut params = base_params.clone();
     let limit = q.count + 1;

@@ -25,17 +25,11 @@ pub const SCHEMA_VERSION: i64 = 1;
 pub fn ddl(dialect: Dialect) -> Vec<String> {
     // Strings compare byte-wise (prefix search is a range on the normalised form), whatever the database's
     // default collation.
-    // PostgreSQL value indexes carry `rid` so that membership tests are index-only (SQLite's WITHOUT ROWID
-    // secondary indexes hold the primary key already).
+    // PostgreSQL value indexes end with `rid`: membership tests are index-only and a page's rid range is an
+    // index range (SQLite's WITHOUT ROWID secondary indexes end with the primary key, rid first, already).
     let (blob, real, wr, coll, inc) = match dialect {
         Dialect::Sqlite => ("BLOB", "REAL", " WITHOUT ROWID", "", ""),
-        Dialect::Postgres => (
-            "BYTEA",
-            "DOUBLE PRECISION",
-            "",
-            " COLLATE \"C\"",
-            " INCLUDE (rid)",
-        ),
+        Dialect::Postgres => ("BYTEA", "DOUBLE PRECISION", "", " COLLATE \"C\"", ", rid"),
     };
     let mut v = vec![
         "CREATE TABLE IF NOT EXISTS socle_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)".to_string(),
@@ -59,49 +53,49 @@ pub fn ddl(dialect: Dialect) -> Vec<String> {
              rtype TEXT NOT NULL, param TEXT NOT NULL, norm TEXT{coll} NOT NULL, exact TEXT{coll} NOT NULL, \
              PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_string_v ON idx_string (rtype, param, norm){inc}"),
+        format!("CREATE INDEX IF NOT EXISTS idx_string_v ON idx_string (rtype, param, norm{inc})"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_token (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT NOT NULL, \
              PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_token_v ON idx_token (rtype, param, code, system){inc}"),
+        format!("CREATE INDEX IF NOT EXISTS idx_token_v ON idx_token (rtype, param, code, system{inc})"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_ref (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, ttype TEXT, tid TEXT, url TEXT, \
              PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_ref_v ON idx_ref (rtype, param, tid, ttype){inc}"),
+        format!("CREATE INDEX IF NOT EXISTS idx_ref_v ON idx_ref (rtype, param, tid, ttype{inc})"),
         "CREATE INDEX IF NOT EXISTS idx_ref_target ON idx_ref (tid, ttype)".to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_date (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, \
              PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_date_v ON idx_date (rtype, param, lo, hi){inc}"),
+        format!("CREATE INDEX IF NOT EXISTS idx_date_v ON idx_date (rtype, param, lo, hi{inc})"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_number (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, value {real} NOT NULL, lo {real} NOT NULL, \
              hi {real} NOT NULL, PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_number_v ON idx_number (rtype, param, value){inc}"),
+        format!("CREATE INDEX IF NOT EXISTS idx_number_v ON idx_number (rtype, param, value{inc})"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_quantity (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, value {real} NOT NULL, lo {real} NOT NULL, \
              hi {real} NOT NULL, system TEXT, code TEXT, unit TEXT, PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_quantity_v ON idx_quantity (rtype, param, value){inc}"),
+        format!("CREATE INDEX IF NOT EXISTS idx_quantity_v ON idx_quantity (rtype, param, value{inc})"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_uri (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL, PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_uri_v ON idx_uri (rtype, param, uri){inc}"),
+        format!("CREATE INDEX IF NOT EXISTS idx_uri_v ON idx_uri (rtype, param, uri{inc})"),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_composite (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, c1sys TEXT, c1code TEXT NOT NULL, c2sys TEXT, c2code TEXT, \
              c2lo {real}, c2hi {real}, PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_composite_v ON idx_composite (rtype, param, c1code){inc}"),
+        format!("CREATE INDEX IF NOT EXISTS idx_composite_v ON idx_composite (rtype, param, c1code{inc})"),
         "CREATE TABLE IF NOT EXISTS audit_log (seq BIGINT PRIMARY KEY, recorded BIGINT NOT NULL, \
          principal TEXT NOT NULL, action TEXT NOT NULL, rtype TEXT, rid TEXT, version BIGINT, patient TEXT, \
          outcome TEXT NOT NULL, client TEXT, detail TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
