@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -129,6 +129,22 @@ enum PreferReturn {
     Minimal,
     Representation,
     Outcome,
+}
+
+/// Every FHIR handler's common request facts (query, negotiation, Prefer, who and from where), checked once.
+impl axum::extract::FromRequestParts<App> for Req {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &App,
+    ) -> Result<Self, Response> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+        prepare(app, &parts.headers, parts.uri.query(), peer)
+    }
 }
 
 fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
@@ -507,23 +523,12 @@ macro_rules! tryr {
     };
 }
 
-async fn metadata(
-    State(app): State<App>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+async fn metadata(State(app): State<App>, req: Req) -> Response {
     fhir_bytes(StatusCode::OK, app.capability.clone(), &req)
 }
 
-async fn system_search(
-    State(app): State<App>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    let _req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+/// `_req` still runs the common checks (format, Accept) before the answer.
+async fn system_search(_req: Req) -> Response {
     error(
         StatusCode::BAD_REQUEST,
         IssueType::NotSupported,
@@ -553,14 +558,7 @@ async fn run<T: Send + 'static>(
     }
 }
 
-async fn bundle(
-    State(app): State<App>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Body,
-) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body) -> Response {
     let body = tryr!(json_body(&app, &headers, body).await);
     let v = tryr!(
         run(
@@ -582,11 +580,9 @@ async fn create(
     State(app): State<App>,
     Path(rtype): Path<String>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Req,
     body: Body,
 ) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let body = tryr!(json_body(&app, &headers, body).await);
     // `If-None-Exist: identifier=…` (some clients send `Type?identifier=…`: the query part is what counts).
     let if_none_exist = headers
@@ -610,11 +606,9 @@ async fn update(
     State(app): State<App>,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Req,
     body: Body,
 ) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let im = tryr!(if_match(&headers));
     let body = tryr!(json_body(&app, &headers, body).await);
     let (rt, i) = (rtype.clone(), id.clone());
@@ -654,11 +648,9 @@ async fn conditional_update(
     State(app): State<App>,
     Path(rtype): Path<String>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Req,
     body: Body,
 ) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let crit = tryr!(criteria(&req, "PUT"));
     let im = tryr!(if_match(&headers));
     let body = tryr!(json_body(&app, &headers, body).await);
@@ -704,11 +696,8 @@ fn deleted_response(d: Option<Stored>, req: &Req) -> Response {
 async fn delete(
     State(app): State<App>,
     Path((rtype, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Req,
 ) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let (rt, i) = (rtype.clone(), id.clone());
     let d = tryr!(
         run(
@@ -725,11 +714,8 @@ async fn delete(
 async fn conditional_delete(
     State(app): State<App>,
     Path(rtype): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Req,
 ) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let crit = tryr!(criteria(&req, "DELETE"));
     let rt = rtype.clone();
     let d = tryr!(
@@ -748,10 +734,8 @@ async fn read(
     State(app): State<App>,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Req,
 ) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let s = tryr!(run(&app, &req, None, move |r, c| r.read(c, &rtype, &id)).await);
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
@@ -768,11 +752,8 @@ async fn read(
 async fn vread(
     State(app): State<App>,
     Path((rtype, id, vid)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Req,
 ) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let s = tryr!(run(&app, &req, None, move |r, c| r.vread(c, &rtype, &id, &vid)).await);
     resource_response(StatusCode::OK, &s, &req)
 }
@@ -794,14 +775,7 @@ async fn search_common(
     fhir_bytes(StatusCode::OK, bytes, &req)
 }
 
-async fn search_get(
-    State(app): State<App>,
-    Path(rtype): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+async fn search_get(State(app): State<App>, Path(rtype): Path<String>, req: Req) -> Response {
     let params = req.params.clone();
     search_common(app, rtype, req, params).await
 }
@@ -810,11 +784,9 @@ async fn search_post(
     State(app): State<App>,
     Path(rtype): Path<String>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Req,
     body: Body,
 ) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
@@ -849,35 +821,19 @@ async fn history_common(app: App, req: Req, scope: (Option<String>, Option<Strin
     fhir_bytes(StatusCode::OK, bytes, &req)
 }
 
-async fn history_system(
-    State(app): State<App>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+async fn history_system(State(app): State<App>, req: Req) -> Response {
     history_common(app, req, (None, None)).await
 }
 
-async fn history_type(
-    State(app): State<App>,
-    Path(rtype): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+async fn history_type(State(app): State<App>, Path(rtype): Path<String>, req: Req) -> Response {
     history_common(app, req, (Some(rtype), None)).await
 }
 
 async fn history_instance(
     State(app): State<App>,
     Path((rtype, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Req,
 ) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
     history_common(app, req, (Some(rtype), Some(id))).await
 }
 
@@ -887,14 +843,7 @@ async fn history_instance(
 // `GET /fhir/Patient/{id}/$audit-trail`). `AuditEvent` stays an ordinary resource type, so that audit events
 // from other systems can be stored and searched like any resource.
 
-async fn audit_trail_record(
-    State(app): State<App>,
-    Path(seq): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+async fn audit_trail_record(State(app): State<App>, Path(seq): Path<String>, req: Req) -> Response {
     let Ok(n) = seq.parse::<i64>() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -919,25 +868,12 @@ async fn audit_trail_record(
     }
 }
 
-async fn audit_trail(
-    State(app): State<App>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+async fn audit_trail(State(app): State<App>, req: Req) -> Response {
     let params = req.params.clone();
     audit_trail_common(&app, None, &params, &req).await
 }
 
-async fn patient_audit_trail(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    let req = tryr!(prepare(&app, &headers, q.as_deref(), peer));
+async fn patient_audit_trail(State(app): State<App>, Path(id): Path<String>, req: Req) -> Response {
     let params = req.params.clone();
     audit_trail_common(&app, Some(id), &params, &req).await
 }
