@@ -288,7 +288,13 @@ fn bad_input_is_rejected_clearly_and_nothing_is_written() {
             ("PATCH", "Patient/x", Some("{}".into()), 405, "PATCH"),
         ];
         for (m, path, body, status, needle) in cases {
-            let r = s.request(m, path, body, &[]);
+            // Bad search parameters are errors in strict mode (lenient mode is tested in `search`).
+            let strict: &[(&str, &str)] = if path.contains('?') {
+                &[("Prefer", "handling=strict")]
+            } else {
+                &[]
+            };
+            let r = s.request(m, path, body, strict);
             assert_eq!(r.status, status, "{m} {path} : {}", r.text);
             assert_eq!(
                 r.json["resourceType"], "OperationOutcome",

@@ -117,6 +117,34 @@ impl T {
         }
     }
 
+    /// A malformed or unknown parameter: by default the search succeeds with a warning entry naming the
+    /// parameter (which the self link leaves out); with `Prefer: handling=strict` it is rejected with 400.
+    fn check_malformed(&mut self, q: &str) {
+        let param = q
+            .split(['?', '&'])
+            .nth(1)
+            .and_then(|p| p.split(['=', ':', '.']).next())
+            .unwrap_or("")
+            .to_string();
+        let r = self.s.get(&enc(q));
+        let warned = r.json["entry"].as_array().is_some_and(|a| {
+            a.iter().any(|e| {
+                e["search"]["mode"] == "outcome"
+                    && e["resource"]["issue"][0]["severity"] == "warning"
+                    && e["resource"]["issue"][0]["diagnostics"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(&param))
+            })
+        });
+        if r.status != 200 || !warned {
+            self.fail(format!(
+                "GET {q} : 200 + avertissement attendus, obtenu {} {}",
+                r.status, r.text
+            ));
+        }
+        self.check_400_with(q, &[("Prefer", "handling=strict")]);
+    }
+
     /// Follows `next` links from `first`, returning the ids of each page.
     fn walk(&mut self, first: Resp) -> Vec<Vec<String>> {
         let mut pages = vec![first.ids()];
@@ -974,7 +1002,7 @@ fn sorting() {
         t.check_order("Patient?_sort=-_id", &["s4", "s3", "s2", "s1"]);
         t.check_order("Patient?_sort=family&gender=female", &["s2", "s3"]);
         t.check_order("Patient?_sort=-family&_count=2", &["s3", "s1"]);
-        t.check_400("Patient?_sort=nope");
+        t.check_malformed("Patient?_sort=nope");
         // Pages of 2 over ties and missing values (NULLs last), forwards then backwards, give the unpaged order.
         t.put("Patient", "s5", pat(None, "1985-06-01", "male"));
         t.put("Patient", "s6", pat(Some("Bernard"), "1985-06-01", "male"));
@@ -1409,10 +1437,28 @@ fn unknown_and_malformed_parameters() {
             "Observation?subject.nope=1",
             "Patient?active:missing=maybe",
         ] {
+            t.check_malformed(q);
+        }
+        // Paging tokens are the server's own: a damaged one is refused even in lenient mode.
+        for q in [
+            "Patient?_cursor=nope",
+            "Patient?_cursor=after.x",
+            "Patient?_snapshot=x",
+        ] {
             t.check_400(q);
         }
+        // An ignored malformed filter does not restrict the result (lenient handling), nor shapes it.
+        let r = t.get("Patient?birthdate=abc&family=dupont&_sort=nope");
+        if r.status != 200 || r.ids() != ["u1"] {
+            t.fail(format!("filtre mal formé ignoré : {} {}", r.status, r.text));
+        }
         // Diagnostics name the faulty parameter.
-        let r = t.get("Patient?birthdate=1980-13");
+        let r = t.s.request(
+            "GET",
+            "Patient?birthdate=1980-13",
+            None,
+            &[("Prefer", "handling=strict")],
+        );
         if !r.text.contains("birthdate") {
             t.fail(format!("diagnostic sans nom de paramètre : {}", r.text));
         }

@@ -82,7 +82,7 @@ pub fn searchset(base: &str, path: &str, page: &SearchPage) -> Vec<u8> {
         let issues: Vec<Value> = page
             .warnings
             .iter()
-            .map(|w| json!({"severity": "warning", "code": "not-supported", "diagnostics": w}))
+            .map(|(code, w)| json!({"severity": "warning", "code": code.code(), "diagnostics": w}))
             .collect();
         let oo = json!({"resource": {"resourceType": "OperationOutcome", "id": new_id(), "issue": issues},
                         "search": {"mode": "outcome"}});

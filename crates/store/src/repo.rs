@@ -153,7 +153,7 @@ pub struct SearchPage {
     pub next: Option<Vec<(String, String)>>,
     pub prev: Option<Vec<(String, String)>>,
     pub self_params: Vec<(String, String)>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<(socle_fhir::outcome::IssueType, String)>,
     pub summary: Option<search::Summary>,
     pub elements: Option<Vec<String>>,
 }

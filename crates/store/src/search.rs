@@ -5,6 +5,7 @@
 //! Must not know HTTP: the caller hands over decoded `(name, value)` pairs.
 
 use socle_fhir::index::{normalize_string, number_range, parse_date_range};
+use socle_fhir::outcome::IssueType;
 use socle_fhir::search_params::{ParamType, SearchParam, registry};
 
 use crate::sql::SqlValue;
@@ -18,6 +19,18 @@ pub enum SearchError {
     Unknown(String, String),
     #[error("modificateur non pris en charge : {0}")]
     UnsupportedModifier(String),
+}
+
+impl SearchError {
+    /// The OperationOutcome issue type that describes this error.
+    pub fn issue_type(&self) -> IssueType {
+        match self {
+            SearchError::Invalid(..) => IssueType::Invalid,
+            SearchError::Unknown(..) | SearchError::UnsupportedModifier(..) => {
+                IssueType::NotSupported
+            }
+        }
+    }
 }
 
 /// How `_total` is computed.
@@ -155,7 +168,7 @@ pub struct SearchQuery {
     pub total: TotalMode,
     pub elements: Option<Vec<String>>,
     /// Parameters that were ignored, with the reason (reported as warnings; an error in strict mode).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<(IssueType, String)>,
     /// The query parameters that define the result set (for self/next/previous links).
     pub canonical: Vec<(String, String)>,
 }
@@ -202,7 +215,15 @@ pub fn parse(
     for (name, value) in params {
         let base_name = name.split(':').next().unwrap_or("");
         if RESULT_PARAMS.contains(&base_name) {
-            parse_result_param(&mut q, name, value, strict)?;
+            match parse_result_param(&mut q, name, value, strict) {
+                Ok(()) => {}
+                // Paging tokens are ours, not the client's: a bad one is an error even when lenient.
+                Err(e) if !strict && !matches!(base_name, "_cursor" | "_snapshot" | "_offset") => {
+                    q.warnings.push((e.issue_type(), format!("{e} : ignoré")));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             if !matches!(
                 base_name,
                 "_cursor" | "_snapshot" | "_offset" | "_format" | "_pretty"
@@ -211,13 +232,19 @@ pub fn parse(
             }
             continue;
         }
+        let mark = b.params.len();
         match param_condition(&mut b, rtype, "r", name, value, 0) {
             Ok(Some(c)) => {
                 conds.push(c);
                 q.canonical.push((name.clone(), value.clone()));
             }
             Ok(None) => {}
-            Err(e @ SearchError::Unknown(..)) if !strict => q.warnings.push(e.to_string()),
+            // Lenient handling (the default): an unknown or malformed parameter is ignored with a warning.
+            Err(e) if !strict => {
+                // Values bound before the error belong to no condition.
+                b.params.truncate(mark);
+                q.warnings.push((e.issue_type(), format!("{e} : ignoré")));
+            }
             Err(e) => return Err(e),
         }
     }
@@ -309,12 +336,16 @@ fn parse_result_param(
             )
         }
         "_sort" => {
+            // All keys are checked before any is kept, so that an ignored `_sort` leaves no partial order.
+            let mut keys = Vec::new();
             for key in value.split(',').filter(|s| !s.is_empty()) {
                 let (desc, code) = match key.strip_prefix('-') {
                     Some(c) => (true, c),
                     None => (false, key),
                 };
-                let (expr, params) = sort_term(&q.rtype, code)?;
+                keys.push((desc, sort_term(&q.rtype, code)?));
+            }
+            for (desc, (expr, params)) in keys {
                 q.sort_sql.push(format!(
                     "({expr}) IS NULL, ({expr}) {}",
                     if desc { "DESC" } else { "ASC" }
@@ -336,8 +367,10 @@ fn parse_result_param(
             let param = parts.next().unwrap_or("").to_string();
             let target_type = parts.next().map(str::to_string);
             if value == "*" {
-                q.warnings
-                    .push(format!("{name}=* n'est pas pris en charge : ignoré"));
+                q.warnings.push((
+                    IssueType::NotSupported,
+                    format!("{name}=* n'est pas pris en charge : ignoré"),
+                ));
                 return Ok(());
             }
             let reg = registry();
@@ -370,15 +403,19 @@ fn parse_result_param(
             if strict {
                 return Err(SearchError::Unknown(q.rtype.clone(), name.to_string()));
             }
-            q.warnings
-                .push(format!("{name} n'est pas pris en charge : ignoré"));
+            q.warnings.push((
+                IssueType::NotSupported,
+                format!("{name} n'est pas pris en charge : ignoré"),
+            ));
         }
         _ => {
             if strict {
                 return Err(SearchError::UnsupportedModifier(name.to_string()));
             }
-            q.warnings
-                .push(format!("{name} n'est pas pris en charge : ignoré"));
+            q.warnings.push((
+                IssueType::NotSupported,
+                format!("{name} n'est pas pris en charge : ignoré"),
+            ));
         }
     }
     Ok(())
