@@ -536,6 +536,20 @@ async fn system_search(_req: Req) -> Response {
     )
 }
 
+/// A read by id: on an embedded store it runs in place (a few microseconds; handing it to the blocking pool
+/// cost more than the read and doubled the p99 under load), otherwise like `run`.
+async fn run_point_read<T: Send + 'static>(
+    app: &App,
+    req: &Req,
+    f: impl FnOnce(&Repository, &RequestContext) -> Result<T, RepoError> + Send + 'static,
+) -> Result<T, Response> {
+    if app.repo.point_reads_are_local() {
+        f(&app.repo, &req.ctx).map_err(|e| repo_error(&e))
+    } else {
+        run(app, req, None, f).await
+    }
+}
+
 /// Runs an interaction on a blocking thread. A failed write is audited here (its data transaction rolled back,
 /// taking its audit record with it); reads audit themselves in the repository.
 async fn run<T: Send + 'static>(
@@ -736,7 +750,7 @@ async fn read(
     headers: HeaderMap,
     req: Req,
 ) -> Response {
-    let s = tryr!(run(&app, &req, None, move |r, c| r.read(c, &rtype, &id)).await);
+    let s = tryr!(run_point_read(&app, &req, move |r, c| r.read(c, &rtype, &id)).await);
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
@@ -754,7 +768,7 @@ async fn vread(
     Path((rtype, id, vid)): Path<(String, String, String)>,
     req: Req,
 ) -> Response {
-    let s = tryr!(run(&app, &req, None, move |r, c| r.vread(c, &rtype, &id, &vid)).await);
+    let s = tryr!(run_point_read(&app, &req, move |r, c| r.vread(c, &rtype, &id, &vid)).await);
     resource_response(StatusCode::OK, &s, &req)
 }
 

@@ -52,6 +52,11 @@ pub trait Store: Send + Sync {
     fn write(&self, body: &mut TxBody<'_>) -> Result<(), StoreError>;
     /// Runs `body` in a read-only transaction (one consistent snapshot).
     fn read(&self, body: &mut TxBody<'_>) -> Result<(), StoreError>;
+    /// Whether a read by primary key costs a few microseconds and never waits (an embedded database):
+    /// callers may then run it in place instead of handing it to a thread pool.
+    fn point_reads_are_local(&self) -> bool {
+        false
+    }
 }
 
 /// Opens the store a configuration names: `postgres://…`/`postgresql://…` selects PostgreSQL, otherwise the

@@ -432,6 +432,11 @@ impl Repository {
         }
     }
 
+    /// Whether reads by id may run on the caller's thread (see `Store::point_reads_are_local`).
+    pub fn point_reads_are_local(&self) -> bool {
+        self.store.point_reads_are_local()
+    }
+
     /// `GET /Type/id`.
     pub fn read(&self, ctx: &RequestContext, rtype: &str, id: &str) -> Result<Stored, RepoError> {
         check_type(rtype)?;
@@ -693,6 +698,10 @@ impl Repository {
     }
 }
 
+/// How long the audit writer gathers read records before committing them (one commit per window instead
+/// of one per read: each commit rewrites the pages it touches). A crash loses at most this much.
+const AUDIT_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
 fn audit_writer(store: Arc<dyn Store>, rx: mpsc::Receiver<AuditMsg>) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
@@ -704,7 +713,7 @@ fn audit_writer(store: Arc<dyn Store>, rx: mpsc::Receiver<AuditMsg>) {
             AuditMsg::Flush(w) => waiters.push(w),
         };
         push(first, &mut batch, &mut waiters);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(5);
+        let deadline = std::time::Instant::now() + AUDIT_BATCH_WINDOW;
         while batch.len() < 5000 {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {

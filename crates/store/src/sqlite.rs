@@ -3,7 +3,7 @@
 //! `synchronous=FULL`: a commit is on disk before it is acknowledged.
 
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Condvar, Mutex};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +30,90 @@ pub struct SqliteStore {
     /// retired (a connection reads the statistics once, when it loads the schema).
     generation: AtomicU64,
     stats: Mutex<StatsState>,
+    /// Its `Drop` stops the thread after a last checkpoint.
+    checkpointer: Checkpointer,
+}
+
+/// Copies committed WAL frames back into the database file on its own thread and connection, so that
+/// writers never pay for it: the writer connection has automatic checkpoints turned off. A `PASSIVE`
+/// checkpoint runs concurrently with writers and readers; when it has copied every frame, the next writer
+/// starts the WAL over, so the WAL stays bounded.
+struct Checkpointer {
+    stop: std::sync::Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Set when the WAL has grown long: the writer then finishes the checkpoint (see `write`).
+    long_wal: std::sync::Arc<AtomicBool>,
+}
+
+/// How often the checkpointer looks at the WAL.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL length (in pages) beyond which the checkpointer makes the WAL start over.
+const CHECKPOINT_RESTART_FRAMES: i64 = 16_384;
+
+/// Runs a checkpoint; returns the number of frames in the WAL.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        r.get::<_, i64>(1)
+    })
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self, StoreError> {
+        let conn = open_conn(path, false)?;
+        conn.execute_batch("PRAGMA cache_size=-2048; PRAGMA wal_autocheckpoint=0;")
+            .map_err(db_err)?;
+        let stop = std::sync::Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        let long_wal = std::sync::Arc::new(AtomicBool::new(false));
+        let long = long_wal.clone();
+        let thread = std::thread::Builder::new()
+            .name("socle-checkpoint".into())
+            .spawn(move || {
+                let (lock, cv) = &*flag;
+                loop {
+                    let Ok(guard) = lock.lock() else { return };
+                    let Ok((guard, _)) = cv.wait_timeout(guard, CHECKPOINT_EVERY) else {
+                        return;
+                    };
+                    let stopping = *guard;
+                    drop(guard);
+                    // The last pass truncates the WAL file (nobody writes any more).
+                    let mode = if stopping { "TRUNCATE" } else { "PASSIVE" };
+                    match checkpoint(&conn, mode) {
+                        // Under continuous writes this checkpoint never catches up with the end of the
+                        // WAL, so the WAL would never start over: once it is long, the writer is asked
+                        // to copy the last frames itself, between two transactions (see `write`).
+                        Ok(frames) if frames > CHECKPOINT_RESTART_FRAMES => {
+                            long.store(true, Ordering::Release)
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "point de contrôle du WAL impossible"),
+                    }
+                    if stopping {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Database(format!("fil de point de contrôle : {e}")))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            long_wal,
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        if let Ok(mut g) = lock.lock() {
+            *g = true;
+        }
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 struct StatsState {
@@ -134,6 +218,12 @@ impl SqliteStore {
             }
         }
         analyze(&writer.conn)?;
+        // Checkpoints run on their own thread (see `Checkpointer`).
+        writer
+            .conn
+            .execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;")
+            .map_err(db_err)?;
+        let checkpointer = Checkpointer::start(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             writer: Mutex::new(Writer {
@@ -152,6 +242,7 @@ impl SqliteStore {
                 writes_since: 0,
                 last: Instant::now(),
             }),
+            checkpointer,
         })
     }
 
@@ -207,6 +298,11 @@ fn poisoned() -> StoreError {
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    /// WAL readers never wait for the writer, and a read by key touches a handful of cached pages.
+    fn point_reads_are_local(&self) -> bool {
+        true
     }
 
     fn write(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
@@ -265,6 +361,13 @@ impl Store for SqliteStore {
             }
             if outcome.is_ok() {
                 self.maybe_analyze(&w.conn.conn);
+                // Nobody writes while we hold the writer: this copies the few frames the background
+                // checkpoint has not, so the next transaction starts the WAL over.
+                if self.checkpointer.long_wal.swap(false, Ordering::AcqRel)
+                    && let Err(e) = checkpoint(&w.conn.conn, "PASSIVE")
+                {
+                    tracing::warn!(error = %e, "point de contrôle du WAL impossible");
+                }
             }
             self.committed.notify_all();
             drop(w);
@@ -291,11 +394,16 @@ impl Store for SqliteStore {
 
     fn read(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
         let mut c = self.take_reader()?;
-        c.conn.execute_batch("BEGIN").map_err(db_err)?;
+        // Cached statements: parsing BEGIN and COMMIT showed up in the profile of reads by id.
+        c.conn
+            .prepare_cached("BEGIN")
+            .and_then(|mut s| s.execute([]))
+            .map_err(db_err)?;
         let res = body(&mut c);
         let end = c
             .conn
-            .execute_batch(if res.is_ok() { "COMMIT" } else { "ROLLBACK" });
+            .prepare_cached(if res.is_ok() { "COMMIT" } else { "ROLLBACK" })
+            .and_then(|mut s| s.execute([]));
         if end.is_ok() {
             self.give_back(c);
         }
