@@ -264,51 +264,18 @@ impl SqlConn for PgConn {
         columns: &[(&str, ColType)],
         rows: &[Vec<SqlValue>],
     ) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-        let arrays: Vec<String> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("${}::{}", i + 1, c.1.pg_array()))
-            .collect();
-        let sql = format!(
-            "INSERT INTO {table} ({}) SELECT * FROM UNNEST({})",
-            names.join(", "),
-            arrays.join(", ")
-        );
-        let mut cols: Vec<Box<dyn ToSql + Sync>> = Vec::with_capacity(columns.len());
-        for (i, (_, ty)) in columns.iter().enumerate() {
-            match ty {
-                ColType::Text => cols.push(Box::new(
-                    rows.iter()
-                        .map(|r| match r.get(i) {
-                            Some(SqlValue::Text(s)) => Some(s.clone()),
-                            _ => None,
-                        })
-                        .collect::<Vec<Option<String>>>(),
-                )),
-                ColType::Int => cols.push(Box::new(
-                    rows.iter()
-                        .map(|r| r.get(i).and_then(SqlValue::as_i64))
-                        .collect::<Vec<Option<i64>>>(),
-                )),
-                ColType::Real => cols.push(Box::new(
-                    rows.iter()
-                        .map(|r| match r.get(i) {
-                            Some(SqlValue::Real(f)) => Some(*f),
-                            Some(SqlValue::Int(n)) => Some(*n as f64),
-                            _ => None,
-                        })
-                        .collect::<Vec<Option<f64>>>(),
-                )),
-            }
-        }
-        let refs: Vec<&(dyn ToSql + Sync)> = cols.iter().map(|b| b.as_ref()).collect();
-        let stmt = self.prepared(&sql)?;
-        self.client.execute(&stmt, &refs).map_err(pg_err)?;
-        Ok(())
+        self.unnest_insert(table, columns, rows, "")
+    }
+
+    fn upsert_rows(
+        &mut self,
+        table: &str,
+        columns: &[(&str, ColType)],
+        key: &str,
+        rows: &[Vec<SqlValue>],
+    ) -> Result<(), StoreError> {
+        let clause = crate::sql::upsert_clause(columns, key);
+        self.unnest_insert(table, columns, rows, &clause)
     }
 
     fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StoreError> {
@@ -360,5 +327,63 @@ impl SqlConn for PgConn {
             out.push(row);
         }
         Ok(out)
+    }
+}
+
+impl PgConn {
+    /// One `INSERT … SELECT * FROM UNNEST(arrays…)` for all rows, then `suffix` (e.g. an `ON CONFLICT` clause).
+    fn unnest_insert(
+        &mut self,
+        table: &str,
+        columns: &[(&str, ColType)],
+        rows: &[Vec<SqlValue>],
+        suffix: &str,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+        let arrays: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}", i + 1, c.1.pg_array()))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {table} ({}) SELECT * FROM UNNEST({}){suffix}",
+            names.join(", "),
+            arrays.join(", ")
+        );
+
+        let mut cols: Vec<Box<dyn ToSql + Sync>> = Vec::with_capacity(columns.len());
+        for (i, (_, ty)) in columns.iter().enumerate() {
+            match ty {
+                ColType::Text => cols.push(Box::new(
+                    rows.iter()
+                        .map(|r| match r.get(i) {
+                            Some(SqlValue::Text(s)) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect::<Vec<Option<String>>>(),
+                )),
+                ColType::Int => cols.push(Box::new(
+                    rows.iter()
+                        .map(|r| r.get(i).and_then(SqlValue::as_i64))
+                        .collect::<Vec<Option<i64>>>(),
+                )),
+                ColType::Real => cols.push(Box::new(
+                    rows.iter()
+                        .map(|r| match r.get(i) {
+                            Some(SqlValue::Real(f)) => Some(*f),
+                            Some(SqlValue::Int(n)) => Some(*n as f64),
+                            _ => None,
+                        })
+                        .collect::<Vec<Option<f64>>>(),
+                )),
+            }
+        }
+        let refs: Vec<&(dyn ToSql + Sync)> = cols.iter().map(|b| b.as_ref()).collect();
+        let stmt = self.prepared(&sql)?;
+        self.client.execute(&stmt, &refs).map_err(pg_err)?;
+        Ok(())
     }
 }

@@ -143,9 +143,39 @@ pub trait SqlConn {
         );
         self.execute_many(&sql, rows)
     }
+    /// Inserts many rows, replacing the rows that already have the same `key` (a unique column).
+    fn upsert_rows(
+        &mut self,
+        table: &str,
+        columns: &[(&str, ColType)],
+        key: &str,
+        rows: &[Vec<SqlValue>],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+        let marks = vec!["?"; columns.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES ({marks}){}",
+            names.join(", "),
+            upsert_clause(columns, key)
+        );
+        self.execute_many(&sql, rows)
+    }
     fn query_one(&mut self, sql: &str, params: &[SqlValue]) -> Result<Option<Row>, StoreError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
+}
+
+/// ` ON CONFLICT (key) DO UPDATE SET c = excluded.c, …` (same syntax in SQLite and PostgreSQL).
+pub fn upsert_clause(columns: &[(&str, ColType)], key: &str) -> String {
+    let sets: Vec<String> = columns
+        .iter()
+        .filter(|c| c.0 != key)
+        .map(|c| format!("{0} = excluded.{0}", c.0))
+        .collect();
+    format!(" ON CONFLICT ({key}) DO UPDATE SET {}", sets.join(", "))
 }
 
 /// Column types for bulk inserts (PostgreSQL binds whole columns as arrays).
