@@ -93,6 +93,22 @@ pub struct Person {
 }
 
 impl Person {
+    /// As a reference identity of the registry.
+    pub fn to_official(&self) -> crate::Official {
+        crate::Official {
+            matricule: self.matricule.clone(),
+            system: self.system.to_string(),
+            traits: crate::Traits {
+                family: self.family.clone(),
+                given: self.given.clone(),
+                birth_date: self.birth_date.clone(),
+                gender: self.gender.to_string(),
+                birth_place: Some(self.birth_place.to_string()),
+            },
+            card: Some(self.card.clone()),
+        }
+    }
+
     /// As a FHIR `Patient` (FR Core INS layout): the format of `socle generate --out` and
     /// `socle import --registry`.
     pub fn to_fhir(&self) -> Value {

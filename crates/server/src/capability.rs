@@ -70,6 +70,14 @@ pub fn capability_statement() -> Vec<u8> {
             "conditionalDelete": "single",
             "searchParam": search_params(rtype),
         });
+        if rtype == "Patient" {
+            r["operation"] = json!([
+                {"name": "ins-retrieve", "definition": "urn:socle:OperationDefinition:ins-retrieve",
+                 "documentation": "Téléservice INSi, récupération : POST [base]/Patient/$ins-retrieve (Parameters). Définition : GET [base]/OperationDefinition/ins-retrieve."},
+                {"name": "ins-verify", "definition": "urn:socle:OperationDefinition:ins-verify",
+                 "documentation": "Téléservice INSi, vérification : POST [base]/Patient/$ins-verify (Parameters). Définition : GET [base]/OperationDefinition/ins-verify."}
+            ]);
+        }
         if !refs.is_empty() {
             r["searchInclude"] = json!(refs);
         }

@@ -28,8 +28,11 @@ pub struct Options {
     pub base_url: Option<String>,
 }
 
+mod insi;
+
 struct AppState {
     repo: Arc<Repository>,
+    registry: Arc<socle_ins::Registry>,
     opts: Options,
     capability: Vec<u8>,
 }
@@ -40,10 +43,11 @@ const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 /// Until authentication exists (see the access-control issue), every request acts as this local principal.
 const LOCAL_PRINCIPAL: &str = "local";
 
-pub fn router(repo: Arc<Repository>, opts: Options) -> Router {
+pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: Options) -> Router {
     let capability = crate::capability::capability_statement();
     let state = Arc::new(AppState {
         repo,
+        registry,
         opts,
         capability,
     });
@@ -55,6 +59,16 @@ pub fn router(repo: Arc<Repository>, opts: Options) -> Router {
         .route("/fhir/$audit-trail", get(audit_trail))
         .route("/fhir/$audit-trail/{seq}", get(audit_trail_record))
         .route("/fhir/Patient/{id}/$audit-trail", get(patient_audit_trail))
+        .route("/fhir/Patient/$ins-retrieve", post(insi::retrieve))
+        .route("/fhir/Patient/$ins-verify", post(insi::verify))
+        .route(
+            "/fhir/OperationDefinition/ins-retrieve",
+            get(|req: Req| insi::operation_definition("ins-retrieve", req)),
+        )
+        .route(
+            "/fhir/OperationDefinition/ins-verify",
+            get(|req: Req| insi::operation_definition("ins-verify", req)),
+        )
         .route("/fhir/_history", get(history_system))
         .route(
             "/fhir/{rtype}",
@@ -75,12 +89,17 @@ pub fn router(repo: Arc<Repository>, opts: Options) -> Router {
 }
 
 /// Binds `listen` and serves until SIGINT/SIGTERM.
-pub async fn serve(repo: Arc<Repository>, listen: SocketAddr, opts: Options) -> anyhow::Result<()> {
+pub async fn serve(
+    repo: Arc<Repository>,
+    registry: Arc<socle_ins::Registry>,
+    listen: SocketAddr,
+    opts: Options,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("écoute sur {listen} impossible : {e}"))?;
     let local = listener.local_addr()?;
-    let app = router(repo.clone(), opts);
+    let app = router(repo.clone(), registry, opts);
     tracing::info!(address = %local, backend = repo.store().backend(), "Socle prêt : API FHIR sur http://{local}/fhir");
     println!(
         "Socle prêt : API FHIR sur http://{local}/fhir (stockage {})",

@@ -3,6 +3,7 @@
 mod capability;
 mod http;
 mod import;
+mod registry_io;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,33 @@ enum Command {
         /// Resources per transaction when loading NDJSON.
         #[arg(long, default_value_t = 500)]
         batch: usize,
+        /// The files are reference identities for the INS registry (NDJSON, one FHIR Patient per line with its
+        /// INS identifier and official traits), not resources of the FHIR store.
+        #[arg(long)]
+        registry: bool,
+    },
+    /// Generate reproducible synthetic data: persons with coherent INS for the reference registry.
+    Generate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Persons (reference identities) to generate.
+        #[arg(long, default_value_t = 0)]
+        persons: u64,
+        /// Seed: the same seed gives the same data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write NDJSON files in this directory (loadable with `socle import`) instead of loading the store.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Start Socle with a demonstration population, on the embedded store (nothing to install).
+    Demo {
+        /// Data directory of the demonstration (created and filled on first start).
+        #[arg(long, env = "SOCLE_DATA", default_value = "./socle-demo")]
+        data: PathBuf,
+        /// Address and port to listen on.
+        #[arg(long, env = "SOCLE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
     },
     /// Audit trail tools.
     Audit {
@@ -109,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             base_url,
         } => {
             let st = open_store(&store)?;
+            let registry = Arc::new(socle_ins::Registry::open(st.clone()).context("registre INS")?);
             let repo = Arc::new(socle_store::Repository::new(st));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -116,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .context("runtime tokio")?;
             rt.block_on(http::serve(
                 repo,
+                registry,
                 listen,
                 http::Options { max_body, base_url },
             ))?;
@@ -124,7 +154,77 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Import {
             store,
             files,
+            registry: true,
+            ..
+        } => {
+            let st = open_store(&store)?;
+            let reg = socle_ins::Registry::open(st).context("registre INS")?;
+            let report = registry_io::import_registry(&reg, &files)?;
+            println!("{report}");
+            Ok(if report.errors.is_empty() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            })
+        }
+        Command::Generate {
+            store,
+            persons,
+            seed,
+            out,
+        } => {
+            let registry = match &out {
+                Some(_) => None,
+                None => {
+                    Some(socle_ins::Registry::open(open_store(&store)?).context("registre INS")?)
+                }
+            };
+            if persons > 0 {
+                println!(
+                    "{}",
+                    registry_io::generate_persons(
+                        registry.as_ref(),
+                        persons,
+                        seed,
+                        out.as_deref()
+                    )?
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Demo { data, listen } => {
+            let st =
+                socle_store::open(None, &data).context("ouverture du stockage de démonstration")?;
+            let registry = Arc::new(socle_ins::Registry::open(st.clone()).context("registre INS")?);
+            if registry.count().context("registre INS")? == 0 {
+                println!("Premier démarrage : génération de la population de démonstration…");
+                println!(
+                    "{}",
+                    registry_io::generate_persons(Some(&registry), DEMO_PERSONS, 1, None)?
+                );
+            }
+            let repo = Arc::new(socle_store::Repository::new(st));
+            println!("{}", demo_banner(listen, &data));
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("runtime tokio")?;
+            rt.block_on(http::serve(
+                repo,
+                registry,
+                listen,
+                http::Options {
+                    max_body: 16 * 1024 * 1024,
+                    base_url: None,
+                },
+            ))?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Import {
+            store,
+            files,
             batch,
+            registry: false,
         } => {
             let st = open_store(&store)?;
             let repo = socle_store::Repository::new(st);
@@ -162,4 +262,29 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
     }
+}
+
+/// Persons of the demonstration's reference registry.
+const DEMO_PERSONS: u64 = 2_000;
+
+fn demo_banner(listen: SocketAddr, data: &std::path::Path) -> String {
+    // The first person the demonstration generated (seed 1): a query that finds someone.
+    let p = socle_ins::generate::PersonGenerator::new(1).next_person();
+    let mut params = vec![
+        serde_json::json!({"name": "family", "valueString": p.family}),
+        serde_json::json!({"name": "given", "valueString": p.given[0]}),
+        serde_json::json!({"name": "birthdate", "valueDate": p.birth_date}),
+        serde_json::json!({"name": "gender", "valueCode": p.gender}),
+    ];
+    let retrieve = serde_json::json!({"resourceType": "Parameters", "parameter": params.clone()});
+    params.push(serde_json::json!({"name": "ins", "valueString": p.matricule}));
+    let verify = serde_json::json!({"resourceType": "Parameters", "parameter": params});
+    format!(
+        "Démonstration Socle — données dans {data} (supprimez ce dossier pour repartir de zéro)\n\
+         Registre INS : {DEMO_PERSONS} identités synthétiques (graine 1).\n\n\
+         Essayez :\n  curl http://{listen}/fhir/metadata\n  \
+         curl -X POST http://{listen}/fhir/Patient/\\$ins-retrieve -H 'Content-Type: application/fhir+json' -d '{retrieve}'\n  \
+         curl -X POST http://{listen}/fhir/Patient/\\$ins-verify -H 'Content-Type: application/fhir+json' -d '{verify}'\n",
+        data = data.display()
+    )
 }

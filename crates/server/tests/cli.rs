@@ -17,9 +17,16 @@ fn socle() -> Command {
 fn help_documents_every_command_and_setting() {
     let out = socle().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for w in ["serve", "import", "audit"] {
+    for w in ["serve", "import", "audit", "generate", "demo"] {
         assert!(text.contains(w), "{w} absent de --help : {text}");
     }
+    let out = socle().args(["generate", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for w in ["--persons", "--seed", "--out"] {
+        assert!(text.contains(w), "{w} absent de generate --help : {text}");
+    }
+    let out = socle().args(["import", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--registry"));
     let out = socle().args(["serve", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for w in [

@@ -266,6 +266,23 @@ impl Repository {
         self.audit_async(r);
     }
 
+    /// Audits an operation that is not a FHIR interaction on stored resources (e.g. an INSi call): `outcome`
+    /// is `success` or an HTTP status; `detail` must not carry health data.
+    pub fn audit_operation(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        rtype: Option<&str>,
+        outcome: &str,
+        detail: Option<String>,
+    ) {
+        let mut r = Self::record(ctx, action);
+        r.rtype = rtype.map(str::to_string);
+        r.outcome = outcome.to_string();
+        r.detail = detail;
+        self.audit_async(r);
+    }
+
     // ---------------------------------------------------------------- writes
 
     /// `POST /Type`, optionally conditional (`If-None-Exist`).

@@ -1,0 +1,324 @@
+//! The INSi teleservice as FHIR operations: `POST /fhir/Patient/$ins-retrieve` and
+//! `POST /fhir/Patient/$ins-verify`, `Parameters` in and out, and their OperationDefinitions.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+use socle_fhir::outcome::IssueType;
+use socle_ins::{RegistryError, Retrieved, Traits, Verified};
+
+use super::{App, Req, blocking, error, fhir_bytes, json_body};
+
+/// The input parameters of both operations.
+#[derive(Default)]
+struct Input {
+    traits: Traits,
+    ins: Option<String>,
+    card: Option<String>,
+}
+
+/// The value of a parameter, whatever its `value[x]` type (string, code, date, or an Identifier's value).
+fn value_of(p: &Value) -> Option<String> {
+    let obj = p.as_object()?;
+    for (k, v) in obj {
+        if let Some(rest) = k.strip_prefix("value") {
+            if rest == "Identifier" {
+                return v["value"].as_str().map(str::to_string);
+            }
+            return v.as_str().map(str::to_string);
+        }
+    }
+    None
+}
+
+fn parse_input(body: &Value) -> Result<Input, String> {
+    if body["resourceType"] != "Parameters" {
+        return Err("une ressource Parameters est attendue".into());
+    }
+    let mut input = Input::default();
+    for p in body["parameter"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let name = p["name"].as_str().unwrap_or_default();
+        let value = value_of(p).ok_or_else(|| format!("paramètre {name:?} sans valeur"))?;
+        match name {
+            "family" => input.traits.family = value,
+            "given" => input.traits.given.push(value),
+            "birthdate" => input.traits.birth_date = value,
+            "gender" => input.traits.gender = value,
+            "birthplace" => input.traits.birth_place = Some(value.to_ascii_uppercase()),
+            "ins" => input.ins = Some(value),
+            "carte-vitale" => input.card = Some(value),
+            other => return Err(format!("paramètre inconnu : {other:?}")),
+        }
+    }
+    Ok(input)
+}
+
+fn parameters(result: &str, patient: Option<Value>, mismatch: &[&str]) -> Value {
+    let mut params = vec![json!({"name": "result", "valueCode": result})];
+    if let Some(p) = patient {
+        params.push(json!({"name": "patient", "resource": p}));
+    }
+    for m in mismatch {
+        params.push(json!({"name": "mismatch", "valueCode": m}));
+    }
+    json!({"resourceType": "Parameters", "parameter": params})
+}
+
+fn registry_error(e: RegistryError) -> Response {
+    match e {
+        RegistryError::Invalid(m) => error(StatusCode::BAD_REQUEST, IssueType::Invalid, m),
+        RegistryError::Store(e) => {
+            tracing::error!(error = %e, "registre INS indisponible");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Transient,
+                "registre INS indisponible",
+            )
+        }
+    }
+}
+
+/// `$ins-retrieve`: from the traits (`family`, `given`…, `birthdate`, `gender`, optional `birthplace`) or
+/// from a Carte Vitale (`carte-vitale`, optional `birthdate`/`given` to pick a beneficiary).
+pub(super) async fn retrieve(
+    State(app): State<App>,
+    headers: HeaderMap,
+    req: Req,
+    body: Body,
+) -> Response {
+    let body = match json_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let input = match parse_input(&body) {
+        Ok(i) => i,
+        Err(m) => return error(StatusCode::BAD_REQUEST, IssueType::Invalid, m),
+    };
+    if input.ins.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            "ins n'est pas un paramètre de $ins-retrieve (utilisez $ins-verify)",
+        );
+    }
+    let registry = app.registry.clone();
+    let res = blocking(move || match &input.card {
+        Some(card) => {
+            let date =
+                (!input.traits.birth_date.is_empty()).then_some(input.traits.birth_date.as_str());
+            registry.retrieve_by_card(card, date, &input.traits.given)
+        }
+        None => registry.retrieve(&input.traits),
+    })
+    .await;
+    let res = match res {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (outcome, result) = match res {
+        Ok(Retrieved::Found(o)) => ("success", parameters("found", Some(o.to_fhir()), &[])),
+        Ok(Retrieved::NotFound) => ("success", parameters("not-found", None, &[])),
+        Ok(Retrieved::Multiple(_)) => ("success", parameters("multiple", None, &[])),
+        Err(e) => {
+            let r = registry_error(e);
+            app.repo.audit_operation(
+                &req.ctx,
+                "ins-retrieve",
+                Some("Patient"),
+                r.status().as_str(),
+                None,
+            );
+            return r;
+        }
+    };
+    let code = result["parameter"][0]["valueCode"]
+        .as_str()
+        .map(str::to_string);
+    app.repo
+        .audit_operation(&req.ctx, "ins-retrieve", Some("Patient"), outcome, code);
+    fhir_bytes(
+        StatusCode::OK,
+        serde_json::to_vec(&result).unwrap_or_default(),
+        &req,
+    )
+}
+
+/// `$ins-verify`: `ins` (the matricule) and the traits.
+pub(super) async fn verify(
+    State(app): State<App>,
+    headers: HeaderMap,
+    req: Req,
+    body: Body,
+) -> Response {
+    let body = match json_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let input = match parse_input(&body) {
+        Ok(i) => i,
+        Err(m) => return error(StatusCode::BAD_REQUEST, IssueType::Invalid, m),
+    };
+    let Some(ins) = input.ins.clone() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Required,
+            "paramètre ins (matricule INS) manquant",
+        );
+    };
+    let registry = app.registry.clone();
+    let res = match blocking(move || registry.verify(&ins, &input.traits)).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let result = match res {
+        Ok(Verified::Match(o)) => parameters("match", Some(o.to_fhir()), &[]),
+        Ok(Verified::Mismatch(d)) => parameters("mismatch", None, &d),
+        Err(e) => {
+            let r = registry_error(e);
+            app.repo.audit_operation(
+                &req.ctx,
+                "ins-verify",
+                Some("Patient"),
+                r.status().as_str(),
+                None,
+            );
+            return r;
+        }
+    };
+    let code = result["parameter"][0]["valueCode"]
+        .as_str()
+        .map(str::to_string);
+    app.repo
+        .audit_operation(&req.ctx, "ins-verify", Some("Patient"), "success", code);
+    fhir_bytes(
+        StatusCode::OK,
+        serde_json::to_vec(&result).unwrap_or_default(),
+        &req,
+    )
+}
+
+/// `GET /fhir/OperationDefinition/{ins-retrieve|ins-verify}`.
+pub(super) async fn operation_definition(name: &'static str, req: Req) -> Response {
+    match definition(name) {
+        Some(v) => fhir_bytes(
+            StatusCode::OK,
+            serde_json::to_vec(&v).unwrap_or_default(),
+            &req,
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            IssueType::NotFound,
+            format!("OperationDefinition/{name} introuvable"),
+        ),
+    }
+}
+
+fn param(name: &str, use_: &str, min: u32, max: &str, ty: &str, doc: &str) -> Value {
+    json!({"name": name, "use": use_, "min": min, "max": max, "type": ty, "documentation": doc})
+}
+
+/// The OperationDefinitions of the two operations (also referenced by the CapabilityStatement).
+pub fn definition(name: &str) -> Option<Value> {
+    let traits = [
+        param("family", "in", 0, "1", "string", "Nom de naissance."),
+        param(
+            "given",
+            "in",
+            0,
+            "*",
+            "string",
+            "Prénoms de naissance, dans l'ordre (le premier suffit).",
+        ),
+        param(
+            "birthdate",
+            "in",
+            0,
+            "1",
+            "date",
+            "Date de naissance (AAAA-MM-JJ).",
+        ),
+        param("gender", "in", 0, "1", "code", "Sexe : male ou female."),
+        param(
+            "birthplace",
+            "in",
+            0,
+            "1",
+            "string",
+            "Code INSEE du lieu de naissance (commune, ou 99 + pays).",
+        ),
+    ];
+    let (code, title, extra_in, results, doc) = match name {
+        "ins-retrieve" => (
+            "ins-retrieve",
+            "Récupération de l'INS (téléservice INSi)",
+            vec![param(
+                "carte-vitale",
+                "in",
+                0,
+                "1",
+                "string",
+                "Numéro de carte Vitale (à la place des traits).",
+            )],
+            "found | not-found | multiple",
+            "Renvoie l'INS et les traits officiels seulement si une identité unique correspond aux traits (ou à la carte Vitale).",
+        ),
+        "ins-verify" => (
+            "ins-verify",
+            "Vérification de l'INS (téléservice INSi)",
+            vec![param(
+                "ins",
+                "in",
+                1,
+                "1",
+                "string",
+                "Matricule INS (NIR ou NIA, 15 caractères).",
+            )],
+            "match | mismatch",
+            "Vérifie qu'un matricule INS existe et que ses traits officiels correspondent à ceux donnés ; sinon nomme les traits qui diffèrent (ins si le matricule est inconnu).",
+        ),
+        _ => return None,
+    };
+    let mut parameters: Vec<Value> = extra_in;
+    parameters.extend(traits);
+    parameters.push(param("result", "out", 1, "1", "code", results));
+    parameters.push(param(
+        "patient",
+        "out",
+        0,
+        "1",
+        "Patient",
+        "L'identité officielle (matricule, OID et traits).",
+    ));
+    if name == "ins-verify" {
+        parameters.push(param(
+            "mismatch",
+            "out",
+            0,
+            "*",
+            "code",
+            "Traits qui diffèrent : ins, family, given, birthdate, gender, birthplace.",
+        ));
+    }
+    Some(json!({
+        "resourceType": "OperationDefinition",
+        "id": code,
+        "url": format!("urn:socle:OperationDefinition:{code}"),
+        "name": code.replace('-', "_"),
+        "title": title,
+        "status": "active",
+        "kind": "operation",
+        "description": doc,
+        "code": code,
+        "resource": ["Patient"],
+        "system": false,
+        "type": true,
+        "instance": false,
+        "parameter": parameters
+    }))
+}
