@@ -225,6 +225,14 @@ def main():
     if os.path.exists(extra):
         p(open(extra, encoding="utf-8").read().rstrip())
         p()
+    # Sections written by other harnesses (e.g. bench/insi.sh) are kept from the current RESULTS.md.
+    current = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+    if os.path.exists(current):
+        text = open(current, encoding="utf-8").read()
+        for begin, end in [("<!-- insi:begin -->", "<!-- insi:end -->")]:
+            if begin in text and end in text:
+                p(text[text.index(begin): text.index(end) + len(end)])
+                p()
     p("## Commands")
     p()
     p("Every figure above comes from one of these invocations (ports were picked free at run time).")

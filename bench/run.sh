@@ -234,5 +234,5 @@ import json, sys
 m = json.load(open(sys.argv[1])); m["loadavg_end"] = open("/proc/loadavg").read().strip()
 json.dump(m, open(sys.argv[1], "w"), indent=1)
 EOF
-python3 "$BENCH/report.py" "$OUT" >"$BENCH/RESULTS.md"
+python3 "$BENCH/report.py" "$OUT" >"$OUT/RESULTS.md" && cp "$OUT/RESULTS.md" "$BENCH/RESULTS.md"
 log "wrote $BENCH/RESULTS.md (raw: $RESULTS)"

@@ -114,11 +114,44 @@ enum Cmd {
         #[arg(long, default_value_t = 13)]
         seed: u64,
     },
+    /// INSi calls against the reference registry filled by `socle generate --persons N --seed S`: the same
+    /// generator, re-run here, gives a sample of identities that exist (every (N / sample)-th person).
+    Insi {
+        #[arg(long, value_enum)]
+        op: InsiOp,
+        /// Persons in the registry (as generated).
+        #[arg(long)]
+        persons: u64,
+        /// Seed of the generation.
+        #[arg(long, default_value_t = 1)]
+        gen_seed: u64,
+        /// Identities to draw queries from.
+        #[arg(long, default_value_t = 20_000)]
+        sample: u64,
+        #[arg(long, default_value_t = 5_000)]
+        count: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 300)]
+        max_seconds: u64,
+        #[arg(long, default_value_t = 200)]
+        warmup: u64,
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+    },
     /// Correctness probes: exit 1 if the server ignores the search parameters.
     Check {
         #[arg(long)]
         state: String,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum InsiOp {
+    /// POST Patient/$ins-verify with the matricule and the traits (expects `match`).
+    Verify,
+    /// POST Patient/$ins-retrieve with the traits and birth place (expects `found`).
+    Retrieve,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -143,10 +176,34 @@ const LOINC: &[(&str, &str, &str, f64, f64)] = &[
     ("8310-5", "Body temperature", "Cel", 35.5, 40.0),
     ("29463-7", "Body weight", "kg", 3.0, 140.0),
     ("8302-2", "Body height", "cm", 50.0, 200.0),
-    ("2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", 60.0, 250.0),
-    ("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mg/dL", 120.0, 300.0),
-    ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", 4.0, 12.0),
-    ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 85.0, 100.0),
+    (
+        "2339-0",
+        "Glucose [Mass/volume] in Blood",
+        "mg/dL",
+        60.0,
+        250.0,
+    ),
+    (
+        "2093-3",
+        "Cholesterol [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        120.0,
+        300.0,
+    ),
+    (
+        "4548-4",
+        "Hemoglobin A1c/Hemoglobin.total in Blood",
+        "%",
+        4.0,
+        12.0,
+    ),
+    (
+        "59408-5",
+        "Oxygen saturation in Arterial blood by Pulse oximetry",
+        "%",
+        85.0,
+        100.0,
+    ),
 ];
 
 const SNOMED: &[(&str, &str)] = &[
@@ -161,20 +218,110 @@ const SNOMED: &[(&str, &str)] = &[
 ];
 
 const FAMILIES: &[&str] = &[
-    "Martin", "Bernard", "Thomas", "Petit", "Robert", "Richard", "Durand", "Dubois", "Moreau", "Laurent",
-    "Simon", "Michel", "Lefèvre", "Leroy", "Roux", "David", "Bertrand", "Morel", "Fournier", "Girard",
-    "Bonnet", "Dupont", "Lambert", "Fontaine", "Rousseau", "Vincent", "Muller", "Lefebvre", "Faure", "André",
-    "Mercier", "Blanc", "Guérin", "Boyer", "Garnier", "Chevalier", "François", "Legrand", "Gauthier", "Garcia",
-    "Perrin", "Robin", "Clément", "Morin", "Nicolas", "Henry", "Roussel", "Mathieu", "Gautier", "Masson",
-    "Marchand", "Duval", "Denis", "Dumont", "Marie", "Lemaire", "Noël", "Meyer", "Dufour", "Meunier",
+    "Martin",
+    "Bernard",
+    "Thomas",
+    "Petit",
+    "Robert",
+    "Richard",
+    "Durand",
+    "Dubois",
+    "Moreau",
+    "Laurent",
+    "Simon",
+    "Michel",
+    "Lefèvre",
+    "Leroy",
+    "Roux",
+    "David",
+    "Bertrand",
+    "Morel",
+    "Fournier",
+    "Girard",
+    "Bonnet",
+    "Dupont",
+    "Lambert",
+    "Fontaine",
+    "Rousseau",
+    "Vincent",
+    "Muller",
+    "Lefebvre",
+    "Faure",
+    "André",
+    "Mercier",
+    "Blanc",
+    "Guérin",
+    "Boyer",
+    "Garnier",
+    "Chevalier",
+    "François",
+    "Legrand",
+    "Gauthier",
+    "Garcia",
+    "Perrin",
+    "Robin",
+    "Clément",
+    "Morin",
+    "Nicolas",
+    "Henry",
+    "Roussel",
+    "Mathieu",
+    "Gautier",
+    "Masson",
+    "Marchand",
+    "Duval",
+    "Denis",
+    "Dumont",
+    "Marie",
+    "Lemaire",
+    "Noël",
+    "Meyer",
+    "Dufour",
+    "Meunier",
 ];
 const GIVEN_F: &[&str] = &[
-    "Marie", "Camille", "Léa", "Manon", "Chloé", "Inès", "Jeanne", "Louise", "Émilie", "Sophie", "Nathalie",
-    "Isabelle", "Sylvie", "Catherine", "Hélène", "Claire", "Anne", "Juliette", "Zoé", "Margaux",
+    "Marie",
+    "Camille",
+    "Léa",
+    "Manon",
+    "Chloé",
+    "Inès",
+    "Jeanne",
+    "Louise",
+    "Émilie",
+    "Sophie",
+    "Nathalie",
+    "Isabelle",
+    "Sylvie",
+    "Catherine",
+    "Hélène",
+    "Claire",
+    "Anne",
+    "Juliette",
+    "Zoé",
+    "Margaux",
 ];
 const GIVEN_M: &[&str] = &[
-    "Jean", "Pierre", "Michel", "Philippe", "Alain", "Nicolas", "Thomas", "Lucas", "Hugo", "Louis", "Théo",
-    "Julien", "François", "Éric", "Laurent", "Olivier", "Antoine", "Mathieu", "Gabriel", "Raphaël",
+    "Jean",
+    "Pierre",
+    "Michel",
+    "Philippe",
+    "Alain",
+    "Nicolas",
+    "Thomas",
+    "Lucas",
+    "Hugo",
+    "Louis",
+    "Théo",
+    "Julien",
+    "François",
+    "Éric",
+    "Laurent",
+    "Olivier",
+    "Antoine",
+    "Mathieu",
+    "Gabriel",
+    "Raphaël",
 ];
 
 /// Resources per patient in the ingest mix: 1 Patient, 1 Encounter, 6 Observations, 2 Conditions.
@@ -269,9 +416,17 @@ fn make_bundle(seed: u64, k: u64, per_bundle: u64) -> (Value, Vec<PatientKey>) {
         let eid = rng.uuid();
         let female = rng.below(2) == 0;
         let family = rng.pick(FAMILIES).to_string();
-        let given = if female { rng.pick(GIVEN_F) } else { rng.pick(GIVEN_M) };
+        let given = if female {
+            rng.pick(GIVEN_F)
+        } else {
+            rng.pick(GIVEN_M)
+        };
         let birth = date(-14_610 + rng.below(32_000) as i64); // 1930-01-01 .. ~2017
-        let nir = format!("{}{:012}", if female { 2 } else { 1 }, rng.below(1_000_000_000_000));
+        let nir = format!(
+            "{}{:012}",
+            if female { 2 } else { 1 },
+            rng.below(1_000_000_000_000)
+        );
         entries.push(entry(
             &pid,
             json!({
@@ -297,7 +452,11 @@ fn make_bundle(seed: u64, k: u64, per_bundle: u64) -> (Value, Vec<PatientKey>) {
         for code in patient_codes(p) {
             let (c, display, unit, lo, hi) = *LOINC.iter().find(|l| l.0 == code).unwrap();
             let v = (rng.float(lo, hi) * 10.0).round() / 10.0;
-            let cat = if c.starts_with('8') || c == "29463-7" || c == "59408-5" { "vital-signs" } else { "laboratory" };
+            let cat = if c.starts_with('8') || c == "29463-7" || c == "59408-5" {
+                "vital-signs"
+            } else {
+                "laboratory"
+            };
             entries.push(entry(
                 &rng.uuid(),
                 json!({
@@ -326,9 +485,16 @@ fn make_bundle(seed: u64, k: u64, per_bundle: u64) -> (Value, Vec<PatientKey>) {
                 }),
             ));
         }
-        keys.push(PatientKey { index: p, family, birth });
+        keys.push(PatientKey {
+            index: p,
+            family,
+            birth,
+        });
     }
-    (json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}), keys)
+    (
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        keys,
+    )
 }
 
 // ---------------------------------------------------------------- state file
@@ -346,13 +512,18 @@ struct State {
 }
 
 fn save_state(path: &str, patients: &[Patient], resources: u64) -> anyhow::Result<()> {
-    let list: Vec<Value> = patients.iter().map(|p| json!([p.id, p.index, p.family, p.birth])).collect();
+    let list: Vec<Value> = patients
+        .iter()
+        .map(|p| json!([p.id, p.index, p.family, p.birth]))
+        .collect();
     let v = json!({"resources": resources, "patients": list});
     std::fs::write(path, serde_json::to_vec(&v)?).with_context(|| format!("écriture de {path}"))
 }
 
 fn load_state(path: &str) -> anyhow::Result<State> {
-    let v: Value = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("lecture de {path}"))?)?;
+    let v: Value = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("lecture de {path}"))?,
+    )?;
     let patients = v["patients"]
         .as_array()
         .ok_or_else(|| anyhow!("{path}: no patients"))?
@@ -389,7 +560,10 @@ fn enc(s: &str) -> String {
 fn id_from_location(loc: &str, rtype: &str) -> Option<String> {
     let parts: Vec<&str> = loc.split('/').collect();
     let i = parts.iter().rposition(|p| *p == rtype)?;
-    parts.get(i + 1).filter(|s| !s.is_empty()).map(|s| s.to_string())
+    parts
+        .get(i + 1)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_string())
 }
 
 #[derive(Clone)]
@@ -406,7 +580,10 @@ impl Http {
             .pool_max_idle_per_host(pool.max(1))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Http { client, base: base.trim_end_matches('/').to_string() })
+        Ok(Http {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+        })
     }
     fn url(&self, path: &str) -> String {
         if path.starts_with("http://") || path.starts_with("https://") {
@@ -417,11 +594,19 @@ impl Http {
     }
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = self.url(path);
-        let r = self.client.get(&url).header("Accept", "application/fhir+json").send().await?;
+        let r = self
+            .client
+            .get(&url)
+            .header("Accept", "application/fhir+json")
+            .send()
+            .await?;
         let status = r.status();
         let body = r.bytes().await?;
         if !status.is_success() {
-            bail!("GET {url} → {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+            bail!(
+                "GET {url} → {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
         }
         Ok(serde_json::from_slice(&body).with_context(|| format!("GET {url}: invalid JSON"))?)
     }
@@ -439,7 +624,10 @@ impl Http {
         let status = r.status();
         let body = r.bytes().await?;
         if !status.is_success() {
-            bail!("POST {url} → {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+            bail!(
+                "POST {url} → {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
         }
         if body.is_empty() {
             return Ok(Value::Null);
@@ -456,14 +644,22 @@ fn matches(bundle: &Value, rtype: &str) -> u64 {
             es.iter()
                 .filter(|e| {
                     e["resource"]["resourceType"] == rtype
-                        && e["search"]["mode"].as_str().map(|m| m == "match").unwrap_or(true)
+                        && e["search"]["mode"]
+                            .as_str()
+                            .map(|m| m == "match")
+                            .unwrap_or(true)
                 })
                 .count() as u64
         })
         .unwrap_or(0)
 }
 fn next_link(bundle: &Value) -> Option<String> {
-    bundle["link"].as_array()?.iter().find(|l| l["relation"] == "next")?["url"].as_str().map(str::to_string)
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == "next")?["url"]
+        .as_str()
+        .map(str::to_string)
 }
 
 // ---------------------------------------------------------------- runner
@@ -480,7 +676,8 @@ struct JobOut {
     pages: Vec<u64>,
 }
 
-type Job = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = anyhow::Result<JobOut>> + Send>> + Send + Sync>;
+type Job =
+    Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = anyhow::Result<JobOut>> + Send>> + Send + Sync>;
 
 #[derive(Default)]
 struct Acc {
@@ -574,7 +771,11 @@ fn round(x: f64, d: i32) -> Value {
 
 fn latency_json(lat: &mut [u64]) -> Value {
     lat.sort_unstable();
-    let mean = if lat.is_empty() { f64::NAN } else { lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0 };
+    let mean = if lat.is_empty() {
+        f64::NAN
+    } else {
+        lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0
+    };
     json!({
         "p50_ms": round(pct(lat, 50.0), 2),
         "p90_ms": round(pct(lat, 90.0), 2),
@@ -600,7 +801,9 @@ fn report(cli: &Cli, workload: &str, params: Value, mut run: Run) -> anyhow::Res
         "throughput_rps": round(ok as f64 / secs, 1),
     });
     let lat = latency_json(&mut run.acc.lat);
-    v.as_object_mut().unwrap().extend(lat.as_object().unwrap().clone());
+    v.as_object_mut()
+        .unwrap()
+        .extend(lat.as_object().unwrap().clone());
     if run.acc.resources > 0 {
         v["resources"] = json!(run.acc.resources);
         v["resources_per_s"] = round(run.acc.resources as f64 / secs, 1);
@@ -627,7 +830,10 @@ fn report(cli: &Cli, workload: &str, params: Value, mut run: Run) -> anyhow::Res
     println!("{line}");
     if let Some(out) = &cli.out {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(out)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)?;
         writeln!(f, "{line}")?;
     }
     Ok(v)
@@ -659,9 +865,14 @@ async fn ingest(
             let (bundle, keys) = make_bundle(seed, k, per_bundle);
             let n = bundle["entry"].as_array().map(|a| a.len()).unwrap_or(0);
             let resp = http.post("", serde_json::to_vec(&bundle)?).await?;
-            let entries = resp["entry"].as_array().ok_or_else(|| anyhow!("transaction-response without entries"))?;
+            let entries = resp["entry"]
+                .as_array()
+                .ok_or_else(|| anyhow!("transaction-response without entries"))?;
             if entries.len() != n {
-                bail!("transaction-response has {} entries for {n} sent", entries.len());
+                bail!(
+                    "transaction-response has {} entries for {n} sent",
+                    entries.len()
+                );
             }
             for e in entries {
                 let st = e["response"]["status"].as_str().unwrap_or("");
@@ -676,10 +887,18 @@ async fn ingest(
                 let id = id_from_location(loc, "Patient")
                     .or_else(|| e["resource"]["id"].as_str().map(str::to_string))
                     .ok_or_else(|| anyhow!("no Patient id in response entry (location {loc:?})"))?;
-                got.push(Patient { id, index: key.index, family: key.family, birth: key.birth });
+                got.push(Patient {
+                    id,
+                    index: key.index,
+                    family: key.family,
+                    birth: key.birth,
+                });
             }
             created.lock().unwrap().extend(got);
-            Ok(JobOut { resources: n as u64, ..Default::default() })
+            Ok(JobOut {
+                resources: n as u64,
+                ..Default::default()
+            })
         })
     });
     let run = run_jobs(concurrency, bundles, Duration::from_secs(max_seconds), job).await;
@@ -695,7 +914,14 @@ async fn ingest(
     Ok(())
 }
 
-async fn create(cli: &Cli, count: u64, concurrency: usize, state: &str, max_seconds: u64, seed: u64) -> anyhow::Result<()> {
+async fn create(
+    cli: &Cli,
+    count: u64,
+    concurrency: usize,
+    state: &str,
+    max_seconds: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
     let st = Arc::new(load_state(state)?);
     let http = Http::new(&cli.base, cli.timeout, concurrency)?;
     let job: Job = Arc::new(move |i| {
@@ -713,11 +939,19 @@ async fn create(cli: &Cli, count: u64, concurrency: usize, state: &str, max_seco
                 "valueQuantity": {"value": (rng.float(lo, hi) * 10.0).round() / 10.0, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
             });
             http.post("Observation", serde_json::to_vec(&obs)?).await?;
-            Ok(JobOut { resources: 1, ..Default::default() })
+            Ok(JobOut {
+                resources: 1,
+                ..Default::default()
+            })
         })
     });
     let run = run_jobs(concurrency, count, Duration::from_secs(max_seconds), job).await;
-    report(cli, "create", json!({"count": count, "concurrency": concurrency}), run)?;
+    report(
+        cli,
+        "create",
+        json!({"count": count, "concurrency": concurrency}),
+        run,
+    )?;
     Ok(())
 }
 
@@ -748,8 +982,94 @@ async fn read(
         run_jobs(concurrency, warmup, Duration::from_secs(60), job.clone()).await;
     }
     let run = run_jobs(concurrency, count, Duration::from_secs(max_seconds), job).await;
-    report(cli, "read", json!({"count": count, "concurrency": concurrency, "warmup": warmup}), run)?;
+    report(
+        cli,
+        "read",
+        json!({"count": count, "concurrency": concurrency, "warmup": warmup}),
+        run,
+    )?;
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insi(
+    cli: &Cli,
+    op: InsiOp,
+    persons: u64,
+    gen_seed: u64,
+    sample: u64,
+    count: u64,
+    concurrency: usize,
+    max_seconds: u64,
+    warmup: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    // Re-run the generator and keep evenly spread identities.
+    let step = (persons / sample.max(1)).max(1);
+    let mut g = socle_ins::generate::PersonGenerator::new(gen_seed);
+    let mut bodies: Vec<(Vec<u8>, String)> = Vec::with_capacity(sample as usize);
+    for i in 0..persons {
+        let p = g.next_person();
+        if i % step != 0 {
+            continue;
+        }
+        let mut params = vec![
+            json!({"name": "family", "valueString": p.family}),
+            json!({"name": "given", "valueString": p.given[0]}),
+            json!({"name": "birthdate", "valueDate": p.birth_date}),
+            json!({"name": "gender", "valueCode": p.gender}),
+            json!({"name": "birthplace", "valueString": p.birth_place}),
+        ];
+        if op == InsiOp::Verify {
+            params.push(json!({"name": "ins", "valueString": p.matricule}));
+        }
+        let body = serde_json::to_vec(&json!({"resourceType": "Parameters", "parameter": params}))?;
+        bodies.push((body, p.matricule));
+    }
+    let bodies = Arc::new(bodies);
+    let http = Http::new(&cli.base, cli.timeout, concurrency)?;
+    let path = match op {
+        InsiOp::Verify => "Patient/$ins-verify",
+        InsiOp::Retrieve => "Patient/$ins-retrieve",
+    };
+    let expect = match op {
+        InsiOp::Verify => "match",
+        InsiOp::Retrieve => "found",
+    };
+    let job: Job = Arc::new(move |i| {
+        let (http, bodies) = (http.clone(), bodies.clone());
+        Box::pin(async move {
+            let mut rng = Rng::new(seed.wrapping_mul(104_729).wrapping_add(i));
+            let (body, matricule) = rng.pick(&bodies);
+            let r = http.post(path, body.clone()).await?;
+            let result = r["parameter"][0]["valueCode"].as_str().unwrap_or_default();
+            // Perfect homonyms born in the same place would legitimately give `multiple`: counted as errors
+            // here, and reported (none in practice).
+            if result != expect {
+                bail!("{path} for {matricule}: {result}");
+            }
+            Ok(JobOut::default())
+        })
+    });
+    if warmup > 0 {
+        run_jobs(concurrency, warmup, Duration::from_secs(60), job.clone()).await;
+    }
+    let run = run_jobs(concurrency, count, Duration::from_secs(max_seconds), job).await;
+    let name = match op {
+        InsiOp::Verify => "insi-verify",
+        InsiOp::Retrieve => "insi-retrieve",
+    };
+    report(
+        cli,
+        name,
+        json!({"count": count, "concurrency": concurrency, "persons": persons, "sample": bodies_len(sample, persons)}),
+        run,
+    )?;
+    Ok(())
+}
+
+fn bodies_len(sample: u64, persons: u64) -> u64 {
+    sample.min(persons)
 }
 
 fn loinc_token(code: &str) -> String {
@@ -761,10 +1081,21 @@ fn search_path(q: Query, p: &Patient, rng: &mut Rng, page_size: usize) -> String
         Query::PatientCode => {
             let codes: Vec<&str> = patient_codes(p.index).collect();
             let code = codes[rng.below(codes.len() as u64) as usize];
-            format!("Observation?patient=Patient/{}&code={}", enc(&p.id), loinc_token(code))
+            format!(
+                "Observation?patient=Patient/{}&code={}",
+                enc(&p.id),
+                loinc_token(code)
+            )
         }
-        Query::FamilyBirthdate => format!("Patient?family={}&birthdate={}", enc(&p.family), enc(&p.birth)),
-        Query::CodePaged => format!("Observation?code={}&_count={page_size}", loinc_token(rng.pick(LOINC).0)),
+        Query::FamilyBirthdate => format!(
+            "Patient?family={}&birthdate={}",
+            enc(&p.family),
+            enc(&p.birth)
+        ),
+        Query::CodePaged => format!(
+            "Observation?code={}&_count={page_size}",
+            loinc_token(rng.pick(LOINC).0)
+        ),
         Query::SummaryCount => "Observation?_summary=count".to_string(),
     }
 }
@@ -790,7 +1121,11 @@ async fn search(
             let mut rng = Rng::new(seed.wrapping_mul(15_485_863).wrapping_add(i));
             let p = rng.pick(&st.patients).clone();
             let path = search_path(q, &p, &mut rng, page_size);
-            let rtype = if q == Query::FamilyBirthdate { "Patient" } else { "Observation" };
+            let rtype = if q == Query::FamilyBirthdate {
+                "Patient"
+            } else {
+                "Observation"
+            };
             match q {
                 Query::CodePaged => {
                     let mut lat = Vec::with_capacity(pages);
@@ -807,23 +1142,39 @@ async fn search(
                             _ => break,
                         }
                     }
-                    Ok(JobOut { hits: Some(hits), pages: lat, ..Default::default() })
+                    Ok(JobOut {
+                        hits: Some(hits),
+                        pages: lat,
+                        ..Default::default()
+                    })
                 }
                 Query::SummaryCount => {
                     let b = http.get(&path).await?;
-                    let total = b["total"].as_u64().ok_or_else(|| anyhow!("_summary=count without total"))?;
-                    Ok(JobOut { total: Some(total), ..Default::default() })
+                    let total = b["total"]
+                        .as_u64()
+                        .ok_or_else(|| anyhow!("_summary=count without total"))?;
+                    Ok(JobOut {
+                        total: Some(total),
+                        ..Default::default()
+                    })
                 }
                 _ => {
                     let b = http.get(&path).await?;
                     let h = matches(&b, rtype);
                     if q == Query::FamilyBirthdate
-                        && !b["entry"].as_array().into_iter().flatten().any(|e| e["resource"]["id"] == p.id.as_str())
+                        && !b["entry"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|e| e["resource"]["id"] == p.id.as_str())
                         && h < 20
                     {
                         bail!("{path}: Patient/{} not among {h} results", p.id);
                     }
-                    Ok(JobOut { hits: Some(h), ..Default::default() })
+                    Ok(JobOut {
+                        hits: Some(h),
+                        ..Default::default()
+                    })
                 }
             }
         })
@@ -853,37 +1204,85 @@ async fn check(cli: &Cli, state: &str) -> anyhow::Result<bool> {
         ok &= good;
     };
     let b = http.get(&format!("Patient/{}", p.id)).await?;
-    probe("read", b["id"] == p.id.as_str(), format!("Patient/{}", p.id));
+    probe(
+        "read",
+        b["id"] == p.id.as_str(),
+        format!("Patient/{}", p.id),
+    );
 
-    let path = format!("Patient?family={}&birthdate={}", enc(&p.family), enc(&p.birth));
+    let path = format!(
+        "Patient?family={}&birthdate={}",
+        enc(&p.family),
+        enc(&p.birth)
+    );
     let b = http.get(&path).await?;
-    let ids: Vec<&str> = b["entry"].as_array().into_iter().flatten().filter_map(|e| e["resource"]["id"].as_str()).collect();
-    probe("family+birthdate", ids.contains(&p.id.as_str()) && ids.len() < 20, format!("{path} → {} results", ids.len()));
+    let ids: Vec<&str> = b["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["resource"]["id"].as_str())
+        .collect();
+    probe(
+        "family+birthdate",
+        ids.contains(&p.id.as_str()) && ids.len() < 20,
+        format!("{path} → {} results", ids.len()),
+    );
 
     let path = format!("Patient?family={}&birthdate=1800-01-01", enc(&p.family));
     let b = http.get(&path).await?;
-    probe("family+birthdate (none)", matches(&b, "Patient") == 0, format!("{path} → {} results", matches(&b, "Patient")));
+    probe(
+        "family+birthdate (none)",
+        matches(&b, "Patient") == 0,
+        format!("{path} → {} results", matches(&b, "Patient")),
+    );
 
     let code = patient_codes(p.index).next().unwrap();
-    let path = format!("Observation?patient=Patient/{}&code={}", enc(&p.id), loinc_token(code));
+    let path = format!(
+        "Observation?patient=Patient/{}&code={}",
+        enc(&p.id),
+        loinc_token(code)
+    );
     let b = http.get(&path).await?;
-    probe("patient+code", matches(&b, "Observation") == 1, format!("{path} → {} results", matches(&b, "Observation")));
+    probe(
+        "patient+code",
+        matches(&b, "Observation") == 1,
+        format!("{path} → {} results", matches(&b, "Observation")),
+    );
 
-    let other = LOINC.iter().map(|l| l.0).find(|c| !patient_codes(p.index).any(|x| x == *c)).unwrap();
-    let path = format!("Observation?patient=Patient/{}&code={}", enc(&p.id), loinc_token(other));
+    let other = LOINC
+        .iter()
+        .map(|l| l.0)
+        .find(|c| !patient_codes(p.index).any(|x| x == *c))
+        .unwrap();
+    let path = format!(
+        "Observation?patient=Patient/{}&code={}",
+        enc(&p.id),
+        loinc_token(other)
+    );
     let b = http.get(&path).await?;
-    probe("patient+code (none)", matches(&b, "Observation") == 0, format!("{path} → {} results", matches(&b, "Observation")));
+    probe(
+        "patient+code (none)",
+        matches(&b, "Observation") == 0,
+        format!("{path} → {} results", matches(&b, "Observation")),
+    );
 
     let path = format!("Observation?code={}&_count=100", loinc_token(code));
     let b = http.get(&path).await?;
     let n = matches(&b, "Observation");
     let same = b["entry"].as_array().into_iter().flatten().all(|e| {
-        e["resource"]["code"]["coding"].as_array().into_iter().flatten().any(|c| c["code"] == code)
+        e["resource"]["code"]["coding"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["code"] == code)
     });
     probe(
         "code paged",
         n > 0 && same && (next_link(&b).is_some() || n < 100),
-        format!("{path} → {n} results, next link: {}", next_link(&b).is_some()),
+        format!(
+            "{path} → {n} results, next link: {}",
+            next_link(&b).is_some()
+        ),
     );
 
     let path = "Observation?_summary=count";
@@ -901,17 +1300,100 @@ async fn check(cli: &Cli, state: &str) -> anyhow::Result<bool> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.cmd {
-        Cmd::Ingest { resources, bundle_size, concurrency, state, seed, max_seconds } => {
-            ingest(&cli, *resources, *bundle_size, *concurrency, state, *seed, *max_seconds).await
+        Cmd::Ingest {
+            resources,
+            bundle_size,
+            concurrency,
+            state,
+            seed,
+            max_seconds,
+        } => {
+            ingest(
+                &cli,
+                *resources,
+                *bundle_size,
+                *concurrency,
+                state,
+                *seed,
+                *max_seconds,
+            )
+            .await
         }
-        Cmd::Create { count, concurrency, state, max_seconds, seed } => {
-            create(&cli, *count, *concurrency, state, *max_seconds, *seed).await
+        Cmd::Create {
+            count,
+            concurrency,
+            state,
+            max_seconds,
+            seed,
+        } => create(&cli, *count, *concurrency, state, *max_seconds, *seed).await,
+        Cmd::Read {
+            count,
+            concurrency,
+            state,
+            max_seconds,
+            warmup,
+            seed,
+        } => {
+            read(
+                &cli,
+                *count,
+                *concurrency,
+                state,
+                *max_seconds,
+                *warmup,
+                *seed,
+            )
+            .await
         }
-        Cmd::Read { count, concurrency, state, max_seconds, warmup, seed } => {
-            read(&cli, *count, *concurrency, state, *max_seconds, *warmup, *seed).await
+        Cmd::Search {
+            query,
+            count,
+            concurrency,
+            state,
+            max_seconds,
+            warmup,
+            pages,
+            page_size,
+            seed,
+        } => {
+            search(
+                &cli,
+                *query,
+                *count,
+                *concurrency,
+                state,
+                *max_seconds,
+                *warmup,
+                *pages,
+                *page_size,
+                *seed,
+            )
+            .await
         }
-        Cmd::Search { query, count, concurrency, state, max_seconds, warmup, pages, page_size, seed } => {
-            search(&cli, *query, *count, *concurrency, state, *max_seconds, *warmup, *pages, *page_size, *seed).await
+        Cmd::Insi {
+            op,
+            persons,
+            gen_seed,
+            sample,
+            count,
+            concurrency,
+            max_seconds,
+            warmup,
+            seed,
+        } => {
+            insi(
+                &cli,
+                *op,
+                *persons,
+                *gen_seed,
+                *sample,
+                *count,
+                *concurrency,
+                *max_seconds,
+                *warmup,
+                *seed,
+            )
+            .await
         }
         Cmd::Check { state } => {
             if !check(&cli, state).await? {

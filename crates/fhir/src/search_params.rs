@@ -14,6 +14,9 @@ use serde::Deserialize;
 use socle_fhirpath::Expression;
 
 static SEARCH_PARAMETERS_JSON: &str = include_str!("../data/search-parameters.json");
+/// French national search parameters (ANS implementation guides), written from their published definitions:
+/// `mailbox-mss` and `mailbox-mss-type` of the *Annuaire Santé* IG (interop.esante.gouv.fr/ig/fhir/annuaire).
+static SEARCH_PARAMETERS_FR_JSON: &str = include_str!("../data/search-parameters-fr.json");
 static RESOURCE_TYPES_JSON: &str = include_str!("../data/resource-types.json");
 static COMPARTMENT_PATIENT_JSON: &str = include_str!("../data/compartment-patient.json");
 
@@ -95,6 +98,8 @@ pub(crate) const COMPOSITE_ITEM_VAR: &str = "compositeItem";
 pub struct SearchParam {
     /// The id of the SearchParameter definition (`clinical-patient`, `Resource-tag`…).
     pub id: String,
+    /// The definition's canonical URL.
+    pub url: String,
     /// The code used in queries (`patient`, `_tag`…).
     pub code: String,
     /// The parameter type.
@@ -168,6 +173,8 @@ struct RawParam {
     target: Vec<String>,
     #[serde(default)]
     comp: Vec<RawComponent>,
+    /// Canonical URL, for definitions outside the FHIR core (`http://hl7.org/fhir/SearchParameter/{id}`).
+    url: Option<String>,
     multiple_or: Option<bool>,
     multiple_and: Option<bool>,
 }
@@ -195,8 +202,12 @@ pub fn is_resource_type(name: &str) -> bool {
 
 impl Registry {
     fn load() -> Registry {
-        let raw: Vec<RawParam> = serde_json::from_str(SEARCH_PARAMETERS_JSON)
+        let mut raw: Vec<RawParam> = serde_json::from_str(SEARCH_PARAMETERS_JSON)
             .expect("embedded search-parameters.json is valid");
+        raw.extend(
+            serde_json::from_str::<Vec<RawParam>>(SEARCH_PARAMETERS_FR_JSON)
+                .expect("embedded search-parameters-fr.json is valid"),
+        );
         let compartment: HashMap<String, Vec<String>> =
             serde_json::from_str(COMPARTMENT_PATIENT_JSON)
                 .expect("embedded compartment-patient.json is valid");
@@ -279,6 +290,10 @@ impl Registry {
                 let idx = reg.params.len();
                 reg.params.push(SearchParam {
                     id: p.id.clone(),
+                    url: p
+                        .url
+                        .clone()
+                        .unwrap_or_else(|| format!("http://hl7.org/fhir/SearchParameter/{}", p.id)),
                     code: p.code.clone(),
                     kind,
                     expression,

@@ -146,8 +146,9 @@ pub struct PersonGenerator {
     countries: Weighted,
     given_f: Vec<(u16, Weighted)>,
     given_m: Vec<(u16, Weighted)>,
-    /// Next order number per (sex digit, year, month, place).
-    orders: HashMap<(u8, u16, u8, &'static str), u16>,
+    /// Next order number per (sex digit, year modulo 100, month, place), the four packed in a `u64`
+    /// (10 M persons make millions of keys).
+    orders: HashMap<u64, u16>,
     pending: Vec<Person>,
     count: u64,
 }
@@ -262,7 +263,15 @@ impl PersonGenerator {
         place: &'static str,
     ) -> Option<String> {
         let sex_digit = if female { 2 } else { 1 };
-        let key = (sex_digit, year, month, place);
+        let place_bits = place
+            .bytes()
+            .take(5)
+            .fold(0u64, |acc, b| (acc << 8) | b as u64);
+        // The NIR carries the year modulo 100: people born a century apart share the counter.
+        let key = place_bits
+            | (month as u64) << 40
+            | ((year % 100) as u64) << 44
+            | (sex_digit as u64) << 60;
         let order = self.orders.entry(key).or_insert(0);
         *order += 1;
         if *order > 999 {
@@ -392,5 +401,17 @@ mod tests {
         assert_eq!(cards.len(), a.len());
         let mut g = PersonGenerator::new(8);
         assert_ne!(g.next_person(), a[0], "another seed, other persons");
+    }
+
+    #[test]
+    fn matricules_are_unique_at_scale() {
+        // People born a century apart in the same place and month share the NIR's year digits: the order
+        // numbers must not restart for them (a bug this test caught at 1 M persons).
+        let mut g = PersonGenerator::new(1);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..300_000 {
+            let p = g.next_person();
+            assert!(seen.insert(p.matricule.clone()), "duplicate {p:?}");
+        }
     }
 }

@@ -16,8 +16,7 @@ fn search_params(rtype: &str) -> Vec<Value> {
         {
             continue;
         }
-        v.push(json!({"name": p.code, "type": p.kind.as_str(),
-                      "definition": format!("http://hl7.org/fhir/SearchParameter/{}", p.id)}));
+        v.push(json!({"name": p.code, "type": p.kind.as_str(), "definition": p.url}));
     }
     v
 }
