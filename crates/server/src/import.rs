@@ -51,7 +51,7 @@ fn ctx() -> RequestContext {
 }
 
 /// Wraps resources in a transaction of PUTs (or POSTs for resources without id).
-fn as_transaction(resources: Vec<Value>) -> Value {
+pub(crate) fn as_transaction(resources: Vec<Value>) -> Value {
     let entries: Vec<Value> = resources
         .into_iter()
         .map(|r| {

@@ -1,5 +1,6 @@
 //! `socle`: the command-line entry point. Subcommands serve the API, import data and check the audit trail.
 
+mod annuaire_io;
 mod capability;
 mod http;
 mod import;
@@ -61,16 +62,27 @@ enum Command {
         batch: usize,
         /// The files are reference identities for the INS registry (NDJSON, one FHIR Patient per line with its
         /// INS identifier and official traits), not resources of the FHIR store.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "annuaire")]
         registry: bool,
+        /// The files are extractions of the Annuaire Santé (pipe-separated "PS_LibreAcces_Personne_activite"
+        /// files; columns supported: see the README).
+        #[arg(long)]
+        annuaire: bool,
     },
-    /// Generate reproducible synthetic data: persons with coherent INS for the reference registry.
+    /// Generate reproducible synthetic data: persons with coherent INS for the reference registry, structures
+    /// and professionals for the Annuaire Santé.
     Generate {
         #[command(flatten)]
         store: StoreArgs,
         /// Persons (reference identities) to generate.
         #[arg(long, default_value_t = 0)]
         persons: u64,
+        /// Professionals (Practitioner with their PractitionerRole) to generate (needs --structures).
+        #[arg(long, default_value_t = 0)]
+        professionals: u64,
+        /// Structures (Organization with a FINESS number) to generate.
+        #[arg(long, default_value_t = 0)]
+        structures: u64,
         /// Seed: the same seed gives the same data.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -129,6 +141,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    // Business rules of the national registries, applied to every write.
+    socle_store::set_validators(vec![socle_directory::validate]);
     match cli.command {
         Command::Serve {
             store,
@@ -154,6 +168,21 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Import {
             store,
             files,
+            annuaire: true,
+            ..
+        } => {
+            let repo = socle_store::Repository::new(open_store(&store)?);
+            let report = annuaire_io::import(&repo, &files)?;
+            println!("{report}");
+            Ok(if report.errors.is_empty() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            })
+        }
+        Command::Import {
+            store,
+            files,
             registry: true,
             ..
         } => {
@@ -170,21 +199,45 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Generate {
             store,
             persons,
+            professionals,
+            structures,
             seed,
             out,
         } => {
-            let registry = match &out {
+            if professionals > 0 && structures == 0 {
+                anyhow::bail!(
+                    "--professionals demande des structures où exercer : ajoutez --structures N"
+                );
+            }
+            let st = match &out {
                 Some(_) => None,
-                None => {
-                    Some(socle_ins::Registry::open(open_store(&store)?).context("registre INS")?)
-                }
+                None => Some(open_store(&store)?),
             };
             if persons > 0 {
+                let registry = match &st {
+                    Some(st) => {
+                        Some(socle_ins::Registry::open(st.clone()).context("registre INS")?)
+                    }
+                    None => None,
+                };
                 println!(
                     "{}",
                     registry_io::generate_persons(
                         registry.as_ref(),
                         persons,
+                        seed,
+                        out.as_deref()
+                    )?
+                );
+            }
+            if structures > 0 {
+                let repo = st.map(socle_store::Repository::new);
+                println!(
+                    "{}",
+                    annuaire_io::generate(
+                        repo.as_ref(),
+                        structures,
+                        professionals,
                         seed,
                         out.as_deref()
                     )?
@@ -204,6 +257,18 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 );
             }
             let repo = Arc::new(socle_store::Repository::new(st));
+            if repo.type_count("Practitioner").context("Annuaire")? == 0 {
+                println!(
+                    "{}",
+                    annuaire_io::generate(
+                        Some(&repo),
+                        DEMO_STRUCTURES,
+                        DEMO_PROFESSIONALS,
+                        1,
+                        None
+                    )?
+                );
+            }
             println!("{}", demo_banner(listen, &data));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -224,7 +289,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             store,
             files,
             batch,
-            registry: false,
+            ..
         } => {
             let st = open_store(&store)?;
             let repo = socle_store::Repository::new(st);
@@ -266,6 +331,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 
 /// Persons of the demonstration's reference registry.
 const DEMO_PERSONS: u64 = 2_000;
+/// Structures and professionals of the demonstration's Annuaire.
+const DEMO_STRUCTURES: u64 = 60;
+const DEMO_PROFESSIONALS: u64 = 300;
 
 fn demo_banner(listen: SocketAddr, data: &std::path::Path) -> String {
     // The first person the demonstration generated (seed 1): a query that finds someone.
@@ -281,8 +349,9 @@ fn demo_banner(listen: SocketAddr, data: &std::path::Path) -> String {
     let verify = serde_json::json!({"resourceType": "Parameters", "parameter": params});
     format!(
         "Démonstration Socle — données dans {data} (supprimez ce dossier pour repartir de zéro)\n\
-         Registre INS : {DEMO_PERSONS} identités synthétiques (graine 1).\n\n\
+         Registre INS : {DEMO_PERSONS} identités synthétiques ; Annuaire : {DEMO_STRUCTURES} structures, {DEMO_PROFESSIONALS} professionnels (graine 1).\n\n\
          Essayez :\n  curl http://{listen}/fhir/metadata\n  \
+         curl 'http://{listen}/fhir/PractitionerRole?role=10&specialty=SM54&_include=PractitionerRole:practitioner&_include=PractitionerRole:organization'\n  \
          curl -X POST http://{listen}/fhir/Patient/\\$ins-retrieve -H 'Content-Type: application/fhir+json' -d '{retrieve}'\n  \
          curl -X POST http://{listen}/fhir/Patient/\\$ins-verify -H 'Content-Type: application/fhir+json' -d '{verify}'\n",
         data = data.display()

@@ -17,7 +17,7 @@ mod tx;
 
 use std::sync::Arc;
 
-pub use repo::{RepoError, Repository, RequestContext};
+pub use repo::{RepoError, Repository, RequestContext, Validator, set_validators};
 pub use sql::{Dialect, SqlConn, SqlValue};
 
 /// A storage failure.

@@ -449,6 +449,19 @@ impl Repository {
         }
     }
 
+    /// The number of live resources of a type (maintained in every write; no scan).
+    pub fn type_count(&self, rtype: &str) -> Result<i64, RepoError> {
+        self.read_tx(&mut |c| {
+            Ok(c.query_one(
+                "SELECT live FROM type_counts WHERE rtype = ?",
+                &[rtype.into()],
+            )?
+            .and_then(|r| r.into_iter().next())
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0))
+        })
+    }
+
     /// Whether reads by id may run on the caller's thread (see `Store::point_reads_are_local`).
     pub fn point_reads_are_local(&self) -> bool {
         self.store.point_reads_are_local()
@@ -777,6 +790,19 @@ fn read_current(c: &mut dyn SqlConn, rtype: &str, id: &str) -> Result<(Stored, S
     Ok((Stored::from_row(v), cur.pkey))
 }
 
+/// A business rule on resources of the national registries (a RPPS check digit, an identity-vigilance
+/// status…): `Err(reason)` refuses the write with 422 and the reason. Domain crates provide them; the binary
+/// installs them once at start-up with [`set_validators`].
+pub type Validator = fn(rtype: &str, resource: &Value) -> Result<(), String>;
+
+static VALIDATORS: std::sync::OnceLock<Vec<Validator>> = std::sync::OnceLock::new();
+
+/// Installs the validators every write goes through (once per process; later calls are ignored and return
+/// `false`).
+pub fn set_validators(v: Vec<Validator>) -> bool {
+    VALIDATORS.set(v).is_ok()
+}
+
 /// A resource checked and indexed before its transaction starts (so the write lock is held briefly).
 pub(crate) struct Prepared {
     pub rtype: String,
@@ -791,6 +817,9 @@ impl Prepared {
     pub fn new(rtype: &str, body: Value, url_id: Option<&str>) -> Result<Self, RepoError> {
         check_type(rtype)?;
         check_structure(&body)?;
+        for v in VALIDATORS.get().map(Vec::as_slice).unwrap_or(&[]) {
+            v(rtype, &body).map_err(RepoError::Unprocessable)?;
+        }
         let found = body
             .get("resourceType")
             .and_then(Value::as_str)
