@@ -8,6 +8,7 @@ pub mod data;
 pub mod generate;
 pub mod nir;
 pub mod registry;
+pub mod rniv;
 pub mod traits;
 
 pub use nir::{Nir, NirError};

@@ -29,6 +29,7 @@ pub struct Options {
 }
 
 mod insi;
+mod rniv;
 
 struct AppState {
     repo: Arc<Repository>,
@@ -60,6 +61,8 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
         .route("/fhir/$audit-trail/{seq}", get(audit_trail_record))
         .route("/fhir/Patient/{id}/$audit-trail", get(patient_audit_trail))
         .route("/fhir/Patient/$ins-retrieve", post(insi::retrieve))
+        .route("/fhir/Patient/$merge", post(rniv::merge))
+        .route("/fhir/Patient/{id}/$duplicates", get(rniv::duplicates))
         .route("/fhir/Patient/$ins-verify", post(insi::verify))
         .route(
             "/fhir/OperationDefinition/ins-retrieve",

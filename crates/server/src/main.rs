@@ -125,7 +125,27 @@ fn init_logging() {
 }
 
 fn open_store(s: &StoreArgs) -> anyhow::Result<Arc<dyn socle_store::Store>> {
-    socle_store::open(s.database.as_deref(), &s.data).context("ouverture du stockage")
+    let st = socle_store::open(s.database.as_deref(), &s.data).context("ouverture du stockage")?;
+    with_rules(st.clone())?;
+    Ok(st)
+}
+
+/// Opens the INS registry of a store and installs the business rules of the national registries that every
+/// write goes through (Annuaire identifiers, identity vigilance, which verifies INS against the registry).
+fn with_rules(st: Arc<dyn socle_store::Store>) -> anyhow::Result<Arc<socle_ins::Registry>> {
+    let registry = Arc::new(socle_ins::Registry::open(st).context("registre INS")?);
+    let reg = registry.clone();
+    socle_store::set_validators(vec![
+        Arc::new(socle_directory::validate),
+        Arc::new(move |rtype: &str, v: &serde_json::Value| {
+            if rtype == "Patient" {
+                socle_ins::rniv::check(v, Some(&reg))
+            } else {
+                Ok(())
+            }
+        }),
+    ]);
+    Ok(registry)
 }
 
 fn main() -> std::process::ExitCode {
@@ -141,8 +161,6 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    // Business rules of the national registries, applied to every write.
-    socle_store::set_validators(vec![socle_directory::validate]);
     match cli.command {
         Command::Serve {
             store,
@@ -248,7 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Demo { data, listen } => {
             let st =
                 socle_store::open(None, &data).context("ouverture du stockage de démonstration")?;
-            let registry = Arc::new(socle_ins::Registry::open(st.clone()).context("registre INS")?);
+            let registry = with_rules(st.clone())?;
             if registry.count().context("registre INS")? == 0 {
                 println!("Premier démarrage : génération de la population de démonstration…");
                 println!(

@@ -793,7 +793,7 @@ fn read_current(c: &mut dyn SqlConn, rtype: &str, id: &str) -> Result<(Stored, S
 /// A business rule on resources of the national registries (a RPPS check digit, an identity-vigilance
 /// status…): `Err(reason)` refuses the write with 422 and the reason. Domain crates provide them; the binary
 /// installs them once at start-up with [`set_validators`].
-pub type Validator = fn(rtype: &str, resource: &Value) -> Result<(), String>;
+pub type Validator = Arc<dyn Fn(&str, &Value) -> Result<(), String> + Send + Sync>;
 
 static VALIDATORS: std::sync::OnceLock<Vec<Validator>> = std::sync::OnceLock::new();
 

@@ -17,6 +17,38 @@ struct Input {
     traits: Traits,
     ins: Option<String>,
     card: Option<String>,
+    /// A local Patient whose traits (and INS, for verify) are used when not given.
+    patient: Option<String>,
+}
+
+/// Fills the input from the local Patient it names: refused when that identity is doubtful or fictitious.
+async fn with_patient(app: &App, req: &Req, mut input: Input) -> Result<Input, Response> {
+    let Some(id) = input.patient.clone() else {
+        return Ok(input);
+    };
+    // The store is synchronous: read on a blocking thread, never on the async runtime.
+    let (repo, ctx) = (app.repo.clone(), req.ctx.clone());
+    let p = blocking(move || super::rniv::patient_for_insi(&repo, &ctx, &id)).await??;
+    let t = socle_ins::rniv::traits_of(&p);
+    if input.traits.family.is_empty() {
+        input.traits.family = t.family;
+    }
+    if input.traits.given.is_empty() {
+        input.traits.given = t.given;
+    }
+    if input.traits.birth_date.is_empty() {
+        input.traits.birth_date = t.birth_date;
+    }
+    if input.traits.gender.is_empty() {
+        input.traits.gender = t.gender;
+    }
+    if input.traits.birth_place.is_none() {
+        input.traits.birth_place = t.birth_place;
+    }
+    if input.ins.is_none() {
+        input.ins = socle_ins::rniv::ins_of(&p).map(|(_, v)| v);
+    }
+    Ok(input)
 }
 
 /// The value of a parameter, whatever its `value[x]` type (string, code, date, or an Identifier's value).
@@ -44,6 +76,13 @@ fn parse_input(body: &Value) -> Result<Input, String> {
         .unwrap_or(&[])
     {
         let name = p["name"].as_str().unwrap_or_default();
+        if name == "patient" {
+            input.patient = Some(
+                super::rniv::reference_id(p)
+                    .ok_or_else(|| "paramètre patient : référence Patient attendue".to_string())?,
+            );
+            continue;
+        }
         let value = value_of(p).ok_or_else(|| format!("paramètre {name:?} sans valeur"))?;
         match name {
             "family" => input.traits.family = value,
@@ -107,6 +146,10 @@ pub(super) async fn retrieve(
             "ins n'est pas un paramètre de $ins-retrieve (utilisez $ins-verify)",
         );
     }
+    let input = match with_patient(&app, &req, input).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
     let registry = app.registry.clone();
     let res = blocking(move || match &input.card {
         Some(card) => {
@@ -163,6 +206,10 @@ pub(super) async fn verify(
     let input = match parse_input(&body) {
         Ok(i) => i,
         Err(m) => return error(StatusCode::BAD_REQUEST, IssueType::Invalid, m),
+    };
+    let input = match with_patient(&app, &req, input).await {
+        Ok(i) => i,
+        Err(r) => return r,
     };
     let Some(ins) = input.ins.clone() else {
         return error(
@@ -251,6 +298,14 @@ pub fn definition(name: &str) -> Option<Value> {
             "1",
             "string",
             "Code INSEE du lieu de naissance (commune, ou 99 + pays).",
+        ),
+        param(
+            "patient",
+            "in",
+            0,
+            "1",
+            "Reference",
+            "Patient local dont les traits (et l'INS pour la vérification) sont utilisés s'ils ne sont pas donnés ; refusé (422) pour une identité douteuse (DOUT) ou fictive (FICT).",
         ),
     ];
     let (code, title, extra_in, results, doc) = match name {
