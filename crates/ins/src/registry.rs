@@ -73,43 +73,73 @@ impl Registry {
     /// Opens the registry in `store`, creating its table if needed.
     pub fn open(store: Arc<dyn Store>) -> Result<Self, StoreError> {
         store.write(&mut |c| {
+            // No PRIMARY KEY clause: the unique index on the matricule plays that role, and a bulk load into
+            // an empty registry can drop it and build it once at the end (see `bulk_load`).
             c.execute(
-                "CREATE TABLE IF NOT EXISTS ins_registry (matricule TEXT PRIMARY KEY, system TEXT NOT NULL, \
+                "CREATE TABLE IF NOT EXISTS ins_registry (matricule TEXT NOT NULL, system TEXT NOT NULL, \
                  family TEXT NOT NULL, given TEXT NOT NULL, birth_date TEXT NOT NULL, gender TEXT NOT NULL, \
                  birth_place TEXT, family_key TEXT NOT NULL, card TEXT)",
                 &[],
             )?;
-            c.execute(
-                "CREATE INDEX IF NOT EXISTS ins_registry_traits ON ins_registry (family_key, birth_date)",
-                &[],
-            )?;
-            c.execute(
-                "CREATE INDEX IF NOT EXISTS ins_registry_card ON ins_registry (card)",
-                &[],
-            )?;
-            Ok(())
+            create_indexes(c)
         })?;
         Ok(Registry { store })
     }
 
+    /// Loads identities in batches (`next` gives them until it returns an empty batch). Into an empty
+    /// registry the indexes are dropped first and built once at the end — several times faster than keeping
+    /// them up to date row by row at 10 M identities; a duplicate matricule then fails the final unique index
+    /// (the registry is left empty of indexes only if that happens, and `open` rebuilds them). Into a
+    /// non-empty registry each batch is an upsert.
+    pub fn bulk_load(
+        &self,
+        next: &mut dyn FnMut() -> Vec<Official>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        let mut empty = true;
+        self.store.read(&mut |c| {
+            empty = c
+                .query_one("SELECT 1 FROM ins_registry LIMIT 1", &[])?
+                .is_none();
+            Ok(())
+        })?;
+        if !empty {
+            let mut n = 0;
+            loop {
+                let batch = next();
+                if batch.is_empty() {
+                    return Ok(n);
+                }
+                self.load(&batch)?;
+                n += batch.len() as u64;
+                progress(n);
+            }
+        }
+        self.store.write(&mut |c| {
+            for idx in INDEXES {
+                c.execute(&format!("DROP INDEX IF EXISTS {}", idx.0), &[])?;
+            }
+            Ok(())
+        })?;
+        let mut n = 0;
+        let res = (|| loop {
+            let batch = next();
+            if batch.is_empty() {
+                return Ok(n);
+            }
+            let rows = rows_of(&batch);
+            self.store
+                .write(&mut |c| c.insert_rows("ins_registry", COLUMNS, &rows))?;
+            n += batch.len() as u64;
+            progress(n);
+        })();
+        let built = self.store.write(&mut |c| create_indexes(c));
+        res.and(built.map(|()| n))
+    }
+
     /// Adds or replaces identities, all in one transaction.
     pub fn load(&self, batch: &[Official]) -> Result<(), StoreError> {
-        let rows: Vec<Vec<SqlValue>> = batch
-            .iter()
-            .map(|o| {
-                vec![
-                    o.matricule.as_str().into(),
-                    o.system.as_str().into(),
-                    o.traits.family.as_str().into(),
-                    o.traits.given.join(" ").into(),
-                    o.traits.birth_date.as_str().into(),
-                    o.traits.gender.as_str().into(),
-                    o.traits.birth_place.clone().into(),
-                    normalize_name(&o.traits.family).into(),
-                    o.card.clone().into(),
-                ]
-            })
-            .collect();
+        let rows = rows_of(batch);
         self.store
             .write(&mut |c| c.upsert_rows("ins_registry", COLUMNS, "matricule", &rows))
     }
@@ -203,6 +233,48 @@ impl Registry {
             }
         })
     }
+}
+
+/// The registry's indexes: the matricule (unique: verify), the traits (retrieve), the Carte Vitale.
+const INDEXES: &[(&str, &str)] = &[
+    (
+        "ins_registry_matricule",
+        "UNIQUE INDEX IF NOT EXISTS ins_registry_matricule ON ins_registry (matricule)",
+    ),
+    (
+        "ins_registry_traits",
+        "INDEX IF NOT EXISTS ins_registry_traits ON ins_registry (family_key, birth_date)",
+    ),
+    (
+        "ins_registry_card",
+        "INDEX IF NOT EXISTS ins_registry_card ON ins_registry (card)",
+    ),
+];
+
+fn create_indexes(c: &mut dyn SqlConn) -> Result<(), StoreError> {
+    for (_, ddl) in INDEXES {
+        c.execute(&format!("CREATE {ddl}"), &[])?;
+    }
+    Ok(())
+}
+
+fn rows_of(batch: &[Official]) -> Vec<Vec<SqlValue>> {
+    batch
+        .iter()
+        .map(|o| {
+            vec![
+                o.matricule.as_str().into(),
+                o.system.as_str().into(),
+                o.traits.family.as_str().into(),
+                o.traits.given.join(" ").into(),
+                o.traits.birth_date.as_str().into(),
+                o.traits.gender.as_str().into(),
+                o.traits.birth_place.clone().into(),
+                normalize_name(&o.traits.family).into(),
+                o.card.clone().into(),
+            ]
+        })
+        .collect()
 }
 
 fn decide(mut found: Vec<Official>) -> Retrieved {

@@ -314,3 +314,48 @@ fn registry_import_format_round_trips_and_checks_consistency() {
             .contains("INS")
     );
 }
+
+#[test]
+fn bulk_load_builds_indexes_once_and_refuses_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = socle_store::open(None, dir.path()).unwrap();
+    let reg = Registry::open(store).unwrap();
+    let mut g = socle_ins::generate::PersonGenerator::new(11);
+    let persons: Vec<Official> = (0..5000).map(|_| g.next_person().to_official()).collect();
+    let mut batches = persons
+        .chunks(1000)
+        .map(|c| c.to_vec())
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut seen = 0;
+    let n = reg
+        .bulk_load(&mut || batches.next().unwrap_or_default(), &mut |d| {
+            seen = d
+        })
+        .unwrap();
+    assert_eq!((n, seen, reg.count().unwrap()), (5000, 5000, 5000));
+    for o in persons.iter().step_by(97) {
+        assert!(matches!(
+            reg.verify(&o.matricule, &o.traits).unwrap(),
+            Verified::Match(_)
+        ));
+        let card = o.card.clone().unwrap();
+        assert_eq!(
+            found(reg.retrieve_by_card(&card, None, &[]).unwrap()),
+            Some(o.matricule.clone())
+        );
+    }
+    // Into a non-empty registry: upserts, no duplicates.
+    let mut again = vec![persons[..10].to_vec()].into_iter();
+    reg.bulk_load(&mut || again.next().unwrap_or_default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(reg.count().unwrap(), 5000);
+    // A duplicate in a bulk load into an empty registry is refused by the final unique index.
+    let dir2 = tempfile::tempdir().unwrap();
+    let reg2 = Registry::open(socle_store::open(None, dir2.path()).unwrap()).unwrap();
+    let mut dup = vec![vec![persons[0].clone(), persons[0].clone()]].into_iter();
+    assert!(
+        reg2.bulk_load(&mut || dup.next().unwrap_or_default(), &mut |_| {})
+            .is_err()
+    );
+}

@@ -58,17 +58,14 @@ pub fn generate_persons(
             ))
         }
         (None, Some(reg)) => {
-            let mut batch = Vec::with_capacity(BATCH);
-            let mut done = 0u64;
-            while done < n {
-                batch.push(g.next_person().to_official());
-                done += 1;
-                if batch.len() == BATCH || done == n {
-                    reg.load(&batch).context("chargement du registre INS")?;
-                    batch.clear();
-                    bar.set_position(done);
-                }
-            }
+            let mut made = 0u64;
+            let mut next = || {
+                let k = (n - made).min(BATCH as u64);
+                made += k;
+                (0..k).map(|_| g.next_person().to_official()).collect()
+            };
+            reg.bulk_load(&mut next, &mut |done| bar.set_position(done))
+                .context("chargement du registre INS")?;
             bar.finish_and_clear();
             let secs = start.elapsed().as_secs_f64();
             Ok(format!(

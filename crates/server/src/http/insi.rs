@@ -51,6 +51,19 @@ async fn with_patient(app: &App, req: &Req, mut input: Input) -> Result<Input, R
     Ok(input)
 }
 
+/// Runs a registry lookup (a few index probes): in place on an embedded store, like reads by id, otherwise
+/// on the blocking pool.
+async fn quick<T: Send + 'static>(
+    app: &App,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    if app.repo.point_reads_are_local() {
+        Ok(f())
+    } else {
+        blocking(f).await
+    }
+}
+
 /// The value of a parameter, whatever its `value[x]` type (string, code, date, or an Identifier's value).
 fn value_of(p: &Value) -> Option<String> {
     let obj = p.as_object()?;
@@ -151,7 +164,7 @@ pub(super) async fn retrieve(
         Err(r) => return r,
     };
     let registry = app.registry.clone();
-    let res = blocking(move || match &input.card {
+    let res = quick(&app, move || match &input.card {
         Some(card) => {
             let date =
                 (!input.traits.birth_date.is_empty()).then_some(input.traits.birth_date.as_str());
@@ -219,7 +232,7 @@ pub(super) async fn verify(
         );
     };
     let registry = app.registry.clone();
-    let res = match blocking(move || registry.verify(&ins, &input.traits)).await {
+    let res = match quick(&app, move || registry.verify(&ins, &input.traits)).await {
         Ok(r) => r,
         Err(r) => return r,
     };
