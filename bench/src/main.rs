@@ -139,11 +139,52 @@ enum Cmd {
         #[arg(long, default_value_t = 17)]
         seed: u64,
     },
+    /// Annuaire searches against the directory filled by
+    /// `socle generate --structures S --professionals P --seed G`: the same generator, re-run here, gives
+    /// values that exist (professionals spread over the whole directory).
+    Annuaire {
+        #[arg(long, value_enum)]
+        query: AnnuaireQuery,
+        #[arg(long)]
+        structures: u64,
+        #[arg(long)]
+        professionals: u64,
+        #[arg(long, default_value_t = 1)]
+        gen_seed: u64,
+        #[arg(long, default_value_t = 5_000)]
+        sample: u64,
+        #[arg(long, default_value_t = 2_000)]
+        count: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 300)]
+        max_seconds: u64,
+        #[arg(long, default_value_t = 100)]
+        warmup: u64,
+        #[arg(long, default_value_t = 19)]
+        seed: u64,
+    },
     /// Correctness probes: exit 1 if the server ignores the search parameters.
     Check {
         #[arg(long)]
         state: String,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum AnnuaireQuery {
+    /// Practitioner?identifier=https://rpps.esante.gouv.fr|{rpps}
+    Rpps,
+    /// Practitioner?family={family}&given={given}
+    Name,
+    /// Practitioner?name:contains={middle of the family name}&_count=20
+    NameContains,
+    /// PractitionerRole?mailbox-mss={mailbox}&_include=PractitionerRole:organization
+    Mailbox,
+    /// PractitionerRole?role={profession}&specialty={specialty}&_count=20 (physicians, dentists)
+    RoleSpecialty,
+    /// Organization?address-postalcode={postal}&_revinclude=PractitionerRole:organization&_count=20
+    PostalRevinclude,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -431,7 +472,7 @@ fn make_bundle(seed: u64, k: u64, per_bundle: u64) -> (Value, Vec<PatientKey>) {
             &pid,
             json!({
                 "resourceType": "Patient",
-                "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": nir}],
+                "identifier": [{"system": "urn:oid:1.2.250.1.999.1.1", "value": nir}],
                 "name": [{"use": "official", "family": family, "given": [given]}],
                 "gender": if female { "female" } else { "male" },
                 "birthDate": birth,
@@ -1068,6 +1109,119 @@ async fn insi(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
+async fn annuaire(
+    cli: &Cli,
+    query: AnnuaireQuery,
+    structures: u64,
+    professionals: u64,
+    gen_seed: u64,
+    sample: u64,
+    count: u64,
+    concurrency: usize,
+    max_seconds: u64,
+    warmup: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut g = socle_directory::generate::DirectoryGenerator::new(gen_seed);
+    let mut postals = Vec::new();
+    for i in 0..structures {
+        let o = g.structure();
+        if i % (structures / 200).max(1) == 0 {
+            postals.push(
+                o["address"][0]["postalCode"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+    }
+    let step = (professionals / sample.max(1)).max(1);
+    let mut paths = Vec::new();
+    for i in 0..professionals {
+        let rs = g.professional();
+        if i % step != 0 {
+            continue;
+        }
+        let p = &rs[0];
+        let family = p["name"][0]["family"].as_str().unwrap_or_default();
+        let role = &rs[1];
+        let path = match query {
+            AnnuaireQuery::Rpps => format!(
+                "Practitioner?identifier={}",
+                enc(&format!(
+                    "https://rpps.esante.gouv.fr|{}",
+                    p["identifier"][0]["value"].as_str().unwrap_or_default()
+                ))
+            ),
+            AnnuaireQuery::Name => format!(
+                "Practitioner?family={}&given={}",
+                enc(family),
+                enc(p["name"][0]["given"][0].as_str().unwrap_or_default())
+            ),
+            AnnuaireQuery::NameContains => {
+                if family.chars().count() < 5 {
+                    continue;
+                }
+                let mid: String = family.chars().skip(1).take(4).collect();
+                format!("Practitioner?name:contains={}&_count=20", enc(&mid))
+            }
+            AnnuaireQuery::Mailbox => format!(
+                "PractitionerRole?mailbox-mss={}&_include=PractitionerRole:organization",
+                enc(p["telecom"][0]["value"].as_str().unwrap_or_default())
+            ),
+            AnnuaireQuery::RoleSpecialty => {
+                let Some(sp) = role["specialty"][0]["coding"][0]["code"].as_str() else {
+                    continue;
+                };
+                let prof = role["code"][0]["coding"][0]["code"]
+                    .as_str()
+                    .unwrap_or_default();
+                format!("PractitionerRole?role={prof}&specialty={sp}&_count=20")
+            }
+            AnnuaireQuery::PostalRevinclude => {
+                let pc = &postals[paths.len() % postals.len().max(1)];
+                format!(
+                    "Organization?address-postalcode={pc}&_revinclude=PractitionerRole:organization&_count=20"
+                )
+            }
+        };
+        paths.push(path);
+    }
+    let paths = Arc::new(paths);
+    let http = Http::new(&cli.base, cli.timeout, concurrency)?;
+    let job: Job = Arc::new(move |i| {
+        let (http, paths) = (http.clone(), paths.clone());
+        Box::pin(async move {
+            let mut rng = Rng::new(seed.wrapping_mul(104_729).wrapping_add(i));
+            let path = rng.pick(&paths);
+            let r = http.get(path).await?;
+            let hits = r["entry"].as_array().map_or(0, |a| {
+                a.iter().filter(|e| e["search"]["mode"] == "match").count()
+            }) as u64;
+            if hits == 0 {
+                bail!("{path}: no match");
+            }
+            Ok(JobOut {
+                hits: Some(hits),
+                ..JobOut::default()
+            })
+        })
+    });
+    if warmup > 0 {
+        run_jobs(concurrency, warmup, Duration::from_secs(60), job.clone()).await;
+    }
+    let run = run_jobs(concurrency, count, Duration::from_secs(max_seconds), job).await;
+    let name = format!("annuaire-{}", format!("{query:?}").to_lowercase());
+    report(
+        cli,
+        &name,
+        json!({"count": count, "concurrency": concurrency, "structures": structures, "professionals": professionals}),
+        run,
+    )?;
+    Ok(())
+}
+
 fn bodies_len(sample: u64, persons: u64) -> u64 {
     sample.min(persons)
 }
@@ -1385,6 +1539,33 @@ async fn main() -> anyhow::Result<()> {
                 &cli,
                 *op,
                 *persons,
+                *gen_seed,
+                *sample,
+                *count,
+                *concurrency,
+                *max_seconds,
+                *warmup,
+                *seed,
+            )
+            .await
+        }
+        Cmd::Annuaire {
+            query,
+            structures,
+            professionals,
+            gen_seed,
+            sample,
+            count,
+            concurrency,
+            max_seconds,
+            warmup,
+            seed,
+        } => {
+            annuaire(
+                &cli,
+                *query,
+                *structures,
+                *professionals,
                 *gen_seed,
                 *sample,
                 *count,

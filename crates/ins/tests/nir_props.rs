@@ -66,3 +66,25 @@ proptest! {
         let _ = Nir::parse(&s);
     }
 }
+
+proptest! {
+    /// The trait checks and name rules accept or refuse anything without panicking.
+    #[test]
+    fn traits_never_panic(family in "\\PC{0,30}", given in "\\PC{0,20}", date in "\\PC{0,12}", place in "\\PC{0,6}") {
+        let t = socle_ins::Traits {
+            family: family.clone(),
+            given: vec![given.clone()],
+            birth_date: date.clone(),
+            gender: "female".into(),
+            birth_place: Some(place.clone()),
+        };
+        let _ = socle_ins::registry::check_query(&t);
+        let _ = socle_ins::registry::valid_date(&date);
+        let _ = socle_ins::traits::official_name(&family);
+        let _ = socle_ins::traits::differences(&t, &t);
+        let v = serde_json::json!({"resourceType": "Patient", "identifier": [{"system": socle_ins::OID_NIR, "value": family}],
+            "name": [{"family": given, "given": [date]}], "birthDate": place, "gender": "male"});
+        let _ = socle_ins::Official::from_fhir(&v);
+        let _ = socle_ins::rniv::check(&v, None);
+    }
+}

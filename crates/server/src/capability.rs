@@ -74,7 +74,11 @@ pub fn capability_statement() -> Vec<u8> {
                 {"name": "ins-retrieve", "definition": "urn:socle:OperationDefinition:ins-retrieve",
                  "documentation": "Téléservice INSi, récupération : POST [base]/Patient/$ins-retrieve (Parameters). Définition : GET [base]/OperationDefinition/ins-retrieve."},
                 {"name": "ins-verify", "definition": "urn:socle:OperationDefinition:ins-verify",
-                 "documentation": "Téléservice INSi, vérification : POST [base]/Patient/$ins-verify (Parameters). Définition : GET [base]/OperationDefinition/ins-verify."}
+                 "documentation": "Téléservice INSi, vérification : POST [base]/Patient/$ins-verify (Parameters). Définition : GET [base]/OperationDefinition/ins-verify."},
+                {"name": "duplicates", "definition": "urn:socle:OperationDefinition:duplicates",
+                 "documentation": "Identitovigilance : GET [base]/Patient/[id]/$duplicates — doublons (mêmes cinq traits) et homonymes (nés ailleurs), en Parameters (duplicate, homonym)."},
+                {"name": "merge", "definition": "urn:socle:OperationDefinition:merge",
+                 "documentation": "Identitovigilance : POST [base]/Patient/$merge (Parameters source-patient, target-patient) — le dossier source est désactivé et lié (replaced-by) au dossier cible (replaces), en une transaction tracée."}
             ]);
         }
         if !refs.is_empty() {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 fn patient(family: &str, given: &str, birth: &str) -> Value {
     json!({"resourceType": "Patient", "name": [{"family": family, "given": [given]}], "birthDate": birth, "gender": "female",
-           "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": format!("{family}-{birth}")}]})
+           "identifier": [{"system": "urn:oid:1.2.250.1.999.1.1", "value": format!("{family}-{birth}")}]})
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn conditional_interactions() {
         let p = patient("Conditionnel", "Anne", "1960-02-02");
         let h = [(
             "If-None-Exist",
-            "identifier=urn:oid:1.2.250.1.213.1.4.8|Conditionnel-1960-02-02",
+            "identifier=urn:oid:1.2.250.1.999.1.1|Conditionnel-1960-02-02",
         )];
         let r1 = s.request("POST", "Patient", Some(p.to_string()), &h);
         r1.expect(201);
@@ -147,7 +147,7 @@ fn conditional_interactions() {
         let mut p2 = p.clone();
         p2["gender"] = json!("other");
         let r = s.put(
-            "Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|Conditionnel-1960-02-02",
+            "Patient?identifier=urn:oid:1.2.250.1.999.1.1|Conditionnel-1960-02-02",
             &p2,
         );
         r.expect(200);
@@ -155,7 +155,7 @@ fn conditional_interactions() {
         assert_eq!(r.json["meta"]["versionId"], "2");
         // no match → create
         let r = s.put(
-            "Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|nobody",
+            "Patient?identifier=urn:oid:1.2.250.1.999.1.1|nobody",
             &patient("Nouveau", "X", "2001-01-01"),
         );
         r.expect(201);
@@ -174,7 +174,7 @@ fn conditional_interactions() {
         // conditional delete with one match
         s.request(
             "DELETE",
-            "Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|Conditionnel-1960-02-02",
+            "Patient?identifier=urn:oid:1.2.250.1.999.1.1|Conditionnel-1960-02-02",
             None,
             &[],
         )

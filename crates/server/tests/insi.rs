@@ -274,7 +274,7 @@ fn insi_retrieve_and_verify_over_http() {
             .iter()
             .filter_map(|o| o["name"].as_str())
             .collect();
-        assert_eq!(ops, ["ins-retrieve", "ins-verify"]);
+        assert_eq!(ops, ["ins-retrieve", "ins-verify", "duplicates", "merge"]);
         let od = s.get("OperationDefinition/ins-verify");
         od.expect(200);
         assert_eq!(od.json["url"], patient["operation"][1]["definition"]);

@@ -301,7 +301,7 @@ fn token_parameters() {
         t.check("Observation?status:not=final", &["o2", "o4"]);
         t.check("Observation?status=final&code=9999-9", &["o3"]);
 
-        let oid = "urn:oid:1.2.250.1.213.1.4.8";
+        let oid = "urn:oid:1.2.250.1.999.1.1";
         t.put(
             "Patient",
             "pa",
@@ -1461,6 +1461,73 @@ fn unknown_and_malformed_parameters() {
         );
         if !r.text.contains("birthdate") {
             t.fail(format!("diagnostic sans nom de paramètre : {}", r.text));
+        }
+    });
+}
+
+/// Frequent values (thousands of matches): pages are taken without collecting every match first (SQLite
+/// probes rows in order), and give exactly the same results as the rare-value path — every match once, in
+/// resource order, whatever the combination of frequent and rare conditions.
+#[test]
+fn frequent_values_page_like_rare_ones() {
+    each(|t| {
+        let n = 2_600;
+        let entries: Vec<Value> = (0..n)
+            .map(|i| {
+                let status = if i % 2 == 0 { "final" } else { "amended" };
+                let code = if i % 500 == 7 { "rare-1" } else { "common-1" };
+                json!({"resource": {"resourceType": "Observation", "id": format!("f{i:05}"), "status": status,
+                    "code": {"coding": [{"system": "http://example.org/c", "code": code}]},
+                    "subject": {"reference": format!("Patient/fp{}", i % 3)}},
+                    "request": {"method": "PUT", "url": format!("Observation/f{i:05}")}})
+            })
+            .collect();
+        let r = t.s.post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        );
+        if r.status != 200 {
+            t.fail(format!(
+                "transaction de {n} : {} {}",
+                r.status,
+                &r.text[..r.text.len().min(300)]
+            ));
+            return;
+        }
+        let expect = |f: &dyn Fn(usize) -> bool| -> Vec<String> {
+            (0..n)
+                .filter(|i| f(*i))
+                .map(|i| format!("f{i:05}"))
+                .collect()
+        };
+        for (q, want) in [
+            (
+                "Observation?code=common-1&status=final&_count=100",
+                expect(&|i| i % 500 != 7 && i % 2 == 0),
+            ),
+            (
+                "Observation?code=common-1&_count=250",
+                expect(&|i| i % 500 != 7),
+            ),
+            (
+                "Observation?code=rare-1&status=amended&_count=2",
+                expect(&|i| i % 500 == 7 && i % 2 == 1),
+            ),
+            (
+                "Observation?status=final&subject=Patient/fp1&code=common-1&_count=200",
+                expect(&|i| i % 2 == 0 && i % 3 == 1 && i % 500 != 7),
+            ),
+        ] {
+            let first = t.get(q);
+            let pages = t.walk(first);
+            let got: Vec<String> = pages.into_iter().flatten().collect();
+            if got != want {
+                t.fail(format!(
+                    "{q} : {} résultats au lieu de {}",
+                    got.len(),
+                    want.len()
+                ));
+            }
         }
     });
 }

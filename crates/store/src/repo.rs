@@ -1163,6 +1163,73 @@ impl TxState {
     }
 }
 
+/// Index entries counted, at most, to tell a frequent search value from a rare one.
+const PROBE_CAP: i64 = 2_000;
+/// Rows a page may scan in resource order, probing each, before collecting the matches first is cheaper.
+const PROBE_SCAN_BUDGET: i64 = 20_000;
+
+/// The filter of an unsorted page on SQLite, rewritten so that the planner cannot materialise a frequent
+/// value's whole match list before taking one page (PostgreSQL's planner makes that choice itself).
+/// Each index condition is estimated (index entries counted up to `PROBE_CAP`): the rarest one, when rare,
+/// drives the query (`r.rid IN (…)`) and the others are checked per candidate (`EXISTS`); when every
+/// condition is frequent and a page is expected within `PROBE_SCAN_BUDGET` rows of the type, all are checked
+/// per row while scanning resources in order, which stops after one page. `None`: keep the query as parsed.
+fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<String>, RepoError> {
+    if c.dialect() != crate::Dialect::Sqlite
+        || q.probes.is_empty()
+        || !q.sort_keys.is_empty()
+        || q.summary == Some(search::Summary::Count)
+    {
+        return Ok(None);
+    }
+    let mut est = Vec::with_capacity(q.probes.len());
+    for p in &q.probes {
+        let n = c
+            .query_one(
+                &format!("SELECT COUNT(*) FROM ({} LIMIT {PROBE_CAP})", p.sub),
+                &q.filter_params[p.params.clone()],
+            )?
+            .and_then(|r| r.into_iter().next())
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+        est.push(n);
+    }
+    let (driver, min) = est
+        .iter()
+        .copied()
+        .enumerate()
+        .min_by_key(|(_, n)| *n)
+        .unwrap_or((0, 0));
+    let mut conds = q.conds.clone();
+    if min >= PROBE_CAP {
+        let live = c
+            .query_one(
+                "SELECT live FROM type_counts WHERE rtype = ?",
+                &[q.rtype.as_str().into()],
+            )?
+            .and_then(|r| r.into_iter().next())
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+        // Matches are at least PROBE_CAP among `live`: a page of `count + 1` shows up within this many rows.
+        let expected_scan = (q.count + 1).saturating_mul(live) / PROBE_CAP;
+        if expected_scan > PROBE_SCAN_BUDGET {
+            return Ok(None);
+        }
+        for p in &q.probes {
+            conds[p.cond] = p.exists();
+        }
+    } else if q.probes.len() > 1 {
+        for (i, p) in q.probes.iter().enumerate() {
+            if i != driver {
+                conds[p.cond] = p.exists();
+            }
+        }
+    } else {
+        return Ok(None);
+    }
+    Ok(Some(conds.join(" AND ")))
+}
+
 /// Runs a parsed search in the given transaction.
 pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchPage, RepoError> {
     let snapshot = match q.snapshot {
@@ -1260,6 +1327,10 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
         page.includes = includes(c, q, &page.matches)?;
         return Ok(page);
     }
+    // On SQLite, frequent values are probed row by row rather than collected first (see `probe_plan`).
+    let probed_where = probe_plan(c, q)?
+        .map(|filter| format!("r.rtype = ? AND r.deleted = 0 AND {filter} AND r.rid <= ?"));
+    let base_where = probed_where.as_ref().unwrap_or(&base_where);
     // Later pages push their rid range into the index subqueries (literal integers: they come from our own
     // cursor parsing); the first page keeps a stable, cacheable statement.
     let page_where = match q.cursor {

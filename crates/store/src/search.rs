@@ -171,6 +171,40 @@ pub struct SearchQuery {
     pub warnings: Vec<(IssueType, String)>,
     /// The query parameters that define the result set (for self/next/previous links).
     pub canonical: Vec<(String, String)>,
+    /// The top-level conditions `filter_sql` joins with `AND`, in order (their values are bound in order too).
+    pub conds: Vec<String>,
+    /// The conditions that are one index lookup (`r.rid IN (SELECT i.rid FROM idx_… i WHERE …)`): a page
+    /// query may instead probe them row by row (see [`Probe::exists`]).
+    pub probes: Vec<Probe>,
+}
+
+/// A top-level condition of the form `r.rid IN (sub)` over one index table.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    /// Its position in `SearchQuery::conds`.
+    pub cond: usize,
+    /// `SELECT i.rid FROM idx_… i WHERE …`.
+    pub sub: String,
+    /// Its values in `SearchQuery::filter_params`.
+    pub params: std::ops::Range<usize>,
+}
+
+impl Probe {
+    /// The same condition checked for one candidate row (`i.rid = r.rid`, the index tables' key prefix):
+    /// cheap per row, and it lets a page scan resources in order and stop after `_count` matches instead of
+    /// first collecting every match of a frequent value. Same bound values, in the same order.
+    pub fn exists(&self) -> String {
+        let body = self
+            .sub
+            .strip_prefix("SELECT i.rid FROM ")
+            .unwrap_or(&self.sub);
+        match body.split_once(" i WHERE ") {
+            Some((table, rest)) => {
+                format!("EXISTS (SELECT 1 FROM {table} i WHERE i.rid = r.rid AND {rest})")
+            }
+            None => format!("r.rid IN ({})", self.sub),
+        }
+    }
 }
 
 pub const DEFAULT_COUNT: i64 = 20;
@@ -235,6 +269,17 @@ pub fn parse(
         let mark = b.params.len();
         match param_condition(&mut b, rtype, "r", name, value, 0) {
             Ok(Some(c)) => {
+                if let Some(sub) = c
+                    .strip_prefix("r.rid IN (")
+                    .and_then(|x| x.strip_suffix(')'))
+                    .filter(|x| x.starts_with("SELECT i.rid FROM "))
+                {
+                    q.probes.push(Probe {
+                        cond: conds.len(),
+                        sub: sub.to_string(),
+                        params: mark..b.params.len(),
+                    });
+                }
                 conds.push(c);
                 q.canonical.push((name.clone(), value.clone()));
             }
@@ -253,6 +298,7 @@ pub fn parse(
     } else {
         conds.join(" AND ")
     };
+    q.conds = conds;
     q.filter_params = b.params;
     if let Some(c) = &q.sort_cursor
         && (c.values.len() != q.sort_keys.len()
