@@ -1172,8 +1172,9 @@ const PROBE_SCAN_BUDGET: i64 = 20_000;
 /// value's whole match list before taking one page (PostgreSQL's planner makes that choice itself).
 /// Each index condition is estimated (index entries counted up to `PROBE_CAP`): the rarest one, when rare,
 /// drives the query (`r.rid IN (…)`) and the others are checked per candidate (`EXISTS`); when every
-/// condition is frequent and a page is expected within `PROBE_SCAN_BUDGET` rows of the type, all are checked
-/// per row while scanning resources in order, which stops after one page. `None`: keep the query as parsed.
+/// condition is frequent and a page is expected within `PROBE_SCAN_BUDGET` rows of the type (assuming the
+/// conditions independent), all are checked per row while scanning resources in order, which stops after one
+/// page; otherwise the rarest drives and the others are probed. `None`: keep the query as parsed.
 fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<String>, RepoError> {
     if c.dialect() != crate::Dialect::Sqlite
         || q.probes.is_empty()
@@ -1201,6 +1202,7 @@ fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<String>, Re
         .min_by_key(|(_, n)| *n)
         .unwrap_or((0, 0));
     let mut conds = q.conds.clone();
+    let mut scan = false;
     if min >= PROBE_CAP {
         let live = c
             .query_one(
@@ -1209,12 +1211,16 @@ fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<String>, Re
             )?
             .and_then(|r| r.into_iter().next())
             .and_then(|v| v.as_i64())
-            .unwrap_or(0);
-        // Matches are at least PROBE_CAP among `live`: a page of `count + 1` shows up within this many rows.
-        let expected_scan = (q.count + 1).saturating_mul(live) / PROBE_CAP;
-        if expected_scan > PROBE_SCAN_BUDGET {
-            return Ok(None);
-        }
+            .unwrap_or(0)
+            .max(1) as f64;
+        // Every condition matches at least PROBE_CAP of the `live` resources. Assuming independence, the
+        // conjunction matches at least this share of them; frequent values can still be rare together
+        // (a common family name with a common first name), hence the product, not the minimum.
+        let density: f64 = est.iter().map(|n| *n as f64 / live).product();
+        let expected_scan = (q.count + 1) as f64 / density.max(f64::MIN_POSITIVE);
+        scan = expected_scan <= PROBE_SCAN_BUDGET as f64;
+    }
+    if scan {
         for p in &q.probes {
             conds[p.cond] = p.exists();
         }
