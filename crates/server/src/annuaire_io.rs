@@ -157,13 +157,7 @@ impl std::fmt::Display for AnnuaireReport {
             self.errors.len(),
             self.seconds
         )?;
-        for e in self.errors.iter().take(20) {
-            write!(f, "\n  {e}")?;
-        }
-        if self.errors.len() > 20 {
-            write!(f, "\n  … et {} autre(s)", self.errors.len() - 20)?;
-        }
-        Ok(())
+        crate::import::write_errors(f, &self.errors)
     }
 }
 
@@ -171,18 +165,7 @@ impl std::fmt::Display for AnnuaireReport {
 pub fn import(repo: &Repository, files: &[PathBuf]) -> anyhow::Result<AnnuaireReport> {
     let start = Instant::now();
     let mut report = AnnuaireReport::default();
-    let total: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = crate::import::byte_bar(files);
     let mut loader = Loader::new(repo);
     for f in files {
         let name = f.display().to_string();

@@ -32,14 +32,36 @@ impl fmt::Display for Report {
             "import terminé : {} fichier(s), {} ressource(s) écrite(s), {} Bundle(s) traité(s), {} échec(s) en {:.1} s ({:.0} ressources/s)",
             self.files, self.resources, self.bundles, self.failed, self.seconds, rate
         )?;
-        for e in self.errors.iter().take(20) {
-            write!(f, "\n  {e}")?;
-        }
-        if self.errors.len() > 20 {
-            write!(f, "\n  … et {} autre(s)", self.errors.len() - 20)?;
-        }
-        Ok(())
+        write_errors(f, &self.errors)
     }
+}
+
+/// The first 20 errors of a report, one per line, and how many more there are.
+pub(crate) fn write_errors(f: &mut fmt::Formatter<'_>, errors: &[String]) -> fmt::Result {
+    for e in errors.iter().take(20) {
+        write!(f, "\n  {e}")?;
+    }
+    if errors.len() > 20 {
+        write!(f, "\n  … et {} autre(s)", errors.len() - 20)?;
+    }
+    Ok(())
+}
+
+/// A progress bar over the total size of `files`, in bytes.
+pub(crate) fn byte_bar(files: &[PathBuf]) -> ProgressBar {
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 fn ctx() -> RequestContext {
@@ -117,18 +139,7 @@ fn load_value(repo: &Repository, v: Value, report: &mut Report, origin: &str) {
 
 pub fn run(repo: &Repository, files: &[PathBuf], batch: usize) -> anyhow::Result<Report> {
     let start = std::time::Instant::now();
-    let total: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = byte_bar(files);
     let mut report = Report::default();
     for f in files {
         report.files += 1;

@@ -94,13 +94,7 @@ impl std::fmt::Display for RegistryReport {
             self.errors.len(),
             self.seconds
         )?;
-        for e in self.errors.iter().take(20) {
-            write!(f, "\n  {e}")?;
-        }
-        if self.errors.len() > 20 {
-            write!(f, "\n  … et {} autre(s)", self.errors.len() - 20)?;
-        }
-        Ok(())
+        crate::import::write_errors(f, &self.errors)
     }
 }
 
@@ -109,18 +103,7 @@ impl std::fmt::Display for RegistryReport {
 pub fn import_registry(registry: &Registry, files: &[PathBuf]) -> anyhow::Result<RegistryReport> {
     let start = Instant::now();
     let mut report = RegistryReport::default();
-    let total: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::import::byte_bar(files);
     let mut batch = Vec::with_capacity(BATCH);
     for f in files {
         let name = f.display().to_string();

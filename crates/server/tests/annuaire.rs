@@ -4,23 +4,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Server, backends};
 use serde_json::{Value, json};
 use socle_directory::{Finess, Rpps};
-
-fn socle(s: &Server, args: &[&str]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_socle"));
-    c.env("SOCLE_LOG", "error")
-        .args(args)
-        .arg("--data")
-        .arg(s.data.path());
-    if let Some(db) = &s.database {
-        c.arg("--database").arg(db);
-    }
-    c.output().expect("socle")
-}
 
 fn ids(r: &common::Resp, rtype: &str) -> Vec<String> {
     r.json["entry"]
@@ -40,18 +26,15 @@ const HEADER: &str = "Type d'identifiant PP|Identifiant PP|Identification nation
 fn annuaire_generation_import_and_search() {
     for b in backends() {
         let s = Server::start(&b);
-        let o = socle(
-            &s,
-            &[
-                "generate",
-                "--structures",
-                "40",
-                "--professionals",
-                "150",
-                "--seed",
-                "2",
-            ],
-        );
+        let o = s.cli(&[
+            "generate",
+            "--structures",
+            "40",
+            "--professionals",
+            "150",
+            "--seed",
+            "2",
+        ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(s.get("Organization?_summary=count").json["total"], 40);
         assert_eq!(s.get("Practitioner?_summary=count").json["total"], 150);
@@ -259,7 +242,7 @@ fn annuaire_generation_import_and_search() {
             .join("\n"),
         )
         .unwrap();
-        let o = socle(&s, &["import", "--annuaire", file.path().to_str().unwrap()]);
+        let o = s.cli(&["import", "--annuaire", file.path().to_str().unwrap()]);
         let report = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(1), "{report}");
         assert!(report.contains("5 ligne(s) lue(s)"), "{report}");
@@ -285,7 +268,7 @@ fn annuaire_generation_import_and_search() {
             &f2.idnst(),
         );
         // Importing the same extraction again updates, never duplicates.
-        let o = socle(&s, &["import", "--annuaire", file.path().to_str().unwrap()]);
+        let o = s.cli(&["import", "--annuaire", file.path().to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(1));
         let r = s.get("PractitionerRole?practitioner.family:exact=ZORGLUB");
         assert_eq!(ids(&r, "PractitionerRole").len(), 2);

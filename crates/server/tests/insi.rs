@@ -3,24 +3,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::process::Command;
-
 use common::{Server, backends};
 use serde_json::{Value, json};
 use socle_ins::traits::normalize_name;
-
-fn socle(s: &Server, args: &[&str]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_socle"));
-    c.env("SOCLE_LOG", "error")
-        .args(args)
-        .arg("--data")
-        .arg(s.data.path());
-    if let Some(db) = &s.database {
-        c.arg("--database").arg(db);
-    }
-    c.output().expect("socle")
-}
+use std::collections::HashMap;
 
 fn params(p: &Value, with_place: bool, ins: Option<&str>) -> Value {
     let name = &p["name"][0];
@@ -80,18 +66,15 @@ fn insi_retrieve_and_verify_over_http() {
         let s = Server::start(&b);
         let dir = tempfile::tempdir().unwrap();
         // Generate as NDJSON, spoil a few lines, import: bad lines are reported by number, the rest loads.
-        let o = socle(
-            &s,
-            &[
-                "generate",
-                "--persons",
-                "3000",
-                "--seed",
-                "5",
-                "--out",
-                dir.path().to_str().unwrap(),
-            ],
-        );
+        let o = s.cli(&[
+            "generate",
+            "--persons",
+            "3000",
+            "--seed",
+            "5",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let text = std::fs::read_to_string(dir.path().join("persons.ndjson")).unwrap();
         let persons: Vec<Value> = text
@@ -117,7 +100,7 @@ fn insi_retrieve_and_verify_over_http() {
         );
         let file = dir.path().join("registry.ndjson");
         std::fs::write(&file, spoiled).unwrap();
-        let o = socle(&s, &["import", "--registry", file.to_str().unwrap()]);
+        let o = s.cli(&["import", "--registry", file.to_str().unwrap()]);
         let report = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(1), "{report}");
         assert!(report.contains("3000 identité(s) chargée(s)"), "{report}");

@@ -3,24 +3,10 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Server, backends};
 use serde_json::{Value, json};
 
 const EXT: &str = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability";
-
-fn socle(s: &Server, args: &[&str]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_socle"));
-    c.env("SOCLE_LOG", "error")
-        .args(args)
-        .arg("--data")
-        .arg(s.data.path());
-    if let Some(db) = &s.database {
-        c.arg("--database").arg(db);
-    }
-    c.output().expect("socle")
-}
 
 /// A local Patient with the traits of a reference identity `r` (as `socle generate --out` writes it).
 fn local(id: &str, r: &Value, status: &str, extra: &[Value], ins: Option<&str>) -> Value {
@@ -63,21 +49,18 @@ fn identity_vigilance_over_http() {
     for b in backends() {
         let s = Server::start(&b);
         let dir = tempfile::tempdir().unwrap();
-        let o = socle(
-            &s,
-            &[
-                "generate",
-                "--persons",
-                "300",
-                "--seed",
-                "9",
-                "--out",
-                dir.path().to_str().unwrap(),
-            ],
-        );
+        let o = s.cli(&[
+            "generate",
+            "--persons",
+            "300",
+            "--seed",
+            "9",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ]);
         assert!(o.status.success());
         let file = dir.path().join("persons.ndjson");
-        let o = socle(&s, &["import", "--registry", file.to_str().unwrap()]);
+        let o = s.cli(&["import", "--registry", file.to_str().unwrap()]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
         let people: Vec<Value> = std::fs::read_to_string(&file)
             .unwrap()

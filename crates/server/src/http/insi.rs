@@ -177,19 +177,22 @@ pub(super) async fn retrieve(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let (outcome, result) = match res {
-        Ok(Retrieved::Found(o)) => ("success", parameters("found", Some(o.to_fhir()), &[])),
-        Ok(Retrieved::NotFound) => ("success", parameters("not-found", None, &[])),
-        Ok(Retrieved::Multiple(_)) => ("success", parameters("multiple", None, &[])),
+    let result = res.map(|r| match r {
+        Retrieved::Found(o) => parameters("found", Some(o.to_fhir()), &[]),
+        Retrieved::NotFound => parameters("not-found", None, &[]),
+        Retrieved::Multiple(_) => parameters("multiple", None, &[]),
+    });
+    answer(&app, &req, "ins-retrieve", result)
+}
+
+/// Audits an INSi call (its result code, or the error status) and answers it.
+fn answer(app: &App, req: &Req, action: &str, result: Result<Value, RegistryError>) -> Response {
+    let result = match result {
+        Ok(v) => v,
         Err(e) => {
             let r = registry_error(e);
-            app.repo.audit_operation(
-                &req.ctx,
-                "ins-retrieve",
-                Some("Patient"),
-                r.status().as_str(),
-                None,
-            );
+            app.repo
+                .audit_operation(&req.ctx, action, Some("Patient"), r.status().as_str(), None);
             return r;
         }
     };
@@ -197,11 +200,11 @@ pub(super) async fn retrieve(
         .as_str()
         .map(str::to_string);
     app.repo
-        .audit_operation(&req.ctx, "ins-retrieve", Some("Patient"), outcome, code);
+        .audit_operation(&req.ctx, action, Some("Patient"), "success", code);
     fhir_bytes(
         StatusCode::OK,
         serde_json::to_vec(&result).unwrap_or_default(),
-        &req,
+        req,
     )
 }
 
@@ -236,31 +239,11 @@ pub(super) async fn verify(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let result = match res {
-        Ok(Verified::Match(o)) => parameters("match", Some(o.to_fhir()), &[]),
-        Ok(Verified::Mismatch(d)) => parameters("mismatch", None, &d),
-        Err(e) => {
-            let r = registry_error(e);
-            app.repo.audit_operation(
-                &req.ctx,
-                "ins-verify",
-                Some("Patient"),
-                r.status().as_str(),
-                None,
-            );
-            return r;
-        }
-    };
-    let code = result["parameter"][0]["valueCode"]
-        .as_str()
-        .map(str::to_string);
-    app.repo
-        .audit_operation(&req.ctx, "ins-verify", Some("Patient"), "success", code);
-    fhir_bytes(
-        StatusCode::OK,
-        serde_json::to_vec(&result).unwrap_or_default(),
-        &req,
-    )
+    let result = res.map(|r| match r {
+        Verified::Match(o) => parameters("match", Some(o.to_fhir()), &[]),
+        Verified::Mismatch(d) => parameters("mismatch", None, &d),
+    });
+    answer(&app, &req, "ins-verify", result)
 }
 
 /// `GET /fhir/OperationDefinition/{ins-retrieve|ins-verify}`.

@@ -142,6 +142,19 @@ impl Server {
         self.spawn();
     }
 
+    /// Runs a `socle` command on this server's store (`--data`, and `--database` on PostgreSQL).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_socle"));
+        c.env("SOCLE_LOG", "error")
+            .args(args)
+            .arg("--data")
+            .arg(self.data.path());
+        if let Some(db) = &self.database {
+            c.arg("--database").arg(db);
+        }
+        c.output().expect("socle")
+    }
+
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http") {
             path.to_string()
