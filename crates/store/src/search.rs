@@ -1068,7 +1068,12 @@ fn date_predicate(
     phi: i64,
 ) -> String {
     match prefix {
-        Prefix::Eq => format!("({lo} >= {} AND {hi} <= {})", b.bind(plo), b.bind(phi)),
+        // `lo <= phi` follows from `hi <= phi` (lo ≤ hi) but bounds the range scan of the value index, which
+        // starts with `lo`: without it an early date scanned every later one.
+        Prefix::Eq => {
+            let (a, z, z2) = (b.bind(plo), b.bind(phi), b.bind(phi));
+            format!("({lo} >= {a} AND {lo} <= {z} AND {hi} <= {z2})")
+        }
         Prefix::Ne => format!("NOT ({lo} >= {} AND {hi} <= {})", b.bind(plo), b.bind(phi)),
         Prefix::Gt => format!("{hi} > {}", b.bind(phi)),
         Prefix::Lt => format!("{lo} < {}", b.bind(plo)),
