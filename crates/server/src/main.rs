@@ -124,10 +124,23 @@ fn init_logging() {
         .init();
 }
 
-fn open_store(s: &StoreArgs) -> anyhow::Result<Arc<dyn socle_store::Store>> {
+/// Opens the store, its INS registry, and installs the business rules (see `with_rules`).
+fn open_store(
+    s: &StoreArgs,
+) -> anyhow::Result<(Arc<dyn socle_store::Store>, Arc<socle_ins::Registry>)> {
     let st = socle_store::open(s.database.as_deref(), &s.data).context("ouverture du stockage")?;
-    with_rules(st.clone())?;
-    Ok(st)
+    let registry = with_rules(st.clone())?;
+    Ok((st, registry))
+}
+
+/// An import's exit code: 1 when some input was refused.
+fn exit_code(all_accepted: bool, report: impl std::fmt::Display) -> std::process::ExitCode {
+    println!("{report}");
+    if all_accepted {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    }
 }
 
 /// Opens the INS registry of a store and installs the business rules of the national registries that every
@@ -168,8 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             max_body,
             base_url,
         } => {
-            let st = open_store(&store)?;
-            let registry = Arc::new(socle_ins::Registry::open(st.clone()).context("registre INS")?);
+            let (st, registry) = open_store(&store)?;
             let repo = Arc::new(socle_store::Repository::new(st));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -189,14 +201,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             annuaire: true,
             ..
         } => {
-            let repo = socle_store::Repository::new(open_store(&store)?);
+            let repo = socle_store::Repository::new(open_store(&store)?.0);
             let report = annuaire_io::import(&repo, &files)?;
-            println!("{report}");
-            Ok(if report.errors.is_empty() {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::from(1)
-            })
+            Ok(exit_code(report.errors.is_empty(), report))
         }
         Command::Import {
             store,
@@ -204,15 +211,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             registry: true,
             ..
         } => {
-            let st = open_store(&store)?;
-            let reg = socle_ins::Registry::open(st).context("registre INS")?;
-            let report = registry_io::import_registry(&reg, &files)?;
-            println!("{report}");
-            Ok(if report.errors.is_empty() {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::from(1)
-            })
+            let report = registry_io::import_registry(&open_store(&store)?.1, &files)?;
+            Ok(exit_code(report.errors.is_empty(), report))
         }
         Command::Generate {
             store,
@@ -232,24 +232,14 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 None => Some(open_store(&store)?),
             };
             if persons > 0 {
-                let registry = match &st {
-                    Some(st) => {
-                        Some(socle_ins::Registry::open(st.clone()).context("registre INS")?)
-                    }
-                    None => None,
-                };
+                let registry = st.as_ref().map(|(_, r)| r.as_ref());
                 println!(
                     "{}",
-                    registry_io::generate_persons(
-                        registry.as_ref(),
-                        persons,
-                        seed,
-                        out.as_deref()
-                    )?
+                    registry_io::generate_persons(registry, persons, seed, out.as_deref())?
                 );
             }
             if structures > 0 {
-                let repo = st.map(socle_store::Repository::new);
+                let repo = st.map(|(st, _)| socle_store::Repository::new(st));
                 println!(
                     "{}",
                     annuaire_io::generate(
@@ -309,22 +299,15 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             batch,
             ..
         } => {
-            let st = open_store(&store)?;
-            let repo = socle_store::Repository::new(st);
+            let repo = socle_store::Repository::new(open_store(&store)?.0);
             let report = import::run(&repo, &files, batch.max(1))?;
             repo.flush_audit();
-            println!("{report}");
-            Ok(if report.failed == 0 {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::from(1)
-            })
+            Ok(exit_code(report.failed == 0, report))
         }
         Command::Audit {
             command: AuditCommand::Verify { store },
         } => {
-            let st = open_store(&store)?;
-            let repo = socle_store::Repository::new(st);
+            let repo = socle_store::Repository::new(open_store(&store)?.0);
             let v = repo.audit_verify().map_err(|e| anyhow::anyhow!("{e}"))?;
             if v.problems.is_empty() {
                 println!(

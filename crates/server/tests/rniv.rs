@@ -208,6 +208,25 @@ fn identity_vigilance_over_http() {
         assert_eq!(s.post("Patient/$merge", &m).status, 409);
         let bad = json!({"resourceType": "Parameters", "parameter": [{"name": "source-patient", "valueReference": {"reference": "Patient/c"}}]});
         assert_eq!(s.post("Patient/$merge", &bad).status, 400);
+        let same = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "source-patient", "valueReference": {"reference": "Patient/a"}},
+            {"name": "target-patient", "valueReference": {"reference": "Patient/a"}}]});
+        assert_eq!(s.post("Patient/$merge", &same).status, 400);
+        let missing = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "source-patient", "valueReference": {"reference": "Patient/nobody"}},
+            {"name": "target-patient", "valueReference": {"reference": "Patient/a"}}]});
+        assert_eq!(s.post("Patient/$merge", &missing).status, 404);
+        assert_eq!(
+            s.post("Patient/$merge", &json!({"resourceType": "Patient"}))
+                .status,
+            400
+        );
+        assert_eq!(s.get("Patient/nobody/$duplicates").status, 404);
+        // The failed merges changed nothing.
+        assert_eq!(
+            s.get("Patient/a").json["link"].as_array().map(Vec::len),
+            Some(1)
+        );
         // The merge is in the audit trail.
         let trail = s.get("$audit-trail?_count=200");
         assert!(

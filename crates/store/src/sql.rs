@@ -132,16 +132,7 @@ pub trait SqlConn {
         columns: &[(&str, ColType)],
         rows: &[Vec<SqlValue>],
     ) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-        let marks = vec!["?"; columns.len()].join(", ");
-        let sql = format!(
-            "INSERT INTO {table} ({}) VALUES ({marks})",
-            names.join(", ")
-        );
-        self.execute_many(&sql, rows)
+        self.execute_many(&row_insert_sql(table, columns, ""), rows)
     }
     /// Inserts many rows, replacing the rows that already have the same `key` (a unique column).
     fn upsert_rows(
@@ -151,21 +142,22 @@ pub trait SqlConn {
         key: &str,
         rows: &[Vec<SqlValue>],
     ) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-        let marks = vec!["?"; columns.len()].join(", ");
-        let sql = format!(
-            "INSERT INTO {table} ({}) VALUES ({marks}){}",
-            names.join(", "),
-            upsert_clause(columns, key)
-        );
+        let sql = row_insert_sql(table, columns, &upsert_clause(columns, key));
         self.execute_many(&sql, rows)
     }
     fn query_one(&mut self, sql: &str, params: &[SqlValue]) -> Result<Option<Row>, StoreError> {
         Ok(self.query(sql, params)?.into_iter().next())
     }
+}
+
+/// `INSERT INTO table (columns…) VALUES (?, …)` followed by `suffix`, for one row.
+fn row_insert_sql(table: &str, columns: &[(&str, ColType)], suffix: &str) -> String {
+    let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    let marks = vec!["?"; columns.len()].join(", ");
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({marks}){suffix}",
+        names.join(", ")
+    )
 }
 
 /// ` ON CONFLICT (key) DO UPDATE SET c = excluded.c, …` (same syntax in SQLite and PostgreSQL).

@@ -122,6 +122,12 @@ fn parameters(result: &str, patient: Option<Value>, mismatch: &[&str]) -> Value 
     json!({"resourceType": "Parameters", "parameter": params})
 }
 
+/// The request body as the operations' input (400 with the reason otherwise).
+async fn read_input(app: &App, headers: &HeaderMap, body: Body) -> Result<Input, Response> {
+    let body = json_body(app, headers, body).await?;
+    parse_input(&body).map_err(|m| error(StatusCode::BAD_REQUEST, IssueType::Invalid, m))
+}
+
 fn registry_error(e: RegistryError) -> Response {
     match e {
         RegistryError::Invalid(m) => error(StatusCode::BAD_REQUEST, IssueType::Invalid, m),
@@ -144,13 +150,9 @@ pub(super) async fn retrieve(
     req: Req,
     body: Body,
 ) -> Response {
-    let body = match json_body(&app, &headers, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let input = match parse_input(&body) {
+    let input = match read_input(&app, &headers, body).await {
         Ok(i) => i,
-        Err(m) => return error(StatusCode::BAD_REQUEST, IssueType::Invalid, m),
+        Err(r) => return r,
     };
     if input.ins.is_some() {
         return error(
@@ -215,13 +217,9 @@ pub(super) async fn verify(
     req: Req,
     body: Body,
 ) -> Response {
-    let body = match json_body(&app, &headers, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let input = match parse_input(&body) {
+    let input = match read_input(&app, &headers, body).await {
         Ok(i) => i,
-        Err(m) => return error(StatusCode::BAD_REQUEST, IssueType::Invalid, m),
+        Err(r) => return r,
     };
     let input = match with_patient(&app, &req, input).await {
         Ok(i) => i,
