@@ -1168,20 +1168,40 @@ const PROBE_CAP: i64 = 2_000;
 /// Rows a page may scan in resource order, probing each, before collecting the matches first is cheaper.
 const PROBE_SCAN_BUDGET: i64 = 20_000;
 
-/// The filter of an unsorted page on SQLite, rewritten so that the planner cannot materialise a frequent
-/// value's whole match list before taking one page (PostgreSQL's planner makes that choice itself).
-/// Each index condition is estimated (index entries counted up to `PROBE_CAP`): the rarest one, when rare,
-/// drives the query (`r.rid IN (…)`) and the others are checked per candidate (`EXISTS`); when every
-/// condition is frequent and a page is expected within `PROBE_SCAN_BUDGET` rows of the type (assuming the
-/// conditions independent), all are checked per row while scanning resources in order, which stops after one
-/// page; otherwise the rarest drives and the others are probed. `None`: keep the query as parsed.
-fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<String>, RepoError> {
+/// How an unsorted page is read on SQLite, so that the planner cannot materialise a frequent value's whole
+/// match list before taking one page (PostgreSQL's planner makes that choice itself).
+struct ProbePlan {
+    /// The filter, with probed conditions rewritten as per-row `EXISTS` checks.
+    filter: String,
+    /// The condition whose index drives the page: its entries are walked in resource-number order and joined
+    /// to `resources`, which stops after one page whatever the value's frequency. `None`: scan `resources`.
+    driver: Option<usize>,
+}
+
+/// A single index condition always drives (its index is already in resource order). With several, each is
+/// estimated (index entries counted up to `PROBE_CAP`): the rarest one drives and the others are checked per
+/// candidate (`EXISTS`), unless every condition is frequent and a page is expected within
+/// `PROBE_SCAN_BUDGET` rows of the type (assuming the conditions independent): then all are checked per row
+/// while scanning resources in order. `None`: keep the query as parsed.
+fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>, RepoError> {
     if c.dialect() != crate::Dialect::Sqlite
         || q.probes.is_empty()
         || !q.sort_keys.is_empty()
         || q.summary == Some(search::Summary::Count)
     {
         return Ok(None);
+    }
+    let mut conds = q.conds.clone();
+    if q.probes.len() == 1 {
+        let p = &q.probes[0];
+        if p.driven_from().is_none() {
+            return Ok(None);
+        }
+        conds[p.cond] = p.exists();
+        return Ok(Some(ProbePlan {
+            filter: conds.join(" AND "),
+            driver: Some(0),
+        }));
     }
     let mut est = Vec::with_capacity(q.probes.len());
     for p in &q.probes {
@@ -1201,7 +1221,6 @@ fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<String>, Re
         .enumerate()
         .min_by_key(|(_, n)| *n)
         .unwrap_or((0, 0));
-    let mut conds = q.conds.clone();
     let mut scan = false;
     if min >= PROBE_CAP {
         let live = c
@@ -1220,20 +1239,14 @@ fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<String>, Re
         let expected_scan = (q.count + 1) as f64 / density.max(f64::MIN_POSITIVE);
         scan = expected_scan <= PROBE_SCAN_BUDGET as f64;
     }
-    if scan {
-        for p in &q.probes {
-            conds[p.cond] = p.exists();
-        }
-    } else if q.probes.len() > 1 {
-        for (i, p) in q.probes.iter().enumerate() {
-            if i != driver {
-                conds[p.cond] = p.exists();
-            }
-        }
-    } else {
-        return Ok(None);
+    for p in &q.probes {
+        conds[p.cond] = p.exists();
     }
-    Ok(Some(conds.join(" AND ")))
+    let driver = (!scan && q.probes[driver].driven_from().is_some()).then_some(driver);
+    Ok(Some(ProbePlan {
+        filter: conds.join(" AND "),
+        driver,
+    }))
 }
 
 /// Runs a parsed search in the given transaction.
@@ -1334,31 +1347,52 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
         return Ok(page);
     }
     // On SQLite, frequent values are probed row by row rather than collected first (see `probe_plan`).
-    let probed_where = probe_plan(c, q)?
-        .map(|filter| format!("r.rtype = ? AND r.deleted = 0 AND {filter} AND r.rid <= ?"));
+    let plan = probe_plan(c, q)?;
+    let probed_where = plan.as_ref().map(|p| {
+        format!(
+            "r.rtype = ? AND r.deleted = 0 AND {} AND r.rid <= ?",
+            p.filter
+        )
+    });
     let base_where = probed_where.as_ref().unwrap_or(&base_where);
     // Later pages push their rid range into the index subqueries (literal integers: they come from our own
     // cursor parsing); the first page keeps a stable, cacheable statement.
-    let page_where = match q.cursor {
-        search::Cursor::After(a) => base_where.replace(
+    let rid_range = |s: &str| match q.cursor {
+        search::Cursor::After(a) => s.replace(
             search::RID_RANGE,
             &format!(" AND i.rid > {a} AND i.rid <= {snapshot}"),
         ),
-        search::Cursor::Before(bf) => {
-            base_where.replace(search::RID_RANGE, &format!(" AND i.rid < {bf}"))
-        }
-        _ => base_where.clone(),
+        search::Cursor::Before(bf) => s.replace(search::RID_RANGE, &format!(" AND i.rid < {bf}")),
+        _ => s.to_string(),
     };
-    // The page's resource numbers are chosen first (ORDER BY + LIMIT on `resources` alone), then only those
-    // rows fetch their content: the planner can stop after one page instead of joining every match.
+    let page_where = rid_range(base_where);
+    let mut params = Vec::new();
+    // The page's resource numbers are chosen first (ORDER BY + LIMIT), then only those rows fetch their
+    // content: the planner can stop after one page instead of joining every match. With a driving index
+    // (SQLite), its entries are walked in resource order and joined to `resources` (GROUP BY: a resource can
+    // hold the value twice); the driving condition is also checked per row, so the filter stays whole.
+    let chooser = match plan.as_ref().and_then(|p| p.driver).map(|d| &q.probes[d]) {
+        Some(d) => {
+            let (table, rest) = d.driven_from().unwrap_or_default();
+            params.extend(q.filter_params[d.params.clone()].iter().cloned());
+            format!(
+                "SELECT r.pkey, r.rid, r.version FROM {table} i JOIN resources r ON r.rid = i.rid \
+                 WHERE {} AND {page_where}{{extra}} GROUP BY i.rid ORDER BY i.rid {{dir}} LIMIT ?",
+                rid_range(rest)
+            )
+        }
+        None => format!(
+            "SELECT r.pkey, r.rid, r.version FROM resources r WHERE {page_where}{{extra}} ORDER BY r.rid {{dir}} LIMIT ?"
+        ),
+    };
     let paged = |extra: &str, dir: &str| {
+        let chooser = chooser.replace("{extra}", extra).replace("{dir}", dir);
         format!(
-            "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, t.rid FROM \
-             (SELECT r.pkey, r.rid, r.version FROM resources r WHERE {page_where}{extra} ORDER BY r.rid {dir} LIMIT ?) t \
+            "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, t.rid FROM ({chooser}) t \
              JOIN resource_versions v ON v.pkey = t.pkey AND v.rid = t.rid AND v.version = t.version ORDER BY t.rid {dir}"
         )
     };
-    let mut params = base_params.clone();
+    params.extend(base_params.iter().cloned());
     let limit = q.count + 1;
     let mut reverse = false;
     let sql = match q.cursor {

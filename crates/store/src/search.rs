@@ -190,15 +190,18 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// The index table and the condition on its rows (alias `i`), to walk the index itself.
+    pub fn driven_from(&self) -> Option<(&str, &str)> {
+        self.sub
+            .strip_prefix("SELECT i.rid FROM ")?
+            .split_once(" i WHERE ")
+    }
+
     /// The same condition checked for one candidate row (`i.rid = r.rid`, the index tables' key prefix):
     /// cheap per row, and it lets a page scan resources in order and stop after `_count` matches instead of
     /// first collecting every match of a frequent value. Same bound values, in the same order.
     pub fn exists(&self) -> String {
-        let body = self
-            .sub
-            .strip_prefix("SELECT i.rid FROM ")
-            .unwrap_or(&self.sub);
-        match body.split_once(" i WHERE ") {
+        match self.driven_from() {
             Some((table, rest)) => {
                 format!("EXISTS (SELECT 1 FROM {table} i WHERE i.rid = r.rid AND {rest})")
             }
