@@ -58,7 +58,7 @@ run_backend() {
     command="socle ${gen[*]} ${store[*]}"
   if [[ "$backend" == postgresql ]]; then psql "$url" -q -c "ANALYZE"; fi
   port="$(free_port)"
-  SOCLE_LOG=warn "$SOCLE" serve --listen "127.0.0.1:$port" "${store[@]}" >"$OUT/server-$backend-$kind-$size.log" 2>&1 &
+  SOCLE_LOG=warn "$SOCLE" serve --insecure-local --listen "127.0.0.1:$port" "${store[@]}" >"$OUT/server-$backend-$kind-$size.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
   local lg=("$LOADGEN" --base "http://127.0.0.1:$port/fhir" --label "$label" --out "$RESULTS")

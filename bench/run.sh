@@ -5,6 +5,8 @@
 # (Socle on SQLite, Socle on PostgreSQL if SOCLE_BENCH_DATABASE_URL is set, Helios on SQLite if its
 # binary is found) starts the server on 127.0.0.1 with a fresh data directory / database, runs the
 # workloads, samples its RSS, stops it, and finally writes bench/RESULTS.md.
+# Socle runs with --insecure-local here: these workloads measure the FHIR engine and its storage (the figures
+# before authentication existed are comparable); the cost of token checks is measured by bench/auth.sh.
 #
 # Knobs (environment):
 #   SOCLE_BENCH_SIZES         resource counts, space-separated        (default "10000 100000")
@@ -150,7 +152,7 @@ bench_server() { # name size
   rm -rf "$dir"; mkdir -p "$dir"
   case "$name" in
     socle-sqlite)
-      cmd=("$SOCLE" serve --data "$dir" --listen "127.0.0.1:$port")
+      cmd=("$SOCLE" serve --data "$dir" --listen "127.0.0.1:$port" --insecure-local)
       base="http://127.0.0.1:$port/fhir"; health="http://127.0.0.1:$port/health"
       SOCLE_LOG=warn "${cmd[@]}" >"$OUT/server-$name-$size.log" 2>&1 &
       ;;
@@ -158,7 +160,7 @@ bench_server() { # name size
       PG_DB="socle_bench_${size}_$$"
       psql "$SOCLE_BENCH_DATABASE_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $PG_DB" >/dev/null
       url="$(python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$SOCLE_BENCH_DATABASE_URL" "$PG_DB")"
-      cmd=("$SOCLE" serve --data "$dir" --database "$url" --listen "127.0.0.1:$port")
+      cmd=("$SOCLE" serve --data "$dir" --database "$url" --listen "127.0.0.1:$port" --insecure-local)
       base="http://127.0.0.1:$port/fhir"; health="http://127.0.0.1:$port/health"
       SOCLE_LOG=warn "${cmd[@]}" >"$OUT/server-$name-$size.log" 2>&1 &
       ;;

@@ -208,10 +208,9 @@ impl Registry {
         Ok(decide(found))
     }
 
-    /// *Verify*: whether the matricule exists and its official traits match the given ones.
-    pub fn verify(&self, matricule: &str, q: &Traits) -> Result<Verified, RegistryError> {
+    /// The reference identity of a matricule, if the registry has it.
+    pub fn get(&self, matricule: &str) -> Result<Option<Official>, RegistryError> {
         let nir = Nir::parse(matricule).map_err(|e| RegistryError::Invalid(e.to_string()))?;
-        check_query(q)?;
         let mut found = Vec::new();
         self.store.read(&mut |c| {
             found = query(
@@ -221,7 +220,13 @@ impl Registry {
             )?;
             Ok(())
         })?;
-        Ok(match found.pop() {
+        Ok(found.pop())
+    }
+
+    /// *Verify*: whether the matricule exists and its official traits match the given ones.
+    pub fn verify(&self, matricule: &str, q: &Traits) -> Result<Verified, RegistryError> {
+        check_query(q)?;
+        Ok(match self.get(matricule)? {
             None => Verified::Mismatch(vec!["ins"]),
             Some(o) => {
                 let d = differences(q, &o.traits);

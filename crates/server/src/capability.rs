@@ -22,7 +22,8 @@ fn search_params(rtype: &str) -> Vec<Value> {
 }
 
 /// The CapabilityStatement as JSON bytes (built once at start-up).
-pub fn capability_statement() -> Vec<u8> {
+/// `public_url`: `http://host:port` of this server (the OAuth endpoints of the security section).
+pub fn capability_statement(public_url: &str) -> Vec<u8> {
     let reg = registry();
     let mut resources = Vec::new();
     for rtype in reg.resource_types() {
@@ -102,6 +103,20 @@ pub fn capability_statement() -> Vec<u8> {
         "rest": [{
             "mode": "server",
             "documentation": "Recherche : modificateurs :exact, :contains (chaînes), :not (jetons), :missing, :Type (références), :below (URI) ; préfixes eq ne gt lt ge le sa eb ap ; chaînage à un niveau ; _has à un niveau ; _include/_revinclude (:iterate) ; _sort, _count, _total, _summary=count, _elements. Paramètres inconnus ou mal formés : ignorés avec un avertissement dans le Bundle, 400 avec Prefer: handling=strict (un curseur de pagination altéré est toujours refusé).",
+            "security": {
+                "cors": false,
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+                "description": format!("Jeton d'accès (Bearer, JWT) exigé sauf pour metadata et l'Annuaire public (Practitioner, PractitionerRole, Organization, HealthcareService, Location, Endpoint). Émetteurs OpenID Connect : {public_url}/auth/pro (professionnels, portées user/ et system/) et {public_url}/auth/patient (patients, portées patient/) ; portées SMART v2 ; acr minimal eidas1, eidas2 pour les suppressions et Patient/$merge."),
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [
+                        {"url": "authorize", "valueUri": format!("{public_url}/auth/pro/authorize")},
+                        {"url": "token", "valueUri": format!("{public_url}/auth/pro/token")},
+                        {"url": "revoke", "valueUri": format!("{public_url}/auth/pro/revoke")},
+                        {"url": "introspect", "valueUri": format!("{public_url}/auth/pro/introspect")},
+                    ],
+                }],
+            },
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "operation": [{

@@ -22,38 +22,52 @@ use socle_store::repo::{HistoryScope, Stored, WriteOutcome};
 use socle_store::{RepoError, Repository, RequestContext};
 
 /// Server options.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     pub max_body: usize,
     pub base_url: Option<String>,
+    /// The OpenID Connect provider; `None` only with `insecure_local`.
+    pub auth: Option<Arc<socle_auth::Provider>>,
+    /// Development switch: no authentication, every request acts as the local developer (loopback only).
+    pub insecure_local: bool,
 }
 
+mod guard;
 mod insi;
+mod oidc;
 mod rniv;
 
 struct AppState {
     repo: Arc<Repository>,
     registry: Arc<socle_ins::Registry>,
-    opts: Options,
     capability: Vec<u8>,
+    auth: Option<Arc<socle_auth::Provider>>,
+    insecure_local: bool,
+    /// `http://host:port` as clients see Socle (cookies are `Secure` under https).
+    public_url: String,
+    opts: Options,
 }
 
 type App = Arc<AppState>;
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
-/// Until authentication exists (see the access-control issue), every request acts as this local principal.
-const LOCAL_PRINCIPAL: &str = "local";
-
 pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: Options) -> Router {
-    let capability = crate::capability::capability_statement();
+    let public_url = opts
+        .auth
+        .as_ref()
+        .map(|a| a.config().public_url.clone())
+        .unwrap_or_default();
+    let capability = crate::capability::capability_statement(&public_url);
     let state = Arc::new(AppState {
         repo,
         registry,
-        opts,
         capability,
+        auth: opts.auth.clone(),
+        insecure_local: opts.insecure_local,
+        public_url,
+        opts,
     });
-    Router::new()
-        .route("/health", get(health))
+    let fhir = Router::new()
         .route("/fhir", post(bundle).get(system_search))
         .route("/fhir/", post(bundle))
         .route("/fhir/metadata", get(metadata))
@@ -85,10 +99,25 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
         .route("/fhir/{rtype}/{id}", get(read).put(update).delete(delete))
         .route("/fhir/{rtype}/{id}/_history", get(history_instance))
         .route("/fhir/{rtype}/{id}/_history/{vid}", get(vread))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(fhir)
+        .merge(oidc::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// What the identity provider needs; it is opened once the address is bound (the issuer URL names the port).
+pub struct AuthSetup {
+    pub store: Arc<dyn socle_store::Store>,
+    pub public_url: Option<String>,
+    pub trusted_networks: Vec<socle_auth::Network>,
 }
 
 /// Binds `listen` and serves until SIGINT/SIGTERM.
@@ -96,16 +125,38 @@ pub async fn serve(
     repo: Arc<Repository>,
     registry: Arc<socle_ins::Registry>,
     listen: SocketAddr,
-    opts: Options,
+    mut opts: Options,
+    auth: AuthSetup,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("écoute sur {listen} impossible : {e}"))?;
     let local = listener.local_addr()?;
+    let public_url = auth.public_url.clone().unwrap_or_else(|| {
+        let host = if local.ip().is_unspecified() {
+            SocketAddr::new([127, 0, 0, 1].into(), local.port())
+        } else {
+            local
+        };
+        format!("http://{host}")
+    });
+    let mut config = socle_auth::ProviderConfig::new(&public_url);
+    config.trusted_networks = auth.trusted_networks;
+    let provider =
+        tokio::task::spawn_blocking(move || socle_auth::Provider::open(auth.store, config))
+            .await?
+            .map_err(|e| anyhow::anyhow!("fournisseur d'identité : {e}"))?;
+    opts.auth = Some(provider);
+    if opts.insecure_local {
+        let banner = "ATTENTION : --insecure-local — AUCUNE AUTHENTIFICATION. Toute requête agit avec tous les droits. \
+                      Réservé au développement sur cette machine ; jamais avec des données réelles.";
+        tracing::warn!("{banner}");
+        eprintln!("\n!!! {banner} !!!\n");
+    }
     let app = router(repo.clone(), registry, opts);
     tracing::info!(address = %local, backend = repo.store().backend(), "Socle prêt : API FHIR sur http://{local}/fhir");
     println!(
-        "Socle prêt : API FHIR sur http://{local}/fhir (stockage {})",
+        "Socle prêt : API FHIR sur http://{local}/fhir (stockage {}) ; identification : {public_url}/auth/pro et {public_url}/auth/patient",
         repo.store().backend()
     );
     axum::serve(
@@ -139,6 +190,8 @@ async fn shutdown_signal() {
 // ------------------------------------------------------------------ request helpers
 
 struct Req {
+    /// Who is calling (set by [`guard::guard`]).
+    caller: Option<guard::Caller>,
     params: Vec<(String, String)>,
     ctx: RequestContext,
     pretty: bool,
@@ -165,7 +218,8 @@ impl axum::extract::FromRequestParts<App> for Req {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
-        prepare(app, &parts.headers, parts.uri.query(), peer)
+        let caller = parts.extensions.get::<guard::Caller>().cloned();
+        prepare(app, &parts.headers, parts.uri.query(), peer, caller)
     }
 }
 
@@ -190,6 +244,7 @@ fn prepare(
     headers: &HeaderMap,
     query: Option<&str>,
     peer: SocketAddr,
+    caller: Option<guard::Caller>,
 ) -> Result<Req, Response> {
     let params = parse_query(query);
     let mut pretty = false;
@@ -229,12 +284,15 @@ fn prepare(
         }
     }
     Ok(Req {
-        params,
         ctx: RequestContext {
-            principal: LOCAL_PRINCIPAL.into(),
+            principal: caller
+                .as_ref()
+                .map_or_else(|| "anonymous".into(), guard::Caller::label),
             client: Some(peer.ip().to_string()),
             base_url: base_url(app, headers),
         },
+        caller,
+        params,
         pretty,
         strict,
         prefer_return,
@@ -596,6 +654,7 @@ async fn run<T: Send + 'static>(
 
 async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body) -> Response {
     let body = tryr!(json_body(&app, &headers, body).await);
+    tryr!(guard::check_bundle(req.caller.as_ref(), &body));
     let v = tryr!(
         run(
             &app,

@@ -1,5 +1,6 @@
 //! `socle`: the command-line entry point. Subcommands serve the API, import data and check the audit trail.
 
+mod admin;
 mod annuaire_io;
 mod capability;
 mod http;
@@ -25,13 +26,30 @@ struct Cli {
 
 /// Where the data lives (shared by every subcommand that opens the store).
 #[derive(Args, Clone)]
-struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// Data directory: the SQLite file (socle.db) and the blob directory.
     #[arg(long, env = "SOCLE_DATA", default_value = "./socle-data")]
     data: PathBuf,
     /// PostgreSQL URL (postgres://user:pass@host/db); when set, PostgreSQL is used instead of SQLite.
     #[arg(long, env = "SOCLE_DATABASE_URL")]
     database: Option<String>,
+}
+
+/// Authentication settings of the server.
+#[derive(Args, Clone)]
+struct AuthArgs {
+    /// URL at which clients reach Socle (http(s)://host:port): the OpenID Connect issuers are
+    /// <URL>/auth/pro and <URL>/auth/patient, access tokens are for <URL>/fhir. Default: http://<listen address>.
+    #[arg(long, env = "SOCLE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Establishment networks (CIDR, comma-separated): professionals connecting from them may log in with a
+    /// password alone (acr eidas1); from anywhere else a TOTP code is required (eidas2).
+    #[arg(long, env = "SOCLE_ESTABLISHMENT_NETWORKS", value_delimiter = ',')]
+    establishment_networks: Vec<socle_auth::Network>,
+    /// DEVELOPMENT ONLY: no authentication, every request acts as the local developer with every right.
+    /// Refused unless --listen is a loopback address.
+    #[arg(long)]
+    insecure_local: bool,
 }
 
 #[derive(Subcommand)]
@@ -49,6 +67,8 @@ enum Command {
         /// Public base URL of the FHIR API, if it differs from http://<Host header>/fhir (behind a proxy).
         #[arg(long, env = "SOCLE_BASE_URL")]
         base_url: Option<String>,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// Load FHIR JSON files: single resources, Bundles (transaction/batch processed, others stored) and NDJSON.
     Import {
@@ -104,6 +124,21 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Accounts of the identity provider (professionals, patients).
+    Accounts {
+        #[command(subcommand)]
+        command: admin::AccountsCommand,
+    },
+    /// Client applications of the identity provider.
+    Clients {
+        #[command(subcommand)]
+        command: admin::ClientsCommand,
+    },
+    /// Signing keys of the identity provider.
+    Keys {
+        #[command(subcommand)]
+        command: admin::KeysCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,7 +160,7 @@ fn init_logging() {
 }
 
 /// Opens the store, its INS registry, and installs the business rules (see `with_rules`).
-fn open_store(
+pub(crate) fn open_store(
     s: &StoreArgs,
 ) -> anyhow::Result<(Arc<dyn socle_store::Store>, Arc<socle_ins::Registry>)> {
     let st = socle_store::open(s.database.as_deref(), &s.data).context("ouverture du stockage")?;
@@ -180,9 +215,15 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             listen,
             max_body,
             base_url,
+            auth,
         } => {
+            if auth.insecure_local && !listen.ip().is_loopback() {
+                anyhow::bail!(
+                    "--insecure-local n'est accepté que sur une adresse de bouclage (127.0.0.1, ::1), pas sur {listen}"
+                );
+            }
             let (st, registry) = open_store(&store)?;
-            let repo = Arc::new(socle_store::Repository::new(st));
+            let repo = Arc::new(socle_store::Repository::new(st.clone()));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -191,10 +232,23 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 repo,
                 registry,
                 listen,
-                http::Options { max_body, base_url },
+                http::Options {
+                    max_body,
+                    base_url,
+                    auth: None,
+                    insecure_local: auth.insecure_local,
+                },
+                http::AuthSetup {
+                    store: st,
+                    public_url: auth.public_url,
+                    trusted_networks: auth.establishment_networks,
+                },
             ))?;
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Accounts { command } => admin::accounts(command),
+        Command::Clients { command } => admin::clients(command),
+        Command::Keys { command } => admin::keys(command),
         Command::Import {
             store,
             files,
@@ -264,7 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     registry_io::generate_persons(Some(&registry), DEMO_PERSONS, 1, None)?
                 );
             }
-            let repo = Arc::new(socle_store::Repository::new(st));
+            let repo = Arc::new(socle_store::Repository::new(st.clone()));
             if repo.type_count("Practitioner").context("Annuaire")? == 0 {
                 println!(
                     "{}",
@@ -277,7 +331,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     )?
                 );
             }
-            println!("{}", demo_banner(listen, &data));
+            let accounts = admin::demo_accounts(st.clone(), &repo, &registry, &data, listen)?;
+            println!("{}", demo_banner(listen, &data, &accounts));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -289,6 +344,17 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 http::Options {
                     max_body: 16 * 1024 * 1024,
                     base_url: None,
+                    auth: None,
+                    insecure_local: false,
+                },
+                http::AuthSetup {
+                    store: st,
+                    public_url: None,
+                    // The demonstration's professionals log in from this machine with a password alone.
+                    trusted_networks: vec![
+                        "127.0.0.0/8".parse().map_err(anyhow::Error::msg)?,
+                        "::1/128".parse().map_err(anyhow::Error::msg)?,
+                    ],
                 },
             ))?;
             Ok(std::process::ExitCode::SUCCESS)
@@ -336,7 +402,7 @@ const DEMO_PERSONS: u64 = 2_000;
 const DEMO_STRUCTURES: u64 = 60;
 const DEMO_PROFESSIONALS: u64 = 300;
 
-fn demo_banner(listen: SocketAddr, data: &std::path::Path) -> String {
+fn demo_banner(listen: SocketAddr, data: &std::path::Path, accounts: &str) -> String {
     // The first person the demonstration generated (seed 1): a query that finds someone.
     let p = socle_ins::generate::PersonGenerator::new(1).next_person();
     let mut params = vec![
@@ -348,13 +414,18 @@ fn demo_banner(listen: SocketAddr, data: &std::path::Path) -> String {
     let retrieve = serde_json::json!({"resourceType": "Parameters", "parameter": params.clone()});
     params.push(serde_json::json!({"name": "ins", "valueString": p.matricule}));
     let verify = serde_json::json!({"resourceType": "Parameters", "parameter": params});
+    let (id, secret) = admin::demo_system_client(accounts).unwrap_or_default();
     format!(
         "Démonstration Socle — données dans {data} (supprimez ce dossier pour repartir de zéro)\n\
          Registre INS : {DEMO_PERSONS} identités synthétiques ; Annuaire : {DEMO_STRUCTURES} structures, {DEMO_PROFESSIONALS} professionnels (graine 1).\n\n\
-         Essayez :\n  curl http://{listen}/fhir/metadata\n  \
+         {accounts}\n\
+         Essayez (l'Annuaire public se lit sans jeton ; le reste exige un jeton d'accès) :\n  \
+         curl http://{listen}/auth/pro/.well-known/openid-configuration\n  \
          curl 'http://{listen}/fhir/PractitionerRole?role=10&specialty=SM54&_include=PractitionerRole:practitioner&_include=PractitionerRole:organization'\n  \
-         curl -X POST http://{listen}/fhir/Patient/\\$ins-retrieve -H 'Content-Type: application/fhir+json' -d '{retrieve}'\n  \
-         curl -X POST http://{listen}/fhir/Patient/\\$ins-verify -H 'Content-Type: application/fhir+json' -d '{verify}'\n",
+         TOKEN=$(curl -s -u {id}:{secret} -d grant_type=client_credentials -d scope='system/*.rs' http://{listen}/auth/pro/token | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n  \
+         curl -X POST http://{listen}/fhir/Patient/\\$ins-retrieve -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/fhir+json' -d '{retrieve}'\n  \
+         curl -X POST http://{listen}/fhir/Patient/\\$ins-verify -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/fhir+json' -d '{verify}'\n\
+         Connexion d'un professionnel dans le navigateur : http://{listen}/auth/pro/authorize (paramètres : README, « Authentication and access »).\n",
         data = data.display()
     )
 }

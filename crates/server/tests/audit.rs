@@ -80,7 +80,10 @@ fn every_interaction_is_audited_and_readable_as_audit_event() {
         );
         let ev = &evs[0]["resource"];
         assert_eq!(ev["resourceType"], "AuditEvent");
-        assert_eq!(ev["agent"][0]["who"]["identifier"]["value"], "local");
+        assert_eq!(
+            ev["agent"][0]["who"]["identifier"]["value"],
+            "local-insecure"
+        );
         assert_eq!(ev["agent"][0]["network"]["address"], "127.0.0.1");
         assert!(ev["recorded"].as_str().unwrap().ends_with('Z'));
         // Failures are audited too, without health data in the record.
@@ -135,7 +138,10 @@ fn verify_detects_altered_inserted_and_deleted_records() {
         let (ok, out) = verify(&s);
         assert!(!ok, "{out}");
         assert!(out.contains("enregistrement 3"), "{out}");
-        tamper(&s, "UPDATE audit_log SET principal = 'local' WHERE seq = 3");
+        tamper(
+            &s,
+            "UPDATE audit_log SET principal = 'local-insecure' WHERE seq = 3",
+        );
         assert!(verify(&s).0);
 
         tamper(&s, "DELETE FROM audit_log WHERE seq = 2");

@@ -73,6 +73,11 @@ impl From<Option<String>> for SqlValue {
         o.map_or(SqlValue::Null, SqlValue::Text)
     }
 }
+impl From<Option<i64>> for SqlValue {
+    fn from(o: Option<i64>) -> Self {
+        o.map_or(SqlValue::Null, SqlValue::Int)
+    }
+}
 impl From<Option<&str>> for SqlValue {
     fn from(o: Option<&str>) -> Self {
         o.map_or(SqlValue::Null, |s| SqlValue::Text(s.to_string()))

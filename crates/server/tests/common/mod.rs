@@ -62,7 +62,16 @@ impl Server {
         Self::start_with(backend, &[])
     }
 
+    /// A server with `extra` arguments, in the development mode without authentication (`--insecure-local`):
+    /// the tests of the FHIR core and the registries; the access-control tests use [`Server::start_secure`].
     pub fn start_with(backend: &Backend, extra: &[&str]) -> Server {
+        let mut args = vec!["--insecure-local"];
+        args.extend_from_slice(extra);
+        Self::start_secure(backend, &args)
+    }
+
+    /// A server with authentication enforced (the default of `socle serve`).
+    pub fn start_secure(backend: &Backend, extra: &[&str]) -> Server {
         let data = tempfile::tempdir().expect("répertoire temporaire");
         let database = match backend {
             Backend::Sqlite => None,
@@ -153,6 +162,27 @@ impl Server {
             c.arg("--database").arg(db);
         }
         c.output().expect("socle")
+    }
+
+    /// Runs a `socle` command on this server's store with `input` on its standard input.
+    pub fn cli_input(&self, args: &[&str], input: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_socle"));
+        c.env("SOCLE_LOG", "error")
+            .args(args)
+            .arg("--data")
+            .arg(self.data.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(db) = &self.database {
+            c.arg("--database").arg(db);
+        }
+        let mut child = c.spawn().expect("socle");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).expect("stdin");
+        }
+        child.wait_with_output().expect("socle")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,591 @@
+//! Administration of the identity provider from the command line: accounts (professionals from the Annuaire,
+//! patients from their INS), clients, signing keys. The claims an account's tokens carry are read from the
+//! Annuaire (professionals) or the reference registry and the local patient index (patients) when the account
+//! is created.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use socle_auth::{AccountInfo, NewClient, Provider, ProviderConfig, Realm};
+use socle_store::{Repository, RequestContext};
+
+use crate::StoreArgs;
+
+pub fn provider(
+    st: Arc<dyn socle_store::Store>,
+    public_url: &str,
+) -> anyhow::Result<Arc<Provider>> {
+    Provider::open(st, ProviderConfig::new(public_url))
+        .map_err(|e| anyhow::anyhow!("fournisseur d'identité : {e}"))
+}
+
+fn admin_ctx() -> RequestContext {
+    RequestContext {
+        principal: "admin-cli".into(),
+        client: None,
+        base_url: "http://localhost/fhir".into(),
+    }
+}
+
+fn search(repo: &Repository, rtype: &str, params: &[(&str, String)]) -> anyhow::Result<Vec<Value>> {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let page = repo
+        .search(&admin_ctx(), rtype, &params, true)
+        .map_err(|e| anyhow::anyhow!("recherche {rtype} : {e}"))?;
+    Ok(page
+        .matches
+        .iter()
+        .chain(&page.includes)
+        .filter_map(|s| serde_json::from_slice(&s.content).ok())
+        .collect())
+}
+
+fn name_parts(res: &Value) -> (String, String) {
+    let n = &res["name"][0];
+    let family = n["family"].as_str().unwrap_or_default().to_string();
+    let given: Vec<&str> = n["given"]
+        .as_array()
+        .map(|g| g.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    (family, given.join(" "))
+}
+
+/// The claims of a professional, from the Annuaire: the Practitioner with this RPPS, its PractitionerRoles
+/// (profession, specialty) and their organisations (FINESS / structure identifiers).
+pub fn professional_profile(repo: &Repository, rpps: &str) -> anyhow::Result<(String, Value)> {
+    let rpps = socle_directory::ids::Rpps::parse(rpps).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let found = search(
+        repo,
+        "Practitioner",
+        &[(
+            "identifier",
+            format!("https://rpps.esante.gouv.fr|{}", rpps.as_str()),
+        )],
+    )?;
+    let Some(p) = found.first() else {
+        bail!(
+            "aucun professionnel de l'Annuaire n'a le RPPS {} : importez-le d'abord (socle import --annuaire, socle generate)",
+            rpps.as_str()
+        );
+    };
+    let id = p["id"].as_str().unwrap_or_default().to_string();
+    let (family, given) = name_parts(p);
+    let roles = search(
+        repo,
+        "PractitionerRole",
+        &[
+            ("practitioner", format!("Practitioner/{id}")),
+            ("_include", "PractitionerRole:organization".into()),
+        ],
+    )?;
+    let mut professions = Vec::new();
+    let mut specialties = Vec::new();
+    let mut structures = Vec::new();
+    for r in roles
+        .iter()
+        .filter(|r| r["resourceType"] == "PractitionerRole")
+    {
+        for c in r["code"].as_array().into_iter().flatten() {
+            if let Some(code) = c["coding"][0]["code"].as_str() {
+                professions.push(code.to_string());
+            }
+        }
+        for c in r["specialty"].as_array().into_iter().flatten() {
+            if let Some(code) = c["coding"][0]["code"].as_str() {
+                specialties.push(code.to_string());
+            }
+        }
+        if let Some(org_ref) = r["organization"]["reference"].as_str() {
+            let org = roles.iter().find(|o| {
+                o["resourceType"] == "Organization"
+                    && format!("Organization/{}", o["id"].as_str().unwrap_or("")) == org_ref
+            });
+            let ids: Vec<Value> = org
+                .and_then(|o| o["identifier"].as_array())
+                .map(|ids| {
+                    ids.iter()
+                        .map(|i| json!({"system": i["system"], "value": i["value"]}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            structures.push(json!({
+                "organization": org_ref,
+                "name": org.and_then(|o| o["name"].as_str()),
+                "identifier": ids,
+                "role": r["id"],
+            }));
+        }
+    }
+    professions.dedup();
+    specialties.dedup();
+    let idnps = rpps.idnps();
+    let profile = json!({
+        "idnps": idnps,
+        "rpps": rpps.as_str(),
+        "family_name": family,
+        "given_name": given,
+        "name": format!("{given} {family}").trim().to_string(),
+        "profession": professions,
+        "specialty": specialties,
+        "structures": structures,
+        "fhirUser": format!("Practitioner/{id}"),
+    });
+    Ok((idnps, profile))
+}
+
+/// The claims of a patient: the official traits from the reference registry, and the local `Patient` that
+/// carries this INS (the `patient` claim, SMART launch context), if there is one.
+pub fn patient_profile(
+    repo: &Repository,
+    registry: &socle_ins::Registry,
+    ins: &str,
+) -> anyhow::Result<Value> {
+    let official = registry
+        .get(ins)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("le matricule INS {ins} est inconnu du registre de référence"))?;
+    let mut local = None;
+    for oid in ["8", "9", "10", "11"] {
+        let found = search(
+            repo,
+            "Patient",
+            &[(
+                "identifier",
+                format!("urn:oid:1.2.250.1.213.1.4.{oid}|{ins}"),
+            )],
+        )?;
+        if let Some(p) = found.into_iter().find(|p| p["active"] != false) {
+            local = p["id"].as_str().map(str::to_string);
+            break;
+        }
+    }
+    let given = official.traits.given.join(" ");
+    let mut profile = json!({
+        "ins": official.matricule,
+        "ins_system": official.system,
+        "family_name": official.traits.family,
+        "given_name": given,
+        "name": format!("{given} {}", official.traits.family),
+        "birthdate": official.traits.birth_date,
+    });
+    if let Some(id) = local {
+        profile["patient"] = id.clone().into();
+        profile["fhirUser"] = format!("Patient/{id}").into();
+    }
+    Ok(profile)
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<Option<String>> {
+    if !from_stdin {
+        return Ok(None);
+    }
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("lecture du mot de passe sur l'entrée standard")?;
+    let s = s.trim_end_matches(['\n', '\r']).to_string();
+    if s.is_empty() {
+        bail!("mot de passe vide sur l'entrée standard");
+    }
+    Ok(Some(s))
+}
+
+pub fn print_account(a: &AccountInfo) {
+    println!(
+        "compte {} créé : identifiant {}, sujet {}, état {}",
+        a.realm.as_str(),
+        a.login,
+        a.subject,
+        a.status
+    );
+    if let Some(code) = &a.activation_code {
+        println!("code d'activation (à remettre à la personne, valable 30 jours) : {code}");
+        println!("page d'activation : /auth/{}/activate", a.realm.as_str());
+    }
+    if let Some((secret, uri)) = &a.totp {
+        println!("clé TOTP (à saisir dans l'application d'authentification) : {secret}");
+        println!("URI d'enrôlement : {uri}");
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum AccountsCommand {
+    /// Create a professional's account (realm pro) from the Annuaire: login = RPPS, subject = IDNPS.
+    /// Password read from standard input with --password-stdin; without it, an activation code is printed.
+    CreateProfessional {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        rpps: String,
+        #[arg(long)]
+        password_stdin: bool,
+        /// Do not enrol a TOTP second factor (the professional can then only log in from an establishment
+        /// network).
+        #[arg(long)]
+        no_totp: bool,
+    },
+    /// Create a patient's account (realm patient) bound to an INS of the reference registry: login and subject
+    /// = the INS. TOTP is always enrolled. Password from standard input with --password-stdin; without it, an
+    /// activation code is printed (the person sets the password at /auth/patient/activate).
+    CreatePatient {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        ins: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the accounts of a realm.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_parser = ["pro", "patient"])]
+        realm: String,
+    },
+    /// Lift the lockout of an account after repeated failures.
+    Unlock {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_parser = ["pro", "patient"])]
+        realm: String,
+        #[arg(long)]
+        login: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum ClientsCommand {
+    /// Register a client application; prints its client id (and secret, shown once).
+    Register {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_parser = ["pro", "patient"])]
+        realm: String,
+        #[arg(long)]
+        name: String,
+        /// Allowed redirect URI (repeat for several). Without any: a client without users (client credentials).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Allowed post-logout redirect URI (repeat for several).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_uris: Vec<String>,
+        /// client_secret_basic (default), private_key_jwt (with --jwks) or none (public application, PKCE).
+        #[arg(long, default_value = "client_secret_basic")]
+        auth_method: String,
+        /// File with the client's public JWKS (private_key_jwt).
+        #[arg(long)]
+        jwks: Option<std::path::PathBuf>,
+        /// Scopes the client may ask for (space-separated); default: the realm's user scopes, or system/*.rs.
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// List the registered clients.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// Make new current signing keys; the previous ones stay published for a day.
+    Rotate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the published signing keys.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn realm(s: &str) -> anyhow::Result<Realm> {
+    Realm::parse(s).with_context(|| format!("domaine inconnu : {s}"))
+}
+
+const CLI_URL: &str = "http://127.0.0.1:8080";
+
+pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> {
+    match cmd {
+        AccountsCommand::CreateProfessional {
+            store,
+            rpps,
+            password_stdin,
+            no_totp,
+        } => {
+            let (st, _) = crate::open_store(&store)?;
+            let repo = Repository::new(st.clone());
+            let (idnps, profile) = professional_profile(&repo, &rpps)?;
+            let password = read_password(password_stdin)?;
+            let p = provider(st, CLI_URL)?;
+            let login = profile["rpps"].as_str().unwrap_or_default().to_string();
+            let a = p
+                .create_account(
+                    Realm::Pro,
+                    &login,
+                    &idnps,
+                    password.as_deref(),
+                    !no_totp,
+                    &profile,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            print_account(&a);
+        }
+        AccountsCommand::CreatePatient {
+            store,
+            ins,
+            password_stdin,
+        } => {
+            let (st, registry) = crate::open_store(&store)?;
+            let repo = Repository::new(st.clone());
+            let profile = patient_profile(&repo, &registry, &ins)?;
+            let password = read_password(password_stdin)?;
+            let p = provider(st, CLI_URL)?;
+            let ins = profile["ins"].as_str().unwrap_or_default().to_string();
+            let a = p
+                .create_account(
+                    Realm::Patient,
+                    &ins,
+                    &ins,
+                    password.as_deref(),
+                    true,
+                    &profile,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            print_account(&a);
+        }
+        AccountsCommand::List { store, realm: r } => {
+            let (st, _) = crate::open_store(&store)?;
+            let p = provider(st, CLI_URL)?;
+            for (login, subject, status, locked) in p
+                .list_accounts(realm(&r)?)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                println!(
+                    "{login}\t{subject}\t{status}{}",
+                    if locked { "\tverrouillé" } else { "" }
+                );
+            }
+        }
+        AccountsCommand::Unlock {
+            store,
+            realm: r,
+            login,
+        } => {
+            let (st, _) = crate::open_store(&store)?;
+            let p = provider(st, CLI_URL)?;
+            if !p
+                .unlock(realm(&r)?, &login)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                bail!("compte inconnu : {login}");
+            }
+            println!("compte {login} déverrouillé");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub fn clients(cmd: ClientsCommand) -> anyhow::Result<std::process::ExitCode> {
+    match cmd {
+        ClientsCommand::Register {
+            store,
+            realm: r,
+            name,
+            redirect_uris,
+            post_logout_uris,
+            auth_method,
+            jwks,
+            scope,
+        } => {
+            let jwks = match jwks {
+                Some(f) => Some(
+                    serde_json::from_slice::<Value>(
+                        &std::fs::read(&f)
+                            .with_context(|| format!("lecture de {}", f.display()))?,
+                    )
+                    .with_context(|| format!("{} n'est pas un JWKS JSON", f.display()))?,
+                ),
+                None => None,
+            };
+            let (st, _) = crate::open_store(&store)?;
+            let p = provider(st, CLI_URL)?;
+            let c = p
+                .register_client(NewClient {
+                    realm: realm(&r)?,
+                    name,
+                    redirect_uris,
+                    post_logout_uris,
+                    auth_method,
+                    jwks,
+                    scope,
+                })
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("client_id: {}", c.client_id);
+            if let Some(s) = &c.secret {
+                println!("client_secret: {s}");
+                println!("(le secret n'est affiché qu'une fois : conservez-le)");
+            }
+            println!("méthode : {} ; portées : {}", c.auth_method, c.scope);
+        }
+        ClientsCommand::List { store } => {
+            let (st, _) = crate::open_store(&store)?;
+            let p = provider(st, CLI_URL)?;
+            for c in p.list_clients().map_err(|e| anyhow::anyhow!("{e}"))? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    c.client_id,
+                    c.realm.as_str(),
+                    c.auth_method,
+                    c.name,
+                    c.redirect_uris.join(" ")
+                );
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub fn keys(cmd: KeysCommand) -> anyhow::Result<std::process::ExitCode> {
+    match cmd {
+        KeysCommand::Rotate { store } => {
+            let (st, _) = crate::open_store(&store)?;
+            let p = provider(st, CLI_URL)?;
+            let made = p.keys().rotate().map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("nouvelles clés courantes : {}", made.join(", "));
+            println!(
+                "les serveurs en marche les prennent en compte dans les 5 secondes ; les anciennes restent publiées 24 h"
+            );
+        }
+        KeysCommand::List { store } => {
+            let (st, _) = crate::open_store(&store)?;
+            let p = provider(st, CLI_URL)?;
+            for (kid, alg, created, retired) in p.keys().describe() {
+                let state = match retired {
+                    Some(t) => format!("retirée {}", socle_store::repo::iso_instant(t)),
+                    None => "courante".into(),
+                };
+                println!(
+                    "{kid}\t{alg}\tcréée {}\t{state}",
+                    socle_store::repo::iso_instant(created)
+                );
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The demonstration's password for its accounts (the demonstration holds synthetic data only).
+pub const DEMO_PASSWORD: &str = "socle-demo-2026";
+const DEMO_FILE: &str = "demo-identifiants.txt";
+
+/// Creates, on first start, the demonstration's accounts and clients (a professional of the Annuaire, a patient
+/// of the registry, a system client with a secret, a public application) and returns how to use them (kept in
+/// `demo-identifiants.txt` under the data directory: the secret is shown once by the provider).
+pub fn demo_accounts(
+    st: Arc<dyn socle_store::Store>,
+    repo: &Repository,
+    registry: &socle_ins::Registry,
+    data: &std::path::Path,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<String> {
+    let file = data.join(DEMO_FILE);
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        return Ok(text);
+    }
+    let p = provider(st, &format!("http://{listen}"))?;
+    let err = |e: socle_auth::AuthError| anyhow::anyhow!("{e}");
+    let first = search(repo, "Practitioner", &[("_count", "1".into())])?;
+    let rpps = first
+        .first()
+        .and_then(|p| p["identifier"].as_array())
+        .and_then(|ids| {
+            ids.iter()
+                .find(|i| i["system"] == "https://rpps.esante.gouv.fr")
+        })
+        .and_then(|i| i["value"].as_str())
+        .context("aucun professionnel dans l'Annuaire de démonstration")?
+        .to_string();
+    let (idnps, profile) = professional_profile(repo, &rpps)?;
+    let pro = p
+        .create_account(
+            Realm::Pro,
+            &rpps,
+            &idnps,
+            Some(DEMO_PASSWORD),
+            true,
+            &profile,
+        )
+        .map_err(err)?;
+    let person = socle_ins::generate::PersonGenerator::new(1).next_person();
+    let pprofile = patient_profile(repo, registry, &person.matricule)?;
+    let pat = p
+        .create_account(
+            Realm::Patient,
+            &person.matricule,
+            &person.matricule,
+            Some(DEMO_PASSWORD),
+            true,
+            &pprofile,
+        )
+        .map_err(err)?;
+    let system = p
+        .register_client(NewClient {
+            realm: Realm::Pro,
+            name: "Logiciel de démonstration (sans utilisateur)".into(),
+            redirect_uris: vec![],
+            post_logout_uris: vec![],
+            auth_method: "client_secret_basic".into(),
+            jwks: None,
+            scope: Some("system/*.cruds".into()),
+        })
+        .map_err(err)?;
+    let app = p
+        .register_client(NewClient {
+            realm: Realm::Pro,
+            name: "Application de démonstration".into(),
+            redirect_uris: vec!["http://127.0.0.1:8765/callback".into()],
+            post_logout_uris: vec!["http://127.0.0.1:8765/".into()],
+            auth_method: "none".into(),
+            jwks: None,
+            scope: None,
+        })
+        .map_err(err)?;
+    let secret = system.secret.clone().unwrap_or_default();
+    let pro_totp = pro.totp.map(|t| t.0).unwrap_or_default();
+    let (pat_totp, pat_uri) = pat.totp.unwrap_or_default();
+    let text = format!(
+        "Comptes de démonstration (mot de passe : {DEMO_PASSWORD})\n\
+         - professionnel (domaine pro) : identifiant {rpps} (RPPS) ; depuis cette machine le mot de passe suffit, \
+         ailleurs code TOTP de la clé {pro_totp}\n\
+         - patient (domaine patient) : identifiant {ins} (INS) ; code TOTP obligatoire, clé {pat_totp}\n  ({pat_uri})\n\
+         Clients :\n\
+         - sans utilisateur (client credentials) : client_id {sid}, client_secret {secret}\n\
+         - application publique (code + PKCE) : client_id {aid}, redirect_uri http://127.0.0.1:8765/callback\n",
+        ins = person.matricule,
+        sid = system.client_id,
+        aid = app.client_id,
+    );
+    std::fs::write(&file, &text).with_context(|| format!("écriture de {}", file.display()))?;
+    Ok(text)
+}
+
+/// The `client_id` and secret of the demonstration's system client, read back from its file.
+pub fn demo_system_client(text: &str) -> Option<(String, String)> {
+    let line = text.lines().find(|l| l.contains("client credentials"))?;
+    let id = line
+        .split("client_id ")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .trim()
+        .to_string();
+    let secret = line.split("client_secret ").nth(1)?.trim().to_string();
+    Some((id, secret))
+}

@@ -1,0 +1,455 @@
+//! Who is calling, and may they: every `/fhir` route goes through [`guard`]. It classifies the request
+//! (resource type, SMART permission, minimum `acr`), reads the bearer token, and lets it through only when the
+//! token's scopes allow it. Anonymous callers reach only the discovery documents and the public Annuaire data.
+//!
+//! Minimum `acr` of each API (users only; client-credentials tokens carry none):
+//! - reads, searches, history, INSi, `$duplicates`, creates and updates: `eidas1`;
+//! - deletions and `Patient/$merge`: `eidas2` (a second factor).
+//!
+//! Patient tokens (realm `patient`) reach only the patient's own `Patient` resource until the policy engine
+//! (compartment rules, masks, delegations) is in place.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use socle_auth::{ACR_ONE_FACTOR, ACR_TWO_FACTORS, Context, Perm, Principal, Realm, acr_rank};
+use socle_fhir::IssueType;
+
+use super::{App, error};
+
+/// The caller of a request, as the handlers see it (request extension).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// `--insecure-local`: every request acts as the local developer.
+    Insecure,
+    Anonymous,
+    Token(Box<Principal>),
+}
+
+impl Caller {
+    /// How the audit trail names the caller.
+    pub fn label(&self) -> String {
+        match self {
+            Caller::Insecure => "local-insecure".into(),
+            Caller::Anonymous => "anonymous".into(),
+            Caller::Token(p) => match p.realm {
+                Some(r) => format!("{}:{}", r.as_str(), p.subject),
+                None => format!("client:{}", p.client_id),
+            },
+        }
+    }
+}
+
+/// Resource types of the public Annuaire: readable without a token.
+pub const PUBLIC_TYPES: &[&str] = &[
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "HealthcareService",
+    "Location",
+    "Endpoint",
+];
+
+/// What a request needs.
+#[derive(Debug, Clone, PartialEq)]
+enum Need {
+    Public,
+    /// Public when the query stays within the public Annuaire types, else `Access`.
+    Directory(String, Perm),
+    Access {
+        /// `None`: every type (system-level search and history).
+        rtype: Option<String>,
+        perm: Perm,
+        min_acr: &'static str,
+    },
+    /// A batch/transaction Bundle: each entry is checked by the handler ([`check_bundle`]).
+    Bundle,
+}
+
+fn access(rtype: &str, perm: Perm) -> Need {
+    Need::Access {
+        rtype: Some(rtype.to_string()),
+        perm,
+        min_acr: ACR_ONE_FACTOR,
+    }
+}
+
+fn classify(method: &Method, path: &str) -> Need {
+    let rest = path.strip_prefix("/fhir").unwrap_or(path);
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let get = method == Method::GET || method == Method::HEAD;
+    match segs.as_slice() {
+        [] if get => Need::Access {
+            rtype: None,
+            perm: Perm::Search,
+            min_acr: ACR_ONE_FACTOR,
+        },
+        [] => Need::Bundle,
+        ["metadata"] | ["OperationDefinition", ..] => Need::Public,
+        ["_history"] => Need::Access {
+            rtype: None,
+            perm: Perm::Search,
+            min_acr: ACR_ONE_FACTOR,
+        },
+        ["$audit-trail", ..] => access("AuditEvent", Perm::Read),
+        ["Patient", _, "$audit-trail"] => access("AuditEvent", Perm::Search),
+        ["Patient", "$ins-retrieve"] | ["Patient", "$ins-verify"] => access("Patient", Perm::Read),
+        ["Patient", "$merge"] => Need::Access {
+            rtype: Some("Patient".into()),
+            perm: Perm::Update,
+            min_acr: ACR_TWO_FACTORS,
+        },
+        ["Patient", _, "$duplicates"] => access("Patient", Perm::Search),
+        [t] | [t, "_search"] | [t, "_history"] if get || segs.get(1) == Some(&"_search") => {
+            if PUBLIC_TYPES.contains(t) {
+                Need::Directory(t.to_string(), Perm::Search)
+            } else {
+                access(t, Perm::Search)
+            }
+        }
+        [t] if method == Method::POST => access(t, Perm::Create),
+        [t] if method == Method::PUT => access(t, Perm::Update),
+        [t] if method == Method::DELETE => Need::Access {
+            rtype: Some(t.to_string()),
+            perm: Perm::Delete,
+            min_acr: ACR_TWO_FACTORS,
+        },
+        [t, _] | [t, _, "_history"] | [t, _, "_history", _] if get => {
+            if PUBLIC_TYPES.contains(t) {
+                Need::Directory(t.to_string(), Perm::Read)
+            } else {
+                access(t, Perm::Read)
+            }
+        }
+        [t, _] if method == Method::PUT => access(t, Perm::Update),
+        [t, _] if method == Method::DELETE => Need::Access {
+            rtype: Some(t.to_string()),
+            perm: Perm::Delete,
+            min_acr: ACR_TWO_FACTORS,
+        },
+        // Anything else: the most demanding reading of the path's type.
+        [t, ..] => Need::Access {
+            rtype: Some(t.to_string()),
+            perm: Perm::Update,
+            min_acr: ACR_TWO_FACTORS,
+        },
+    }
+}
+
+/// Whether a query on a public type stays within the public types (no `_has`, no `_revinclude` or
+/// `_include` from or to another type).
+fn stays_public(query: Option<&str>) -> bool {
+    let params = super::parse_query(query);
+    params.iter().all(|(k, v)| {
+        if k.starts_with("_has") {
+            return false;
+        }
+        if k.starts_with("_include") || k.starts_with("_revinclude") {
+            let mut parts = v.split(':');
+            let source = parts.next().unwrap_or("");
+            let target = parts.nth(1);
+            return PUBLIC_TYPES.contains(&source)
+                && target.is_none_or(|t| PUBLIC_TYPES.contains(&t));
+        }
+        true
+    })
+}
+
+/// Header values are ASCII: French accents folded, quotes replaced.
+pub fn header_text(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'à' | 'â' | 'ä' => 'a',
+            'é' | 'è' | 'ê' | 'ë' => 'e',
+            'î' | 'ï' => 'i',
+            'ô' | 'ö' => 'o',
+            'ù' | 'û' | 'ü' => 'u',
+            'ç' => 'c',
+            'É' | 'È' | 'Ê' => 'E',
+            'À' => 'A',
+            '"' | '«' | '»' => '\'',
+            c if c.is_ascii() && !c.is_ascii_control() => c,
+            _ => ' ',
+        })
+        .collect()
+}
+
+fn unauthorized(msg: &str, www: String) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, IssueType::Login, msg);
+    if let Ok(v) = HeaderValue::from_str(&www) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn forbidden(msg: String, scope_hint: &str) -> Response {
+    let mut r = error(StatusCode::FORBIDDEN, IssueType::Forbidden, msg);
+    let www =
+        format!("Bearer realm=\"socle\", error=\"insufficient_scope\", scope=\"{scope_hint}\"");
+    if let Ok(v) = HeaderValue::from_str(&www) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// The context a principal's scopes count in: users of the pro realm act in `user/`, patients in `patient/`,
+/// clients on their own behalf in `system/`.
+fn context_of(p: &Principal) -> Context {
+    match p.realm {
+        Some(Realm::Pro) => Context::User,
+        Some(Realm::Patient) => Context::Patient,
+        None => Context::System,
+    }
+}
+
+fn perm_letter(p: Perm) -> &'static str {
+    match p {
+        Perm::Create => "c",
+        Perm::Read => "r",
+        Perm::Update => "u",
+        Perm::Delete => "d",
+        Perm::Search => "s",
+    }
+}
+
+/// Whether `p` may do `perm` on `rtype` (`None`: every type), else the 401/403 response.
+fn allow(p: &Principal, rtype: Option<&str>, perm: Perm, min_acr: &str) -> Result<(), Response> {
+    let ctx = context_of(p);
+    let ok = match rtype {
+        Some(t) => p.scopes.contexts_for(t, perm).contains(&ctx),
+        None => p.scopes.0.iter().any(|s| {
+            matches!(s, socle_auth::Scope::Resource { context, rtype: None, perms }
+                if *context == ctx && perms & perm as u8 != 0)
+        }),
+    };
+    let wanted = format!(
+        "{}/{}.{}",
+        ctx.as_str(),
+        rtype.unwrap_or("*"),
+        perm_letter(perm)
+    );
+    if !ok {
+        return Err(forbidden(
+            format!("portée insuffisante : cette opération exige {wanted}"),
+            &wanted,
+        ));
+    }
+    if p.realm.is_some() && acr_rank(p.acr.as_deref().unwrap_or("")) < acr_rank(min_acr) {
+        return Err(unauthorized(
+            &format!(
+                "authentification plus forte requise (acr {min_acr}) : reconnectez-vous avec un second facteur"
+            ),
+            format!(
+                "Bearer realm=\"socle\", error=\"insufficient_user_authentication\", acr_values=\"{min_acr}\""
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Patients reach only their own `Patient` resource for now (see the module documentation).
+fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Response> {
+    if p.realm != Some(Realm::Patient) {
+        return Ok(());
+    }
+    let own = p.claim("patient").map(|id| format!("/fhir/Patient/{id}"));
+    if (method == Method::GET || method == Method::HEAD) && own.as_deref() == Some(path) {
+        return Ok(());
+    }
+    Err(error(
+        StatusCode::FORBIDDEN,
+        IssueType::Forbidden,
+        "accès patient limité à sa propre fiche Patient (les règles d'accès patient arrivent avec le moteur de politique)",
+    ))
+}
+
+/// Reads and checks the bearer token of a request, if any.
+fn caller_of(app: &App, req: &Request) -> Result<Caller, Response> {
+    if app.insecure_local {
+        return Ok(Caller::Insecure);
+    }
+    let Some(h) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(Caller::Anonymous);
+    };
+    let Some(provider) = &app.auth else {
+        return Ok(Caller::Anonymous);
+    };
+    let h = h.to_str().unwrap_or("");
+    let token = match h.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+        _ => {
+            return Err(unauthorized(
+                "en-tête Authorization invalide : « Bearer <jeton> » attendu",
+                "Bearer realm=\"socle\", error=\"invalid_request\"".into(),
+            ));
+        }
+    };
+    match provider.validate(token) {
+        Ok(p) => Ok(Caller::Token(Box::new(p))),
+        Err(e) => Err(unauthorized(
+            &format!("jeton refusé : {e}"),
+            format!(
+                "Bearer realm=\"socle\", error=\"invalid_token\", error_description=\"{}\"",
+                header_text(&e)
+            ),
+        )),
+    }
+}
+
+/// The middleware on every `/fhir` route.
+pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let caller = match caller_of(&app, &req) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let need = classify(req.method(), req.uri().path());
+    let need = match need {
+        Need::Directory(t, perm) => {
+            if stays_public(req.uri().query()) {
+                Need::Public
+            } else {
+                access(&t, perm)
+            }
+        }
+        n => n,
+    };
+    match (&caller, &need) {
+        (Caller::Insecure, _) | (_, Need::Public) => {}
+        (Caller::Anonymous, _) => {
+            return unauthorized(
+                "authentification requise : présentez un jeton d'accès (Authorization: Bearer …)",
+                "Bearer realm=\"socle\"".into(),
+            );
+        }
+        (
+            Caller::Token(p),
+            Need::Access {
+                rtype,
+                perm,
+                min_acr,
+            },
+        ) => {
+            if let Err(r) = allow(p, rtype.as_deref(), *perm, min_acr)
+                .and_then(|_| patient_limits(p, req.method(), req.uri().path()))
+            {
+                return r;
+            }
+        }
+        (Caller::Token(p), Need::Bundle) => {
+            if let Err(r) = patient_limits(p, req.method(), req.uri().path()) {
+                return r;
+            }
+        }
+        (Caller::Token(_), Need::Directory(..)) => {}
+    }
+    req.extensions_mut().insert(caller);
+    let mut resp = next.run(req).await;
+    if app.insecure_local {
+        resp.headers_mut()
+            .insert("x-socle-insecure", HeaderValue::from_static("local"));
+    }
+    resp
+}
+
+/// Checks each entry of a batch/transaction Bundle against the caller's scopes (the guard cannot see the
+/// body).
+pub fn check_bundle(caller: Option<&Caller>, bundle: &Value) -> Result<(), Response> {
+    let Some(Caller::Token(p)) = caller else {
+        return Ok(());
+    };
+    let entries = bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for e in entries {
+        let req = &e["request"];
+        let method = req["method"].as_str().unwrap_or("GET");
+        let url = req["url"].as_str().unwrap_or("");
+        let path = url.split('?').next().unwrap_or("");
+        let method = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
+        let need = classify(&method, &format!("/fhir/{}", path.trim_start_matches('/')));
+        let need = match need {
+            Need::Directory(t, perm) => access(&t, perm),
+            n => n,
+        };
+        if let Need::Access {
+            rtype,
+            perm,
+            min_acr,
+        } = need
+        {
+            allow(p, rtype.as_deref(), perm, min_acr)?;
+        }
+    }
+    Ok(())
+}
+
+/// 401 for the OIDC endpoints that take a bearer token (userinfo).
+pub fn bearer_error(msg: &str) -> Response {
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        Body::from(
+            serde_json::json!({"error": "invalid_token", "error_description": msg}).to_string(),
+        ),
+    )
+        .into_response();
+    let www = format!(
+        "Bearer error=\"invalid_token\", error_description=\"{}\"",
+        header_text(msg)
+    );
+    if let Ok(v) = HeaderValue::from_str(&www) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(&Method::GET, "/fhir/metadata"), Need::Public);
+        assert_eq!(classify(&Method::POST, "/fhir"), Need::Bundle);
+        assert_eq!(
+            classify(&Method::GET, "/fhir/Practitioner"),
+            Need::Directory("Practitioner".into(), Perm::Search)
+        );
+        assert_eq!(
+            classify(&Method::GET, "/fhir/Observation/1"),
+            access("Observation", Perm::Read)
+        );
+        assert_eq!(
+            classify(&Method::POST, "/fhir/Observation/_search"),
+            access("Observation", Perm::Search)
+        );
+        assert_eq!(
+            classify(&Method::POST, "/fhir/Observation"),
+            access("Observation", Perm::Create)
+        );
+        assert!(matches!(
+            classify(&Method::DELETE, "/fhir/Observation/1"),
+            Need::Access {
+                perm: Perm::Delete,
+                min_acr: ACR_TWO_FACTORS,
+                ..
+            }
+        ));
+        assert!(stays_public(Some(
+            "name=x&_include=PractitionerRole:organization"
+        )));
+        assert!(!stays_public(Some("_revinclude=Observation:performer")));
+        assert!(!stays_public(Some("_has:Observation:performer:code=x")));
+        assert!(!stays_public(Some(
+            "_include=PractitionerRole:practitioner:Patient"
+        )));
+    }
+}

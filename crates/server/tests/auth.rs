@@ -1,0 +1,1090 @@
+//! Authentication against a running Socle with authentication enforced: the `openidconnect` crate as relying
+//! party runs the code + PKCE flow (login page, TOTP, ID token verified with the published keys, userinfo), and
+//! every attack the access-control issue lists is tried and must fail with the right error: forged, expired,
+//! wrong-audience and wrong-issuer tokens, replayed codes, PKCE mismatch, scope escalation, refresh-token reuse,
+//! brute force, wrong client secrets, client-assertion replay.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{Backend, Server, backends};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
+};
+use openidconnect::{
+    AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "mot-de-passe-de-test-2026";
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// What the CLI printed, as `key: value` / `clé … : value` lines.
+fn printed(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "socle a échoué : {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn after(text: &str, marker: &str) -> String {
+    text.lines()
+        .find_map(|l| l.split_once(marker).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("« {marker} » absent de : {text}"))
+}
+
+struct Setup {
+    s: Server,
+    root: String,
+    /// A professional (RPPS) and their TOTP secret.
+    rpps: String,
+    totp: Vec<u8>,
+    /// A patient (INS) and their TOTP secret.
+    ins: String,
+    patient_totp: Vec<u8>,
+    /// A public application (code + PKCE).
+    app: String,
+    /// A confidential system client.
+    sys: (String, String),
+}
+
+fn setup(backend: &Backend) -> Setup {
+    let s = Server::start_secure(backend, &[]);
+    let root = s.root.clone();
+    printed(&s.cli(&[
+        "generate",
+        "--persons",
+        "20",
+        "--structures",
+        "3",
+        "--professionals",
+        "6",
+        "--seed",
+        "7",
+    ]));
+    // A professional of the Annuaire.
+    let r = s.get(&format!("{}/fhir/Practitioner?_count=1", root));
+    r.expect(200);
+    let rpps = r.json["entry"][0]["resource"]["identifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["system"] == "https://rpps.esante.gouv.fr")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = printed(&s.cli_input(
+        &[
+            "accounts",
+            "create-professional",
+            "--rpps",
+            &rpps,
+            "--password-stdin",
+        ],
+        PASSWORD,
+    ));
+    let totp = socle_auth::totp::unbase32(&after(
+        &out,
+        "clé TOTP (à saisir dans l'application d'authentification) :",
+    ))
+    .unwrap();
+    // A patient of the registry (the generator's first person with seed 7).
+    let person = socle_ins::generate::PersonGenerator::new(7).next_person();
+    let out = printed(&s.cli_input(
+        &[
+            "accounts",
+            "create-patient",
+            "--ins",
+            &person.matricule,
+            "--password-stdin",
+        ],
+        PASSWORD,
+    ));
+    let patient_totp = socle_auth::totp::unbase32(&after(
+        &out,
+        "clé TOTP (à saisir dans l'application d'authentification) :",
+    ))
+    .unwrap();
+    let out = printed(&s.cli(&[
+        "clients",
+        "register",
+        "--realm",
+        "pro",
+        "--name",
+        "Logiciel de cabinet",
+        "--redirect-uri",
+        REDIRECT,
+        "--post-logout-redirect-uri",
+        "http://127.0.0.1:9/bye",
+        "--auth-method",
+        "none",
+    ]));
+    let app = after(&out, "client_id:");
+    let out = printed(&s.cli(&[
+        "clients",
+        "register",
+        "--realm",
+        "pro",
+        "--name",
+        "Serveur d'établissement",
+        "--scope",
+        "system/*.rs system/Observation.c",
+    ]));
+    let sys = (after(&out, "client_id:"), after(&out, "client_secret:"));
+    Setup {
+        s,
+        root,
+        rpps,
+        totp,
+        ins: person.matricule,
+        patient_totp,
+        app,
+        sys,
+    }
+}
+
+/// A browser: no automatic redirects, cookies kept per name.
+struct Browser {
+    agent: ureq::Agent,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    body: String,
+    retry_after: Option<String>,
+}
+
+impl Browser {
+    fn new() -> Browser {
+        Browser {
+            agent: ureq::AgentBuilder::new().redirects(0).build(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn send(&mut self, req: ureq::Request, form: Option<&[(&str, &str)]>) -> Page {
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let req = if cookie.is_empty() {
+            req
+        } else {
+            req.set("Cookie", &cookie.join("; "))
+        };
+        let res = match form {
+            Some(f) => req.send_form(f),
+            None => req.call(),
+        };
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("requête : {e}"),
+        };
+        for c in resp.all("set-cookie") {
+            if let Some((k, v)) = c.split(';').next().and_then(|kv| kv.split_once('=')) {
+                if v.is_empty() {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
+        let status = resp.status();
+        let location = resp.header("location").map(str::to_string);
+        let retry_after = resp.header("retry-after").map(str::to_string);
+        let body = resp.into_string().unwrap_or_default();
+        Page {
+            status,
+            location,
+            body,
+            retry_after,
+        }
+    }
+
+    fn get(&mut self, url: &str) -> Page {
+        let req = self.agent.get(url);
+        self.send(req, None)
+    }
+
+    fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.agent.post(url);
+        self.send(req, Some(form))
+    }
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The hidden fields of the page's form.
+fn hidden(body: &str) -> Vec<(String, String)> {
+    body.split("<input type=\"hidden\" name=\"")
+        .skip(1)
+        .filter_map(|part| {
+            let (name, rest) = part.split_once("\" value=\"")?;
+            let (value, _) = rest.split_once('"')?;
+            Some((unescape(name), unescape(value)))
+        })
+        .collect()
+}
+
+fn form_action(body: &str) -> String {
+    body.split("action=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string()
+}
+
+fn query_of(url: &str) -> HashMap<String, String> {
+    let q = url.split_once('?').map(|x| x.1).unwrap_or("");
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
+/// Fills the login form (and the TOTP form when asked); returns the final page (the redirect to the client).
+fn login(
+    b: &mut Browser,
+    root: &str,
+    authorize_url: &str,
+    login: &str,
+    password: &str,
+    totp: Option<(&[u8], u64)>,
+) -> Page {
+    let p = b.get(authorize_url);
+    if p.status == 303 {
+        return p;
+    }
+    assert_eq!(p.status, 200, "page de connexion : {}", p.body);
+    assert!(
+        p.body.contains("<html lang=\"fr\">") && p.body.contains("<label for=\"password\">"),
+        "{}",
+        p.body
+    );
+    let mut fields = hidden(&p.body);
+    fields.push(("login".into(), login.into()));
+    fields.push(("password".into(), password.into()));
+    let f: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let p = b.post(&format!("{root}{}", form_action(&p.body)), &f);
+    if p.status != 200 || !p.body.contains("name=\"code\"") {
+        return p;
+    }
+    let (secret, step) = totp.expect("un code TOTP est demandé");
+    let code = socle_auth::totp::hotp(secret, step, 6);
+    let mut fields = hidden(&p.body);
+    fields.push(("code".into(), code));
+    let f: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    b.post(&format!("{root}{}", form_action(&p.body)), &f)
+}
+
+fn now_step() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 30
+}
+
+fn http() -> openidconnect::reqwest::blocking::Client {
+    openidconnect::reqwest::blocking::ClientBuilder::new()
+        .redirect(openidconnect::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn token_post(
+    root: &str,
+    realm: &str,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, Value) {
+    let mut req = ureq::post(&format!("{root}/auth/{realm}/token"));
+    if let Some((id, secret)) = basic {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        req = req.set("Authorization", &format!("Basic {b}"));
+    }
+    match req.send_form(form) {
+        Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn fhir(
+    root: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value, Option<String>) {
+    let mut req = ureq::request(method, &format!("{root}/fhir/{path}"));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => req
+            .set("Content-Type", "application/fhir+json")
+            .send_string(&b.to_string()),
+        None => req.call(),
+    };
+    let r = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let status = r.status();
+    let www = r.header("www-authenticate").map(str::to_string);
+    (status, r.into_json().unwrap_or(Value::Null), www)
+}
+
+/// Runs the code + PKCE flow by hand (for the attack tests): returns (code, verifier).
+fn code_for(b: &mut Browser, st: &Setup, scope: &str, step: u64) -> (String, String) {
+    let verifier = socle_auth::random_token(32);
+    let challenge = socle_auth::pkce_challenge(&verifier);
+    let url = format!(
+        "{}/auth/pro/authorize?response_type=code&client_id={}&redirect_uri={}&scope={}&state=s1&code_challenge={challenge}&code_challenge_method=S256",
+        st.root,
+        st.app,
+        form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>(),
+        form_urlencoded::byte_serialize(scope.as_bytes()).collect::<String>(),
+    );
+    let p = login(
+        b,
+        &st.root,
+        &url,
+        &st.rpps,
+        PASSWORD,
+        Some((&st.totp, step)),
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let q = query_of(p.location.as_deref().unwrap());
+    (
+        q.get("code")
+            .cloned()
+            .unwrap_or_else(|| panic!("pas de code : {q:?}")),
+        verifier,
+    )
+}
+
+#[test]
+fn code_flow_with_the_openidconnect_crate() {
+    for backend in backends() {
+        let st = setup(&backend);
+        let http = http();
+        let issuer = format!("{}/auth/pro", st.root);
+        let meta = CoreProviderMetadata::discover(&IssuerUrl::new(issuer.clone()).unwrap(), &http)
+            .expect("découverte");
+        let client = CoreClient::from_provider_metadata(meta, ClientId::new(st.app.clone()), None)
+            .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, csrf, nonce) = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("profile".into()))
+            .add_scope(Scope::new("fhirUser".into()))
+            .add_scope(Scope::new("offline_access".into()))
+            .add_scope(Scope::new("user/*.cruds".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        let mut b = Browser::new();
+        // A wrong TOTP code first: refused, the form comes back.
+        let p = b.get(url.as_str());
+        let mut fields = hidden(&p.body);
+        fields.push(("login".into(), st.rpps.clone()));
+        fields.push(("password".into(), PASSWORD.into()));
+        let f: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let p = b.post(&format!("{}{}", st.root, form_action(&p.body)), &f);
+        assert!(
+            p.body.contains("autocomplete=\"one-time-code\""),
+            "{}",
+            p.body
+        );
+        let good = socle_auth::totp::hotp(&st.totp, now_step(), 6);
+        let bad = if good == "000000" { "111111" } else { "000000" };
+        let mut fields = hidden(&p.body);
+        fields.push(("code".into(), bad.into()));
+        let f: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let p = b.post(&format!("{}{}", st.root, form_action(&p.body)), &f);
+        assert_eq!(p.status, 401, "{}", p.body);
+        assert!(p.body.contains("role=\"alert\""), "{}", p.body);
+        let mut fields = hidden(&p.body);
+        fields.push(("code".into(), good));
+        let f: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let p = b.post(&format!("{}{}", st.root, form_action(&p.body)), &f);
+        assert_eq!(p.status, 303, "{}", p.body);
+        let back = query_of(p.location.as_deref().unwrap());
+        assert_eq!(
+            back.get("state").map(String::as_str),
+            Some(csrf.secret().as_str())
+        );
+        assert_eq!(back.get("iss"), Some(&issuer));
+        let tok = client
+            .exchange_code(AuthorizationCode::new(back["code"].clone()))
+            .unwrap()
+            .set_pkce_verifier(verifier)
+            .request(&http)
+            .expect("échange du code");
+        let id = tok.id_token().expect("id_token");
+        let claims = id
+            .claims(&client.id_token_verifier(), &nonce)
+            .expect("id_token vérifié");
+        assert_eq!(claims.subject().as_str(), format!("8{}", st.rpps));
+        assert_eq!(
+            claims.auth_context_ref().map(|a| a.as_str()),
+            Some("eidas2")
+        );
+        let info: CoreUserInfoClaims = client
+            .user_info(tok.access_token().clone(), None)
+            .unwrap()
+            .request(&http)
+            .expect("userinfo");
+        assert_eq!(info.subject().as_str(), format!("8{}", st.rpps));
+        // The professional's claims from the Annuaire.
+        let raw: Value = ureq::get(&format!("{issuer}/userinfo"))
+            .set(
+                "Authorization",
+                &format!("Bearer {}", tok.access_token().secret()),
+            )
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        assert_eq!(raw["rpps"], st.rpps.as_str());
+        assert!(!raw["profession"].as_array().unwrap().is_empty(), "{raw}");
+        assert!(
+            raw["structures"][0]["organization"]
+                .as_str()
+                .unwrap()
+                .starts_with("Organization/"),
+            "{raw}"
+        );
+        // The access token opens the FHIR API, and the audit trail names the professional.
+        let at = tok.access_token().secret().clone();
+        let obs =
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "poids"}});
+        let (c, _, _) = fhir(&st.root, "POST", "Observation", Some(&at), Some(&obs));
+        assert_eq!(c, 201);
+        let (c, trail, _) = fhir(&st.root, "GET", "$audit-trail?_count=5", Some(&at), None);
+        assert_eq!(c, 200, "{trail}");
+        let who: Vec<&str> = trail["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["resource"]["agent"][0]["who"]["identifier"]["value"].as_str())
+            .collect();
+        assert!(
+            who.contains(&format!("pro:8{}", st.rpps).as_str()),
+            "{who:?}"
+        );
+        // Refresh (rotation): a new refresh token, the old one is spent.
+        let rt = tok.refresh_token().expect("refresh_token").secret().clone();
+        let (c, r1) = token_post(
+            &st.root,
+            "pro",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt),
+                ("client_id", &st.app),
+            ],
+            None,
+        );
+        assert_eq!(c, 200, "{r1}");
+        assert_ne!(r1["refresh_token"].as_str().unwrap(), rt);
+        // SSO: a second authorization in the same browser needs no login.
+        let (challenge, _) = PkceCodeChallenge::new_random_sha256();
+        let (url2, _, _) = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge)
+            .url();
+        let p = b.get(url2.as_str());
+        assert_eq!(p.status, 303, "session réutilisée : {}", p.body);
+        // RP-initiated logout ends the session and revokes the refresh tokens it produced.
+        let logout = format!(
+            "{issuer}/logout?id_token_hint={}&post_logout_redirect_uri={}&state=fin",
+            id,
+            form_urlencoded::byte_serialize(b"http://127.0.0.1:9/bye").collect::<String>()
+        );
+        let p = b.get(&logout);
+        assert_eq!(p.status, 303, "{}", p.body);
+        assert_eq!(
+            p.location.as_deref(),
+            Some("http://127.0.0.1:9/bye?state=fin")
+        );
+        let new_rt = r1["refresh_token"].as_str().unwrap();
+        let (c, e) = token_post(
+            &st.root,
+            "pro",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", new_rt),
+                ("client_id", &st.app),
+            ],
+            None,
+        );
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{e}"
+        );
+        let p = b.get(url2.as_str());
+        assert_eq!(
+            p.status, 200,
+            "après déconnexion, la page de connexion revient"
+        );
+    }
+}
+
+#[test]
+fn attacks_are_rejected() {
+    for backend in backends() {
+        let st = setup(&backend);
+        let root = st.root.as_str();
+        let step = now_step();
+        let mut b = Browser::new();
+
+        // No token: 401 with a challenge; the public Annuaire stays readable, not what hangs off it.
+        let (c, oo, www) = fhir(root, "GET", "Observation", None, None);
+        assert_eq!(c, 401, "{oo}");
+        assert_eq!(oo["resourceType"], "OperationOutcome");
+        assert!(www.unwrap().starts_with("Bearer"));
+        assert_eq!(
+            fhir(root, "GET", "Practitioner?_count=2", None, None).0,
+            200
+        );
+        let (c, cs, _) = fhir(root, "GET", "metadata", None, None);
+        assert_eq!(c, 200);
+        assert_eq!(
+            cs["rest"][0]["security"]["service"][0]["coding"][0]["code"],
+            "SMART-on-FHIR"
+        );
+        assert_eq!(
+            cs["rest"][0]["security"]["extension"][0]["extension"][1]["valueUri"],
+            format!("{root}/auth/pro/token")
+        );
+        assert_eq!(
+            fhir(
+                root,
+                "GET",
+                "Practitioner?_revinclude=Observation:performer",
+                None,
+                None
+            )
+            .0,
+            401
+        );
+        assert_eq!(
+            fhir(
+                root,
+                "GET",
+                "Practitioner?_has:Observation:performer:status=final",
+                None,
+                None
+            )
+            .0,
+            401
+        );
+        assert_eq!(fhir(root, "GET", "Patient?_count=1", None, None).0, 401);
+
+        // A code, exchanged once; a replay fails and revokes what the first exchange gave.
+        let (code, verifier) = code_for(&mut b, &st, "openid offline_access user/*.rs", step);
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("client_id", st.app.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ];
+        let (c, tok) = token_post(root, "pro", &form, None);
+        assert_eq!(c, 200, "{tok}");
+        let at = tok["access_token"].as_str().unwrap().to_string();
+        assert_eq!(
+            fhir(root, "GET", "Observation?_count=1", Some(&at), None).0,
+            200
+        );
+        let (c, e) = token_post(root, "pro", &form, None);
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "code rejoué : {e}"
+        );
+        let (c, oo, _) = fhir(root, "GET", "Observation?_count=1", Some(&at), None);
+        assert_eq!(c, 401, "jeton d'un code rejoué encore valide : {oo}");
+
+        // PKCE mismatch.
+        let (code, _) = code_for(&mut b, &st, "openid user/*.rs", step);
+        let wrong = socle_auth::random_token(32);
+        let (c, e) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &st.app),
+                ("code_verifier", &wrong),
+            ],
+            None,
+        );
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{e}"
+        );
+        assert!(
+            e["error_description"].as_str().unwrap().contains("PKCE"),
+            "{e}"
+        );
+
+        // Without PKCE, or asking for more than the application may: back to the client with the error.
+        let p = b.get(&format!("{root}/auth/pro/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid&state=x", st.app));
+        assert_eq!(p.status, 303);
+        assert_eq!(
+            query_of(p.location.as_deref().unwrap())
+                .get("error")
+                .map(String::as_str),
+            Some("invalid_request")
+        );
+        let p = b.get(&format!("{root}/auth/pro/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid%20system/*.cruds&code_challenge={}&code_challenge_method=S256", st.app, socle_auth::pkce_challenge("v")));
+        assert_eq!(
+            query_of(p.location.as_deref().unwrap())
+                .get("error")
+                .map(String::as_str),
+            Some("invalid_scope")
+        );
+        // An unregistered redirect URI is never redirected to.
+        let p = b.get(&format!("{root}/auth/pro/authorize?response_type=code&client_id={}&redirect_uri=https://evil.example/cb&scope=openid", st.app));
+        assert_eq!((p.status, p.location.is_none()), (400, true));
+
+        // Refresh-token reuse revokes the grant.
+        let (code, verifier) = code_for(&mut b, &st, "openid offline_access user/*.rs", step);
+        let (_, tok) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &st.app),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        let rt0 = tok["refresh_token"].as_str().unwrap().to_string();
+        let (c, wider) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt0),
+                ("client_id", &st.app),
+                ("scope", "openid user/*.cruds"),
+            ],
+            None,
+        );
+        assert_eq!(
+            (c, wider["error"].as_str()),
+            (400, Some("invalid_scope")),
+            "{wider}"
+        );
+        let (_, t1) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt0),
+                ("client_id", &st.app),
+            ],
+            None,
+        );
+        let rt1 = t1["refresh_token"].as_str().unwrap().to_string();
+        let (c, e) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt0),
+                ("client_id", &st.app),
+            ],
+            None,
+        );
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{e}"
+        );
+        let (c, e) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt1),
+                ("client_id", &st.app),
+            ],
+            None,
+        );
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "le successeur doit être révoqué : {e}"
+        );
+        assert_eq!(
+            fhir(
+                root,
+                "GET",
+                "Observation",
+                Some(t1["access_token"].as_str().unwrap()),
+                None
+            )
+            .0,
+            401
+        );
+
+        // Client credentials: wrong secret, scope escalation, then a token limited to its scopes.
+        let (id, secret) = (&st.sys.0, &st.sys.1);
+        let (c, e) = token_post(
+            root,
+            "pro",
+            &[("grant_type", "client_credentials")],
+            Some((id, "mauvais")),
+        );
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{e}"
+        );
+        let (c, e) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/*.cruds"),
+            ],
+            Some((id, secret)),
+        );
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (400, Some("invalid_scope")),
+            "{e}"
+        );
+        let (c, e) = token_post(
+            root,
+            "patient",
+            &[("grant_type", "client_credentials")],
+            Some((id, secret)),
+        );
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (401, Some("invalid_client")),
+            "client d'un autre domaine : {e}"
+        );
+        let (c, sys) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/*.rs system/Observation.c"),
+            ],
+            Some((id, secret)),
+        );
+        assert_eq!(c, 200, "{sys}");
+        let sat = sys["access_token"].as_str().unwrap().to_string();
+        assert!(sys.get("refresh_token").is_none() && sys.get("id_token").is_none());
+        let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}});
+        assert_eq!(
+            fhir(root, "POST", "Observation", Some(&sat), Some(&obs)).0,
+            201
+        );
+        let (c, oo, www) = fhir(
+            root,
+            "POST",
+            "Condition",
+            Some(&sat),
+            Some(&json!({"resourceType": "Condition", "subject": {"reference": "Patient/x"}})),
+        );
+        assert_eq!(c, 403, "{oo}");
+        assert!(www.unwrap().contains("insufficient_scope"));
+        let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}]});
+        assert_eq!(
+            fhir(root, "POST", "", Some(&sat), Some(&tx)).0,
+            403,
+            "entrée de transaction hors portée"
+        );
+
+        // Introspection (RFC 7662) and revocation (RFC 7009).
+        let intro = |token: &str| -> Value {
+            let r = ureq::post(&format!("{root}/auth/pro/introspect"))
+                .set(
+                    "Authorization",
+                    &format!("Basic {}", {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+                    }),
+                )
+                .send_form(&[("token", token)])
+                .unwrap();
+            r.into_json().unwrap()
+        };
+        let i = intro(&sat);
+        assert_eq!(i["active"], true, "{i}");
+        assert_eq!(i["client_id"], id.as_str());
+        assert_eq!(intro("n'importe quoi")["active"], false);
+        let r = ureq::post(&format!("{root}/auth/pro/revoke"))
+            .set(
+                "Authorization",
+                &format!("Basic {}", {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+                }),
+            )
+            .send_form(&[("token", &sat)])
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(intro(&sat)["active"], false);
+        assert_eq!(fhir(root, "GET", "Observation", Some(&sat), None).0, 401);
+
+        // Forged tokens: signed by Socle's own key but with a wrong audience, a wrong issuer, expired; altered;
+        // unsigned; signed by another key.
+        let store = match &backend {
+            Backend::Sqlite => socle_store::open(None, st.s.data.path()).unwrap(),
+            Backend::Postgres(_) => {
+                socle_store::open(st.s.database.as_deref(), st.s.data.path()).unwrap()
+            }
+        };
+        let keys = socle_auth::keys::KeyRing::open(store).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let base = json!({"iss": format!("{root}/auth/pro"), "sub": "x", "aud": format!("{root}/fhir"), "client_id": id,
+            "scope": "system/*.cruds", "iat": now, "exp": now + 300, "jti": "forge", "socle_client": true});
+        let sign = |patch: Value| {
+            let mut c = base.clone();
+            for (k, v) in patch.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            keys.sign(socle_auth::jose::Alg::Es256, &c).unwrap()
+        };
+        let good = sign(json!({}));
+        assert_eq!(
+            fhir(root, "GET", "Observation", Some(&good), None).0,
+            200,
+            "le témoin signé par la vraie clé doit passer"
+        );
+        for (what, t) in [
+            (
+                "audience",
+                sign(json!({"aud": "https://autre.example/fhir"})),
+            ),
+            (
+                "émetteur",
+                sign(json!({"iss": "https://faux.example/auth/pro"})),
+            ),
+            ("expiré", sign(json!({"exp": now - 10}))),
+        ] {
+            let (c, oo, www) = fhir(root, "GET", "Observation", Some(&t), None);
+            assert_eq!(c, 401, "{what} : {oo}");
+            assert!(www.unwrap().contains("invalid_token"), "{what}");
+        }
+        let parts: Vec<&str> = good.split('.').collect();
+        let payload = socle_auth::jose::b64(json!({"iss": format!("{root}/auth/pro"), "sub": "x", "aud": format!("{root}/fhir"), "scope": "system/*.cruds", "exp": now + 300, "jti": "y", "socle_client": true}).to_string().as_bytes());
+        let altered = format!("{}.{payload}.{}", parts[0], parts[2]);
+        let unsigned = format!("{}.{payload}.", socle_auth::jose::b64(br#"{"alg":"none"}"#));
+        let other_store = socle_store::open(None, &tempfile::tempdir().unwrap().keep()).unwrap();
+        let other = socle_auth::keys::KeyRing::open(other_store)
+            .unwrap()
+            .sign(socle_auth::jose::Alg::Es256, &base)
+            .unwrap();
+        for (what, t) in [
+            ("altéré", altered),
+            ("non signé", unsigned),
+            ("autre clé", other),
+            ("charabia", "abc".into()),
+        ] {
+            assert_eq!(
+                fhir(root, "GET", "Observation", Some(&t), None).0,
+                401,
+                "{what}"
+            );
+        }
+
+        // Brute force: after 5 wrong passwords the account is locked, even for the right one.
+        let url = format!(
+            "{root}/auth/pro/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid&code_challenge={}&code_challenge_method=S256",
+            st.app,
+            socle_auth::pkce_challenge("v")
+        );
+        let mut bf = Browser::new();
+        for i in 0..5 {
+            let p = login(
+                &mut bf,
+                root,
+                &url,
+                &st.rpps,
+                &format!("faux-{i}-mot-de-passe"),
+                None,
+            );
+            assert_eq!(p.status, 401, "essai {i}");
+        }
+        let p = login(
+            &mut bf,
+            root,
+            &url,
+            &st.rpps,
+            PASSWORD,
+            Some((&st.totp, step + 1)),
+        );
+        assert_eq!(p.status, 429, "{}", p.body);
+        assert!(p.retry_after.is_some());
+        assert!(p.body.contains("verrouillé"));
+        printed(
+            &st.s
+                .cli(&["accounts", "unlock", "--realm", "pro", "--login", &st.rpps]),
+        );
+
+        // Patients: TOTP is mandatory, and a patient token reaches only the patient's own record.
+        let pclient = printed(&st.s.cli(&[
+            "clients",
+            "register",
+            "--realm",
+            "patient",
+            "--name",
+            "Appli patient",
+            "--redirect-uri",
+            REDIRECT,
+            "--auth-method",
+            "none",
+        ]));
+        let pid = after(&pclient, "client_id:");
+        let verifier = socle_auth::random_token(32);
+        let purl = format!(
+            "{root}/auth/patient/authorize?response_type=code&client_id={pid}&redirect_uri={REDIRECT}&scope=openid%20patient/*.rs&code_challenge={}&code_challenge_method=S256",
+            socle_auth::pkce_challenge(&verifier)
+        );
+        let p = login(
+            &mut Browser::new(),
+            root,
+            &purl,
+            &st.ins,
+            PASSWORD,
+            Some((&st.patient_totp, step)),
+        );
+        assert_eq!(p.status, 303, "{}", p.body);
+        let code = query_of(p.location.as_deref().unwrap())["code"].clone();
+        let (c, ptok) = token_post(
+            root,
+            "patient",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &pid),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        assert_eq!(c, 200, "{ptok}");
+        let pat = ptok["access_token"].as_str().unwrap();
+        assert_eq!(fhir(root, "GET", "Observation", Some(pat), None).0, 403);
+        // A pro-realm token is not a patient token and vice versa: the patient's token at the pro userinfo.
+        let r = ureq::get(&format!("{root}/auth/pro/userinfo"))
+            .set("Authorization", &format!("Bearer {pat}"))
+            .call();
+        assert!(matches!(r, Err(ureq::Error::Status(401, _))));
+
+        // private_key_jwt: an assertion signed with the client's key is accepted once, not twice.
+        let client_keys = socle_auth::keys::KeyRing::open(
+            socle_store::open(None, &tempfile::tempdir().unwrap().keep()).unwrap(),
+        )
+        .unwrap();
+        let jwks = client_keys.jwks().unwrap();
+        let ec_only = json!({"keys": jwks["keys"].as_array().unwrap().iter().filter(|k| k["kty"] == "EC").cloned().collect::<Vec<_>>()});
+        let jwks_file = st.s.data.path().join("client-jwks.json");
+        std::fs::write(&jwks_file, ec_only.to_string()).unwrap();
+        let out = printed(&st.s.cli(&[
+            "clients",
+            "register",
+            "--realm",
+            "pro",
+            "--name",
+            "Logiciel à clé",
+            "--auth-method",
+            "private_key_jwt",
+            "--jwks",
+            jwks_file.to_str().unwrap(),
+        ]));
+        let kid = after(&out, "client_id:");
+        let assertion = client_keys
+            .sign(socle_auth::jose::Alg::Es256, &json!({"iss": kid, "sub": kid, "aud": format!("{root}/auth/pro/token"), "exp": now + 120, "jti": "unique-1"}))
+            .unwrap();
+        let form = [
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ];
+        let (c, t) = token_post(root, "pro", &form, None);
+        assert_eq!(c, 200, "{t}");
+        let (c, e) = token_post(root, "pro", &form, None);
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (401, Some("invalid_client")),
+            "assertion rejouée : {e}"
+        );
+    }
+}
+
+#[test]
+fn insecure_local_only_on_loopback() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_socle"))
+        .args([
+            "serve",
+            "--insecure-local",
+            "--listen",
+            "0.0.0.0:0",
+            "--data",
+        ])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bouclage"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
