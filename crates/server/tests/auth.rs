@@ -8,7 +8,9 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Backend, Server, backends};
+use common::{
+    AuthFixture, AuthFixture as Setup, Backend, PASSWORD, REDIRECT, after, backends, printed,
+};
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
 };
@@ -17,137 +19,6 @@ use openidconnect::{
     PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "mot-de-passe-de-test-2026";
-const REDIRECT: &str = "http://127.0.0.1:9/callback";
-
-/// What the CLI printed, as `key: value` / `clé … : value` lines.
-fn printed(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "socle a échoué : {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn after(text: &str, marker: &str) -> String {
-    text.lines()
-        .find_map(|l| l.split_once(marker).map(|(_, v)| v.trim().to_string()))
-        .unwrap_or_else(|| panic!("« {marker} » absent de : {text}"))
-}
-
-struct Setup {
-    s: Server,
-    root: String,
-    /// A professional (RPPS) and their TOTP secret.
-    rpps: String,
-    totp: Vec<u8>,
-    /// A patient (INS) and their TOTP secret.
-    ins: String,
-    patient_totp: Vec<u8>,
-    /// A public application (code + PKCE).
-    app: String,
-    /// A confidential system client.
-    sys: (String, String),
-}
-
-fn setup(backend: &Backend) -> Setup {
-    let s = Server::start_secure(backend, &[]);
-    let root = s.root.clone();
-    printed(&s.cli(&[
-        "generate",
-        "--persons",
-        "20",
-        "--structures",
-        "3",
-        "--professionals",
-        "6",
-        "--seed",
-        "7",
-    ]));
-    // A professional of the Annuaire.
-    let r = s.get(&format!("{}/fhir/Practitioner?_count=1", root));
-    r.expect(200);
-    let rpps = r.json["entry"][0]["resource"]["identifier"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["system"] == "https://rpps.esante.gouv.fr")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let out = printed(&s.cli_input(
-        &[
-            "accounts",
-            "create-professional",
-            "--rpps",
-            &rpps,
-            "--password-stdin",
-        ],
-        PASSWORD,
-    ));
-    let totp = socle_auth::totp::unbase32(&after(
-        &out,
-        "clé TOTP (à saisir dans l'application d'authentification) :",
-    ))
-    .unwrap();
-    // A patient of the registry (the generator's first person with seed 7).
-    let person = socle_ins::generate::PersonGenerator::new(7).next_person();
-    let out = printed(&s.cli_input(
-        &[
-            "accounts",
-            "create-patient",
-            "--ins",
-            &person.matricule,
-            "--password-stdin",
-        ],
-        PASSWORD,
-    ));
-    let patient_totp = socle_auth::totp::unbase32(&after(
-        &out,
-        "clé TOTP (à saisir dans l'application d'authentification) :",
-    ))
-    .unwrap();
-    let out = printed(&s.cli(&[
-        "clients",
-        "register",
-        "--realm",
-        "pro",
-        "--name",
-        "Logiciel de cabinet",
-        "--redirect-uri",
-        REDIRECT,
-        "--post-logout-redirect-uri",
-        "http://127.0.0.1:9/bye",
-        "--auth-method",
-        "none",
-    ]));
-    let app = after(&out, "client_id:");
-    let out = printed(&s.cli(&[
-        "clients",
-        "register",
-        "--realm",
-        "pro",
-        "--name",
-        "Serveur d'établissement",
-        "--scope",
-        "system/*.rs system/Observation.c",
-    ]));
-    let sys = (after(&out, "client_id:"), after(&out, "client_secret:"));
-    Setup {
-        s,
-        root,
-        rpps,
-        totp,
-        ins: person.matricule,
-        patient_totp,
-        app,
-        sys,
-    }
-}
 
 /// A browser: no automatic redirects, cookies kept per name.
 struct Browser {
@@ -389,7 +260,7 @@ fn code_for(b: &mut Browser, st: &Setup, scope: &str, step: u64) -> (String, Str
 #[test]
 fn code_flow_with_the_openidconnect_crate() {
     for backend in backends() {
-        let st = setup(&backend);
+        let st = AuthFixture::new(&backend);
         let http = http();
         let issuer = format!("{}/auth/pro", st.root);
         let meta = CoreProviderMetadata::discover(&IssuerUrl::new(issuer.clone()).unwrap(), &http)
@@ -573,7 +444,7 @@ fn code_flow_with_the_openidconnect_crate() {
 #[test]
 fn attacks_are_rejected() {
     for backend in backends() {
-        let st = setup(&backend);
+        let st = AuthFixture::new(&backend);
         let root = st.root.as_str();
         let step = now_step();
         let mut b = Browser::new();

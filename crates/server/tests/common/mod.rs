@@ -323,3 +323,140 @@ impl Resp {
             .map(str::to_string)
     }
 }
+
+// ------------------------------------------------------------------ authentication fixture
+
+pub const PASSWORD: &str = "mot-de-passe-de-test-2026";
+pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+/// What the CLI printed, as `key: value` / `clé … : value` lines.
+pub fn printed(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "socle a échoué : {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn after(text: &str, marker: &str) -> String {
+    text.lines()
+        .find_map(|l| l.split_once(marker).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("« {marker} » absent de : {text}"))
+}
+
+pub struct AuthFixture {
+    pub s: Server,
+    pub root: String,
+    /// A professional (RPPS) and their TOTP secret.
+    pub rpps: String,
+    pub totp: Vec<u8>,
+    /// A patient (INS) and their TOTP secret.
+    pub ins: String,
+    pub patient_totp: Vec<u8>,
+    /// A public application (code + PKCE).
+    pub app: String,
+    /// A confidential system client.
+    pub sys: (String, String),
+}
+
+impl AuthFixture {
+    /// A server with authentication enforced, synthetic registries, a professional and a patient account
+    /// (password `PASSWORD`, TOTP enrolled), a public application and a confidential system client.
+    pub fn new(backend: &Backend) -> AuthFixture {
+        let s = Server::start_secure(backend, &[]);
+        let root = s.root.clone();
+        printed(&s.cli(&[
+            "generate",
+            "--persons",
+            "20",
+            "--structures",
+            "3",
+            "--professionals",
+            "6",
+            "--seed",
+            "7",
+        ]));
+        // A professional of the Annuaire.
+        let r = s.get(&format!("{}/fhir/Practitioner?_count=1", root));
+        r.expect(200);
+        let rpps = r.json["entry"][0]["resource"]["identifier"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["system"] == "https://rpps.esante.gouv.fr")
+            .unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let out = printed(&s.cli_input(
+            &[
+                "accounts",
+                "create-professional",
+                "--rpps",
+                &rpps,
+                "--password-stdin",
+            ],
+            PASSWORD,
+        ));
+        let totp = socle_auth::totp::unbase32(&after(
+            &out,
+            "clé TOTP (à saisir dans l'application d'authentification) :",
+        ))
+        .unwrap();
+        // A patient of the registry (the generator's first person with seed 7).
+        let person = socle_ins::generate::PersonGenerator::new(7).next_person();
+        let out = printed(&s.cli_input(
+            &[
+                "accounts",
+                "create-patient",
+                "--ins",
+                &person.matricule,
+                "--password-stdin",
+            ],
+            PASSWORD,
+        ));
+        let patient_totp = socle_auth::totp::unbase32(&after(
+            &out,
+            "clé TOTP (à saisir dans l'application d'authentification) :",
+        ))
+        .unwrap();
+        let out = printed(&s.cli(&[
+            "clients",
+            "register",
+            "--realm",
+            "pro",
+            "--name",
+            "Logiciel de cabinet",
+            "--redirect-uri",
+            REDIRECT,
+            "--post-logout-redirect-uri",
+            "http://127.0.0.1:9/bye",
+            "--auth-method",
+            "none",
+        ]));
+        let app = after(&out, "client_id:");
+        let out = printed(&s.cli(&[
+            "clients",
+            "register",
+            "--realm",
+            "pro",
+            "--name",
+            "Serveur d'établissement",
+            "--scope",
+            "system/*.rs system/Observation.c",
+        ]));
+        let sys = (after(&out, "client_id:"), after(&out, "client_secret:"));
+        AuthFixture {
+            s,
+            root,
+            rpps,
+            totp,
+            ins: person.matricule,
+            patient_totp,
+            app,
+            sys,
+        }
+    }
+}
