@@ -114,6 +114,29 @@ enum Cmd {
         #[arg(long, default_value_t = 13)]
         seed: u64,
     },
+    /// The OpenID Connect provider: `token` (client-credentials tokens issued) or `introspect` (RFC 7662 calls on
+    /// one token), with a confidential client of the realm.
+    Auth {
+        #[arg(long, value_enum)]
+        op: AuthOp,
+        /// Issuer, e.g. http://127.0.0.1:8080/auth/pro
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        client_secret: String,
+        #[arg(long, default_value = "system/*.rs")]
+        scope: String,
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 300)]
+        max_seconds: u64,
+        #[arg(long, default_value_t = 200)]
+        warmup: u64,
+    },
     /// INSi calls against the reference registry filled by `socle generate --persons N --seed S`: the same
     /// generator, re-run here, gives a sample of identities that exist (every (N / sample)-th person).
     Insi {
@@ -615,7 +638,18 @@ struct Http {
 
 impl Http {
     fn new(base: &str, timeout: u64, pool: usize) -> anyhow::Result<Self> {
+        // SOCLE_BENCH_TOKEN: a bearer access token sent with every request (a Socle with authentication on).
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(t) = std::env::var("SOCLE_BENCH_TOKEN")
+            && !t.is_empty()
+        {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))?,
+            );
+        }
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .no_proxy()
             .timeout(Duration::from_secs(timeout))
             .pool_max_idle_per_host(pool.max(1))
@@ -1450,6 +1484,102 @@ async fn check(cli: &Cli, state: &str) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum AuthOp {
+    Token,
+    Introspect,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn auth(
+    cli: &Cli,
+    op: AuthOp,
+    issuer: &str,
+    id: &str,
+    secret: &str,
+    scope: &str,
+    count: u64,
+    concurrency: usize,
+    max_seconds: u64,
+    warmup: u64,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(cli.timeout))
+        .pool_max_idle_per_host(concurrency.max(1))
+        .tcp_nodelay(true)
+        .build()?;
+    let issuer = issuer.trim_end_matches('/').to_string();
+    let post = {
+        let (client, id, secret) = (client.clone(), id.to_string(), secret.to_string());
+        move |url: String, body: String| {
+            let (client, id, secret) = (client.clone(), id.clone(), secret.clone());
+            async move {
+                let r = client
+                    .post(&url)
+                    .basic_auth(&id, Some(&secret))
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = r.status();
+                let v: Value = serde_json::from_slice(&r.bytes().await?)?;
+                if !status.is_success() {
+                    bail!("POST {url} → {status}: {v}");
+                }
+                anyhow::Ok(v)
+            }
+        }
+    };
+    let form_scope: String = scope.replace('*', "%2A").replace(' ', "+").replace('/', "%2F");
+    let token_body = format!("grant_type=client_credentials&scope={form_scope}");
+    let job: Job = match op {
+        AuthOp::Token => {
+            let (post, url, body) = (post.clone(), format!("{issuer}/token"), token_body.clone());
+            Arc::new(move |_| {
+                let (post, url, body) = (post.clone(), url.clone(), body.clone());
+                Box::pin(async move {
+                    let v = post(url, body).await?;
+                    if v["access_token"].as_str().is_none_or(|t| t.len() < 100) {
+                        bail!("pas de jeton : {v}");
+                    }
+                    Ok(JobOut::default())
+                })
+            })
+        }
+        AuthOp::Introspect => {
+            let v = post(format!("{issuer}/token"), token_body.clone()).await?;
+            let token = v["access_token"].as_str().unwrap_or_default().to_string();
+            let (post, url) = (post.clone(), format!("{issuer}/introspect"));
+            Arc::new(move |_| {
+                let (post, url, body) = (post.clone(), url.clone(), format!("token={token}"));
+                Box::pin(async move {
+                    let v = post(url, body).await?;
+                    if v["active"] != true {
+                        bail!("jeton inactif : {v}");
+                    }
+                    Ok(JobOut::default())
+                })
+            })
+        }
+    };
+    if warmup > 0 {
+        run_jobs(concurrency, warmup, Duration::from_secs(60), job.clone()).await;
+    }
+    let run = run_jobs(concurrency, count, Duration::from_secs(max_seconds), job).await;
+    let name = match op {
+        AuthOp::Token => "auth-token",
+        AuthOp::Introspect => "auth-introspect",
+    };
+    report(
+        cli,
+        name,
+        json!({"count": count, "concurrency": concurrency, "warmup": warmup, "scope": scope}),
+        run,
+    )?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -1521,6 +1651,31 @@ async fn main() -> anyhow::Result<()> {
                 *pages,
                 *page_size,
                 *seed,
+            )
+            .await
+        }
+        Cmd::Auth {
+            op,
+            issuer,
+            client_id,
+            client_secret,
+            scope,
+            count,
+            concurrency,
+            max_seconds,
+            warmup,
+        } => {
+            auth(
+                &cli,
+                *op,
+                issuer,
+                client_id,
+                client_secret,
+                scope,
+                *count,
+                *concurrency,
+                *max_seconds,
+                *warmup,
             )
             .await
         }

@@ -6,8 +6,8 @@
 //! - reads, searches, history, INSi, `$duplicates`, creates and updates: `eidas1`;
 //! - deletions and `Patient/$merge`: `eidas2` (a second factor).
 //!
-//! Patient tokens (realm `patient`) reach only the patient's own `Patient` resource until the policy engine
-//! (compartment rules, masks, delegations) is in place.
+//! Patient tokens (realm `patient`) reach only the patient's own `Patient` resource and its `$audit-trail` (who
+//! accessed their data) until the policy engine (compartment rules, masks, delegations) is in place.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -255,8 +255,12 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     if p.realm != Some(Realm::Patient) {
         return Ok(());
     }
-    let own = p.claim("patient").map(|id| format!("/fhir/Patient/{id}"));
-    if (method == Method::GET || method == Method::HEAD) && own.as_deref() == Some(path) {
+    // Their own Patient resource, and the trail of who accessed their data (`$audit-trail`).
+    if let Some(id) = p.claim("patient")
+        && (method == Method::GET || method == Method::HEAD)
+        && (path == format!("/fhir/Patient/{id}")
+            || path == format!("/fhir/Patient/{id}/$audit-trail"))
+    {
         return Ok(());
     }
     Err(error(
@@ -414,6 +418,37 @@ pub fn bearer_error(msg: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn patient(id: Option<&str>) -> Principal {
+        let mut claims = serde_json::Map::new();
+        if let Some(id) = id {
+            claims.insert("patient".into(), id.into());
+        }
+        Principal {
+            realm: Some(Realm::Patient),
+            subject: "180017512345678".into(),
+            client_id: "app".into(),
+            scopes: socle_auth::Scopes::parse("patient/*.rs").unwrap(),
+            acr: Some(ACR_TWO_FACTORS.into()),
+            jti: "j".into(),
+            expires: 0,
+            claims,
+        }
+    }
+
+    #[test]
+    fn patients_reach_their_own_record_and_trail_only() {
+        let p = patient(Some("p1"));
+        assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p1").is_ok());
+        assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p1/$audit-trail").is_ok());
+        assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p2/$audit-trail").is_err());
+        assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p2").is_err());
+        assert!(patient_limits(&p, &Method::PUT, "/fhir/Patient/p1").is_err());
+        assert!(patient_limits(&p, &Method::GET, "/fhir/$audit-trail").is_err());
+        assert!(patient_limits(&patient(None), &Method::GET, "/fhir/Patient/p1").is_err());
+        assert!(allow(&p, Some("AuditEvent"), Perm::Search, ACR_ONE_FACTOR).is_ok());
+        assert!(allow(&p, Some("Observation"), Perm::Create, ACR_ONE_FACTOR).is_err());
+    }
 
     #[test]
     fn classification() {

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Benchmarks of authentication, on SQLite and, when SOCLE_BENCH_DATABASE_URL is set, on PostgreSQL:
+#   - tokens issued per second: client-credentials requests to /auth/pro/token (a confidential client with a
+#     secret, HTTP Basic), concurrency 8;
+#   - introspection (RFC 7662) p50/p99 on one access token;
+#   - the cost of the access check on a FHIR read: the same data read by id with a bearer token (authentication
+#     on: signature, claims, revocation list, scopes) and with the server restarted in --insecure-local.
+# Results: out/auth-<timestamp>/results.jsonl, rendered into the "Authentication" section of RESULTS.md
+# (between <!-- auth:begin --> and <!-- auth:end -->; report.py keeps it) by auth-report.py.
+#
+#   bench/auth.sh          (knobs: AUTH_COUNT, READ_COUNT, INGEST_RESOURCES, SOCLE_BENCH_SKIP_BUILD=1)
+set -euo pipefail
+BENCH="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$BENCH/.." && pwd)"
+AUTH_COUNT="${AUTH_COUNT:-20000}"
+READ_COUNT="${READ_COUNT:-20000}"
+INGEST_RESOURCES="${INGEST_RESOURCES:-10000}"
+OUT="${SOCLE_BENCH_OUT:-$BENCH/out/auth-$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" | tee -a "$OUT/run.log" >&2; }
+jline() { python3 -c 'import json,sys; print(json.dumps(dict(a.split("=",1) for a in sys.argv[1:])))' "$@" >>"$RESULTS"; }
+
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [[ "${SOCLE_BENCH_SKIP_BUILD:-}" != 1 ]]; then
+  (cd "$ROOT" && cargo build --release -p socle)
+  (cd "$BENCH" && CARGO_TARGET_DIR="$BENCH/target" cargo build --release)
+fi
+SOCLE="$TARGET/release/socle"
+LOADGEN="$BENCH/target/release/socle-bench"
+jline workload=meta date="$(date -u +%FT%TZ)" commit="$(git -C "$ROOT" rev-parse HEAD)" \
+  dirty="$(git -C "$ROOT" status --porcelain | wc -l)" nproc="$(nproc)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start() { # start PORT ARGS… ; sets $pid
+  local port="$1"; shift
+  SOCLE_LOG=warn "$SOCLE" serve --listen "127.0.0.1:$port" "$@" >>"$OUT/server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && return; sleep 0.2; done
+  log "server on $port did not start"; exit 1
+}
+
+run_backend() {
+  local backend="$1" dir db="" url="" port label
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/socle-auth.XXXXXX")"
+  local store=(--data "$dir")
+  if [[ "$backend" == postgresql ]]; then
+    db="socle_auth_$$_${RANDOM}"
+    psql "$SOCLE_BENCH_DATABASE_URL" -q -c "CREATE DATABASE $db"
+    url="$(python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$SOCLE_BENCH_DATABASE_URL" "$db")"
+    store+=(--database "$url")
+  fi
+  label="$backend"
+  local reg; reg="$(SOCLE_LOG=warn "$SOCLE" clients register --realm pro --name bench --scope 'system/*.cruds' "${store[@]}")"
+  local id secret
+  id="$(sed -n 's/^client_id: //p' <<<"$reg")"; secret="$(sed -n 's/^client_secret: //p' <<<"$reg")"
+  port="$(free_port)"
+  start "$port" "${store[@]}"
+  local lg=("$LOADGEN" --base "http://127.0.0.1:$port/fhir" --label "$label" --out "$RESULTS")
+  local iss="http://127.0.0.1:$port/auth/pro"
+  log "$label: tokens, introspection"
+  "${lg[@]}" auth --op token --issuer "$iss" --client-id "$id" --client-secret "$secret" --scope 'system/*.rs' \
+    --count "$AUTH_COUNT" --concurrency 8 >>"$OUT/loadgen.log" 2>&1 || log "  loadgen token exited with $?"
+  "${lg[@]}" auth --op introspect --issuer "$iss" --client-id "$id" --client-secret "$secret" --scope 'system/*.rs' \
+    --count "$AUTH_COUNT" --concurrency 8 >>"$OUT/loadgen.log" 2>&1 || log "  loadgen introspect exited with $?"
+  local token
+  token="$(curl -s -u "$id:$secret" -d grant_type=client_credentials --data-urlencode 'scope=system/*.cruds' "$iss/token" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+  log "$label: ingest $INGEST_RESOURCES, reads with a token"
+  SOCLE_BENCH_TOKEN="$token" "${lg[@]}" ingest --resources "$INGEST_RESOURCES" --state "$OUT/state-$backend.json" >>"$OUT/loadgen.log" 2>&1
+  SOCLE_BENCH_TOKEN="$token" "$LOADGEN" --base "http://127.0.0.1:$port/fhir" --label "$label/token" --out "$RESULTS" \
+    read --count "$READ_COUNT" --state "$OUT/state-$backend.json" >>"$OUT/loadgen.log" 2>&1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  log "$label: the same reads, --insecure-local"
+  start "$port" "${store[@]}" --insecure-local
+  "$LOADGEN" --base "http://127.0.0.1:$port/fhir" --label "$label/insecure-local" --out "$RESULTS" \
+    read --count "$READ_COUNT" --state "$OUT/state-$backend.json" >>"$OUT/loadgen.log" 2>&1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  if [[ -n "$db" ]]; then psql "$SOCLE_BENCH_DATABASE_URL" -q -c "DROP DATABASE $db"; fi
+  rm -rf "$dir"
+}
+
+backends=(sqlite)
+if [[ -n "${SOCLE_BENCH_DATABASE_URL:-}" ]]; then backends+=(postgresql); fi
+for b in "${backends[@]}"; do run_backend "$b"; done
+python3 "$BENCH/auth-report.py" "$RESULTS" "$BENCH/RESULTS.md"
+log "authentication section of $BENCH/RESULTS.md updated (raw: $RESULTS)"
