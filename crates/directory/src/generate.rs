@@ -245,7 +245,7 @@ impl DirectoryGenerator {
                 json!({"code": {"coding": [{"system": SYSTEM_SPECIALTY, "code": c, "display": l}]}}),
             );
         }
-        let mut out = vec![json!({
+        let mut practitioner = json!({
             "resourceType": "Practitioner",
             "id": idnps,
             "identifier": [
@@ -257,7 +257,15 @@ impl DirectoryGenerator {
             "telecom": [mailbox(&mbox, "PER")],
             "gender": if female { "female" } else { "male" },
             "qualification": qualification
-        })];
+        });
+        // One professional in 50 asked for restricted diffusion ("liste rouge"): labelled R, out of the public
+        // Annuaire (chosen from the number, so the random stream and the rest of the data do not change).
+        if rpps.as_str().parse::<u64>().unwrap_or(0) % 50 == 7 {
+            practitioner["meta"] = json!({"security": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R",
+                "display": "restricted"}]});
+        }
+        let mut out = vec![practitioner];
         let roles = match self.rng.below(100) {
             0..=79 => 1,
             80..=96 => 2,

@@ -832,6 +832,10 @@ async fn read(
     req: Req,
 ) -> Response {
     let s = tryr!(run_point_read(&app, &req, move |r, c| r.read(c, &rtype, &id)).await);
+    if req.caller.as_ref().is_some_and(guard::Caller::is_anonymous) && guard::restricted(&s.content)
+    {
+        return guard::restricted_response("donnée d'accès restreint de l'Annuaire");
+    }
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
@@ -860,10 +864,26 @@ async fn search_common(
     params: Vec<(String, String)>,
 ) -> Response {
     let strict = req.strict;
+    // Anonymous callers (public Annuaire) never see restricted entries, as matches or as includes.
+    let anonymous = req.caller.as_ref().is_some_and(guard::Caller::is_anonymous);
+    let mut params = params;
+    if anonymous {
+        // The guard saw the URL; a POST `_search` body may add `_has` or `_revinclude` from other types.
+        if !guard::params_stay_public(&params) {
+            return guard::restricted_response(
+                "_has, _include ou _revinclude vers des données non publiques",
+            );
+        }
+        params.extend(guard::public_filter());
+    }
     let bytes = tryr!(
         run(&app, &req, None, move |r, c| {
-            r.search(c, &rtype, &params, strict)
-                .map(|page| socle_store::render::searchset(&c.base_url, &rtype, &page))
+            r.search(c, &rtype, &params, strict).map(|mut page| {
+                if anonymous {
+                    page.includes.retain(|s| !guard::restricted(&s.content));
+                }
+                socle_store::render::searchset(&c.base_url, &rtype, &page)
+            })
         })
         .await
     );

@@ -959,3 +959,112 @@ fn insecure_local_only_on_loopback() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The public Annuaire is readable without a token, except entries labelled restricted (`meta.security` R, the
+/// "liste rouge"): not readable, not found, not included, and no `_revinclude`/`_has` towards other data, even in
+/// a POST `_search` body.
+#[test]
+fn restricted_annuaire_entries_need_a_token() {
+    for backend in backends() {
+        let st = AuthFixture::new(&backend);
+        let root = st.root.as_str();
+        let out = printed(&st.s.cli(&[
+            "clients",
+            "register",
+            "--realm",
+            "pro",
+            "--name",
+            "Gestion de l'Annuaire",
+            "--scope",
+            "system/*.cruds",
+        ]));
+        let (id, secret) = (after(&out, "client_id:"), after(&out, "client_secret:"));
+        let (_, t) = token_post(
+            root,
+            "pro",
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        );
+        let admin = t["access_token"].as_str().unwrap().to_string();
+        let rpps = socle_directory::Rpps::from_body(1_234_567_890);
+        let pr = json!({"resourceType": "Practitioner", "id": "liste-rouge",
+            "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]},
+            "identifier": [{"system": "https://rpps.esante.gouv.fr", "value": rpps.as_str()}],
+            "name": [{"family": "DISCRET", "given": ["Jeanne"]}]});
+        let (c, oo, _) = fhir(
+            root,
+            "PUT",
+            "Practitioner/liste-rouge",
+            Some(&admin),
+            Some(&pr),
+        );
+        assert!(c == 201 || c == 200, "{oo}");
+        let role = json!({"resourceType": "PractitionerRole", "id": "role-discret",
+            "practitioner": {"reference": "Practitioner/liste-rouge"}});
+        let (c, oo, _) = fhir(
+            root,
+            "PUT",
+            "PractitionerRole/role-discret",
+            Some(&admin),
+            Some(&role),
+        );
+        assert!(c == 201 || c == 200, "{oo}");
+
+        let (c, _, www) = fhir(root, "GET", "Practitioner/liste-rouge", None, None);
+        assert_eq!(c, 401);
+        assert!(www.is_some());
+        assert_eq!(
+            fhir(root, "GET", "Practitioner/liste-rouge/_history", None, None).0,
+            401
+        );
+        let (c, b, _) = fhir(
+            root,
+            "GET",
+            &format!(
+                "Practitioner?identifier=https://rpps.esante.gouv.fr|{}",
+                rpps.as_str()
+            ),
+            None,
+            None,
+        );
+        assert_eq!(c, 200);
+        assert!(
+            b["entry"].as_array().is_none_or(|e| e.is_empty()),
+            "trouvé sans jeton : {b}"
+        );
+        let (c, b, _) = fhir(
+            root,
+            "GET",
+            "PractitionerRole?_id=role-discret&_include=PractitionerRole:practitioner",
+            None,
+            None,
+        );
+        assert_eq!(c, 200);
+        let types: Vec<&str> = b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["resource"]["resourceType"].as_str())
+            .collect();
+        assert_eq!(types, vec!["PractitionerRole"], "inclus sans jeton : {b}");
+        let r = ureq::post(&format!("{root}/fhir/Practitioner/_search"))
+            .send_form(&[("_revinclude", "Observation:performer")]);
+        assert!(
+            matches!(r, Err(ureq::Error::Status(401, _))),
+            "POST _search vers des données non publiques"
+        );
+        // With a token, the entry is there.
+        assert_eq!(
+            fhir(root, "GET", "Practitioner/liste-rouge", Some(&admin), None).0,
+            200
+        );
+        let (_, b, _) = fhir(
+            root,
+            "GET",
+            "PractitionerRole?_id=role-discret&_include=PractitionerRole:practitioner",
+            Some(&admin),
+            None,
+        );
+        assert_eq!(b["entry"].as_array().unwrap().len(), 2);
+    }
+}

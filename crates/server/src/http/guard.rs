@@ -53,6 +53,52 @@ pub const PUBLIC_TYPES: &[&str] = &[
     "Endpoint",
 ];
 
+/// The confidentiality labels that make a directory entry restricted (`meta.security`, HL7 v3
+/// Confidentiality): *R* (restricted, e.g. a professional on the "liste rouge") and *V* (very restricted).
+pub const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
+pub const RESTRICTED_CODES: &[&str] = &["R", "V"];
+
+/// Whether a stored resource carries a restricted confidentiality label.
+pub fn restricted(content: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(content).is_ok_and(|v| {
+        v["meta"]["security"].as_array().is_some_and(|labels| {
+            labels.iter().any(|l| {
+                l["system"] == CONFIDENTIALITY
+                    && l["code"]
+                        .as_str()
+                        .is_some_and(|c| RESTRICTED_CODES.contains(&c))
+            })
+        })
+    })
+}
+
+/// The search parameters that keep restricted entries out of an anonymous search.
+pub fn public_filter() -> Vec<(String, String)> {
+    RESTRICTED_CODES
+        .iter()
+        .map(|c| {
+            (
+                "_security:not".to_string(),
+                format!("{CONFIDENTIALITY}|{c}"),
+            )
+        })
+        .collect()
+}
+
+impl Caller {
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self, Caller::Anonymous)
+    }
+}
+
+/// 401 for restricted directory data asked for without authentication (`what` says which).
+pub fn restricted_response(what: &str) -> Response {
+    unauthorized(
+        &format!("{what} : authentification requise"),
+        "Bearer realm=\"socle\"".into(),
+    )
+}
+
 /// What a request needs.
 #[derive(Debug, Clone, PartialEq)]
 enum Need {
@@ -103,13 +149,15 @@ fn classify(method: &Method, path: &str) -> Need {
             min_acr: ACR_TWO_FACTORS,
         },
         ["Patient", _, "$duplicates"] => access("Patient", Perm::Search),
-        [t] | [t, "_search"] | [t, "_history"] if get || segs.get(1) == Some(&"_search") => {
+        [t] | [t, "_search"] if get || segs.get(1) == Some(&"_search") => {
             if PUBLIC_TYPES.contains(t) {
                 Need::Directory(t.to_string(), Perm::Search)
             } else {
                 access(t, Perm::Search)
             }
         }
+        // History shows every past version, restricted ones included: never public.
+        [t, "_history"] if get => access(t, Perm::Search),
         [t] if method == Method::POST => access(t, Perm::Create),
         [t] if method == Method::PUT => access(t, Perm::Update),
         [t] if method == Method::DELETE => Need::Access {
@@ -117,13 +165,14 @@ fn classify(method: &Method, path: &str) -> Need {
             perm: Perm::Delete,
             min_acr: ACR_TWO_FACTORS,
         },
-        [t, _] | [t, _, "_history"] | [t, _, "_history", _] if get => {
+        [t, _] if get => {
             if PUBLIC_TYPES.contains(t) {
                 Need::Directory(t.to_string(), Perm::Read)
             } else {
                 access(t, Perm::Read)
             }
         }
+        [t, _, "_history"] | [t, _, "_history", _] if get => access(t, Perm::Read),
         [t, _] if method == Method::PUT => access(t, Perm::Update),
         [t, _] if method == Method::DELETE => Need::Access {
             rtype: Some(t.to_string()),
@@ -142,7 +191,11 @@ fn classify(method: &Method, path: &str) -> Need {
 /// Whether a query on a public type stays within the public types (no `_has`, no `_revinclude` or
 /// `_include` from or to another type).
 fn stays_public(query: Option<&str>) -> bool {
-    let params = super::parse_query(query);
+    params_stay_public(&super::parse_query(query))
+}
+
+/// [`stays_public`] on parsed parameters (a POST `_search` body included).
+pub fn params_stay_public(params: &[(String, String)]) -> bool {
     params.iter().all(|(k, v)| {
         if k.starts_with("_has") {
             return false;
