@@ -61,15 +61,18 @@ run_backend() {
   local lg=("$LOADGEN" --base "http://127.0.0.1:$port/fhir" --label "$label" --out "$RESULTS")
   local iss="http://127.0.0.1:$port/auth/pro"
   log "$label: tokens, introspection"
-  "${lg[@]}" auth --op token --issuer "$iss" --client-id "$id" --client-secret "$secret" --scope 'system/*.rs' \
+  "${lg[@]}" auth --op token --issuer "$iss" --client-id="$id" --client-secret="$secret" --scope 'system/*.rs' \
     --count "$AUTH_COUNT" --concurrency 8 >>"$OUT/loadgen.log" 2>&1 || log "  loadgen token exited with $?"
-  "${lg[@]}" auth --op introspect --issuer "$iss" --client-id "$id" --client-secret "$secret" --scope 'system/*.rs' \
+  "${lg[@]}" auth --op introspect --issuer "$iss" --client-id="$id" --client-secret="$secret" --scope 'system/*.rs' \
     --count "$AUTH_COUNT" --concurrency 8 >>"$OUT/loadgen.log" 2>&1 || log "  loadgen introspect exited with $?"
   local token
   token="$(curl -s -u "$id:$secret" -d grant_type=client_credentials --data-urlencode 'scope=system/*.cruds' "$iss/token" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
   log "$label: ingest $INGEST_RESOURCES, reads with a token"
   SOCLE_BENCH_TOKEN="$token" "${lg[@]}" ingest --resources "$INGEST_RESOURCES" --state "$OUT/state-$backend.json" >>"$OUT/loadgen.log" 2>&1
+  # Both read runs start from a freshly started server (no after-ingest work running, same cache state).
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  start "$port" "${store[@]}"
   SOCLE_BENCH_TOKEN="$token" "$LOADGEN" --base "http://127.0.0.1:$port/fhir" --label "$label/token" --out "$RESULTS" \
     read --count "$READ_COUNT" --state "$OUT/state-$backend.json" >>"$OUT/loadgen.log" 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -308,7 +308,11 @@ pub struct Provider {
     /// request without touching the database; reloaded from it every few seconds (revocations made by other
     /// nodes or by the CLI apply within that delay).
     revoked: RwLock<HashMap<String, i64>>,
+    /// Access tokens already verified (see [`Provider::validate`]).
+    verified: RwLock<HashMap<String, Arc<Principal>>>,
 }
+
+const VERIFIED_CAP: usize = 100_000;
 
 fn text(r: &Row, i: usize) -> String {
     r.get(i)
@@ -358,6 +362,7 @@ impl Provider {
             keys,
             config,
             revoked: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
         });
         p.reload_revocations()?;
         let weak: Weak<Provider> = Arc::downgrade(&p);
@@ -1835,7 +1840,41 @@ impl Provider {
     // ------------------------------------------------------------------ access tokens
 
     /// Checks a bearer access token: our signature, issuer, audience, expiry, not revoked. No database access.
-    pub fn validate(&self, token: &str) -> Result<Principal, String> {
+    /// Verified tokens are remembered (up to `VERIFIED_CAP`, then forgotten all at once): a client presents the
+    /// same token many times, and only the first use pays the signature check; expiry and revocation are checked
+    /// at every use.
+    pub fn validate(&self, token: &str) -> Result<Arc<Principal>, String> {
+        let cached = self
+            .verified
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        let p = match cached {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(self.verify_access_token(token)?);
+                let mut m = self.verified.write().unwrap_or_else(|p| p.into_inner());
+                if m.len() >= VERIFIED_CAP {
+                    m.clear();
+                }
+                m.insert(token.to_string(), p.clone());
+                p
+            }
+        };
+        if p.expires <= now_ms() / 1000 {
+            return Err("jeton expiré".into());
+        }
+        if self.is_revoked(&format!("j:{}", p.jti))
+            || p.claim("gid")
+                .is_some_and(|g| self.is_revoked(&format!("g:{g}")))
+        {
+            return Err("jeton révoqué".into());
+        }
+        Ok(p)
+    }
+
+    fn verify_access_token(&self, token: &str) -> Result<Principal, String> {
         let jws = self.keys.verify(token).map_err(|e| e.to_string())?;
         if jws.alg != Alg::Es256 {
             return Err("jeton d'accès attendu (ES256)".into());
@@ -1868,11 +1907,6 @@ impl Provider {
             return Err("jeton émis dans le futur".into());
         }
         let jti = s("jti").ok_or("jeton sans jti")?.to_string();
-        if self.is_revoked(&format!("j:{jti}"))
-            || s("gid").is_some_and(|g| self.is_revoked(&format!("g:{g}")))
-        {
-            return Err("jeton révoqué".into());
-        }
         let scopes = Scopes::parse(s("scope").unwrap_or("")).map_err(|e| e.to_string())?;
         let client_only = c
             .get("socle_client")

@@ -26,7 +26,7 @@ pub enum Caller {
     /// `--insecure-local`: every request acts as the local developer.
     Insecure,
     Anonymous,
-    Token(Box<Principal>),
+    Token(std::sync::Arc<Principal>),
 }
 
 impl Caller {
@@ -345,7 +345,7 @@ fn caller_of(app: &App, req: &Request) -> Result<Caller, Response> {
         }
     };
     match provider.validate(token) {
-        Ok(p) => Ok(Caller::Token(Box::new(p))),
+        Ok(p) => Ok(Caller::Token(p)),
         Err(e) => Err(unauthorized(
             &format!("jeton refusé : {e}"),
             format!(
