@@ -30,6 +30,24 @@ def main():
         cell = lambda r: f"{fmt(r['throughput_rps'])}/s, {r['p50_ms']} / {r['p99_ms']} ms" + (f", {r['errors']} errors" if r.get("errors") else "") if r else "—"
         diff = f"{rt['p50_ms'] - rn['p50_ms']:+.2f} / {rt['p99_ms'] - rn['p99_ms']:+.2f} ms" if rt and rn else "—"
         out.append(f"| {b} | {cell(t)} | {cell(i)} | {cell(rt)} | {cell(rn)} | {diff} |")
+    pol = [r for r in rows if str(r.get("label", "")).count("/policy/") == 1 and r.get("workload") == "read"]
+    if pol:
+        out += ["", "Policy engine on reads by id (`GET /Patient/{id}`, concurrency 16): a professional with a care "
+                "relationship to every patient (each read reads that patient's rules about them and decides) against a "
+                "client acting on its own behalf (scopes only: no rule read), on the same server; then again after "
+                "storing synthetic rules (`socle generate --policy-rules`).", "",
+                "| backend | rules stored | professional (policy): throughput, p50 / p99 | client (no policy): throughput, p50 / p99 | policy overhead p50 / p99 |",
+                "|---|---|---|---|---|"]
+        for b in ["sqlite", "postgresql"]:
+            for rules in ["care-only"] + sorted({r["label"].split("/")[2] for r in pol if r["label"].startswith(b + "/")} - {"care-only"}):
+                p_ = get(f"{b}/policy/{rules}/professional", "read")
+                c_ = get(f"{b}/policy/{rules}/client", "read")
+                if not p_ or not c_:
+                    continue
+                load = get(f"{b}/policy", "rules-load") if rules != "care-only" else None
+                label = "care relationships only" if rules == "care-only" else f"{fmt(rules)} synthetic + care" + (f" (loaded in {load['seconds']} s)" if load else "")
+                cell = lambda r: f"{fmt(r['throughput_rps'])}/s, {r['p50_ms']} / {r['p99_ms']} ms" + (f", {r['errors']} errors" if r.get("errors") else "")
+                out.append(f"| {b} | {label} | {cell(p_)} | {cell(c_)} | {p_['p50_ms'] - c_['p50_ms']:+.2f} / {p_['p99_ms'] - c_['p99_ms']:+.2f} ms |")
     out += ["", "Commands: `bench/auth.sh` (raw lines in its `out/auth-*/results.jsonl`).", "<!-- auth:end -->"]
     section = "\n".join(out)
     path = sys.argv[2]

@@ -4,17 +4,21 @@
 #     secret, HTTP Basic), concurrency 8;
 #   - introspection (RFC 7662) p50/p99 on one access token;
 #   - the cost of the access check on a FHIR read: the same data read by id with a bearer token (authentication
-#     on: signature, claims, revocation list, scopes) and with the server restarted in --insecure-local.
+#     on: signature, claims, revocation list, scopes) and with the server restarted in --insecure-local;
+#   - the policy engine's overhead on a read by id (a professional's reads, each decided from the stored rules,
+#     against a client's reads that no rule concerns), with the care relationships only and with POLICY_RULES
+#     (default 1 M) synthetic rules stored.
 # Results: out/auth-<timestamp>/results.jsonl, rendered into the "Authentication" section of RESULTS.md
 # (between <!-- auth:begin --> and <!-- auth:end -->; report.py keeps it) by auth-report.py.
 #
-#   bench/auth.sh          (knobs: AUTH_COUNT, READ_COUNT, INGEST_RESOURCES, SOCLE_BENCH_SKIP_BUILD=1)
+#   bench/auth.sh   (knobs: AUTH_COUNT, READ_COUNT, INGEST_RESOURCES, POLICY_RULES, SOCLE_BENCH_SKIP_BUILD=1)
 set -euo pipefail
 BENCH="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
 AUTH_COUNT="${AUTH_COUNT:-20000}"
 READ_COUNT="${READ_COUNT:-20000}"
 INGEST_RESOURCES="${INGEST_RESOURCES:-10000}"
+POLICY_RULES="${POLICY_RULES:-1000000}"
 OUT="${SOCLE_BENCH_OUT:-$BENCH/out/auth-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
@@ -85,8 +89,65 @@ run_backend() {
   rm -rf "$dir"
 }
 
+# The policy engine on reads by id: a professional with a care relationship to every ingested patient reads
+# them (each read decides: stored rules of that patient and professional, matrix), against the same reads by a
+# client acting on its own behalf (scopes only, no rule read) — first with only those care relationships
+# stored, then after adding POLICY_RULES synthetic rules (`socle generate --policy-rules`).
+run_policy() {
+  local backend="$1" dir db="" url="" port
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/socle-policy.XXXXXX")"
+  local store=(--data "$dir")
+  if [[ "$backend" == postgresql ]]; then
+    db="socle_policy_$$_${RANDOM}"
+    psql "$SOCLE_BENCH_DATABASE_URL" -q -c "CREATE DATABASE $db"
+    url="$(python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$SOCLE_BENCH_DATABASE_URL" "$db")"
+    store+=(--database "$url")
+  fi
+  SOCLE_LOG=warn "$SOCLE" generate --structures 5 --professionals 20 --seed 1 "${store[@]}" >>"$OUT/run.log"
+  port="$(free_port)"
+  local root="http://127.0.0.1:$port" net=(--establishment-networks 127.0.0.0/8)
+  start "$port" "${store[@]}" "${net[@]}"
+  local rpps pw="bench-mot-de-passe-2026" app reg id secret sys pro
+  rpps="$(curl -s "$root/fhir/Practitioner?_count=1" | python3 -c 'import json,sys; b=json.load(sys.stdin); print(next(i["value"] for i in b["entry"][0]["resource"]["identifier"] if i["system"]=="https://rpps.esante.gouv.fr"))')"
+  printf '%s' "$pw" | SOCLE_LOG=warn "$SOCLE" accounts create-professional --rpps "$rpps" --password-stdin --no-totp "${store[@]}" >>"$OUT/run.log"
+  app="$(SOCLE_LOG=warn "$SOCLE" clients register --realm pro --name app --redirect-uri http://127.0.0.1:9/cb --auth-method none "${store[@]}" | sed -n 's/^client_id: //p')"
+  reg="$(SOCLE_LOG=warn "$SOCLE" clients register --realm pro --name sys --scope 'system/*.cruds' "${store[@]}")"
+  id="$(sed -n 's/^client_id: //p' <<<"$reg")"; secret="$(sed -n 's/^client_secret: //p' <<<"$reg")"
+  sys="$(curl -s -u "$id:$secret" -d grant_type=client_credentials --data-urlencode 'scope=system/*.cruds' "$root/auth/pro/token" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+  log "$backend/policy: ingest $INGEST_RESOURCES, care relationships with every patient"
+  SOCLE_BENCH_TOKEN="$sys" "$LOADGEN" --base "$root/fhir" --label "$backend/policy" --out "$RESULTS" \
+    ingest --resources "$INGEST_RESOURCES" --state "$OUT/state-policy-$backend.json" >>"$OUT/loadgen.log" 2>&1
+  python3 -c 'import json,sys; [print(p[0]) for p in json.load(open(sys.argv[1]))["patients"]]' "$OUT/state-policy-$backend.json" >"$OUT/patients-$backend.txt"
+  SOCLE_LOG=warn "$SOCLE" policy add-rule --patients-file "$OUT/patients-$backend.txt" --kind care --professional "$rpps" \
+    --detail equipe-de-soins "${store[@]}" >>"$OUT/run.log"
+  pro="$(python3 "$BENCH/pro-token.py" "$root" "$app" http://127.0.0.1:9/cb "$rpps" "$pw")"
+  local rules
+  for rules in care-only "$POLICY_RULES"; do
+    if [[ "$rules" != care-only ]]; then
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+      log "$backend/policy: generate $rules synthetic rules"
+      /usr/bin/time -f '%e %M' -o "$OUT/time-rules-$backend.txt" \
+        env SOCLE_LOG=warn "$SOCLE" generate --policy-rules "$rules" --seed 1 "${store[@]}" >>"$OUT/run.log" 2>&1
+      read -r secs kb <"$OUT/time-rules-$backend.txt"
+      jline label="$backend/policy" workload=rules-load rules="$rules" seconds="$secs" peak_rss_kb="$kb"
+    fi
+    kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+    start "$port" "${store[@]}" "${net[@]}"
+    log "$backend/policy ($rules): reads by the professional, then by the system client"
+    SOCLE_BENCH_TOKEN="$pro" "$LOADGEN" --base "$root/fhir" --label "$backend/policy/$rules/professional" --out "$RESULTS" \
+      read --count "$READ_COUNT" --state "$OUT/state-policy-$backend.json" >>"$OUT/loadgen.log" 2>&1
+    SOCLE_BENCH_TOKEN="$sys" "$LOADGEN" --base "$root/fhir" --label "$backend/policy/$rules/client" --out "$RESULTS" \
+      read --count "$READ_COUNT" --state "$OUT/state-policy-$backend.json" >>"$OUT/loadgen.log" 2>&1
+  done
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  if [[ -n "$db" ]]; then psql "$SOCLE_BENCH_DATABASE_URL" -q -c "DROP DATABASE $db"; fi
+  rm -rf "$dir"
+}
+
 backends=(sqlite)
 if [[ -n "${SOCLE_BENCH_DATABASE_URL:-}" ]]; then backends+=(postgresql); fi
 for b in "${backends[@]}"; do run_backend "$b"; done
+for b in "${backends[@]}"; do run_policy "$b"; done
 python3 "$BENCH/auth-report.py" "$RESULTS" "$BENCH/RESULTS.md"
 log "authentication section of $BENCH/RESULTS.md updated (raw: $RESULTS)"

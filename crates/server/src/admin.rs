@@ -589,3 +589,205 @@ pub fn demo_system_client(text: &str) -> Option<(String, String)> {
     let secret = line.split("client_secret ").nth(1)?.trim().to_string();
     Some((id, secret))
 }
+
+#[derive(clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Record a rule for a patient (local Patient id): `care` (--professional, --detail medecin-traitant |
+    /// equipe-de-soins | relation-declaree), `block` (--professional), `mask` / `hide-patient` /
+    /// `hide-representative` (--target Type/id), `patient-delegation` (--professional, --detail document types or
+    /// *, --days), `consent` (--actor client id, --detail read|write). Prints the rule id.
+    AddRule {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, required_unless_present = "patients_file")]
+        patient: Option<String>,
+        #[arg(long)]
+        kind: String,
+        /// A professional's RPPS or IDNPS.
+        #[arg(long)]
+        professional: Option<String>,
+        /// Another actor (application client id, delegate).
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long, default_value = "")]
+        target: String,
+        #[arg(long, default_value = "")]
+        detail: String,
+        /// Validity in days (no end if absent).
+        #[arg(long)]
+        days: Option<i64>,
+        /// The same rule for every patient listed in this file (one local Patient id per line), in one
+        /// transaction — e.g. a ward's care team from the admissions list. Replaces --patient.
+        #[arg(long, conflicts_with = "patient")]
+        patients_file: Option<std::path::PathBuf>,
+    },
+    /// The live rules of a patient.
+    Rules {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        patient: String,
+    },
+    /// Revoke a rule.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        id: String,
+    },
+    /// Replace the profession × document-type matrix (tab-separated file, format of the default one).
+    LoadMatrix {
+        #[command(flatten)]
+        store: StoreArgs,
+        file: std::path::PathBuf,
+    },
+    /// Print the default matrix (a starting point for `load-matrix`).
+    DefaultMatrix,
+}
+
+/// A professional given by RPPS (11 digits) or IDNPS (`8` + RPPS) → IDNPS.
+fn idnps_of(s: &str) -> anyhow::Result<String> {
+    let s = s.trim();
+    let rpps = if s.len() == 12 && s.starts_with('8') {
+        &s[1..]
+    } else {
+        s
+    };
+    let r = socle_directory::ids::Rpps::parse(rpps).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(r.idnps())
+}
+
+pub fn policy(cmd: PolicyCommand) -> anyhow::Result<std::process::ExitCode> {
+    let engine = |store: &StoreArgs| -> anyhow::Result<socle_policy::Engine> {
+        let (st, _) = crate::open_store(store)?;
+        socle_policy::Engine::open(st).map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    match cmd {
+        PolicyCommand::AddRule {
+            store,
+            patient,
+            kind,
+            professional,
+            actor,
+            target,
+            detail,
+            days,
+            patients_file,
+        } => {
+            let actor = match (professional, actor) {
+                (Some(p), _) => idnps_of(&p)?,
+                (None, Some(a)) => a,
+                (None, None) => String::new(),
+            };
+            let expires = days.map(|d| socle_auth::now_ms() + d * 24 * 3600 * 1000);
+            let e = engine(&store)?;
+            if let Some(f) = patients_file {
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("lecture de {}", f.display()))?;
+                let patients: Vec<&str> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let Some(first) = patients.first() else {
+                    bail!("{} ne liste aucun patient", f.display());
+                };
+                // Checked once (same kind and fields for all), then stored for every patient.
+                socle_policy::rules::RuleStore::check(
+                    &kind, first, &actor, &target, &detail, expires,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let rules: Vec<socle_policy::rules::NewRule> = patients
+                    .iter()
+                    .map(|p| {
+                        let (k, a, t, d) =
+                            (kind.clone(), actor.clone(), target.clone(), detail.clone());
+                        (p.to_string(), k, a, t, d, expires)
+                    })
+                    .collect();
+                e.rules
+                    .add_many(&rules)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("{} règles {kind} enregistrées", rules.len());
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            let patient = patient.unwrap_or_default();
+            let id = e
+                .rules
+                .add(&patient, &kind, &actor, &target, &detail, expires)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("règle {id} enregistrée ({kind}, patient {patient})");
+        }
+        PolicyCommand::Rules { store, patient } => {
+            for r in engine(&store)?
+                .rules
+                .list(&patient)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    r.id,
+                    r.kind,
+                    r.actor,
+                    r.target,
+                    r.detail,
+                    r.expires
+                        .map(socle_store::repo::iso_instant)
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        PolicyCommand::Revoke { store, patient, id } => {
+            if !engine(&store)?
+                .rules
+                .revoke(&patient, &id)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                bail!("aucune règle active {id} pour le patient {patient}");
+            }
+            println!("règle {id} révoquée");
+        }
+        PolicyCommand::LoadMatrix { store, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("lecture de {}", file.display()))?;
+            let n = engine(&store)?
+                .load_matrix(&text)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "matrice chargée : {n} règles (prise en compte par les serveurs à leur redémarrage)"
+            );
+        }
+        PolicyCommand::DefaultMatrix => print!("{}", socle_policy::matrix::DEFAULT),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `socle generate --policy-rules N`: synthetic rules, loaded by batches of 10,000 with a progress bar.
+pub fn generate_rules(
+    st: Arc<dyn socle_store::Store>,
+    n: u64,
+    seed: u64,
+) -> anyhow::Result<String> {
+    let engine = socle_policy::Engine::open(st).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let start = std::time::Instant::now();
+    let bar = indicatif::ProgressBar::new(n);
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(10_000);
+        let rules = socle_policy::rules::synthetic_rules(k, seed, done);
+        engine
+            .rules
+            .add_many(&rules)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        done += k;
+        bar.set_position(done);
+    }
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    Ok(format!(
+        "{n} règles d'accès synthétiques chargées en {secs:.1} s ({:.0}/s)",
+        n as f64 / secs.max(1e-9)
+    ))
+}

@@ -30,11 +30,14 @@ pub struct Options {
     pub auth: Option<Arc<socle_auth::Provider>>,
     /// Development switch: no authentication, every request acts as the local developer (loopback only).
     pub insecure_local: bool,
+    /// The access policy engine (opened by `serve` on the same store).
+    pub policy: Option<Arc<socle_policy::Engine>>,
 }
 
 mod guard;
 mod insi;
 mod oidc;
+mod policy;
 mod rniv;
 
 struct AppState {
@@ -42,6 +45,7 @@ struct AppState {
     registry: Arc<socle_ins::Registry>,
     capability: Vec<u8>,
     auth: Option<Arc<socle_auth::Provider>>,
+    policy: Option<Arc<socle_policy::Engine>>,
     insecure_local: bool,
     /// `http://host:port` as clients see Socle (cookies are `Secure` under https).
     public_url: String,
@@ -63,6 +67,7 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
         registry,
         capability,
         auth: opts.auth.clone(),
+        policy: opts.policy.clone(),
         insecure_local: opts.insecure_local,
         public_url,
         opts,
@@ -142,11 +147,16 @@ pub async fn serve(
     });
     let mut config = socle_auth::ProviderConfig::new(&public_url);
     config.trusted_networks = auth.trusted_networks;
+    let st = auth.store.clone();
     let provider =
         tokio::task::spawn_blocking(move || socle_auth::Provider::open(auth.store, config))
             .await?
             .map_err(|e| anyhow::anyhow!("fournisseur d'identité : {e}"))?;
     opts.auth = Some(provider);
+    let engine = tokio::task::spawn_blocking(move || socle_policy::Engine::open(st))
+        .await?
+        .map_err(|e| anyhow::anyhow!("moteur de politique d'accès : {e}"))?;
+    opts.policy = Some(Arc::new(engine));
     if opts.insecure_local {
         let banner = "ATTENTION : --insecure-local — AUCUNE AUTHENTIFICATION. Toute requête agit avec tous les droits. \
                       Réservé au développement sur cette machine ; jamais avec des données réelles.";
@@ -464,6 +474,7 @@ fn repo_error(e: &RepoError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let code = match e.status() {
         400 => IssueType::Invalid,
+        403 => IssueType::Forbidden,
         404 => IssueType::NotFound,
         409 | 412 => IssueType::Conflict,
         410 => IssueType::Deleted,
@@ -831,7 +842,45 @@ async fn read(
     headers: HeaderMap,
     req: Req,
 ) -> Response {
-    let s = tryr!(run_point_read(&app, &req, move |r, c| r.read(c, &rtype, &id)).await);
+    // The access policy decides on the resource read (its patient, its document type); an emergency access
+    // (break-glass) gets its own audit record and a notification to the patient.
+    let actor = policy::actor_of(req.caller.as_ref());
+    let bg = match policy::break_glass(&headers, req.caller.as_ref()) {
+        Ok(b) => b,
+        Err(e) => return repo_error(&e),
+    };
+    let engine = app.policy.clone();
+    let s = tryr!(
+        run_point_read(&app, &req, move |r, c| {
+            let (Some(actor), Some(engine)) = (actor, engine) else {
+                return r.read(c, &rtype, &id);
+            };
+            let used_bg = std::cell::Cell::new(None::<String>);
+            let check = |s: &Stored, patient: Option<&str>| {
+                let d = policy::check(&engine, &actor, s, patient, bg.as_deref())?;
+                if policy::is_break_glass(&d) {
+                    used_bg.set(patient.map(str::to_string));
+                }
+                Ok(Some(format!("policy={}", d.reason.code())))
+            };
+            let s = r.read_checked(c, &rtype, &id, &check)?;
+            if let (Some(patient), Some(reason)) = (used_bg.take(), bg.as_deref()) {
+                r.audit_break_glass(c, &rtype, &id, &patient, reason);
+                let who = c.principal.clone();
+                if let Err(e) = engine.rules.notify(
+                    &patient,
+                    "break-glass",
+                    &format!(
+                        "Accès en urgence à votre dossier par {who} ({rtype}) — motif : {reason}"
+                    ),
+                ) {
+                    tracing::error!(error = %e, "notification de bris de glace non enregistrée");
+                }
+            }
+            Ok(s)
+        })
+        .await
+    );
     if req.caller.as_ref().is_some_and(guard::Caller::is_anonymous) && guard::restricted(&s.content)
     {
         return guard::restricted_response("donnée d'accès restreint de l'Annuaire");

@@ -109,6 +109,10 @@ enum Command {
         /// Write NDJSON files in this directory (loadable with `socle import`) instead of loading the store.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Synthetic access-policy rules (care relationships, blocks, masks, consents, delegations for synthetic
+        /// patients `syn-…`), loaded into the store (not with --out).
+        #[arg(long, default_value_t = 0)]
+        policy_rules: u64,
     },
     /// Start Socle with a demonstration population, on the embedded store (nothing to install).
     Demo {
@@ -138,6 +142,12 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: admin::KeysCommand,
+    },
+    /// Access policy: patient rules (care relationships, blocks, masks, delegations, consents) and the
+    /// profession × document-type matrix.
+    Policy {
+        #[command(subcommand)]
+        command: admin::PolicyCommand,
     },
 }
 
@@ -237,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     base_url,
                     auth: None,
                     insecure_local: auth.insecure_local,
+                    policy: None,
                 },
                 http::AuthSetup {
                     store: st,
@@ -249,6 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Accounts { command } => admin::accounts(command),
         Command::Clients { command } => admin::clients(command),
         Command::Keys { command } => admin::keys(command),
+        Command::Policy { command } => admin::policy(command),
         Command::Import {
             store,
             files,
@@ -275,7 +287,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             structures,
             seed,
             out,
+            policy_rules,
         } => {
+            if policy_rules > 0 && out.is_some() {
+                anyhow::bail!("--policy-rules charge le stockage : incompatible avec --out");
+            }
             if professionals > 0 && structures == 0 {
                 anyhow::bail!(
                     "--professionals demande des structures où exercer : ajoutez --structures N"
@@ -291,6 +307,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     "{}",
                     registry_io::generate_persons(registry, persons, seed, out.as_deref())?
                 );
+            }
+            if policy_rules > 0
+                && let Some((st, _)) = &st
+            {
+                println!("{}", admin::generate_rules(st.clone(), policy_rules, seed)?);
             }
             if structures > 0 {
                 let repo = st.map(|(st, _)| socle_store::Repository::new(st));
@@ -346,6 +367,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     base_url: None,
                     auth: None,
                     insecure_local: false,
+                    policy: None,
                 },
                 http::AuthSetup {
                     store: st,

@@ -1068,3 +1068,246 @@ fn restricted_annuaire_entries_need_a_token() {
         assert_eq!(b["entry"].as_array().unwrap().len(), 2);
     }
 }
+
+/// The policy engine on reads by id: no care relationship → refused; a care relationship → allowed, documents
+/// through the matrix; a patient's block wins; break-glass (second factor, stated reason) opens an emergency
+/// access with its own audit record and a notification to the patient; every decision is in the trail.
+#[test]
+fn policy_decides_on_reads() {
+    for backend in backends() {
+        let st = AuthFixture::new(&backend);
+        let root = st.root.as_str();
+        let out = printed(&st.s.cli(&[
+            "clients",
+            "register",
+            "--realm",
+            "pro",
+            "--name",
+            "Logiciel d'établissement",
+            "--scope",
+            "system/*.cruds",
+        ]));
+        let (id, secret) = (after(&out, "client_id:"), after(&out, "client_secret:"));
+        let (_, t) = token_post(
+            root,
+            "pro",
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        );
+        let sys = t["access_token"].as_str().unwrap().to_string();
+        let put = |path: &str, body: Value| {
+            let (c, oo, _) = fhir(root, "PUT", path, Some(&sys), Some(&body));
+            assert!(c == 200 || c == 201, "{path} : {oo}");
+        };
+        put(
+            "Patient/pat-1",
+            json!({"resourceType": "Patient", "id": "pat-1", "name": [{"family": "MARTIN"}]}),
+        );
+        put(
+            "Observation/obs-1",
+            json!({"resourceType": "Observation", "id": "obs-1", "status": "final",
+            "code": {"text": "glycémie"}, "subject": {"reference": "Patient/pat-1"}}),
+        );
+        put(
+            "DocumentReference/doc-1",
+            json!({"resourceType": "DocumentReference", "id": "doc-1", "status": "current",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "34874-8"}]},
+            "subject": {"reference": "Patient/pat-1"}, "content": [{"attachment": {"contentType": "application/pdf"}}]}),
+        );
+
+        // The professional, logged in with the second factor (eidas2).
+        let mut b = Browser::new();
+        let (code, verifier) = code_for(&mut b, &st, "openid user/*.rs", now_step());
+        let (_, tok) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &st.app),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        let pro = tok["access_token"].as_str().unwrap().to_string();
+        let info: Value = ureq::get(&format!("{root}/auth/pro/userinfo"))
+            .set("Authorization", &format!("Bearer {pro}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let professions: Vec<String> = info["profession"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+
+        let read = |path: &str, bg: Option<&str>| -> (u16, Value) {
+            let mut req = ureq::get(&format!("{root}/fhir/{path}"))
+                .set("Authorization", &format!("Bearer {pro}"));
+            if let Some(r) = bg {
+                req = req.set(
+                    "X-Socle-Break-Glass",
+                    &form_urlencoded::byte_serialize(r.as_bytes()).collect::<String>(),
+                );
+            }
+            match req.call() {
+                Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+                Err(ureq::Error::Status(c, r)) => (c, r.into_json().unwrap_or(Value::Null)),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let refused = |(c, oo): (u16, Value), code: &str| {
+            assert_eq!(c, 403, "{oo}");
+            assert!(
+                oo["issue"][0]["diagnostics"]
+                    .as_str()
+                    .unwrap()
+                    .contains(code),
+                "{code} : {oo}"
+            );
+        };
+        refused(read("Observation/obs-1", None), "no-care-relationship");
+        // Not patient data: no relationship needed.
+        let (c, _) = read(
+            &format!(
+                "Practitioner/{}",
+                info["fhirUser"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("Practitioner/")
+            ),
+            None,
+        );
+        assert_eq!(c, 200);
+
+        let add = |args: &[&str]| -> String {
+            let mut a = vec!["policy", "add-rule", "--patient", "pat-1"];
+            a.extend_from_slice(args);
+            after(&printed(&st.s.cli(&a)), "règle")
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        let care = add(&[
+            "--kind",
+            "care",
+            "--professional",
+            &st.rpps,
+            "--detail",
+            "equipe-de-soins",
+        ]);
+        assert_eq!(read("Observation/obs-1", None).0, 200);
+        let doc = read("DocumentReference/doc-1", None);
+        if socle_policy::Matrix::default_matrix().allows(&professions, "34874-8") {
+            assert_eq!(doc.0, 200, "{professions:?} : {}", doc.1);
+        } else {
+            refused(doc, "matrix-denied");
+        }
+        // The patient masks the document: refused to the care team (not the médecin traitant).
+        let mask = add(&["--kind", "mask", "--target", "DocumentReference/doc-1"]);
+        refused(read("DocumentReference/doc-1", None), "document-masked");
+        printed(
+            &st.s
+                .cli(&["policy", "revoke", "--patient", "pat-1", "--id", &mask]),
+        );
+        // A block wins over the relationship and over break-glass.
+        let block = add(&["--kind", "block", "--professional", &st.rpps]);
+        refused(read("Observation/obs-1", None), "patient-blocked");
+        refused(
+            read(
+                "Observation/obs-1",
+                Some("patient inconscient, urgences vitales"),
+            ),
+            "patient-blocked",
+        );
+        printed(
+            &st.s
+                .cli(&["policy", "revoke", "--patient", "pat-1", "--id", &block]),
+        );
+        printed(
+            &st.s
+                .cli(&["policy", "revoke", "--patient", "pat-1", "--id", &care]),
+        );
+        refused(read("Observation/obs-1", None), "no-care-relationship");
+        // Break-glass: a reason is mandatory.
+        assert_eq!(read("Observation/obs-1", Some("urgence")).0, 400);
+        assert_eq!(
+            read(
+                "Observation/obs-1",
+                Some("patient inconscient, urgences vitales")
+            )
+            .0,
+            200
+        );
+        let (c, trail, _) = fhir(
+            root,
+            "GET",
+            "Patient/pat-1/$audit-trail?_count=50",
+            Some(&sys),
+            None,
+        );
+        assert_eq!(c, 200, "{trail}");
+        let actions: Vec<&str> = trail["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["resource"]["subtype"][0]["code"].as_str())
+            .collect();
+        assert!(actions.contains(&"break-glass"), "{actions:?}");
+        // Every decision is in the trail, readable: its reason code, and the motive of the break-glass.
+        let decisions: Vec<String> = trail["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|e| {
+                e["resource"]["entity"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .flat_map(|en| en["detail"].as_array().cloned().unwrap_or_default())
+            .filter_map(|d| d["valueString"].as_str().map(str::to_string))
+            .collect();
+        for want in [
+            "no-care-relationship",
+            "patient-blocked",
+            "care-relationship",
+            "break-glass",
+            "patient inconscient, urgences vitales",
+        ] {
+            assert!(
+                decisions.iter().any(|d| d == want),
+                "décision {want} absente de la trace : {decisions:?}"
+            );
+        }
+        let bg = trail["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["resource"]["subtype"][0]["code"] == "break-glass")
+            .unwrap();
+        assert_eq!(
+            bg["resource"]["purposeOfEvent"][0]["coding"][0]["code"],
+            "ETREAT"
+        );
+        let store = socle_store::open(st.s.database.as_deref(), st.s.data.path()).unwrap();
+        let notes = socle_policy::RuleStore::open(store)
+            .unwrap()
+            .notifications("pat-1")
+            .unwrap();
+        assert!(
+            notes
+                .iter()
+                .any(|(k, m, _)| k == "break-glass" && m.contains("urgences vitales")),
+            "{notes:?}"
+        );
+        // Software acting on its own behalf: its scopes decide.
+        assert_eq!(
+            fhir(root, "GET", "Observation/obs-1", Some(&sys), None).0,
+            200
+        );
+    }
+}

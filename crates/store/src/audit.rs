@@ -339,8 +339,27 @@ pub fn to_audit_event(a: &StoredAudit) -> Value {
             "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}}));
     }
     if let Some(d) = &r.detail {
-        entities.push(json!({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
-            "query": base64_encode(d.as_bytes())}));
+        if let Some(policy) = d.strip_prefix("policy=") {
+            // An access-policy decision: readable by the patient (reason code, and for break-glass the stated
+            // motive), and the emergency purpose of use.
+            let (code, motive) = match policy.split_once("; motif=") {
+                Some((c, m)) => (c, Some(m)),
+                None => (policy, None),
+            };
+            let mut detail = vec![json!({"type": "decision", "valueString": code})];
+            if let Some(m) = motive {
+                detail.push(json!({"type": "motif", "valueString": m}));
+            }
+            entities.push(json!({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+                "name": "politique d'accès", "detail": detail}));
+            if code == "break-glass" {
+                ev["purposeOfEvent"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                    "code": "ETREAT", "display": "emergency treatment"}]}]);
+            }
+        } else {
+            entities.push(json!({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+                "query": base64_encode(d.as_bytes())}));
+        }
     }
     if !entities.is_empty() {
         ev["entity"] = Value::Array(entities);

@@ -49,6 +49,9 @@ pub enum RepoError {
     /// 422
     #[error("{0}")]
     Unprocessable(String),
+    /// 403: refused by the access policy (`code`: its reason code, audited; the message explains).
+    #[error("{message}")]
+    Forbidden { code: String, message: String },
     #[error(transparent)]
     Search(#[from] SearchError),
     #[error(transparent)]
@@ -93,12 +96,16 @@ impl RepoError {
             RepoError::Conflict(_) => 409,
             RepoError::PreconditionFailed(_) => 412,
             RepoError::Unprocessable(_) => 422,
+            RepoError::Forbidden { .. } => 403,
             RepoError::Store(StoreError::Retryable(_)) => 503,
             RepoError::Store(_) => 500,
             RepoError::InEntry { error, .. } => error.status(),
         }
     }
 }
+
+/// The access check of [`Repository::read_checked`]: (resource, patient compartment) → audit detail or refusal.
+pub type ReadCheck<'a> = &'a dyn Fn(&Stored, Option<&str>) -> Result<Option<String>, RepoError>;
 
 /// A stored version as returned by interactions.
 #[derive(Debug, Clone, PartialEq)]
@@ -469,20 +476,66 @@ impl Repository {
 
     /// `GET /Type/id`.
     pub fn read(&self, ctx: &RequestContext, rtype: &str, id: &str) -> Result<Stored, RepoError> {
+        self.read_checked(ctx, rtype, id, &|_, _| Ok(None))
+    }
+
+    /// A read by id whose result goes through `check` (the access policy) before it is returned: `check` gets
+    /// the resource and its patient (compartment), and answers the audit detail of an allowed read (its reason)
+    /// or the refusal ([`RepoError::Forbidden`]); either way the read's audit record says so.
+    pub fn read_checked(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        id: &str,
+        check: ReadCheck<'_>,
+    ) -> Result<Stored, RepoError> {
         check_type(rtype)?;
         let res = self.read_tx(&mut |c| read_current(c, rtype, id));
         let mut rec = Self::record(ctx, "read");
         rec.rtype = Some(rtype.into());
         rec.id = Some(id.into());
-        match &res {
+        let res = match res {
             Ok((s, pkey)) => {
                 rec.version = Some(s.version);
-                rec.patient = patient_of(pkey);
+                rec.patient = patient_of(&pkey);
+                match check(&s, rec.patient.as_deref()) {
+                    Ok(detail) => {
+                        rec.detail = detail;
+                        Ok(s)
+                    }
+                    Err(e) => {
+                        rec.outcome = e.status().to_string();
+                        if let RepoError::Forbidden { code, .. } = &e {
+                            rec.detail = Some(format!("policy={code}"));
+                        }
+                        Err(e)
+                    }
+                }
             }
-            Err(e) => rec.outcome = e.status().to_string(),
-        }
+            Err(e) => {
+                rec.outcome = e.status().to_string();
+                Err(e)
+            }
+        };
         self.audit_async(rec);
-        res.map(|(s, _)| s)
+        res
+    }
+
+    /// A distinct audit record for an emergency access (break-glass) to `patient`'s data, with the reason given.
+    pub fn audit_break_glass(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        id: &str,
+        patient: &str,
+        reason: &str,
+    ) {
+        let mut r = Self::record(ctx, "break-glass");
+        r.rtype = Some(rtype.into());
+        r.id = Some(id.into());
+        r.patient = Some(patient.into());
+        r.detail = Some(format!("policy=break-glass; motif={reason}"));
+        self.audit_async(r);
     }
 
     /// `GET /Type/id/_history/vid`.

@@ -6,8 +6,8 @@
 //! - reads, searches, history, INSi, `$duplicates`, creates and updates: `eidas1`;
 //! - deletions and `Patient/$merge`: `eidas2` (a second factor).
 //!
-//! Patient tokens (realm `patient`) reach only the patient's own `Patient` resource and its `$audit-trail` (who
-//! accessed their data) until the policy engine (compartment rules, masks, delegations) is in place.
+//! Patient tokens (realm `patient`) read by id (the policy engine then allows their own data only) and their
+//! `$audit-trail` (who accessed their data); their searches come with the policy on searches.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -308,18 +308,24 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     if p.realm != Some(Realm::Patient) {
         return Ok(());
     }
-    // Their own Patient resource, and the trail of who accessed their data (`$audit-trail`).
+    let get = method == Method::GET || method == Method::HEAD;
+    // Reads by id: the policy engine decides on the resource read (their own data only, not what is hidden
+    // from them); and the trail of who accessed their data (`$audit-trail`).
+    let segs: Vec<&str> = path.trim_start_matches("/fhir/").split('/').collect();
+    if get && segs.len() == 2 && !segs[1].starts_with('$') && !segs[1].starts_with('_') {
+        return Ok(());
+    }
     if let Some(id) = p.claim("patient")
-        && (method == Method::GET || method == Method::HEAD)
-        && (path == format!("/fhir/Patient/{id}")
-            || path == format!("/fhir/Patient/{id}/$audit-trail"))
+        && get
+        && path == format!("/fhir/Patient/{id}/$audit-trail")
     {
         return Ok(());
     }
     Err(error(
         StatusCode::FORBIDDEN,
         IssueType::Forbidden,
-        "accès patient limité à sa propre fiche Patient (les règles d'accès patient arrivent avec le moteur de politique)",
+        "accès patient limité aux lectures par identifiant de ses propres données et à sa trace d'accès \
+         (les recherches patient arrivent avec la politique sur les recherches)",
     ))
 }
 
@@ -490,15 +496,26 @@ mod tests {
     }
 
     #[test]
-    fn patients_reach_their_own_record_and_trail_only() {
+    fn patients_read_by_id_and_their_own_trail_only() {
         let p = patient(Some("p1"));
         assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p1").is_ok());
         assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p1/$audit-trail").is_ok());
         assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p2/$audit-trail").is_err());
-        assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p2").is_err());
+        assert!(
+            patient_limits(&p, &Method::GET, "/fhir/Patient/p2").is_ok(),
+            "la politique décide après lecture"
+        );
+        assert!(patient_limits(&p, &Method::GET, "/fhir/Observation").is_err());
         assert!(patient_limits(&p, &Method::PUT, "/fhir/Patient/p1").is_err());
         assert!(patient_limits(&p, &Method::GET, "/fhir/$audit-trail").is_err());
-        assert!(patient_limits(&patient(None), &Method::GET, "/fhir/Patient/p1").is_err());
+        assert!(
+            patient_limits(
+                &patient(None),
+                &Method::GET,
+                "/fhir/Patient/p1/$audit-trail"
+            )
+            .is_err()
+        );
         assert!(allow(&p, Some("AuditEvent"), Perm::Search, ACR_ONE_FACTOR).is_ok());
         assert!(allow(&p, Some("Observation"), Perm::Create, ACR_ONE_FACTOR).is_err());
     }

@@ -1,0 +1,481 @@
+//! Socle's one policy engine (domain, no HTTP): may this actor do this to this patient's data? Every decision
+//! carries a reason code and an explanation, so that it can be audited and shown (to the professional refused,
+//! to the patient reading their trail).
+//!
+//! Inputs: the default matrix profession × document type ([`matrix`]), and the rules stored per patient
+//! ([`rules`]): care relationships (médecin traitant, care team, declared), blocks of a professional, documents
+//! masked from professionals, documents invisible to the patient or to legal representatives, delegations
+//! (professional → secretary; patient → professional with sections and an expiry), app consents. Break-glass
+//! (emergency access with a stated reason) replaces a missing care relationship, never a block or a mask.
+
+pub mod matrix;
+pub mod rules;
+
+pub use matrix::Matrix;
+pub use rules::{Facts, RuleStore};
+
+/// Who asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A professional (IDNPS) with their professions (TRE_G15 codes).
+    Professional {
+        idnps: String,
+        professions: Vec<String>,
+    },
+    /// The patient themselves (their local `Patient` id).
+    Patient { patient: String },
+    /// A legal representative acting for the patient.
+    Representative { patient: String },
+    /// Software or a structure acting on its own behalf (client credentials): its scopes decide.
+    Client { client_id: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Search,
+    Create,
+    Update,
+    Delete,
+}
+
+/// What is asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    /// The patient whose compartment holds the data (`None`: not patient data).
+    pub patient: Option<String>,
+    /// `Type/id` of the resource, when known.
+    pub resource: Option<String>,
+    /// Document type (CI-SIS J07 code), for documents.
+    pub doc_type: Option<String>,
+    /// The author's IDNPS, for documents.
+    pub author: Option<String>,
+}
+
+/// Why a decision was taken (stable codes, audited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    NotPatientData,
+    ClientScopes,
+    OwnRecord,
+    OtherPatient,
+    HiddenFromPatient,
+    HiddenFromRepresentative,
+    PatientBlocked,
+    NoCareRelationship,
+    DocumentMasked,
+    MatrixDenied,
+    CareRelationship,
+    PatientDelegation,
+    SectionNotDelegated,
+    BreakGlass,
+}
+
+impl Reason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::NotPatientData => "not-patient-data",
+            Reason::ClientScopes => "client-scopes",
+            Reason::OwnRecord => "own-record",
+            Reason::OtherPatient => "other-patient",
+            Reason::HiddenFromPatient => "hidden-from-patient",
+            Reason::HiddenFromRepresentative => "hidden-from-representative",
+            Reason::PatientBlocked => "patient-blocked",
+            Reason::NoCareRelationship => "no-care-relationship",
+            Reason::DocumentMasked => "document-masked",
+            Reason::MatrixDenied => "matrix-denied",
+            Reason::CareRelationship => "care-relationship",
+            Reason::PatientDelegation => "patient-delegation",
+            Reason::SectionNotDelegated => "section-not-delegated",
+            Reason::BreakGlass => "break-glass",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+    /// In French, for the person refused and for the patient's trail.
+    pub explanation: String,
+}
+
+impl Decision {
+    fn allow(reason: Reason, explanation: impl Into<String>) -> Decision {
+        Decision {
+            allowed: true,
+            reason,
+            explanation: explanation.into(),
+        }
+    }
+
+    fn deny(reason: Reason, explanation: impl Into<String>) -> Decision {
+        Decision {
+            allowed: false,
+            reason,
+            explanation: explanation.into(),
+        }
+    }
+}
+
+/// Decides. `facts` are the stored rules that concern this patient, actor and resource
+/// ([`RuleStore::facts`]); `break_glass` is the stated reason of an emergency access, if any.
+pub fn decide(
+    matrix: &Matrix,
+    facts: &Facts,
+    actor: &Actor,
+    target: &Target,
+    break_glass: Option<&str>,
+) -> Decision {
+    let Some(patient) = target.patient.as_deref() else {
+        return Decision::allow(Reason::NotPatientData, "donnée non rattachée à un patient");
+    };
+    match actor {
+        Actor::Client { .. } => Decision::allow(
+            Reason::ClientScopes,
+            "logiciel agissant pour son propre compte : ses portées décident",
+        ),
+        Actor::Patient { patient: own } => {
+            if own != patient {
+                Decision::deny(Reason::OtherPatient, "donnée d'un autre patient")
+            } else if facts.hidden_from_patient {
+                Decision::deny(
+                    Reason::HiddenFromPatient,
+                    "document pas encore visible par le patient (en attente d'annonce)",
+                )
+            } else {
+                Decision::allow(Reason::OwnRecord, "le patient consulte son propre dossier")
+            }
+        }
+        Actor::Representative { patient: own } => {
+            if own != patient {
+                Decision::deny(Reason::OtherPatient, "donnée d'un autre patient")
+            } else if facts.hidden_from_representative || facts.hidden_from_patient {
+                Decision::deny(
+                    Reason::HiddenFromRepresentative,
+                    "document non visible par les représentants légaux",
+                )
+            } else {
+                Decision::allow(Reason::OwnRecord, "représentant légal du patient")
+            }
+        }
+        Actor::Professional { idnps, professions } => {
+            if facts.blocked {
+                return Decision::deny(
+                    Reason::PatientBlocked,
+                    "le patient a bloqué l'accès de ce professionnel à son dossier",
+                );
+            }
+            let mut via = if let Some(kind) = &facts.care {
+                (
+                    Reason::CareRelationship,
+                    format!("relation de soins ({kind})"),
+                )
+            } else if let Some(sections) = &facts.patient_delegation {
+                let allowed = target
+                    .doc_type
+                    .as_deref()
+                    .is_none_or(|t| sections.iter().any(|s| s == "*" || s == t));
+                if !allowed {
+                    return Decision::deny(
+                        Reason::SectionNotDelegated,
+                        "ce type de document ne fait pas partie des rubriques que le patient a partagées",
+                    );
+                }
+                (
+                    Reason::PatientDelegation,
+                    "accès délégué par le patient (code, rubriques choisies, durée limitée)"
+                        .to_string(),
+                )
+            } else if let Some(why) = break_glass.map(str::trim).filter(|r| !r.is_empty()) {
+                (
+                    Reason::BreakGlass,
+                    format!("accès en urgence (bris de glace) : {why}"),
+                )
+            } else {
+                return Decision::deny(
+                    Reason::NoCareRelationship,
+                    "aucune relation de soins avec ce patient (médecin traitant, équipe de soins, relation déclarée) ; \
+                     en urgence, déclarez un bris de glace motivé",
+                );
+            };
+            let is_author = target.author.as_deref() == Some(idnps.as_str());
+            if facts.masked && !is_author && facts.care.as_deref() != Some(rules::MEDECIN_TRAITANT)
+            {
+                return Decision::deny(
+                    Reason::DocumentMasked,
+                    "document masqué aux professionnels par le patient",
+                );
+            }
+            if let Some(t) = target.doc_type.as_deref()
+                && !is_author
+            {
+                match matrix.rule_for(professions, t) {
+                    Some(r) if r.allow => {
+                        via.1.push_str(&format!(" ; matrice ligne {}", r.line));
+                    }
+                    other => {
+                        let line = other
+                            .map(|r| format!(" (ligne {})", r.line))
+                            .unwrap_or_default();
+                        return Decision::deny(
+                            Reason::MatrixDenied,
+                            format!(
+                                "la matrice d'habilitation ne donne pas accès à ce type de document ({t}) pour cette profession{line}"
+                            ),
+                        );
+                    }
+                }
+            }
+            Decision::allow(via.0, via.1)
+        }
+    }
+}
+
+/// The engine a server holds: the matrix in force (from the database when an operator loaded one, else the
+/// shipped default) and the rule store.
+pub struct Engine {
+    matrix: std::sync::RwLock<std::sync::Arc<Matrix>>,
+    pub rules: RuleStore,
+    store: std::sync::Arc<dyn socle_store::Store>,
+}
+
+impl Engine {
+    pub fn open(store: std::sync::Arc<dyn socle_store::Store>) -> Result<Engine, rules::RuleError> {
+        let rules = RuleStore::open(store.clone())?;
+        store.write(&mut |c| {
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS policy_matrix (id BIGINT PRIMARY KEY, source TEXT NOT NULL, loaded BIGINT NOT NULL)",
+                &[],
+            )?;
+            Ok(())
+        })?;
+        let mut text = None;
+        store.read(&mut |c| {
+            text = c
+                .query_one("SELECT source FROM policy_matrix WHERE id = 1", &[])?
+                .and_then(|r| r.first().and_then(|v| v.as_str()).map(str::to_string));
+            Ok(())
+        })?;
+        let matrix = match text {
+            Some(t) => Matrix::parse(&t).map_err(|e| rules::RuleError::Invalid(e.to_string()))?,
+            None => Matrix::default_matrix(),
+        };
+        Ok(Engine {
+            matrix: std::sync::RwLock::new(std::sync::Arc::new(matrix)),
+            rules,
+            store,
+        })
+    }
+
+    pub fn matrix(&self) -> std::sync::Arc<Matrix> {
+        self.matrix
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Checks and stores a matrix (it replaces the one in force, here and, on restart, on every node).
+    pub fn load_matrix(&self, text: &str) -> Result<usize, rules::RuleError> {
+        let m = Matrix::parse(text).map_err(|e| rules::RuleError::Invalid(e.to_string()))?;
+        let n = m.len();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        self.store.write(&mut |c| {
+            c.execute("DELETE FROM policy_matrix WHERE id = 1", &[])?;
+            c.execute(
+                "INSERT INTO policy_matrix (id, source, loaded) VALUES (1, ?, ?)",
+                &[text.into(), now.into()],
+            )?;
+            Ok(())
+        })?;
+        *self.matrix.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(m);
+        Ok(n)
+    }
+
+    /// Gathers the facts and decides.
+    pub fn decide(
+        &self,
+        actor: &Actor,
+        target: &Target,
+        break_glass: Option<&str>,
+    ) -> Result<Decision, rules::RuleError> {
+        let Some(patient) = target.patient.as_deref() else {
+            return Ok(decide(
+                &self.matrix(),
+                &Facts::default(),
+                actor,
+                target,
+                break_glass,
+            ));
+        };
+        let who = match actor {
+            Actor::Professional { idnps, .. } => Some(idnps.as_str()),
+            // Software on its own behalf: its scopes decide, no stored rule is read.
+            Actor::Client { .. } => {
+                return Ok(decide(
+                    &self.matrix(),
+                    &Facts::default(),
+                    actor,
+                    target,
+                    break_glass,
+                ));
+            }
+            _ => None,
+        };
+        let facts = self.rules.facts(patient, who, target.resource.as_deref())?;
+        Ok(decide(&self.matrix(), &facts, actor, target, break_glass))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pro(p: &str) -> Actor {
+        Actor::Professional {
+            idnps: "810001".into(),
+            professions: vec![p.into()],
+        }
+    }
+
+    fn doc(t: &str) -> Target {
+        Target {
+            patient: Some("p1".into()),
+            resource: Some("DocumentReference/d1".into()),
+            doc_type: Some(t.into()),
+            author: Some("899999".into()),
+        }
+    }
+
+    #[test]
+    fn decisions_and_reasons() {
+        let m = Matrix::default_matrix();
+        let none = Facts::default();
+        let care = Facts {
+            care: Some("equipe-de-soins".into()),
+            ..Facts::default()
+        };
+        let d = |a: &Actor, f: &Facts, t: &Target, bg: Option<&str>| decide(&m, f, a, t, bg).reason;
+        assert_eq!(
+            d(&pro("10"), &none, &doc("34874-8"), None),
+            Reason::NoCareRelationship
+        );
+        assert_eq!(
+            d(&pro("10"), &care, &doc("34874-8"), None),
+            Reason::CareRelationship
+        );
+        assert_eq!(
+            d(&pro("21"), &care, &doc("34874-8"), None),
+            Reason::MatrixDenied
+        );
+        assert_eq!(
+            d(&pro("21"), &care, &doc("60593-1"), None),
+            Reason::CareRelationship
+        );
+        assert_eq!(
+            d(
+                &pro("10"),
+                &none,
+                &doc("34874-8"),
+                Some("patient inconscient aux urgences")
+            ),
+            Reason::BreakGlass
+        );
+        assert_eq!(
+            d(&pro("10"), &none, &doc("34874-8"), Some("  ")),
+            Reason::NoCareRelationship
+        );
+        let blocked = Facts {
+            blocked: true,
+            ..care.clone()
+        };
+        assert_eq!(
+            d(&pro("10"), &blocked, &doc("34874-8"), Some("urgence")),
+            Reason::PatientBlocked
+        );
+        let masked = Facts {
+            masked: true,
+            ..care.clone()
+        };
+        assert_eq!(
+            d(&pro("10"), &masked, &doc("34874-8"), None),
+            Reason::DocumentMasked
+        );
+        let mt = Facts {
+            masked: true,
+            care: Some(rules::MEDECIN_TRAITANT.into()),
+            ..Facts::default()
+        };
+        assert_eq!(
+            d(&pro("10"), &mt, &doc("34874-8"), None),
+            Reason::CareRelationship,
+            "le médecin traitant voit les documents masqués"
+        );
+        let mut author = doc("34874-8");
+        author.author = Some("810001".into());
+        assert_eq!(
+            d(&pro("21"), &masked, &author, None),
+            Reason::CareRelationship,
+            "l'auteur voit son document"
+        );
+        let deleg = Facts {
+            patient_delegation: Some(vec!["11502-2".into()]),
+            ..Facts::default()
+        };
+        assert_eq!(
+            d(&pro("10"), &deleg, &doc("11502-2"), None),
+            Reason::PatientDelegation
+        );
+        assert_eq!(
+            d(&pro("10"), &deleg, &doc("34874-8"), None),
+            Reason::SectionNotDelegated
+        );
+        let me = Actor::Patient {
+            patient: "p1".into(),
+        };
+        assert_eq!(d(&me, &none, &doc("34874-8"), None), Reason::OwnRecord);
+        let hidden = Facts {
+            hidden_from_patient: true,
+            ..Facts::default()
+        };
+        assert_eq!(
+            d(&me, &hidden, &doc("34874-8"), None),
+            Reason::HiddenFromPatient
+        );
+        assert_eq!(
+            d(
+                &Actor::Patient {
+                    patient: "p2".into()
+                },
+                &none,
+                &doc("34874-8"),
+                None
+            ),
+            Reason::OtherPatient
+        );
+        let rep = Actor::Representative {
+            patient: "p1".into(),
+        };
+        let hidden_rep = Facts {
+            hidden_from_representative: true,
+            ..Facts::default()
+        };
+        assert_eq!(
+            d(&rep, &hidden_rep, &doc("34874-8"), None),
+            Reason::HiddenFromRepresentative
+        );
+        assert_eq!(d(&rep, &none, &doc("34874-8"), None), Reason::OwnRecord);
+        assert_eq!(
+            d(&pro("10"), &none, &Target::default(), None),
+            Reason::NotPatientData
+        );
+        assert!(
+            !decide(&m, &none, &pro("10"), &doc("x"), None)
+                .explanation
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,505 @@
+//! The rules stored per patient, in one table (`policy_rules`) of the same database, and the facts a decision
+//! needs, read in one indexed query per decision.
+//!
+//! | kind | actor | target | detail |
+//! |---|---|---|---|
+//! | `care` | professional (IDNPS) | | `medecin-traitant`, `equipe-de-soins`, `relation-declaree` |
+//! | `block` | professional | | |
+//! | `mask` | | `Type/id` (masked from professionals) | |
+//! | `hide-patient` | | `Type/id` (invisible to the patient until announced) | |
+//! | `hide-representative` | | `Type/id` (invisible to legal representatives) | |
+//! | `patient-delegation` | professional | | document types shared, comma-separated (`*`: all) |
+//! | `delegation` (patient `*`) | delegate (a secretary) | professional delegating | |
+//! | `consent` | application (client id) | | `read`, `write` or `read,write` |
+
+use std::sync::Arc;
+
+use socle_store::sql::Row;
+use socle_store::{SqlValue, Store, StoreError};
+
+pub const MEDECIN_TRAITANT: &str = "medecin-traitant";
+pub const CARE_KINDS: &[&str] = &[MEDECIN_TRAITANT, "equipe-de-soins", "relation-declaree"];
+pub const KINDS: &[&str] = &[
+    "care",
+    "block",
+    "mask",
+    "hide-patient",
+    "hide-representative",
+    "patient-delegation",
+    "delegation",
+    "consent",
+];
+
+/// What the stored rules say about one (patient, actor, resource).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The care relationship (its kind), direct or through a delegating professional.
+    pub care: Option<String>,
+    pub blocked: bool,
+    pub masked: bool,
+    pub hidden_from_patient: bool,
+    pub hidden_from_representative: bool,
+    /// Document types the patient shared with this professional by delegation.
+    pub patient_delegation: Option<Vec<String>>,
+}
+
+/// A rule to store: (patient, kind, actor, target, detail, expires in ms).
+pub type NewRule = (String, String, String, String, String, Option<i64>);
+
+/// A stored rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRule {
+    pub id: String,
+    pub patient: String,
+    pub kind: String,
+    pub actor: String,
+    pub target: String,
+    pub detail: String,
+    /// Milliseconds since the epoch.
+    pub expires: Option<i64>,
+    pub created: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct RuleStore {
+    store: Arc<dyn Store>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn text(r: &Row, i: usize) -> String {
+    r.get(i)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+const SELECT: &str =
+    "SELECT id, patient, kind, actor, target, detail, expires, created FROM policy_rules";
+
+fn rule_of(r: &Row) -> StoredRule {
+    StoredRule {
+        id: text(r, 0),
+        patient: text(r, 1),
+        kind: text(r, 2),
+        actor: text(r, 3),
+        target: text(r, 4),
+        detail: text(r, 5),
+        expires: r.get(6).and_then(|v| v.as_i64()),
+        created: r.get(7).and_then(|v| v.as_i64()).unwrap_or(0),
+    }
+}
+
+impl RuleStore {
+    pub fn open(store: Arc<dyn Store>) -> Result<RuleStore, StoreError> {
+        store.write(&mut |c| {
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS policy_rules (id TEXT PRIMARY KEY, patient TEXT NOT NULL, kind TEXT NOT NULL, \
+                 actor TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL, expires BIGINT, created BIGINT NOT NULL, \
+                 revoked BIGINT)",
+                &[],
+            )?;
+            c.execute(
+                "CREATE INDEX IF NOT EXISTS policy_rules_actor ON policy_rules (patient, actor, kind)",
+                &[],
+            )?;
+            c.execute(
+                "CREATE INDEX IF NOT EXISTS policy_rules_target ON policy_rules (patient, target, kind)",
+                &[],
+            )?;
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS patient_notifications (id TEXT PRIMARY KEY, patient TEXT NOT NULL, \
+                 kind TEXT NOT NULL, message TEXT NOT NULL, created BIGINT NOT NULL, seen BIGINT)",
+                &[],
+            )?;
+            c.execute(
+                "CREATE INDEX IF NOT EXISTS patient_notifications_patient ON patient_notifications (patient, created)",
+                &[],
+            )?;
+            Ok(())
+        })?;
+        Ok(RuleStore { store })
+    }
+
+    /// Stores a rule; returns its id. The kind and its fields are checked ([`RuleStore::check`]).
+    pub fn add(
+        &self,
+        patient: &str,
+        kind: &str,
+        actor: &str,
+        target: &str,
+        detail: &str,
+        expires: Option<i64>,
+    ) -> Result<String, RuleError> {
+        Self::check(kind, patient, actor, target, detail, expires)?;
+        let id = new_id(now_ms());
+        let row: Vec<SqlValue> = vec![
+            id.as_str().into(),
+            patient.into(),
+            kind.into(),
+            actor.into(),
+            target.into(),
+            detail.into(),
+            expires.into(),
+            now_ms().into(),
+        ];
+        self.store.write(&mut |c| {
+            c.execute(
+                "INSERT INTO policy_rules (id, patient, kind, actor, target, detail, expires, created, revoked) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                &row,
+            )?;
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    /// Whether a rule is well formed: a known kind, the fields that kind needs, a known care relationship, an
+    /// end date for patient delegations.
+    pub fn check(
+        kind: &str,
+        patient: &str,
+        actor: &str,
+        target: &str,
+        detail: &str,
+        expires: Option<i64>,
+    ) -> Result<(), RuleError> {
+        if !KINDS.contains(&kind) {
+            return Err(RuleError::Invalid(format!(
+                "type de règle inconnu : « {kind} » (attendu : {})",
+                KINDS.join(", ")
+            )));
+        }
+        if patient.is_empty() {
+            return Err(RuleError::Invalid("patient absent".into()));
+        }
+        let needs_actor = matches!(
+            kind,
+            "care" | "block" | "patient-delegation" | "delegation" | "consent"
+        );
+        if needs_actor && actor.is_empty() {
+            return Err(RuleError::Invalid(format!(
+                "la règle {kind} exige un acteur"
+            )));
+        }
+        if matches!(
+            kind,
+            "mask" | "hide-patient" | "hide-representative" | "delegation"
+        ) && target.is_empty()
+        {
+            return Err(RuleError::Invalid(format!(
+                "la règle {kind} exige une cible"
+            )));
+        }
+        if kind == "care" && !CARE_KINDS.contains(&detail) {
+            return Err(RuleError::Invalid(format!(
+                "relation de soins inconnue : « {detail} » (attendu : {})",
+                CARE_KINDS.join(", ")
+            )));
+        }
+        if kind == "patient-delegation" && expires.is_none() {
+            return Err(RuleError::Invalid(
+                "une délégation du patient a toujours une date de fin".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Many rules in one transaction (bulk loads, benchmarks): (patient, kind, actor, target, detail, expires).
+    pub fn add_many(&self, rules: &[NewRule]) -> Result<(), RuleError> {
+        let now = now_ms();
+        let rows: Vec<Vec<SqlValue>> = rules
+            .iter()
+            .map(|(p, k, a, t, d, e)| {
+                vec![
+                    new_id(now).into(),
+                    p.as_str().into(),
+                    k.as_str().into(),
+                    a.as_str().into(),
+                    t.as_str().into(),
+                    d.as_str().into(),
+                    (*e).into(),
+                    now.into(),
+                ]
+            })
+            .collect();
+        self.store.write(&mut |c| {
+            c.execute_many(
+                "INSERT INTO policy_rules (id, patient, kind, actor, target, detail, expires, created, revoked) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                &rows,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Revokes a rule of this patient; `false` if there is none live with that id.
+    pub fn revoke(&self, patient: &str, id: &str) -> Result<bool, RuleError> {
+        let mut n = 0;
+        self.store.write(&mut |c| {
+            n = c.execute(
+                "UPDATE policy_rules SET revoked = ? WHERE id = ? AND patient = ? AND revoked IS NULL",
+                &[now_ms().into(), id.into(), patient.into()],
+            )?;
+            Ok(())
+        })?;
+        Ok(n > 0)
+    }
+
+    /// The live rules of a patient (the patient's own view of them).
+    pub fn list(&self, patient: &str) -> Result<Vec<StoredRule>, RuleError> {
+        let mut rows = Vec::new();
+        self.store.read(&mut |c| {
+            rows = c.query(
+                &format!("{SELECT} WHERE patient = ? AND revoked IS NULL AND (expires IS NULL OR expires > ?) ORDER BY created"),
+                &[patient.into(), now_ms().into()],
+            )?;
+            Ok(())
+        })?;
+        Ok(rows.iter().map(rule_of).collect())
+    }
+
+    /// Queues a notification for the patient (Mon Espace Santé shows them), e.g. after a break-glass access.
+    pub fn notify(&self, patient: &str, kind: &str, message: &str) -> Result<(), RuleError> {
+        let now = now_ms();
+        let id = new_id(now);
+        self.store.write(&mut |c| {
+            c.execute(
+                "INSERT INTO patient_notifications (id, patient, kind, message, created, seen) VALUES (?, ?, ?, ?, ?, NULL)",
+                &[id.as_str().into(), patient.into(), kind.into(), message.into(), now.into()],
+            )?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// The patient's notifications, newest first: (kind, message, created ms).
+    pub fn notifications(&self, patient: &str) -> Result<Vec<(String, String, i64)>, RuleError> {
+        let mut rows = Vec::new();
+        self.store.read(&mut |c| {
+            rows = c.query(
+                "SELECT kind, message, created FROM patient_notifications WHERE patient = ? ORDER BY created DESC",
+                &[patient.into()],
+            )?;
+            Ok(())
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    text(r, 0),
+                    text(r, 1),
+                    r.get(2).and_then(|v| v.as_i64()).unwrap_or(0),
+                )
+            })
+            .collect())
+    }
+
+    /// The facts of one decision: the live rules of `patient` about `actor` (and the professionals who
+    /// delegated to them) and about `resource`.
+    pub fn facts(
+        &self,
+        patient: &str,
+        actor: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<Facts, RuleError> {
+        let now = now_ms();
+        let mut facts = Facts::default();
+        let actor = actor.unwrap_or("");
+        let resource = resource.unwrap_or("");
+        self.store.read(&mut |c| {
+            facts = Facts::default();
+            // Professionals who delegated to this actor (a secretary acts within their care relationships).
+            let mut actors: Vec<String> = vec![actor.to_string()];
+            if !actor.is_empty() {
+                for r in c.query(
+                    "SELECT target FROM policy_rules WHERE patient = '*' AND actor = ? AND kind = 'delegation' \
+                     AND revoked IS NULL AND (expires IS NULL OR expires > ?)",
+                    &[actor.into(), now.into()],
+                )? {
+                    actors.push(text(&r, 0));
+                }
+            }
+            let marks = vec!["?"; actors.len()].join(", ");
+            let mut params: Vec<SqlValue> = vec![patient.into()];
+            params.extend(actors.iter().map(|a| SqlValue::from(a.as_str())));
+            params.push(patient.into());
+            params.push(resource.into());
+            params.push(now.into());
+            let rows = c.query(
+                &format!(
+                    "SELECT kind, actor, detail FROM (\
+                       SELECT kind, actor, detail, expires, revoked FROM policy_rules WHERE patient = ? AND actor IN ({marks}) \
+                       UNION ALL \
+                       SELECT kind, actor, detail, expires, revoked FROM policy_rules WHERE patient = ? AND target = ? AND target <> ''\
+                     ) r WHERE revoked IS NULL AND (expires IS NULL OR expires > ?)"
+                ),
+                &params,
+            )?;
+            for r in rows {
+                let (kind, who, detail) = (text(&r, 0), text(&r, 1), text(&r, 2));
+                let own = who == actor;
+                match kind.as_str() {
+                    // The strongest relationship wins (médecin traitant first).
+                    "care" if facts.care.as_deref() != Some(MEDECIN_TRAITANT) => {
+                        facts.care = Some(detail);
+                    }
+                    "block" if own => facts.blocked = true,
+                    "mask" => facts.masked = true,
+                    "hide-patient" => facts.hidden_from_patient = true,
+                    "hide-representative" => facts.hidden_from_representative = true,
+                    "patient-delegation" if own => {
+                        facts
+                            .patient_delegation
+                            .get_or_insert_with(Vec::new)
+                            .extend(detail.split(',').map(|s| s.trim().to_string()));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })?;
+        Ok(facts)
+    }
+}
+
+/// `n` synthetic rules for synthetic patients (`syn-<k>`) and professionals (IDNPS `8` + 11 digits), of every
+/// kind in realistic proportions (care relationships first), reproducible from `seed`: the data a benchmark needs
+/// to measure decisions among millions of stored rules.
+pub fn synthetic_rules(n: u64, seed: u64, first: u64) -> Vec<NewRule> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ first;
+    let mut next = move || {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    (first..first + n)
+        .map(|_| {
+            let patient = format!("syn-{}", next() % 1_000_000);
+            let pro = format!("8{:011}", next() % 100_000_000_000);
+            let (kind, actor, target, detail, expires) = match next() % 100 {
+                0..=69 => (
+                    "care",
+                    pro,
+                    String::new(),
+                    CARE_KINDS[(next() % 3) as usize].to_string(),
+                    None,
+                ),
+                70..=79 => ("block", pro, String::new(), String::new(), None),
+                80..=89 => (
+                    "mask",
+                    String::new(),
+                    format!("DocumentReference/syn-{}", next() % 10_000_000),
+                    String::new(),
+                    None,
+                ),
+                90..=94 => (
+                    "consent",
+                    format!("app-{}", next() % 1000),
+                    String::new(),
+                    "read".to_string(),
+                    None,
+                ),
+                _ => (
+                    "patient-delegation",
+                    pro,
+                    String::new(),
+                    "*".to_string(),
+                    Some(now_ms() + 30 * 24 * 3600 * 1000),
+                ),
+            };
+            (patient, kind.to_string(), actor, target, detail, expires)
+        })
+        .collect()
+}
+
+static RULE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Unique across processes: time, process id, sequence within the process.
+fn new_id(now: i64) -> String {
+    let seq = RULE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("r{now:x}-{:x}-{seq}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_from_stored_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = RuleStore::open(socle_store::open(None, dir.path()).unwrap()).unwrap();
+        rs.add("p1", "care", "8001", "", "equipe-de-soins", None)
+            .unwrap();
+        rs.add("p1", "care", "8001", "", MEDECIN_TRAITANT, None)
+            .unwrap();
+        rs.add("p1", "block", "8002", "", "", None).unwrap();
+        rs.add("p1", "mask", "", "DocumentReference/d1", "", None)
+            .unwrap();
+        rs.add("*", "delegation", "8003", "8001", "", None).unwrap();
+        let past = now_ms() - 1000;
+        rs.add("p1", "care", "8004", "", "relation-declaree", Some(past))
+            .unwrap();
+        rs.add(
+            "p1",
+            "patient-delegation",
+            "8005",
+            "",
+            "11502-2, SYNTH",
+            Some(now_ms() + 60_000),
+        )
+        .unwrap();
+        let f = rs
+            .facts("p1", Some("8001"), Some("DocumentReference/d1"))
+            .unwrap();
+        assert_eq!(f.care.as_deref(), Some(MEDECIN_TRAITANT));
+        assert!(f.masked && !f.blocked);
+        assert!(rs.facts("p1", Some("8002"), None).unwrap().blocked);
+        assert_eq!(
+            rs.facts("p1", Some("8003"), None).unwrap().care.as_deref(),
+            Some(MEDECIN_TRAITANT),
+            "délégation"
+        );
+        assert_eq!(
+            rs.facts("p1", Some("8004"), None).unwrap().care,
+            None,
+            "expirée"
+        );
+        assert_eq!(
+            rs.facts("p2", Some("8001"), None).unwrap(),
+            Facts::default()
+        );
+        assert_eq!(
+            rs.facts("p1", Some("8005"), None)
+                .unwrap()
+                .patient_delegation,
+            Some(vec!["11502-2".to_string(), "SYNTH".to_string()])
+        );
+        let list = rs.list("p1").unwrap();
+        assert_eq!(list.len(), 5, "{list:?}");
+        let block = list.iter().find(|r| r.kind == "block").unwrap();
+        assert!(rs.revoke("p1", &block.id).unwrap());
+        assert!(!rs.revoke("p1", &block.id).unwrap());
+        assert!(!rs.facts("p1", Some("8002"), None).unwrap().blocked);
+        assert!(rs.add("p1", "care", "8001", "", "ami", None).is_err());
+        assert!(
+            rs.add("p1", "patient-delegation", "8001", "", "*", None)
+                .is_err()
+        );
+        assert!(rs.add("p1", "vol", "8001", "", "", None).is_err());
+    }
+}

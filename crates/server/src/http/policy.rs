@@ -1,0 +1,130 @@
+//! The policy engine on the FHIR API: who the caller is for `socle_policy`, what a stored resource is (its
+//! patient, its document type and author), and the check every read by id goes through.
+
+use axum::http::HeaderMap;
+use serde_json::Value;
+use socle_auth::{ACR_TWO_FACTORS, Realm, acr_rank};
+use socle_policy::{Actor, Decision, Engine, Reason, Target};
+use socle_store::RepoError;
+use socle_store::repo::Stored;
+
+use super::guard::Caller;
+
+/// The header a professional sets to declare an emergency access, with its reason (UTF-8, percent-encoded).
+pub const BREAK_GLASS_HEADER: &str = "x-socle-break-glass";
+
+/// The policy actor of a caller (`None`: no policy applies — development mode, anonymous directory reads).
+pub fn actor_of(caller: Option<&Caller>) -> Option<Actor> {
+    let Some(Caller::Token(p)) = caller else {
+        return None;
+    };
+    Some(match p.realm {
+        Some(Realm::Pro) => Actor::Professional {
+            idnps: p.subject.clone(),
+            professions: p
+                .claims
+                .get("profession")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        Some(Realm::Patient) => Actor::Patient {
+            patient: p.claim("patient").unwrap_or_default().to_string(),
+        },
+        None => Actor::Client {
+            client_id: p.client_id.clone(),
+        },
+    })
+}
+
+/// The declared break-glass reason, if any; it needs a second factor (acr eidas2).
+pub fn break_glass(
+    headers: &HeaderMap,
+    caller: Option<&Caller>,
+) -> Result<Option<String>, RepoError> {
+    let Some(raw) = headers
+        .get(BREAK_GLASS_HEADER)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let reason: String = form_urlencoded::parse(format!("r={raw}").as_bytes())
+        .next()
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    if reason.chars().count() < 10 {
+        return Err(RepoError::Invalid(
+            "bris de glace : motif obligatoire (10 caractères au moins, en-tête X-Socle-Break-Glass)".into(),
+        ));
+    }
+    let strong = matches!(caller, Some(Caller::Token(p)) if p.realm == Some(Realm::Pro)
+        && acr_rank(p.acr.as_deref().unwrap_or("")) >= acr_rank(ACR_TWO_FACTORS));
+    if !strong {
+        return Err(RepoError::Forbidden {
+            code: "break-glass-needs-eidas2".into(),
+            message: "bris de glace réservé aux professionnels authentifiés avec un second facteur (acr eidas2)".into(),
+        });
+    }
+    Ok(Some(reason))
+}
+
+/// What the policy needs to know about a stored resource.
+pub fn target_of(s: &Stored, patient: Option<&str>) -> Target {
+    let mut t = Target {
+        patient: patient.map(str::to_string),
+        resource: Some(format!("{}/{}", s.rtype, s.id)),
+        ..Target::default()
+    };
+    if s.rtype == "DocumentReference"
+        && let Ok(v) = serde_json::from_slice::<Value>(&s.content)
+    {
+        t.doc_type = v["type"]["coding"]
+            .as_array()
+            .and_then(|c| c.iter().find_map(|c| c["code"].as_str()))
+            .map(str::to_string);
+        t.author = v["author"].as_array().and_then(|a| {
+            a.iter().find_map(|r| {
+                (r["identifier"]["system"] == "urn:oid:1.2.250.1.71.4.2.1")
+                    .then(|| r["identifier"]["value"].as_str().map(str::to_string))
+                    .flatten()
+                    .or_else(|| {
+                        r["reference"]
+                            .as_str()
+                            .and_then(|x| x.strip_prefix("Practitioner/"))
+                            .map(str::to_string)
+                    })
+            })
+        });
+    }
+    t
+}
+
+/// The decision on a read: the audit detail when allowed, the refusal otherwise.
+pub fn check(
+    engine: &Engine,
+    actor: &Actor,
+    s: &Stored,
+    patient: Option<&str>,
+    break_glass: Option<&str>,
+) -> Result<Decision, RepoError> {
+    let d = engine
+        .decide(actor, &target_of(s, patient), break_glass)
+        .map_err(|e| RepoError::Invalid(e.to_string()))?;
+    if d.allowed {
+        Ok(d)
+    } else {
+        Err(RepoError::Forbidden {
+            code: d.reason.code().into(),
+            message: format!("accès refusé ({}) : {}", d.reason.code(), d.explanation),
+        })
+    }
+}
+
+pub fn is_break_glass(d: &Decision) -> bool {
+    d.reason == Reason::BreakGlass
+}
