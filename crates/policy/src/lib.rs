@@ -295,7 +295,33 @@ impl Engine {
         Ok(n)
     }
 
-    /// Gathers the facts and decides.
+    /// Gathers the facts on `c` (the transaction that read the resource: no second round trip) and decides.
+    pub fn decide_in(
+        &self,
+        c: &mut dyn socle_store::SqlConn,
+        actor: &Actor,
+        target: &Target,
+        break_glass: Option<&str>,
+    ) -> Result<Decision, socle_store::StoreError> {
+        let who = match (actor, target.patient.as_deref()) {
+            (_, None) | (Actor::Client { .. }, _) => {
+                return Ok(decide(
+                    &self.matrix(),
+                    &Facts::default(),
+                    actor,
+                    target,
+                    break_glass,
+                ));
+            }
+            (Actor::Professional { idnps, .. }, _) => Some(idnps.as_str()),
+            _ => None,
+        };
+        let patient = target.patient.as_deref().unwrap_or_default();
+        let facts = rules::facts_in(c, patient, who, target.resource.as_deref())?;
+        Ok(decide(&self.matrix(), &facts, actor, target, break_glass))
+    }
+
+    /// Gathers the facts (in a transaction of its own) and decides.
     pub fn decide(
         &self,
         actor: &Actor,

@@ -315,64 +315,74 @@ impl RuleStore {
         actor: Option<&str>,
         resource: Option<&str>,
     ) -> Result<Facts, RuleError> {
-        let now = now_ms();
         let mut facts = Facts::default();
-        let actor = actor.unwrap_or("");
-        let resource = resource.unwrap_or("");
         self.store.read(&mut |c| {
-            facts = Facts::default();
-            // Professionals who delegated to this actor (a secretary acts within their care relationships).
-            let mut actors: Vec<String> = vec![actor.to_string()];
-            if !actor.is_empty() {
-                for r in c.query(
-                    "SELECT target FROM policy_rules WHERE patient = '*' AND actor = ? AND kind = 'delegation' \
-                     AND revoked IS NULL AND (expires IS NULL OR expires > ?)",
-                    &[actor.into(), now.into()],
-                )? {
-                    actors.push(text(&r, 0));
-                }
-            }
-            let marks = vec!["?"; actors.len()].join(", ");
-            let mut params: Vec<SqlValue> = vec![patient.into()];
-            params.extend(actors.iter().map(|a| SqlValue::from(a.as_str())));
-            params.push(patient.into());
-            params.push(resource.into());
-            params.push(now.into());
-            let rows = c.query(
-                &format!(
-                    "SELECT kind, actor, detail FROM (\
-                       SELECT kind, actor, detail, expires, revoked FROM policy_rules WHERE patient = ? AND actor IN ({marks}) \
-                       UNION ALL \
-                       SELECT kind, actor, detail, expires, revoked FROM policy_rules WHERE patient = ? AND target = ? AND target <> ''\
-                     ) r WHERE revoked IS NULL AND (expires IS NULL OR expires > ?)"
-                ),
-                &params,
-            )?;
-            for r in rows {
-                let (kind, who, detail) = (text(&r, 0), text(&r, 1), text(&r, 2));
-                let own = who == actor;
-                match kind.as_str() {
-                    // The strongest relationship wins (médecin traitant first).
-                    "care" if facts.care.as_deref() != Some(MEDECIN_TRAITANT) => {
-                        facts.care = Some(detail);
-                    }
-                    "block" if own => facts.blocked = true,
-                    "mask" => facts.masked = true,
-                    "hide-patient" => facts.hidden_from_patient = true,
-                    "hide-representative" => facts.hidden_from_representative = true,
-                    "patient-delegation" if own => {
-                        facts
-                            .patient_delegation
-                            .get_or_insert_with(Vec::new)
-                            .extend(detail.split(',').map(|s| s.trim().to_string()));
-                    }
-                    _ => {}
-                }
-            }
+            facts = facts_in(c, patient, actor, resource)?;
             Ok(())
         })?;
         Ok(facts)
     }
+}
+
+/// The facts of one decision, read on `c` (the caller's transaction, e.g. the one that read the resource): one
+/// statement — the live rules of `patient` about `actor`, about the professionals who delegated to `actor` (a
+/// secretary acts within their care relationships), and about `resource`.
+pub fn facts_in(
+    c: &mut dyn socle_store::SqlConn,
+    patient: &str,
+    actor: Option<&str>,
+    resource: Option<&str>,
+) -> Result<Facts, StoreError> {
+    let now = now_ms();
+    let actor = actor.unwrap_or("");
+    let resource = resource.unwrap_or("");
+    const LIVE: &str = "revoked IS NULL AND (expires IS NULL OR expires > ?)";
+    let sql = format!(
+        "SELECT kind, 1, detail FROM policy_rules WHERE patient = ? AND actor = ? AND actor <> '' AND {LIVE} \
+         UNION ALL \
+         SELECT kind, 0, detail FROM policy_rules WHERE patient = ? AND actor IN (\
+           SELECT target FROM policy_rules WHERE patient = '*' AND actor = ? AND kind = 'delegation' AND {LIVE}) AND {LIVE} \
+         UNION ALL \
+         SELECT kind, 0, detail FROM policy_rules WHERE patient = ? AND target = ? AND target <> '' AND {LIVE}"
+    );
+    let params: Vec<SqlValue> = vec![
+        patient.into(),
+        actor.into(),
+        now.into(),
+        patient.into(),
+        actor.into(),
+        now.into(),
+        now.into(),
+        patient.into(),
+        resource.into(),
+        now.into(),
+    ];
+    let mut facts = Facts::default();
+    for r in c.query(&sql, &params)? {
+        let (kind, own, detail) = (
+            text(&r, 0),
+            r.get(1).and_then(|v| v.as_i64()) == Some(1),
+            text(&r, 2),
+        );
+        match kind.as_str() {
+            // The strongest relationship wins (médecin traitant first).
+            "care" if facts.care.as_deref() != Some(MEDECIN_TRAITANT) => {
+                facts.care = Some(detail);
+            }
+            "block" if own => facts.blocked = true,
+            "mask" => facts.masked = true,
+            "hide-patient" => facts.hidden_from_patient = true,
+            "hide-representative" => facts.hidden_from_representative = true,
+            "patient-delegation" if own => {
+                facts
+                    .patient_delegation
+                    .get_or_insert_with(Vec::new)
+                    .extend(detail.split(',').map(|s| s.trim().to_string()));
+            }
+            _ => {}
+        }
+    }
+    Ok(facts)
 }
 
 /// `n` synthetic rules for synthetic patients (`syn-<k>`) and professionals (IDNPS `8` + 11 digits), of every

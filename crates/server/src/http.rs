@@ -856,8 +856,8 @@ async fn read(
                 return r.read(c, &rtype, &id);
             };
             let used_bg = std::cell::Cell::new(None::<String>);
-            let check = |s: &Stored, patient: Option<&str>| {
-                let d = policy::check(&engine, &actor, s, patient, bg.as_deref())?;
+            let check = |conn: &mut dyn socle_store::SqlConn, s: &Stored, patient: Option<&str>| {
+                let d = policy::check(conn, &engine, &actor, s, patient, bg.as_deref())?;
                 if policy::is_break_glass(&d) {
                     used_bg.set(patient.map(str::to_string));
                 }

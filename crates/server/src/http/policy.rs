@@ -106,15 +106,14 @@ pub fn target_of(s: &Stored, patient: Option<&str>) -> Target {
 
 /// The decision on a read: the audit detail when allowed, the refusal otherwise.
 pub fn check(
+    c: &mut dyn socle_store::SqlConn,
     engine: &Engine,
     actor: &Actor,
     s: &Stored,
     patient: Option<&str>,
     break_glass: Option<&str>,
 ) -> Result<Decision, RepoError> {
-    let d = engine
-        .decide(actor, &target_of(s, patient), break_glass)
-        .map_err(|e| RepoError::Invalid(e.to_string()))?;
+    let d = engine.decide_in(c, actor, &target_of(s, patient), break_glass)?;
     if d.allowed {
         Ok(d)
     } else {
