@@ -119,9 +119,13 @@ r = requests.post(meta["token_endpoint"], data={"grant_type": "refresh_token", "
                                                  "client_id": APP_ID}, timeout=30)
 check(r.status_code == 200 and r.json()["refresh_token"] != tok["refresh_token"], f"rafraîchissement : {r.text}")
 fresh = r.json()
-r = requests.get(f"{ROOT}/fhir/Observation?_count=1", headers={"Authorization": f"Bearer {fresh['access_token']}"},
+r = requests.get(f"{ROOT}/fhir/Organization?_count=1", headers={"Authorization": f"Bearer {fresh['access_token']}"},
                  timeout=30)
 check(r.status_code == 200, f"jeton rafraîchi : {r.status_code}")
+# A professional's search of patient data is about one patient, decided by the access policy.
+r = requests.get(f"{ROOT}/fhir/Observation?_count=1", headers={"Authorization": f"Bearer {fresh['access_token']}"},
+                 timeout=30)
+check(r.status_code == 403 and "patient" in r.json()["issue"][0]["diagnostics"], f"recherche non ciblée : {r.text}")
 r = requests.post(meta["token_endpoint"], data={"grant_type": "refresh_token", "refresh_token": tok["refresh_token"],
                                                  "client_id": APP_ID}, timeout=30)
 check(r.status_code == 400 and r.json()["error"] == "invalid_grant", f"réutilisation : {r.text}")

@@ -31,6 +31,8 @@ pub enum IssueType {
     Value,
     Invariant,
     Security,
+    /// Some information was not returned (business rules, consent, privacy, access).
+    Suppressed,
     Login,
     Forbidden,
     Processing,
@@ -56,6 +58,7 @@ impl IssueType {
             IssueType::Value => "value",
             IssueType::Invariant => "invariant",
             IssueType::Security => "security",
+            IssueType::Suppressed => "suppressed",
             IssueType::Login => "login",
             IssueType::Forbidden => "forbidden",
             IssueType::Processing => "processing",

@@ -202,6 +202,8 @@ async fn shutdown_signal() {
 struct Req {
     /// Who is calling (set by [`guard::guard`]).
     caller: Option<guard::Caller>,
+    /// The break-glass header, as sent (see [`policy::break_glass`]).
+    break_glass: Option<String>,
     params: Vec<(String, String)>,
     ctx: RequestContext,
     pretty: bool,
@@ -302,6 +304,7 @@ fn prepare(
             base_url: base_url(app, headers),
         },
         caller,
+        break_glass: policy::break_glass_header(headers),
         params,
         pretty,
         strict,
@@ -845,7 +848,7 @@ async fn read(
     // The access policy decides on the resource read (its patient, its document type); an emergency access
     // (break-glass) gets its own audit record and a notification to the patient.
     let actor = policy::actor_of(req.caller.as_ref());
-    let bg = match policy::break_glass(&headers, req.caller.as_ref()) {
+    let bg = match policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref()) {
         Ok(b) => b,
         Err(e) => return repo_error(&e),
     };
@@ -925,14 +928,73 @@ async fn search_common(
         }
         params.extend(guard::public_filter());
     }
+    // Users' searches on patient data are about one patient, decided by the policy engine; documents in the
+    // results are decided one by one (masks, matrix, visibility).
+    let actor = policy::actor_of(req.caller.as_ref()).filter(|a| {
+        matches!(
+            a,
+            socle_policy::Actor::Professional { .. } | socle_policy::Actor::Patient { .. }
+        ) && guard::patient_data(&rtype)
+    });
+    let scope = match &actor {
+        Some(_) => match policy::search_patient(&rtype, &params) {
+            Ok(p) => Some(p),
+            Err(m) => return error(StatusCode::FORBIDDEN, IssueType::Forbidden, m),
+        },
+        None => None,
+    };
+    let bg = match policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref()) {
+        Ok(b) => b,
+        Err(e) => return repo_error(&e),
+    };
+    let engine = app.policy.clone();
     let bytes = tryr!(
         run(&app, &req, None, move |r, c| {
-            r.search(c, &rtype, &params, strict).map(|mut page| {
-                if anonymous {
-                    page.includes.retain(|s| !guard::restricted(&s.content));
+            if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine) {
+                let target = socle_policy::Target {
+                    patient: Some(patient.clone()),
+                    ..Default::default()
+                };
+                let d = engine
+                    .decide(actor, &target, bg.as_deref())
+                    .map_err(|e| RepoError::Invalid(e.to_string()))?;
+                if !d.allowed {
+                    r.audit_operation(c, "search-type", Some(&rtype), "403", Some(format!("policy={}", d.reason.code())));
+                    return Err(RepoError::Forbidden {
+                        code: d.reason.code().into(),
+                        message: format!("accès refusé ({}) : {}", d.reason.code(), d.explanation),
+                    });
                 }
-                socle_store::render::searchset(&c.base_url, &rtype, &page)
-            })
+                if policy::is_break_glass(&d)
+                    && let Some(reason) = bg.as_deref()
+                {
+                    r.audit_break_glass(c, &rtype, "", patient, reason);
+                    let _ = engine.rules.notify(patient, "break-glass", &format!(
+                        "Accès en urgence à votre dossier par {} (recherche {rtype}) — motif : {reason}", c.principal));
+                }
+            }
+            let mut page = r.search(c, &rtype, &params, strict)?;
+            if anonymous {
+                page.includes.retain(|s| !guard::restricted(&s.content));
+            }
+            if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine)
+                && rtype == "DocumentReference"
+            {
+                let before = page.matches.len();
+                page.matches.retain(|s| {
+                    engine
+                        .decide(actor, &policy::target_of(s, Some(patient)), bg.as_deref())
+                        .is_ok_and(|d| d.allowed)
+                });
+                let hidden = before - page.matches.len();
+                if hidden > 0 {
+                    page.warnings.push((
+                        IssueType::Suppressed,
+                        format!("{hidden} document(s) de cette page non communiqué(s) par la politique d'accès"),
+                    ));
+                }
+            }
+            Ok(socle_store::render::searchset(&c.base_url, &rtype, &page))
         })
         .await
     );

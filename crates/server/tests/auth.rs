@@ -367,7 +367,19 @@ fn code_flow_with_the_openidconnect_crate() {
             json!({"resourceType": "Observation", "status": "final", "code": {"text": "poids"}});
         let (c, _, _) = fhir(&st.root, "POST", "Observation", Some(&at), Some(&obs));
         assert_eq!(c, 201);
-        let (c, trail, _) = fhir(&st.root, "GET", "$audit-trail?_count=5", Some(&at), None);
+        // The global trail is for software acting on its own behalf (a user would see every patient's accesses).
+        assert_eq!(
+            fhir(&st.root, "GET", "$audit-trail?_count=5", Some(&at), None).0,
+            403
+        );
+        let (_, sys) = token_post(
+            &st.root,
+            "pro",
+            &[("grant_type", "client_credentials")],
+            Some((&st.sys.0, &st.sys.1)),
+        );
+        let sys = sys["access_token"].as_str().unwrap().to_string();
+        let (c, trail, _) = fhir(&st.root, "GET", "$audit-trail?_count=5", Some(&sys), None);
         assert_eq!(c, 200, "{trail}");
         let who: Vec<&str> = trail["entry"]
             .as_array()
@@ -505,7 +517,7 @@ fn attacks_are_rejected() {
         assert_eq!(c, 200, "{tok}");
         let at = tok["access_token"].as_str().unwrap().to_string();
         assert_eq!(
-            fhir(root, "GET", "Observation?_count=1", Some(&at), None).0,
+            fhir(root, "GET", "Practitioner?_count=1", Some(&at), None).0,
             200
         );
         let (c, e) = token_post(root, "pro", &form, None);
@@ -514,7 +526,7 @@ fn attacks_are_rejected() {
             (400, Some("invalid_grant")),
             "code rejoué : {e}"
         );
-        let (c, oo, _) = fhir(root, "GET", "Observation?_count=1", Some(&at), None);
+        let (c, oo, _) = fhir(root, "GET", "Practitioner?_count=1", Some(&at), None);
         assert_eq!(c, 401, "jeton d'un code rejoué encore valide : {oo}");
 
         // PKCE mismatch.
@@ -1309,5 +1321,66 @@ fn policy_decides_on_reads() {
             fhir(root, "GET", "Observation/obs-1", Some(&sys), None).0,
             200
         );
+
+        // Searches by users are about one patient, decided like reads; histories, versions and the trails of
+        // others stay closed to users.
+        let (c, oo, _) = fhir(root, "GET", "Observation?code=x", Some(&pro), None);
+        assert_eq!(c, 403, "{oo}");
+        assert!(oo.to_string().contains("précisez le patient"), "{oo}");
+        let (c, oo, _) = fhir(root, "GET", "Observation?patient=pat-1", Some(&pro), None);
+        assert_eq!(c, 403, "{oo}");
+        assert!(oo.to_string().contains("no-care-relationship"), "{oo}");
+        add(&[
+            "--kind",
+            "care",
+            "--professional",
+            &st.rpps,
+            "--detail",
+            "medecin-traitant",
+        ]);
+        let (c, b, _) = fhir(root, "GET", "Observation?patient=pat-1", Some(&pro), None);
+        assert_eq!(c, 200, "{b}");
+        assert_eq!(b["entry"][0]["resource"]["id"], "obs-1", "{b}");
+        let (c, _, _) = fhir(
+            root,
+            "GET",
+            "Observation?patient=pat-1&_revinclude=Provenance:target",
+            Some(&pro),
+            None,
+        );
+        assert_eq!(c, 403);
+        for path in [
+            "Observation/obs-1/_history",
+            "Observation/obs-1/_history/1",
+            "Observation/_history",
+            "_history",
+            "Patient/pat-1/$audit-trail",
+        ] {
+            assert_eq!(fhir(root, "GET", path, Some(&pro), None).0, 403, "{path}");
+        }
+        // A document the matrix or a mask keeps from this professional is left out of results, with a warning;
+        // the médecin traitant sees masked documents (the matrix still applies).
+        add(&["--kind", "mask", "--target", "DocumentReference/doc-1"]);
+        let (c, b, _) = fhir(
+            root,
+            "GET",
+            "DocumentReference?patient=pat-1",
+            Some(&pro),
+            None,
+        );
+        assert_eq!(c, 200, "{b}");
+        let ids: Vec<&str> = b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["resourceType"] == "DocumentReference")
+            .filter_map(|e| e["resource"]["id"].as_str())
+            .collect();
+        if socle_policy::Matrix::default_matrix().allows(&professions, "34874-8") {
+            assert_eq!(ids, vec!["doc-1"], "médecin traitant : {b}");
+        } else {
+            assert!(ids.is_empty(), "{b}");
+            assert!(b.to_string().contains("suppressed"), "{b}");
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! - reads, searches, history, INSi, `$duplicates`, creates and updates: `eidas1`;
 //! - deletions and `Patient/$merge`: `eidas2` (a second factor).
 //!
-//! Patient tokens (realm `patient`) read by id (the policy engine then allows their own data only) and their
-//! `$audit-trail` (who accessed their data); their searches come with the policy on searches.
+//! Patient tokens (realm `patient`) read by id and search (the policy engine then allows their own data only)
+//! and read their `$audit-trail` (who accessed their data). For every user, histories, versions and system-wide
+//! searches of patient data stay closed (the policy does not decide them yet).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -315,6 +316,12 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     if get && segs.len() == 2 && !segs[1].starts_with('$') && !segs[1].starts_with('_') {
         return Ok(());
     }
+    // Searches: the search handler scopes them to the patient's own data through the policy engine.
+    if (get && segs.len() == 1 && !segs[0].starts_with('$') && !segs[0].starts_with('_'))
+        || (method == Method::POST && segs.len() == 2 && segs[1] == "_search")
+    {
+        return Ok(());
+    }
     if let Some(id) = p.claim("patient")
         && get
         && path == format!("/fhir/Patient/{id}/$audit-trail")
@@ -327,6 +334,47 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
         "accès patient limité aux lectures par identifiant de ses propres données et à sa trace d'accès \
          (les recherches patient arrivent avec la politique sur les recherches)",
     ))
+}
+
+/// Whether a resource type holds patient data (the Patient compartment, or Patient itself).
+pub fn patient_data(rtype: &str) -> bool {
+    rtype == "Patient"
+        || !socle_fhir::search_params::registry()
+            .patient_compartment_params(rtype)
+            .is_empty()
+}
+
+/// Users (professionals, patients) reach patient data through decisions of the policy engine: reads by id and
+/// searches scoped to one patient are decided; histories, versions and system-wide searches are not yet, so
+/// they stay with software acting on its own behalf (`system/` scopes).
+fn user_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Response> {
+    if p.realm.is_none() {
+        return Ok(());
+    }
+    let segs: Vec<&str> = path
+        .trim_start_matches("/fhir")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let get = method == Method::GET || method == Method::HEAD;
+    let undecided = match segs.as_slice() {
+        [] if get => true,
+        ["_history"] => true,
+        // Every patient's access records; a patient reads their own (see `patient_limits`).
+        ["$audit-trail", ..] => true,
+        ["Patient", _, "$audit-trail"] => p.realm != Some(Realm::Patient),
+        [t, "_history"] | [t, _, "_history"] | [t, _, "_history", _] => patient_data(t),
+        _ => false,
+    };
+    if undecided {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "historiques, versions et recherches globales de données patient : réservés aux logiciels agissant pour \
+             leur propre compte (portées system/) — la politique d'accès ne les décide pas encore",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads and checks the bearer token of a request, if any.
@@ -397,6 +445,7 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
         ) => {
             if let Err(r) = allow(p, rtype.as_deref(), *perm, min_acr)
                 .and_then(|_| patient_limits(p, req.method(), req.uri().path()))
+                .and_then(|_| user_limits(p, req.method(), req.uri().path()))
             {
                 return r;
             }
@@ -505,7 +554,11 @@ mod tests {
             patient_limits(&p, &Method::GET, "/fhir/Patient/p2").is_ok(),
             "la politique décide après lecture"
         );
-        assert!(patient_limits(&p, &Method::GET, "/fhir/Observation").is_err());
+        assert!(
+            patient_limits(&p, &Method::GET, "/fhir/Observation").is_ok(),
+            "scopée au patient par la recherche"
+        );
+        assert!(patient_limits(&p, &Method::GET, "/fhir/Observation/_history").is_err());
         assert!(patient_limits(&p, &Method::PUT, "/fhir/Patient/p1").is_err());
         assert!(patient_limits(&p, &Method::GET, "/fhir/$audit-trail").is_err());
         assert!(

@@ -42,15 +42,20 @@ pub fn actor_of(caller: Option<&Caller>) -> Option<Actor> {
     })
 }
 
-/// The declared break-glass reason, if any; it needs a second factor (acr eidas2).
-pub fn break_glass(
-    headers: &HeaderMap,
-    caller: Option<&Caller>,
-) -> Result<Option<String>, RepoError> {
-    let Some(raw) = headers
+/// The raw break-glass header of a request.
+pub fn break_glass_header(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(BREAK_GLASS_HEADER)
         .and_then(|h| h.to_str().ok())
-    else {
+        .map(str::to_string)
+}
+
+/// The declared break-glass reason, if any (`raw`: the header); it needs a second factor (acr eidas2).
+pub fn break_glass(
+    raw: Option<&str>,
+    caller: Option<&Caller>,
+) -> Result<Option<String>, RepoError> {
+    let Some(raw) = raw else {
         return Ok(None);
     };
     let reason: String = form_urlencoded::parse(format!("r={raw}").as_bytes())
@@ -126,4 +131,93 @@ pub fn check(
 
 pub fn is_break_glass(d: &Decision) -> bool {
     d.reason == Reason::BreakGlass
+}
+
+/// The one patient a user's search on patient data is about: `patient=` or `subject=` (`Patient/x` or `x`), or
+/// `_id=` on `Patient`. Includes and `_has` are refused (they could bring other patients' data).
+pub fn search_patient(rtype: &str, params: &[(String, String)]) -> Result<String, String> {
+    let mut found: Option<String> = None;
+    for (k, v) in params {
+        let name = k.split(':').next().unwrap_or("");
+        if name.starts_with("_include")
+            || name.starts_with("_revinclude")
+            || name.starts_with("_has")
+        {
+            return Err(format!(
+                "« {k} » n'est pas encore permis aux utilisateurs sur les données patient (la politique ne décide pas les ressources incluses)"
+            ));
+        }
+        let scoping = match rtype {
+            "Patient" => name == "_id",
+            _ => (name == "patient" || name == "subject") && !k.contains('.'),
+        };
+        if !scoping {
+            continue;
+        }
+        if v.contains(',') {
+            return Err(format!(
+                "une recherche de données patient porte sur un seul patient : « {k}={v} »"
+            ));
+        }
+        let id = v
+            .rsplit_once("Patient/")
+            .map_or(v.as_str(), |(_, id)| id)
+            .to_string();
+        match &found {
+            Some(f) if *f != id => {
+                return Err("une recherche de données patient porte sur un seul patient".into());
+            }
+            _ => found = Some(id),
+        }
+    }
+    found.ok_or_else(|| {
+        let how = if rtype == "Patient" { "_id=…" } else { "patient=… ou subject=…" };
+        format!("recherche de données patient : précisez le patient ({how}) ; la politique d'accès décide patient par patient")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn searches_are_scoped_to_one_patient() {
+        assert_eq!(
+            search_patient(
+                "Observation",
+                &p(&[("patient", "Patient/p1"), ("code", "x")])
+            )
+            .unwrap(),
+            "p1"
+        );
+        assert_eq!(
+            search_patient("Observation", &p(&[("subject", "p1")])).unwrap(),
+            "p1"
+        );
+        assert_eq!(
+            search_patient("Patient", &p(&[("_id", "p1")])).unwrap(),
+            "p1"
+        );
+        assert!(search_patient("Observation", &p(&[("code", "x")])).is_err());
+        assert!(search_patient("Observation", &p(&[("patient", "p1,p2")])).is_err());
+        assert!(
+            search_patient("Observation", &p(&[("patient", "p1"), ("subject", "p2")])).is_err()
+        );
+        assert!(
+            search_patient(
+                "Observation",
+                &p(&[("patient", "p1"), ("_revinclude", "Provenance:target")])
+            )
+            .is_err()
+        );
+        assert!(search_patient("Observation", &p(&[("subject.name", "x")])).is_err());
+        assert!(search_patient("Patient", &p(&[("name", "x")])).is_err());
+    }
 }
