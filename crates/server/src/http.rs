@@ -669,6 +669,30 @@ async fn run<T: Send + 'static>(
 async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body) -> Response {
     let body = tryr!(json_body(&app, &headers, body).await);
     tryr!(guard::check_bundle(req.caller.as_ref(), &body));
+    let (actor, engine, bg) = tryr!(write_policy(&app, &req));
+    if let (Some(actor), Some(e)) = (&actor, &engine) {
+        tryr!(policy::bundle_entries_for_users(&body).map_err(|e| repo_error(&e)));
+        let entries = body["entry"].as_array().cloned().unwrap_or_default();
+        let (e, actor) = (e.clone(), actor.clone());
+        let checked = run(&app, &req, None, move |r, _| {
+            for en in &entries {
+                let res = &en["resource"];
+                let rt = res["resourceType"].as_str().unwrap_or("");
+                let url = en["request"]["url"].as_str().unwrap_or("");
+                let id = url.split_once('/').map(|(_, i)| i).unwrap_or("");
+                let sent = socle_store::repo::patient_of_body(rt, id, res);
+                let stored = if en["request"]["method"] == "PUT" && !id.is_empty() {
+                    r.compartment_of(rt, id)?
+                } else {
+                    None
+                };
+                policy::check_write(&e, Some(&actor), &[sent, stored], bg.as_deref())?;
+            }
+            Ok(())
+        })
+        .await;
+        tryr!(checked);
+    }
     let v = tryr!(
         run(
             &app,
@@ -685,6 +709,44 @@ async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body
     )
 }
 
+/// The policy pieces a user's write needs: (actor, engine, break-glass reason); `(None, None, None)` for
+/// software acting on its own behalf and in development mode.
+type WritePolicy = (
+    Option<socle_policy::Actor>,
+    Option<Arc<socle_policy::Engine>>,
+    Option<String>,
+);
+
+fn write_policy(app: &App, req: &Req) -> Result<WritePolicy, Response> {
+    let actor = policy::actor_of(req.caller.as_ref()).filter(|a| {
+        matches!(
+            a,
+            socle_policy::Actor::Professional { .. } | socle_policy::Actor::Patient { .. }
+        )
+    });
+    if actor.is_none() {
+        return Ok((None, None, None));
+    }
+    let bg = policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref())
+        .map_err(|e| repo_error(&e))?;
+    Ok((actor, app.policy.clone(), bg))
+}
+
+/// Conditional updates and deletions of patient data pick their target by a search the policy does not
+/// decide: users send the resource's id instead.
+fn no_conditional_for_users(req: &Req, rtype: &str) -> Result<(), Response> {
+    let user = matches!(&req.caller, Some(guard::Caller::Token(p)) if p.realm.is_some());
+    if user && guard::patient_data(rtype) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "opération conditionnelle sur des données patient : réservée aux logiciels agissant pour leur compte ; \
+             désignez la ressource par son identifiant",
+        ));
+    }
+    Ok(())
+}
+
 async fn create(
     State(app): State<App>,
     Path(rtype): Path<String>,
@@ -699,12 +761,19 @@ async fn create(
         .and_then(|h| h.to_str().ok())
         .map(|s| parse_query(Some(s.split_once('?').map_or(s, |(_, q)| q))));
     let rt = rtype.clone();
+    let (actor, engine, bg) = tryr!(write_policy(&app, &req));
     let w = tryr!(
         run(
             &app,
             &req,
             Some(("create", Some(&rtype), None)),
-            move |r, c| { r.create(c, &rt, body, if_none_exist.as_deref()) }
+            move |r, c| {
+                if let Some(e) = &engine {
+                    let p = socle_store::repo::patient_of_body(&rt, "", &body);
+                    policy::check_write(e, actor.as_ref(), &[p], bg.as_deref())?;
+                }
+                r.create(c, &rt, body, if_none_exist.as_deref())
+            }
         )
         .await
     );
@@ -721,12 +790,20 @@ async fn update(
     let im = tryr!(if_match(&headers));
     let body = tryr!(json_body(&app, &headers, body).await);
     let (rt, i) = (rtype.clone(), id.clone());
+    let (actor, engine, bg) = tryr!(write_policy(&app, &req));
     let w = tryr!(
         run(
             &app,
             &req,
             Some(("update", Some(&rtype), Some(&id))),
-            move |r, c| r.update(c, &rt, &i, body, im)
+            move |r, c| {
+                if let Some(e) = &engine {
+                    let sent = socle_store::repo::patient_of_body(&rt, &i, &body);
+                    let stored = r.compartment_of(&rt, &i)?;
+                    policy::check_write(e, actor.as_ref(), &[sent, stored], bg.as_deref())?;
+                }
+                r.update(c, &rt, &i, body, im)
+            }
         )
         .await
     );
@@ -760,6 +837,7 @@ async fn conditional_update(
     req: Req,
     body: Body,
 ) -> Response {
+    tryr!(no_conditional_for_users(&req, &rtype));
     let crit = tryr!(criteria(&req, "PUT"));
     let im = tryr!(if_match(&headers));
     let body = tryr!(json_body(&app, &headers, body).await);
@@ -808,12 +886,19 @@ async fn delete(
     req: Req,
 ) -> Response {
     let (rt, i) = (rtype.clone(), id.clone());
+    let (actor, engine, bg) = tryr!(write_policy(&app, &req));
     let d = tryr!(
         run(
             &app,
             &req,
             Some(("delete", Some(&rtype), Some(&id))),
-            move |r, c| r.delete(c, &rt, &i)
+            move |r, c| {
+                if let Some(e) = &engine {
+                    let stored = r.compartment_of(&rt, &i)?;
+                    policy::check_write(e, actor.as_ref(), &[stored], bg.as_deref())?;
+                }
+                r.delete(c, &rt, &i)
+            }
         )
         .await
     );
@@ -825,6 +910,7 @@ async fn conditional_delete(
     Path(rtype): Path<String>,
     req: Req,
 ) -> Response {
+    tryr!(no_conditional_for_users(&req, &rtype));
     let crit = tryr!(criteria(&req, "DELETE"));
     let rt = rtype.clone();
     let d = tryr!(

@@ -1128,8 +1128,8 @@ fn policy_decides_on_reads() {
         );
 
         // The professional, logged in with the second factor (eidas2).
-        let mut b = Browser::new();
-        let (code, verifier) = code_for(&mut b, &st, "openid user/*.rs", now_step());
+        let mut browser = Browser::new();
+        let (code, verifier) = code_for(&mut browser, &st, "openid user/*.rs", now_step());
         let (_, tok) = token_post(
             root,
             "pro",
@@ -1382,5 +1382,83 @@ fn policy_decides_on_reads() {
             assert!(ids.is_empty(), "{b}");
             assert!(b.to_string().contains("suppressed"), "{b}");
         }
+
+        // Writes of patient data by users: for patients the policy lets them act for, one resource at a time.
+        let (code, verifier) = code_for(&mut browser, &st, "openid user/*.cruds", now_step());
+        let (_, tok) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &st.app),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        let pro = tok["access_token"].as_str().unwrap().to_string();
+        put(
+            "Patient/pat-2",
+            json!({"resourceType": "Patient", "id": "pat-2", "name": [{"family": "DURAND"}]}),
+        );
+        put(
+            "Observation/obs-2",
+            json!({"resourceType": "Observation", "id": "obs-2", "status": "final",
+            "code": {"text": "poids"}, "subject": {"reference": "Patient/pat-2"}}),
+        );
+        let obs = |p: &str| {
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "pouls"},
+            "subject": {"reference": format!("Patient/{p}")}})
+        };
+        assert_eq!(
+            fhir(root, "POST", "Observation", Some(&pro), Some(&obs("pat-1"))).0,
+            201
+        );
+        let (c, oo, _) = fhir(root, "POST", "Observation", Some(&pro), Some(&obs("pat-2")));
+        assert_eq!(c, 403, "{oo}");
+        assert!(oo.to_string().contains("no-care-relationship"), "{oo}");
+        // Moving a resource of pat-2 to pat-1 is a write on pat-2's data too.
+        let mut moved = obs("pat-1");
+        moved["id"] = "obs-2".into();
+        assert_eq!(
+            fhir(root, "PUT", "Observation/obs-2", Some(&pro), Some(&moved)).0,
+            403
+        );
+        assert_eq!(
+            fhir(root, "DELETE", "Observation/obs-2", Some(&pro), None).0,
+            403
+        );
+        assert_eq!(
+            fhir(
+                root,
+                "PUT",
+                "Observation?subject=pat-1",
+                Some(&pro),
+                Some(&obs("pat-1"))
+            )
+            .0,
+            403
+        );
+        let tx = |entries: Value| json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        let get_entry = tx(json!([{"request": {"method": "GET", "url": "Observation/obs-2"}}]));
+        assert_eq!(
+            fhir(root, "POST", "", Some(&pro), Some(&get_entry)).0,
+            403,
+            "lecture dans un Bundle"
+        );
+        let other = tx(
+            json!([{"resource": obs("pat-2"), "request": {"method": "POST", "url": "Observation"}}]),
+        );
+        assert_eq!(fhir(root, "POST", "", Some(&pro), Some(&other)).0, 403);
+        let mine = tx(
+            json!([{"resource": obs("pat-1"), "request": {"method": "POST", "url": "Observation"}}]),
+        );
+        let (c, b, _) = fhir(root, "POST", "", Some(&pro), Some(&mine));
+        assert_eq!(c, 200, "{b}");
+        assert_eq!(
+            fhir(root, "GET", "Observation/obs-2", Some(&sys), None).0,
+            200,
+            "rien d'écrit pour pat-2"
+        );
     }
 }

@@ -528,6 +528,21 @@ impl Repository {
         res
     }
 
+    /// The patient whose compartment holds `rtype/id` now (no audit record: an access check, not a read).
+    pub fn compartment_of(&self, rtype: &str, id: &str) -> Result<Option<String>, RepoError> {
+        check_type(rtype)?;
+        let row = self.read_tx(&mut |c| {
+            Ok(c.query_one(
+                "SELECT pkey FROM resources WHERE rtype = ? AND id = ? AND deleted = 0",
+                &[rtype.into(), id.into()],
+            )?)
+        })?;
+        Ok(row
+            .and_then(|r| r.into_iter().next())
+            .and_then(|v| v.as_str().map(str::to_string))
+            .filter(|p| !p.is_empty()))
+    }
+
     /// A distinct audit record for an emergency access (break-glass) to `patient`'s data, with the reason given.
     pub fn audit_break_glass(
         &self,
@@ -963,6 +978,12 @@ pub(crate) fn new_id() -> String {
 
 /// The patient compartment key: the patient's own id for a Patient, the first patient referenced through the
 /// type's compartment parameters otherwise, `""` outside any patient compartment.
+/// The patient whose compartment a resource body belongs to (from its references; `id` itself for a Patient).
+pub fn patient_of_body(rtype: &str, id: &str, body: &Value) -> Option<String> {
+    let key = compartment_key(rtype, id, &extract(body));
+    (!key.is_empty()).then_some(key)
+}
+
 pub(crate) fn compartment_key(rtype: &str, id: &str, index: &[IndexEntry]) -> String {
     if rtype == "Patient" {
         return id.to_string();

@@ -176,6 +176,67 @@ pub fn search_patient(rtype: &str, params: &[(String, String)]) -> Result<String
     })
 }
 
+/// A user's write of patient data: the patients the resource belongs to — as sent (`body`) and as stored
+/// (`existing`) — must each be one the policy lets this user act for (care relationship, delegation,
+/// break-glass; a patient: their own record). Software acting on its own behalf and non-patient data: scopes
+/// only.
+pub fn check_write(
+    engine: &Engine,
+    actor: Option<&Actor>,
+    patients: &[Option<String>],
+    break_glass: Option<&str>,
+) -> Result<(), RepoError> {
+    let Some(actor) =
+        actor.filter(|a| matches!(a, Actor::Professional { .. } | Actor::Patient { .. }))
+    else {
+        return Ok(());
+    };
+    for p in patients.iter().flatten() {
+        let target = Target {
+            patient: Some(p.clone()),
+            ..Target::default()
+        };
+        let d = engine
+            .decide(actor, &target, break_glass)
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
+        if !d.allowed {
+            return Err(RepoError::Forbidden {
+                code: d.reason.code().into(),
+                message: format!("écriture refusée ({}) : {}", d.reason.code(), d.explanation),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Users' batch and transaction entries that the policy cannot decide yet: reads (they would bypass the
+/// per-resource decision), deletions and conditional operations.
+pub fn bundle_entries_for_users(bundle: &Value) -> Result<(), RepoError> {
+    for (i, e) in bundle["entry"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let method = e["request"]["method"].as_str().unwrap_or("");
+        let url = e["request"]["url"].as_str().unwrap_or("");
+        let conditional = url.contains('?')
+            || e["request"].get("ifNoneExist").is_some()
+            || e["request"].get("ifMatch").is_some() && method == "DELETE";
+        if matches!(method, "GET" | "HEAD" | "DELETE" | "PATCH") || conditional {
+            return Err(RepoError::Forbidden {
+                code: "bundle-entry-not-decided".into(),
+                message: format!(
+                    "entrée {i} ({method} {url}) : dans un Bundle, un utilisateur ne peut que créer ou modifier \
+                     (lectures, suppressions et opérations conditionnelles : une requête à la fois)"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
