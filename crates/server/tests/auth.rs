@@ -9,7 +9,8 @@ mod common;
 use std::collections::HashMap;
 
 use common::{
-    AuthFixture, AuthFixture as Setup, Backend, PASSWORD, REDIRECT, after, backends, printed,
+    AuthFixture, AuthFixture as Setup, Backend, PASSWORD, REDIRECT, after, backends, insi_date,
+    local, printed,
 };
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
@@ -1461,4 +1462,380 @@ fn policy_decides_on_reads() {
             "rien d'écrit pour pat-2"
         );
     }
+}
+
+/// The authorisation matrix: every role × resource type × action against the expected outcome — anonymous,
+/// software with read-only and full scopes, a professional without a care relationship, with one, blocked by the
+/// patient, in break-glass, and the patient — on the data of two patients and on the public directory.
+#[test]
+fn authorisation_matrix() {
+    for backend in backends() {
+        let st = AuthFixture::new(&backend);
+        let root = st.root.as_str();
+        let client = |scope: &str| -> String {
+            let out = printed(&st.s.cli(&[
+                "clients", "register", "--realm", "pro", "--name", "Logiciel", "--scope", scope,
+            ]));
+            let (id, secret) = (after(&out, "client_id:"), after(&out, "client_secret:"));
+            let (_, t) = token_post(
+                root,
+                "pro",
+                &[("grant_type", "client_credentials")],
+                Some((&id, &secret)),
+            );
+            t["access_token"].as_str().unwrap().to_string()
+        };
+        let (sys_rs, sys_all) = (client("system/*.rs"), client("system/*.cruds"));
+        // P1: a local Patient with a recovered INS (RECUP), who has an account; P2: another patient.
+        let dir = tempfile::tempdir().unwrap();
+        printed(&st.s.cli(&[
+            "generate",
+            "--persons",
+            "5",
+            "--seed",
+            "11",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ]));
+        let file = dir.path().join("persons.ndjson");
+        printed(&st.s.cli(&["import", "--registry", file.to_str().unwrap()]));
+        let r: Value = serde_json::from_str(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        let ins = r["identifier"][0]["value"].as_str().unwrap().to_string();
+        let put = |path: &str, body: Value| {
+            let (c, oo, _) = fhir(root, "PUT", path, Some(&sys_all), Some(&body));
+            assert!(c == 200 || c == 201, "{path} : {oo}");
+        };
+        put(
+            "Patient/p1",
+            local("p1", &r, "RECUP", &[insi_date()], Some(&ins)),
+        );
+        put(
+            "Patient/p2",
+            json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "AUTRE"}]}),
+        );
+        for p in ["p1", "p2"] {
+            put(
+                &format!("Observation/{p}-obs"),
+                json!({"resourceType": "Observation", "id": format!("{p}-obs"),
+                "status": "final", "code": {"text": "tension"}, "subject": {"reference": format!("Patient/{p}")}}),
+            );
+            put(
+                &format!("DocumentReference/{p}-doc"),
+                json!({"resourceType": "DocumentReference", "id": format!("{p}-doc"),
+                "status": "current", "type": {"coding": [{"system": "http://loinc.org", "code": "60591-5"}]},
+                "subject": {"reference": format!("Patient/{p}")}, "content": [{"attachment": {"contentType": "application/pdf"}}]}),
+            );
+        }
+        // The patient's account and token (patient realm, TOTP).
+        let out = printed(&st.s.cli_input(
+            &[
+                "accounts",
+                "create-patient",
+                "--ins",
+                &ins,
+                "--password-stdin",
+            ],
+            PASSWORD,
+        ));
+        let ptotp = socle_auth::totp::unbase32(&after(
+            &out,
+            "clé TOTP (à saisir dans l'application d'authentification) :",
+        ))
+        .unwrap();
+        let pclient = after(
+            &printed(&st.s.cli(&[
+                "clients",
+                "register",
+                "--realm",
+                "patient",
+                "--name",
+                "Appli",
+                "--redirect-uri",
+                REDIRECT,
+                "--auth-method",
+                "none",
+            ])),
+            "client_id:",
+        );
+        let verifier = socle_auth::random_token(32);
+        let purl = format!(
+            "{root}/auth/patient/authorize?response_type=code&client_id={pclient}&redirect_uri={REDIRECT}&scope=openid%20patient/*.cruds&code_challenge={}&code_challenge_method=S256",
+            socle_auth::pkce_challenge(&verifier)
+        );
+        let p = login(
+            &mut Browser::new(),
+            root,
+            &purl,
+            &ins,
+            PASSWORD,
+            Some((&ptotp, now_step())),
+        );
+        let code = query_of(p.location.as_deref().unwrap())["code"].clone();
+        let (_, t) = token_post(
+            root,
+            "patient",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &pclient),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        let patient = t["access_token"].as_str().unwrap().to_string();
+        // The professional (pro realm, TOTP: eidas2).
+        let mut browser = Browser::new();
+        let (code, verifier) = code_for(&mut browser, &st, "openid user/*.cruds", now_step());
+        let (_, t) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &st.app),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        let pro = t["access_token"].as_str().unwrap().to_string();
+
+        #[derive(Clone, Copy, PartialEq, Debug)]
+        enum Role {
+            Anonymous,
+            SystemRead,
+            SystemAll,
+            ProNoCare,
+            ProCare,
+            ProBlocked,
+            ProBreakGlass,
+            Patient,
+        }
+        #[derive(Clone, Copy, PartialEq, Debug)]
+        enum Want {
+            Ok,
+            Unauthenticated,
+            Forbidden,
+        }
+        let actions = ["read", "search", "create", "update", "delete"];
+        let mut failures = Vec::new();
+        let mut checked = 0;
+        for role in [
+            Role::Anonymous,
+            Role::SystemRead,
+            Role::SystemAll,
+            Role::ProNoCare,
+            Role::ProCare,
+            Role::ProBlocked,
+            Role::ProBreakGlass,
+            Role::Patient,
+        ] {
+            let mut rules = Vec::new();
+            let mut add = |args: &[&str]| {
+                let mut a = vec!["policy", "add-rule", "--patient", "p1"];
+                a.extend_from_slice(args);
+                rules.push(
+                    after(&printed(&st.s.cli(&a)), "règle")
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                );
+            };
+            match role {
+                Role::ProCare => add(&[
+                    "--kind",
+                    "care",
+                    "--professional",
+                    &st.rpps,
+                    "--detail",
+                    "medecin-traitant",
+                ]),
+                Role::ProBlocked => {
+                    add(&[
+                        "--kind",
+                        "care",
+                        "--professional",
+                        &st.rpps,
+                        "--detail",
+                        "medecin-traitant",
+                    ]);
+                    add(&["--kind", "block", "--professional", &st.rpps]);
+                }
+                _ => {}
+            }
+            let token = match role {
+                Role::Anonymous => None,
+                Role::SystemRead => Some(sys_rs.as_str()),
+                Role::SystemAll => Some(sys_all.as_str()),
+                Role::Patient => Some(patient.as_str()),
+                _ => Some(pro.as_str()),
+            };
+            for (rtype, owner) in [
+                ("Observation", Some("p1")),
+                ("Observation", Some("p2")),
+                ("DocumentReference", Some("p1")),
+                ("Patient", Some("p1")),
+                ("Patient", Some("p2")),
+                ("Practitioner", None),
+            ] {
+                for action in actions {
+                    // Patients and practitioners are not created or deleted here (identity and directory rules).
+                    if (rtype == "Patient"
+                        || rtype == "Practitioner"
+                        || rtype == "DocumentReference")
+                        && matches!(action, "create" | "delete")
+                        || rtype == "Practitioner" && action == "update"
+                        || rtype == "DocumentReference" && action == "update"
+                    {
+                        continue;
+                    }
+                    let write = matches!(action, "create" | "update" | "delete");
+                    let want = match (role, owner) {
+                        (Role::Anonymous, None) if !write => Want::Ok,
+                        (Role::Anonymous, _) => Want::Unauthenticated,
+                        (Role::SystemRead, _) => {
+                            if write {
+                                Want::Forbidden
+                            } else {
+                                Want::Ok
+                            }
+                        }
+                        (Role::SystemAll, _) | (Role::ProBreakGlass, _) => Want::Ok,
+                        (_, None) => Want::Ok,
+                        // A patient does not edit their identity record (identity vigilance does).
+                        (Role::Patient, _) if rtype == "Patient" && write => Want::Forbidden,
+                        (Role::ProCare, Some("p1")) | (Role::Patient, Some("p1")) => Want::Ok,
+                        _ => Want::Forbidden,
+                    };
+                    let tag = format!("{role:?}-{rtype}-{}-{action}", owner.unwrap_or("dir"));
+                    let target = owner.unwrap_or("");
+                    let practitioner = info_practitioner(root, &sys_rs);
+                    let (method, path, body) = match (rtype, action) {
+                        ("Practitioner", "read") => {
+                            ("GET", format!("Practitioner/{practitioner}"), None)
+                        }
+                        ("Practitioner", "search") => {
+                            ("GET", "Practitioner?_count=1".to_string(), None)
+                        }
+                        ("Patient", "read") => ("GET", format!("Patient/{target}"), None),
+                        ("Patient", "search") => ("GET", format!("Patient?_id={target}"), None),
+                        ("Patient", "update") => {
+                            let (_, cur, _) = fhir(
+                                root,
+                                "GET",
+                                &format!("Patient/{target}"),
+                                Some(&sys_all),
+                                None,
+                            );
+                            ("PUT", format!("Patient/{target}"), Some(cur))
+                        }
+                        (t, "read") => (
+                            "GET",
+                            format!(
+                                "{t}/{target}-{}",
+                                if t == "Observation" { "obs" } else { "doc" }
+                            ),
+                            None,
+                        ),
+                        (t, "search") => ("GET", format!("{t}?patient={target}"), None),
+                        (_, "create") => (
+                            "POST",
+                            "Observation".to_string(),
+                            Some(json!({"resourceType": "Observation", "status": "final",
+                            "code": {"text": tag.clone()}, "subject": {"reference": format!("Patient/{target}")}})),
+                        ),
+                        (_, "update") => (
+                            "PUT",
+                            format!("Observation/{target}-obs"),
+                            Some(json!({"resourceType": "Observation",
+                            "id": format!("{target}-obs"), "status": "amended", "code": {"text": "tension"},
+                            "subject": {"reference": format!("Patient/{target}")}})),
+                        ),
+                        _ => {
+                            // Delete: a fresh resource of that patient, made by software.
+                            let (c, made, _) = fhir(
+                                root,
+                                "POST",
+                                "Observation",
+                                Some(&sys_all),
+                                Some(&json!({"resourceType": "Observation",
+                                "status": "final", "code": {"text": "à supprimer"}, "subject": {"reference": format!("Patient/{target}")}})),
+                            );
+                            assert_eq!(c, 201, "{made}");
+                            (
+                                "DELETE",
+                                format!("Observation/{}", made["id"].as_str().unwrap()),
+                                None,
+                            )
+                        }
+                    };
+                    let mut req = ureq::request(method, &format!("{root}/fhir/{path}"));
+                    if let Some(t) = token {
+                        req = req.set("Authorization", &format!("Bearer {t}"));
+                    }
+                    if role == Role::ProBreakGlass {
+                        req = req.set(
+                            "X-Socle-Break-Glass",
+                            "prise%20en%20charge%20aux%20urgences",
+                        );
+                    }
+                    let res = match &body {
+                        Some(b) => req
+                            .set("Content-Type", "application/fhir+json")
+                            .send_string(&b.to_string()),
+                        None => req.call(),
+                    };
+                    let status = match res {
+                        Ok(r) => r.status(),
+                        Err(ureq::Error::Status(c, _)) => c,
+                        Err(e) => panic!("{e}"),
+                    };
+                    let got = match status {
+                        200..=299 => Want::Ok,
+                        401 => Want::Unauthenticated,
+                        403 => Want::Forbidden,
+                        _ => {
+                            failures.push(format!("{tag} : {method} {path} → {status}"));
+                            continue;
+                        }
+                    };
+                    checked += 1;
+                    if got != want {
+                        failures.push(format!(
+                            "{tag} : {method} {path} → {status}, attendu {want:?}"
+                        ));
+                    }
+                }
+            }
+            for id in rules {
+                printed(
+                    &st.s
+                        .cli(&["policy", "revoke", "--patient", "p1", "--id", &id]),
+                );
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} écarts sur {checked} cas :\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        assert!(checked > 100, "{checked}");
+    }
+}
+
+/// The id of one professional of the directory.
+fn info_practitioner(root: &str, token: &str) -> String {
+    let (_, b, _) = fhir(root, "GET", "Practitioner?_count=1", Some(token), None);
+    b["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }

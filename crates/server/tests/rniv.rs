@@ -3,33 +3,9 @@
 
 mod common;
 
-use common::{Server, backends};
+use common::{Server, backends, insi_date, local};
 use serde_json::{Value, json};
 
-const EXT: &str = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability";
-
-/// A local Patient with the traits of a reference identity `r` (as `socle generate --out` writes it).
-fn local(id: &str, r: &Value, status: &str, extra: &[Value], ins: Option<&str>) -> Value {
-    let mut ext = vec![json!({"url": "identityStatus", "valueCoding": {"code": status}})];
-    ext.extend(extra.iter().cloned());
-    let mut identifier = vec![
-        json!({"use": "usual", "system": "urn:oid:1.2.250.1.999.1", "value": format!("IPP-{id}")}),
-    ];
-    if let Some(i) = ins {
-        identifier.push(json!({"system": r["identifier"][0]["system"], "value": i}));
-    }
-    json!({
-        "resourceType": "Patient", "id": id,
-        "extension": [{"url": EXT, "extension": ext}, r["extension"][0].clone()],
-        "identifier": identifier,
-        "name": [{"use": "official", "family": r["name"][0]["family"].as_str().unwrap().to_lowercase(), "given": [r["name"][0]["given"][0]]}],
-        "gender": r["gender"], "birthDate": r["birthDate"]
-    })
-}
-
-fn insi_date() -> Value {
-    json!({"url": "insiDate", "valueDate": "2026-11-20"})
-}
 fn document() -> Value {
     json!({"url": "validationMode", "valueCoding": {"code": "CN"}})
 }

@@ -6,8 +6,8 @@
 //! - reads, searches, history, INSi, `$duplicates`, creates and updates: `eidas1`;
 //! - deletions and `Patient/$merge`: `eidas2` (a second factor).
 //!
-//! Patient tokens (realm `patient`) read by id and search (the policy engine then allows their own data only)
-//! and read their `$audit-trail` (who accessed their data). For every user, histories, versions and system-wide
+//! Patient tokens (realm `patient`) read by id, search and write (the policy engine then allows their own data
+//! only; not their Patient record, kept by identity vigilance) and read their `$audit-trail`. For every user, histories, versions and system-wide
 //! searches of patient data stay closed (the policy does not decide them yet).
 
 use axum::body::Body;
@@ -316,6 +316,17 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     if get && segs.len() == 2 && !segs[1].starts_with('$') && !segs[1].starts_with('_') {
         return Ok(());
     }
+    // Writes of their own data (measures, documents they add): the policy engine decides on the patient the
+    // resource belongs to. Not their Patient record: identity traits follow identity vigilance.
+    let writable = segs
+        .first()
+        .is_some_and(|t| *t != "Patient" && !t.starts_with('$'));
+    if writable
+        && ((method == Method::POST && segs.len() == 1)
+            || ((method == Method::PUT || method == Method::DELETE) && segs.len() == 2))
+    {
+        return Ok(());
+    }
     // Searches: the search handler scopes them to the patient's own data through the policy engine.
     if (get && segs.len() == 1 && !segs[0].starts_with('$') && !segs[0].starts_with('_'))
         || (method == Method::POST && segs.len() == 2 && segs[1] == "_search")
@@ -559,7 +570,14 @@ mod tests {
             "scopée au patient par la recherche"
         );
         assert!(patient_limits(&p, &Method::GET, "/fhir/Observation/_history").is_err());
-        assert!(patient_limits(&p, &Method::PUT, "/fhir/Patient/p1").is_err());
+        assert!(
+            patient_limits(&p, &Method::PUT, "/fhir/Patient/p1").is_err(),
+            "pas sa fiche d'identité"
+        );
+        assert!(
+            patient_limits(&p, &Method::POST, "/fhir/Observation").is_ok(),
+            "ses mesures : la politique décide"
+        );
         assert!(patient_limits(&p, &Method::GET, "/fhir/$audit-trail").is_err());
         assert!(
             patient_limits(
