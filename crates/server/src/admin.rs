@@ -648,7 +648,7 @@ pub enum PolicyCommand {
 }
 
 /// A professional given by RPPS (11 digits) or IDNPS (`8` + RPPS) → IDNPS.
-fn idnps_of(s: &str) -> anyhow::Result<String> {
+pub fn idnps_of(s: &str) -> anyhow::Result<String> {
     let s = s.trim();
     let rpps = if s.len() == 12 && s.starts_with('8') {
         &s[1..]

@@ -39,6 +39,7 @@ mod insi;
 mod oidc;
 mod policy;
 mod rniv;
+mod rules;
 
 struct AppState {
     repo: Arc<Repository>,
@@ -82,6 +83,14 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
         .route("/fhir/Patient/$ins-retrieve", post(insi::retrieve))
         .route("/fhir/Patient/$merge", post(rniv::merge))
         .route("/fhir/Patient/{id}/$duplicates", get(rniv::duplicates))
+        .route(
+            "/fhir/Patient/{id}/$policy-rules",
+            get(rules::list).post(rules::add),
+        )
+        .route(
+            "/fhir/Patient/{id}/$policy-rules/{rule}",
+            axum::routing::delete(rules::revoke),
+        )
         .route("/fhir/Patient/$ins-verify", post(insi::verify))
         .route(
             "/fhir/OperationDefinition/ins-retrieve",

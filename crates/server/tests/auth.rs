@@ -1828,6 +1828,128 @@ fn authorisation_matrix() {
             failures.join("\n")
         );
         assert!(checked > 100, "{checked}");
+
+        // The patient manages their own rules through the API; structures record care relationships.
+        let params = |pairs: &[(&str, &str)]| {
+            json!({"resourceType": "Parameters", "parameter":
+            pairs.iter().map(|(n, v)| json!({"name": n, "valueString": v})).collect::<Vec<_>>()})
+        };
+        let (c, b, _) = fhir(
+            root,
+            "POST",
+            "Patient/p1/$policy-rules",
+            Some(&sys_all),
+            Some(&params(&[
+                ("kind", "care"),
+                ("professional", st.rpps.as_str()),
+                ("detail", "equipe-de-soins"),
+            ])),
+        );
+        assert_eq!(c, 201, "{b}");
+        let care = b["parameter"][0]["valueString"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            fhir(root, "GET", "Observation/p1-obs", Some(&pro), None).0,
+            200
+        );
+        let (c, b, _) = fhir(
+            root,
+            "POST",
+            "Patient/p1/$policy-rules",
+            Some(&patient),
+            Some(&params(&[
+                ("kind", "block"),
+                ("professional", st.rpps.as_str()),
+            ])),
+        );
+        assert_eq!(c, 201, "{b}");
+        let block = b["parameter"][0]["valueString"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (c, oo, _) = fhir(root, "GET", "Observation/p1-obs", Some(&pro), None);
+        assert_eq!(c, 403);
+        assert!(oo.to_string().contains("patient-blocked"), "{oo}");
+        // Not a kind a patient sets, not another patient's record, not a structure's rule to revoke.
+        let (c, _, _) = fhir(
+            root,
+            "POST",
+            "Patient/p1/$policy-rules",
+            Some(&patient),
+            Some(&params(&[
+                ("kind", "care"),
+                ("professional", st.rpps.as_str()),
+                ("detail", "medecin-traitant"),
+            ])),
+        );
+        assert_eq!(c, 403);
+        assert_eq!(
+            fhir(
+                root,
+                "GET",
+                "Patient/p2/$policy-rules",
+                Some(&patient),
+                None
+            )
+            .0,
+            403
+        );
+        assert_eq!(
+            fhir(root, "GET", "Patient/p1/$policy-rules", Some(&pro), None).0,
+            403
+        );
+        assert_eq!(
+            fhir(
+                root,
+                "DELETE",
+                &format!("Patient/p1/$policy-rules/{care}"),
+                Some(&patient),
+                None
+            )
+            .0,
+            403
+        );
+        // The list shows the rules and the break-glass notices of the matrix run above.
+        let (c, list, _) = fhir(
+            root,
+            "GET",
+            "Patient/p1/$policy-rules",
+            Some(&patient),
+            None,
+        );
+        assert_eq!(c, 200, "{list}");
+        let text = list.to_string();
+        assert!(
+            text.contains(&block) && text.contains(&care) && text.contains("break-glass"),
+            "{list}"
+        );
+        assert_eq!(
+            fhir(
+                root,
+                "DELETE",
+                &format!("Patient/p1/$policy-rules/{block}"),
+                Some(&patient),
+                None
+            )
+            .0,
+            204
+        );
+        assert_eq!(
+            fhir(root, "GET", "Observation/p1-obs", Some(&pro), None).0,
+            200,
+            "déblocage"
+        );
+        // Identity vigilance across patients is for the identity staff's software.
+        assert_eq!(
+            fhir(root, "GET", "Patient/p1/$duplicates", Some(&pro), None).0,
+            403
+        );
+        assert_eq!(
+            fhir(root, "GET", "Patient/p1/$duplicates", Some(&sys_rs), None).0,
+            200
+        );
     }
 }
 

@@ -150,6 +150,18 @@ fn classify(method: &Method, path: &str) -> Need {
             min_acr: ACR_TWO_FACTORS,
         },
         ["Patient", _, "$duplicates"] => access("Patient", Perm::Search),
+        // The patient's rules (blocks, masks, delegations, consents): Consent permissions.
+        ["Patient", _, "$policy-rules"] if get => access("Consent", Perm::Read),
+        ["Patient", _, "$policy-rules"] => Need::Access {
+            rtype: Some("Consent".into()),
+            perm: Perm::Create,
+            min_acr: ACR_TWO_FACTORS,
+        },
+        ["Patient", _, "$policy-rules", _] => Need::Access {
+            rtype: Some("Consent".into()),
+            perm: Perm::Delete,
+            min_acr: ACR_TWO_FACTORS,
+        },
         [t] | [t, "_search"] if get || segs.get(1) == Some(&"_search") => {
             if PUBLIC_TYPES.contains(t) {
                 Need::Directory(t.to_string(), Perm::Search)
@@ -334,8 +346,9 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
         return Ok(());
     }
     if let Some(id) = p.claim("patient")
-        && get
-        && path == format!("/fhir/Patient/{id}/$audit-trail")
+        && (get && path == format!("/fhir/Patient/{id}/$audit-trail")
+            || path == format!("/fhir/Patient/{id}/$policy-rules")
+            || path.starts_with(&format!("/fhir/Patient/{id}/$policy-rules/")))
     {
         return Ok(());
     }
@@ -374,6 +387,8 @@ fn user_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Respons
         // Every patient's access records; a patient reads their own (see `patient_limits`).
         ["$audit-trail", ..] => true,
         ["Patient", _, "$audit-trail"] => p.realm != Some(Realm::Patient),
+        // Identity vigilance across patients (duplicates, merges): for the identity staff's software.
+        ["Patient", _, "$duplicates"] | ["Patient", "$merge"] => true,
         [t, "_history"] | [t, _, "_history"] | [t, _, "_history", _] => patient_data(t),
         _ => false,
     };
@@ -381,8 +396,9 @@ fn user_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Respons
         return Err(error(
             StatusCode::FORBIDDEN,
             IssueType::Forbidden,
-            "historiques, versions et recherches globales de données patient : réservés aux logiciels agissant pour \
-             leur propre compte (portées system/) — la politique d'accès ne les décide pas encore",
+            "opération sur des données patient que la politique d'accès ne décide pas encore (historiques, versions, \
+             recherches globales, identitovigilance, trace globale) : réservée aux logiciels agissant pour leur propre \
+             compte (portées system/)",
         ));
     }
     Ok(())

@@ -1,0 +1,245 @@
+//! The patient's rules over the API (MES-5/6, IAM-4): `GET /fhir/Patient/{id}/$policy-rules` lists them,
+//! `POST` (Parameters `kind`, `professional`, `actor`, `target`, `detail`, `days`) adds one and
+//! `DELETE /fhir/Patient/{id}/$policy-rules/{rule}` revokes one. The patient manages their own blocks, masks,
+//! visibility for legal representatives, delegations to professionals and app consents; software acting for a
+//! structure (system scopes) also records care relationships and documents not yet announced.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use socle_fhir::outcome::IssueType;
+use socle_policy::Actor;
+use socle_store::RepoError;
+
+use super::{App, Req, error, fhir_bytes, json_body, policy, run};
+
+/// Rules a patient may set about their own record.
+const PATIENT_KINDS: &[&str] = &[
+    "block",
+    "mask",
+    "hide-representative",
+    "patient-delegation",
+    "consent",
+];
+
+/// Who may manage `patient`'s rules, and which kinds: the patient (their own kinds), software acting for a
+/// structure (every kind). Professionals do not manage patients' rules.
+fn manager(req: &Req, patient: &str) -> Result<&'static [&'static str], Response> {
+    match policy::actor_of(req.caller.as_ref()) {
+        Some(Actor::Patient { patient: own }) if own == patient => Ok(PATIENT_KINDS),
+        Some(Actor::Client { .. }) => Ok(socle_policy::rules::KINDS),
+        None if matches!(req.caller, Some(super::guard::Caller::Insecure)) => {
+            Ok(socle_policy::rules::KINDS)
+        }
+        _ => Err(error(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "seuls le patient (pour son propre dossier) et les logiciels des structures gèrent ces règles",
+        )),
+    }
+}
+
+fn param<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
+    body["parameter"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+}
+
+fn text_param(body: &Value, name: &str) -> Option<String> {
+    let p = param(body, name)?;
+    ["valueString", "valueCode", "valueId", "valueUri"]
+        .iter()
+        .find_map(|k| p[*k].as_str())
+        .map(str::to_string)
+}
+
+pub(super) async fn list(State(app): State<App>, Path(id): Path<String>, req: Req) -> Response {
+    if let Err(r) = manager(&req, &id) {
+        return r;
+    }
+    let Some(engine) = app.policy.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Transient,
+            "moteur de politique indisponible",
+        );
+    };
+    let res = run(&app, &req, None, move |r, c| {
+        let rules = engine.rules.list(&id).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let notes = engine.rules.notifications(&id).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        r.audit_operation(c, "policy-rules-read", Some("Patient"), "200", None);
+        let mut parameter: Vec<Value> = rules
+            .iter()
+            .map(|r| {
+                let mut part = vec![
+                    json!({"name": "id", "valueString": r.id}),
+                    json!({"name": "kind", "valueCode": r.kind}),
+                ];
+                for (n, v) in [("actor", &r.actor), ("target", &r.target), ("detail", &r.detail)] {
+                    if !v.is_empty() {
+                        part.push(json!({"name": n, "valueString": v}));
+                    }
+                }
+                if let Some(e) = r.expires {
+                    part.push(json!({"name": "expires", "valueInstant": socle_store::repo::iso_instant(e)}));
+                }
+                json!({"name": "rule", "part": part})
+            })
+            .collect();
+        parameter.extend(notes.iter().map(|(kind, message, at)| {
+            json!({"name": "notification", "part": [
+                {"name": "kind", "valueCode": kind},
+                {"name": "message", "valueString": message},
+                {"name": "created", "valueInstant": socle_store::repo::iso_instant(*at)}]})
+        }));
+        Ok(json!({"resourceType": "Parameters", "parameter": parameter}))
+    })
+    .await;
+    match res {
+        Ok(v) => fhir_bytes(
+            StatusCode::OK,
+            serde_json::to_vec(&v).unwrap_or_default(),
+            &req,
+        ),
+        Err(r) => r,
+    }
+}
+
+pub(super) async fn add(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    req: Req,
+    body: Body,
+) -> Response {
+    let kinds = match manager(&req, &id) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let body = match json_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if body["resourceType"] != "Parameters" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            "corps attendu : Parameters",
+        );
+    }
+    let Some(kind) = text_param(&body, "kind") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Required,
+            "paramètre « kind » absent",
+        );
+    };
+    if !kinds.contains(&kind.as_str()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            format!(
+                "règle « {kind} » : le patient peut poser {}",
+                PATIENT_KINDS.join(", ")
+            ),
+        );
+    }
+    let actor = match text_param(&body, "professional") {
+        Some(p) => match crate::admin::idnps_of(&p) {
+            Ok(i) => i,
+            Err(e) => return error(StatusCode::BAD_REQUEST, IssueType::Value, e.to_string()),
+        },
+        None => text_param(&body, "actor").unwrap_or_default(),
+    };
+    let target = text_param(&body, "target").unwrap_or_default();
+    let detail = text_param(&body, "detail").unwrap_or_default();
+    let days = param(&body, "days").and_then(|p| p["valueInteger"].as_i64());
+    if days.is_some_and(|d| !(1..=3650).contains(&d)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Value,
+            "« days » : de 1 à 3650",
+        );
+    }
+    let Some(engine) = app.policy.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Transient,
+            "moteur de politique indisponible",
+        );
+    };
+    let res = run(&app, &req, None, move |r, c| {
+        let expires = days.map(|d| socle_auth::now_ms() + d * 24 * 3600 * 1000);
+        let rule = engine
+            .rules
+            .add(&id, &kind, &actor, &target, &detail, expires)
+            .map_err(|e| RepoError::Unprocessable(e.to_string()))?;
+        r.audit_operation(c, "policy-rule-add", Some("Patient"), "201", Some(format!("policy-rule={kind}")));
+        Ok(json!({"resourceType": "Parameters", "parameter": [{"name": "id", "valueString": rule}]}))
+    })
+    .await;
+    match res {
+        Ok(v) => fhir_bytes(
+            StatusCode::CREATED,
+            serde_json::to_vec(&v).unwrap_or_default(),
+            &req,
+        ),
+        Err(r) => r,
+    }
+}
+
+pub(super) async fn revoke(
+    State(app): State<App>,
+    Path((id, rule)): Path<(String, String)>,
+    req: Req,
+) -> Response {
+    let kinds = match manager(&req, &id) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let Some(engine) = app.policy.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Transient,
+            "moteur de politique indisponible",
+        );
+    };
+    let res = run(&app, &req, None, move |r, c| {
+        // A patient revokes only the kinds they may set (not a care relationship recorded by a structure).
+        let live = engine
+            .rules
+            .list(&id)
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
+        if let Some(found) = live.iter().find(|x| x.id == rule)
+            && !kinds.contains(&found.kind.as_str())
+        {
+            return Err(RepoError::Forbidden {
+                code: "rule-not-yours".into(),
+                message: format!(
+                    "règle « {} » posée par une structure : le patient ne peut pas la révoquer",
+                    found.kind
+                ),
+            });
+        }
+        if engine
+            .rules
+            .revoke(&id, &rule)
+            .map_err(|e| RepoError::Invalid(e.to_string()))?
+        {
+            r.audit_operation(c, "policy-rule-revoke", Some("Patient"), "200", None);
+            Ok(())
+        } else {
+            Err(RepoError::NotFound(format!(
+                "aucune règle active « {rule} » pour ce patient"
+            )))
+        }
+    })
+    .await;
+    match res {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
