@@ -128,6 +128,11 @@ impl RuleStore {
                 "CREATE INDEX IF NOT EXISTS patient_notifications_patient ON patient_notifications (patient, created)",
                 &[],
             )?;
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS policy_delegation_codes (code_hash TEXT PRIMARY KEY, patient TEXT NOT NULL, \
+                 sections TEXT NOT NULL, days BIGINT NOT NULL, expires BIGINT NOT NULL, used_by TEXT)",
+                &[],
+            )?;
             Ok(())
         })?;
         Ok(RuleStore { store })
@@ -269,6 +274,91 @@ impl RuleStore {
             Ok(())
         })?;
         Ok(rows.iter().map(rule_of).collect())
+    }
+
+    /// A delegation code (MES-6): the patient gives it to a professional, who claims it within 24 hours to read
+    /// the chosen document types (`sections`, `*` for all) for `days` days. Returns the code (12 digits).
+    pub fn delegation_code(
+        &self,
+        patient: &str,
+        sections: &[String],
+        days: i64,
+    ) -> Result<String, RuleError> {
+        if sections.is_empty() || sections.iter().any(|s| s.is_empty() || s.contains(',')) {
+            return Err(RuleError::Invalid(
+                "rubriques partagées absentes ou invalides".into(),
+            ));
+        }
+        if !(1..=90).contains(&days) {
+            return Err(RuleError::Invalid(
+                "durée de la délégation : de 1 à 90 jours".into(),
+            ));
+        }
+        let mut b = [0u8; 8];
+        getrandom_fill(&mut b)?;
+        let n = u64::from_be_bytes(b) % 1_000_000_000_000;
+        let digits = format!("{n:012}");
+        let code = format!("{}-{}-{}", &digits[0..4], &digits[4..8], &digits[8..12]);
+        let now = now_ms();
+        let row: Vec<SqlValue> = vec![
+            code_hash(&code).into(),
+            patient.into(),
+            sections.join(",").into(),
+            days.into(),
+            (now + 24 * 3600 * 1000).into(),
+        ];
+        self.store.write(&mut |c| {
+            c.execute(
+                "INSERT INTO policy_delegation_codes (code_hash, patient, sections, days, expires, used_by) VALUES (?, ?, ?, ?, ?, NULL)",
+                &row,
+            )?;
+            Ok(())
+        })?;
+        Ok(code)
+    }
+
+    /// A professional claims a delegation code: once, before it expires. Returns (patient, rule id, end ms).
+    pub fn claim_delegation(
+        &self,
+        code: &str,
+        idnps: &str,
+    ) -> Result<(String, String, i64), RuleError> {
+        let now = now_ms();
+        let hash = code_hash(code.trim());
+        let mut found = None;
+        self.store.write(&mut |c| {
+            found = None;
+            let Some(r) = c.query_one(
+                "SELECT patient, sections, days, expires, used_by FROM policy_delegation_codes WHERE code_hash = ?",
+                &[hash.as_str().into()],
+            )?
+            else {
+                return Ok(());
+            };
+            let usable = r.get(4).is_none_or(|v| v.as_str().is_none())
+                && r.get(3).and_then(|v| v.as_i64()).unwrap_or(0) > now;
+            if usable {
+                c.execute(
+                    "UPDATE policy_delegation_codes SET used_by = ? WHERE code_hash = ? AND used_by IS NULL",
+                    &[idnps.into(), hash.as_str().into()],
+                )?;
+                found = Some((text(&r, 0), text(&r, 1), r.get(2).and_then(|v| v.as_i64()).unwrap_or(1)));
+            }
+            Ok(())
+        })?;
+        let (patient, sections, days) = found.ok_or_else(|| {
+            RuleError::Invalid("code de délégation inconnu, expiré ou déjà utilisé".into())
+        })?;
+        let end = now + days * 24 * 3600 * 1000;
+        let id = self.add(
+            &patient,
+            "patient-delegation",
+            idnps,
+            "",
+            &sections,
+            Some(end),
+        )?;
+        Ok((patient, id, end))
     }
 
     /// Queues a notification for the patient (Mon Espace Santé shows them), e.g. after a break-glass access.
@@ -435,6 +525,25 @@ pub fn synthetic_rules(n: u64, seed: u64, first: u64) -> Vec<NewRule> {
             (patient, kind.to_string(), actor, target, detail, expires)
         })
         .collect()
+}
+
+fn code_hash(code: &str) -> String {
+    // Codes are random and short-lived: a plain SHA-256 keeps them out of the database.
+    use std::fmt::Write;
+    ring::digest::digest(&ring::digest::SHA256, code.as_bytes())
+        .as_ref()
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn getrandom_fill(b: &mut [u8]) -> Result<(), RuleError> {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(b)
+        .map_err(|_| RuleError::Invalid("générateur aléatoire du système indisponible".into()))
 }
 
 static RULE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

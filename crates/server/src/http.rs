@@ -91,6 +91,14 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
             "/fhir/Patient/{id}/$policy-rules/{rule}",
             axum::routing::delete(rules::revoke),
         )
+        .route(
+            "/fhir/Patient/{id}/$delegation-code",
+            post(rules::delegation_code),
+        )
+        .route(
+            "/fhir/Patient/$delegation-claim",
+            post(rules::delegation_claim),
+        )
         .route("/fhir/Patient/$ins-verify", post(insi::verify))
         .route(
             "/fhir/OperationDefinition/ins-retrieve",

@@ -1941,6 +1941,81 @@ fn authorisation_matrix() {
             200,
             "déblocage"
         );
+        // A delegation code (MES-6): the patient gives it, the professional claims it once, then reads.
+        assert_eq!(
+            fhir(
+                root,
+                "DELETE",
+                &format!("Patient/p1/$policy-rules/{care}"),
+                Some(&sys_all),
+                None
+            )
+            .0,
+            204
+        );
+        assert_eq!(
+            fhir(root, "GET", "Observation/p1-obs", Some(&pro), None).0,
+            403
+        );
+        let (c, b, _) = fhir(
+            root,
+            "POST",
+            "Patient/p1/$delegation-code",
+            Some(&patient),
+            Some(&json!({
+            "resourceType": "Parameters", "parameter": [{"name": "section", "valueString": "*"}, {"name": "days", "valueInteger": 7}]})),
+        );
+        assert_eq!(c, 201, "{b}");
+        let code = b["parameter"][0]["valueString"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            fhir(
+                root,
+                "POST",
+                "Patient/p2/$delegation-code",
+                Some(&patient),
+                Some(&b)
+            )
+            .0,
+            403
+        );
+        let claim = json!({"resourceType": "Parameters", "parameter": [{"name": "code", "valueString": code}]});
+        let (c, b, _) = fhir(
+            root,
+            "POST",
+            "Patient/$delegation-claim",
+            Some(&pro),
+            Some(&claim),
+        );
+        assert_eq!(c, 200, "{b}");
+        assert_eq!(
+            b["parameter"][0]["valueReference"]["reference"],
+            "Patient/p1"
+        );
+        assert_eq!(
+            fhir(
+                root,
+                "POST",
+                "Patient/$delegation-claim",
+                Some(&pro),
+                Some(&claim)
+            )
+            .0,
+            403,
+            "code usage unique"
+        );
+        let (c, oo, _) = fhir(root, "GET", "Observation/p1-obs", Some(&pro), None);
+        assert_eq!(c, 200, "{oo}");
+        let (_, list, _) = fhir(
+            root,
+            "GET",
+            "Patient/p1/$policy-rules",
+            Some(&patient),
+            None,
+        );
+        assert!(list.to_string().contains("delegation"), "{list}");
         // Identity vigilance across patients is for the identity staff's software.
         assert_eq!(
             fhir(root, "GET", "Patient/p1/$duplicates", Some(&pro), None).0,

@@ -150,6 +150,12 @@ fn classify(method: &Method, path: &str) -> Need {
             min_acr: ACR_TWO_FACTORS,
         },
         ["Patient", _, "$duplicates"] => access("Patient", Perm::Search),
+        // Delegation codes (MES-6): created by the patient, claimed by a professional.
+        ["Patient", _, "$delegation-code"] | ["Patient", "$delegation-claim"] => Need::Access {
+            rtype: Some("Consent".into()),
+            perm: Perm::Create,
+            min_acr: ACR_ONE_FACTOR,
+        },
         // The patient's rules (blocks, masks, delegations, consents): Consent permissions.
         ["Patient", _, "$policy-rules"] if get => access("Consent", Perm::Read),
         ["Patient", _, "$policy-rules"] => Need::Access {
@@ -348,6 +354,7 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     if let Some(id) = p.claim("patient")
         && (get && path == format!("/fhir/Patient/{id}/$audit-trail")
             || path == format!("/fhir/Patient/{id}/$policy-rules")
+            || path == format!("/fhir/Patient/{id}/$delegation-code")
             || path.starts_with(&format!("/fhir/Patient/{id}/$policy-rules/")))
     {
         return Ok(());

@@ -243,3 +243,143 @@ pub(super) async fn revoke(
         Err(r) => r,
     }
 }
+
+/// `POST /fhir/Patient/{id}/$delegation-code` (the patient): `Parameters` `section` (repeated: document types, or
+/// `*`) and `days` (1–90) → the code to give a professional (valid 24 h, usable once).
+pub(super) async fn delegation_code(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    req: Req,
+    body: Body,
+) -> Response {
+    match policy::actor_of(req.caller.as_ref()) {
+        Some(Actor::Patient { patient }) if patient == id => {}
+        _ => {
+            return error(
+                StatusCode::FORBIDDEN,
+                IssueType::Forbidden,
+                "seul le patient crée un code de délégation pour son dossier",
+            );
+        }
+    }
+    let body = match json_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let sections: Vec<String> = body["parameter"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["name"] == "section")
+                .filter_map(|p| p["valueString"].as_str().or(p["valueCode"].as_str()))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let days = param(&body, "days")
+        .and_then(|p| p["valueInteger"].as_i64())
+        .unwrap_or(0);
+    let Some(engine) = app.policy.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Transient,
+            "moteur de politique indisponible",
+        );
+    };
+    let res = run(&app, &req, None, move |r, c| {
+        let code = engine
+            .rules
+            .delegation_code(&id, &sections, days)
+            .map_err(|e| RepoError::Unprocessable(e.to_string()))?;
+        r.audit_operation(c, "delegation-code", Some("Patient"), "201", None);
+        Ok(json!({"resourceType": "Parameters", "parameter": [
+            {"name": "code", "valueString": code},
+            {"name": "validity", "valueString": "24 heures, une seule utilisation"}]}))
+    })
+    .await;
+    match res {
+        Ok(v) => fhir_bytes(
+            StatusCode::CREATED,
+            serde_json::to_vec(&v).unwrap_or_default(),
+            &req,
+        ),
+        Err(r) => r,
+    }
+}
+
+/// `POST /fhir/Patient/$delegation-claim` (a professional): `Parameters` `code` → the patient and the end of the
+/// delegation; the patient is notified.
+pub(super) async fn delegation_claim(
+    State(app): State<App>,
+    headers: HeaderMap,
+    req: Req,
+    body: Body,
+) -> Response {
+    let Some(Actor::Professional { idnps, .. }) = policy::actor_of(req.caller.as_ref()) else {
+        return error(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "un code de délégation est utilisé par un professionnel authentifié",
+        );
+    };
+    let body = match json_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(code) = text_param(&body, "code") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Required,
+            "paramètre « code » absent",
+        );
+    };
+    let Some(engine) = app.policy.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Transient,
+            "moteur de politique indisponible",
+        );
+    };
+    let res = run(&app, &req, None, move |r, c| {
+        let (patient, rule, end) = match engine.rules.claim_delegation(&code, &idnps) {
+            Ok(x) => x,
+            Err(e) => {
+                r.audit_operation(c, "delegation-claim", Some("Patient"), "403", None);
+                return Err(RepoError::Forbidden {
+                    code: "delegation-code".into(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        r.audit_operation(
+            c,
+            "delegation-claim",
+            Some("Patient"),
+            "200",
+            Some(format!("policy-rule={rule}")),
+        );
+        let _ = engine.rules.notify(
+            &patient,
+            "delegation",
+            &format!(
+                "Le professionnel {} a utilisé votre code de délégation (jusqu'au {})",
+                c.principal,
+                socle_store::repo::iso_instant(end)
+            ),
+        );
+        Ok(json!({"resourceType": "Parameters", "parameter": [
+            {"name": "patient", "valueReference": {"reference": format!("Patient/{patient}")}},
+            {"name": "rule", "valueString": rule},
+            {"name": "end", "valueInstant": socle_store::repo::iso_instant(end)}]}))
+    })
+    .await;
+    match res {
+        Ok(v) => fhir_bytes(
+            StatusCode::OK,
+            serde_json::to_vec(&v).unwrap_or_default(),
+            &req,
+        ),
+        Err(r) => r,
+    }
+}
