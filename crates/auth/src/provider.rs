@@ -934,6 +934,138 @@ impl Provider {
         Ok(n > 0)
     }
 
+    // ------------------------------------------------------------------ app consents (MES-5)
+
+    /// Whether the person must first consent to this application getting these data scopes (patient realm:
+    /// the person alone grants each application read and/or write access; OpenID scopes need no consent).
+    pub fn consent_needed(&self, req: &AuthorizeRequest, subject: &str) -> bool {
+        if req.realm != Realm::Patient {
+            return false;
+        }
+        let asked = Scopes::parse(&req.scope).unwrap_or_default();
+        let data = Scopes(
+            asked
+                .0
+                .into_iter()
+                .filter(|s| matches!(s, Scope::Resource { .. }))
+                .collect(),
+        );
+        if data.0.is_empty() {
+            return false;
+        }
+        let mut row = None;
+        let ok = self.store.read(&mut |c| {
+            row = c.query_one(
+                "SELECT scope FROM auth_consents WHERE realm = ? AND subject = ? AND client_id = ? AND revoked IS NULL",
+                &[req.realm.as_str().into(), subject.into(), req.client_id.as_str().into()],
+            )?;
+            Ok(())
+        });
+        let granted = match (ok, row) {
+            (Ok(()), Some(r)) => Scopes::parse(&text(&r, 0)).unwrap_or_default(),
+            _ => return true,
+        };
+        !granted.not_covered(&data).is_empty()
+    }
+
+    /// Records the person's consent to the application's data scopes of `req`.
+    pub fn grant_consent(&self, req: &AuthorizeRequest, subject: &str) -> Result<(), AuthError> {
+        let asked = Scopes::parse(&req.scope).map_err(AuthError::Invalid)?;
+        let data: Vec<String> = asked
+            .0
+            .iter()
+            .filter(|s| matches!(s, Scope::Resource { .. }))
+            .map(ToString::to_string)
+            .collect();
+        let now = now_ms();
+        self.store.write(&mut |c| {
+            c.execute(
+                "DELETE FROM auth_consents WHERE realm = ? AND subject = ? AND client_id = ?",
+                &[req.realm.as_str().into(), subject.into(), req.client_id.as_str().into()],
+            )?;
+            c.execute(
+                "INSERT INTO auth_consents (realm, subject, client_id, scope, granted, revoked) VALUES (?, ?, ?, ?, ?, NULL)",
+                &[
+                    req.realm.as_str().into(),
+                    subject.into(),
+                    req.client_id.as_str().into(),
+                    data.join(" ").into(),
+                    now.into(),
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// The applications a person consented to: (client id, name, scopes, granted ms).
+    pub fn consents(
+        &self,
+        realm: Realm,
+        subject: &str,
+    ) -> Result<Vec<(String, String, String, i64)>, AuthError> {
+        let mut rows = Vec::new();
+        self.store.read(&mut |c| {
+            rows = c.query(
+                "SELECT k.client_id, COALESCE(a.name, k.client_id), k.scope, k.granted FROM auth_consents k \
+                 LEFT JOIN auth_clients a ON a.client_id = k.client_id \
+                 WHERE k.realm = ? AND k.subject = ? AND k.revoked IS NULL ORDER BY k.granted",
+                &[realm.as_str().into(), subject.into()],
+            )?;
+            Ok(())
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| (text(r, 0), text(r, 1), text(r, 2), int(r, 3)))
+            .collect())
+    }
+
+    /// Withdraws a consent: the application's refresh tokens and access tokens for this person stop working.
+    pub fn revoke_consent(
+        &self,
+        realm: Realm,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<bool, AuthError> {
+        let mut n = 0;
+        let mut grants = Vec::new();
+        self.store.write(&mut |c| {
+            n = c.execute(
+                "UPDATE auth_consents SET revoked = ? WHERE realm = ? AND subject = ? AND client_id = ? AND revoked IS NULL",
+                &[now_ms().into(), realm.as_str().into(), subject.into(), client_id.into()],
+            )?;
+            grants = c
+                .query(
+                    "SELECT DISTINCT grant_id FROM auth_refresh WHERE realm = ? AND subject = ? AND client_id = ?",
+                    &[realm.as_str().into(), subject.into(), client_id.into()],
+                )?
+                .iter()
+                .map(|r| text(r, 0))
+                .collect();
+            Ok(())
+        })?;
+        for g in grants {
+            self.revoke_grant(&g)?;
+        }
+        // Access tokens issued from codes without refresh tokens: their grants are the codes' grants.
+        let mut code_grants = Vec::new();
+        self.store.read(&mut |c| {
+            code_grants = c
+                .query(
+                    "SELECT DISTINCT grant_id FROM auth_codes WHERE realm = ? AND subject = ? AND client_id = ?",
+                    &[realm.as_str().into(), subject.into(), client_id.into()],
+                )?
+                .iter()
+                .map(|r| text(r, 0))
+                .collect();
+            Ok(())
+        })?;
+        for g in code_grants {
+            self.revoke_grant(&g)?;
+        }
+        Ok(n > 0)
+    }
+
     // ------------------------------------------------------------------ clients
 
     pub fn register_client(&self, c: NewClient) -> Result<ClientInfo, AuthError> {

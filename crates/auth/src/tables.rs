@@ -27,6 +27,8 @@ const SCHEMA: &[&str] = &[
      request TEXT NOT NULL, expires BIGINT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS auth_revoked (id TEXT PRIMARY KEY, kind TEXT NOT NULL, expires BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS auth_assertions (jti TEXT PRIMARY KEY, expires BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS auth_consents (realm TEXT NOT NULL, subject TEXT NOT NULL, client_id TEXT NOT NULL, \
+     scope TEXT NOT NULL, granted BIGINT NOT NULL, revoked BIGINT, PRIMARY KEY (realm, subject, client_id))",
 ];
 
 pub fn create(store: &dyn Store) -> Result<(), StoreError> {

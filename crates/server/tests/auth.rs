@@ -165,6 +165,21 @@ fn login(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    let p = b.post(&format!("{root}{}", form_action(&p.body)), &f);
+    consent(b, root, p, "accept")
+}
+
+/// Answers the consent page, if the provider shows one (patients authorise each application).
+fn consent(b: &mut Browser, root: &str, p: Page, decision: &str) -> Page {
+    if p.status != 200 || !p.body.contains("name=\"decision\"") {
+        return p;
+    }
+    let mut fields = hidden(&p.body);
+    fields.push(("decision".into(), decision.into()));
+    let f: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     b.post(&format!("{root}{}", form_action(&p.body)), &f)
 }
 
@@ -2035,4 +2050,115 @@ fn info_practitioner(root: &str, token: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// Patients authorise each application (MES-5): a consent page after login, "refuse" sends the application an
+/// `access_denied`, "accept" is remembered; the patient lists and withdraws consents, and a withdrawn
+/// application's tokens stop working at once.
+#[test]
+fn patients_consent_to_each_application() {
+    for backend in backends() {
+        let st = AuthFixture::new(&backend);
+        let root = st.root.as_str();
+        let app = after(
+            &printed(&st.s.cli(&[
+                "clients",
+                "register",
+                "--realm",
+                "patient",
+                "--name",
+                "Carnet de santé",
+                "--redirect-uri",
+                REDIRECT,
+                "--auth-method",
+                "none",
+            ])),
+            "client_id:",
+        );
+        let verifier = socle_auth::random_token(32);
+        let url = format!(
+            "{root}/auth/patient/authorize?response_type=code&client_id={app}&redirect_uri={REDIRECT}&scope=openid%20patient/*.rs&state=z&code_challenge={}&code_challenge_method=S256",
+            socle_auth::pkce_challenge(&verifier)
+        );
+        let mut b = Browser::new();
+        // Up to the consent page, then refuse.
+        let p = b.get(&url);
+        let mut fields = hidden(&p.body);
+        fields.push(("login".into(), st.ins.clone()));
+        fields.push(("password".into(), PASSWORD.into()));
+        let f: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let p = b.post(&format!("{root}{}", form_action(&p.body)), &f);
+        let mut fields = hidden(&p.body);
+        fields.push((
+            "code".into(),
+            socle_auth::totp::hotp(&st.patient_totp, now_step(), 6),
+        ));
+        let f: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let p = b.post(&format!("{root}{}", form_action(&p.body)), &f);
+        assert!(
+            p.body.contains("Carnet de santé")
+                && p.body.contains("consulter toutes vos données de santé"),
+            "{}",
+            p.body
+        );
+        let p = consent(&mut b, root, p, "refuse");
+        assert_eq!(p.status, 303);
+        let q = query_of(p.location.as_deref().unwrap());
+        assert_eq!(
+            (
+                q.get("error").map(String::as_str),
+                q.get("state").map(String::as_str)
+            ),
+            (Some("access_denied"), Some("z"))
+        );
+        // Same browser (session): the consent page again, accepted this time.
+        let p = b.get(&url);
+        let p = consent(&mut b, root, p, "accept");
+        assert_eq!(p.status, 303, "{}", p.body);
+        let code = query_of(p.location.as_deref().unwrap())["code"].clone();
+        let (_, t) = token_post(
+            root,
+            "patient",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &app),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        let token = t["access_token"].as_str().unwrap().to_string();
+        // Remembered: the next authorization goes straight back.
+        assert_eq!(b.get(&url).status, 303);
+        let list: Value = ureq::get(&format!("{root}/auth/patient/consents"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        assert_eq!(list["consents"][0]["client_id"], app.as_str(), "{list}");
+        assert_eq!(list["consents"][0]["scope"], "patient/*.rs");
+        assert_eq!(
+            fhir(root, "GET", "Practitioner?_count=1", Some(&token), None).0,
+            200
+        );
+        let r = ureq::post(&format!("{root}/auth/patient/consents/revoke"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_form(&[("client_id", app.as_str())]);
+        assert_eq!(r.map(|r| r.status()).unwrap_or(0), 200);
+        assert_eq!(
+            fhir(root, "GET", "Practitioner?_count=1", Some(&token), None).0,
+            401,
+            "consentement retiré"
+        );
+        // Asked again at the next authorization.
+        let p = b.get(&url);
+        assert!(p.body.contains("name=\"decision\""), "{}", p.body);
+    }
 }

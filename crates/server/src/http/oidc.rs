@@ -46,6 +46,12 @@ pub fn routes() -> Router<App> {
             "/auth/{realm}/activate",
             get(activate_get).post(activate_post),
         )
+        .route("/auth/{realm}/consent", axum::routing::post(consent_post))
+        .route("/auth/{realm}/consents", get(consents_list))
+        .route(
+            "/auth/{realm}/consents/revoke",
+            axum::routing::post(consents_revoke),
+        )
 }
 
 // ------------------------------------------------------------------ helpers
@@ -400,6 +406,71 @@ fn authorize_error(p: &Provider, realm: Realm, e: AuthorizeError) -> Response {
     }
 }
 
+/// The data scopes of a request in plain French.
+fn scope_words(scope: &str) -> Vec<String> {
+    let scopes = socle_auth::Scopes::parse(scope).unwrap_or_default();
+    scopes
+        .0
+        .iter()
+        .filter_map(|s| match s {
+            socle_auth::Scope::Resource { rtype, perms, .. } => {
+                let what = rtype
+                    .as_deref()
+                    .map_or("toutes vos données de santé".to_string(), |t| {
+                        format!("vos données de type {t}")
+                    });
+                let mut verbs = Vec::new();
+                if perms & 2 != 0 || perms & 16 != 0 {
+                    verbs.push("consulter");
+                }
+                if perms & 1 != 0 {
+                    verbs.push("ajouter");
+                }
+                if perms & 4 != 0 {
+                    verbs.push("modifier");
+                }
+                if perms & 8 != 0 {
+                    verbs.push("supprimer");
+                }
+                Some(format!("{} {what}", verbs.join(", ")))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn consent_form(req: &AuthorizeRequest, csrf: &str) -> String {
+    let items: String = scope_words(&req.scope)
+        .iter()
+        .map(|w| format!("<li>{}</li>", escape(w)))
+        .collect();
+    let fields: String = [
+        ("client_id", Some(req.client_id.as_str())),
+        ("redirect_uri", Some(req.redirect_uri.as_str())),
+        ("response_type", Some("code")),
+        ("scope", Some(req.scope.as_str())),
+        ("state", req.state.as_deref()),
+        ("nonce", req.nonce.as_deref()),
+        ("code_challenge", Some(req.code_challenge.as_str())),
+        ("code_challenge_method", Some("S256")),
+        ("acr_values", req.acr_values.as_deref()),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.map(|v| hidden(k, v)))
+    .collect();
+    format!(
+        "<p>L'application <strong>{client}</strong> demande à :</p><ul>{items}</ul>\
+         <p>Vous seul décidez. Vous pourrez retirer cette autorisation à tout moment ; l'application perdra alors \
+         l'accès immédiatement.</p>\
+         <form method=\"post\" action=\"/auth/{realm}/consent\">{fields}{c}\
+         <button type=\"submit\" name=\"decision\" value=\"accept\">Autoriser</button> \
+         <button type=\"submit\" name=\"decision\" value=\"refuse\">Refuser</button></form>",
+        client = escape(&req.client_name),
+        realm = req.realm.as_str(),
+        c = hidden("csrf", csrf),
+    )
+}
+
 /// Issues the code and sends the browser back to the client (RFC 9207 `iss` included).
 fn finish(
     p: &Provider,
@@ -408,6 +479,28 @@ fn finish(
     auth: &AuthResult,
     new_session: bool,
 ) -> Response {
+    if p.consent_needed(req, &auth.subject) {
+        // The person decides first (MES-5): the consent page, in the session just opened.
+        let csrf = socle_auth::random_token(18);
+        let mut r = page(
+            StatusCode::OK,
+            req.realm,
+            "Autoriser l'application",
+            &consent_form(req, &csrf),
+        );
+        set_cookie(&mut r, app, req.realm, "socle_csrf", &csrf, 1800);
+        if new_session {
+            set_cookie(
+                &mut r,
+                app,
+                req.realm,
+                &session_cookie(req.realm),
+                &auth.sid,
+                p.config().session_ttl_s,
+            );
+        }
+        return r;
+    }
     let code = match p.issue_code(req, auth) {
         Ok(c) => c,
         Err(e) => {
@@ -871,6 +964,143 @@ async fn activate_post(
                 let mut r = again(login_status(&e), &e.to_string());
                 retry_after(&mut r, &e);
                 r
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|r| r)
+}
+
+/// The person's decision on the consent page.
+async fn consent_post(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
+    let (p, realm) = match (provider(&app), realm_of(&realm)) {
+        (Ok(p), Ok(r)) => (p, r),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let (headers, form) = match form_of(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let app2 = app.clone();
+    blocking(move || {
+        let q: Vec<(String, String)> = form
+            .iter()
+            .filter(|(k, _)| AUTHORIZE_PARAMS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        let areq = match p.check_authorize(realm, &q) {
+            Ok(r) => r,
+            Err(e) => return authorize_error(&p, realm, e),
+        };
+        let auth = cookie(&headers, &session_cookie(realm)).and_then(|sid| p.session(realm, &sid));
+        let (Some(auth), true) = (auth, csrf_ok(&headers, &form)) else {
+            return page(
+                StatusCode::FORBIDDEN,
+                realm,
+                "Session expirée",
+                &format!(
+                    "{}<p>Revenez à l'application et recommencez.</p>",
+                    error_text("la page a expiré")
+                ),
+            );
+        };
+        if field(&form, "decision") != Some("accept") {
+            return authorize_error(
+                &p,
+                realm,
+                areq.error("access_denied", "autorisation refusée par la personne"),
+            );
+        }
+        if let Err(e) = p.grant_consent(&areq, &auth.subject) {
+            tracing::error!(error = %e, "consentement non enregistré");
+            return authorize_error(&p, realm, areq.error("server_error", "erreur interne"));
+        }
+        finish(&p, &app2, &areq, &auth, false)
+    })
+    .await
+    .unwrap_or_else(|r| r)
+}
+
+/// `GET /auth/{realm}/consents` (bearer token of the person): the applications they authorised.
+async fn consents_list(
+    State(app): State<App>,
+    Path(realm): Path<String>,
+    req: Request,
+) -> Response {
+    let (p, realm) = match (provider(&app), realm_of(&realm)) {
+        (Ok(p), Ok(r)) => (p, r),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let Some(tok) = bearer(req.headers(), &[]) else {
+        return super::guard::bearer_error("jeton d'accès absent");
+    };
+    blocking(move || {
+        let who = match p.validate(&tok) {
+            Ok(w) if w.realm == Some(realm) => w,
+            _ => return super::guard::bearer_error("jeton invalide pour ce domaine"),
+        };
+        match p.consents(realm, &who.subject) {
+            Ok(list) => json_response(
+                StatusCode::OK,
+                &serde_json::json!({"consents": list.iter().map(|(id, name, scope, at)| serde_json::json!({
+                    "client_id": id, "client_name": name, "scope": scope,
+                    "granted": socle_store::repo::iso_instant(*at)})).collect::<Vec<_>>()}),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "consentements");
+                json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &serde_json::json!({"error": "server_error"}),
+                )
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|r| r)
+}
+
+/// `POST /auth/{realm}/consents/revoke` (bearer token of the person, form `client_id`): withdraws the consent;
+/// the application's tokens for this person stop working at once.
+async fn consents_revoke(
+    State(app): State<App>,
+    Path(realm): Path<String>,
+    req: Request,
+) -> Response {
+    let (p, realm) = match (provider(&app), realm_of(&realm)) {
+        (Ok(p), Ok(r)) => (p, r),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let tok = bearer(req.headers(), &[]);
+    let (_, form) = match form_of(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(tok) = tok else {
+        return super::guard::bearer_error("jeton d'accès absent");
+    };
+    blocking(move || {
+        let who = match p.validate(&tok) {
+            Ok(w) if w.realm == Some(realm) => w,
+            _ => return super::guard::bearer_error("jeton invalide pour ce domaine"),
+        };
+        let Some(client) = field(&form, "client_id") else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": "invalid_request", "error_description": "client_id absent"}),
+            );
+        };
+        match p.revoke_consent(realm, &who.subject, client) {
+            Ok(true) => json_response(StatusCode::OK, &serde_json::json!({"revoked": client})),
+            Ok(false) => json_response(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "not_found", "error_description": "aucune autorisation active pour cette application"}),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "retrait de consentement");
+                json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &serde_json::json!({"error": "server_error"}),
+                )
             }
         }
     })

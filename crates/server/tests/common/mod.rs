@@ -258,6 +258,21 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // Each PostgreSQL test server had a database of its own: drop it (dev machines would fill up).
+        if let (Some(db), Ok(admin)) = (&self.database, std::env::var("SOCLE_TEST_DATABASE_URL")) {
+            let name = db
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .split('?')
+                .next()
+                .unwrap_or("");
+            if name.starts_with("socle_t_")
+                && let Ok(mut c) = postgres::Client::connect(&admin, postgres::NoTls)
+            {
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
     }
 }
 
