@@ -1034,10 +1034,20 @@ impl Provider {
                 "UPDATE auth_consents SET revoked = ? WHERE realm = ? AND subject = ? AND client_id = ? AND revoked IS NULL",
                 &[now_ms().into(), realm.as_str().into(), subject.into(), client_id.into()],
             )?;
+            // Every grant of this application for this person: from refresh tokens and from codes (an access
+            // token issued without a refresh token carries its code's grant).
             grants = c
                 .query(
-                    "SELECT DISTINCT grant_id FROM auth_refresh WHERE realm = ? AND subject = ? AND client_id = ?",
-                    &[realm.as_str().into(), subject.into(), client_id.into()],
+                    "SELECT grant_id FROM auth_refresh WHERE realm = ? AND subject = ? AND client_id = ? \
+                     UNION SELECT grant_id FROM auth_codes WHERE realm = ? AND subject = ? AND client_id = ?",
+                    &[
+                        realm.as_str().into(),
+                        subject.into(),
+                        client_id.into(),
+                        realm.as_str().into(),
+                        subject.into(),
+                        client_id.into(),
+                    ],
                 )?
                 .iter()
                 .map(|r| text(r, 0))
@@ -1045,22 +1055,6 @@ impl Provider {
             Ok(())
         })?;
         for g in grants {
-            self.revoke_grant(&g)?;
-        }
-        // Access tokens issued from codes without refresh tokens: their grants are the codes' grants.
-        let mut code_grants = Vec::new();
-        self.store.read(&mut |c| {
-            code_grants = c
-                .query(
-                    "SELECT DISTINCT grant_id FROM auth_codes WHERE realm = ? AND subject = ? AND client_id = ?",
-                    &[realm.as_str().into(), subject.into(), client_id.into()],
-                )?
-                .iter()
-                .map(|r| text(r, 0))
-                .collect();
-            Ok(())
-        })?;
-        for g in code_grants {
             self.revoke_grant(&g)?;
         }
         Ok(n > 0)

@@ -328,31 +328,12 @@ impl Engine {
         target: &Target,
         break_glass: Option<&str>,
     ) -> Result<Decision, rules::RuleError> {
-        let Some(patient) = target.patient.as_deref() else {
-            return Ok(decide(
-                &self.matrix(),
-                &Facts::default(),
-                actor,
-                target,
-                break_glass,
-            ));
-        };
-        let who = match actor {
-            Actor::Professional { idnps, .. } => Some(idnps.as_str()),
-            // Software on its own behalf: its scopes decide, no stored rule is read.
-            Actor::Client { .. } => {
-                return Ok(decide(
-                    &self.matrix(),
-                    &Facts::default(),
-                    actor,
-                    target,
-                    break_glass,
-                ));
-            }
-            _ => None,
-        };
-        let facts = self.rules.facts(patient, who, target.resource.as_deref())?;
-        Ok(decide(&self.matrix(), &facts, actor, target, break_glass))
+        let mut out = None;
+        self.store.read(&mut |c| {
+            out = Some(self.decide_in(c, actor, target, break_glass)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| rules::RuleError::Invalid("aucune décision".into()))
     }
 }
 

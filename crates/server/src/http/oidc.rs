@@ -65,6 +65,11 @@ fn provider(app: &App) -> Result<Arc<Provider>, Response> {
     })
 }
 
+/// The provider and the realm a request names (404 when either is missing).
+fn endpoint(app: &App, realm: &str) -> Result<(Arc<Provider>, Realm), Response> {
+    Ok((provider(app)?, realm_of(realm)?))
+}
+
 fn realm_of(s: &str) -> Result<Realm, Response> {
     Realm::parse(s).ok_or_else(|| {
         json_response(
@@ -551,9 +556,9 @@ fn page_with_csrf(
 // ------------------------------------------------------------------ endpoints
 
 async fn discovery(State(app): State<App>, Path(realm): Path<String>) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let mut r = json_response(StatusCode::OK, &p.discovery(realm));
     r.headers_mut().insert(
@@ -564,9 +569,9 @@ async fn discovery(State(app): State<App>, Path(realm): Path<String>) -> Respons
 }
 
 async fn jwks(State(app): State<App>, Path(realm): Path<String>) -> Response {
-    let p = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(_)) => p,
-        (Err(e), _) | (_, Err(e)) => return e,
+    let p = match endpoint(&app, &realm) {
+        Ok((p, _)) => p,
+        Err(r) => return r,
     };
     match blocking(move || p.keys().jwks()).await {
         Ok(Ok(v)) => {
@@ -593,9 +598,9 @@ async fn authorize_get(
     Path(realm): Path<String>,
     req: Request,
 ) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let q = super::parse_query(req.uri().query());
     let sid = cookie(req.headers(), &session_cookie(realm));
@@ -625,9 +630,9 @@ async fn authorize_post(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let (headers, form) = match form_of(req).await {
         Ok(f) => f,
@@ -696,9 +701,9 @@ fn retry_after(r: &mut Response, e: &LoginError) {
 }
 
 async fn totp_post(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let (headers, form) = match form_of(req).await {
         Ok(f) => f,
@@ -764,9 +769,9 @@ async fn totp_post(State(app): State<App>, Path(realm): Path<String>, req: Reque
 }
 
 async fn token(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let (headers, form) = match form_of(req).await {
         Ok(f) => f,
@@ -784,9 +789,9 @@ async fn token(State(app): State<App>, Path(realm): Path<String>, req: Request) 
 }
 
 async fn userinfo(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let (headers, form) = if req.method() == axum::http::Method::POST {
         match form_of(req).await {
@@ -808,9 +813,9 @@ async fn userinfo(State(app): State<App>, Path(realm): Path<String>, req: Reques
 }
 
 async fn introspect(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let (headers, form) = match form_of(req).await {
         Ok(f) => f,
@@ -828,9 +833,9 @@ async fn introspect(State(app): State<App>, Path(realm): Path<String>, req: Requ
 }
 
 async fn revoke(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let (headers, form) = match form_of(req).await {
         Ok(f) => f,
@@ -848,9 +853,9 @@ async fn revoke(State(app): State<App>, Path(realm): Path<String>, req: Request)
 }
 
 async fn logout(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let (headers, form) = if req.method() == axum::http::Method::POST {
         match form_of(req).await {
@@ -912,9 +917,9 @@ fn activate_form(realm: Realm, csrf: &str, err: Option<&str>) -> String {
 }
 
 async fn activate_get(State(app): State<App>, Path(realm): Path<String>) -> Response {
-    let realm = match (provider(&app), realm_of(&realm)) {
-        (Ok(_), Ok(r)) => r,
-        (Err(e), _) | (_, Err(e)) => return e,
+    let realm = match endpoint(&app, &realm) {
+        Ok((_, r)) => r,
+        Err(r) => return r,
     };
     page_with_csrf(&app, StatusCode::OK, realm, "Activer mon compte", |csrf| {
         activate_form(realm, csrf, None)
@@ -926,9 +931,9 @@ async fn activate_post(
     Path(realm): Path<String>,
     req: Request,
 ) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let (headers, form) = match form_of(req).await {
         Ok(f) => f,
@@ -973,9 +978,9 @@ async fn activate_post(
 
 /// The person's decision on the consent page.
 async fn consent_post(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let (headers, form) = match form_of(req).await {
         Ok(f) => f,
@@ -1027,9 +1032,9 @@ async fn consents_list(
     Path(realm): Path<String>,
     req: Request,
 ) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let Some(tok) = bearer(req.headers(), &[]) else {
         return super::guard::bearer_error("jeton d'accès absent");
@@ -1066,9 +1071,9 @@ async fn consents_revoke(
     Path(realm): Path<String>,
     req: Request,
 ) -> Response {
-    let (p, realm) = match (provider(&app), realm_of(&realm)) {
-        (Ok(p), Ok(r)) => (p, r),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let tok = bearer(req.headers(), &[]);
     let (_, form) = match form_of(req).await {

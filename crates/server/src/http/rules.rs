@@ -41,6 +41,16 @@ fn manager(req: &Req, patient: &str) -> Result<&'static [&'static str], Response
     }
 }
 
+fn engine_of(app: &App) -> Result<std::sync::Arc<socle_policy::Engine>, Response> {
+    app.policy.clone().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Transient,
+            "moteur de politique indisponible",
+        )
+    })
+}
+
 fn param<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
     body["parameter"]
         .as_array()?
@@ -60,12 +70,9 @@ pub(super) async fn list(State(app): State<App>, Path(id): Path<String>, req: Re
     if let Err(r) = manager(&req, &id) {
         return r;
     }
-    let Some(engine) = app.policy.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            IssueType::Transient,
-            "moteur de politique indisponible",
-        );
+    let engine = match engine_of(&app) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let res = run(&app, &req, None, move |r, c| {
         let rules = engine.rules.list(&id).map_err(|e| RepoError::Invalid(e.to_string()))?;
@@ -164,12 +171,9 @@ pub(super) async fn add(
             "« days » : de 1 à 3650",
         );
     }
-    let Some(engine) = app.policy.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            IssueType::Transient,
-            "moteur de politique indisponible",
-        );
+    let engine = match engine_of(&app) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let res = run(&app, &req, None, move |r, c| {
         let expires = days.map(|d| socle_auth::now_ms() + d * 24 * 3600 * 1000);
@@ -200,12 +204,9 @@ pub(super) async fn revoke(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let Some(engine) = app.policy.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            IssueType::Transient,
-            "moteur de politique indisponible",
-        );
+    let engine = match engine_of(&app) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let res = run(&app, &req, None, move |r, c| {
         // A patient revokes only the kinds they may set (not a care relationship recorded by a structure).
@@ -280,12 +281,9 @@ pub(super) async fn delegation_code(
     let days = param(&body, "days")
         .and_then(|p| p["valueInteger"].as_i64())
         .unwrap_or(0);
-    let Some(engine) = app.policy.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            IssueType::Transient,
-            "moteur de politique indisponible",
-        );
+    let engine = match engine_of(&app) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let res = run(&app, &req, None, move |r, c| {
         let code = engine
@@ -334,12 +332,9 @@ pub(super) async fn delegation_claim(
             "paramètre « code » absent",
         );
     };
-    let Some(engine) = app.policy.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            IssueType::Transient,
-            "moteur de politique indisponible",
-        );
+    let engine = match engine_of(&app) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let res = run(&app, &req, None, move |r, c| {
         let (patient, rule, end) = match engine.rules.claim_delegation(&code, &idnps) {
