@@ -261,7 +261,9 @@ fn page(status: StatusCode, realm: Realm, title: &str, body: &str) -> Response {
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        // No `form-action`: browsers apply it to the redirect that follows a form, and the login ends with a
+        // redirect to the application (another origin). Found by the headless-browser test.
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"),
     );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     r
