@@ -771,23 +771,10 @@ async fn totp_post(State(app): State<App>, Path(realm): Path<String>, req: Reque
 }
 
 async fn token(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
-    let (p, realm) = match endpoint(&app, &realm) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let (headers, form) = match form_of(req).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    blocking(move || {
-        let auth = ClientAuth::from_form(&form, basic_auth(&headers));
-        match p.token(realm, &form, &auth) {
-            Ok(v) => json_response(StatusCode::OK, &v),
-            Err(e) => token_error(&e),
-        }
+    client_endpoint(app, realm, req, |p, realm, form, auth| {
+        p.token(realm, form, auth)
     })
     .await
-    .unwrap_or_else(|r| r)
 }
 
 async fn userinfo(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
@@ -815,26 +802,29 @@ async fn userinfo(State(app): State<App>, Path(realm): Path<String>, req: Reques
 }
 
 async fn introspect(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
-    let (p, realm) = match endpoint(&app, &realm) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let (headers, form) = match form_of(req).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    blocking(move || {
-        let auth = ClientAuth::from_form(&form, basic_auth(&headers));
-        match p.introspect(realm, &form, &auth) {
-            Ok(v) => json_response(StatusCode::OK, &v),
-            Err(e) => token_error(&e),
-        }
+    client_endpoint(app, realm, req, |p, realm, form, auth| {
+        p.introspect(realm, form, auth)
     })
     .await
-    .unwrap_or_else(|r| r)
 }
 
 async fn revoke(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
+    client_endpoint(app, realm, req, |p, realm, form, auth| {
+        p.revoke(realm, form, auth).map(|()| serde_json::json!({}))
+    })
+    .await
+}
+
+/// The endpoints a client calls with a form and its own authentication (token, introspection, revocation):
+/// the answer is JSON, errors are OAuth errors.
+async fn client_endpoint(
+    app: App,
+    realm: String,
+    req: Request,
+    f: impl FnOnce(&Provider, Realm, &[(String, String)], &ClientAuth) -> Result<Value, TokenError>
+    + Send
+    + 'static,
+) -> Response {
     let (p, realm) = match endpoint(&app, &realm) {
         Ok(x) => x,
         Err(r) => return r,
@@ -845,8 +835,8 @@ async fn revoke(State(app): State<App>, Path(realm): Path<String>, req: Request)
     };
     blocking(move || {
         let auth = ClientAuth::from_form(&form, basic_auth(&headers));
-        match p.revoke(realm, &form, &auth) {
-            Ok(()) => json_response(StatusCode::OK, &serde_json::json!({})),
+        match f(&p, realm, &form, &auth) {
+            Ok(v) => json_response(StatusCode::OK, &v),
             Err(e) => token_error(&e),
         }
     })
