@@ -382,6 +382,23 @@ fn with_params(base: &str, params: &[(&str, &str)]) -> String {
     url
 }
 
+/// The authorization request a form carries back (its parameters as hidden fields), checked again.
+fn posted_request(
+    p: &Provider,
+    realm: Realm,
+    form: &[(String, String)],
+) -> Result<(Vec<(String, String)>, AuthorizeRequest), Response> {
+    let q: Vec<(String, String)> = form
+        .iter()
+        .filter(|(k, _)| AUTHORIZE_PARAMS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    match p.check_authorize(realm, &q) {
+        Ok(r) => Ok((q, r)),
+        Err(e) => Err(authorize_error(p, realm, e)),
+    }
+}
+
 fn authorize_error(p: &Provider, realm: Realm, e: AuthorizeError) -> Response {
     match e {
         AuthorizeError::Display(msg) => page(
@@ -642,14 +659,9 @@ async fn authorize_post(
     };
     let app2 = app.clone();
     blocking(move || {
-        let q: Vec<(String, String)> = form
-            .iter()
-            .filter(|(k, _)| AUTHORIZE_PARAMS.contains(&k.as_str()))
-            .cloned()
-            .collect();
-        let areq = match p.check_authorize(realm, &q) {
-            Ok(r) => r,
-            Err(e) => return authorize_error(&p, realm, e),
+        let (q, areq) = match posted_request(&p, realm, &form) {
+            Ok(x) => x,
+            Err(r) => return r,
         };
         let login = field(&form, "login").unwrap_or("").trim().to_string();
         if !csrf_ok(&headers, &form) {
@@ -980,14 +992,9 @@ async fn consent_post(State(app): State<App>, Path(realm): Path<String>, req: Re
     };
     let app2 = app.clone();
     blocking(move || {
-        let q: Vec<(String, String)> = form
-            .iter()
-            .filter(|(k, _)| AUTHORIZE_PARAMS.contains(&k.as_str()))
-            .cloned()
-            .collect();
-        let areq = match p.check_authorize(realm, &q) {
-            Ok(r) => r,
-            Err(e) => return authorize_error(&p, realm, e),
+        let (_, areq) = match posted_request(&p, realm, &form) {
+            Ok(x) => x,
+            Err(r) => return r,
         };
         let auth = cookie(&headers, &session_cookie(realm)).and_then(|sid| p.session(realm, &sid));
         let (Some(auth), true) = (auth, csrf_ok(&headers, &form)) else {
