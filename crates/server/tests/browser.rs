@@ -141,9 +141,22 @@ impl Driver {
         );
     }
 
+    /// Clicks a submit button and waits for the next page (a submission returns before it is loaded): the old
+    /// page is marked first, and the new one is the loaded page without the mark.
     fn click(&self, css: &str) {
         let e = self.element(css);
+        self.script("window.__socle_old_page = true; return null");
         self.cmd("POST", &format!("element/{e}/click"), Some(json!({})));
+        for _ in 0..100 {
+            let next = self.script(
+                "return window.__socle_old_page !== true && document.readyState === 'complete'",
+            );
+            if next == json!(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pas de nouvelle page après le clic sur {css}");
     }
 
     /// The page is French, has one h1, and every visible field has a label.
@@ -159,6 +172,23 @@ impl Driver {
             v["unlabelled"],
             json!([]),
             "{what} : champs sans étiquette {v}"
+        );
+    }
+
+    fn wait_text(&self, needle: &str) {
+        for _ in 0..50 {
+            if self
+                .script("return document.body ? document.body.innerText : ''")
+                .as_str()
+                .is_some_and(|t| t.contains(needle))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "« {needle} » absent de la page : {}",
+            self.script("return document.body.innerText")
         );
     }
 
@@ -287,10 +317,11 @@ fn login_pages_in_a_real_browser() {
         &socle_auth::totp::hotp(&st.patient_totp, now_step(), 6),
     );
     d.click("button[type=submit]");
+    // A form submission returns before the next page is there: wait for it.
+    d.wait_text("consulter");
     let text = d.script("return document.body.innerText");
     assert!(
-        text.as_str()
-            .is_some_and(|t| t.contains("Carnet") && t.contains("consulter")),
+        text.as_str().is_some_and(|t| t.contains("Carnet")),
         "{text}"
     );
     d.check_accessible("consentement");
