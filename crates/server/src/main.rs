@@ -14,6 +14,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Socle — plateforme souveraine de santé numérique : serveur FHIR R4, registres, DMP, messagerie.
 ///
 /// Par défaut les données vont dans un fichier SQLite sous --data ; --database postgres://… choisit PostgreSQL.

@@ -247,6 +247,20 @@ fn string_parameters() {
         t.check("Patient?address=paris", &["p8"]);
         t.check("Patient?address=haute", &[]);
         t.check("Patient?address:contains=haute", &["p7"]);
+        // Names are found through their vocabulary of distinct values and trigrams: many resources sharing
+        // a name, short and long texts, a value no longer carried by anyone (renamed), a text spanning the
+        // whole name, a text nobody's name contains.
+        t.put("Patient", "p9", json!({"name": name("Dupont", "Paul")}));
+        t.check("Patient?family:contains=upont", &["p1", "p4", "p9"]);
+        t.check("Patient?family:contains=durand-lefevre", &["p3"]);
+        t.check("Patient?family:contains=urand-lef", &["p3"]);
+        t.check("Patient?family:contains=ndu", &[]);
+        t.check("Patient?name:contains=ul", &["p9"]);
+        t.check("Patient?given:contains=lodi", &["p2"]);
+        t.put("Patient", "p4", json!({"name": name("Lebrun", "Luc")}));
+        t.check("Patient?family:contains=dupont", &["p1", "p9"]);
+        t.check("Patient?family:contains=brun", &["p4"]);
+        t.check("Patient?family:contains=ledup", &[]);
     });
 }
 

@@ -638,9 +638,10 @@ fn prepare(e: &Entry, new_ids: &HashMap<usize, String>) -> Result<Option<Prepare
                 m.insert("id".into(), Value::String(id.clone()));
             }
             let id = new_ids.get(&e.index).cloned();
-            Prepared::new(t, body, id.as_deref())
-                .map(Some)
-                .map_err(wrap)
+            let mut p = Prepared::new(t, body, id.as_deref()).map_err(wrap)?;
+            // The id was generated above (`new_id`), not taken from the client.
+            p.fresh_id = true;
+            Ok(Some(p))
         }
         (Method::Put, [t, id]) => Prepared::new(t, body, Some(id)).map(Some).map_err(wrap),
         _ => Ok(None),

@@ -14,6 +14,7 @@ pub mod search;
 pub mod sql;
 pub mod sqlite;
 mod tx;
+pub mod vocab;
 
 use std::sync::Arc;
 
@@ -105,3 +106,18 @@ pub fn redact_url(url: &str) -> String {
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// Lowers the calling thread's scheduling priority (Linux: `nice` is per thread). Background work — the
+/// read-audit writer, the WAL checkpoint — then yields the CPU to requests in flight instead of adding to
+/// their latency; it still gets its share and catches up as soon as the load drops.
+pub(crate) fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread, with no pointer argument.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, BACKGROUND_NICE);
+    }
+}
+
+#[cfg(target_os = "linux")]
+const BACKGROUND_NICE: libc::c_int = 5;

@@ -104,6 +104,15 @@ pub fn ddl(dialect: Dialect) -> Vec<String> {
         "CREATE TABLE IF NOT EXISTS audit_head (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)"
             .to_string(),
     ];
+    // Distinct name values and their trigrams, for `:contains` (see `vocab`).
+    v.push(format!(
+        "CREATE TABLE IF NOT EXISTS str_vocab (rtype TEXT NOT NULL, param TEXT NOT NULL, norm TEXT{coll} NOT NULL, \
+         PRIMARY KEY (rtype, param, norm)){wr}"
+    ));
+    v.push(format!(
+        "CREATE TABLE IF NOT EXISTS str_trigram (rtype TEXT NOT NULL, param TEXT NOT NULL, tri TEXT{coll} NOT NULL, \
+         norm TEXT{coll} NOT NULL, PRIMARY KEY (rtype, param, tri, norm)){wr}"
+    ));
     v.push(
         "CREATE TABLE IF NOT EXISTS type_counts (rtype TEXT PRIMARY KEY, live BIGINT NOT NULL)"
             .to_string(),

@@ -856,7 +856,9 @@ fn param_condition(
     let mut ors = Vec::new();
     for v in split_or(value) {
         let pred = match p.kind {
-            ParamType::String => string_predicate(b, modifier, &v).map_err(|m| invalid(&m))?,
+            ParamType::String => {
+                string_predicate(b, rtype, code, modifier, &v).map_err(|m| invalid(&m))?
+            }
             ParamType::Token => {
                 match modifier {
                     None => {}
@@ -948,7 +950,13 @@ fn prefix_upper_bound(prefix: &str) -> String {
     format!("{prefix}\u{10FFFF}")
 }
 
-fn string_predicate(b: &mut Builder, modifier: Option<&str>, v: &str) -> Result<String, String> {
+fn string_predicate(
+    b: &mut Builder,
+    rtype: &str,
+    code: &str,
+    modifier: Option<&str>,
+    v: &str,
+) -> Result<String, String> {
     let v = unescape(v);
     Ok(match modifier {
         None => {
@@ -959,10 +967,39 @@ fn string_predicate(b: &mut Builder, modifier: Option<&str>, v: &str) -> Result<
         }
         Some("exact") => format!("i.exact = {}", b.bind(v)),
         Some("contains") => {
-            format!(
-                "i.norm LIKE {} ESCAPE '\\'",
-                b.bind(format!("%{}%", like_escape(&normalize_string(&v))))
-            )
+            let n = normalize_string(&v);
+            let pattern = format!("%{}%", like_escape(&n));
+            if !crate::vocab::has_vocabulary(code) {
+                format!("i.norm LIKE {} ESCAPE '\\'", b.bind(pattern))
+            } else {
+                // Candidates from the vocabulary (see `vocab`), then the exact check on each.
+                let tris = crate::vocab::query_trigrams(&n);
+                let candidates = if tris.is_empty() {
+                    format!(
+                        "SELECT v.norm FROM str_vocab v WHERE v.rtype = {} AND v.param = {} \
+                         AND v.norm LIKE {} ESCAPE '\\'",
+                        b.bind(rtype),
+                        b.bind(code),
+                        b.bind(pattern.clone())
+                    )
+                } else {
+                    tris.iter()
+                        .map(|t| {
+                            format!(
+                                "SELECT t.norm FROM str_trigram t WHERE t.rtype = {} AND t.param = {} AND t.tri = {}",
+                                b.bind(rtype),
+                                b.bind(code),
+                                b.bind(t.clone())
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" INTERSECT ")
+                };
+                format!(
+                    "(i.norm IN ({candidates}) AND i.norm LIKE {} ESCAPE '\\')",
+                    b.bind(pattern)
+                )
+            }
         }
         Some(m) => {
             return Err(format!(

@@ -139,6 +139,18 @@ pub trait SqlConn {
     ) -> Result<(), StoreError> {
         self.execute_many(&row_insert_sql(table, columns, ""), rows)
     }
+    /// Inserts many rows, skipping those that would duplicate a unique key.
+    fn insert_ignore_rows(
+        &mut self,
+        table: &str,
+        columns: &[(&str, ColType)],
+        rows: &[Vec<SqlValue>],
+    ) -> Result<(), StoreError> {
+        self.execute_many(
+            &row_insert_sql(table, columns, " ON CONFLICT DO NOTHING"),
+            rows,
+        )
+    }
     /// Inserts many rows, replacing the rows that already have the same `key` (a unique column).
     fn upsert_rows(
         &mut self,

@@ -9,7 +9,7 @@ use std::sync::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rusqlite::types::{Value as RValue, ValueRef};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::schema;
@@ -69,6 +69,7 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("socle-checkpoint".into())
             .spawn(move || {
+                crate::background_priority();
                 let (lock, cv) = &*flag;
                 loop {
                     let Ok(guard) = lock.lock() else { return };
@@ -295,51 +296,14 @@ fn poisoned() -> StoreError {
     StoreError::Database("verrou interne empoisonné".into())
 }
 
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    /// WAL readers never wait for the writer, and a read by key touches a handful of cached pages.
-    fn point_reads_are_local(&self) -> bool {
-        true
-    }
-
-    fn write(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        let locked = self.writer.lock();
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let mut w = locked.map_err(|_| poisoned())?;
-        if !w.in_tx {
-            w.conn
-                .conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(db_err)?;
-            w.in_tx = true;
-            w.group = 0;
-            w.opened = Instant::now();
-        }
-        // No early return from here on: writers of this group may be waiting for its commit.
-        let res = w
-            .conn
-            .conn
-            .execute_batch("SAVEPOINT socle_write")
-            .map_err(db_err)
-            .and_then(|()| body(&mut w.conn));
-        let own = match res {
-            Ok(()) => w
-                .conn
-                .conn
-                .execute_batch("RELEASE socle_write")
-                .map_err(db_err),
-            Err(e) => {
-                let _ = w
-                    .conn
-                    .conn
-                    .execute_batch("ROLLBACK TO socle_write; RELEASE socle_write");
-                Err(e)
-            }
-        };
+impl SqliteStore {
+    /// Ends one writer's turn in the group transaction: commits the group when nobody else is waiting (or
+    /// the group is full or old), else waits for the writer who will. `own` is this writer's outcome.
+    fn finish(
+        &self,
+        mut w: std::sync::MutexGuard<'_, Writer>,
+        own: Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         w.group += 1;
         let my_epoch = w.epoch;
         let must_commit = self.waiting.load(Ordering::Acquire) == 0
@@ -391,6 +355,62 @@ impl Store for SqliteStore {
             w = self.committed.wait(w).map_err(|_| poisoned())?;
         }
     }
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    /// WAL readers never wait for the writer, and a read by key touches a handful of cached pages.
+    fn point_reads_are_local(&self) -> bool {
+        true
+    }
+
+    fn write(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let locked = self.writer.lock();
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let mut w = locked.map_err(|_| poisoned())?;
+        if !w.in_tx {
+            // First writer of a group: nobody else's work is in the transaction, so a failure can roll the
+            // whole of it back, and no SAVEPOINT (whose journal copies every page touched) is needed.
+            w.conn
+                .conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(db_err)?;
+            if let Err(e) = body(&mut w.conn) {
+                let _ = w.conn.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+            w.in_tx = true;
+            w.group = 0;
+            w.opened = Instant::now();
+            return self.finish(w, Ok(()));
+        }
+        // No early return from here on: writers of this group may be waiting for its commit.
+        let res = w
+            .conn
+            .conn
+            .execute_batch("SAVEPOINT socle_write")
+            .map_err(db_err)
+            .and_then(|()| body(&mut w.conn));
+        let own = match res {
+            Ok(()) => w
+                .conn
+                .conn
+                .execute_batch("RELEASE socle_write")
+                .map_err(db_err),
+            Err(e) => {
+                let _ = w
+                    .conn
+                    .conn
+                    .execute_batch("ROLLBACK TO socle_write; RELEASE socle_write");
+                Err(e)
+            }
+        };
+        self.finish(w, own)
+    }
 
     fn read(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
         let mut c = self.take_reader()?;
@@ -411,13 +431,16 @@ impl Store for SqliteStore {
     }
 }
 
-fn to_rvalue(v: &SqlValue) -> RValue {
-    match v {
-        SqlValue::Null => RValue::Null,
-        SqlValue::Int(i) => RValue::Integer(*i),
-        SqlValue::Real(f) => RValue::Real(*f),
-        SqlValue::Text(s) => RValue::Text(s.clone()),
-        SqlValue::Blob(b) => RValue::Blob(b.clone()),
+/// Binds a value without copying it (text and blobs are passed to SQLite by reference).
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(match self {
+            SqlValue::Null => ValueRef::Null,
+            SqlValue::Int(i) => ValueRef::Integer(*i),
+            SqlValue::Real(f) => ValueRef::Real(*f),
+            SqlValue::Text(s) => ValueRef::Text(s.as_bytes()),
+            SqlValue::Blob(b) => ValueRef::Blob(b),
+        }))
     }
 }
 
@@ -429,7 +452,7 @@ impl SqlConn for SqliteConn {
     fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
         let n = stmt
-            .execute(rusqlite::params_from_iter(params.iter().map(to_rvalue)))
+            .execute(rusqlite::params_from_iter(params.iter()))
             .map_err(db_err)?;
         Ok(n as u64)
     }
@@ -438,7 +461,7 @@ impl SqlConn for SqliteConn {
         let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
         let ncol = stmt.column_count();
         let mut rows = stmt
-            .query(rusqlite::params_from_iter(params.iter().map(to_rvalue)))
+            .query(rusqlite::params_from_iter(params.iter()))
             .map_err(db_err)?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(db_err)? {
@@ -460,7 +483,7 @@ impl SqlConn for SqliteConn {
     fn execute_many(&mut self, sql: &str, rows: &[Vec<SqlValue>]) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
         for r in rows {
-            stmt.execute(rusqlite::params_from_iter(r.iter().map(to_rvalue)))
+            stmt.execute(rusqlite::params_from_iter(r.iter()))
                 .map_err(db_err)?;
         }
         Ok(())

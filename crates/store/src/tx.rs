@@ -45,6 +45,7 @@ pub(crate) fn init_meta(c: &mut dyn SqlConn) -> Result<(), StoreError> {
             &[],
         )?;
     }
+    crate::vocab::backfill(c)?;
     Ok(())
 }
 
@@ -164,7 +165,15 @@ pub struct IndexBuffer {
     rows: [Vec<Vec<SqlValue>>; 8],
     /// Changes to the number of live resources per type (`type_counts`), applied at flush.
     counts: std::collections::HashMap<String, i64>,
+    /// Sequence numbers reserved by this transaction and not used yet (`next..end`; SQLite only). The
+    /// reservation is part of the transaction: rolled back with it, it leaves nothing behind.
+    seq_next: i64,
+    seq_end: i64,
 }
+
+/// How many sequence numbers a SQLite write transaction reserves at a time (one statement instead of one
+/// per resource; unused numbers are gaps, which nothing relies on).
+const SEQ_BLOCK: i64 = 64;
 
 const COLS: [&[(&str, ColType)]; 8] = [
     &[
@@ -261,6 +270,28 @@ fn finite(f: f64) -> f64 {
 }
 
 impl IndexBuffer {
+    /// The next value of the global sequence, for this transaction.
+    pub fn next_seq(&mut self, c: &mut dyn SqlConn) -> Result<i64, StoreError> {
+        if c.dialect() != Dialect::Sqlite {
+            return next_seq(c);
+        }
+        if self.seq_next >= self.seq_end {
+            let top = c
+                .query_one(
+                    "UPDATE socle_meta SET value = value + ? WHERE name = 'seq' RETURNING value",
+                    &[SEQ_BLOCK.into()],
+                )?
+                .and_then(|r| r.into_iter().next())
+                .and_then(|v| v.as_i64())
+                .ok_or_else(|| StoreError::Corrupt("séquence introuvable".into()))?;
+            self.seq_next = top - SEQ_BLOCK + 1;
+            self.seq_end = top + 1;
+        }
+        let seq = self.seq_next;
+        self.seq_next += 1;
+        Ok(seq)
+    }
+
     pub fn add(&mut self, pkey: &str, rid: i64, rtype: &str, entries: &[IndexEntry]) {
         let mut counters = [0i64; 8];
         for e in entries {
@@ -342,6 +373,24 @@ impl IndexBuffer {
     }
 
     pub fn flush(&mut self, c: &mut dyn SqlConn) -> Result<(), StoreError> {
+        // Name values new to the vocabulary (string rows: pkey, rid, n, rtype, param, norm, exact).
+        let mut names: Vec<(String, String, String)> = Vec::new();
+        for row in &self.rows[0] {
+            if let (
+                Some(SqlValue::Text(rtype)),
+                Some(SqlValue::Text(param)),
+                Some(SqlValue::Text(norm)),
+            ) = (row.get(3), row.get(4), row.get(5))
+                && crate::vocab::has_vocabulary(param)
+            {
+                names.push((rtype.clone(), param.clone(), norm.clone()));
+            }
+        }
+        if !names.is_empty() {
+            names.sort();
+            names.dedup();
+            crate::vocab::record(c, &names)?;
+        }
         for (i, rows) in self.rows.iter_mut().enumerate() {
             if !rows.is_empty() {
                 c.insert_rows(INDEX_TABLES[i], COLS[i], rows)?;
@@ -437,7 +486,7 @@ pub(crate) fn write_version(
     prev: Option<&CurrentRow>,
     v: &NewVersion<'_>,
 ) -> Result<i64, StoreError> {
-    let seq = next_seq(c)?;
+    let seq = buf.next_seq(c)?;
     let deleted: i64 = v.deleted.into();
     let rid = match prev {
         None => {
