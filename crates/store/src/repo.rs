@@ -1306,6 +1306,11 @@ impl TxState {
 
 /// Index entries counted, at most, to tell a frequent search value from a rare one.
 const PROBE_CAP: i64 = 2_000;
+/// Index entries a driving condition may have: they are walked in index order, which is resource order only
+/// among entries with the same value (a prefix, a range or a code without system spans many values), so up
+/// to this many are sorted to take one page. Above it, the value is frequent enough for a scan in resource
+/// order to meet a page quickly (`_count` × live ÷ this many rows expected).
+const DRIVE_CAP: i64 = 20_000;
 /// Rows a page may scan in resource order, probing each, before collecting the matches first is cheaper.
 const PROBE_SCAN_BUDGET: i64 = 20_000;
 
@@ -1314,16 +1319,33 @@ const PROBE_SCAN_BUDGET: i64 = 20_000;
 struct ProbePlan {
     /// The filter, with probed conditions rewritten as per-row `EXISTS` checks.
     filter: String,
-    /// The condition whose index drives the page: its entries are walked in resource-number order and joined
-    /// to `resources`, which stops after one page whatever the value's frequency. `None`: scan `resources`.
+    /// The condition whose index drives the page: its entries are joined to `resources` and sorted by
+    /// resource number (`DRIVE_CAP` at most). `None`: scan `resources` in order, probing every condition.
     driver: Option<usize>,
 }
 
-/// A single index condition always drives (its index is already in resource order). With several, each is
-/// estimated (index entries counted up to `PROBE_CAP`): the rarest one drives and the others are checked per
-/// candidate (`EXISTS`), unless every condition is frequent and a page is expected within
-/// `PROBE_SCAN_BUDGET` rows of the type (assuming the conditions independent): then all are checked per row
-/// while scanning resources in order. `None`: keep the query as parsed.
+/// Counts a condition's index entries, up to `cap`.
+fn count_entries(
+    c: &mut dyn SqlConn,
+    q: &SearchQuery,
+    p: &search::Probe,
+    cap: i64,
+) -> Result<i64, RepoError> {
+    Ok(c.query_one(
+        &format!("SELECT COUNT(*) FROM ({} LIMIT {cap})", p.sub),
+        &q.filter_params[p.params.clone()],
+    )?
+    .and_then(|r| r.into_iter().next())
+    .and_then(|v| v.as_i64())
+    .unwrap_or(0))
+}
+
+/// Each index condition is estimated by counting its entries (up to `PROBE_CAP`, then `DRIVE_CAP` when all
+/// are frequent). A rare one drives and the others are checked per candidate (`EXISTS`). When every condition
+/// is frequent, either a page is expected within `PROBE_SCAN_BUDGET` rows of the type (assuming the
+/// conditions independent: frequent values can be rare together, hence the product of densities) and all are
+/// checked per row while scanning resources in order, or the least frequent drives. A single condition
+/// drives below `DRIVE_CAP` entries and is scanned for above. `None`: keep the query as parsed.
 fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>, RepoError> {
     if c.dialect() != crate::Dialect::Sqlite
         || q.probes.is_empty()
@@ -1333,60 +1355,59 @@ fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>,
         return Ok(None);
     }
     let mut conds = q.conds.clone();
+    for p in &q.probes {
+        conds[p.cond] = p.exists();
+    }
+    let filter = conds.join(" AND ");
+    let drivable = |i: usize| q.probes[i].driven_from().is_some();
     if q.probes.len() == 1 {
-        let p = &q.probes[0];
-        if p.driven_from().is_none() {
+        if !drivable(0) {
             return Ok(None);
         }
-        conds[p.cond] = p.exists();
+        let n = count_entries(c, q, &q.probes[0], DRIVE_CAP)?;
         return Ok(Some(ProbePlan {
-            filter: conds.join(" AND "),
-            driver: Some(0),
+            filter,
+            driver: (n < DRIVE_CAP).then_some(0),
         }));
     }
     let mut est = Vec::with_capacity(q.probes.len());
     for p in &q.probes {
-        let n = c
-            .query_one(
-                &format!("SELECT COUNT(*) FROM ({} LIMIT {PROBE_CAP})", p.sub),
-                &q.filter_params[p.params.clone()],
-            )?
-            .and_then(|r| r.into_iter().next())
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0);
-        est.push(n);
+        est.push(count_entries(c, q, p, PROBE_CAP)?);
     }
-    let (driver, min) = est
-        .iter()
-        .copied()
-        .enumerate()
-        .min_by_key(|(_, n)| *n)
-        .unwrap_or((0, 0));
-    let mut scan = false;
-    if min >= PROBE_CAP {
-        let live = c
-            .query_one(
-                "SELECT live FROM type_counts WHERE rtype = ?",
-                &[q.rtype.as_str().into()],
-            )?
-            .and_then(|r| r.into_iter().next())
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0)
-            .max(1) as f64;
-        // Every condition matches at least PROBE_CAP of the `live` resources. Assuming independence, the
-        // conjunction matches at least this share of them; frequent values can still be rare together
-        // (a common family name with a common first name), hence the product, not the minimum.
-        let density: f64 = est.iter().map(|n| *n as f64 / live).product();
-        let expected_scan = (q.count + 1) as f64 / density.max(f64::MIN_POSITIVE);
-        scan = expected_scan <= PROBE_SCAN_BUDGET as f64;
+    let rarest = |est: &[i64]| {
+        est.iter()
+            .copied()
+            .enumerate()
+            .min_by_key(|(_, n)| *n)
+            .unwrap_or((0, 0))
+    };
+    let (driver, min) = rarest(&est);
+    if min < PROBE_CAP {
+        return Ok(Some(ProbePlan {
+            filter,
+            driver: drivable(driver).then_some(driver),
+        }));
     }
-    for p in &q.probes {
-        conds[p.cond] = p.exists();
+    // All frequent: how frequent?
+    for (i, p) in q.probes.iter().enumerate() {
+        est[i] = count_entries(c, q, p, DRIVE_CAP)?;
     }
-    let driver = (!scan && q.probes[driver].driven_from().is_some()).then_some(driver);
+    let live = c
+        .query_one(
+            "SELECT live FROM type_counts WHERE rtype = ?",
+            &[q.rtype.as_str().into()],
+        )?
+        .and_then(|r| r.into_iter().next())
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0)
+        .max(1) as f64;
+    let density: f64 = est.iter().map(|n| *n as f64 / live).product();
+    let expected_scan = (q.count + 1) as f64 / density.max(f64::MIN_POSITIVE);
+    let (driver, min) = rarest(&est);
+    let scan = expected_scan <= PROBE_SCAN_BUDGET as f64 || min >= DRIVE_CAP;
     Ok(Some(ProbePlan {
-        filter: conds.join(" AND "),
-        driver,
+        filter,
+        driver: (!scan && drivable(driver)).then_some(driver),
     }))
 }
 

@@ -1,0 +1,201 @@
+//! Compares a parsed document with the metadata submitted alongside it (IHE MHD / XDS).
+//!
+//! The DMP must refuse a document whose header contradicts its submission ("a document for
+//! another patient than the one named in the submission"). This module only compares; deciding
+//! what to do with the differences belongs to the caller.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{CdaDocument, Coded, InstanceId};
+
+/// A code and its system, as submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CodeRef {
+    pub code: String,
+    pub code_system: String,
+}
+
+impl CodeRef {
+    /// Builds a code reference.
+    pub fn new(code: impl Into<String>, code_system: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            code_system: code_system.into(),
+        }
+    }
+}
+
+/// What the submission's metadata says about the document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expected {
+    /// The patient's INS: `root` = its OID (`1.2.250.1.213.1.4.8` for an INS-NIR…),
+    /// `extension` = the matricule.
+    pub patient_ins: InstanceId,
+    /// Document type (`DocumentReference.type`, XDS `typeCode`).
+    pub type_code: CodeRef,
+    /// Confidentiality (`securityLabel`), when the submission gives one comparable with the
+    /// document's `confidentialityCode`.
+    pub confidentiality: Option<CodeRef>,
+    /// XDS `referenceIdList` / setId, when given.
+    pub set_id: Option<InstanceId>,
+    /// `masterIdentifier` / XDS `uniqueId`, when given.
+    pub unique_id: Option<InstanceId>,
+}
+
+/// The field that differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MismatchField {
+    /// The patient's INS (OID or matricule).
+    PatientIns,
+    /// The document type code or its code system.
+    TypeCode,
+    /// The confidentiality code or its code system.
+    Confidentiality,
+    /// The setId.
+    SetId,
+    /// The document's unique id.
+    UniqueId,
+}
+
+impl MismatchField {
+    /// French label (user-facing).
+    pub fn label_fr(self) -> &'static str {
+        match self {
+            Self::PatientIns => "INS du patient",
+            Self::TypeCode => "type de document",
+            Self::Confidentiality => "confidentialité",
+            Self::SetId => "identifiant de lot de versions (setId)",
+            Self::UniqueId => "identifiant unique du document",
+        }
+    }
+}
+
+/// One difference between the submission and the document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mismatch {
+    pub field: MismatchField,
+    /// Value in the submission.
+    pub submitted: String,
+    /// Value in the document; `None` when the document has none.
+    pub in_document: Option<String>,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.in_document {
+            Some(doc) => write!(
+                f,
+                "{} : la soumission indique « {} », le document CDA « {} »",
+                self.field.label_fr(),
+                self.submitted,
+                doc
+            ),
+            None => write!(
+                f,
+                "{} : la soumission indique « {} », le document CDA n'en contient pas",
+                self.field.label_fr(),
+                self.submitted
+            ),
+        }
+    }
+}
+
+/// Every difference between `expected` and `doc`; empty when they agree.
+///
+/// The INS is compared with every INS identifier of the patient (several differing INS in one
+/// document are a mismatch too). Codes are compared exactly, codes systems included.
+pub fn cross_check(doc: &CdaDocument, expected: &Expected) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+
+    let submitted_ins = show_ins(
+        &expected.patient_ins.root,
+        expected.patient_ins.extension.as_deref().unwrap_or(""),
+    );
+    let all_ins: Vec<_> = doc.patient.all_ins().collect();
+    if all_ins.is_empty() {
+        out.push(Mismatch {
+            field: MismatchField::PatientIns,
+            submitted: submitted_ins,
+            in_document: None,
+        });
+    } else {
+        for ins in all_ins {
+            let same = ins.oid == expected.patient_ins.root
+                && Some(ins.value) == expected.patient_ins.extension.as_deref();
+            if !same {
+                out.push(Mismatch {
+                    field: MismatchField::PatientIns,
+                    submitted: submitted_ins.clone(),
+                    in_document: Some(show_ins(ins.oid, ins.value)),
+                });
+            }
+        }
+    }
+
+    check_code(
+        &mut out,
+        MismatchField::TypeCode,
+        &expected.type_code,
+        &doc.code,
+    );
+    if let Some(conf) = &expected.confidentiality {
+        check_code(
+            &mut out,
+            MismatchField::Confidentiality,
+            conf,
+            &doc.confidentiality_code,
+        );
+    }
+    check_id(
+        &mut out,
+        MismatchField::SetId,
+        expected.set_id.as_ref(),
+        doc.set_id.as_ref(),
+    );
+    check_id(
+        &mut out,
+        MismatchField::UniqueId,
+        expected.unique_id.as_ref(),
+        Some(&doc.id),
+    );
+    out
+}
+
+fn show_ins(oid: &str, value: &str) -> String {
+    format!("{value} (OID {oid})")
+}
+
+fn show_code(code: &str, system: Option<&str>) -> String {
+    format!("{code} ({})", system.unwrap_or("système de codes absent"))
+}
+
+fn check_code(out: &mut Vec<Mismatch>, field: MismatchField, expected: &CodeRef, doc: &Coded) {
+    if expected.code != doc.code
+        || Some(expected.code_system.as_str()) != doc.code_system.as_deref()
+    {
+        out.push(Mismatch {
+            field,
+            submitted: show_code(&expected.code, Some(&expected.code_system)),
+            in_document: Some(show_code(&doc.code, doc.code_system.as_deref())),
+        });
+    }
+}
+
+fn check_id(
+    out: &mut Vec<Mismatch>,
+    field: MismatchField,
+    expected: Option<&InstanceId>,
+    doc: Option<&InstanceId>,
+) {
+    if let Some(expected) = expected
+        && Some(expected) != doc
+    {
+        out.push(Mismatch {
+            field,
+            submitted: expected.to_xds(),
+            in_document: doc.map(InstanceId::to_xds),
+        });
+    }
+}
