@@ -1342,10 +1342,11 @@ fn count_entries(
 
 /// Each index condition is estimated by counting its entries (up to `PROBE_CAP`, then `DRIVE_CAP` when all
 /// are frequent). A rare one drives and the others are checked per candidate (`EXISTS`). When every condition
-/// is frequent, either a page is expected within `PROBE_SCAN_BUDGET` rows of the type (assuming the
-/// conditions independent: frequent values can be rare together, hence the product of densities) and all are
-/// checked per row while scanning resources in order, or the least frequent drives. A single condition
-/// drives below `DRIVE_CAP` entries and is scanned for above. `None`: keep the query as parsed.
+/// is frequent, either a page is expected within `PROBE_SCAN_BUDGET` rows of the type, or within fewer rows
+/// than the least frequent condition has entries (assuming the conditions independent: frequent values can
+/// be rare together, hence the product of densities), and all are checked per row while scanning resources
+/// in order; or the least frequent drives. A single condition drives when it has fewer entries than a scan
+/// is expected to read (`_count` × live ÷ entries: below about √(21 × live)). `None`: keep the query as parsed.
 fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>, RepoError> {
     if c.dialect() != crate::Dialect::Sqlite
         || q.probes.is_empty()
@@ -1360,14 +1361,29 @@ fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>,
     }
     let filter = conds.join(" AND ");
     let drivable = |i: usize| q.probes[i].driven_from().is_some();
+    let live = |c: &mut dyn SqlConn| -> Result<f64, RepoError> {
+        Ok(c.query_one(
+            "SELECT live FROM type_counts WHERE rtype = ?",
+            &[q.rtype.as_str().into()],
+        )?
+        .and_then(|r| r.into_iter().next())
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0)
+        .max(1) as f64)
+    };
+    // Rows a scan in resource order is expected to read before it has a page, if a share `density` of the
+    // type's resources match.
+    let expected_scan = |density: f64| (q.count + 1) as f64 / density.max(f64::MIN_POSITIVE);
     if q.probes.len() == 1 {
         if !drivable(0) {
             return Ok(None);
         }
         let n = count_entries(c, q, &q.probes[0], DRIVE_CAP)?;
+        // Driving costs about `n` rows (all joined and sorted), scanning about `_count` × live ÷ `n`.
+        let scan = n >= DRIVE_CAP || expected_scan(n as f64 / live(c)?) < n as f64;
         return Ok(Some(ProbePlan {
             filter,
-            driver: (n < DRIVE_CAP).then_some(0),
+            driver: (!scan).then_some(0),
         }));
     }
     let mut est = Vec::with_capacity(q.probes.len());
@@ -1392,19 +1408,11 @@ fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>,
     for (i, p) in q.probes.iter().enumerate() {
         est[i] = count_entries(c, q, p, DRIVE_CAP)?;
     }
-    let live = c
-        .query_one(
-            "SELECT live FROM type_counts WHERE rtype = ?",
-            &[q.rtype.as_str().into()],
-        )?
-        .and_then(|r| r.into_iter().next())
-        .and_then(|v| v.as_i64())
-        .unwrap_or(0)
-        .max(1) as f64;
+    let live = live(c)?;
     let density: f64 = est.iter().map(|n| *n as f64 / live).product();
-    let expected_scan = (q.count + 1) as f64 / density.max(f64::MIN_POSITIVE);
+    let rows = expected_scan(density);
     let (driver, min) = rarest(&est);
-    let scan = expected_scan <= PROBE_SCAN_BUDGET as f64 || min >= DRIVE_CAP;
+    let scan = min >= DRIVE_CAP || rows <= PROBE_SCAN_BUDGET as f64 || rows < min as f64;
     Ok(Some(ProbePlan {
         filter,
         driver: (!scan && drivable(driver)).then_some(driver),
