@@ -51,6 +51,10 @@ pub trait Store: Send + Sync {
     /// Runs `body` in a read-write transaction, committed (durably) if it returns `Ok`, rolled back otherwise.
     /// Transient failures are retried a few times, re-running `body`.
     fn write(&self, body: &mut TxBody<'_>) -> Result<(), StoreError>;
+    /// Like `write`, for a transaction that only appends audit records.
+    fn write_log(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
+        self.write(body)
+    }
     /// Runs `body` in a read-only transaction (one consistent snapshot).
     fn read(&self, body: &mut TxBody<'_>) -> Result<(), StoreError>;
     /// Whether a read by primary key costs a few microseconds and never waits (an embedded database):

@@ -823,7 +823,7 @@ fn audit_writer(store: Arc<dyn Store>, rx: mpsc::Receiver<AuditMsg>) {
             push(m, &mut batch, &mut waiters);
         }
         if !batch.is_empty()
-            && let Err(e) = store.write(&mut |c| audit::append(c, &batch))
+            && let Err(e) = store.write_log(&mut |c| audit::append(c, &batch))
         {
             tracing::error!(error = %e, records = batch.len(), "écriture du journal d'audit impossible");
         }

@@ -129,6 +129,8 @@ struct StatsState {
 struct Writer {
     conn: SqliteConn,
     in_tx: bool,
+    /// The open group holds a data write (not only audit records): planner statistics may need a refresh.
+    data_in_group: bool,
     group: usize,
     opened: Instant,
     /// Number of the group being filled; `done` holds the outcome of recent groups.
@@ -230,6 +232,7 @@ impl SqliteStore {
             writer: Mutex::new(Writer {
                 conn: writer,
                 in_tx: false,
+                data_in_group: false,
                 group: 0,
                 opened: Instant::now(),
                 epoch: 0,
@@ -318,13 +321,16 @@ impl SqliteStore {
                 }
             };
             w.in_tx = false;
+            let data_in_group = std::mem::take(&mut w.data_in_group);
             w.epoch += 1;
             w.done.push_back((my_epoch, outcome.clone()));
             while w.done.len() > 64 {
                 w.done.pop_front();
             }
             if outcome.is_ok() {
-                self.maybe_analyze(&w.conn.conn);
+                if data_in_group {
+                    self.maybe_analyze(&w.conn.conn);
+                }
                 // Nobody writes while we hold the writer: this copies the few frames the background
                 // checkpoint has not, so the next transaction starts the WAL over.
                 if self.checkpointer.long_wal.swap(false, Ordering::AcqRel)
@@ -357,21 +363,14 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    /// WAL readers never wait for the writer, and a read by key touches a handful of cached pages.
-    fn point_reads_are_local(&self) -> bool {
-        true
-    }
-
-    fn write(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
+impl SqliteStore {
+    /// One writer's turn: joins (or opens) the group transaction, runs `body`, then `finish`.
+    fn write_turn(&self, body: &mut TxBody<'_>, data: bool) -> Result<(), StoreError> {
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let locked = self.writer.lock();
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         let mut w = locked.map_err(|_| poisoned())?;
+        w.data_in_group |= data;
         if !w.in_tx {
             // First writer of a group: nobody else's work is in the transaction, so a failure can roll the
             // whole of it back, and no SAVEPOINT (whose journal copies every page touched) is needed.
@@ -410,6 +409,27 @@ impl Store for SqliteStore {
             }
         };
         self.finish(w, own)
+    }
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    /// WAL readers never wait for the writer, and a read by key touches a handful of cached pages.
+    fn point_reads_are_local(&self) -> bool {
+        true
+    }
+
+    fn write(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
+        self.write_turn(body, true)
+    }
+
+    /// Audit records only: they never change what searches plan on, so they do not count towards `ANALYZE`
+    /// (which retires every reader connection; counted, a read-only load re-analysed every 20 s).
+    fn write_log(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
+        self.write_turn(body, false)
     }
 
     fn read(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
