@@ -5,6 +5,7 @@
 //! Owns: durability, transactions, the schema, indexing and querying. Must not know HTTP.
 
 pub mod audit;
+pub mod blob;
 pub mod bundle;
 pub mod postgres;
 pub mod render;

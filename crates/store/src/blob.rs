@@ -1,0 +1,309 @@
+//! Document bytes (CDA, PDF, images) outside the database, content-addressed by SHA-256.
+//!
+//! A blob is named by the SHA-256 of its bytes: storing the same document twice stores it once, a name
+//! always means the same bytes, and every read checks them against their name — a blob altered on disk is
+//! reported as corrupt, never served. The metadata that points to a blob (its hash and size) lives in the
+//! database, in the same transaction as the resource that uses it.
+//!
+//! [`LocalBlobs`] keeps them in a directory (`<data>/blobs` by default), durably: a blob is written to a
+//! temporary file, flushed to disk, renamed into place and its directory flushed, so a `put` that returned
+//! survives a crash, and a crash during a `put` leaves at most a temporary file (removed at the next open),
+//! never a partial blob under its name. Object storage (S3-compatible) is the deployment option the
+//! architecture names; it implements the same trait.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// A stored blob: the hex SHA-256 of its bytes (its name) and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("document introuvable dans le stockage : {0}")]
+    NotFound(String),
+    /// The bytes on disk no longer match their name.
+    #[error("document altéré dans le stockage : {sha256} (empreinte relue {found})")]
+    Corrupt { sha256: String, found: String },
+    #[error("nom de document invalide (empreinte SHA-256 hexadécimale attendue) : {0}")]
+    InvalidName(String),
+    #[error("document trop volumineux : {size} octets (maximum {max})")]
+    TooLarge { size: u64, max: u64 },
+    #[error("stockage des documents : {0}")]
+    Io(String),
+}
+
+fn io(context: &str, e: std::io::Error) -> BlobError {
+    BlobError::Io(format!("{context} : {e}"))
+}
+
+/// Where document bytes are kept.
+pub trait BlobStore: Send + Sync {
+    /// Stores `bytes` (durably once this returns) and returns their name. Storing bytes already present
+    /// is a no-op that returns the same name.
+    fn put(&self, bytes: &[u8]) -> Result<BlobRef, BlobError>;
+    /// The bytes named `sha256`, checked against their name.
+    fn get(&self, sha256: &str) -> Result<Vec<u8>, BlobError>;
+    /// Whether a blob of that name is stored (its bytes are not checked).
+    fn contains(&self, sha256: &str) -> Result<bool, BlobError>;
+    /// Removes a blob (a missing one is not an error).
+    fn remove(&self, sha256: &str) -> Result<(), BlobError>;
+}
+
+/// The hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Checks that `name` is a blob name: 64 lowercase hex digits (nothing that could walk out of the
+/// directory).
+fn check_name(name: &str) -> Result<(), BlobError> {
+    if name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(BlobError::InvalidName(name.chars().take(80).collect()))
+    }
+}
+
+/// Blobs in a local directory: `<root>/<2 hex>/<2 hex>/<64 hex>`, temporary files in `<root>/tmp`.
+pub struct LocalBlobs {
+    root: PathBuf,
+    max_size: u64,
+}
+
+/// Default largest blob accepted (the DMP's own limit on a document is lower; this guards the store).
+pub const DEFAULT_MAX_BLOB: u64 = 256 * 1024 * 1024;
+
+impl LocalBlobs {
+    /// Opens (creating it if needed) the blob directory `root`, and removes temporary files a crash left.
+    pub fn open(root: &Path) -> Result<Self, BlobError> {
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(|e| io("création du répertoire des documents", e))?;
+        for entry in fs::read_dir(&tmp).map_err(|e| io("lecture du répertoire temporaire", e))? {
+            let entry = entry.map_err(|e| io("lecture du répertoire temporaire", e))?;
+            let _ = fs::remove_file(entry.path());
+        }
+        Ok(LocalBlobs {
+            root: root.to_path_buf(),
+            max_size: DEFAULT_MAX_BLOB,
+        })
+    }
+
+    /// Sets the largest blob accepted.
+    pub fn with_max_size(mut self, max: u64) -> Self {
+        self.max_size = max;
+        self
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.root.join(&name[0..2]).join(&name[2..4]).join(name)
+    }
+}
+
+/// Flushes a directory's entries (a rename is durable only once its directory is).
+fn sync_dir(dir: &Path) -> Result<(), BlobError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("synchronisation du répertoire", e))
+}
+
+impl BlobStore for LocalBlobs {
+    fn put(&self, bytes: &[u8]) -> Result<BlobRef, BlobError> {
+        let size = bytes.len() as u64;
+        if size > self.max_size {
+            return Err(BlobError::TooLarge {
+                size,
+                max: self.max_size,
+            });
+        }
+        let name = sha256_hex(bytes);
+        let blob = BlobRef {
+            sha256: name.clone(),
+            size,
+        };
+        let path = self.path_of(&name);
+        // Already stored: same name, same bytes (a damaged copy is replaced below).
+        if let Ok(meta) = fs::metadata(&path)
+            && meta.len() == size
+            && fs::read(&path).is_ok_and(|b| sha256_hex(&b) == name)
+        {
+            return Ok(blob);
+        }
+        let dir = path
+            .parent()
+            .ok_or_else(|| BlobError::Io("chemin de document sans parent".into()))?;
+        fs::create_dir_all(dir).map_err(|e| io("création du répertoire", e))?;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{name}.{}", uuid::Uuid::new_v4()));
+        let written = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("écriture du document", e));
+        }
+        sync_dir(dir)?;
+        Ok(blob)
+    }
+
+    fn get(&self, sha256: &str) -> Result<Vec<u8>, BlobError> {
+        check_name(sha256)?;
+        let bytes = match fs::read(self.path_of(sha256)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BlobError::NotFound(sha256.to_string()));
+            }
+            Err(e) => return Err(io("lecture du document", e)),
+        };
+        let found = sha256_hex(&bytes);
+        if found != sha256 {
+            tracing::error!(blob = sha256, "document altéré dans le stockage");
+            return Err(BlobError::Corrupt {
+                sha256: sha256.to_string(),
+                found,
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn contains(&self, sha256: &str) -> Result<bool, BlobError> {
+        check_name(sha256)?;
+        Ok(self.path_of(sha256).is_file())
+    }
+
+    fn remove(&self, sha256: &str) -> Result<(), BlobError> {
+        check_name(sha256)?;
+        match fs::remove_file(self.path_of(sha256)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("suppression du document", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalBlobs) {
+        let dir = tempfile::tempdir().expect("répertoire temporaire");
+        let blobs = LocalBlobs::open(dir.path()).expect("ouverture");
+        (dir, blobs)
+    }
+
+    const PDF: &[u8] = b"%PDF-1.4 bonjour";
+    /// `printf '%%PDF-1.4 bonjour' | sha256sum`
+    const PDF_SHA256: &str = "f9e1e48645b08e5d91fb7fefe2cc847a8d83717ba7bf76951e2bd8f2b2fa6646";
+
+    #[test]
+    fn round_trip_named_by_content() {
+        let (_d, b) = store();
+        let r = b.put(PDF).expect("put");
+        assert_eq!(r.sha256, PDF_SHA256);
+        assert_eq!(r.size, 16);
+        assert_eq!(b.get(PDF_SHA256).expect("get"), PDF);
+        assert!(b.contains(PDF_SHA256).expect("contains"));
+        // Same bytes again: same name, one copy.
+        assert_eq!(b.put(PDF).expect("put again"), r);
+        b.remove(PDF_SHA256).expect("remove");
+        assert!(matches!(b.get(PDF_SHA256), Err(BlobError::NotFound(_))));
+        b.remove(PDF_SHA256).expect("remove twice");
+    }
+
+    #[test]
+    fn altered_bytes_are_reported_never_served_and_repaired_by_a_new_put() {
+        let (d, b) = store();
+        b.put(PDF).expect("put");
+        let path = d
+            .path()
+            .join(&PDF_SHA256[0..2])
+            .join(&PDF_SHA256[2..4])
+            .join(PDF_SHA256);
+        let mut bytes = std::fs::read(&path).expect("lecture");
+        bytes[3] ^= 1;
+        std::fs::write(&path, &bytes).expect("altération");
+        assert!(matches!(b.get(PDF_SHA256), Err(BlobError::Corrupt { .. })));
+        // Storing the document again replaces the damaged copy.
+        b.put(PDF).expect("put again");
+        assert_eq!(b.get(PDF_SHA256).expect("get"), PDF);
+    }
+
+    #[test]
+    fn names_that_are_not_hashes_are_refused() {
+        let (_d, b) = store();
+        for bad in [
+            "../../etc/passwd",
+            "",
+            "ABCDEF",
+            &"g".repeat(64),
+            &PDF_SHA256.to_uppercase(),
+        ] {
+            assert!(
+                matches!(b.get(bad), Err(BlobError::InvalidName(_))),
+                "{bad}"
+            );
+            assert!(
+                matches!(b.contains(bad), Err(BlobError::InvalidName(_))),
+                "{bad}"
+            );
+            assert!(
+                matches!(b.remove(bad), Err(BlobError::InvalidName(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn size_limit_and_leftover_temporary_files() {
+        let dir = tempfile::tempdir().expect("répertoire temporaire");
+        let b = LocalBlobs::open(dir.path())
+            .expect("ouverture")
+            .with_max_size(10);
+        assert!(matches!(
+            b.put(PDF),
+            Err(BlobError::TooLarge { size: 16, max: 10 })
+        ));
+        assert!(!b.contains(PDF_SHA256).expect("contains"));
+        // A crash mid-put leaves a temporary file: the next open removes it.
+        std::fs::write(dir.path().join("tmp").join("partial"), b"%PDF-1.").expect("écriture");
+        drop(b);
+        LocalBlobs::open(dir.path()).expect("réouverture");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp"))
+                .expect("tmp")
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn concurrent_puts_of_the_same_document() {
+        let (_d, b) = store();
+        let b = std::sync::Arc::new(b);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || b.put(PDF).expect("put"))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().expect("thread").sha256, PDF_SHA256);
+        }
+        assert_eq!(b.get(PDF_SHA256).expect("get"), PDF);
+    }
+}
