@@ -72,6 +72,9 @@ enum Command {
         base_url: Option<String>,
         #[command(flatten)]
         auth: AuthArgs,
+        /// TESTS: read every unsorted SQLite search page one way (drive, scan, intersect) instead of choosing.
+        #[arg(long, hide = true, value_parser = ["auto", "drive", "scan", "intersect"], default_value = "auto")]
+        search_plan: String,
     },
     /// Load FHIR JSON files: single resources, Bundles (transaction/batch processed, others stored) and NDJSON.
     Import {
@@ -229,7 +232,14 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             max_body,
             base_url,
             auth,
+            search_plan,
         } => {
+            socle_store::force_search_plan(match search_plan.as_str() {
+                "drive" => socle_store::SearchPlan::Drive,
+                "scan" => socle_store::SearchPlan::Scan,
+                "intersect" => socle_store::SearchPlan::Intersect,
+                _ => socle_store::SearchPlan::Auto,
+            });
             if auth.insecure_local && !listen.ip().is_loopback() {
                 anyhow::bail!(
                     "--insecure-local n'est accepté que sur une adresse de bouclage (127.0.0.1, ::1), pas sur {listen}"

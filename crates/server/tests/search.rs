@@ -182,200 +182,230 @@ fn each(body: impl Fn(&mut T)) {
     );
 }
 
+/// Runs `body` on SQLite once per way of reading a page (`--search-plan`): each must give the same
+/// results as the plan chosen per search (run by `each`), whatever the values' frequencies.
+fn each_plan(body: impl Fn(&mut T)) {
+    let mut failures = Vec::new();
+    for plan in ["drive", "scan", "intersect"] {
+        let mut t = T {
+            s: Server::start_with(&Backend::Sqlite, &["--search-plan", plan]),
+            label: format!("sqlite, --search-plan {plan}"),
+            failures: Vec::new(),
+        };
+        body(&mut t);
+        failures.append(&mut t.failures);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} échec(s) :\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
+
 fn name(family: &str, given: &str) -> Value {
     json!([{"family": family, "given": [given]}])
 }
 
 #[test]
 fn string_parameters() {
-    each(|t| {
-        t.put("Patient", "p1", json!({"name": name("Dupont", "Jean")}));
-        t.put("Patient", "p2", json!({"name": name("Dupond", "Élodie")}));
-        t.put(
-            "Patient",
-            "p3",
-            json!({"name": name("Durand-Lefèvre", "Marie")}),
-        );
-        t.put("Patient", "p4", json!({"name": name("Ledupont", "Luc")}));
-        t.put("Patient", "p5", json!({"name": name("O_Brien", "Anne")}));
-        t.put("Patient", "p6", json!({"name": name("Martin", "ELOISE")}));
-        t.put(
+    each(string_parameters_checks);
+    each_plan(string_parameters_checks);
+}
+
+fn string_parameters_checks(t: &mut T) {
+    t.put("Patient", "p1", json!({"name": name("Dupont", "Jean")}));
+    t.put("Patient", "p2", json!({"name": name("Dupond", "Élodie")}));
+    t.put(
+        "Patient",
+        "p3",
+        json!({"name": name("Durand-Lefèvre", "Marie")}),
+    );
+    t.put("Patient", "p4", json!({"name": name("Ledupont", "Luc")}));
+    t.put("Patient", "p5", json!({"name": name("O_Brien", "Anne")}));
+    t.put("Patient", "p6", json!({"name": name("Martin", "ELOISE")}));
+    t.put(
             "Patient",
             "p7",
             json!({"name": name("Smith, Jr", "Bob"), "address": [{"city": "Saint-Étienne", "line": ["1 rue Haute"]}]}),
         );
-        t.put(
-            "Patient",
-            "p8",
-            json!({"name": name("Smithson", "Al"), "address": [{"city": "Paris"}]}),
-        );
-        // Default: case- and accent-insensitive starts-with, on any part of the name for `name`.
-        t.check("Patient?family=dupo", &["p1", "p2"]);
-        t.check("Patient?family=DUPO", &["p1", "p2"]);
-        t.check("Patient?family=dupont", &["p1"]);
-        t.check("Patient?family=lefevre", &[]);
-        t.check("Patient?family=durand-lefevre", &["p3"]);
-        t.check("Patient?name=elo", &["p2", "p6"]);
-        t.check("Patient?name=élo", &["p2", "p6"]);
-        t.check("Patient?given=ÉLODIE", &["p2"]);
-        t.check("Patient?name=jean", &["p1"]);
-        // :exact is case- and accent-sensitive, whole value.
-        t.check("Patient?family:exact=Dupont", &["p1"]);
-        t.check("Patient?family:exact=dupont", &[]);
-        t.check("Patient?family:exact=Dupon", &[]);
-        t.check("Patient?given:exact=Élodie", &["p2"]);
-        t.check("Patient?given:exact=Elodie", &[]);
-        // :contains anywhere, insensitive; LIKE wildcards in the value are literal.
-        t.check("Patient?family:contains=upon", &["p1", "p2", "p4"]);
-        t.check("Patient?family:contains=pont", &["p1", "p4"]);
-        t.check("Patient?family:contains=LEFÈV", &["p3"]);
-        t.check("Patient?family:contains=o_b", &["p5"]);
-        t.check("Patient?family:contains=_", &["p5"]);
-        t.check("Patient?family:contains=%25", &[]);
-        t.check("Patient?name:contains=lois", &["p6"]);
-        // OR with commas, AND with repeated parameters.
-        t.check("Patient?family=dupont,martin", &["p1", "p6"]);
-        t.check("Patient?family=dup&given=jean", &["p1"]);
-        t.check("Patient?family=dup&family=dupond", &["p2"]);
-        t.check("Patient?name=elo&name=mar", &["p6"]);
-        // `\,` is a literal comma.
-        t.check("Patient?family=smith", &["p7", "p8"]);
-        t.check("Patient?family=smith\\,", &["p7"]);
-        t.check("Patient?family:exact=Smith\\, Jr", &["p7"]);
-        // Address parts.
-        t.check("Patient?address-city=saint-etienne", &["p7"]);
-        t.check("Patient?address=paris", &["p8"]);
-        t.check("Patient?address=haute", &[]);
-        t.check("Patient?address:contains=haute", &["p7"]);
-        // Names are found through their vocabulary of distinct values and trigrams: many resources sharing
-        // a name, short and long texts, a value no longer carried by anyone (renamed), a text spanning the
-        // whole name, a text nobody's name contains.
-        t.put("Patient", "p9", json!({"name": name("Dupont", "Paul")}));
-        t.check("Patient?family:contains=upont", &["p1", "p4", "p9"]);
-        t.check("Patient?family:contains=durand-lefevre", &["p3"]);
-        t.check("Patient?family:contains=urand-lef", &["p3"]);
-        t.check("Patient?family:contains=ndu", &[]);
-        t.check("Patient?name:contains=ul", &["p9"]);
-        t.check("Patient?given:contains=lodi", &["p2"]);
-        t.put("Patient", "p4", json!({"name": name("Lebrun", "Luc")}));
-        t.check("Patient?family:contains=dupont", &["p1", "p9"]);
-        t.check("Patient?family:contains=brun", &["p4"]);
-        t.check("Patient?family:contains=ledup", &[]);
-    });
+    t.put(
+        "Patient",
+        "p8",
+        json!({"name": name("Smithson", "Al"), "address": [{"city": "Paris"}]}),
+    );
+    // Default: case- and accent-insensitive starts-with, on any part of the name for `name`.
+    t.check("Patient?family=dupo", &["p1", "p2"]);
+    t.check("Patient?family=DUPO", &["p1", "p2"]);
+    t.check("Patient?family=dupont", &["p1"]);
+    t.check("Patient?family=lefevre", &[]);
+    t.check("Patient?family=durand-lefevre", &["p3"]);
+    t.check("Patient?name=elo", &["p2", "p6"]);
+    t.check("Patient?name=élo", &["p2", "p6"]);
+    t.check("Patient?given=ÉLODIE", &["p2"]);
+    t.check("Patient?name=jean", &["p1"]);
+    // :exact is case- and accent-sensitive, whole value.
+    t.check("Patient?family:exact=Dupont", &["p1"]);
+    t.check("Patient?family:exact=dupont", &[]);
+    t.check("Patient?family:exact=Dupon", &[]);
+    t.check("Patient?given:exact=Élodie", &["p2"]);
+    t.check("Patient?given:exact=Elodie", &[]);
+    // :contains anywhere, insensitive; LIKE wildcards in the value are literal.
+    t.check("Patient?family:contains=upon", &["p1", "p2", "p4"]);
+    t.check("Patient?family:contains=pont", &["p1", "p4"]);
+    t.check("Patient?family:contains=LEFÈV", &["p3"]);
+    t.check("Patient?family:contains=o_b", &["p5"]);
+    t.check("Patient?family:contains=_", &["p5"]);
+    t.check("Patient?family:contains=%25", &[]);
+    t.check("Patient?name:contains=lois", &["p6"]);
+    // OR with commas, AND with repeated parameters.
+    t.check("Patient?family=dupont,martin", &["p1", "p6"]);
+    t.check("Patient?family=dup&given=jean", &["p1"]);
+    t.check("Patient?family=dup&family=dupond", &["p2"]);
+    t.check("Patient?name=elo&name=mar", &["p6"]);
+    // `\,` is a literal comma.
+    t.check("Patient?family=smith", &["p7", "p8"]);
+    t.check("Patient?family=smith\\,", &["p7"]);
+    t.check("Patient?family:exact=Smith\\, Jr", &["p7"]);
+    // Address parts.
+    t.check("Patient?address-city=saint-etienne", &["p7"]);
+    t.check("Patient?address=paris", &["p8"]);
+    t.check("Patient?address=haute", &[]);
+    t.check("Patient?address:contains=haute", &["p7"]);
+    // Names are found through their vocabulary of distinct values and trigrams: many resources sharing
+    // a name, short and long texts, a value no longer carried by anyone (renamed), a text spanning the
+    // whole name, a text nobody's name contains.
+    t.put("Patient", "p9", json!({"name": name("Dupont", "Paul")}));
+    t.check("Patient?family:contains=upont", &["p1", "p4", "p9"]);
+    t.check("Patient?family:contains=durand-lefevre", &["p3"]);
+    t.check("Patient?family:contains=urand-lef", &["p3"]);
+    t.check("Patient?family:contains=ndu", &[]);
+    t.check("Patient?name:contains=ul", &["p9"]);
+    t.check("Patient?given:contains=lodi", &["p2"]);
+    t.put("Patient", "p4", json!({"name": name("Lebrun", "Luc")}));
+    t.check("Patient?family:contains=dupont", &["p1", "p9"]);
+    t.check("Patient?family:contains=brun", &["p4"]);
+    t.check("Patient?family:contains=ledup", &[]);
 }
 
 #[test]
 fn token_parameters() {
-    each(|t| {
-        let loinc = "http://loinc.org";
-        t.put(
-            "Observation",
-            "o1",
-            json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "1234-5"}]}}),
-        );
-        t.put(
-            "Observation",
-            "o2",
-            json!({"status": "amended", "code": {"coding": [{"code": "1234-5"}]}}),
-        );
-        t.put(
-            "Observation",
-            "o3",
-            json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "9999-9"}]}}),
-        );
-        t.put(
+    each(token_parameters_checks);
+    each_plan(token_parameters_checks);
+}
+
+fn token_parameters_checks(t: &mut T) {
+    let loinc = "http://loinc.org";
+    t.put(
+        "Observation",
+        "o1",
+        json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "1234-5"}]}}),
+    );
+    t.put(
+        "Observation",
+        "o2",
+        json!({"status": "amended", "code": {"coding": [{"code": "1234-5"}]}}),
+    );
+    t.put(
+        "Observation",
+        "o3",
+        json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "9999-9"}]}}),
+    );
+    t.put(
             "Observation",
             "o4",
             json!({"status": "preliminary", "code": {"coding": [{"system": "http://other", "code": "1234-5"}]}}),
         );
-        t.put(
-            "Observation",
-            "o5",
-            json!({"status": "final", "code": {"text": "sans code"}}),
-        );
-        t.check("Observation?code=http://loinc.org|1234-5", &["o1"]);
-        t.check("Observation?code=|1234-5", &["o2"]);
-        t.check("Observation?code=http://loinc.org|", &["o1", "o3"]);
-        t.check("Observation?code=1234-5", &["o1", "o2", "o4"]);
-        t.check("Observation?code=1234-5,9999-9", &["o1", "o2", "o3", "o4"]);
-        t.check(
-            "Observation?code=http://loinc.org|1234-5,http://other|1234-5",
-            &["o1", "o4"],
-        );
-        t.check("Observation?code:not=1234-5", &["o3", "o5"]);
-        t.check(
-            "Observation?code:not=http://loinc.org|1234-5",
-            &["o2", "o3", "o4", "o5"],
-        );
-        t.check("Observation?status=final", &["o1", "o3", "o5"]);
-        t.check(
-            "Observation?status=final,amended",
-            &["o1", "o2", "o3", "o5"],
-        );
-        t.check("Observation?status:not=final", &["o2", "o4"]);
-        t.check("Observation?status=final&code=9999-9", &["o3"]);
+    t.put(
+        "Observation",
+        "o5",
+        json!({"status": "final", "code": {"text": "sans code"}}),
+    );
+    t.check("Observation?code=http://loinc.org|1234-5", &["o1"]);
+    t.check("Observation?code=|1234-5", &["o2"]);
+    t.check("Observation?code=http://loinc.org|", &["o1", "o3"]);
+    t.check("Observation?code=1234-5", &["o1", "o2", "o4"]);
+    t.check("Observation?code=1234-5,9999-9", &["o1", "o2", "o3", "o4"]);
+    t.check(
+        "Observation?code=http://loinc.org|1234-5,http://other|1234-5",
+        &["o1", "o4"],
+    );
+    t.check("Observation?code:not=1234-5", &["o3", "o5"]);
+    t.check(
+        "Observation?code:not=http://loinc.org|1234-5",
+        &["o2", "o3", "o4", "o5"],
+    );
+    t.check("Observation?status=final", &["o1", "o3", "o5"]);
+    t.check(
+        "Observation?status=final,amended",
+        &["o1", "o2", "o3", "o5"],
+    );
+    t.check("Observation?status:not=final", &["o2", "o4"]);
+    t.check("Observation?status=final&code=9999-9", &["o3"]);
 
-        let oid = "urn:oid:1.2.250.1.999.1.1";
-        t.put(
-            "Patient",
-            "pa",
-            json!({"active": true, "gender": "male", "identifier": [{"system": oid, "value": "A1"}]}),
-        );
-        t.put(
+    let oid = "urn:oid:1.2.250.1.999.1.1";
+    t.put(
+        "Patient",
+        "pa",
+        json!({"active": true, "gender": "male", "identifier": [{"system": oid, "value": "A1"}]}),
+    );
+    t.put(
             "Patient",
             "pb",
             json!({"active": false, "gender": "female", "identifier": [{"system": "urn:oid:9", "value": "A1"}, {"value": "B2"}]}),
         );
-        t.put("Patient", "pc", json!({"gender": "female"}));
-        t.check(&format!("Patient?identifier={oid}|A1"), &["pa"]);
-        t.check("Patient?identifier=A1", &["pa", "pb"]);
-        t.check("Patient?identifier=|B2", &["pb"]);
-        t.check(&format!("Patient?identifier={oid}|"), &["pa"]);
-        t.check(&format!("Patient?identifier={oid}|B2"), &[]);
-        t.check("Patient?active=true", &["pa"]);
-        t.check("Patient?active=false", &["pb"]);
-        t.check("Patient?active:not=true", &["pb", "pc"]);
-        t.check("Patient?active:missing=true", &["pc"]);
-        t.check("Patient?active:missing=false", &["pa", "pb"]);
-        t.check("Patient?identifier:missing=true", &["pc"]);
-        t.check("Patient?birthdate:missing=true", &["pa", "pb", "pc"]);
-        t.check("Patient?gender=female", &["pb", "pc"]);
-        t.check("Patient?gender=male,female", &["pa", "pb", "pc"]);
-        t.check("Patient?gender:not=female", &["pa"]);
-    });
+    t.put("Patient", "pc", json!({"gender": "female"}));
+    t.check(&format!("Patient?identifier={oid}|A1"), &["pa"]);
+    t.check("Patient?identifier=A1", &["pa", "pb"]);
+    t.check("Patient?identifier=|B2", &["pb"]);
+    t.check(&format!("Patient?identifier={oid}|"), &["pa"]);
+    t.check(&format!("Patient?identifier={oid}|B2"), &[]);
+    t.check("Patient?active=true", &["pa"]);
+    t.check("Patient?active=false", &["pb"]);
+    t.check("Patient?active:not=true", &["pb", "pc"]);
+    t.check("Patient?active:missing=true", &["pc"]);
+    t.check("Patient?active:missing=false", &["pa", "pb"]);
+    t.check("Patient?identifier:missing=true", &["pc"]);
+    t.check("Patient?birthdate:missing=true", &["pa", "pb", "pc"]);
+    t.check("Patient?gender=female", &["pb", "pc"]);
+    t.check("Patient?gender=male,female", &["pa", "pb", "pc"]);
+    t.check("Patient?gender:not=female", &["pa"]);
 }
 
 #[test]
 fn reference_parameters() {
-    each(|t| {
-        t.put("Patient", "r1", json!({}));
-        t.put("Patient", "r2", json!({}));
-        t.put("Group", "g1", json!({"type": "person", "actual": true}));
-        let obs = |subject: &str| json!({"status": "final", "code": {"text": "x"}, "subject": {"reference": subject}});
-        t.put("Observation", "o1", obs("Patient/r1"));
-        t.put("Observation", "o2", obs("Patient/r2"));
-        t.put("Observation", "o3", obs("Group/g1"));
-        t.put("Observation", "o4", obs("Patient/r1/_history/1"));
-        let abs = format!("{}/Patient/r2", t.s.base);
-        t.put("Observation", "o5", obs(&abs));
-        t.check("Observation?subject=Patient/r1", &["o1", "o4"]);
-        t.check("Observation?subject=r1", &["o1", "o4"]);
-        t.check("Observation?subject:Patient=r1", &["o1", "o4"]);
-        t.check("Observation?subject:Patient=r2", &["o2", "o5"]);
-        t.check("Observation?subject:Group=g1", &["o3"]);
-        t.check("Observation?subject:Group=r1", &[]);
-        t.check("Observation?subject=Group/g1", &["o3"]);
-        t.check(
-            "Observation?subject=Patient/r1,Group/g1",
-            &["o1", "o3", "o4"],
-        );
-        let q = format!("Observation?subject={}/Patient/r1", t.s.base);
-        t.check(&q, &["o1", "o4"]);
-        t.check("Observation?patient=r1", &["o1", "o4"]);
-        t.check("Observation?patient=Patient/r2", &["o2", "o5"]);
-        t.check("Observation?patient=g1", &[]);
-        t.check("Observation?subject=Patient/nope", &[]);
-    });
+    each(reference_parameters_checks);
+    each_plan(reference_parameters_checks);
+}
+
+fn reference_parameters_checks(t: &mut T) {
+    t.put("Patient", "r1", json!({}));
+    t.put("Patient", "r2", json!({}));
+    t.put("Group", "g1", json!({"type": "person", "actual": true}));
+    let obs = |subject: &str| json!({"status": "final", "code": {"text": "x"}, "subject": {"reference": subject}});
+    t.put("Observation", "o1", obs("Patient/r1"));
+    t.put("Observation", "o2", obs("Patient/r2"));
+    t.put("Observation", "o3", obs("Group/g1"));
+    t.put("Observation", "o4", obs("Patient/r1/_history/1"));
+    let abs = format!("{}/Patient/r2", t.s.base);
+    t.put("Observation", "o5", obs(&abs));
+    t.check("Observation?subject=Patient/r1", &["o1", "o4"]);
+    t.check("Observation?subject=r1", &["o1", "o4"]);
+    t.check("Observation?subject:Patient=r1", &["o1", "o4"]);
+    t.check("Observation?subject:Patient=r2", &["o2", "o5"]);
+    t.check("Observation?subject:Group=g1", &["o3"]);
+    t.check("Observation?subject:Group=r1", &[]);
+    t.check("Observation?subject=Group/g1", &["o3"]);
+    t.check(
+        "Observation?subject=Patient/r1,Group/g1",
+        &["o1", "o3", "o4"],
+    );
+    let q = format!("Observation?subject={}/Patient/r1", t.s.base);
+    t.check(&q, &["o1", "o4"]);
+    t.check("Observation?patient=r1", &["o1", "o4"]);
+    t.check("Observation?patient=Patient/r2", &["o2", "o5"]);
+    t.check("Observation?patient=g1", &[]);
+    t.check("Observation?subject=Patient/nope", &[]);
 }
 
 #[test]
@@ -729,8 +759,12 @@ fn uri_and_composite_parameters() {
 
 #[test]
 fn special_parameters_has_and_chaining() {
-    each(|t| {
-        let m1 = t.put(
+    each(special_parameters_has_and_chaining_checks);
+    each_plan(special_parameters_has_and_chaining_checks);
+}
+
+fn special_parameters_has_and_chaining_checks(t: &mut T) {
+    let m1 = t.put(
             "Patient",
             "m1",
             json!({"meta": {"tag": [{"system": "http://tags", "code": "vip"}],
@@ -739,93 +773,92 @@ fn special_parameters_has_and_chaining() {
                    "name": name("Dupont", "Jean"),
                    "identifier": [{"system": "urn:ins", "value": "123"}]}),
         );
-        std::thread::sleep(Duration::from_millis(20));
-        let m2 = t.put(
+    std::thread::sleep(Duration::from_millis(20));
+    let m2 = t.put(
             "Patient",
             "m2",
             json!({"meta": {"tag": [{"system": "http://tags", "code": "test"}]}, "name": name("Martin", "Paul")}),
         );
-        t.put(
-            "Practitioner",
-            "pr1",
-            json!({"name": name("Dupont", "Docteur")}),
-        );
-        let lu1 = m1["meta"]["lastUpdated"].as_str().unwrap().to_string();
-        let lu2 = m2["meta"]["lastUpdated"].as_str().unwrap().to_string();
-        assert!(lu1 < lu2, "{lu1} {lu2}");
-        t.check("Patient?_id=m1", &["m1"]);
-        t.check("Patient?_id=m1,m2,nope", &["m1", "m2"]);
-        t.check("Patient?_id=pr1", &[]);
-        t.check(&format!("Patient?_lastUpdated=gt{lu1}"), &["m2"]);
-        t.check(&format!("Patient?_lastUpdated=lt{lu2}"), &["m1"]);
-        t.check(&format!("Patient?_lastUpdated=ge{lu1}"), &["m1", "m2"]);
-        t.check(&format!("Patient?_lastUpdated={lu1}"), &["m1"]);
-        t.check("Patient?_lastUpdated=gt2000-01-01", &["m1", "m2"]);
-        t.check("Patient?_lastUpdated=lt2000-01-01", &[]);
-        t.check("Patient?_tag=http://tags|vip", &["m1"]);
-        t.check("Patient?_tag=test", &["m2"]);
-        t.check("Patient?_tag:not=vip", &["m2"]);
-        t.check(
-            "Patient?_profile=http://example.org/StructureDefinition/p",
-            &["m1"],
-        );
-        t.check("Patient?_security=R", &["m1"]);
-        t.check(
-            "Patient?_security=http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R",
-            &["m1"],
-        );
+    t.put(
+        "Practitioner",
+        "pr1",
+        json!({"name": name("Dupont", "Docteur")}),
+    );
+    let lu1 = m1["meta"]["lastUpdated"].as_str().unwrap().to_string();
+    let lu2 = m2["meta"]["lastUpdated"].as_str().unwrap().to_string();
+    assert!(lu1 < lu2, "{lu1} {lu2}");
+    t.check("Patient?_id=m1", &["m1"]);
+    t.check("Patient?_id=m1,m2,nope", &["m1", "m2"]);
+    t.check("Patient?_id=pr1", &[]);
+    t.check(&format!("Patient?_lastUpdated=gt{lu1}"), &["m2"]);
+    t.check(&format!("Patient?_lastUpdated=lt{lu2}"), &["m1"]);
+    t.check(&format!("Patient?_lastUpdated=ge{lu1}"), &["m1", "m2"]);
+    t.check(&format!("Patient?_lastUpdated={lu1}"), &["m1"]);
+    t.check("Patient?_lastUpdated=gt2000-01-01", &["m1", "m2"]);
+    t.check("Patient?_lastUpdated=lt2000-01-01", &[]);
+    t.check("Patient?_tag=http://tags|vip", &["m1"]);
+    t.check("Patient?_tag=test", &["m2"]);
+    t.check("Patient?_tag:not=vip", &["m2"]);
+    t.check(
+        "Patient?_profile=http://example.org/StructureDefinition/p",
+        &["m1"],
+    );
+    t.check("Patient?_security=R", &["m1"]);
+    t.check(
+        "Patient?_security=http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R",
+        &["m1"],
+    );
 
-        let obs = |subject: &str, performer: &str, code: &str| {
-            json!({"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+    let obs = |subject: &str, performer: &str, code: &str| {
+        json!({"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
                    "subject": {"reference": subject}, "performer": [{"reference": performer}]})
-        };
-        t.put(
-            "Observation",
-            "o1",
-            obs("Patient/m1", "Patient/m1", "1234-5"),
-        );
-        t.put(
-            "Observation",
-            "o2",
-            obs("Patient/m2", "Patient/m2", "9999-9"),
-        );
-        t.put(
-            "Observation",
-            "o3",
-            obs("Patient/m2", "Practitioner/pr1", "5555-5"),
-        );
-        t.check("Patient?_has:Observation:patient:code=1234-5", &["m1"]);
-        t.check(
-            "Patient?_has:Observation:subject:code=http://loinc.org|9999-9",
-            &["m2"],
-        );
-        t.check(
-            "Patient?_has:Observation:patient:code=1234-5,9999-9",
-            &["m1", "m2"],
-        );
-        t.check("Patient?_has:Observation:patient:code=0000-0", &[]);
-        t.check(
-            "Patient?_has:Observation:patient:status=final&family=martin",
-            &["m2"],
-        );
-        t.check(
-            "Practitioner?_has:Observation:performer:code=5555-5",
-            &["pr1"],
-        );
-        t.check("Practitioner?_has:Observation:performer:code=1234-5", &[]);
-        t.check("Observation?subject:Patient.name=dupont", &["o1"]);
-        t.check("Observation?subject.family=dupont", &["o1"]);
-        t.check("Observation?subject.family=martin", &["o2", "o3"]);
-        t.check("Observation?performer.family=dupont", &["o1", "o3"]);
-        t.check("Observation?performer:Practitioner.family=dupont", &["o3"]);
-        t.check("Observation?performer:Patient.given=jean", &["o1"]);
-        t.check("Observation?patient.identifier=urn:ins|123", &["o1"]);
-        t.check("Observation?subject:Patient._id=m2", &["o2", "o3"]);
-        t.check("Observation?subject:Patient.name=dupont&code=9999-9", &[]);
-        t.check("Observation?subject:Patient._tag=vip", &["o1"]);
-        // A type outside the declared targets is not an error: it matches what is there.
-        t.check("Observation?subject:Practitioner.family=dupont", &[]);
-    });
+    };
+    t.put(
+        "Observation",
+        "o1",
+        obs("Patient/m1", "Patient/m1", "1234-5"),
+    );
+    t.put(
+        "Observation",
+        "o2",
+        obs("Patient/m2", "Patient/m2", "9999-9"),
+    );
+    t.put(
+        "Observation",
+        "o3",
+        obs("Patient/m2", "Practitioner/pr1", "5555-5"),
+    );
+    t.check("Patient?_has:Observation:patient:code=1234-5", &["m1"]);
+    t.check(
+        "Patient?_has:Observation:subject:code=http://loinc.org|9999-9",
+        &["m2"],
+    );
+    t.check(
+        "Patient?_has:Observation:patient:code=1234-5,9999-9",
+        &["m1", "m2"],
+    );
+    t.check("Patient?_has:Observation:patient:code=0000-0", &[]);
+    t.check(
+        "Patient?_has:Observation:patient:status=final&family=martin",
+        &["m2"],
+    );
+    t.check(
+        "Practitioner?_has:Observation:performer:code=5555-5",
+        &["pr1"],
+    );
+    t.check("Practitioner?_has:Observation:performer:code=1234-5", &[]);
+    t.check("Observation?subject:Patient.name=dupont", &["o1"]);
+    t.check("Observation?subject.family=dupont", &["o1"]);
+    t.check("Observation?subject.family=martin", &["o2", "o3"]);
+    t.check("Observation?performer.family=dupont", &["o1", "o3"]);
+    t.check("Observation?performer:Practitioner.family=dupont", &["o3"]);
+    t.check("Observation?performer:Patient.given=jean", &["o1"]);
+    t.check("Observation?patient.identifier=urn:ins|123", &["o1"]);
+    t.check("Observation?subject:Patient._id=m2", &["o2", "o3"]);
+    t.check("Observation?subject:Patient.name=dupont&code=9999-9", &[]);
+    t.check("Observation?subject:Patient._tag=vip", &["o1"]);
+    // A type outside the declared targets is not an error: it matches what is there.
+    t.check("Observation?subject:Practitioner.family=dupont", &[]);
 }
 
 #[test]
@@ -1484,9 +1517,13 @@ fn unknown_and_malformed_parameters() {
 /// resource order, whatever the combination of frequent and rare conditions.
 #[test]
 fn frequent_values_page_like_rare_ones() {
-    each(|t| {
-        let n = 2_600;
-        let entries: Vec<Value> = (0..n)
+    each(frequent_values_page_like_rare_ones_checks);
+    each_plan(frequent_values_page_like_rare_ones_checks);
+}
+
+fn frequent_values_page_like_rare_ones_checks(t: &mut T) {
+    let n = 2_600;
+    let entries: Vec<Value> = (0..n)
             .map(|i| {
                 let status = if i % 2 == 0 { "final" } else { "amended" };
                 let code = if i % 500 == 7 { "rare-1" } else { "common-1" };
@@ -1501,85 +1538,84 @@ fn frequent_values_page_like_rare_ones() {
                     "request": {"method": "PUT", "url": format!("Observation/f{i:05}")}})
             })
             .collect();
-        let r = t.s.post(
-            "",
-            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
-        );
-        if r.status != 200 {
+    let r = t.s.post(
+        "",
+        &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+    );
+    if r.status != 200 {
+        t.fail(format!(
+            "transaction de {n} : {} {}",
+            r.status,
+            &r.text[..r.text.len().min(300)]
+        ));
+        return;
+    }
+    // A deleted match is not returned.
+    let d = t.s.delete("Observation/f00100");
+    if d.status != 200 && d.status != 204 {
+        t.fail(format!("DELETE : {}", d.status));
+    }
+    let expect = |f: &dyn Fn(usize) -> bool| -> Vec<String> {
+        (0..n)
+            .filter(|i| *i != 100 && f(*i))
+            .map(|i| format!("f{i:05}"))
+            .collect()
+    };
+    for (q, want) in [
+        (
+            "Observation?code=common-1&status=final&_count=100",
+            expect(&|i| i % 500 != 7 && i % 2 == 0),
+        ),
+        (
+            "Observation?code=common-1&_count=250",
+            expect(&|i| i % 500 != 7),
+        ),
+        (
+            "Observation?code=rare-1&status=amended&_count=2",
+            expect(&|i| i % 500 == 7 && i % 2 == 1),
+        ),
+        (
+            "Observation?status=final&subject=Patient/fp1&code=common-1&_count=200",
+            expect(&|i| i % 2 == 0 && i % 3 == 1 && i % 500 != 7),
+        ),
+    ] {
+        let first = t.get(q);
+        let mut last = None;
+        let mut url = first.link("next");
+        while let Some(u) = url {
+            let r = t.s.get(&u);
+            url = r.link("next");
+            last = Some(r);
+        }
+        let pages = t.walk(first);
+        let got: Vec<String> = pages.into_iter().flatten().collect();
+        if got != want {
             t.fail(format!(
-                "transaction de {n} : {} {}",
-                r.status,
-                &r.text[..r.text.len().min(300)]
+                "{q} : {} résultats au lieu de {}",
+                got.len(),
+                want.len()
             ));
-            return;
         }
-        // A deleted match is not returned.
-        let d = t.s.delete("Observation/f00100");
-        if d.status != 200 && d.status != 204 {
-            t.fail(format!("DELETE : {}", d.status));
-        }
-        let expect = |f: &dyn Fn(usize) -> bool| -> Vec<String> {
-            (0..n)
-                .filter(|i| *i != 100 && f(*i))
-                .map(|i| format!("f{i:05}"))
-                .collect()
-        };
-        for (q, want) in [
-            (
-                "Observation?code=common-1&status=final&_count=100",
-                expect(&|i| i % 500 != 7 && i % 2 == 0),
-            ),
-            (
-                "Observation?code=common-1&_count=250",
-                expect(&|i| i % 500 != 7),
-            ),
-            (
-                "Observation?code=rare-1&status=amended&_count=2",
-                expect(&|i| i % 500 == 7 && i % 2 == 1),
-            ),
-            (
-                "Observation?status=final&subject=Patient/fp1&code=common-1&_count=200",
-                expect(&|i| i % 2 == 0 && i % 3 == 1 && i % 500 != 7),
-            ),
-        ] {
-            let first = t.get(q);
-            let mut last = None;
-            let mut url = first.link("next");
-            while let Some(u) = url {
+        // Backwards from the last page, through `previous` links: the same matches.
+        if let Some(last) = last {
+            let mut back = vec![last.ids()];
+            let mut prev = last.link("previous");
+            while let Some(u) = prev {
                 let r = t.s.get(&u);
-                url = r.link("next");
-                last = Some(r);
+                prev = r.link("previous");
+                back.push(r.ids());
+                if back.len() > 60 {
+                    break;
+                }
             }
-            let pages = t.walk(first);
-            let got: Vec<String> = pages.into_iter().flatten().collect();
+            let got: Vec<String> = back.into_iter().rev().flatten().collect();
             if got != want {
                 t.fail(format!(
-                    "{q} : {} résultats au lieu de {}",
+                    "{q} en arrière : {} résultats au lieu de {}",
                     got.len(),
                     want.len()
                 ));
             }
-            // Backwards from the last page, through `previous` links: the same matches.
-            if let Some(last) = last {
-                let mut back = vec![last.ids()];
-                let mut prev = last.link("previous");
-                while let Some(u) = prev {
-                    let r = t.s.get(&u);
-                    prev = r.link("previous");
-                    back.push(r.ids());
-                    if back.len() > 60 {
-                        break;
-                    }
-                }
-                let got: Vec<String> = back.into_iter().rev().flatten().collect();
-                if got != want {
-                    t.fail(format!(
-                        "{q} en arrière : {} résultats au lieu de {}",
-                        got.len(),
-                        want.len()
-                    ));
-                }
-            }
         }
-    });
+    }
 }

@@ -19,7 +19,9 @@ pub mod vocab;
 
 use std::sync::Arc;
 
-pub use repo::{RepoError, Repository, RequestContext, Validator, set_validators};
+pub use repo::{
+    RepoError, Repository, RequestContext, SearchPlan, Validator, force_search_plan, set_validators,
+};
 pub use sql::{Dialect, SqlConn, SqlValue};
 
 /// A storage failure.
