@@ -168,30 +168,24 @@ impl T {
 
 /// Runs `body` on a fresh server of every backend, then fails with every failed check of all backends.
 fn each(body: impl Fn(&mut T)) {
-    let mut failures = Vec::new();
-    for b in backends() {
-        let mut t = T::start(&b);
-        body(&mut t);
-        failures.append(&mut t.failures);
-    }
-    assert!(
-        failures.is_empty(),
-        "{} échec(s) :\n  {}",
-        failures.len(),
-        failures.join("\n  ")
-    );
+    check_all(backends().iter().map(T::start), body);
 }
 
 /// Runs `body` on SQLite once per way of reading a page (`--search-plan`): each must give the same
 /// results as the plan chosen per search (run by `each`), whatever the values' frequencies.
 fn each_plan(body: impl Fn(&mut T)) {
+    let servers = ["drive", "scan", "intersect"].into_iter().map(|plan| T {
+        s: Server::start_with(&Backend::Sqlite, &["--search-plan", plan]),
+        label: format!("sqlite, --search-plan {plan}"),
+        failures: Vec::new(),
+    });
+    check_all(servers, body);
+}
+
+/// Runs `body` against each server in turn (started one at a time), then fails with every failure seen.
+fn check_all(servers: impl Iterator<Item = T>, body: impl Fn(&mut T)) {
     let mut failures = Vec::new();
-    for plan in ["drive", "scan", "intersect"] {
-        let mut t = T {
-            s: Server::start_with(&Backend::Sqlite, &["--search-plan", plan]),
-            label: format!("sqlite, --search-plan {plan}"),
-            failures: Vec::new(),
-        };
+    for mut t in servers {
         body(&mut t);
         failures.append(&mut t.failures);
     }

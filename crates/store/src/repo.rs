@@ -1424,6 +1424,13 @@ fn chosen_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>
         if !drivable(0) {
             return Ok(None);
         }
+        if q.probes[0].walks_in_order() {
+            return Ok(Some(ProbePlan {
+                filter,
+                driver: Some(0),
+                intersect: false,
+            }));
+        }
         let n = count_entries(c, q, &q.probes[0], DRIVE_CAP)?;
         // Driving costs about `n` rows (all joined and sorted), scanning about `_count` × live ÷ `n`.
         let scan = n >= DRIVE_CAP || expected_scan(n as f64 / live(c)?) < n as f64;

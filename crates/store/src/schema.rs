@@ -66,7 +66,10 @@ pub fn ddl(dialect: Dialect) -> Vec<String> {
              PRIMARY KEY (rid, n, pkey)){wr}"
         ),
         format!("CREATE INDEX IF NOT EXISTS idx_ref_v ON idx_ref (rtype, param, tid, ttype{inc})"),
-        "CREATE INDEX IF NOT EXISTS idx_ref_target ON idx_ref (tid, ttype)".to_string(),
+        // Reverse lookups (`_revinclude`, `_has`, chains) all name the source type and parameter, which
+        // `idx_ref_v` leads with: a (tid, ttype) index cost every reference written a third B-tree insert
+        // for no query, and is dropped from databases that had it.
+        "DROP INDEX IF EXISTS idx_ref_target".to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_date (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, \

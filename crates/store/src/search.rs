@@ -197,6 +197,21 @@ impl Probe {
             .split_once(" i WHERE ")
     }
 
+    /// Whether the condition is one value on every index column before `rid` (a code with its system, a
+    /// typed reference): its index entries are then in resource order, and walking them stops after a page
+    /// whatever the value's frequency.
+    pub fn walks_in_order(&self) -> bool {
+        match self.driven_from() {
+            Some(("idx_token", rest)) => {
+                rest.starts_with("((i.code = ? AND i.system = ?)) AND i.rtype = ? AND i.param = ?")
+            }
+            Some(("idx_ref", rest)) => {
+                rest.starts_with("((i.tid = ? AND i.ttype = ?)) AND i.rtype = ? AND i.param = ?")
+            }
+            _ => false,
+        }
+    }
+
     /// The same condition checked for one candidate row (`i.rid = r.rid`, the index tables' key prefix):
     /// cheap per row, and it lets a page scan resources in order and stop after `_count` matches instead of
     /// first collecting every match of a frequent value. Same bound values, in the same order.
