@@ -71,12 +71,11 @@ pub fn number_range(text: &str) -> Option<(f64, f64, f64)> {
         if negative {
             m = -m;
         }
-        (
-            scale_pow10((10 * m - 5) as f64, scale),
-            scale_pow10((10 * m + 5) as f64, scale),
-        )
+        // Correctly rounded by the decimal parser (repeated multiplications by 10 were not, and could put
+        // `lo` above the value itself for large exponents: "90045.3292506706E260").
+        (decimal(10 * m - 5, scale)?, decimal(10 * m + 5, scale)?)
     } else {
-        let half = scale_pow10(5.0, scale);
+        let half = decimal(5, scale)?;
         (value - half, value + half)
     };
     if !lo.is_finite() || !hi.is_finite() {
@@ -85,16 +84,10 @@ pub fn number_range(text: &str) -> Option<(f64, f64, f64)> {
     Some((value, lo, hi))
 }
 
-/// `x · 10^p`, dividing for negative `p` so that e.g. 1495 · 10^-3 is exactly the nearest double to 1.495.
-fn scale_pow10(x: f64, p: i64) -> f64 {
-    let p = p.clamp(-400, 400) as i32;
-    if p >= 0 {
-        x * 10f64.powi(p)
-    } else if p >= -308 {
-        x / 10f64.powi(-p)
-    } else {
-        x / 10f64.powi(308) / 10f64.powi(-p - 308)
-    }
+/// `m · 10^p`, correctly rounded to the nearest double (the exponent is bounded: beyond ±400 the result is
+/// 0 or infinite either way).
+fn decimal(m: i64, p: i64) -> Option<f64> {
+    format!("{m}e{}", p.clamp(-400, 400)).parse().ok()
 }
 
 #[cfg(test)]
@@ -108,6 +101,9 @@ mod tests {
         assert_eq!(number_range("1.5"), Some((1.5, 1.45, 1.55)));
         assert_eq!(number_range("-1.5"), Some((-1.5, -1.55, -1.45)));
         assert_eq!(number_range("+2"), Some((2.0, 1.5, 2.5)));
+        // Found by the property test: the bounds must hold the value at any exponent.
+        let (v, lo, hi) = number_range("90045.3292506706E260").expect("nombre");
+        assert!(lo <= v && v <= hi);
         assert_eq!(number_range("0"), Some((0.0, -0.5, 0.5)));
         assert_eq!(number_range("1e2"), Some((100.0, 50.0, 150.0)));
         assert_eq!(number_range("1.0E2"), Some((100.0, 95.0, 105.0)));
