@@ -335,9 +335,7 @@ fn visit(p: &[&str], d: &mut Partial, ev: &Ev<'_>, lim: &Limits) -> Result<bool,
             d.type_id = ii(el);
         }
         ([CD, "templateId"], Some(el)) => {
-            if let Some(id) = ii(el) {
-                push(&mut d.template_ids, id, lim)?;
-            }
+            push_ii(&mut d.template_ids, el, lim)?;
         }
         ([CD, "id"], Some(el)) => {
             d.once("id")?;
@@ -465,9 +463,7 @@ fn visit(p: &[&str], d: &mut Partial, ev: &Ev<'_>, lim: &Limits) -> Result<bool,
             }
         }
         ([CD, "inFulfillmentOf", "order", "id"], Some(el)) => {
-            if let Some(id) = ii(el) {
-                push(&mut d.in_fulfillment_of, id, lim)?;
-            }
+            push_ii(&mut d.in_fulfillment_of, el, lim)?;
         }
         ([CD, "relatedDocument"], Some(el)) => {
             let type_code = match el.attr("typeCode") {
@@ -551,9 +547,7 @@ fn patient(r: &[&str], p: &mut Patient, ev: &Ev<'_>, lim: &Limits) -> Result<boo
     let start = ev.start();
     match (r, start) {
         (["id"], Some(el)) => {
-            if let Some(id) = ii(el) {
-                push(&mut p.ids, id, lim)?;
-            }
+            push_ii(&mut p.ids, el, lim)?;
         }
         (["patient", "name", rest @ ..], _) => return names(rest, &mut p.names, ev, lim),
         (["patient", "administrativeGenderCode"], Some(el)) => {
@@ -639,9 +633,7 @@ fn names(
 fn actor(r: &[&str], a: &mut Actor, ev: &Ev<'_>, lim: &Limits) -> Result<bool, CdaError> {
     match (r, ev.start()) {
         (["id"], Some(el)) => {
-            if let Some(id) = ii(el) {
-                push(&mut a.ids, id, lim)?;
-            }
+            push_ii(&mut a.ids, el, lim)?;
         }
         (["code"], Some(el)) => {
             keep_first(&mut a.code, || coded(el));
@@ -665,9 +657,7 @@ fn organization(
 ) -> Result<bool, CdaError> {
     match (r, ev) {
         (["id"], Ev::Start(el)) => {
-            if let Some(id) = ii(el) {
-                push(&mut o.ids, id, lim)?;
-            }
+            push_ii(&mut o.ids, el, lim)?;
         }
         (["name"], Ev::Start(_)) => return Ok(o.name.is_none()),
         (["name"], Ev::End(_)) => o.name = end_text(ev),
@@ -708,18 +698,14 @@ fn encompassing_encounter(
 ) -> Result<bool, CdaError> {
     match (r, ev) {
         (["id"], Ev::Start(el)) => {
-            if let Some(id) = ii(el) {
-                push(&mut e.ids, id, lim)?;
-            }
+            push_ii(&mut e.ids, el, lim)?;
         }
         (["code"], Ev::Start(el)) => {
             keep_first(&mut e.code, || coded(el));
         }
         (["effectiveTime", rest @ ..], Ev::Start(el)) => interval(rest, &mut e.effective_time, el),
         (["location", "healthCareFacility", "id"], Ev::Start(el)) => {
-            if let Some(id) = ii(el) {
-                push(&mut e.facility_ids, id, lim)?;
-            }
+            push_ii(&mut e.facility_ids, el, lim)?;
         }
         (["location", "healthCareFacility", "code"], Ev::Start(el)) => {
             keep_first(&mut e.facility_code, || coded(el));
@@ -784,6 +770,14 @@ fn non_empty<'e>(el: &'e Element, name: &str) -> Option<&'e str> {
 }
 
 /// An `II`; `None` without a root (e.g. a `nullFlavor`).
+/// Appends the element's instance identifier, if it has a `root` (a null-flavoured id carries none).
+fn push_ii(list: &mut Vec<InstanceId>, el: &Element, lim: &Limits) -> Result<(), CdaError> {
+    match ii(el) {
+        Some(id) => push(list, id, lim),
+        None => Ok(()),
+    }
+}
+
 fn ii(el: &Element) -> Option<InstanceId> {
     let root = non_empty(el, "root")?;
     Some(InstanceId::new(root, el.attr("extension")))
