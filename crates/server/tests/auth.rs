@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use common::{
     AuthFixture, AuthFixture as Setup, Backend, PASSWORD, REDIRECT, after, backends, insi_date,
-    local, printed,
+    local, now_step, printed,
 };
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
@@ -181,14 +181,6 @@ fn consent(b: &mut Browser, root: &str, p: Page, decision: &str) -> Page {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     b.post(&format!("{root}{}", form_action(&p.body)), &f)
-}
-
-fn now_step() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 30
 }
 
 fn http() -> openidconnect::reqwest::blocking::Client {

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{AuthFixture, PASSWORD, after, backends, printed};
+use common::{AuthFixture, PASSWORD, after, backends, now_step, printed};
 use serde_json::{Value, json};
 
 struct Driver {
@@ -213,14 +213,6 @@ fn code_in(url: &str) -> Option<String> {
     form_urlencoded::parse(q.as_bytes())
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
-}
-
-fn now_step() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 30
 }
 
 #[test]

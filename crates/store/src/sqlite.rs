@@ -370,7 +370,6 @@ impl SqliteStore {
         let locked = self.writer.lock();
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         let mut w = locked.map_err(|_| poisoned())?;
-        w.data_in_group |= data;
         if !w.in_tx {
             // First writer of a group: nobody else's work is in the transaction, so a failure can roll the
             // whole of it back, and no SAVEPOINT (whose journal copies every page touched) is needed.
@@ -383,6 +382,7 @@ impl SqliteStore {
                 return Err(e);
             }
             w.in_tx = true;
+            w.data_in_group = data;
             w.group = 0;
             w.opened = Instant::now();
             return self.finish(w, Ok(()));
@@ -408,6 +408,9 @@ impl SqliteStore {
                 Err(e)
             }
         };
+        if own.is_ok() {
+            w.data_in_group |= data;
+        }
         self.finish(w, own)
     }
 }

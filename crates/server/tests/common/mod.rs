@@ -341,6 +341,15 @@ impl Resp {
 
 // ------------------------------------------------------------------ authentication fixture
 
+/// The current TOTP time step (RFC 6238, 30 s).
+pub fn now_step() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("horloge")
+        .as_secs()
+        / 30
+}
+
 pub const PASSWORD: &str = "mot-de-passe-de-test-2026";
 pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
