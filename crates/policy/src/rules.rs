@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use socle_store::sql::Row;
-use socle_store::{SqlValue, Store, StoreError};
+use socle_store::{SqlConn, SqlValue, Store, StoreError};
 
 pub const MEDECIN_TRAITANT: &str = "medecin-traitant";
 pub const CARE_KINDS: &[&str] = &[MEDECIN_TRAITANT, "equipe-de-soins", "relation-declaree"];
@@ -149,26 +149,71 @@ impl RuleStore {
         expires: Option<i64>,
     ) -> Result<String, RuleError> {
         Self::check(kind, patient, actor, target, detail, expires)?;
-        let id = new_id(now_ms());
-        let row: Vec<SqlValue> = vec![
-            id.as_str().into(),
-            patient.into(),
-            kind.into(),
-            actor.into(),
-            target.into(),
-            detail.into(),
-            expires.into(),
-            now_ms().into(),
-        ];
+        let mut id = String::new();
         self.store.write(&mut |c| {
-            c.execute(
-                "INSERT INTO policy_rules (id, patient, kind, actor, target, detail, expires, created, revoked) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                &row,
-            )?;
+            id = Self::insert_in(c, patient, kind, actor, target, detail, expires)?;
             Ok(())
         })?;
         Ok(id)
+    }
+
+    /// Stores a rule inside the caller's transaction (a service recording rules with the data they govern,
+    /// e.g. the DMP's visibility labels with the document). The caller checks the rule ([`RuleStore::check`]).
+    pub fn insert_in(
+        c: &mut dyn SqlConn,
+        patient: &str,
+        kind: &str,
+        actor: &str,
+        target: &str,
+        detail: &str,
+        expires: Option<i64>,
+    ) -> Result<String, StoreError> {
+        let id = new_id(now_ms());
+        c.execute(
+            "INSERT INTO policy_rules (id, patient, kind, actor, target, detail, expires, created, revoked) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            &[
+                id.as_str().into(),
+                patient.into(),
+                kind.into(),
+                actor.into(),
+                target.into(),
+                detail.into(),
+                expires.into(),
+                now_ms().into(),
+            ],
+        )?;
+        Ok(id)
+    }
+
+    /// Revokes, inside the caller's transaction, the live rules of `kind` on `target` for this patient (a
+    /// document unmasked, announced…); returns how many were live.
+    pub fn revoke_target_in(
+        c: &mut dyn SqlConn,
+        patient: &str,
+        kind: &str,
+        target: &str,
+    ) -> Result<u64, StoreError> {
+        c.execute(
+            "UPDATE policy_rules SET revoked = ? WHERE patient = ? AND target = ? AND kind = ? AND revoked IS NULL",
+            &[now_ms().into(), patient.into(), target.into(), kind.into()],
+        )
+    }
+
+    /// Whether a live rule of `kind` on `target` exists for this patient.
+    pub fn has_target_in(
+        c: &mut dyn SqlConn,
+        patient: &str,
+        kind: &str,
+        target: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(!c
+            .query(
+                "SELECT 1 FROM policy_rules WHERE patient = ? AND target = ? AND kind = ? AND revoked IS NULL \
+                 AND (expires IS NULL OR expires > ?) LIMIT 1",
+                &[patient.into(), target.into(), kind.into(), now_ms().into()],
+            )?
+            .is_empty())
     }
 
     /// Whether a rule is well formed: a known kind, the fields that kind needs, a known care relationship, an

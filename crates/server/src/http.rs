@@ -32,8 +32,11 @@ pub struct Options {
     pub insecure_local: bool,
     /// The access policy engine (opened by `serve` on the same store).
     pub policy: Option<Arc<socle_policy::Engine>>,
+    /// The DMP (documents, records); `None`: MHD submissions are refused.
+    pub dmp: Option<Arc<dmp::Dmp>>,
 }
 
+pub mod dmp;
 mod guard;
 mod insi;
 mod oidc;
@@ -100,6 +103,42 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
             post(rules::delegation_claim),
         )
         .route("/fhir/Patient/$ins-verify", post(insi::verify))
+        .route("/fhir/Patient/{id}/$dmp", get(dmp::record_state))
+        .route("/fhir/Patient/{id}/$dmp-close", post(dmp::record_close))
+        .route("/fhir/Patient/{id}/$dmp-object", post(dmp::record_object))
+        .route("/fhir/Patient/{id}/$dmp-reopen", post(dmp::record_reopen))
+        .route(
+            "/fhir/DocumentReference/{id}/$dmp-mask",
+            post(dmp::doc_mask),
+        )
+        .route(
+            "/fhir/DocumentReference/{id}/$dmp-unmask",
+            post(dmp::doc_unmask),
+        )
+        .route(
+            "/fhir/DocumentReference/{id}/$dmp-announce",
+            post(dmp::doc_announce),
+        )
+        .route(
+            "/fhir/DocumentReference/{id}/$dmp-archive",
+            post(dmp::doc_archive),
+        )
+        .route(
+            "/fhir/DocumentReference/{id}/$dmp-unarchive",
+            post(dmp::doc_unarchive),
+        )
+        .route(
+            "/fhir/Binary/{id}",
+            get(dmp::read_binary)
+                .put(
+                    |s: State<App>, Path(id): Path<String>, h: HeaderMap, r: Req, b: Body| {
+                        update(s, Path(("Binary".to_string(), id)), h, r, b)
+                    },
+                )
+                .delete(|s: State<App>, Path(id): Path<String>, r: Req| {
+                    delete(s, Path(("Binary".to_string(), id)), r)
+                }),
+        )
         .route(
             "/fhir/OperationDefinition/ins-retrieve",
             get(|req: Req| insi::operation_definition("ins-retrieve", req)),
@@ -686,6 +725,9 @@ async fn run<T: Send + 'static>(
 async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body) -> Response {
     let body = tryr!(json_body(&app, &headers, body).await);
     tryr!(guard::check_bundle(req.caller.as_ref(), &body));
+    if dmp::is_provide(&body) {
+        return dmp::provide(app, req, body).await;
+    }
     let (actor, engine, bg) = tryr!(write_policy(&app, &req));
     if let (Some(actor), Some(e)) = (&actor, &engine) {
         tryr!(policy::bundle_entries_for_users(&body).map_err(|e| repo_error(&e)));

@@ -3,6 +3,7 @@
 mod admin;
 mod annuaire_io;
 mod capability;
+mod dmp_cli;
 mod http;
 mod import;
 mod registry_io;
@@ -72,6 +73,10 @@ enum Command {
         base_url: Option<String>,
         #[command(flatten)]
         auth: AuthArgs,
+        /// Directory of extra CI-SIS value sets (JDV_*.xml, IHE SVS format) for the DMP's metadata checks: J06
+        /// (class) and J10 (format) switch those checks on; a file replaces the embedded set of the same number.
+        #[arg(long, env = "SOCLE_VALUE_SETS")]
+        value_sets: Option<PathBuf>,
         /// TESTS: read every unsorted SQLite search page one way (drive, scan, intersect) instead of choosing.
         #[arg(long, hide = true, value_parser = ["auto", "drive", "scan", "intersect"], default_value = "auto")]
         search_plan: String,
@@ -128,6 +133,11 @@ enum Command {
         /// Address and port to listen on.
         #[arg(long, env = "SOCLE_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+    },
+    /// DMP: the queue of feed events that later services consume.
+    Dmp {
+        #[command(subcommand)]
+        command: dmp_cli::DmpCommand,
     },
     /// Audit trail tools.
     Audit {
@@ -232,6 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             max_body,
             base_url,
             auth,
+            value_sets,
             search_plan,
         } => {
             socle_store::force_search_plan(match search_plan.as_str() {
@@ -246,6 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 );
             }
             let (st, registry) = open_store(&store)?;
+            let dmp = http::dmp::Dmp::open(&st, &store.data, value_sets.as_deref())?;
             let repo = Arc::new(socle_store::Repository::new(st.clone()));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -261,6 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     auth: None,
                     insecure_local: auth.insecure_local,
                     policy: None,
+                    dmp: Some(Arc::new(dmp)),
                 },
                 http::AuthSetup {
                     store: st,
@@ -365,6 +378,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     )?
                 );
             }
+            let dmp = http::dmp::Dmp::open(&st, &data, None)?;
             let accounts = admin::demo_accounts(st.clone(), &repo, &registry, &data, listen)?;
             println!("{}", demo_banner(listen, &data, &accounts));
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -381,6 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     auth: None,
                     insecure_local: false,
                     policy: None,
+                    dmp: Some(Arc::new(dmp)),
                 },
                 http::AuthSetup {
                     store: st,
@@ -405,6 +420,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             repo.flush_audit();
             Ok(exit_code(report.failed == 0, report))
         }
+        Command::Dmp { command } => dmp_cli::run(command),
         Command::Audit {
             command: AuditCommand::Verify { store },
         } => {

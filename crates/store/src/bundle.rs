@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::sql::SqlConn;
 use serde_json::{Value, json};
 
 use crate::repo::{
@@ -165,13 +166,46 @@ pub(crate) fn process(
     repo: &Repository,
     ctx: &RequestContext,
     bundle: Value,
+    hook: Option<TxHook<'_>>,
 ) -> Result<Value, RepoError> {
     let base = ctx.base_url.trim_end_matches('/').to_string();
     let (is_tx, entries) = parse_entries(&bundle, &base)?;
     if is_tx {
-        transaction(repo, ctx, &base, entries)
+        transaction(repo, ctx, &base, entries, hook)
+    } else if hook.is_some() {
+        Err(RepoError::Invalid(
+            "un Bundle de type transaction est attendu".into(),
+        ))
     } else {
         Ok(batch(repo, ctx, &base, entries))
+    }
+}
+
+/// Work a service adds to a transaction Bundle, run inside its database transaction after the entries (an error
+/// rolls the whole transaction back). It receives the response entries, in the Bundle's order, and may query and
+/// write through the [`TxView`]. It may run more than once when the database asks for a retry.
+pub type TxHook<'a> = &'a mut dyn FnMut(&mut TxView<'_>, &[Value]) -> Result<(), RepoError>;
+
+/// The transaction a [`TxHook`] runs in.
+pub struct TxView<'a> {
+    c: &'a mut dyn SqlConn,
+    st: &'a mut TxState,
+}
+
+impl TxView<'_> {
+    /// The connection, inside the transaction.
+    pub fn conn(&mut self) -> &mut dyn SqlConn {
+        self.c
+    }
+
+    /// Ids of the current resources of `rtype` matching `criteria`, the transaction's own writes included
+    /// (at most two: enough to tell none, one and several).
+    pub fn match_ids(
+        &mut self,
+        rtype: &str,
+        criteria: &[(String, String)],
+    ) -> Result<Vec<String>, RepoError> {
+        self.st.match_ids(self.c, rtype, criteria)
     }
 }
 
@@ -309,12 +343,15 @@ fn read_entry(base: &str, s: &Stored) -> Value {
            "response": {"status": "200 OK", "etag": format!("W/\"{}\"", s.version), "lastModified": s.last_updated_iso()}})
 }
 
-/// Replaces every `reference` whose value is a key of `map` (recursively).
+/// Replaces every `reference` whose value is a key of `map` (recursively), and every attachment `url` naming
+/// an entry of the Bundle by its `urn:` fullUrl (IHE MHD: a DocumentReference points to the Binary sent with it).
 fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     match v {
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
-                if k == "reference" {
+                if k == "reference"
+                    || k == "url" && child.as_str().is_some_and(|s| s.starts_with("urn:"))
+                {
                     if let Value::String(s) = child
                         && let Some(n) = map.get(s.as_str())
                     {
@@ -357,6 +394,7 @@ fn transaction(
     ctx: &RequestContext,
     base: &str,
     mut entries: Vec<Entry>,
+    mut hook: Option<TxHook<'_>>,
 ) -> Result<Value, RepoError> {
     // Ids for creates are chosen up front so that urn:uuid references can be rewritten before indexing.
     let mut map: HashMap<String, String> = HashMap::new();
@@ -517,6 +555,12 @@ fn transaction(
                 (Method::Get, _) => deferred_gets.push(e),
                 _ => return Err(wrap(RepoError::Invalid(format!("URL de requête non prise en charge : {}", e.url)))),
             }
+        }
+        if let Some(h) = hook.as_mut() {
+            let mut ordered: Vec<&(usize, Value)> = responses.iter().collect();
+            ordered.sort_by_key(|r| r.0);
+            let ordered: Vec<Value> = ordered.into_iter().map(|r| r.1.clone()).collect();
+            h(&mut TxView { c, st }, &ordered)?;
         }
         Ok(())
     })?;

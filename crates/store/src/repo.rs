@@ -554,6 +554,23 @@ impl Repository {
         self.audit_async(r);
     }
 
+    /// A service operation on one patient's data (a DMP record closed, a document masked…), in the patient's
+    /// trail.
+    pub fn audit_patient_operation(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        rtype: &str,
+        id: &str,
+        patient: &str,
+    ) {
+        let mut r = Self::record(ctx, action);
+        r.rtype = Some(rtype.into());
+        r.id = Some(id.into());
+        r.patient = Some(patient.into());
+        self.audit_async(r);
+    }
+
     /// `GET /Type/id/_history/vid`.
     pub fn vread(
         &self,
@@ -753,7 +770,18 @@ impl Repository {
 
     /// `POST /` with a `batch` or `transaction` Bundle. Returns the response Bundle.
     pub fn bundle(&self, ctx: &RequestContext, bundle: Value) -> Result<Value, RepoError> {
-        crate::bundle::process(self, ctx, bundle)
+        crate::bundle::process(self, ctx, bundle, None)
+    }
+
+    /// A `transaction` Bundle with a service's own work in the same database transaction (see
+    /// [`crate::bundle::TxHook`]): the DMP records its feed event and its duplicate checks there.
+    pub fn transaction_with(
+        &self,
+        ctx: &RequestContext,
+        bundle: Value,
+        hook: crate::bundle::TxHook<'_>,
+    ) -> Result<Value, RepoError> {
+        crate::bundle::process(self, ctx, bundle, Some(hook))
     }
 
     pub(crate) fn write_tx_pub(
@@ -1031,7 +1059,7 @@ impl Prepared {
     }
 }
 
-pub(crate) fn new_id() -> String {
+pub fn new_id() -> String {
     // Time-ordered (v7): new ids land at the end of the (type, id) index instead of on random pages.
     uuid::Uuid::now_v7().to_string()
 }

@@ -150,6 +150,18 @@ fn classify(method: &Method, path: &str) -> Need {
             min_acr: ACR_TWO_FACTORS,
         },
         ["Patient", _, "$duplicates"] => access("Patient", Perm::Search),
+        // The DMP record: its state is read like the patient's documents; creating, objecting, closing and
+        // reopening it need a second factor.
+        ["Patient", _, "$dmp"] if get => access("DocumentReference", Perm::Search),
+        ["Patient", _, op] if op.starts_with("$dmp-") => Need::Access {
+            rtype: Some("DocumentReference".into()),
+            perm: Perm::Update,
+            min_acr: ACR_TWO_FACTORS,
+        },
+        // Masking, announcing, archiving a document (the handler decides who may do which).
+        ["DocumentReference", _, op] if op.starts_with("$dmp-") => {
+            access("DocumentReference", Perm::Update)
+        }
         // Delegation codes (MES-6): created by the patient, claimed by a professional.
         ["Patient", _, "$delegation-code"] | ["Patient", "$delegation-claim"] => Need::Access {
             rtype: Some("Consent".into()),
@@ -351,8 +363,18 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     {
         return Ok(());
     }
+    // Document operations of the DMP (masking, archiving): the handler checks the document is theirs.
+    if method == Method::POST
+        && segs.len() == 3
+        && segs[0] == "DocumentReference"
+        && segs[2].starts_with("$dmp-")
+    {
+        return Ok(());
+    }
     if let Some(id) = p.claim("patient")
-        && (get && path == format!("/fhir/Patient/{id}/$audit-trail")
+        && (get && path == format!("/fhir/Patient/{id}/$dmp")
+            || path.starts_with(&format!("/fhir/Patient/{id}/$dmp-"))
+            || get && path == format!("/fhir/Patient/{id}/$audit-trail")
             || path == format!("/fhir/Patient/{id}/$policy-rules")
             || path == format!("/fhir/Patient/{id}/$delegation-code")
             || path.starts_with(&format!("/fhir/Patient/{id}/$policy-rules/")))

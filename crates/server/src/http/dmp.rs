@@ -1,0 +1,662 @@
+//! The DMP on the FHIR API (IHE MHD and the DMP operations):
+//!
+//! - ITI-65 Provide Document Bundle: `POST /fhir` with an MHD Bundle (recognised by its profile or its
+//!   SubmissionSet `List`) → checked by `socle_dmp`, bytes put in the blob store, stored in one transaction with
+//!   the record, the visibility rules and the feed event; the response lists the request's entries in order.
+//! - ITI-67 / ITI-66: ordinary `DocumentReference` / `List` searches (decided per patient by the policy).
+//! - ITI-68: `GET /fhir/Binary/{id}` → the document's bytes, read from the blob store and verified, as its own
+//!   media type (or as a FHIR `Binary` when JSON is asked for); decided as a read of its DocumentReference.
+//! - `GET /fhir/Patient/{id}/$dmp`: the record's state; `POST …/$dmp-close`, `$dmp-object`, `$dmp-reopen`.
+//! - `POST /fhir/DocumentReference/{id}/$dmp-mask` / `$dmp-unmask` (hidden from professionals),
+//!   `$dmp-announce` (made visible to the patient), `$dmp-archive` / `$dmp-unarchive`.
+
+use std::net::SocketAddr;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use socle_dmp::record::{self, FeedPlan, RecordAction};
+use socle_dmp::{DmpError, Submission, Terminology};
+use socle_fhir::outcome::IssueType;
+use socle_policy::Actor;
+use socle_policy::rules::RuleStore;
+use socle_store::blob::{BlobStore, LocalBlobs};
+use socle_store::repo::Stored;
+use socle_store::{RepoError, Repository, RequestContext};
+
+use super::{App, Req, error, fhir_bytes, guard, policy, prepare, repo_error, version_headers};
+
+macro_rules! tryr {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+/// The DMP's configuration and document store.
+pub struct Dmp {
+    pub terms: Terminology,
+    pub blobs: Arc<dyn BlobStore>,
+    pub opts: socle_dmp::Options,
+}
+
+impl Dmp {
+    /// Opens the DMP of a store: its tables, the blob directory `<data>/blobs`, the embedded value sets and the
+    /// operator's (`value_sets`).
+    pub fn open(
+        store: &Arc<dyn socle_store::Store>,
+        data: &FsPath,
+        value_sets: Option<&FsPath>,
+    ) -> anyhow::Result<Dmp> {
+        record::open(store).map_err(|e| anyhow::anyhow!("tables du DMP : {e}"))?;
+        let mut terms = Terminology::embedded().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(dir) = value_sets {
+            let loaded = terms
+                .load_dir(dir)
+                .map_err(|e| anyhow::anyhow!("jeux de valeurs : {e}"))?;
+            tracing::info!(loaded = ?loaded, "jeux de valeurs CI-SIS chargés");
+        }
+        let blobs = LocalBlobs::open(&data.join("blobs"))
+            .map_err(|e| anyhow::anyhow!("stockage des documents : {e}"))?;
+        Ok(Dmp {
+            terms,
+            blobs: Arc::new(blobs),
+            opts: socle_dmp::Options::default(),
+        })
+    }
+}
+
+/// The code system of Socle's DMP error codes (OperationOutcome `details`).
+const ERROR_SYSTEM: &str = "https://socle.example/fhir/CodeSystem/dmp-error";
+/// The tag of archived documents.
+const ARCHIVE_TAG: &str = "https://socle.example/fhir/CodeSystem/dmp-state";
+
+fn dmp_error(e: &DmpError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    let code = match e.status() {
+        400 => "structure",
+        404 => "not-found",
+        409 => "conflict",
+        413 => "too-long",
+        500 => "exception",
+        _ => match e {
+            DmpError::UnknownCode { .. } => "code-invalid",
+            DmpError::Missing { .. } => "required",
+            DmpError::IdentityNotQualified { .. } => "business-rule",
+            _ => "invalid",
+        },
+    };
+    if status.is_server_error() {
+        tracing::error!(error = %e, "DMP : échec interne");
+    }
+    let mut issue = json!({
+        "severity": "error",
+        "code": code,
+        "details": {"coding": [{"system": ERROR_SYSTEM, "code": e.code()}], "text": e.to_string()},
+        "diagnostics": e.to_string(),
+    });
+    if let Some(f) = e.field() {
+        issue["expression"] = json!([f]);
+    }
+    let body = json!({"resourceType": "OperationOutcome", "issue": [issue]});
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(super::FHIR_JSON),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+enum Failure {
+    Dmp(DmpError),
+    Repo(RepoError),
+}
+
+impl From<DmpError> for Failure {
+    fn from(e: DmpError) -> Self {
+        Failure::Dmp(e)
+    }
+}
+impl From<RepoError> for Failure {
+    fn from(e: RepoError) -> Self {
+        Failure::Repo(e)
+    }
+}
+
+impl Failure {
+    fn status(&self) -> u16 {
+        match self {
+            Failure::Dmp(e) => e.status(),
+            Failure::Repo(e) => e.status(),
+        }
+    }
+    fn response(&self) -> Response {
+        match self {
+            Failure::Dmp(e) => dmp_error(e),
+            Failure::Repo(e) => repo_error(e),
+        }
+    }
+}
+
+fn service(app: &App) -> Result<Arc<Dmp>, Response> {
+    app.opts.dmp.clone().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::NotSupported,
+            "service DMP non configuré sur ce serveur",
+        )
+    })
+}
+
+/// A token search value for an identifier (`system|value`, or the value alone).
+fn token((system, value): &(Option<String>, String)) -> String {
+    match system {
+        Some(s) => format!("{s}|{value}"),
+        None => value.clone(),
+    }
+}
+
+fn json_of(s: &Stored) -> Result<Value, RepoError> {
+    serde_json::from_slice(&s.content)
+        .map_err(|e| RepoError::Invalid(format!("ressource stockée illisible : {e}")))
+}
+
+/// ITI-65: a Provide Document Bundle.
+pub(super) async fn provide(app: App, req: Req, body: Value) -> Response {
+    let dmp = tryr!(service(&app));
+    let (actor, engine, bg) = tryr!(super::write_policy(&app, &req));
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let out = super::blocking(move || {
+        provide_blocking(
+            &repo,
+            &ctx,
+            &dmp,
+            body,
+            actor.as_ref(),
+            engine.as_deref(),
+            bg.as_deref(),
+        )
+    })
+    .await;
+    match tryr!(out) {
+        Ok(v) => fhir_bytes(StatusCode::OK, v.to_string().into_bytes(), &req),
+        Err(f) => {
+            app.repo.audit_failure(
+                &req.ctx,
+                "transaction",
+                Some("DocumentReference"),
+                None,
+                f.status(),
+            );
+            f.response()
+        }
+    }
+}
+
+fn provide_blocking(
+    r: &Repository,
+    ctx: &RequestContext,
+    dmp: &Dmp,
+    body: Value,
+    actor: Option<&Actor>,
+    engine: Option<&socle_policy::Engine>,
+    bg: Option<&str>,
+) -> Result<Value, Failure> {
+    let n_entries = body["entry"].as_array().map_or(0, Vec::len);
+    let sub = Submission::parse(body, &dmp.terms, &dmp.opts)?;
+    let patient = match r.read(ctx, "Patient", &sub.patient) {
+        Ok(p) => p,
+        Err(RepoError::NotFound(_) | RepoError::Gone(_)) => {
+            return Err(DmpError::UnknownPatient(format!("Patient/{}", sub.patient)).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    sub.check_patient(&json_of(&patient)?)?;
+    if let Some(e) = engine {
+        policy::check_write(e, actor, &[Some(sub.patient.clone())], bg)?;
+    }
+    let mut superseded = Vec::new();
+    for d in &sub.docs {
+        let Some(old_id) = &d.replaces else { continue };
+        let old = match r.read(ctx, "DocumentReference", old_id) {
+            Ok(s) => s,
+            Err(RepoError::NotFound(_) | RepoError::Gone(_)) => {
+                return Err(DmpError::Replacement(format!(
+                    "DocumentReference/{old_id} n'existe pas dans le DMP"
+                ))
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let v = json_of(&old)?;
+        let same_patient = v["subject"]["reference"]
+            .as_str()
+            .and_then(|s| s.rsplit_once("Patient/"))
+            .is_some_and(|(_, id)| id == sub.patient);
+        if !same_patient {
+            return Err(DmpError::Replacement(format!(
+                "DocumentReference/{old_id} concerne un autre patient"
+            ))
+            .into());
+        }
+        if v["status"] != "current" {
+            return Err(DmpError::Replacement(format!(
+                "DocumentReference/{old_id} a le statut « {} » : seul un document en vigueur (current) est remplacé",
+                v["status"].as_str().unwrap_or("?")
+            ))
+            .into());
+        }
+        superseded.push((old_id.clone(), old.version, v));
+    }
+    let mut blobs = Vec::with_capacity(sub.parts.len());
+    for p in &sub.parts {
+        let b = dmp
+            .blobs
+            .put(&p.bytes)
+            .map_err(|e| DmpError::Storage(e.to_string()))?;
+        blobs.push((b.sha256, b.size));
+    }
+    let documents: Vec<(String, Vec<(String, String)>)> = sub
+        .docs
+        .iter()
+        .map(|d| (token(&d.unique_id), d.labels.clone()))
+        .collect();
+    let submission_token = token(&sub.unique_id);
+    let patient_id = sub.patient.clone();
+    let notes = sub.notes.clone();
+    let (tx, layout) = sub.into_transaction(&blobs, &superseded);
+    let plan = FeedPlan {
+        patient: patient_id,
+        submission_token,
+        documents,
+        author: ctx.principal.clone(),
+        layout,
+    };
+    let mut failure = None;
+    let resp = r.transaction_with(ctx, tx, &mut |view, responses| {
+        record::commit_in(view, &plan, responses, &mut failure)
+    });
+    let resp = match resp {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(match failure {
+                Some(f) => Failure::Dmp(f),
+                None => Failure::Repo(e),
+            });
+        }
+    };
+    // The response lists the request's entries in their order (the stored transaction orders them its way).
+    let stored = resp["entry"].as_array().cloned().unwrap_or_default();
+    let mut entries = vec![Value::Null; n_entries];
+    for (orig, pos) in &plan.layout.origin {
+        if let (Some(slot), Some(e)) = (entries.get_mut(*orig), stored.get(*pos)) {
+            *slot = e.clone();
+        }
+    }
+    if !notes.is_empty()
+        && let Some(list) = entries.get_mut(plan.layout.list_origin)
+    {
+        let issues: Vec<Value> = notes
+            .iter()
+            .map(|n| json!({"severity": "warning", "code": "informational", "diagnostics": n}))
+            .collect();
+        list["response"]["outcome"] = json!({"resourceType": "OperationOutcome", "issue": issues});
+    }
+    Ok(json!({"resourceType": "Bundle", "type": "transaction-response", "entry": entries}))
+}
+
+/// The request's facts for a route that serves other media types than JSON (ITI-68): the usual checks without
+/// the `Accept` one; returns the `Accept` header too.
+fn lenient_req(app: &App, request: &Request) -> Result<(Req, String), Response> {
+    let mut headers = request.headers().clone();
+    let accept = headers
+        .remove(header::ACCEPT)
+        .and_then(|h| h.to_str().ok().map(str::to_string))
+        .unwrap_or_default();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+    let caller = request.extensions().get::<guard::Caller>().cloned();
+    let req = prepare(app, &headers, request.uri().query(), peer, caller)?;
+    Ok((req, accept))
+}
+
+/// Whether the client asked for the FHIR `Binary` resource rather than the document itself.
+fn wants_resource(req: &Req, accept: &str) -> bool {
+    req.params.iter().any(|(k, _)| k == "_format")
+        || accept.split(',').any(|a| {
+            matches!(
+                a.split(';').next().unwrap_or("").trim(),
+                "application/fhir+json" | "application/json" | "application/json+fhir"
+            )
+        })
+}
+
+/// ITI-68: a document's bytes.
+pub(super) async fn read_binary(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let (req, accept) = tryr!(lenient_req(&app, &request));
+    let dmp = tryr!(service(&app));
+    let actor = policy::actor_of(req.caller.as_ref());
+    let bg = match policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref()) {
+        Ok(b) => b,
+        Err(e) => return repo_error(&e),
+    };
+    let engine = app.policy.clone();
+    let repo = app.repo.clone();
+    let ctx = req.ctx.clone();
+    let out = super::blocking(move || -> Result<(Stored, Value, Vec<u8>), Failure> {
+        let s = repo.read(&ctx, "Binary", &id)?;
+        let bin = json_of(&s)?;
+        // Decided as a read of the document it belongs to (its patient, type, masks, visibility).
+        if let (Some(actor), Some(engine)) = (&actor, &engine)
+            && let Some(doc) = bin["securityContext"]["reference"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("DocumentReference/"))
+        {
+            let check = |conn: &mut dyn socle_store::SqlConn, s: &Stored, patient: Option<&str>| {
+                let d = policy::check(conn, engine, actor, s, patient, bg.as_deref())?;
+                Ok(Some(format!(
+                    "policy={} (document de Binary/{id})",
+                    d.reason.code()
+                )))
+            };
+            repo.read_checked(&ctx, "DocumentReference", doc, &check)?;
+        }
+        let bytes = match socle_dmp::blob_of(&bin) {
+            Some((sha, _)) => dmp
+                .blobs
+                .get(&sha)
+                .map_err(|e| DmpError::Storage(e.to_string()))?,
+            None => base64::engine::general_purpose::STANDARD
+                .decode(bin["data"].as_str().unwrap_or(""))
+                .map_err(|e| RepoError::Invalid(format!("Binary.data illisible : {e}")))?,
+        };
+        Ok((s, bin, bytes))
+    })
+    .await;
+    let (s, mut bin, bytes) = match tryr!(out) {
+        Ok(v) => v,
+        Err(f) => return f.response(),
+    };
+    if wants_resource(&req, &accept) {
+        if let Some(meta) = bin["meta"].as_object_mut() {
+            meta.remove("extension");
+        }
+        bin["data"] = json!(base64::engine::general_purpose::STANDARD.encode(&bytes));
+        let mut resp = fhir_bytes(StatusCode::OK, bin.to_string().into_bytes(), &req);
+        version_headers(&mut resp, &s);
+        return resp;
+    }
+    let ct = bin["contentType"]
+        .as_str()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, ct);
+    // A document is data, never a page of this site: no sniffing, no script.
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    version_headers(&mut resp, &s);
+    resp
+}
+
+/// Who acts on a record: the patient themself or software acting for a structure (or the developer).
+fn record_manager(req: &Req, patient: &str) -> Result<(), Response> {
+    match policy::actor_of(req.caller.as_ref()) {
+        Some(Actor::Patient { patient: own }) if own == patient => Ok(()),
+        Some(Actor::Client { .. }) => Ok(()),
+        None if matches!(req.caller, Some(guard::Caller::Insecure)) => Ok(()),
+        _ => Err(error(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "seuls le patient (pour son propre dossier) et les logiciels habilités agissent sur l'existence du DMP",
+        )),
+    }
+}
+
+fn state_json(patient: &str, st: Option<&record::RecordState>, documents: i64) -> Value {
+    let mut p = vec![json!({"name": "exists", "valueBoolean": st.is_some()})];
+    if let Some(s) = st {
+        p.push(json!({"name": "state", "valueCode": s.state}));
+        p.push(json!({"name": "label", "valueString": record::label(&s.state)}));
+        p.push(
+            json!({"name": "created", "valueInstant": socle_store::repo::iso_instant(s.created)}),
+        );
+        p.push(
+            json!({"name": "changed", "valueInstant": socle_store::repo::iso_instant(s.changed)}),
+        );
+        p.push(json!({"name": "reason", "valueString": s.reason}));
+    }
+    p.push(json!({"name": "documents", "valueInteger": documents}));
+    p.push(
+        json!({"name": "patient", "valueReference": {"reference": format!("Patient/{patient}")}}),
+    );
+    json!({"resourceType": "Parameters", "parameter": p})
+}
+
+/// The number of current documents of a patient.
+fn current_documents(
+    r: &Repository,
+    ctx: &RequestContext,
+    patient: &str,
+) -> Result<i64, RepoError> {
+    let page = r.search(
+        ctx,
+        "DocumentReference",
+        &[
+            ("patient".into(), format!("Patient/{patient}")),
+            ("status".into(), "current".into()),
+            ("_summary".into(), "count".into()),
+        ],
+        true,
+    )?;
+    Ok(page.total.unwrap_or(0))
+}
+
+/// `GET /fhir/Patient/{id}/$dmp`: does the record exist, in which state, with how many current documents.
+pub(super) async fn record_state(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    req: Req,
+) -> Response {
+    let engine = app.policy.clone();
+    let actor = policy::actor_of(req.caller.as_ref());
+    let out = super::run(&app, &req, None, move |r, c| {
+        if let Some(e) = &engine {
+            policy::check_write(e, actor.as_ref(), &[Some(id.clone())], None)?;
+        }
+        r.read(c, "Patient", &id)?;
+        let st = record::state(r.store(), &id).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let n = current_documents(r, c, &id)?;
+        Ok(state_json(&id, st.as_ref(), n))
+    })
+    .await;
+    let v = tryr!(out);
+    fhir_bytes(StatusCode::OK, v.to_string().into_bytes(), &req)
+}
+
+macro_rules! handlers {
+    ($f:ident: $($name:ident => $arg:expr),* $(,)?) => {
+        $(
+            pub(super) async fn $name(
+                s: State<App>,
+                Path(id): Path<String>,
+                req: Req,
+                body: axum::body::Body,
+            ) -> Response {
+                $f(s, id, $arg, req, body).await
+            }
+        )*
+    };
+}
+
+handlers!(record_action:
+    record_close => RecordAction::Close,
+    record_object => RecordAction::Object,
+    record_reopen => RecordAction::Reopen,
+);
+handlers!(document_action:
+    doc_mask => "$dmp-mask",
+    doc_unmask => "$dmp-unmask",
+    doc_announce => "$dmp-announce",
+    doc_archive => "$dmp-archive",
+    doc_unarchive => "$dmp-unarchive",
+);
+
+/// `POST /fhir/Patient/{id}/$dmp-close|$dmp-object|$dmp-reopen` (Parameters `reason`, optional).
+async fn record_action(
+    State(app): State<App>,
+    id: String,
+    action: RecordAction,
+    req: Req,
+    body: axum::body::Body,
+) -> Response {
+    tryr!(record_manager(&req, &id));
+    let bytes = tryr!(super::read_body(&app, body).await);
+    let reason = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v["parameter"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|p| p["name"] == "reason")
+                    .and_then(|p| p["valueString"].as_str().map(str::to_string))
+            })
+        })
+        .unwrap_or_default();
+    let out = super::run(
+        &app,
+        &req,
+        Some(("dmp-record", Some("Patient"), None)),
+        move |r, c| {
+            r.read(c, "Patient", &id)?;
+            let n = current_documents(r, c, &id)?;
+            let st = record::apply(r.store(), &id, action, n.max(0) as u64, &reason).map_err(
+                |e| match e {
+                    DmpError::Operation(m) => RepoError::Conflict(m),
+                    e => RepoError::Invalid(e.to_string()),
+                },
+            )?;
+            r.audit_patient_operation(c, &format!("dmp-{}", st.state), "Patient", &id, &id);
+            Ok(state_json(&id, Some(&st), n))
+        },
+    )
+    .await;
+    let v = tryr!(out);
+    fhir_bytes(StatusCode::OK, v.to_string().into_bytes(), &req)
+}
+
+/// `POST /fhir/DocumentReference/{id}/$dmp-mask|$dmp-unmask|$dmp-announce|$dmp-archive|$dmp-unarchive`.
+///
+/// Masking to professionals and unmasking: the patient (or software acting for them). Announcing (the
+/// document becomes visible to the patient): a professional the policy lets act for the patient, or software.
+/// Archiving: the patient or a professional acting for them; an archived document is tagged and left out of
+/// searches that ask so (`_tag:not=…|archived`), never deleted.
+async fn document_action(
+    State(app): State<App>,
+    id: String,
+    op: &'static str,
+    req: Req,
+    _body: axum::body::Body,
+) -> Response {
+    let actor = policy::actor_of(req.caller.as_ref());
+    let engine = app.policy.clone();
+    let insecure = matches!(req.caller, Some(guard::Caller::Insecure));
+    let id2 = id.clone();
+    let out = super::run(&app, &req, Some(("dmp-document", Some("DocumentReference"), Some(&id2))), move |r, c| {
+        let s = r.read(c, "DocumentReference", &id)?;
+        let mut v = json_of(&s)?;
+        let patient = v["subject"]["reference"]
+            .as_str()
+            .and_then(|s| s.rsplit_once("Patient/"))
+            .map(|(_, p)| p.to_string())
+            .ok_or_else(|| RepoError::Unprocessable("document sans patient".into()))?;
+        let own = matches!(&actor, Some(Actor::Patient { patient: p }) if *p == patient);
+        let client = matches!(&actor, Some(Actor::Client { .. })) || insecure;
+        let pro = matches!(&actor, Some(Actor::Professional { .. }));
+        let allowed = match op {
+            "$dmp-mask" | "$dmp-unmask" => own || client,
+            "$dmp-announce" => pro || client,
+            "$dmp-archive" | "$dmp-unarchive" => own || pro || client,
+            _ => return Err(RepoError::NotFound(format!("opération {op} inconnue"))),
+        };
+        if !allowed {
+            return Err(RepoError::Forbidden {
+                code: "dmp-operation".into(),
+                message: format!("{op} : réservé {}", match op {
+                    "$dmp-announce" => "aux professionnels qui suivent le patient",
+                    _ => "au patient et aux logiciels habilités",
+                }),
+            });
+        }
+        if pro && let Some(e) = &engine {
+            policy::check_write(e, actor.as_ref(), &[Some(patient.clone())], None)?;
+        }
+        let target = format!("DocumentReference/{id}");
+        let rules = |kind: &'static str, add: bool| -> Result<(), RepoError> {
+            r.store().write(&mut |conn| {
+                if add {
+                    if !RuleStore::has_target_in(conn, &patient, kind, &target)? {
+                        RuleStore::insert_in(conn, &patient, kind, "", &target, "opération DMP", None)?;
+                    }
+                } else {
+                    RuleStore::revoke_target_in(conn, &patient, kind, &target)?;
+                }
+                Ok(())
+            })?;
+            Ok(())
+        };
+        match op {
+            "$dmp-mask" => rules("mask", true)?,
+            "$dmp-unmask" => rules("mask", false)?,
+            "$dmp-announce" => rules("hide-patient", false)?,
+            "$dmp-archive" | "$dmp-unarchive" => {
+                let archive = op == "$dmp-archive";
+                let tags = v["meta"]["tag"].as_array().cloned().unwrap_or_default();
+                let mut tags: Vec<Value> = tags.into_iter().filter(|t| t["system"] != ARCHIVE_TAG).collect();
+                if archive {
+                    tags.push(json!({"system": ARCHIVE_TAG, "code": "archived", "display": "Archivé"}));
+                }
+                match v["meta"].as_object_mut() {
+                    Some(meta) if tags.is_empty() => {
+                        meta.remove("tag");
+                    }
+                    _ => v["meta"]["tag"] = json!(tags),
+                }
+                r.update(c, "DocumentReference", &id, v, Some(s.version))?;
+            }
+            _ => {}
+        }
+        r.audit_patient_operation(c, &op[1..], "DocumentReference", &id, &patient);
+        Ok(json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational",
+            "diagnostics": format!("{op} appliqué à {target}")}]}))
+    })
+    .await;
+    let v = tryr!(out);
+    fhir_bytes(StatusCode::OK, v.to_string().into_bytes(), &req)
+}
+
+pub(super) fn is_provide(body: &Value) -> bool {
+    socle_dmp::is_provide_bundle(body)
+}

@@ -1,0 +1,551 @@
+//! The DMP over HTTP, on both backends: ITI-65 submissions (accepted, replaced, refused for each rule with
+//! nothing stored), ITI-67/66 searches, ITI-68 retrieval from the blob store (verified), visibility labels,
+//! masking, archiving, the record's life (objection, closure) and the feed-event queue.
+
+mod common;
+
+use common::{Resp, Server, backends, insi_date, local};
+use serde_json::{Value, json};
+use socle_dmp::sample::{self, Person, SampleDoc};
+
+fn document_check() -> Value {
+    json!({"url": "validationMode", "valueCoding": {"code": "CN"}})
+}
+
+/// A registry of synthetic persons; returns them.
+fn registry(s: &Server, n: usize) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let o = s.cli(&[
+        "generate",
+        "--persons",
+        &n.to_string(),
+        "--seed",
+        "5",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let file = dir.path().join("persons.ndjson");
+    let o = s.cli(&["import", "--registry", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The CDA view of a registry person.
+fn person(r: &Value) -> Person {
+    Person {
+        ins_oid: r["identifier"][0]["system"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("urn:oid:")
+            .into(),
+        ins: r["identifier"][0]["value"].as_str().unwrap().into(),
+        family: r["name"][0]["family"].as_str().unwrap().into(),
+        given: r["name"][0]["given"][0].as_str().unwrap().into(),
+        gender: if r["gender"] == "male" { "M" } else { "F" }.into(),
+        birth: r["birthDate"].as_str().unwrap().replace('-', ""),
+    }
+}
+
+fn qualified(s: &Server, id: &str, r: &Value) {
+    let ins = r["identifier"][0]["value"].as_str().unwrap();
+    s.put(
+        &format!("Patient/{id}"),
+        &local(id, r, "QUAL", &[insi_date(), document_check()], Some(ins)),
+    )
+    .expect(201);
+}
+
+fn submit(s: &Server, patient: &str, sub: &str, docs: &[(SampleDoc, Vec<u8>)]) -> Resp {
+    s.post("", &sample::provide_bundle(patient, sub, docs))
+}
+
+fn code(r: &Resp) -> String {
+    r.json["issue"][0]["details"]["coding"][0]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn count(s: &Server, query: &str) -> i64 {
+    let r = s.get(&format!("{query}&_summary=count"));
+    r.expect(200);
+    r.json["total"].as_i64().unwrap()
+}
+
+fn raw_get(s: &Server, path: &str, accept: &str) -> (u16, Option<String>, Vec<u8>) {
+    let resp = ureq::get(&s.url(path)).set("Accept", accept).call();
+    let resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let status = resp.status();
+    let ct = resp.header("content-type").map(str::to_string);
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes).unwrap();
+    (status, ct, bytes)
+}
+
+/// Every collection a refused submission could have touched.
+fn stored(s: &Server) -> (i64, i64, i64) {
+    (
+        count(s, "DocumentReference?_id:not=x"),
+        count(s, "Binary?_id:not=x"),
+        count(s, "List?_id:not=x"),
+    )
+}
+
+#[test]
+fn dmp_over_http() {
+    for backend in backends() {
+        let s = Server::start(&backend);
+        let people = registry(&s, 50);
+        qualified(&s, "p1", &people[3]);
+        let p1 = person(&people[3]);
+
+        // ITI-65: one document.
+        let d1 = SampleDoc::report("D1", 100_000);
+        let cda1 = sample::cda_n1(&p1, &d1);
+        let r = submit(&s, "p1", "S1", &[(d1.clone(), cda1.clone())]);
+        r.expect(200);
+        assert_eq!(r.json["type"], "transaction-response");
+        let entries = r.json["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), 3, "{}", r.text);
+        for e in entries {
+            assert!(
+                e["response"]["status"].as_str().unwrap().starts_with("201"),
+                "{e}"
+            );
+        }
+        // Responses in the request's order: List, DocumentReference, Binary.
+        let doc_id = entries[1]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .nth_back(2)
+            .unwrap()
+            .to_string();
+        assert!(
+            entries[0]["response"]["location"]
+                .as_str()
+                .unwrap()
+                .contains("List/")
+        );
+        assert!(
+            entries[2]["response"]["location"]
+                .as_str()
+                .unwrap()
+                .contains("Binary/")
+        );
+        // The class and format value sets are not loaded: the response says so.
+        assert!(
+            entries[0]["response"]["outcome"]["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains("J06"),
+            "{}",
+            r.text
+        );
+
+        let doc = s.get(&format!("DocumentReference/{doc_id}"));
+        doc.expect(200);
+        let url = doc.json["content"][0]["attachment"]["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(url.starts_with("Binary/"), "{url}");
+        // ITI-68: the exact bytes, as their own media type; or as a FHIR Binary.
+        let (st, ct, bytes) = raw_get(&s, &url, "text/xml");
+        assert_eq!(st, 200);
+        assert_eq!(ct.as_deref(), Some("text/xml"));
+        assert!(bytes == cda1, "bytes differ");
+        let (st, _, bytes) = raw_get(&s, &url, "*/*");
+        assert_eq!(st, 200);
+        assert!(bytes == cda1);
+        let bin = s.get(&format!("{url}?_format=json"));
+        bin.expect(200);
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(bin.json["data"].as_str().unwrap())
+            .unwrap();
+        assert!(data == cda1);
+        assert!(bin.json["meta"].get("extension").is_none(), "{}", bin.text);
+        assert_eq!(
+            bin.json["securityContext"]["reference"],
+            format!("DocumentReference/{doc_id}")
+        );
+
+        // ITI-67 and ITI-66.
+        assert_eq!(
+            count(
+                &s,
+                "DocumentReference?patient=p1&status=current&type=http://loinc.org|11488-4"
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &s,
+                "DocumentReference?patient=p1&security-label=N&facility=urn:oid:1.2.250.1.71.4.2.4|SA01"
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &s,
+                "DocumentReference?patient=p1&setting=ETABLISSEMENT&date=ge2026-11-01"
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &s,
+                "DocumentReference?patient=p1&type=http://loinc.org|11502-2"
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                &s,
+                "List?patient=p1&code=https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes|submissionset"
+            ),
+            1
+        );
+        let before = stored(&s);
+        assert_eq!(before, (1, 1, 1));
+
+        // Duplicates: the same submission again, or the same document in a new submission.
+        let r = submit(&s, "p1", "S1", &[(d1.clone(), cda1.clone())]);
+        assert_eq!(
+            (r.status, code(&r)),
+            (409, "duplicate".into()),
+            "{}",
+            r.text
+        );
+        let r = submit(&s, "p1", "S1b", &[(d1.clone(), cda1.clone())]);
+        assert_eq!(
+            (r.status, code(&r)),
+            (409, "duplicate".into()),
+            "{}",
+            r.text
+        );
+        assert_eq!(stored(&s), before);
+
+        // Refusals, each with its reason, nothing stored.
+        let d2 = SampleDoc::report("D2", 2_000);
+        let cda2 = sample::cda_n1(&p1, &d2);
+        let refuse = |bundle: Value, status: u16, expected: &str, text: &str| {
+            let r = s.post("", &bundle);
+            assert_eq!(
+                (r.status, code(&r).as_str()),
+                (status, expected),
+                "{}",
+                r.text
+            );
+            assert!(r.diagnostics().contains(text), "{expected}: {}", r.text);
+            assert_eq!(stored(&s), before, "{expected}");
+        };
+        let good = || sample::provide_bundle("p1", "S2", &[(d2.clone(), cda2.clone())]);
+        // Another patient's INS in the document.
+        let other = sample::cda_n1(&person(&people[4]), &d2);
+        refuse(
+            sample::provide_bundle("p1", "S2", &[(d2.clone(), other)]),
+            422,
+            "cda-mismatch",
+            "INS du patient",
+        );
+        // The metadata's type differs from the document's.
+        let mut b = good();
+        b["entry"][1]["resource"]["type"]["coding"][0]["code"] = json!("11502-2");
+        refuse(b, 422, "cda-mismatch", "type de document");
+        // Unknown codes.
+        let mut b = good();
+        b["entry"][1]["resource"]["type"]["coding"][0]["code"] = json!("99999-9");
+        refuse(b, 422, "unknown-code", "J07");
+        let mut b = good();
+        b["entry"][1]["resource"]["context"]["practiceSetting"]["coding"][0]["code"] =
+            json!("NOPE");
+        refuse(b, 422, "unknown-code", "J04");
+        let mut b = good();
+        b["entry"][1]["resource"]["securityLabel"][0]["coding"][0]["code"] = json!("X");
+        refuse(b, 422, "unknown-code", "J08");
+        // Hash: missing, wrong; size wrong.
+        let mut b = good();
+        b["entry"][1]["resource"]["content"][0]["attachment"]
+            .as_object_mut()
+            .unwrap()
+            .remove("hash");
+        refuse(b, 422, "hash-missing", "empreinte absente");
+        let mut b = good();
+        b["entry"][1]["resource"]["content"][0]["attachment"]["hash"] =
+            json!("2jmj7l5rSw0yVb/vlWAYkK/YBwk=");
+        refuse(b, 422, "hash-mismatch", "calculée");
+        let mut b = good();
+        b["entry"][1]["resource"]["content"][0]["attachment"]["size"] = json!(12);
+        refuse(b, 422, "size-mismatch", "12");
+        // Missing comprehensive metadata.
+        let mut b = good();
+        b["entry"][1]["resource"]["context"]
+            .as_object_mut()
+            .unwrap()
+            .remove("facilityType");
+        refuse(b, 422, "metadata-missing", "facilityType");
+        // Hostile or malformed XML.
+        let hostile: [(&str, &[u8]); 3] = [
+            ("xxe", b"<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><ClinicalDocument xmlns=\"urn:hl7-org:v3\">&x;</ClinicalDocument>"),
+            ("laughs", b"<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;&a;&a;\">]><ClinicalDocument xmlns=\"urn:hl7-org:v3\">&b;</ClinicalDocument>"),
+            ("truncated", &cda2[..cda2.len() / 2]),
+        ];
+        for (_, bytes) in hostile {
+            refuse(
+                sample::provide_bundle("p1", "S2", &[(d2.clone(), bytes.to_vec())]),
+                422,
+                "cda-invalid",
+                "CDA",
+            );
+        }
+        // Not a submission: a Patient inside, no SubmissionSet.
+        let mut b = good();
+        b["entry"].as_array_mut().unwrap().push(json!({"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}));
+        refuse(b, 400, "mhd-structure", "Patient");
+        // An unqualified identity.
+        s.put("Patient/p2", &local("p2", &people[5], "PROV", &[], None))
+            .expect(201);
+        let d3 = SampleDoc::report("D3", 1_000);
+        let cda3 = sample::cda_n1(&person(&people[5]), &d3);
+        refuse(
+            sample::provide_bundle("p2", "S3", &[(d3, cda3)]),
+            422,
+            "identity-not-qualified",
+            "PROV",
+        );
+        // An unknown patient.
+        refuse(
+            sample::provide_bundle("nobody", "S3", &[(d2.clone(), cda2.clone())]),
+            404,
+            "unknown-patient",
+            "nobody",
+        );
+
+        // Replacement: the old version is superseded, not lost.
+        let mut d1v2 = SampleDoc::report("D1v2", 3_000);
+        d1v2.replaces = Some(doc_id.clone());
+        let cda = sample::cda_n1(&p1, &d1v2);
+        let r = submit(&s, "p1", "S4", &[(d1v2.clone(), cda.clone())]);
+        r.expect(200);
+        let old = s.get(&format!("DocumentReference/{doc_id}"));
+        assert_eq!(old.json["status"], "superseded");
+        assert_eq!(old.json["meta"]["versionId"], "2");
+        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 1);
+        assert_eq!(
+            count(
+                &s,
+                &format!("DocumentReference?patient=p1&relatesto=DocumentReference/{doc_id}")
+            ),
+            1
+        );
+        // A superseded document is not replaced again.
+        let mut again = SampleDoc::report("D1v3", 3_000);
+        again.replaces = Some(doc_id.clone());
+        let r = submit(
+            &s,
+            "p1",
+            "S5",
+            &[(again.clone(), sample::cda_n1(&p1, &again))],
+        );
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (422, "replacement"),
+            "{}",
+            r.text
+        );
+
+        // Visibility: a document not yet announced to the patient, then announced.
+        let mut hidden = SampleDoc::report("D5", 1_000);
+        hidden.labels = vec![(
+            "urn:oid:1.2.250.1.213.1.1.4.13".into(),
+            "INVISIBLE_PATIENT".into(),
+        )];
+        let r = submit(
+            &s,
+            "p1",
+            "S6",
+            &[(hidden.clone(), sample::cda_n1(&p1, &hidden))],
+        );
+        r.expect(200);
+        let hidden_id = r.json["entry"][1]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .nth_back(2)
+            .unwrap()
+            .to_string();
+        let rules = s.get("Patient/p1/$policy-rules");
+        assert!(
+            rules
+                .text
+                .contains(&format!("DocumentReference/{hidden_id}"))
+                && rules.text.contains("hide-patient"),
+            "{}",
+            rules.text
+        );
+        s.post(
+            &format!("DocumentReference/{hidden_id}/$dmp-announce"),
+            &json!({}),
+        )
+        .expect(200);
+        let rules = s.get("Patient/p1/$policy-rules");
+        assert!(!rules.text.contains("hide-patient"), "{}", rules.text);
+        // Masking to professionals and back.
+        s.post(
+            &format!("DocumentReference/{hidden_id}/$dmp-mask"),
+            &json!({}),
+        )
+        .expect(200);
+        assert!(s.get("Patient/p1/$policy-rules").text.contains("\"mask\""));
+        s.post(
+            &format!("DocumentReference/{hidden_id}/$dmp-unmask"),
+            &json!({}),
+        )
+        .expect(200);
+        assert!(!s.get("Patient/p1/$policy-rules").text.contains("\"mask\""));
+        // Archiving: tagged, left out of searches that ask so.
+        s.post(
+            &format!("DocumentReference/{hidden_id}/$dmp-archive"),
+            &json!({}),
+        )
+        .expect(200);
+        let not_archived = "_tag:not=https://socle.example/fhir/CodeSystem/dmp-state|archived";
+        assert_eq!(
+            count(
+                &s,
+                &format!("DocumentReference?patient=p1&status=current&{not_archived}")
+            ),
+            1
+        );
+        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 2);
+        s.post(
+            &format!("DocumentReference/{hidden_id}/$dmp-unarchive"),
+            &json!({}),
+        )
+        .expect(200);
+        assert_eq!(
+            count(
+                &s,
+                &format!("DocumentReference?patient=p1&status=current&{not_archived}")
+            ),
+            2
+        );
+
+        // Feed events: one per accepted feed, durable, claimed and acknowledged.
+        let out = s.cli(&["dmp", "events"]);
+        assert!(out.status.success());
+        let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[0]["kind"], "feed");
+        assert_eq!(events[0]["documents"], json!([doc_id]));
+        assert_eq!(events[1]["kind"], "replace");
+        assert_eq!(events[0]["patient"], "p1");
+        let out = s.cli(&["dmp", "claim", "--consumer", "mssante", "--limit", "2"]);
+        let claimed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(claimed.len(), 2);
+        // Leased: another consumer gets only the third.
+        let out = s.cli(&["dmp", "claim", "--consumer", "other"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+        let first = claimed[0]["id"].as_str().unwrap();
+        assert!(s.cli(&["dmp", "ack", first]).status.success());
+        assert!(!s.cli(&["dmp", "ack", first]).status.success());
+        let out = s.cli(&["dmp", "events"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+
+        // The record: state, closure (feeds refused, documents kept), reopening; objection before any document.
+        let st = s.get("Patient/p1/$dmp");
+        st.expect(200);
+        assert!(st.text.contains("\"open\""), "{}", st.text);
+        s.post("Patient/p1/$dmp-close", &json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "demande du patient"}]})).expect(200);
+        let d6 = SampleDoc::report("D6", 1_000);
+        let r = submit(&s, "p1", "S7", &[(d6.clone(), sample::cda_n1(&p1, &d6))]);
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (409, "record-state"),
+            "{}",
+            r.text
+        );
+        assert!(r.diagnostics().contains("fermé"));
+        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 2);
+        s.post("Patient/p1/$dmp-reopen", &json!({})).expect(200);
+        submit(&s, "p1", "S7", &[(d6.clone(), sample::cda_n1(&p1, &d6))]).expect(200);
+        qualified(&s, "p3", &people[6]);
+        let st = s.get("Patient/p3/$dmp");
+        assert!(st.text.contains("\"valueBoolean\":false"), "{}", st.text);
+        s.post("Patient/p3/$dmp-object", &json!({})).expect(200);
+        let d7 = SampleDoc::report("D7", 1_000);
+        let r = submit(
+            &s,
+            "p3",
+            "S8",
+            &[(d7.clone(), sample::cda_n1(&person(&people[6]), &d7))],
+        );
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (409, "record-state"),
+            "{}",
+            r.text
+        );
+        assert!(r.diagnostics().contains("opposé"));
+        // Objection is no longer possible once documents are there: closure is.
+        let r = s.post("Patient/p1/$dmp-object", &json!({}));
+        assert_eq!(r.status, 409, "{}", r.text);
+
+        // The patient's trail shows the DMP operations.
+        let trail = s.get("Patient/p1/$audit-trail");
+        assert!(
+            trail.text.contains("dmp-announce") && trail.text.contains("dmp-closed"),
+            "{}",
+            trail.text
+        );
+
+        // Integrity: a blob altered on disk is reported, never served.
+        if backend == common::Backend::Sqlite {
+            let blobs = s.data.path().join("blobs");
+            let mut altered = false;
+            for e in walk(&blobs) {
+                let content = std::fs::read(&e).unwrap();
+                if content == cda1 {
+                    let mut c = content.clone();
+                    c[100] ^= 1;
+                    std::fs::write(&e, c).unwrap();
+                    altered = true;
+                }
+            }
+            assert!(altered);
+            let (st, _, bytes) = raw_get(&s, &url, "text/xml");
+            assert_eq!(st, 500);
+            assert!(String::from_utf8_lossy(&bytes).contains("altéré"));
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
