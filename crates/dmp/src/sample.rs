@@ -204,15 +204,26 @@ pub fn document_reference(
 /// An ITI-65 Provide Document Bundle submitting `docs` (already built CDA bytes with their metadata) for the
 /// stored patient `patient_id`; `submission` is the submission set's unique id extension.
 pub fn provide_bundle(patient_id: &str, submission: &str, docs: &[(SampleDoc, Vec<u8>)]) -> Value {
+    let docs: Vec<(Value, Vec<u8>)> = docs
+        .iter()
+        .map(|(d, bytes)| (document_reference(patient_id, d, bytes, ""), bytes.clone()))
+        .collect();
+    provide_bundle_with(patient_id, submission, &docs)
+}
+
+/// [`provide_bundle`] with DocumentReferences built by the caller (their attachment URL is set here).
+pub fn provide_bundle_with(patient_id: &str, submission: &str, docs: &[(Value, Vec<u8>)]) -> Value {
     let mut entries = Vec::new();
     let mut items = Vec::new();
     for (k, (d, bytes)) in docs.iter().enumerate() {
         let doc_url = format!("urn:uuid:00000000-0000-4000-8000-{:012x}", 2 * k + 1);
         let bin_url = format!("urn:uuid:00000000-0000-4000-8000-{:012x}", 2 * k + 2);
         items.push(json!({"item": {"reference": doc_url}}));
+        let mut d = d.clone();
+        d["content"][0]["attachment"]["url"] = json!(bin_url);
         entries.push(json!({
             "fullUrl": doc_url,
-            "resource": document_reference(patient_id, d, bytes, &bin_url),
+            "resource": d,
             "request": {"method": "POST", "url": "DocumentReference"}
         }));
         entries.push(json!({

@@ -359,41 +359,70 @@ pub(super) async fn read_binary(
     let engine = app.policy.clone();
     let repo = app.repo.clone();
     let ctx = req.ctx.clone();
-    let out = super::blocking(move || -> Result<(Stored, Value, Vec<u8>), Failure> {
-        let s = repo.read(&ctx, "Binary", &id)?;
-        let bin = json_of(&s)?;
-        // Decided as a read of the document it belongs to (its patient, type, masks, visibility).
-        if let (Some(actor), Some(engine)) = (&actor, &engine)
-            && let Some(doc) = bin["securityContext"]["reference"]
-                .as_str()
-                .and_then(|r| r.strip_prefix("DocumentReference/"))
-        {
-            let check = |conn: &mut dyn socle_store::SqlConn, s: &Stored, patient: Option<&str>| {
-                let d = policy::check(conn, engine, actor, s, patient, bg.as_deref())?;
-                Ok(Some(format!(
-                    "policy={} (document de Binary/{id})",
-                    d.reason.code()
-                )))
+    let out = super::blocking(
+        move || -> Result<(Stored, Value, Option<Vec<u8>>), Failure> {
+            let s = repo.read(&ctx, "Binary", &id)?;
+            let bin = json_of(&s)?;
+            // Decided as a read of the document it belongs to (its patient, type, masks, visibility).
+            if let (Some(actor), Some(engine)) = (&actor, &engine)
+                && let Some(doc) = bin["securityContext"]["reference"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("DocumentReference/"))
+            {
+                let check =
+                    |conn: &mut dyn socle_store::SqlConn, s: &Stored, patient: Option<&str>| {
+                        let d = policy::check(conn, engine, actor, s, patient, bg.as_deref())?;
+                        Ok(Some(format!(
+                            "policy={} (document de Binary/{id})",
+                            d.reason.code()
+                        )))
+                    };
+                repo.read_checked(&ctx, "DocumentReference", doc, &check)?;
+            }
+            let bytes = match socle_dmp::blob_of(&bin) {
+                Some((sha, _)) => Some(
+                    dmp.blobs
+                        .get(&sha)
+                        .map_err(|e| DmpError::Storage(e.to_string()))?,
+                ),
+                // Kept inline (a Binary created directly): served as stored, decoded only for a raw read.
+                None => None,
             };
-            repo.read_checked(&ctx, "DocumentReference", doc, &check)?;
-        }
-        let bytes = match socle_dmp::blob_of(&bin) {
-            Some((sha, _)) => dmp
-                .blobs
-                .get(&sha)
-                .map_err(|e| DmpError::Storage(e.to_string()))?,
-            None => base64::engine::general_purpose::STANDARD
-                .decode(bin["data"].as_str().unwrap_or(""))
-                .map_err(|e| RepoError::Invalid(format!("Binary.data illisible : {e}")))?,
-        };
-        Ok((s, bin, bytes))
-    })
+            Ok((s, bin, bytes))
+        },
+    )
     .await;
     let (s, mut bin, bytes) = match tryr!(out) {
         Ok(v) => v,
         Err(f) => return f.response(),
     };
-    if wants_resource(&req, &accept) {
+    let as_resource = wants_resource(&req, &accept);
+    let bytes = match bytes {
+        None if as_resource => return super::resource_response(StatusCode::OK, &s, &req),
+        None => {
+            // Whitespace inside base64 is tolerated, as in the official examples.
+            let compact: Vec<u8> = bin["data"]
+                .as_str()
+                .unwrap_or("")
+                .bytes()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            match base64::engine::general_purpose::STANDARD.decode(&compact) {
+                Ok(b) => b,
+                Err(e) => {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        IssueType::Processing,
+                        format!(
+                            "Binary.data n'est pas du base64 valide ({e}) : demandez le format FHIR (_format=json)"
+                        ),
+                    );
+                }
+            }
+        }
+        Some(b) => b,
+    };
+    if as_resource {
         if let Some(meta) = bin["meta"].as_object_mut() {
             meta.remove("extension");
         }
