@@ -137,6 +137,38 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         warmup: u64,
     },
+    /// The DMP (IHE MHD): patients first (`--op setup`), then feeds, finds and retrievals. Patients are the first
+    /// `--patients` persons of `socle generate --persons N --seed S` (the registry must hold them).
+    Dmp {
+        #[arg(long, value_enum)]
+        op: DmpOp,
+        #[arg(long, default_value_t = 1000)]
+        patients: u64,
+        #[arg(long, default_value_t = 1)]
+        gen_seed: u64,
+        /// Size of the PDF inside each fed CDA document.
+        #[arg(long, default_value_t = 100_000)]
+        pdf_bytes: usize,
+        /// Distinguishes the unique ids of successive feed runs on one server.
+        #[arg(long, default_value = "r1")]
+        run: String,
+        /// Patients to feed (feed: documents go to the first `--feed-patients` patients, round robin).
+        #[arg(long)]
+        feed_patients: Option<u64>,
+        /// `_count` of the find queries.
+        #[arg(long, default_value_t = 50)]
+        page_size: usize,
+        #[arg(long, default_value_t = 2_000)]
+        count: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 600)]
+        max_seconds: u64,
+        #[arg(long, default_value_t = 50)]
+        warmup: u64,
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+    },
     /// INSi calls against the reference registry filled by `socle generate --persons N --seed S`: the same
     /// generator, re-run here, gives a sample of identities that exist (every (N / sample)-th person).
     Insi {
@@ -208,6 +240,18 @@ enum AnnuaireQuery {
     RoleSpecialty,
     /// Organization?address-postalcode={postal}&_revinclude=PractitionerRole:organization&_count=20
     PostalRevinclude,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum DmpOp {
+    /// Create the qualified patients `dmp-0…` (PUT Patient) from the registry's persons; not measured.
+    Setup,
+    /// ITI-65: one CDA N1 document (a PDF of `--pdf-bytes`) per Provide Document Bundle.
+    Feed,
+    /// ITI-67: `DocumentReference?patient=…&status=current` (first page of `--page-size`).
+    Find,
+    /// ITI-68: `GET Binary/{id}` of documents found first (not measured), their bytes as sent.
+    Retrieve,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -683,7 +727,46 @@ impl Http {
                 String::from_utf8_lossy(&body[..body.len().min(300)])
             );
         }
-        Ok(serde_json::from_slice(&body).with_context(|| format!("GET {url}: invalid JSON"))?)
+        serde_json::from_slice(&body).with_context(|| format!("GET {url}: invalid JSON"))
+    }
+    async fn put(&self, path: &str, body: Vec<u8>) -> anyhow::Result<()> {
+        let url = self.url(path);
+        let r = self
+            .client
+            .put(&url)
+            .header("Content-Type", "application/fhir+json")
+            .header("Prefer", "return=minimal")
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status();
+        if !status.is_success() {
+            let body = r.bytes().await?;
+            bail!(
+                "PUT {url} → {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
+        }
+        Ok(())
+    }
+    /// The body as sent (a document), with `accept` as its Accept header.
+    async fn get_raw(&self, path: &str, accept: &str) -> anyhow::Result<bytes::Bytes> {
+        let url = self.url(path);
+        let r = self
+            .client
+            .get(&url)
+            .header("Accept", accept)
+            .send()
+            .await?;
+        let status = r.status();
+        let body = r.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "GET {url} → {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
+        }
+        Ok(body)
     }
     async fn post(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
         let url = self.url(path);
@@ -749,6 +832,8 @@ struct JobOut {
     total: Option<u64>,
     /// Per-page latencies, µs (code-paged).
     pages: Vec<u64>,
+    /// Bytes transferred (document bodies: DMP feeds and retrievals).
+    bytes: u64,
 }
 
 type Job =
@@ -763,6 +848,7 @@ struct Acc {
     resources: u64,
     hits: Vec<u64>,
     totals: Vec<u64>,
+    bytes: u64,
 }
 
 struct Run {
@@ -795,6 +881,7 @@ async fn run_jobs(concurrency: usize, count: u64, max: Duration, job: Job) -> Ru
                     Ok(o) => {
                         local.lat.push(us);
                         local.resources += o.resources;
+                        local.bytes += o.bytes;
                         local.page_lat.extend(o.pages);
                         local.hits.extend(o.hits);
                         local.totals.extend(o.total);
@@ -815,6 +902,7 @@ async fn run_jobs(concurrency: usize, count: u64, max: Duration, job: Job) -> Ru
                 a.first_error = local.first_error;
             }
             a.resources += local.resources;
+            a.bytes += local.bytes;
             a.hits.extend(local.hits);
             a.totals.extend(local.totals);
         }));
@@ -883,6 +971,10 @@ fn report(cli: &Cli, workload: &str, params: Value, mut run: Run) -> anyhow::Res
         v["resources"] = json!(run.acc.resources);
         v["resources_per_s"] = round(run.acc.resources as f64 / secs, 1);
     }
+    if run.acc.bytes > 0 {
+        v["bytes"] = json!(run.acc.bytes);
+        v["mb_per_s"] = round(run.acc.bytes as f64 / 1e6 / secs, 1);
+    }
     if !run.acc.page_lat.is_empty() {
         v["pages"] = json!(run.acc.page_lat.len());
         v["page_latency"] = latency_json(&mut run.acc.page_lat);
@@ -925,7 +1017,7 @@ async fn ingest(
     seed: u64,
     max_seconds: u64,
 ) -> anyhow::Result<()> {
-    if bundle_size == 0 || bundle_size % PER_PATIENT != 0 {
+    if bundle_size == 0 || !bundle_size.is_multiple_of(PER_PATIENT) {
         bail!("--bundle-size must be a positive multiple of {PER_PATIENT}");
     }
     let per_bundle = bundle_size / PER_PATIENT;
@@ -1140,6 +1232,223 @@ async fn insi(
         json!({"count": count, "concurrency": concurrency, "persons": persons, "sample": bodies_len(sample, persons)}),
         run,
     )?;
+    Ok(())
+}
+
+struct DmpOpts {
+    patients: u64,
+    gen_seed: u64,
+    pdf_bytes: usize,
+    run: String,
+    feed_patients: u64,
+    page_size: usize,
+    count: u64,
+    concurrency: usize,
+    max_seconds: u64,
+    warmup: u64,
+    seed: u64,
+}
+
+/// The CDA view of a generated person.
+fn dmp_person(p: &socle_ins::generate::Person) -> socle_dmp::sample::Person {
+    socle_dmp::sample::Person {
+        ins_oid: p.system.trim_start_matches("urn:oid:").to_string(),
+        ins: p.matricule.clone(),
+        family: p.family.clone(),
+        given: p.given[0].clone(),
+        gender: if p.gender == "male" { "M" } else { "F" }.to_string(),
+        birth: p.birth_date.replace('-', ""),
+    }
+}
+
+async fn dmp(cli: &Cli, op: DmpOp, o: &DmpOpts) -> anyhow::Result<()> {
+    let http = Http::new(&cli.base, cli.timeout, o.concurrency)?;
+    let mut g = socle_ins::generate::PersonGenerator::new(o.gen_seed);
+    let persons: Vec<socle_ins::generate::Person> =
+        (0..o.patients).map(|_| g.next_person()).collect();
+    let params = json!({"count": o.count, "concurrency": o.concurrency, "patients": o.patients,
+                        "pdf_bytes": o.pdf_bytes, "page_size": o.page_size, "feed_patients": o.feed_patients});
+    match op {
+        DmpOp::Setup => {
+            let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+                persons
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let mut v = p.to_fhir();
+                        v["id"] = json!(format!("dmp-{i}"));
+                        if let Some(a) = v["extension"].as_array_mut() { a.push(json!({
+                            "url": "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability",
+                            "extension": [
+                                {"url": "identityStatus", "valueCoding": {"code": "QUAL"}},
+                                {"url": "insiDate", "valueDate": "2026-11-20"},
+                                {"url": "validationMode", "valueCoding": {"code": "CN"}}
+                            ]})); }
+                        serde_json::to_vec(&v).unwrap_or_default()
+                    })
+                    .collect(),
+            );
+            let job: Job = Arc::new(move |i| {
+                let (http, bodies) = (http.clone(), bodies.clone());
+                Box::pin(async move {
+                    http.put(&format!("Patient/dmp-{i}"), bodies[i as usize].clone())
+                        .await?;
+                    Ok(JobOut::default())
+                })
+            });
+            let run = run_jobs(o.concurrency, o.patients, Duration::from_secs(3600), job).await;
+            report(cli, "dmp-setup", params, run)?;
+        }
+        DmpOp::Feed => {
+            // Built before measuring: the documents (their unique ids differ, so do their bytes and hashes).
+            let total = o.count + o.warmup;
+            let mut bodies = Vec::with_capacity(total as usize);
+            for i in 0..total {
+                let k = (i % o.feed_patients.max(1)) as usize;
+                let d =
+                    socle_dmp::sample::SampleDoc::report(&format!("{}.{i}", o.run), o.pdf_bytes);
+                let cda = socle_dmp::sample::cda_n1(&dmp_person(&persons[k]), &d);
+                let b = socle_dmp::sample::provide_bundle(
+                    &format!("dmp-{k}"),
+                    &format!("{}.{i}", o.run),
+                    &[(d, cda)],
+                );
+                bodies.push(serde_json::to_vec(&b)?);
+            }
+            let sizes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+            eprintln!(
+                "{} soumissions prêtes ({:.1} Mo)",
+                bodies.len(),
+                sizes as f64 / 1e6
+            );
+            let bodies = Arc::new(bodies);
+            let for_warmup = bodies.clone();
+            let warm = o.warmup;
+            let job: Job = Arc::new(move |i| {
+                let (http, bodies) = (http.clone(), bodies.clone());
+                Box::pin(async move {
+                    let body = bodies[(i + warm) as usize].clone();
+                    let n = body.len() as u64;
+                    let r = http.post("", body).await?;
+                    if r["type"] != "transaction-response" {
+                        bail!("réponse inattendue : {r}");
+                    }
+                    Ok(JobOut {
+                        bytes: n,
+                        ..JobOut::default()
+                    })
+                })
+            });
+            if o.warmup > 0 {
+                let b = for_warmup;
+                let http2 = Http::new(&cli.base, cli.timeout, o.concurrency)?;
+                let w: Job = Arc::new(move |i| {
+                    let (http, b) = (http2.clone(), b.clone());
+                    Box::pin(async move {
+                        http.post("", b[i as usize].clone()).await?;
+                        Ok(JobOut::default())
+                    })
+                });
+                run_jobs(o.concurrency, o.warmup, Duration::from_secs(120), w).await;
+            }
+            let run = run_jobs(
+                o.concurrency,
+                o.count,
+                Duration::from_secs(o.max_seconds),
+                job,
+            )
+            .await;
+            report(cli, "dmp-feed", params, run)?;
+        }
+        DmpOp::Find => {
+            let (n, page, seed) = (o.patients, o.page_size, o.seed);
+            let job: Job = Arc::new(move |i| {
+                let http = http.clone();
+                Box::pin(async move {
+                    let mut rng = Rng::new(seed.wrapping_mul(7_919).wrapping_add(i));
+                    let k = rng.below(n);
+                    let b = http
+                        .get(&format!(
+                            "DocumentReference?patient=dmp-{k}&status=current&_count={page}"
+                        ))
+                        .await?;
+                    Ok(JobOut {
+                        hits: Some(matches(&b, "DocumentReference")),
+                        ..JobOut::default()
+                    })
+                })
+            });
+            if o.warmup > 0 {
+                run_jobs(
+                    o.concurrency,
+                    o.warmup,
+                    Duration::from_secs(60),
+                    job.clone(),
+                )
+                .await;
+            }
+            let run = run_jobs(
+                o.concurrency,
+                o.count,
+                Duration::from_secs(o.max_seconds),
+                job,
+            )
+            .await;
+            report(cli, "dmp-find", params, run)?;
+        }
+        DmpOp::Retrieve => {
+            let mut urls = Vec::new();
+            for k in 0..o.feed_patients.min(200) {
+                let b = http
+                    .get(&format!(
+                        "DocumentReference?patient=dmp-{k}&status=current&_count=5"
+                    ))
+                    .await?;
+                for e in b["entry"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    if let Some(u) = e["resource"]["content"][0]["attachment"]["url"].as_str() {
+                        urls.push(u.to_string());
+                    }
+                }
+            }
+            if urls.is_empty() {
+                bail!("aucun document à relire : lancer --op feed d'abord");
+            }
+            let urls = Arc::new(urls);
+            let seed = o.seed;
+            let job: Job = Arc::new(move |i| {
+                let (http, urls) = (http.clone(), urls.clone());
+                Box::pin(async move {
+                    let mut rng = Rng::new(seed.wrapping_mul(31).wrapping_add(i));
+                    let u = rng.pick(&urls);
+                    let body = http.get_raw(u, "text/xml").await?;
+                    if !body.starts_with(b"<?xml") {
+                        bail!("{u} : pas un document CDA");
+                    }
+                    Ok(JobOut {
+                        bytes: body.len() as u64,
+                        ..JobOut::default()
+                    })
+                })
+            });
+            if o.warmup > 0 {
+                run_jobs(
+                    o.concurrency,
+                    o.warmup,
+                    Duration::from_secs(60),
+                    job.clone(),
+                )
+                .await;
+            }
+            let run = run_jobs(
+                o.concurrency,
+                o.count,
+                Duration::from_secs(o.max_seconds),
+                job,
+            )
+            .await;
+            report(cli, "dmp-retrieve", params, run)?;
+        }
+    }
     Ok(())
 }
 
@@ -1531,7 +1840,10 @@ async fn auth(
             }
         }
     };
-    let form_scope: String = scope.replace('*', "%2A").replace(' ', "+").replace('/', "%2F");
+    let form_scope: String = scope
+        .replace('*', "%2A")
+        .replace(' ', "+")
+        .replace('/', "%2F");
     let token_body = format!("grant_type=client_credentials&scope={form_scope}");
     let job: Job = match op {
         AuthOp::Token => {
@@ -1730,6 +2042,35 @@ async fn main() -> anyhow::Result<()> {
                 *seed,
             )
             .await
+        }
+        Cmd::Dmp {
+            op,
+            patients,
+            gen_seed,
+            pdf_bytes,
+            run,
+            feed_patients,
+            page_size,
+            count,
+            concurrency,
+            max_seconds,
+            warmup,
+            seed,
+        } => {
+            let o = DmpOpts {
+                patients: *patients,
+                gen_seed: *gen_seed,
+                pdf_bytes: *pdf_bytes,
+                run: run.clone(),
+                feed_patients: feed_patients.unwrap_or(*patients),
+                page_size: *page_size,
+                count: *count,
+                concurrency: *concurrency,
+                max_seconds: *max_seconds,
+                warmup: *warmup,
+                seed: *seed,
+            };
+            dmp(&cli, *op, &o).await
         }
         Cmd::Check { state } => {
             if !check(&cli, state).await? {
