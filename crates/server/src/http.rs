@@ -1003,29 +1003,7 @@ async fn read(
             let (Some(actor), Some(engine)) = (actor, engine) else {
                 return r.read(c, &rtype, &id);
             };
-            let used_bg = std::cell::Cell::new(None::<String>);
-            let check = |conn: &mut dyn socle_store::SqlConn, s: &Stored, patient: Option<&str>| {
-                let d = policy::check(conn, &engine, &actor, s, patient, bg.as_deref())?;
-                if policy::is_break_glass(&d) {
-                    used_bg.set(patient.map(str::to_string));
-                }
-                Ok(Some(format!("policy={}", d.reason.code())))
-            };
-            let s = r.read_checked(c, &rtype, &id, &check)?;
-            if let (Some(patient), Some(reason)) = (used_bg.take(), bg.as_deref()) {
-                r.audit_break_glass(c, &rtype, &id, &patient, reason);
-                let who = c.principal.clone();
-                if let Err(e) = engine.rules.notify(
-                    &patient,
-                    "break-glass",
-                    &format!(
-                        "Accès en urgence à votre dossier par {who} ({rtype}) — motif : {reason}"
-                    ),
-                ) {
-                    tracing::error!(error = %e, "notification de bris de glace non enregistrée");
-                }
-            }
-            Ok(s)
+            decided_read(r, c, &engine, &actor, &rtype, &id, bg.as_deref(), "")
         })
         .await
     );
@@ -1043,6 +1021,42 @@ async fn read(
         return r;
     }
     resource_response(StatusCode::OK, &s, &req)
+}
+
+/// A read by id decided by the policy: the decision in the read's audit record (`note` appended to it); an
+/// emergency access (break-glass) gets its own record and a notification to the patient.
+#[allow(clippy::too_many_arguments)]
+fn decided_read(
+    r: &Repository,
+    c: &RequestContext,
+    engine: &socle_policy::Engine,
+    actor: &socle_policy::Actor,
+    rtype: &str,
+    id: &str,
+    bg: Option<&str>,
+    note: &str,
+) -> Result<Stored, RepoError> {
+    let used_bg = std::cell::Cell::new(None::<String>);
+    let check = |conn: &mut dyn socle_store::SqlConn, s: &Stored, patient: Option<&str>| {
+        let d = policy::check(conn, engine, actor, s, patient, bg)?;
+        if policy::is_break_glass(&d) {
+            used_bg.set(patient.map(str::to_string));
+        }
+        Ok(Some(format!("policy={}{note}", d.reason.code())))
+    };
+    let s = r.read_checked(c, rtype, id, &check)?;
+    if let (Some(patient), Some(reason)) = (used_bg.take(), bg) {
+        r.audit_break_glass(c, rtype, id, &patient, reason);
+        let who = c.principal.clone();
+        if let Err(e) = engine.rules.notify(
+            &patient,
+            "break-glass",
+            &format!("Accès en urgence à votre dossier par {who} ({rtype}) — motif : {reason}"),
+        ) {
+            tracing::error!(error = %e, "notification de bris de glace non enregistrée");
+        }
+    }
+    Ok(s)
 }
 
 async fn vread(

@@ -2154,3 +2154,413 @@ fn patients_consent_to_each_application() {
         assert!(p.body.contains("name=\"decision\""), "{}", p.body);
     }
 }
+
+/// The DMP under the policy engine with real tokens: ITI-65 feeds, ITI-67 finds and ITI-68 retrievals by a
+/// professional (care relationship, matrix, masks, break-glass) and by the patient (visibility labels,
+/// announcement, masking, closure), each decision in the patient's trail.
+#[test]
+fn dmp_access_through_the_policy() {
+    use socle_dmp::sample::{self, SampleDoc};
+    for backend in backends() {
+        let st = AuthFixture::new(&backend);
+        let root = st.root.as_str();
+        let out = printed(&st.s.cli(&[
+            "clients",
+            "register",
+            "--realm",
+            "pro",
+            "--name",
+            "DPI",
+            "--scope",
+            "system/*.cruds",
+        ]));
+        let (id, secret) = (after(&out, "client_id:"), after(&out, "client_secret:"));
+        let (_, t) = token_post(
+            root,
+            "pro",
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        );
+        let sys = t["access_token"].as_str().unwrap().to_string();
+        // A person of the registry (the fixture's second one), qualified, whose account is created once the local
+        // record exists (the account is bound to it then).
+        let mut g = socle_ins::generate::PersonGenerator::new(7);
+        g.next_person();
+        let person = g.next_person();
+        let r = person.to_fhir();
+        let (c, oo, _) = fhir(
+            root,
+            "PUT",
+            "Patient/pd",
+            Some(&sys),
+            Some(&local(
+                "pd",
+                &r,
+                "QUAL",
+                &[
+                    insi_date(),
+                    json!({"url": "validationMode", "valueCoding": {"code": "CN"}}),
+                ],
+                Some(&person.matricule),
+            )),
+        );
+        assert_eq!(c, 201, "{oo}");
+        let out = printed(&st.s.cli_input(
+            &[
+                "accounts",
+                "create-patient",
+                "--ins",
+                &person.matricule,
+                "--password-stdin",
+            ],
+            PASSWORD,
+        ));
+        let ptotp = socle_auth::totp::unbase32(&after(
+            &out,
+            "clé TOTP (à saisir dans l'application d'authentification) :",
+        ))
+        .unwrap();
+        let who = sample::Person {
+            ins_oid: person.system.trim_start_matches("urn:oid:").into(),
+            ins: person.matricule.clone(),
+            family: person.family.clone(),
+            given: person.given[0].clone(),
+            gender: if person.gender == "male" { "M" } else { "F" }.into(),
+            birth: person.birth_date.replace('-', ""),
+        };
+        let feed = |token: &str, d: SampleDoc, sub: &str| -> (u16, Value) {
+            let cda = sample::cda_n1(&who, &d);
+            let (c, v, _) = fhir(
+                root,
+                "POST",
+                "",
+                Some(token),
+                Some(&sample::provide_bundle("pd", sub, &[(d, cda)])),
+            );
+            (c, v)
+        };
+        let doc_of = |v: &Value| -> String {
+            v["entry"][1]["response"]["location"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .nth_back(2)
+                .unwrap()
+                .to_string()
+        };
+        // A care-episode summary: readable by every profession with a care relationship (shipped matrix).
+        let summary = |ext: &str| {
+            let mut d = SampleDoc::report(ext, 5_000);
+            d.type_code = "34133-9".into();
+            d.type_display = "Synthèse d'épisode de soins".into();
+            d
+        };
+        let (c, v) = feed(&sys, summary("A"), "SA");
+        assert_eq!(c, 200, "{v}");
+        let a = doc_of(&v);
+        let mut hidden = summary("B");
+        hidden.labels = vec![(
+            "urn:oid:1.2.250.1.213.1.1.4.13".into(),
+            "INVISIBLE_PATIENT".into(),
+        )];
+        let (c, v) = feed(&sys, hidden, "SB");
+        assert_eq!(c, 200, "{v}");
+        let b = doc_of(&v);
+        let mut masked = summary("C");
+        masked.labels = vec![("urn:oid:1.2.250.1.213.1.1.4.13".into(), "MASQUE_PS".into())];
+        let (c, v) = feed(&sys, masked, "SC");
+        assert_eq!(c, 200, "{v}");
+        let cdoc = doc_of(&v);
+        let binary = |doc: &str| -> String {
+            let (c, v, _) = fhir(
+                root,
+                "GET",
+                &format!("DocumentReference/{doc}"),
+                Some(&sys),
+                None,
+            );
+            assert_eq!(c, 200, "{v}");
+            v["content"][0]["attachment"]["url"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let (bin_a, bin_b, bin_c) = (binary(&a), binary(&b), binary(&cdoc));
+        // A consultation report: the matrix decides by profession.
+        let (c, v) = feed(&sys, SampleDoc::report("D", 5_000), "SD");
+        assert_eq!(c, 200, "{v}");
+        let d = doc_of(&v);
+
+        // The professional (eidas2) and the patient.
+        let mut browser = Browser::new();
+        let (code, verifier) = code_for(&mut browser, &st, "openid user/*.cruds", now_step());
+        let (_, t) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &st.app),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        let pro = t["access_token"].as_str().unwrap().to_string();
+        let info: Value = ureq::get(&format!("{root}/auth/pro/userinfo"))
+            .set("Authorization", &format!("Bearer {pro}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let professions: Vec<String> = info["profession"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        let pclient = after(
+            &printed(&st.s.cli(&[
+                "clients",
+                "register",
+                "--realm",
+                "patient",
+                "--name",
+                "Mon Espace Santé",
+                "--redirect-uri",
+                REDIRECT,
+                "--auth-method",
+                "none",
+            ])),
+            "client_id:",
+        );
+        let verifier = socle_auth::random_token(32);
+        let purl = format!(
+            "{root}/auth/patient/authorize?response_type=code&client_id={pclient}&redirect_uri={REDIRECT}&scope=openid%20patient/*.cruds&code_challenge={}&code_challenge_method=S256",
+            socle_auth::pkce_challenge(&verifier)
+        );
+        let p = login(
+            &mut Browser::new(),
+            root,
+            &purl,
+            &person.matricule,
+            PASSWORD,
+            Some((&ptotp, now_step())),
+        );
+        let code = query_of(p.location.as_deref().unwrap())["code"].clone();
+        let (_, t) = token_post(
+            root,
+            "patient",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &pclient),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        let patient = t["access_token"].as_str().unwrap().to_string();
+
+        // ITI-68 with a token: the bytes, or the refusal of the document's decision.
+        let raw = |token: &str, url: &str, bg: Option<&str>| -> (u16, String) {
+            let mut req = ureq::get(&format!("{root}/fhir/{url}"))
+                .set("Authorization", &format!("Bearer {token}"))
+                .set("Accept", "text/xml");
+            if let Some(r) = bg {
+                req = req.set(
+                    "X-Socle-Break-Glass",
+                    &form_urlencoded::byte_serialize(r.as_bytes()).collect::<String>(),
+                );
+            }
+            match req.call() {
+                Ok(r) => (r.status(), r.into_string().unwrap()),
+                Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let read = |token: &str, path: &str| -> (u16, Value) {
+            let (c, v, _) = fhir(root, "GET", path, Some(token), None);
+            (c, v)
+        };
+        let refused = |(c, v): (u16, String), code: &str| {
+            assert_eq!(c, 403, "{v}");
+            assert!(v.contains(code), "{code} : {v}");
+        };
+        let refused_json = |(c, v): (u16, Value), code: &str| {
+            assert_eq!(c, 403, "{v}");
+            assert!(v.to_string().contains(code), "{code} : {v}");
+        };
+
+        // Without a care relationship: nothing, neither the metadata nor the bytes nor a feed.
+        refused_json(
+            read(&pro, &format!("DocumentReference/{a}")),
+            "no-care-relationship",
+        );
+        refused(raw(&pro, &bin_a, None), "no-care-relationship");
+        refused_json(
+            read(&pro, "DocumentReference?patient=pd"),
+            "no-care-relationship",
+        );
+        let (c, v) = feed(&pro, SampleDoc::report("P1", 1_000), "SP1");
+        assert_eq!(c, 403, "{v}");
+        // Break-glass: the document, with its own trail record and a notice to the patient.
+        let (c, body) = raw(&pro, &bin_a, Some("patient inconscient aux urgences"));
+        assert_eq!(c, 200, "{body}");
+        assert!(body.starts_with("<?xml"));
+
+        // With a care relationship: the matrix decides; masked documents stay refused.
+        let care = after(
+            &printed(&st.s.cli(&[
+                "policy",
+                "add-rule",
+                "--patient",
+                "pd",
+                "--kind",
+                "care",
+                "--professional",
+                &st.rpps,
+                "--detail",
+                "equipe-de-soins",
+            ])),
+            "règle",
+        );
+        let care = care.split_whitespace().next().unwrap().to_string();
+        assert_eq!(read(&pro, &format!("DocumentReference/{a}")).0, 200);
+        let (c, body) = raw(&pro, &bin_a, None);
+        assert_eq!(c, 200, "{body}");
+        let (c, v) = read(&pro, "DocumentReference?patient=pd&status=current");
+        assert_eq!(c, 200, "{v}");
+        let found: Vec<&str> = v["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["resource"]["id"].as_str())
+            .collect();
+        assert!(
+            found.contains(&a.as_str()) && !found.contains(&cdoc.as_str()),
+            "{found:?}"
+        );
+        if socle_policy::Matrix::default_matrix().allows(&professions, "11488-4") {
+            assert_eq!(read(&pro, &format!("DocumentReference/{d}")).0, 200);
+            assert!(found.contains(&d.as_str()), "{found:?}");
+        } else {
+            refused_json(
+                read(&pro, &format!("DocumentReference/{d}")),
+                "matrix-denied",
+            );
+            assert!(!found.contains(&d.as_str()), "{found:?}");
+        }
+        // The professional feeds the record too.
+        let (c, v) = feed(&pro, summary("P2"), "SP2");
+        assert_eq!(c, 200, "{v}");
+        refused_json(
+            read(&pro, &format!("DocumentReference/{cdoc}")),
+            "document-masked",
+        );
+        refused(raw(&pro, &bin_c, None), "document-masked");
+
+        // The patient: their documents, except one not announced yet; then announced by the professional.
+        let (c, v) = read(&patient, &format!("DocumentReference/{a}"));
+        assert_eq!(c, 200, "{v}");
+        assert_eq!(raw(&patient, &bin_a, None).0, 200);
+        refused_json(
+            read(&patient, &format!("DocumentReference/{b}")),
+            "hidden-from-patient",
+        );
+        refused(raw(&patient, &bin_b, None), "hidden-from-patient");
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            &format!("DocumentReference/{b}/$dmp-announce"),
+            Some(&patient),
+            Some(&json!({})),
+        );
+        assert_eq!(c, 403, "le patient n'annonce pas lui-même : {v}");
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            &format!("DocumentReference/{b}/$dmp-announce"),
+            Some(&pro),
+            Some(&json!({})),
+        );
+        assert_eq!(c, 200, "{v}");
+        assert_eq!(raw(&patient, &bin_b, None).0, 200);
+        // The patient masks a document from professionals, then unmasks it.
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            &format!("DocumentReference/{a}/$dmp-mask"),
+            Some(&patient),
+            Some(&json!({})),
+        );
+        assert_eq!(c, 200, "{v}");
+        refused(raw(&pro, &bin_a, None), "document-masked");
+        let (c, _, _) = fhir(
+            root,
+            "POST",
+            &format!("DocumentReference/{a}/$dmp-mask"),
+            Some(&pro),
+            Some(&json!({})),
+        );
+        assert_eq!(
+            c, 403,
+            "un professionnel ne masque pas à la place du patient"
+        );
+        let (c, _, _) = fhir(
+            root,
+            "POST",
+            &format!("DocumentReference/{a}/$dmp-unmask"),
+            Some(&patient),
+            Some(&json!({})),
+        );
+        assert_eq!(c, 200);
+        // The record: the patient reads its state and closes it; feeds are then refused.
+        let (c, v) = read(&patient, "Patient/pd/$dmp");
+        assert_eq!(c, 200, "{v}");
+        let (c, v) = read(&patient, "Patient/other/$dmp");
+        assert_eq!(c, 403, "{v}");
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            "Patient/pd/$dmp-close",
+            Some(&pro),
+            Some(&json!({})),
+        );
+        assert_eq!(c, 403, "{v}");
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            "Patient/pd/$dmp-close",
+            Some(&patient),
+            Some(&json!({})),
+        );
+        assert_eq!(c, 200, "{v}");
+        let (c, v) = feed(&sys, SampleDoc::report("Z", 1_000), "SZ");
+        assert_eq!(c, 409, "{v}");
+        printed(
+            &st.s
+                .cli(&["policy", "revoke", "--patient", "pd", "--id", &care]),
+        );
+
+        // The patient's trail: who read which document, why; the break-glass; the operations.
+        let (c, trail, _) = fhir(
+            root,
+            "GET",
+            "Patient/pd/$audit-trail?_count=200",
+            Some(&patient),
+            None,
+        );
+        assert_eq!(c, 200, "{trail}");
+        let text = trail.to_string();
+        for want in [
+            "no-care-relationship",
+            "document-masked",
+            "hidden-from-patient",
+            "break-glass",
+            "dmp-announce",
+            "dmp-mask",
+            "dmp-closed",
+        ] {
+            assert!(text.contains(want), "{want} absent de la trace du patient");
+        }
+    }
+}

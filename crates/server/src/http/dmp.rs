@@ -369,15 +369,17 @@ pub(super) async fn read_binary(
                     .as_str()
                     .and_then(|r| r.strip_prefix("DocumentReference/"))
             {
-                let check =
-                    |conn: &mut dyn socle_store::SqlConn, s: &Stored, patient: Option<&str>| {
-                        let d = policy::check(conn, engine, actor, s, patient, bg.as_deref())?;
-                        Ok(Some(format!(
-                            "policy={} (document de Binary/{id})",
-                            d.reason.code()
-                        )))
-                    };
-                repo.read_checked(&ctx, "DocumentReference", doc, &check)?;
+                let note = format!(" (document de Binary/{id})");
+                super::decided_read(
+                    &repo,
+                    &ctx,
+                    engine,
+                    actor,
+                    "DocumentReference",
+                    doc,
+                    bg.as_deref(),
+                    &note,
+                )?;
             }
             let bytes = match socle_dmp::blob_of(&bin) {
                 Some((sha, _)) => Some(
