@@ -229,7 +229,7 @@ def main():
     current = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
     if os.path.exists(current):
         text = open(current, encoding="utf-8").read()
-        for begin, end in [("<!-- auth:begin -->", "<!-- auth:end -->"), ("<!-- insi:begin -->", "<!-- insi:end -->"), ("<!-- annuaire:begin -->", "<!-- annuaire:end -->")]:
+        for begin, end in [("<!-- auth:begin -->", "<!-- auth:end -->"), ("<!-- insi:begin -->", "<!-- insi:end -->"), ("<!-- annuaire:begin -->", "<!-- annuaire:end -->"), ("<!-- dmp:begin -->", "<!-- dmp:end -->")]:
             if begin in text and end in text:
                 p(text[text.index(begin): text.index(end) + len(end)])
                 p()
