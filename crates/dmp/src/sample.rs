@@ -61,6 +61,15 @@ impl SampleDoc {
     }
 }
 
+/// The code system of a document type: the CI-SIS French types (`DOCPAT04`, `EXPPAT_3`…) or LOINC.
+fn type_system(code: &str) -> &'static str {
+    if code.chars().any(|c| c.is_ascii_alphabetic()) {
+        crate::submission::OID_TYPES_FR
+    } else {
+        "2.16.840.1.113883.6.1"
+    }
+}
+
 /// A PDF of about `size` bytes (a one-page document padded with a comment), the same bytes for the same size.
 pub fn pdf(size: usize) -> Vec<u8> {
     let head = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n\
@@ -105,7 +114,7 @@ pub fn cda_n1(p: &Person, d: &SampleDoc) -> Vec<u8> {
   <typeId root="2.16.840.1.113883.1.3" extension="POCD_HD000040"/>
   <templateId root="1.2.250.1.213.1.1.1.1"/>
   <id root="{root}" extension="{ext}"/>
-  <code code="{code}" codeSystem="2.16.840.1.113883.6.1" displayName="{display}"/>
+  <code code="{code}" codeSystem="{code_system}" displayName="{display}"/>
   <title>{display}</title>
   <effectiveTime value="{time}"/>
   <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>
@@ -144,6 +153,7 @@ pub fn cda_n1(p: &Person, d: &SampleDoc) -> Vec<u8> {
         root = escape(&d.id_root),
         ext = escape(&d.id_extension),
         code = escape(&d.type_code),
+        code_system = type_system(&d.type_code),
         display = escape(&d.type_display),
         time = escape(&d.time),
         ins_oid = escape(&p.ins_oid),
@@ -174,7 +184,7 @@ pub fn document_reference(
         "masterIdentifier": {"system": "urn:ietf:rfc:3986",
                              "value": format!("urn:oid:{}^{}", d.id_root, d.id_extension)},
         "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": d.type_code, "display": d.type_display}]},
+        "type": {"coding": [{"system": crate::codes::system_uri(type_system(&d.type_code)), "code": d.type_code, "display": d.type_display}]},
         "category": [{"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.1", "code": "10",
                                   "display": "Compte rendu"}]}],
         "subject": {"reference": format!("Patient/{patient_id}")},
@@ -218,17 +228,25 @@ pub fn provide_bundle_with(patient_id: &str, submission: &str, docs: &[(Value, V
     for (k, (d, bytes)) in docs.iter().enumerate() {
         let doc_url = format!("urn:uuid:00000000-0000-4000-8000-{:012x}", 2 * k + 1);
         let bin_url = format!("urn:uuid:00000000-0000-4000-8000-{:012x}", 2 * k + 2);
-        items.push(json!({"item": {"reference": doc_url}}));
         let mut d = d.clone();
-        d["content"][0]["attachment"]["url"] = json!(bin_url);
+        items.push(json!({"item": {"reference": doc_url}}));
         entries.push(json!({
             "fullUrl": doc_url,
-            "resource": d,
+            "resource": d.clone(),
             "request": {"method": "POST", "url": "DocumentReference"}
         }));
+        if bytes.is_empty() {
+            // No bytes: a reference to images kept in a PACS (the attachment's URL is the caller's).
+            continue;
+        }
+        d["content"][0]["attachment"]["url"] = json!(bin_url);
+        if let Some(last) = entries.last_mut() {
+            last["resource"] = d.clone();
+        }
+        let ct = d["content"][0]["attachment"]["contentType"].clone();
         entries.push(json!({
             "fullUrl": bin_url,
-            "resource": {"resourceType": "Binary", "contentType": "text/xml", "data": STANDARD.encode(bytes)},
+            "resource": {"resourceType": "Binary", "contentType": ct, "data": STANDARD.encode(bytes)},
             "request": {"method": "POST", "url": "Binary"}
         }));
     }

@@ -39,6 +39,23 @@ const CDA_TYPES: &[&str] = &[
 ];
 /// Content types of image references kept in a PACS (no bytes sent to the DMP).
 const IMAGING_TYPES: &[&str] = &["application/dicom", "application/dicom+json"];
+/// Content types a patient may add as they are (a scan, a photo), besides CDA documents.
+const PATIENT_MEDIA: &[&str] = &["application/pdf", "image/jpeg", "image/png"];
+/// System of the CI-SIS document types specific to France (J07), patient categories included.
+pub const OID_TYPES_FR: &str = "1.2.250.1.213.1.1.4.12";
+
+/// Whether a document type (system OID, code) is one of the patient categories (documents the patient adds:
+/// `DOCPAT01`…`DOCPAT09`, `EXPPAT_1`…`EXPPAT_3`).
+pub fn is_patient_type((system, code): &(String, String)) -> bool {
+    system == OID_TYPES_FR && (code.starts_with("DOCPAT") || code.starts_with("EXPPAT_"))
+}
+
+/// Who submits: a professional (or their software), or the patient themself (Mon Espace Santé).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitter {
+    Professional,
+    Patient,
+}
 
 /// Whether `bundle` is an ITI-65 submission: it claims an MHD Provide Bundle profile, or it carries a
 /// SubmissionSet `List`.
@@ -182,6 +199,7 @@ impl Submission {
         bundle: Value,
         terms: &Terminology,
         opts: &Options,
+        by: Submitter,
     ) -> Result<Submission, DmpError> {
         if bundle["resourceType"] != "Bundle" || bundle["type"] != "transaction" {
             return Err(DmpError::Structure(
@@ -293,6 +311,25 @@ impl Submission {
                 &parts,
                 terms,
             )?;
+            let field = format!("Bundle.entry[{i}].resource(DocumentReference).type");
+            match (by, is_patient_type(&d.type_code)) {
+                (Submitter::Patient, false) => {
+                    return Err(invalid(
+                        field,
+                        "un patient dépose ses documents dans les catégories patient (DOCPAT01 à DOCPAT09, EXPPAT_1 à EXPPAT_3)",
+                    ));
+                }
+                (Submitter::Professional, true) if d.type_code.1.starts_with("DOCPAT") => {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "{} : catégorie réservée aux documents déposés par le patient",
+                            d.type_code.1
+                        ),
+                    ));
+                }
+                _ => {}
+            }
             if let Some(p) = d.part {
                 if used[p] {
                     return Err(DmpError::Structure(format!(
@@ -325,11 +362,20 @@ impl Submission {
                 let doc = socle_cda::parse(&part.bytes, &opts.cda)
                     .map_err(|source| DmpError::Cda { field, source })?;
                 d.cda = Some(doc);
+            } else if by == Submitter::Patient
+                && PATIENT_MEDIA.contains(&base_type(&part.content_type))
+            {
+                // A patient's own scan or photo: kept as sent, checked by its hash only.
             } else {
                 return Err(invalid(
                     format!("Bundle.entry[{}].resource(Binary).contentType", part.index),
                     format!(
-                        "le DMP reçoit des documents CDA R2 (niveau 1 ou 3, text/xml) ; « {} » reçu",
+                        "le DMP reçoit des documents CDA R2 (niveau 1 ou 3, text/xml){} ; « {} » reçu",
+                        if by == Submitter::Patient {
+                            ", ou du patient un PDF, JPEG ou PNG"
+                        } else {
+                            ""
+                        },
                         part.content_type
                     ),
                 ));

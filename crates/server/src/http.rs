@@ -127,6 +127,7 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
             "/fhir/DocumentReference/{id}/$dmp-unarchive",
             post(dmp::doc_unarchive),
         )
+        .route("/fhir/Binary/{id}/$n1-body", get(dmp::n1_body))
         .route(
             "/fhir/Binary/{id}",
             get(dmp::read_binary)

@@ -2513,6 +2513,29 @@ fn dmp_access_through_the_policy() {
             Some(&json!({})),
         );
         assert_eq!(c, 200);
+        // The patient adds their own document (a PDF, in a patient category); not a professional's category.
+        let mut own = SampleDoc::report("PAT-1", 0);
+        own.type_code = "DOCPAT04".into();
+        own.type_display = "CR déposé par le patient".into();
+        let pdf = sample::pdf(3_000);
+        let mut m = sample::document_reference("pd", &own, &pdf, "");
+        m["content"][0]["attachment"]["contentType"] = json!("application/pdf");
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            "",
+            Some(&patient),
+            Some(&sample::provide_bundle_with(
+                "pd",
+                "SPAT1",
+                &[(m, pdf.clone())],
+            )),
+        );
+        assert_eq!(c, 200, "{v}");
+        let (c, v) = feed(&patient, summary("PAT-2"), "SPAT2");
+        assert_eq!(c, 422, "{v}");
+        assert!(v.to_string().contains("catégories patient"), "{v}");
+
         // The record: the patient reads its state and closes it; feeds are then refused.
         let (c, v) = read(&patient, "Patient/pd/$dmp");
         assert_eq!(c, 200, "{v}");

@@ -180,6 +180,11 @@ fn dmp_over_http() {
             format!("DocumentReference/{doc_id}")
         );
 
+        // The PDF inside the level-1 document.
+        let (st, ct, body) = raw_get(&s, &format!("{url}/$n1-body"), "*/*");
+        assert_eq!((st, ct.as_deref()), (200, Some("application/pdf")));
+        assert!(body == sample::pdf(100_000));
+
         // ITI-67 and ITI-66.
         assert_eq!(
             count(
@@ -332,6 +337,63 @@ fn dmp_over_http() {
             "nobody",
         );
 
+        // Patient categories are for the patient's own documents.
+        let mut by_patient = SampleDoc::report("DP", 1_000);
+        by_patient.type_code = "DOCPAT04".into();
+        by_patient.type_display = "CR déposé par le patient".into();
+        let cda = sample::cda_n1(&p1, &by_patient);
+        refuse(
+            sample::provide_bundle("p1", "S2", &[(by_patient, cda)]),
+            422,
+            "metadata-invalid",
+            "réservée aux documents déposés par le patient",
+        );
+
+        // Imaging: the report, and the images left in the PACS (no bytes, no hash).
+        let report = SampleDoc::report("IMG-CR", 2_000);
+        let report_cda = sample::cda_n1(&p1, &report);
+        let mut images = sample::document_reference("p1", &SampleDoc::report("IMG-1", 0), &[], "");
+        images["content"][0]["attachment"] = json!({"contentType": "application/dicom",
+            "url": "https://pacs.example.org/wado-rs/studies/1.2.250.1.999.7.1"});
+        let m = sample::document_reference("p1", &report, &report_cda, "");
+        let r = s.post(
+            "",
+            &sample::provide_bundle_with("p1", "S-IMG", &[(m, report_cda), (images, Vec::new())]),
+        );
+        r.expect(200);
+        assert_eq!(r.json["entry"].as_array().unwrap().len(), 4, "{}", r.text);
+        let img_id = r.json["entry"][3]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .nth_back(2)
+            .unwrap()
+            .to_string();
+        let img = s.get(&format!("DocumentReference/{img_id}"));
+        assert_eq!(
+            img.json["content"][0]["attachment"]["url"],
+            "https://pacs.example.org/wado-rs/studies/1.2.250.1.999.7.1",
+            "{}",
+            img.text
+        );
+        // An external URL is for images only.
+        let mut other = sample::document_reference("p1", &SampleDoc::report("EXT", 0), &[], "");
+        other["content"][0]["attachment"]["url"] = json!("https://example.org/doc.xml");
+        let b = sample::provide_bundle_with("p1", "S-EXT", &[(other, Vec::new())]);
+        let r = s.post("", &b);
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (422, "metadata-invalid"),
+            "{}",
+            r.text
+        );
+        // Deleted: gone from reads and finds (the versions stay for the trail).
+        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 3);
+        let d = s.delete(&format!("DocumentReference/{img_id}"));
+        assert!(d.status == 200 || d.status == 204, "{}", d.text);
+        assert_eq!(s.get(&format!("DocumentReference/{img_id}")).status, 410);
+        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 2);
+
         // Replacement: the old version is superseded, not lost.
         let mut d1v2 = SampleDoc::report("D1v2", 3_000);
         d1v2.replaces = Some(doc_id.clone());
@@ -341,7 +403,7 @@ fn dmp_over_http() {
         let old = s.get(&format!("DocumentReference/{doc_id}"));
         assert_eq!(old.json["status"], "superseded");
         assert_eq!(old.json["meta"]["versionId"], "2");
-        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 1);
+        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 2);
         assert_eq!(
             count(
                 &s,
@@ -426,9 +488,9 @@ fn dmp_over_http() {
                 &s,
                 &format!("DocumentReference?patient=p1&status=current&{not_archived}")
             ),
-            1
+            2
         );
-        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 2);
+        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 3);
         s.post(
             &format!("DocumentReference/{hidden_id}/$dmp-unarchive"),
             &json!({}),
@@ -439,7 +501,7 @@ fn dmp_over_http() {
                 &s,
                 &format!("DocumentReference?patient=p1&status=current&{not_archived}")
             ),
-            2
+            3
         );
 
         // Feed events: one per accepted feed, durable, claimed and acknowledged.
@@ -449,10 +511,11 @@ fn dmp_over_http() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events.len(), 4, "{events:?}");
         assert_eq!(events[0]["kind"], "feed");
         assert_eq!(events[0]["documents"], json!([doc_id]));
-        assert_eq!(events[1]["kind"], "replace");
+        assert_eq!(events[1]["documents"].as_array().unwrap().len(), 2);
+        assert_eq!(events[2]["kind"], "replace");
         assert_eq!(events[0]["patient"], "p1");
         let out = s.cli(&["dmp", "claim", "--consumer", "mssante", "--limit", "2"]);
         let claimed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -460,14 +523,14 @@ fn dmp_over_http() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(claimed.len(), 2);
-        // Leased: another consumer gets only the third.
+        // Leased: another consumer gets only the other two.
         let out = s.cli(&["dmp", "claim", "--consumer", "other"]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
         let first = claimed[0]["id"].as_str().unwrap();
         assert!(s.cli(&["dmp", "ack", first]).status.success());
         assert!(!s.cli(&["dmp", "ack", first]).status.success());
         let out = s.cli(&["dmp", "events"]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
 
         // The record: state, closure (feeds refused, documents kept), reopening; objection before any document.
         let st = s.get("Patient/p1/$dmp");
@@ -483,7 +546,7 @@ fn dmp_over_http() {
             r.text
         );
         assert!(r.diagnostics().contains("fermé"));
-        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 2);
+        assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 3);
         s.post("Patient/p1/$dmp-reopen", &json!({})).expect(200);
         submit(&s, "p1", "S7", &[(d6.clone(), sample::cda_n1(&p1, &d6))]).expect(200);
         qualified(&s, "p3", &people[6]);

@@ -213,7 +213,11 @@ fn provide_blocking(
     bg: Option<&str>,
 ) -> Result<Value, Failure> {
     let n_entries = body["entry"].as_array().map_or(0, Vec::len);
-    let sub = Submission::parse(body, &dmp.terms, &dmp.opts)?;
+    let by = match actor {
+        Some(Actor::Patient { .. }) => socle_dmp::Submitter::Patient,
+        _ => socle_dmp::Submitter::Professional,
+    };
+    let sub = Submission::parse(body, &dmp.terms, &dmp.opts, by)?;
     let patient = match r.read(ctx, "Patient", &sub.patient) {
         Ok(p) => p,
         Err(RepoError::NotFound(_) | RepoError::Gone(_)) => {
@@ -343,19 +347,17 @@ fn wants_resource(req: &Req, accept: &str) -> bool {
         })
 }
 
-/// ITI-68: a document's bytes.
-pub(super) async fn read_binary(
-    State(app): State<App>,
-    Path(id): Path<String>,
-    request: Request,
-) -> Response {
-    let (req, accept) = tryr!(lenient_req(&app, &request));
-    let dmp = tryr!(service(&app));
+/// A Binary, read under the policy of its DocumentReference, and its bytes from the blob store (verified);
+/// `None` for a Binary kept inline.
+async fn fetch_binary(
+    app: &App,
+    req: &Req,
+    id: String,
+) -> Result<(Stored, Value, Option<Vec<u8>>), Response> {
+    let dmp = service(app)?;
     let actor = policy::actor_of(req.caller.as_ref());
-    let bg = match policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref()) {
-        Ok(b) => b,
-        Err(e) => return repo_error(&e),
-    };
+    let bg = policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref())
+        .map_err(|e| repo_error(&e))?;
     let engine = app.policy.clone();
     let repo = app.repo.clone();
     let ctx = req.ctx.clone();
@@ -393,35 +395,88 @@ pub(super) async fn read_binary(
             Ok((s, bin, bytes))
         },
     )
-    .await;
-    let (s, mut bin, bytes) = match tryr!(out) {
-        Ok(v) => v,
-        Err(f) => return f.response(),
+    .await?;
+    out.map_err(|f| f.response())
+}
+
+/// The bytes of an inline Binary (`data`; whitespace inside base64 is tolerated, as in the official examples).
+fn inline_bytes(bin: &Value) -> Result<Vec<u8>, Response> {
+    let compact: Vec<u8> = bin["data"]
+        .as_str()
+        .unwrap_or("")
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&compact)
+        .map_err(|e| {
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                IssueType::Processing,
+                format!(
+                    "Binary.data n'est pas du base64 valide ({e}) : demandez le format FHIR (_format=json)"
+                ),
+            )
+        })
+}
+
+/// `GET /fhir/Binary/{id}/$n1-body`: the body of a level-1 CDA document (the PDF it wraps), as its own media
+/// type; decided like the document itself.
+pub(super) async fn n1_body(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let (req, _) = tryr!(lenient_req(&app, &request));
+    let (_, bin, bytes) = tryr!(fetch_binary(&app, &req, id).await);
+    let bytes = match bytes {
+        Some(b) => b,
+        None => tryr!(inline_bytes(&bin)),
     };
+    let limits = socle_cda::Limits::default();
+    match super::blocking(move || socle_cda::extract_n1_body(&bytes, &limits)).await {
+        Ok(Ok(Some((media_type, body)))) => {
+            let ct = HeaderValue::from_str(&media_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+            let mut resp = (StatusCode::OK, body).into_response();
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, ct);
+            h.insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("sandbox; default-src 'none'"),
+            );
+            resp
+        }
+        Ok(Ok(None)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueType::NotSupported,
+            "document structuré (CDA niveau 3) : il n'a pas de corps non structuré à extraire",
+        ),
+        Ok(Err(e)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueType::Processing,
+            format!("ce document n'est pas un CDA lisible : {e}"),
+        ),
+        Err(r) => r,
+    }
+}
+
+/// ITI-68: a document's bytes.
+pub(super) async fn read_binary(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    let (req, accept) = tryr!(lenient_req(&app, &request));
+    let (s, mut bin, bytes) = tryr!(fetch_binary(&app, &req, id).await);
     let as_resource = wants_resource(&req, &accept);
     let bytes = match bytes {
         None if as_resource => return super::resource_response(StatusCode::OK, &s, &req),
-        None => {
-            // Whitespace inside base64 is tolerated, as in the official examples.
-            let compact: Vec<u8> = bin["data"]
-                .as_str()
-                .unwrap_or("")
-                .bytes()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            match base64::engine::general_purpose::STANDARD.decode(&compact) {
-                Ok(b) => b,
-                Err(e) => {
-                    return error(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        IssueType::Processing,
-                        format!(
-                            "Binary.data n'est pas du base64 valide ({e}) : demandez le format FHIR (_format=json)"
-                        ),
-                    );
-                }
-            }
-        }
+        None => tryr!(inline_bytes(&bin)),
         Some(b) => b,
     };
     if as_resource {

@@ -158,6 +158,8 @@ fn classify(method: &Method, path: &str) -> Need {
             perm: Perm::Update,
             min_acr: ACR_TWO_FACTORS,
         },
+        // The PDF inside a level-1 CDA document: a read of the document.
+        ["Binary", _, "$n1-body"] if get => access("Binary", Perm::Read),
         // Masking, announcing, archiving a document (the handler decides who may do which).
         ["DocumentReference", _, op] if op.starts_with("$dmp-") => {
             access("DocumentReference", Perm::Update)
@@ -361,6 +363,10 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     if (get && segs.len() == 1 && !segs[0].starts_with('$') && !segs[0].starts_with('_'))
         || (method == Method::POST && segs.len() == 2 && segs[1] == "_search")
     {
+        return Ok(());
+    }
+    // The PDF inside one of their documents: decided like the document.
+    if get && segs.len() == 3 && segs[0] == "Binary" && segs[2] == "$n1-body" {
         return Ok(());
     }
     // Document operations of the DMP (masking, archiving): the handler checks the document is theirs.
