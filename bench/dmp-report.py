@@ -37,20 +37,20 @@ def main():
            f"Run of `bench/dmp.sh` on {meta.get('date', '?')}, commit `{meta.get('commit', '?')[:12]}` "
            f"({meta.get('dirty', '?')} uncommitted paths), `nproc` = {meta.get('nproc', '?')}, load generator on the "
            f"same cores (it also sends and receives every byte), concurrency {meta.get('concurrency', '?')} for feeds "
-           f"and retrievals, 4 for finds. {fmt(meta.get('patients', 0))} qualified patients; "
+           f"and retrievals, 1 or 4 for finds. {fmt(meta.get('patients', 0))} qualified patients; "
            f"{fmt(meta.get('total', 0))} documents in all: {fmt(meta.get('feeds', 0))} CDA N1 wrapping a "
            f"{fmt(meta.get('pdf_bytes', 0))}-byte PDF, then {fmt(meta.get('per_patient', 0))} for one patient and the "
            "rest spread over every patient (1 KB PDFs). Each cell: throughput, p50 / p99 latency.", "",
            "Targets (issue 5): ≥ 1,000 ITI-65 feeds/s with a 100 KB PDF on 2 cores; ITI-67 p99 < 20 ms for a patient "
            "with 1,000 documents among 10 M.", "",
-           "| backend | ITI-65 feed, 100 KB PDF | ITI-68 retrieve | ITI-65 feed, 1 KB PDF | ITI-67, patient with 1,000 docs (page of 50) | ITI-67, any patient | documents | disk (database + blobs) | peak RSS |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| backend | ITI-65 feed, 100 KB PDF | ITI-68 retrieve | ITI-65 feed, 1 KB PDF | ITI-67, patient with 1,000 docs (page of 50), 1 client | same, 4 clients | ITI-67, any patient, 4 clients | documents | disk (database + blobs) | peak RSS |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for b in backends:
         disk = get(rows, b, "disk")
         rss = get(rows, b, "rss")
         small = get(rows, f"{b}/feed-small") or get(rows, f"{b}/feed-one-patient")
         cells = [lat(get(rows, f"{b}/feed"), True), lat(get(rows, f"{b}/retrieve"), True), lat(small),
-                 lat(get(rows, f"{b}/find-one")), lat(get(rows, f"{b}/find-any"))]
+                 lat(get(rows, f"{b}/find-one-c1")), lat(get(rows, f"{b}/find-one")), lat(get(rows, f"{b}/find-any"))]
         d = f"{int(disk['bytes']) / 2**30:.2f} GiB ({int(disk['blob_bytes']) / 2**30:.2f} blobs)" if disk else "—"
         out.append(f"| {b} | " + " | ".join(cells) + f" | {fmt(disk['documents']) if disk else '—'} | {d} | "
                    f"{int(rss['hwm_kb']) // 1024 if rss else '—'} MiB |")

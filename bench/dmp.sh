@@ -72,6 +72,8 @@ run_backend() {
       --run bulk --warmup 0 --max-seconds 7200 >>"$OUT/loadgen.log" 2>&1 || log "  feed exited with $?"
   fi
   if [[ "$backend" == postgresql ]]; then psql "$url" -q -c "ANALYZE"; fi
+  "${lg[@]}" --label "$label/find-one-c1" dmp --op find --patients 1 --concurrency 1 --count "$FIND_COUNT" \
+    >>"$OUT/loadgen.log" 2>&1 || log "  find exited with $?"
   "${lg[@]}" --label "$label/find-one" dmp --op find --patients 1 --concurrency 4 --count "$FIND_COUNT" \
     >>"$OUT/loadgen.log" 2>&1 || log "  find exited with $?"
   "${lg[@]}" --label "$label/find-any" dmp --op find --patients "$PATIENTS" --concurrency 4 --count "$FIND_COUNT" \
