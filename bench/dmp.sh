@@ -20,24 +20,8 @@ PER_PATIENT="${SOCLE_BENCH_DMP_PER_PATIENT:-1000}"
 CONCURRENCY="${BENCH_CONCURRENCY:-8}"
 FIND_COUNT="${BENCH_SEARCH_COUNT:-2000}"
 OUT="${SOCLE_BENCH_OUT:-$BENCH/out/dmp-$(date -u +%Y%m%dT%H%M%SZ)}"
-mkdir -p "$OUT"
-RESULTS="$OUT/results.jsonl"
-: >"$RESULTS"
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" | tee -a "$OUT/run.log" >&2; }
-jline() { python3 -c 'import json,sys; print(json.dumps(dict(a.split("=",1) for a in sys.argv[1:])))' "$@" >>"$RESULTS"; }
-
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-if [[ "${SOCLE_BENCH_SKIP_BUILD:-}" != 1 ]]; then
-  (cd "$ROOT" && cargo build --release -p socle)
-  (cd "$BENCH" && CARGO_TARGET_DIR="$BENCH/target" cargo build --release)
-fi
-SOCLE="$TARGET/release/socle"
-LOADGEN="$BENCH/target/release/socle-bench"
-jline workload=meta date="$(date -u +%FT%TZ)" commit="$(git -C "$ROOT" rev-parse HEAD)" \
-  dirty="$(git -C "$ROOT" status --porcelain | wc -l)" nproc="$(nproc)" patients="$PATIENTS" total="$TOTAL" \
-  feeds="$FEEDS" pdf_bytes="$PDF_BYTES" per_patient="$PER_PATIENT" concurrency="$CONCURRENCY"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$BENCH/lib.sh"
+bench_meta patients="$PATIENTS" total="$TOTAL" feeds="$FEEDS" pdf_bytes="$PDF_BYTES" per_patient="$PER_PATIENT" concurrency="$CONCURRENCY"
 
 run_backend() {
   local backend="$1" dir db="" url="" port pid label="$1"

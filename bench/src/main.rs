@@ -1261,6 +1261,26 @@ fn dmp_person(p: &socle_ins::generate::Person) -> socle_dmp::sample::Person {
     }
 }
 
+/// `o.warmup` unmeasured jobs, then `o.count` measured ones.
+async fn warm_then_run(o: &DmpOpts, job: Job) -> Run {
+    if o.warmup > 0 {
+        run_jobs(
+            o.concurrency,
+            o.warmup,
+            Duration::from_secs(60),
+            job.clone(),
+        )
+        .await;
+    }
+    run_jobs(
+        o.concurrency,
+        o.count,
+        Duration::from_secs(o.max_seconds),
+        job,
+    )
+    .await
+}
+
 async fn dmp(cli: &Cli, op: DmpOp, o: &DmpOpts) -> anyhow::Result<()> {
     let http = Http::new(&cli.base, cli.timeout, o.concurrency)?;
     let mut g = socle_ins::generate::PersonGenerator::new(o.gen_seed);
@@ -1378,22 +1398,7 @@ async fn dmp(cli: &Cli, op: DmpOp, o: &DmpOpts) -> anyhow::Result<()> {
                     })
                 })
             });
-            if o.warmup > 0 {
-                run_jobs(
-                    o.concurrency,
-                    o.warmup,
-                    Duration::from_secs(60),
-                    job.clone(),
-                )
-                .await;
-            }
-            let run = run_jobs(
-                o.concurrency,
-                o.count,
-                Duration::from_secs(o.max_seconds),
-                job,
-            )
-            .await;
+            let run = warm_then_run(o, job).await;
             report(cli, "dmp-find", params, run)?;
         }
         DmpOp::Retrieve => {
@@ -1430,22 +1435,7 @@ async fn dmp(cli: &Cli, op: DmpOp, o: &DmpOpts) -> anyhow::Result<()> {
                     })
                 })
             });
-            if o.warmup > 0 {
-                run_jobs(
-                    o.concurrency,
-                    o.warmup,
-                    Duration::from_secs(60),
-                    job.clone(),
-                )
-                .await;
-            }
-            let run = run_jobs(
-                o.concurrency,
-                o.count,
-                Duration::from_secs(o.max_seconds),
-                job,
-            )
-            .await;
+            let run = warm_then_run(o, job).await;
             report(cli, "dmp-retrieve", params, run)?;
         }
     }

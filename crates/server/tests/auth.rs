@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use common::{
     AuthFixture, AuthFixture as Setup, Backend, PASSWORD, REDIRECT, after, backends, insi_date,
-    local, now_step, printed,
+    local, now_step, patient_account, printed,
 };
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
@@ -207,6 +207,21 @@ fn token_post(
         Err(ureq::Error::Status(c, r)) => (c, r.into_json().unwrap_or(Value::Null)),
         Err(e) => panic!("{e}"),
     }
+}
+
+/// A confidential client of the pro realm with `scope`, and its client-credentials access token.
+fn system_token(st: &Setup, name: &str, scope: &str) -> String {
+    let out = printed(&st.s.cli(&[
+        "clients", "register", "--realm", "pro", "--name", name, "--scope", scope,
+    ]));
+    let (id, secret) = (after(&out, "client_id:"), after(&out, "client_secret:"));
+    let (_, t) = token_post(
+        &st.root,
+        "pro",
+        &[("grant_type", "client_credentials")],
+        Some((&id, &secret)),
+    );
+    t["access_token"].as_str().unwrap().to_string()
 }
 
 fn fhir(
@@ -988,24 +1003,7 @@ fn restricted_annuaire_entries_need_a_token() {
     for backend in backends() {
         let st = AuthFixture::new(&backend);
         let root = st.root.as_str();
-        let out = printed(&st.s.cli(&[
-            "clients",
-            "register",
-            "--realm",
-            "pro",
-            "--name",
-            "Gestion de l'Annuaire",
-            "--scope",
-            "system/*.cruds",
-        ]));
-        let (id, secret) = (after(&out, "client_id:"), after(&out, "client_secret:"));
-        let (_, t) = token_post(
-            root,
-            "pro",
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        );
-        let admin = t["access_token"].as_str().unwrap().to_string();
+        let admin = system_token(&st, "Gestion de l'Annuaire", "system/*.cruds");
         let rpps = socle_directory::Rpps::from_body(1_234_567_890);
         let pr = json!({"resourceType": "Practitioner", "id": "liste-rouge",
             "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]},
@@ -1097,24 +1095,7 @@ fn policy_decides_on_reads() {
     for backend in backends() {
         let st = AuthFixture::new(&backend);
         let root = st.root.as_str();
-        let out = printed(&st.s.cli(&[
-            "clients",
-            "register",
-            "--realm",
-            "pro",
-            "--name",
-            "Logiciel d'établissement",
-            "--scope",
-            "system/*.cruds",
-        ]));
-        let (id, secret) = (after(&out, "client_id:"), after(&out, "client_secret:"));
-        let (_, t) = token_post(
-            root,
-            "pro",
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        );
-        let sys = t["access_token"].as_str().unwrap().to_string();
+        let sys = system_token(&st, "Logiciel d'établissement", "system/*.cruds");
         let put = |path: &str, body: Value| {
             let (c, oo, _) = fhir(root, "PUT", path, Some(&sys), Some(&body));
             assert!(c == 200 || c == 201, "{path} : {oo}");
@@ -1479,41 +1460,10 @@ fn authorisation_matrix() {
     for backend in backends() {
         let st = AuthFixture::new(&backend);
         let root = st.root.as_str();
-        let client = |scope: &str| -> String {
-            let out = printed(&st.s.cli(&[
-                "clients", "register", "--realm", "pro", "--name", "Logiciel", "--scope", scope,
-            ]));
-            let (id, secret) = (after(&out, "client_id:"), after(&out, "client_secret:"));
-            let (_, t) = token_post(
-                root,
-                "pro",
-                &[("grant_type", "client_credentials")],
-                Some((&id, &secret)),
-            );
-            t["access_token"].as_str().unwrap().to_string()
-        };
+        let client = |scope: &str| system_token(&st, "Logiciel", scope);
         let (sys_rs, sys_all) = (client("system/*.rs"), client("system/*.cruds"));
         // P1: a local Patient with a recovered INS (RECUP), who has an account; P2: another patient.
-        let dir = tempfile::tempdir().unwrap();
-        printed(&st.s.cli(&[
-            "generate",
-            "--persons",
-            "5",
-            "--seed",
-            "11",
-            "--out",
-            dir.path().to_str().unwrap(),
-        ]));
-        let file = dir.path().join("persons.ndjson");
-        printed(&st.s.cli(&["import", "--registry", file.to_str().unwrap()]));
-        let r: Value = serde_json::from_str(
-            std::fs::read_to_string(&file)
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap(),
-        )
-        .unwrap();
+        let r = common::registry(&st.s, 5, 11).remove(0);
         let ins = r["identifier"][0]["value"].as_str().unwrap().to_string();
         let put = |path: &str, body: Value| {
             let (c, oo, _) = fhir(root, "PUT", path, Some(&sys_all), Some(&body));
@@ -1541,21 +1491,7 @@ fn authorisation_matrix() {
             );
         }
         // The patient's account and token (patient realm, TOTP).
-        let out = printed(&st.s.cli_input(
-            &[
-                "accounts",
-                "create-patient",
-                "--ins",
-                &ins,
-                "--password-stdin",
-            ],
-            PASSWORD,
-        ));
-        let ptotp = socle_auth::totp::unbase32(&after(
-            &out,
-            "clé TOTP (à saisir dans l'application d'authentification) :",
-        ))
-        .unwrap();
+        let ptotp = patient_account(&st.s, &ins);
         let pclient = after(
             &printed(&st.s.cli(&[
                 "clients",
@@ -2164,24 +2100,7 @@ fn dmp_access_through_the_policy() {
     for backend in backends() {
         let st = AuthFixture::new(&backend);
         let root = st.root.as_str();
-        let out = printed(&st.s.cli(&[
-            "clients",
-            "register",
-            "--realm",
-            "pro",
-            "--name",
-            "DPI",
-            "--scope",
-            "system/*.cruds",
-        ]));
-        let (id, secret) = (after(&out, "client_id:"), after(&out, "client_secret:"));
-        let (_, t) = token_post(
-            root,
-            "pro",
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        );
-        let sys = t["access_token"].as_str().unwrap().to_string();
+        let sys = system_token(&st, "DPI", "system/*.cruds");
         // A person of the registry (the fixture's second one), qualified, whose account is created once the local
         // record exists (the account is bound to it then).
         let mut g = socle_ins::generate::PersonGenerator::new(7);
@@ -2205,21 +2124,7 @@ fn dmp_access_through_the_policy() {
             )),
         );
         assert_eq!(c, 201, "{oo}");
-        let out = printed(&st.s.cli_input(
-            &[
-                "accounts",
-                "create-patient",
-                "--ins",
-                &person.matricule,
-                "--password-stdin",
-            ],
-            PASSWORD,
-        ));
-        let ptotp = socle_auth::totp::unbase32(&after(
-            &out,
-            "clé TOTP (à saisir dans l'application d'authentification) :",
-        ))
-        .unwrap();
+        let ptotp = patient_account(&st.s, &person.matricule);
         let who = sample::Person {
             ins_oid: person.system.trim_start_matches("urn:oid:").into(),
             ins: person.matricule.clone(),

@@ -4,35 +4,12 @@
 
 mod common;
 
-use common::{Resp, Server, backends, insi_date, local};
+use common::{Resp, Server, backends, insi_date, local, registry};
 use serde_json::{Value, json};
 use socle_dmp::sample::{self, Person, SampleDoc};
 
 fn document_check() -> Value {
     json!({"url": "validationMode", "valueCoding": {"code": "CN"}})
-}
-
-/// A registry of synthetic persons; returns them.
-fn registry(s: &Server, n: usize) -> Vec<Value> {
-    let dir = tempfile::tempdir().unwrap();
-    let o = s.cli(&[
-        "generate",
-        "--persons",
-        &n.to_string(),
-        "--seed",
-        "5",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
-    let file = dir.path().join("persons.ndjson");
-    let o = s.cli(&["import", "--registry", file.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    std::fs::read_to_string(&file)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// The CDA view of a registry person.
@@ -104,7 +81,7 @@ fn stored(s: &Server) -> (i64, i64, i64) {
 fn dmp_over_http() {
     for backend in backends() {
         let s = Server::start(&backend);
-        let people = registry(&s, 50);
+        let people = registry(&s, 50, 5);
         qualified(&s, "p1", &people[3]);
         let p1 = person(&people[3]);
 

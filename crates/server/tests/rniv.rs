@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, backends, insi_date, local};
+use common::{Server, backends, insi_date, local, registry};
 use serde_json::{Value, json};
 
 fn document() -> Value {
@@ -24,25 +24,7 @@ fn out(r: &common::Resp, name: &str) -> Vec<Value> {
 fn identity_vigilance_over_http() {
     for b in backends() {
         let s = Server::start(&b);
-        let dir = tempfile::tempdir().unwrap();
-        let o = s.cli(&[
-            "generate",
-            "--persons",
-            "300",
-            "--seed",
-            "9",
-            "--out",
-            dir.path().to_str().unwrap(),
-        ]);
-        assert!(o.status.success());
-        let file = dir.path().join("persons.ndjson");
-        let o = s.cli(&["import", "--registry", file.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-        let people: Vec<Value> = std::fs::read_to_string(&file)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let people = registry(&s, 300, 9);
         let (r, other) = (&people[10], &people[11]);
         let ins = r["identifier"][0]["value"].as_str().unwrap();
 

@@ -435,22 +435,7 @@ pub(super) async fn n1_body(
     };
     let limits = socle_cda::Limits::default();
     match super::blocking(move || socle_cda::extract_n1_body(&bytes, &limits)).await {
-        Ok(Ok(Some((media_type, body)))) => {
-            let ct = HeaderValue::from_str(&media_type)
-                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-            let mut resp = (StatusCode::OK, body).into_response();
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, ct);
-            h.insert(
-                "x-content-type-options",
-                HeaderValue::from_static("nosniff"),
-            );
-            h.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("sandbox; default-src 'none'"),
-            );
-            resp
-        }
+        Ok(Ok(Some((media_type, body)))) => document_response(&media_type, body),
         Ok(Ok(None)) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             IssueType::NotSupported,
@@ -463,6 +448,27 @@ pub(super) async fn n1_body(
         ),
         Err(r) => r,
     }
+}
+
+/// A document's bytes as its own media type. A document is data, never a page of this site: no sniffing, no
+/// script.
+fn document_response(media_type: &str, bytes: Vec<u8>) -> Response {
+    let ct = HeaderValue::from_str(media_type)
+        .ok()
+        .filter(|_| !media_type.is_empty())
+        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, ct);
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    resp
 }
 
 /// ITI-68: a document's bytes.
@@ -488,22 +494,7 @@ pub(super) async fn read_binary(
         version_headers(&mut resp, &s);
         return resp;
     }
-    let ct = bin["contentType"]
-        .as_str()
-        .and_then(|c| HeaderValue::from_str(c).ok())
-        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
-    let mut resp = (StatusCode::OK, bytes).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, ct);
-    // A document is data, never a page of this site: no sniffing, no script.
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox; default-src 'none'"),
-    );
+    let mut resp = document_response(bin["contentType"].as_str().unwrap_or(""), bytes);
     version_headers(&mut resp, &s);
     resp
 }

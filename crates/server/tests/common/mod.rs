@@ -431,21 +431,7 @@ impl AuthFixture {
         .unwrap();
         // A patient of the registry (the generator's first person with seed 7).
         let person = socle_ins::generate::PersonGenerator::new(7).next_person();
-        let out = printed(&s.cli_input(
-            &[
-                "accounts",
-                "create-patient",
-                "--ins",
-                &person.matricule,
-                "--password-stdin",
-            ],
-            PASSWORD,
-        ));
-        let patient_totp = socle_auth::totp::unbase32(&after(
-            &out,
-            "clé TOTP (à saisir dans l'application d'authentification) :",
-        ))
-        .unwrap();
+        let patient_totp = patient_account(&s, &person.matricule);
         let out = printed(&s.cli(&[
             "clients",
             "register",
@@ -491,6 +477,49 @@ pub const EXT: &str =
     "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability";
 
 /// A local Patient with the traits of a reference identity `r` (as `socle generate --out` writes it).
+/// A patient account for the registry identity `ins` (password `PASSWORD`); returns its TOTP secret.
+pub fn patient_account(s: &Server, ins: &str) -> Vec<u8> {
+    let out = printed(&s.cli_input(
+        &[
+            "accounts",
+            "create-patient",
+            "--ins",
+            ins,
+            "--password-stdin",
+        ],
+        PASSWORD,
+    ));
+    socle_auth::totp::unbase32(&after(
+        &out,
+        "clé TOTP (à saisir dans l'application d'authentification) :",
+    ))
+    .unwrap()
+}
+
+/// `socle generate --persons n --seed seed` imported into the server's INS registry; returns the persons (FHIR
+/// `Patient`s, as written by `--out`).
+pub fn registry(s: &Server, n: usize, seed: u64) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let o = s.cli(&[
+        "generate",
+        "--persons",
+        &n.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = dir.path().join("persons.ndjson");
+    let o = s.cli(&["import", "--registry", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 pub fn local(id: &str, r: &Value, status: &str, extra: &[Value], ins: Option<&str>) -> Value {
     let mut ext = vec![json!({"url": "identityStatus", "valueCoding": {"code": status}})];
     ext.extend(extra.iter().cloned());
