@@ -426,3 +426,66 @@ pub fn pending(store: &Arc<dyn Store>, n: i64) -> Result<Vec<FeedEvent>, DmpErro
     })?;
     Ok(out)
 }
+
+/// What a sweep of the blob store did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Blobs some version of a stored `Binary` names (kept).
+    pub referenced: u64,
+    /// Unreferenced blobs old enough to go: removed (or, in a dry run, that would be).
+    pub removed: u64,
+    pub removed_bytes: u64,
+}
+
+/// Removes the blobs no version of any stored `Binary` names and last written before `before`: the bytes of
+/// feeds refused after their blobs were written, or interrupted by a crash. Every version counts (a replaced or
+/// deleted document's bytes stay readable in its history). Reads every Binary version once (small: the bytes are
+/// not in the database).
+pub fn sweep(
+    store: &Arc<dyn Store>,
+    blobs: &socle_store::blob::LocalBlobs,
+    before: std::time::SystemTime,
+    dry_run: bool,
+) -> Result<Sweep, DmpError> {
+    use socle_store::blob::BlobStore as _;
+    // Listed first: a blob written after this point is younger than `before` and not a candidate anyway.
+    let candidates = blobs
+        .list_older_than(before)
+        .map_err(|e| DmpError::Storage(e.to_string()))?;
+    let mut named = std::collections::HashSet::new();
+    store.read(&mut |c| {
+        named.clear();
+        for r in c.query(
+            "SELECT content FROM resource_versions WHERE rtype = 'Binary'",
+            &[],
+        )? {
+            let Some(bytes) = r.into_iter().next().and_then(|v| v.into_bytes()) else {
+                continue;
+            };
+            if let Some((sha, _)) = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| crate::blob_of(&v))
+            {
+                named.insert(sha);
+            }
+        }
+        Ok(())
+    })?;
+    let mut out = Sweep {
+        referenced: named.len() as u64,
+        ..Sweep::default()
+    };
+    for (name, size) in candidates {
+        if named.contains(&name) {
+            continue;
+        }
+        if !dry_run {
+            blobs
+                .remove(&name)
+                .map_err(|e| DmpError::Storage(e.to_string()))?;
+        }
+        out.removed += 1;
+        out.removed_bytes += size;
+    }
+    Ok(out)
+}

@@ -30,6 +30,17 @@ pub(crate) enum DmpCommand {
         #[arg(long, default_value_t = 60)]
         lease: i64,
     },
+    /// Remove the stored document bytes no Binary names (feeds refused after their bytes were written, or
+    /// interrupted by a crash), last written more than `--older-than` seconds ago.
+    Sweep {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, default_value_t = 3600)]
+        older_than: u64,
+        /// Only count what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Acknowledge an event once it has been processed.
     Ack {
         #[command(flatten)]
@@ -58,6 +69,30 @@ pub(crate) fn run(cmd: DmpCommand) -> anyhow::Result<std::process::ExitCode> {
                 st.clone(),
                 record::claim(&st, &consumer, limit, lease.saturating_mul(1000)),
             )
+        }
+        DmpCommand::Sweep {
+            store,
+            older_than,
+            dry_run,
+        } => {
+            let st = crate::open_store(&store)?.0;
+            let blobs = socle_store::blob::LocalBlobs::open(&store.data.join("blobs"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let before = std::time::SystemTime::now() - std::time::Duration::from_secs(older_than);
+            let r =
+                record::sweep(&st, &blobs, before, dry_run).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{} document(s) référencé(s) ; {} document(s) orphelin(s) {} ({} octets)",
+                r.referenced,
+                r.removed,
+                if dry_run {
+                    "à supprimer"
+                } else {
+                    "supprimé(s)"
+                },
+                r.removed_bytes
+            );
+            return Ok(std::process::ExitCode::SUCCESS);
         }
         DmpCommand::Ack { store, id } => {
             let st = crate::open_store(&store)?.0;

@@ -570,6 +570,62 @@ fn dmp_over_http() {
                 }
             }
             assert!(altered);
+            // Orphans: the bytes of the feed refused for the opposed record above, and one written here; swept once
+            // old enough, never the bytes a Binary names.
+            let orphan = b"octets d'une soumission refusee";
+            let name = socle_store::blob::sha256_hex(orphan);
+            let dir = blobs.join(&name[0..2]).join(&name[2..4]);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(&name), orphan).unwrap();
+            let out = s.cli(&["dmp", "sweep", "--older-than", "3600"]);
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains(" 0 document(s) orphelin"),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert!(
+                std::process::Command::new("touch")
+                    .args(["-d", "2 hours ago"])
+                    .arg(dir.join(&name))
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            for f in walk(&blobs) {
+                if f.parent().is_some_and(|p| p.ends_with("tmp")) {
+                    continue;
+                }
+                assert!(
+                    std::process::Command::new("touch")
+                        .args(["-d", "2 hours ago"])
+                        .arg(&f)
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+            }
+            let out = s.cli(&["dmp", "sweep", "--older-than", "3600", "--dry-run"]);
+            assert!(
+                String::from_utf8_lossy(&out.stdout)
+                    .contains(" 2 document(s) orphelin(s) à supprimer"),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert!(dir.join(&name).exists());
+            let out = s.cli(&["dmp", "sweep", "--older-than", "3600"]);
+            assert!(
+                String::from_utf8_lossy(&out.stdout)
+                    .contains(" 2 document(s) orphelin(s) supprimé(s)"),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert!(!dir.join(&name).exists());
+            // The other documents are still there (the altered one aside).
+            let h = s.get(&format!("DocumentReference/{hidden_id}"));
+            let u = h.json["content"][0]["attachment"]["url"].as_str().unwrap();
+            let (st, _, bytes) = raw_get(&s, u, "text/xml");
+            assert_eq!(st, 200);
+            assert!(bytes.starts_with(b"<?xml"));
             let (st, _, bytes) = raw_get(&s, &url, "text/xml");
             assert_eq!(st, 500);
             assert!(String::from_utf8_lossy(&bytes).contains("altéré"));

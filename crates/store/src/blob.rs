@@ -184,6 +184,39 @@ impl LocalBlobs {
         self
     }
 
+    /// The names of the stored blobs last modified before `before`, with their size (a sweep's candidates:
+    /// recent blobs may belong to a feed still in flight).
+    pub fn list_older_than(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<Vec<(String, u64)>, BlobError> {
+        let mut out = Vec::new();
+        let read =
+            |d: &Path| fs::read_dir(d).map_err(|e| io("lecture du répertoire des documents", e));
+        for a in read(&self.root)?.flatten() {
+            let an = a.file_name().to_string_lossy().to_string();
+            if an.len() != 2 || !a.path().is_dir() {
+                continue;
+            }
+            for b in read(&a.path())?.flatten() {
+                if !b.path().is_dir() {
+                    continue;
+                }
+                for f in read(&b.path())?.flatten() {
+                    let name = f.file_name().to_string_lossy().to_string();
+                    if check_name(&name).is_err() {
+                        continue;
+                    }
+                    let Ok(meta) = f.metadata() else { continue };
+                    if meta.modified().is_ok_and(|m| m < before) {
+                        out.push((name, meta.len()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn path_of(&self, name: &str) -> PathBuf {
         self.root.join(&name[0..2]).join(&name[2..4]).join(name)
     }
