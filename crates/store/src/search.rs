@@ -1089,7 +1089,10 @@ fn reference_predicate(
     }
     let segs: Vec<&str> = v.split('/').collect();
     let (t, id) = match segs.as_slice() {
-        [id] => (type_mod, (*id).to_string()),
+        // A bare id on a parameter that can only hold one type of reference names a resource of that type
+        // (`patient=123` is `patient=Patient/123`): the condition then has one value on every index column before
+        // `rid`, and a page walks the index in resource order instead of counting every entry.
+        [id] => (type_mod.or_else(|| only_target(p)), (*id).to_string()),
         [t, id] | [t, id, "_history", _] => {
             if !registry().is_resource_type(t) {
                 return Err(format!("type de ressource inconnu : {t}"));
@@ -1103,11 +1106,28 @@ fn reference_predicate(
     }
     // A type outside the parameter's declared targets is not an error: data in the wild (and the official
     // examples) reference other types, and such a search simply matches what is there.
-    let _ = p;
     Ok(match t {
         Some(t) => format!("(i.tid = {} AND i.ttype = {})", b.bind(id), b.bind(t)),
         None => format!("i.tid = {}", b.bind(id)),
     })
+}
+
+/// The one type of resource a reference parameter can hold for its resource type: its only declared target,
+/// or the type its expression keeps (`DocumentReference.subject.where(resolve() is Patient)`: R4 declares
+/// Patient and Group as the targets of `patient`, but that expression keeps Patients only).
+fn only_target(p: &SearchParam) -> Option<String> {
+    if let [only] = p.targets.as_slice() {
+        return Some(only.clone());
+    }
+    let src = p.expression.as_ref()?.source();
+    let mut kept = src.split("resolve() is ").skip(1);
+    let t: String = kept
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect();
+    let single_branch = kept.next().is_none() && !src.contains('|');
+    (single_branch && registry().is_resource_type(&t)).then_some(t)
 }
 
 /// `http://host/base/Type/id` → (Type, id) when the last two segments look like a local reference.
@@ -1390,6 +1410,28 @@ fn has_condition(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_ids_take_the_only_target_type() {
+        let probe = |param: &str, v: &str| {
+            let q = parse("DocumentReference", &[(param.into(), v.into())], true).unwrap();
+            q.probes[0].walks_in_order()
+        };
+        // `patient` targets Patient only: `patient=p1` is `patient=Patient/p1`, walked in resource order.
+        assert!(probe("patient", "p1"));
+        assert!(probe("patient", "Patient/p1"));
+        // `subject` targets several types: a bare id may name any of them.
+        assert!(!probe("subject", "p1"));
+        assert!(probe("subject", "Patient/p1"));
+        // `DeviceUseStatement.subject` keeps Groups too under `patient`: a bare id stays untyped there.
+        let q = parse(
+            "DeviceUseStatement",
+            &[("patient".into(), "p1".into())],
+            true,
+        )
+        .unwrap();
+        assert!(!q.probes[0].walks_in_order());
+    }
 
     #[test]
     fn per_row_probes_reach_rows_by_key() {
