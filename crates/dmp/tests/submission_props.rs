@@ -1,0 +1,125 @@
+//! Property tests of the ITI-65 checks: a valid submission passes; any element removed, replaced by a wrong
+//! type or any byte of the document flipped gives an error, never a panic, and never a half-checked success.
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use socle_dmp::sample::{self, Person, SampleDoc};
+use socle_dmp::{DmpError, Options, Submission, Submitter, Terminology};
+
+fn person() -> Person {
+    Person {
+        ins_oid: "1.2.250.1.213.1.4.10".into(),
+        ins: "279035121518989".into(),
+        family: "MARTIN".into(),
+        given: "Zoé".into(),
+        gender: "F".into(),
+        birth: "19790328".into(),
+    }
+}
+
+fn valid() -> (Value, Vec<u8>) {
+    let d = SampleDoc::report("P1", 2_000);
+    let cda = sample::cda_n1(&person(), &d);
+    (sample::provide_bundle("p1", "S1", &[(d, cda.clone())]), cda)
+}
+
+fn parse(b: Value) -> Result<Submission, DmpError> {
+    let terms = Terminology::embedded().unwrap();
+    Submission::parse(b, &terms, &Options::default(), Submitter::Professional)
+}
+
+/// Every path to a leaf of `v` (object keys and array indexes).
+fn paths(v: &Value, at: Vec<Value>, out: &mut Vec<Vec<Value>>) {
+    match v {
+        Value::Object(m) => {
+            for (k, c) in m {
+                let mut p = at.clone();
+                p.push(json!(k));
+                out.push(p.clone());
+                paths(c, p, out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, c) in a.iter().enumerate() {
+                let mut p = at.clone();
+                p.push(json!(i));
+                paths(c, p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn at<'a>(v: &'a mut Value, path: &[Value]) -> Option<&'a mut Value> {
+    let mut cur = v;
+    for k in path {
+        cur = match k {
+            Value::String(s) => cur.get_mut(s.as_str())?,
+            Value::Number(n) => cur.get_mut(n.as_u64()? as usize)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+#[test]
+fn the_sample_is_valid() {
+    let (b, _) = valid();
+    let sub = parse(b).unwrap();
+    assert_eq!(sub.docs.len(), 1);
+    assert!(sub.docs[0].cda.is_some());
+}
+
+#[test]
+fn oversized_documents_are_refused_before_decoding() {
+    let (b, _) = valid();
+    let terms = Terminology::embedded().unwrap();
+    let opts = Options {
+        max_document_bytes: 1_000,
+        ..Options::default()
+    };
+    let e = Submission::parse(b, &terms, &opts, Submitter::Professional).unwrap_err();
+    assert_eq!((e.code(), e.status()), ("too-large", 413));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_replaced_element_is_an_error_or_still_consistent(pick in any::<prop::sample::Index>(), kind in 0..4u8) {
+        let (b, _) = valid();
+        let mut all = Vec::new();
+        paths(&b, Vec::new(), &mut all);
+        let path = pick.get(&all).clone();
+        let mut m = b.clone();
+        let replacement = match kind {
+            0 => Value::Null,
+            1 => json!(42),
+            2 => json!("x"),
+            _ => json!({"unexpected": [1, 2]}),
+        };
+        if let Some(slot) = at(&mut m, &path) {
+            *slot = replacement;
+        }
+        // Never a panic; a success only when what the checks read is unchanged (a display text, a title…).
+        if let Ok(sub) = parse(m) {
+            prop_assert_eq!(sub.docs.len(), 1);
+            prop_assert_eq!(sub.parts.len(), 1);
+        }
+    }
+
+    #[test]
+    fn any_flipped_document_byte_is_caught(pos in any::<prop::sample::Index>(), bit in 0..8u8) {
+        let (_, mut cda) = valid();
+        let i = pos.index(cda.len());
+        cda[i] ^= 1 << bit;
+        // The metadata still carries the original hash: the flip is caught whatever the byte.
+        let (b0, orig) = valid();
+        let mut b = b0.clone();
+        use base64::Engine as _;
+        b["entry"][2]["resource"]["data"] = json!(base64::engine::general_purpose::STANDARD.encode(&cda));
+        prop_assert!(orig != cda);
+        let e = parse(b).unwrap_err();
+        prop_assert!(matches!(e.code(), "hash-mismatch" | "size-mismatch"), "{}", e);
+    }
+}
