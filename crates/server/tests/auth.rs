@@ -209,6 +209,32 @@ fn token_post(
     }
 }
 
+/// The fixture's professional logged in with the second factor (code + PKCE), with `scope`: the access token,
+/// the userinfo answer, and the browser (its session gets further codes without a second login).
+fn pro_token(st: &Setup, scope: &str) -> (String, Value, Browser) {
+    let mut browser = Browser::new();
+    let (code, verifier) = code_for(&mut browser, st, scope, now_step());
+    let (_, t) = token_post(
+        &st.root,
+        "pro",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &st.app),
+            ("code_verifier", &verifier),
+        ],
+        None,
+    );
+    let pro = t["access_token"].as_str().unwrap().to_string();
+    let info: Value = ureq::get(&format!("{}/auth/pro/userinfo", st.root))
+        .set("Authorization", &format!("Bearer {pro}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    (pro, info, browser)
+}
+
 /// A confidential client of the pro realm with `scope`, and its client-credentials access token.
 fn system_token(st: &Setup, name: &str, scope: &str) -> String {
     let out = printed(&st.s.cli(&[
@@ -1117,26 +1143,7 @@ fn policy_decides_on_reads() {
         );
 
         // The professional, logged in with the second factor (eidas2).
-        let mut browser = Browser::new();
-        let (code, verifier) = code_for(&mut browser, &st, "openid user/*.rs", now_step());
-        let (_, tok) = token_post(
-            root,
-            "pro",
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("client_id", &st.app),
-                ("code_verifier", &verifier),
-            ],
-            None,
-        );
-        let pro = tok["access_token"].as_str().unwrap().to_string();
-        let info: Value = ureq::get(&format!("{root}/auth/pro/userinfo"))
-            .set("Authorization", &format!("Bearer {pro}"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
+        let (pro, info, mut browser) = pro_token(&st, "openid user/*.rs");
         let professions: Vec<String> = info["profession"]
             .as_array()
             .unwrap()
@@ -2197,26 +2204,7 @@ fn dmp_access_through_the_policy() {
         let d = doc_of(&v);
 
         // The professional (eidas2) and the patient.
-        let mut browser = Browser::new();
-        let (code, verifier) = code_for(&mut browser, &st, "openid user/*.cruds", now_step());
-        let (_, t) = token_post(
-            root,
-            "pro",
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("client_id", &st.app),
-                ("code_verifier", &verifier),
-            ],
-            None,
-        );
-        let pro = t["access_token"].as_str().unwrap().to_string();
-        let info: Value = ureq::get(&format!("{root}/auth/pro/userinfo"))
-            .set("Authorization", &format!("Bearer {pro}"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
+        let (pro, info, _) = pro_token(&st, "openid user/*.cruds");
         let professions: Vec<String> = info["profession"]
             .as_array()
             .unwrap()
