@@ -55,7 +55,8 @@ run_backend() {
     "${lg[@]}" --label "$label/feed-small" dmp --op feed "${common[@]}" --count "$rest" --pdf-bytes 1000 \
       --run bulk --warmup 0 --max-seconds 7200 >>"$OUT/loadgen.log" 2>&1 || log "  feed exited with $?"
   fi
-  if [[ "$backend" == postgresql ]]; then psql "$url" -q -c "ANALYZE"; fi
+  # Steady state: the load just ended, and autovacuum would otherwise run during the finds.
+  if [[ "$backend" == postgresql ]]; then psql "$url" -q -c "VACUUM ANALYZE"; fi
   "${lg[@]}" --label "$label/find-one-c1" dmp --op find --patients 1 --concurrency 1 --count "$FIND_COUNT" \
     >>"$OUT/loadgen.log" 2>&1 || log "  find exited with $?"
   "${lg[@]}" --label "$label/find-one" dmp --op find --patients 1 --concurrency 4 --count "$FIND_COUNT" \
