@@ -712,22 +712,9 @@ impl Http {
         }
     }
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let url = self.url(path);
-        let r = self
-            .client
-            .get(&url)
-            .header("Accept", "application/fhir+json")
-            .send()
-            .await?;
-        let status = r.status();
-        let body = r.bytes().await?;
-        if !status.is_success() {
-            bail!(
-                "GET {url} → {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            );
-        }
-        serde_json::from_slice(&body).with_context(|| format!("GET {url}: invalid JSON"))
+        let body = self.get_raw(path, "application/fhir+json").await?;
+        serde_json::from_slice(&body)
+            .with_context(|| format!("GET {}: invalid JSON", self.url(path)))
     }
     async fn put(&self, path: &str, body: Vec<u8>) -> anyhow::Result<()> {
         let url = self.url(path);

@@ -209,6 +209,53 @@ fn token_post(
     }
 }
 
+/// A patient application (public client) and the token of the patient `login` (TOTP `totp`) for it, with
+/// `patient/*.cruds`, through the login and consent pages.
+fn patient_token(st: &Setup, app: &str, login_name: &str, totp: &[u8]) -> String {
+    let root = st.root.as_str();
+    let pclient = after(
+        &printed(&st.s.cli(&[
+            "clients",
+            "register",
+            "--realm",
+            "patient",
+            "--name",
+            app,
+            "--redirect-uri",
+            REDIRECT,
+            "--auth-method",
+            "none",
+        ])),
+        "client_id:",
+    );
+    let verifier = socle_auth::random_token(32);
+    let purl = format!(
+        "{root}/auth/patient/authorize?response_type=code&client_id={pclient}&redirect_uri={REDIRECT}&scope=openid%20patient/*.cruds&code_challenge={}&code_challenge_method=S256",
+        socle_auth::pkce_challenge(&verifier)
+    );
+    let p = login(
+        &mut Browser::new(),
+        root,
+        &purl,
+        login_name,
+        PASSWORD,
+        Some((totp, now_step())),
+    );
+    let code = query_of(p.location.as_deref().unwrap())["code"].clone();
+    let (_, t) = token_post(
+        root,
+        "patient",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &pclient),
+            ("code_verifier", &verifier),
+        ],
+        None,
+    );
+    t["access_token"].as_str().unwrap().to_string()
+}
+
 /// The fixture's professional logged in with the second factor (code + PKCE), with `scope`: the access token,
 /// the userinfo answer, and the browser (its session gets further codes without a second login).
 fn pro_token(st: &Setup, scope: &str) -> (String, Value, Browser) {
@@ -1499,47 +1546,7 @@ fn authorisation_matrix() {
         }
         // The patient's account and token (patient realm, TOTP).
         let ptotp = patient_account(&st.s, &ins);
-        let pclient = after(
-            &printed(&st.s.cli(&[
-                "clients",
-                "register",
-                "--realm",
-                "patient",
-                "--name",
-                "Appli",
-                "--redirect-uri",
-                REDIRECT,
-                "--auth-method",
-                "none",
-            ])),
-            "client_id:",
-        );
-        let verifier = socle_auth::random_token(32);
-        let purl = format!(
-            "{root}/auth/patient/authorize?response_type=code&client_id={pclient}&redirect_uri={REDIRECT}&scope=openid%20patient/*.cruds&code_challenge={}&code_challenge_method=S256",
-            socle_auth::pkce_challenge(&verifier)
-        );
-        let p = login(
-            &mut Browser::new(),
-            root,
-            &purl,
-            &ins,
-            PASSWORD,
-            Some((&ptotp, now_step())),
-        );
-        let code = query_of(p.location.as_deref().unwrap())["code"].clone();
-        let (_, t) = token_post(
-            root,
-            "patient",
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("client_id", &pclient),
-                ("code_verifier", &verifier),
-            ],
-            None,
-        );
-        let patient = t["access_token"].as_str().unwrap().to_string();
+        let patient = patient_token(&st, "Appli", &ins, &ptotp);
         // The professional (pro realm, TOTP: eidas2).
         let mut browser = Browser::new();
         let (code, verifier) = code_for(&mut browser, &st, "openid user/*.cruds", now_step());
@@ -2211,47 +2218,7 @@ fn dmp_access_through_the_policy() {
             .iter()
             .map(|p| p.as_str().unwrap().to_string())
             .collect();
-        let pclient = after(
-            &printed(&st.s.cli(&[
-                "clients",
-                "register",
-                "--realm",
-                "patient",
-                "--name",
-                "Mon Espace Santé",
-                "--redirect-uri",
-                REDIRECT,
-                "--auth-method",
-                "none",
-            ])),
-            "client_id:",
-        );
-        let verifier = socle_auth::random_token(32);
-        let purl = format!(
-            "{root}/auth/patient/authorize?response_type=code&client_id={pclient}&redirect_uri={REDIRECT}&scope=openid%20patient/*.cruds&code_challenge={}&code_challenge_method=S256",
-            socle_auth::pkce_challenge(&verifier)
-        );
-        let p = login(
-            &mut Browser::new(),
-            root,
-            &purl,
-            &person.matricule,
-            PASSWORD,
-            Some((&ptotp, now_step())),
-        );
-        let code = query_of(p.location.as_deref().unwrap())["code"].clone();
-        let (_, t) = token_post(
-            root,
-            "patient",
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("client_id", &pclient),
-                ("code_verifier", &verifier),
-            ],
-            None,
-        );
-        let patient = t["access_token"].as_str().unwrap().to_string();
+        let patient = patient_token(&st, "Mon Espace Santé", &person.matricule, &ptotp);
 
         // ITI-68 with a token: the bytes, or the refusal of the document's decision.
         let raw = |token: &str, url: &str, bg: Option<&str>| -> (u16, String) {
