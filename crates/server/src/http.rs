@@ -1004,7 +1004,15 @@ async fn read(
             let (Some(actor), Some(engine)) = (actor, engine) else {
                 return r.read(c, &rtype, &id);
             };
-            decided_read(r, c, &engine, &actor, &rtype, &id, bg.as_deref(), "")
+            decided_read(
+                r,
+                c,
+                &engine,
+                &actor,
+                (&rtype, &id, None),
+                bg.as_deref(),
+                "",
+            )
         })
         .await
     );
@@ -1024,29 +1032,58 @@ async fn read(
     resource_response(StatusCode::OK, &s, &req)
 }
 
-/// A read by id decided by the policy: the decision in the read's audit record (`note` appended to it); an
-/// emergency access (break-glass) gets its own record and a notification to the patient.
-#[allow(clippy::too_many_arguments)]
+/// A read by id (`what`: type, id and, for a version read, the version) decided by the policy: the decision in
+/// the read's audit record (`note` appended to it); an emergency access (break-glass) gets its own record and a
+/// notification to the patient.
 fn decided_read(
     r: &Repository,
     c: &RequestContext,
     engine: &socle_policy::Engine,
     actor: &socle_policy::Actor,
-    rtype: &str,
-    id: &str,
+    what: (&str, &str, Option<&str>),
     bg: Option<&str>,
     note: &str,
 ) -> Result<Stored, RepoError> {
+    let (rtype, id, version) = what;
     let used_bg = std::cell::Cell::new(None::<String>);
-    let check = |conn: &mut dyn socle_store::SqlConn, s: &Stored, patient: Option<&str>| {
+    let check = read_check(engine, actor, bg, note, &used_bg);
+    let s = match version {
+        Some(v) => r.vread_checked(c, rtype, id, v, &check)?,
+        None => r.read_checked(c, rtype, id, &check)?,
+    };
+    after_break_glass(r, c, engine, (rtype, id), used_bg.take(), bg);
+    Ok(s)
+}
+
+/// The policy's check of a read (see [`Repository::read_checked`]); `used_bg` remembers the patient whose data
+/// an emergency access (break-glass) opened.
+fn read_check<'a>(
+    engine: &'a socle_policy::Engine,
+    actor: &'a socle_policy::Actor,
+    bg: Option<&'a str>,
+    note: &'a str,
+    used_bg: &'a std::cell::Cell<Option<String>>,
+) -> impl Fn(&mut dyn socle_store::SqlConn, &Stored, Option<&str>) -> Result<Option<String>, RepoError>
++ 'a {
+    move |conn, s, patient| {
         let d = policy::check(conn, engine, actor, s, patient, bg)?;
         if policy::is_break_glass(&d) {
             used_bg.set(patient.map(str::to_string));
         }
         Ok(Some(format!("policy={}{note}", d.reason.code())))
-    };
-    let s = r.read_checked(c, rtype, id, &check)?;
-    if let (Some(patient), Some(reason)) = (used_bg.take(), bg) {
+    }
+}
+
+/// After a read that break-glass opened: its distinct audit record and the patient's notification.
+fn after_break_glass(
+    r: &Repository,
+    c: &RequestContext,
+    engine: &socle_policy::Engine,
+    (rtype, id): (&str, &str),
+    patient: Option<String>,
+    bg: Option<&str>,
+) {
+    if let (Some(patient), Some(reason)) = (patient, bg) {
         r.audit_break_glass(c, rtype, id, &patient, reason);
         let who = c.principal.clone();
         if let Err(e) = engine.rules.notify(
@@ -1057,7 +1094,6 @@ fn decided_read(
             tracing::error!(error = %e, "notification de bris de glace non enregistrée");
         }
     }
-    Ok(s)
 }
 
 async fn vread(
@@ -1065,7 +1101,34 @@ async fn vread(
     Path((rtype, id, vid)): Path<(String, String, String)>,
     req: Req,
 ) -> Response {
-    let s = tryr!(run_point_read(&app, &req, move |r, c| r.vread(c, &rtype, &id, &vid)).await);
+    // Decided like a read, on the version read.
+    let actor = policy::actor_of(req.caller.as_ref());
+    let bg = match policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref()) {
+        Ok(b) => b,
+        Err(e) => return repo_error(&e),
+    };
+    let engine = app.policy.clone();
+    let s = tryr!(
+        run_point_read(&app, &req, move |r, c| {
+            let (Some(actor), Some(engine)) = (actor, engine) else {
+                return r.vread(c, &rtype, &id, &vid);
+            };
+            decided_read(
+                r,
+                c,
+                &engine,
+                &actor,
+                (&rtype, &id, Some(&vid)),
+                bg.as_deref(),
+                "",
+            )
+        })
+        .await
+    );
+    if req.caller.as_ref().is_some_and(guard::Caller::is_anonymous) && guard::restricted(&s.content)
+    {
+        return guard::restricted_response("donnée d'accès restreint de l'Annuaire");
+    }
     resource_response(StatusCode::OK, &s, &req)
 }
 
@@ -1110,6 +1173,7 @@ async fn search_common(
     let engine = app.policy.clone();
     let bytes = tryr!(
         run(&app, &req, None, move |r, c| {
+            let mut decision = None;
             if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine) {
                 let target = socle_policy::Target {
                     patient: Some(patient.clone()),
@@ -1119,12 +1183,13 @@ async fn search_common(
                     .decide(actor, &target, bg.as_deref())
                     .map_err(|e| RepoError::Invalid(e.to_string()))?;
                 if !d.allowed {
-                    r.audit_operation(c, "search-type", Some(&rtype), "403", Some(format!("policy={}", d.reason.code())));
+                    r.audit_operation(c, "search-type", Some(&rtype), Some(patient), "403", Some(format!("policy={}", d.reason.code())));
                     return Err(RepoError::Forbidden {
                         code: d.reason.code().into(),
                         message: format!("accès refusé ({}) : {}", d.reason.code(), d.explanation),
                     });
                 }
+                decision = Some((patient.clone(), format!("policy={}", d.reason.code())));
                 if policy::is_break_glass(&d)
                     && let Some(reason) = bg.as_deref()
                 {
@@ -1133,24 +1198,33 @@ async fn search_common(
                         "Accès en urgence à votre dossier par {} (recherche {rtype}) — motif : {reason}", c.principal));
                 }
             }
-            let mut page = r.search(c, &rtype, &params, strict)?;
+            let mut page = r.search_about(c, &rtype, &params, strict, decision.as_ref().map(|(p, d)| (p.as_str(), d.as_str())))?;
             if anonymous {
-                page.includes.retain(|s| !guard::restricted(&s.content));
+                page.retain_includes(|s, _| !guard::restricted(&s.content));
             }
-            if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine)
-                && rtype == "DocumentReference"
-            {
+            if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine) {
+                let allowed = |s: &Stored| {
+                    s.rtype != "DocumentReference"
+                        || engine
+                            .decide(actor, &policy::target_of(s, Some(patient)), bg.as_deref())
+                            .is_ok_and(|d| d.allowed)
+                };
                 let before = page.matches.len();
-                page.matches.retain(|s| {
-                    engine
-                        .decide(actor, &policy::target_of(s, Some(patient)), bg.as_deref())
-                        .is_ok_and(|d| d.allowed)
-                });
+                page.matches.retain(|s| allowed(s));
                 let hidden = before - page.matches.len();
                 if hidden > 0 {
                     page.warnings.push((
                         IssueType::Suppressed,
                         format!("{hidden} document(s) de cette page non communiqué(s) par la politique d'accès"),
+                    ));
+                }
+                // Included resources: the same patient's data decided like the matches; another patient's data
+                // never comes through a search about this one.
+                let hidden = page.retain_includes(|s, p| p.is_none_or(|p| p == patient && allowed(s)));
+                if hidden > 0 {
+                    page.warnings.push((
+                        IssueType::Suppressed,
+                        format!("{hidden} ressource(s) incluse(s) non communiquée(s) : données d'un autre patient ou refusées par la politique d'accès"),
                     ));
                 }
             }
@@ -1192,6 +1266,15 @@ async fn search_post(
 
 async fn history_common(app: App, req: Req, scope: (Option<String>, Option<String>)) -> Response {
     let params = req.params.clone();
+    // A user's history of one resource: every version decided like a read (the guard keeps users from the
+    // histories of a type or of the system).
+    let actor = policy::actor_of(req.caller.as_ref());
+    let bg = match policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref()) {
+        Ok(b) => b,
+        Err(e) => return repo_error(&e),
+    };
+    let engine = app.policy.clone();
+    let anonymous = req.caller.as_ref().is_some_and(guard::Caller::is_anonymous);
     let bytes = tryr!(
         run(&app, &req, None, move |r, c| {
             let (path, sc) = match (&scope.0, &scope.1) {
@@ -1199,8 +1282,23 @@ async fn history_common(app: App, req: Req, scope: (Option<String>, Option<Strin
                 (Some(t), None) => (format!("{t}/_history"), HistoryScope::Type(t)),
                 _ => ("_history".to_string(), HistoryScope::System),
             };
-            r.history(c, sc, &params)
-                .map(|page| socle_store::render::history(&c.base_url, &path, &page))
+            let page = match (&actor, &engine, &scope) {
+                (Some(actor), Some(engine), (Some(t), Some(i))) => {
+                    let used_bg = std::cell::Cell::new(None::<String>);
+                    let check = read_check(engine, actor, bg.as_deref(), "", &used_bg);
+                    let page = r.history_checked(c, sc, &params, Some(&check))?;
+                    after_break_glass(r, c, engine, (t, i), used_bg.take(), bg.as_deref());
+                    page
+                }
+                _ => r.history(c, sc, &params)?,
+            };
+            if anonymous && page.entries.iter().any(|s| guard::restricted(&s.content)) {
+                return Err(RepoError::Forbidden {
+                    code: "restricted".into(),
+                    message: "donnée d'accès restreint de l'Annuaire".into(),
+                });
+            }
+            Ok(socle_store::render::history(&c.base_url, &path, &page))
         })
         .await
     );

@@ -1224,6 +1224,15 @@ fn policy_decides_on_reads() {
             );
         };
         refused(read("Observation/obs-1", None), "no-care-relationship");
+        // Versions and histories of one resource are decided like reads.
+        refused(
+            read("Observation/obs-1/_history/1", None),
+            "no-care-relationship",
+        );
+        refused(
+            read("Observation/obs-1/_history", None),
+            "no-care-relationship",
+        );
         // Not patient data: no relationship needed.
         let (c, _) = read(
             &format!(
@@ -1255,6 +1264,9 @@ fn policy_decides_on_reads() {
             "equipe-de-soins",
         ]);
         assert_eq!(read("Observation/obs-1", None).0, 200);
+        assert_eq!(read("Observation/obs-1/_history/1", None).0, 200);
+        let (c, h) = read("Observation/obs-1/_history", None);
+        assert_eq!((c, h["type"].as_str()), (200, Some("history")), "{h}");
         let doc = read("DocumentReference/doc-1", None);
         if socle_policy::Matrix::default_matrix().allows(&professions, "34874-8") {
             assert_eq!(doc.0, 200, "{professions:?} : {}", doc.1);
@@ -1264,6 +1276,14 @@ fn policy_decides_on_reads() {
         // The patient masks the document: refused to the care team (not the médecin traitant).
         let mask = add(&["--kind", "mask", "--target", "DocumentReference/doc-1"]);
         refused(read("DocumentReference/doc-1", None), "document-masked");
+        refused(
+            read("DocumentReference/doc-1/_history/1", None),
+            "document-masked",
+        );
+        refused(
+            read("DocumentReference/doc-1/_history", None),
+            "document-masked",
+        );
         printed(
             &st.s
                 .cli(&["policy", "revoke", "--patient", "pat-1", "--id", &mask]),
@@ -1384,22 +1404,122 @@ fn policy_decides_on_reads() {
         let (c, b, _) = fhir(root, "GET", "Observation?patient=pat-1", Some(&pro), None);
         assert_eq!(c, 200, "{b}");
         assert_eq!(b["entry"][0]["resource"]["id"], "obs-1", "{b}");
-        let (c, _, _) = fhir(
+        // Includes: the same patient's data, decided; another patient's data never comes through a search about
+        // this one (here a panel of pat-1 that names a result of pat-2).
+        put(
+            "Patient/pat-2",
+            json!({"resourceType": "Patient", "id": "pat-2", "name": [{"family": "DURAND"}]}),
+        );
+        put(
+            "Observation/obs-2",
+            json!({"resourceType": "Observation", "id": "obs-2", "status": "final",
+            "code": {"text": "créatinine"}, "subject": {"reference": "Patient/pat-2"}}),
+        );
+        put(
+            "Observation/panel-1",
+            json!({"resourceType": "Observation", "id": "panel-1", "status": "final",
+            "code": {"text": "bilan"}, "subject": {"reference": "Patient/pat-1"},
+            "hasMember": [{"reference": "Observation/obs-1"}, {"reference": "Observation/obs-2"}]}),
+        );
+        let (c, b, _) = fhir(
+            root,
+            "GET",
+            "Observation?_id=panel-1&patient=pat-1&_include=Observation:has-member&_include=Observation:subject",
+            Some(&pro),
+            None,
+        );
+        assert_eq!(c, 200, "{b}");
+        let mut got: Vec<String> = b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["search"]["mode"] != "outcome")
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e["resource"]["resourceType"].as_str().unwrap(),
+                    e["resource"]["id"].as_str().unwrap()
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            ["Observation/obs-1", "Observation/panel-1", "Patient/pat-1"],
+            "{b}"
+        );
+        assert!(b.to_string().contains("autre patient"), "{b}");
+        // The same search by the software acting on its own behalf brings everything.
+        let (_, b, _) = fhir(
+            root,
+            "GET",
+            "Observation?_id=panel-1&_include=Observation:has-member",
+            Some(&sys),
+            None,
+        );
+        assert_eq!(b["entry"].as_array().unwrap().len(), 3, "{b}");
+        let (c, b, _) = fhir(
             root,
             "GET",
             "Observation?patient=pat-1&_revinclude=Provenance:target",
             Some(&pro),
             None,
         );
-        assert_eq!(c, 403);
+        assert_eq!(c, 200, "{b}");
+        // `_has` filters on resources the policy has not decided.
+        let (c, oo, _) = fhir(
+            root,
+            "GET",
+            "Patient?_id=pat-1&_has:Observation:patient:code=bilan",
+            Some(&pro),
+            None,
+        );
+        assert_eq!(c, 403, "{oo}");
         for path in [
-            "Observation/obs-1/_history",
-            "Observation/obs-1/_history/1",
             "Observation/_history",
             "_history",
             "Patient/pat-1/$audit-trail",
         ] {
             assert_eq!(fhir(root, "GET", path, Some(&pro), None).0, 403, "{path}");
+        }
+        // The professional's searches are in the patient's access list, with their decision.
+        let (_, trail, _) = fhir(
+            root,
+            "GET",
+            "Patient/pat-1/$audit-trail?_count=200",
+            Some(&sys),
+            None,
+        );
+        let searches: Vec<Vec<String>> = trail["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["subtype"][0]["code"] == "search")
+            .map(|e| {
+                e["resource"]["entity"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|en| en["detail"].as_array().cloned().unwrap_or_default())
+                    .map(|d| {
+                        format!(
+                            "{}={}",
+                            d["type"].as_str().unwrap(),
+                            d["valueString"].as_str().unwrap()
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        for want in [
+            "decision=care-relationship",
+            "decision=no-care-relationship",
+            "recherche=_id&patient&_include&_include",
+        ] {
+            assert!(
+                searches.iter().any(|s| s.iter().any(|d| d == want)),
+                "{want} : {searches:?}"
+            );
         }
         // A document the matrix or a mask keeps from this professional is left out of results, with a warning;
         // the médecin traitant sees masked documents (the matrix still applies).
@@ -2327,6 +2447,21 @@ fn dmp_access_through_the_policy() {
             "hidden-from-patient",
         );
         refused(raw(&patient, &bin_b, None), "hidden-from-patient");
+        // Its versions and history too; the patient's own document's history is theirs to read.
+        refused_json(
+            read(&patient, &format!("DocumentReference/{b}/_history/1")),
+            "hidden-from-patient",
+        );
+        refused_json(
+            read(&patient, &format!("DocumentReference/{b}/_history")),
+            "hidden-from-patient",
+        );
+        let (c, v) = read(&patient, &format!("DocumentReference/{a}/_history"));
+        assert_eq!(
+            (c, v["entry"].as_array().map(Vec::len)),
+            (200, Some(1)),
+            "{v}"
+        );
         let (c, v, _) = fhir(
             root,
             "POST",

@@ -342,13 +342,22 @@ pub fn to_audit_event(a: &StoredAudit) -> Value {
         if let Some(policy) = d.strip_prefix("policy=") {
             // An access-policy decision: readable by the patient (reason code, and for break-glass the stated
             // motive), and the emergency purpose of use.
-            let (code, motive) = match policy.split_once("; motif=") {
-                Some((c, m)) => (c, Some(m)),
-                None => (policy, None),
-            };
+            // `policy=<code>[ <note>][; motif=<motive>][; search=<parameter names>]`.
+            let mut parts = policy.split("; ");
+            let head = parts.next().unwrap_or_default();
+            let (code, note) = head
+                .split_once(' ')
+                .map_or((head, None), |(c, n)| (c, Some(n.trim())));
             let mut detail = vec![json!({"type": "decision", "valueString": code})];
-            if let Some(m) = motive {
-                detail.push(json!({"type": "motif", "valueString": m}));
+            if let Some(n) = note {
+                detail.push(json!({"type": "note", "valueString": n}));
+            }
+            for part in parts {
+                if let Some(m) = part.strip_prefix("motif=") {
+                    detail.push(json!({"type": "motif", "valueString": m}));
+                } else if let Some(q) = part.strip_prefix("search=") {
+                    detail.push(json!({"type": "recherche", "valueString": q}));
+                }
             }
             entities.push(json!({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
                 "name": "politique d'accès", "detail": detail}));

@@ -157,6 +157,8 @@ pub struct WriteOutcome {
 pub struct SearchPage {
     pub matches: Vec<Stored>,
     pub includes: Vec<Stored>,
+    /// The patient (compartment) of each of `includes`, in the same order.
+    pub include_patients: Vec<Option<String>>,
     pub total: Option<i64>,
     /// Query parameters for the next and previous pages, if any.
     pub next: Option<Vec<(String, String)>>,
@@ -165,6 +167,27 @@ pub struct SearchPage {
     pub warnings: Vec<(socle_fhir::outcome::IssueType, String)>,
     pub summary: Option<search::Summary>,
     pub elements: Option<Vec<String>>,
+}
+
+impl SearchPage {
+    /// Keeps the included resources `keep` accepts (given each one and its patient); answers how many were left
+    /// out.
+    pub fn retain_includes(
+        &mut self,
+        mut keep: impl FnMut(&Stored, Option<&str>) -> bool,
+    ) -> usize {
+        let before = self.includes.len();
+        let pairs = std::mem::take(&mut self.includes)
+            .into_iter()
+            .zip(std::mem::take(&mut self.include_patients));
+        for (s, p) in pairs {
+            if keep(&s, p.as_deref()) {
+                self.includes.push(s);
+                self.include_patients.push(p);
+            }
+        }
+        before - self.includes.len()
+    }
 }
 
 /// A page of history.
@@ -276,11 +299,13 @@ impl Repository {
         ctx: &RequestContext,
         action: &str,
         rtype: Option<&str>,
+        patient: Option<&str>,
         outcome: &str,
         detail: Option<String>,
     ) {
         let mut r = Self::record(ctx, action);
         r.rtype = rtype.map(str::to_string);
+        r.patient = patient.map(str::to_string);
         r.outcome = outcome.to_string();
         r.detail = detail;
         self.audit_async(r);
@@ -579,10 +604,25 @@ impl Repository {
         id: &str,
         vid: &str,
     ) -> Result<Stored, RepoError> {
+        self.vread_checked(ctx, rtype, id, vid, &|_, _, _| Ok(None))
+    }
+
+    /// A version read whose result goes through `check` (the access policy), like
+    /// [`Repository::read_checked`]: the version itself is decided (a document's type or author may have changed
+    /// since), and the decision is in the audit record.
+    pub fn vread_checked(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        id: &str,
+        vid: &str,
+        check: ReadCheck<'_>,
+    ) -> Result<Stored, RepoError> {
         check_type(rtype)?;
         let version: i64 = vid.parse().map_err(|_| {
             RepoError::NotFound(format!("version {vid:?} inconnue pour {rtype}/{id}"))
         })?;
+        let mut decision = None;
         let res = self.read_tx(&mut |c| {
             let cur = tx::current(c, rtype, id)?
                 .ok_or_else(|| RepoError::NotFound(format!("{rtype}/{id} introuvable")))?;
@@ -595,18 +635,33 @@ impl Repository {
                     "la version {version} de {rtype}/{id} est une suppression"
                 )));
             }
+            decision = Some(check(c, &s, patient_of(&cur.pkey).as_deref()));
             Ok((s, cur.pkey))
         });
         let mut rec = Self::record(ctx, "vread");
         rec.rtype = Some(rtype.into());
         rec.id = Some(id.into());
         rec.version = Some(version);
-        match &res {
-            Ok((_, pkey)) => rec.patient = patient_of(pkey),
-            Err(e) => rec.outcome = e.status().to_string(),
+        let res = res.and_then(|(s, pkey)| {
+            rec.patient = patient_of(&pkey);
+            match decision.unwrap_or(Ok(None)) {
+                Ok(detail) => {
+                    rec.detail = detail;
+                    Ok(s)
+                }
+                Err(e) => {
+                    if let RepoError::Forbidden { code, .. } = &e {
+                        rec.detail = Some(format!("policy={code}"));
+                    }
+                    Err(e)
+                }
+            }
+        });
+        if let Err(e) = &res {
+            rec.outcome = e.status().to_string();
         }
         self.audit_async(rec);
-        res.map(|(s, _)| s)
+        res
     }
 
     /// History of an instance, a type or the whole system, newest first.
@@ -616,6 +671,25 @@ impl Repository {
         scope: HistoryScope<'_>,
         params: &[(String, String)],
     ) -> Result<HistoryPage, RepoError> {
+        self.history_checked(ctx, scope, params, None)
+    }
+
+    /// A history whose versions each go through `check` (the access policy), like
+    /// [`Repository::read_checked`]: one refused version refuses the page (403, in the audit record), since a
+    /// history with holes would mislead. Only an instance's history can be checked: the check is given the
+    /// instance's patient.
+    pub fn history_checked(
+        &self,
+        ctx: &RequestContext,
+        scope: HistoryScope<'_>,
+        params: &[(String, String)],
+        check: Option<ReadCheck<'_>>,
+    ) -> Result<HistoryPage, RepoError> {
+        if check.is_some() && !matches!(scope, HistoryScope::Instance(..)) {
+            return Err(RepoError::Invalid(
+                "seul l'historique d'une ressource peut être soumis à la politique d'accès".into(),
+            ));
+        }
         let mut since: Option<i64> = None;
         let mut count = search::DEFAULT_COUNT;
         let mut before: Option<i64> = None;
@@ -667,7 +741,9 @@ impl Repository {
         if let Some(t) = rtype {
             check_type(t)?;
         }
+        let (mut decision, mut refusal) = (None, None);
         let res = self.read_tx(&mut |c| {
+            (decision, refusal) = (None, None);
             let mut conds = Vec::new();
             let mut p: Vec<crate::SqlValue> = Vec::new();
             let mut pkey = None;
@@ -716,14 +792,40 @@ impl Repository {
                 entries.push(Stored::from_row(tx::version_from_row(r)));
             }
             let has_more = entries.len() as i64 == count && count > 0;
+            if let Some(check) = check {
+                let patient = pkey.as_deref().and_then(patient_of);
+                for e in &entries {
+                    match check(c, e, patient.as_deref()) {
+                        Ok(d) => decision = decision.take().or(d),
+                        Err(e) => {
+                            refusal = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
             Ok((entries, has_more, last_seq, pkey))
         });
         let mut rec = Self::record(ctx, action);
         rec.rtype = rtype.map(str::to_string);
         rec.id = id.map(str::to_string);
-        match &res {
-            Ok((_, _, _, pkey)) => rec.patient = pkey.as_deref().and_then(patient_of),
-            Err(e) => rec.outcome = e.status().to_string(),
+        rec.detail = decision;
+        let res = match (res, refusal) {
+            (Ok((_, _, _, pkey)), Some(e)) => {
+                rec.patient = pkey.as_deref().and_then(patient_of);
+                if let RepoError::Forbidden { code, .. } = &e {
+                    rec.detail = Some(format!("policy={code}"));
+                }
+                Err(e)
+            }
+            (Ok(page), None) => {
+                rec.patient = page.3.as_deref().and_then(patient_of);
+                Ok(page)
+            }
+            (Err(e), _) => Err(e),
+        };
+        if let Err(e) = &res {
+            rec.outcome = e.status().to_string();
         }
         self.audit_async(rec);
         let (entries, has_more, last_seq, _) = res?;
@@ -751,6 +853,19 @@ impl Repository {
         params: &[(String, String)],
         strict: bool,
     ) -> Result<SearchPage, RepoError> {
+        self.search_about(ctx, rtype, params, strict, None)
+    }
+
+    /// A search about one patient's data (`about`: the patient and the access decision taken before it ran): its
+    /// audit record names the patient, so that the search is in the patient's access list.
+    pub fn search_about(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        params: &[(String, String)],
+        strict: bool,
+        about: Option<(&str, &str)>,
+    ) -> Result<SearchPage, RepoError> {
         check_type(rtype)?;
         let q = search::parse(rtype, params, strict)?;
         let res = self.read_tx(&mut |c| run_search(c, &q));
@@ -759,6 +874,10 @@ impl Repository {
         // Parameter names only: values may be health data.
         let names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
         rec.detail = Some(names.join("&"));
+        if let Some((patient, decision)) = about {
+            rec.patient = Some(patient.into());
+            rec.detail = Some(format!("{decision}; search={}", names.join("&")));
+        }
         if let Err(e) = &res {
             rec.outcome = e.status().to_string();
         }
@@ -1611,7 +1730,7 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
             _ => None,
         };
         page.matches = items.into_iter().map(|x| x.0).collect();
-        page.includes = includes(c, q, &page.matches)?;
+        (page.includes, page.include_patients) = includes(c, q, &page.matches)?;
         return Ok(page);
     }
     // On SQLite, frequent values are probed row by row rather than collected first (see `probe_plan`).
@@ -1737,7 +1856,7 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
         _ => None,
     };
     page.matches = items.into_iter().map(|x| x.0).collect();
-    page.includes = includes(c, q, &page.matches)?;
+    (page.includes, page.include_patients) = includes(c, q, &page.matches)?;
     Ok(page)
 }
 
@@ -1765,15 +1884,16 @@ fn includes(
     c: &mut dyn SqlConn,
     q: &SearchQuery,
     matches: &[Stored],
-) -> Result<Vec<Stored>, RepoError> {
+) -> Result<(Vec<Stored>, Vec<Option<String>>), RepoError> {
     if q.includes.is_empty() && q.revincludes.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     }
     let mut seen: HashSet<(String, String)> = matches
         .iter()
         .map(|s| (s.rtype.clone(), s.id.clone()))
         .collect();
     let mut out: Vec<Stored> = Vec::new();
+    let mut patients = Vec::new();
     let mut frontier: Vec<(String, String)> = seen.iter().cloned().collect();
     for round in 0..MAX_INCLUDE_ROUNDS {
         let mut found: Vec<(String, String)> = Vec::new();
@@ -1847,9 +1967,10 @@ fn includes(
                 break;
             }
             if seen.insert(key.clone())
-                && let Ok((s, _)) = read_current(c, &key.0, &key.1)
+                && let Ok((s, pkey)) = read_current(c, &key.0, &key.1)
             {
                 out.push(s);
+                patients.push(patient_of(&pkey));
                 frontier.push(key);
             }
         }
@@ -1857,7 +1978,7 @@ fn includes(
             break;
         }
     }
-    Ok(out)
+    Ok((out, patients))
 }
 
 /// The `Bundle.entry.response` parts of a write.

@@ -377,8 +377,7 @@ async fn fetch_binary(
                     &ctx,
                     engine,
                     actor,
-                    "DocumentReference",
-                    doc,
+                    ("DocumentReference", doc, None),
                     bg.as_deref(),
                     &note,
                 )?;

@@ -6,9 +6,10 @@
 //! - reads, searches, history, INSi, `$duplicates`, creates and updates: `eidas1`;
 //! - deletions and `Patient/$merge`: `eidas2` (a second factor).
 //!
-//! Patient tokens (realm `patient`) read by id, search and write (the policy engine then allows their own data
-//! only; not their Patient record, kept by identity vigilance) and read their `$audit-trail`. For every user, histories, versions and system-wide
-//! searches of patient data stay closed (the policy does not decide them yet).
+//! Patient tokens (realm `patient`) read by id (versions and one resource's history included), search and write
+//! (the policy engine then allows their own data only; not their Patient record, kept by identity vigilance) and
+//! read their `$audit-trail`. For every user, histories of a type or of the system and system-wide searches of
+//! patient data stay closed (the policy decides patient by patient).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -348,6 +349,13 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     if get && segs.len() == 2 && !segs[1].starts_with('$') && !segs[1].starts_with('_') {
         return Ok(());
     }
+    // Versions and the history of one resource: each version decided like a read.
+    if get
+        && matches!(segs.as_slice(), [_, id, "_history"] | [_, id, "_history", _]
+            if !id.starts_with('$') && !id.starts_with('_'))
+    {
+        return Ok(());
+    }
     // Writes of their own data (measures, documents they add): the policy engine decides on the patient the
     // resource belongs to. Not their Patient record: identity traits follow identity vigilance.
     let writable = segs
@@ -390,8 +398,8 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     Err(error(
         StatusCode::FORBIDDEN,
         IssueType::Forbidden,
-        "accès patient limité aux lectures par identifiant de ses propres données et à sa trace d'accès \
-         (les recherches patient arrivent avec la politique sur les recherches)",
+        "accès patient limité à ses propres données (lectures, versions, recherches, documents ajoutés), à son \
+         dossier DMP, à ses règles d'accès et à sa trace d'accès",
     ))
 }
 
@@ -404,8 +412,9 @@ pub fn patient_data(rtype: &str) -> bool {
 }
 
 /// Users (professionals, patients) reach patient data through decisions of the policy engine: reads by id and
-/// searches scoped to one patient are decided; histories, versions and system-wide searches are not yet, so
-/// they stay with software acting on its own behalf (`system/` scopes).
+/// searches scoped to one patient, versions and the history of one resource are decided; histories of a type
+/// or of the system and system-wide searches are not, so they stay with software acting on its own behalf
+/// (`system/` scopes).
 fn user_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Response> {
     if p.realm.is_none() {
         return Ok(());
@@ -424,16 +433,16 @@ fn user_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Respons
         ["Patient", _, "$audit-trail"] => p.realm != Some(Realm::Patient),
         // Identity vigilance across patients (duplicates, merges): for the identity staff's software.
         ["Patient", _, "$duplicates"] | ["Patient", "$merge"] => true,
-        [t, "_history"] | [t, _, "_history"] | [t, _, "_history", _] => patient_data(t),
+        [t, "_history"] => patient_data(t),
         _ => false,
     };
     if undecided {
         return Err(error(
             StatusCode::FORBIDDEN,
             IssueType::Forbidden,
-            "opération sur des données patient que la politique d'accès ne décide pas encore (historiques, versions, \
-             recherches globales, identitovigilance, trace globale) : réservée aux logiciels agissant pour leur propre \
-             compte (portées system/)",
+            "opération sur les données de plusieurs patients (historique d'un type ou du système, recherche globale, \
+             identitovigilance, trace globale) : réservée aux logiciels agissant pour leur propre compte (portées \
+             system/)",
         ));
     }
     Ok(())
@@ -621,6 +630,9 @@ mod tests {
             "scopée au patient par la recherche"
         );
         assert!(patient_limits(&p, &Method::GET, "/fhir/Observation/_history").is_err());
+        assert!(patient_limits(&p, &Method::GET, "/fhir/Observation/o1/_history").is_ok());
+        assert!(patient_limits(&p, &Method::GET, "/fhir/Observation/o1/_history/2").is_ok());
+        assert!(patient_limits(&p, &Method::GET, "/fhir/Observation/$x/_history").is_err());
         assert!(
             patient_limits(&p, &Method::PUT, "/fhir/Patient/p1").is_err(),
             "pas sa fiche d'identité"

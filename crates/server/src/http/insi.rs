@@ -193,8 +193,14 @@ fn answer(app: &App, req: &Req, action: &str, result: Result<Value, RegistryErro
         Ok(v) => v,
         Err(e) => {
             let r = registry_error(e);
-            app.repo
-                .audit_operation(&req.ctx, action, Some("Patient"), r.status().as_str(), None);
+            app.repo.audit_operation(
+                &req.ctx,
+                action,
+                Some("Patient"),
+                None,
+                r.status().as_str(),
+                None,
+            );
             return r;
         }
     };
@@ -202,7 +208,7 @@ fn answer(app: &App, req: &Req, action: &str, result: Result<Value, RegistryErro
         .as_str()
         .map(str::to_string);
     app.repo
-        .audit_operation(&req.ctx, action, Some("Patient"), "success", code);
+        .audit_operation(&req.ctx, action, Some("Patient"), None, "success", code);
     fhir_bytes(
         StatusCode::OK,
         serde_json::to_vec(&result).unwrap_or_default(),

@@ -134,17 +134,16 @@ pub fn is_break_glass(d: &Decision) -> bool {
 }
 
 /// The one patient a user's search on patient data is about: `patient=` or `subject=` (`Patient/x` or `x`), or
-/// `_id=` on `Patient`. Includes and `_has` are refused (they could bring other patients' data).
+/// `_id=` on `Patient`. `_has` is refused: it filters on other resources that the policy has not decided (a
+/// masked document could betray its existence). Included resources are decided after the search.
 pub fn search_patient(rtype: &str, params: &[(String, String)]) -> Result<String, String> {
     let mut found: Option<String> = None;
     for (k, v) in params {
         let name = k.split(':').next().unwrap_or("");
-        if name.starts_with("_include")
-            || name.starts_with("_revinclude")
-            || name.starts_with("_has")
-        {
+        if name.starts_with("_has") {
             return Err(format!(
-                "« {k} » n'est pas encore permis aux utilisateurs sur les données patient (la politique ne décide pas les ressources incluses)"
+                "« {k} » n'est pas permis aux utilisateurs sur les données patient : il filtre sur des ressources que \
+                 la politique d'accès ne décide pas (un document masqué trahirait son existence)"
             ));
         }
         let scoping = match rtype {
@@ -271,10 +270,18 @@ mod tests {
         assert!(
             search_patient("Observation", &p(&[("patient", "p1"), ("subject", "p2")])).is_err()
         );
-        assert!(
+        assert_eq!(
             search_patient(
                 "Observation",
                 &p(&[("patient", "p1"), ("_revinclude", "Provenance:target")])
+            )
+            .unwrap(),
+            "p1"
+        );
+        assert!(
+            search_patient(
+                "Patient",
+                &p(&[("_id", "p1"), ("_has:Observation:patient:code", "x")])
             )
             .is_err()
         );

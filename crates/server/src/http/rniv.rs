@@ -185,6 +185,7 @@ pub(super) async fn merge(
                 ctx,
                 "merge",
                 Some("Patient"),
+                Some(&tgt),
                 "success",
                 Some(format!("Patient/{src} remplacé par Patient/{tgt}")),
             );

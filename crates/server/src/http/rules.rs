@@ -77,7 +77,7 @@ pub(super) async fn list(State(app): State<App>, Path(id): Path<String>, req: Re
     let res = run(&app, &req, None, move |r, c| {
         let rules = engine.rules.list(&id).map_err(|e| RepoError::Invalid(e.to_string()))?;
         let notes = engine.rules.notifications(&id).map_err(|e| RepoError::Invalid(e.to_string()))?;
-        r.audit_operation(c, "policy-rules-read", Some("Patient"), "200", None);
+        r.audit_operation(c, "policy-rules-read", Some("Patient"), Some(&id), "200", None);
         let mut parameter: Vec<Value> = rules
             .iter()
             .map(|r| {
@@ -181,7 +181,7 @@ pub(super) async fn add(
             .rules
             .add(&id, &kind, &actor, &target, &detail, expires)
             .map_err(|e| RepoError::Unprocessable(e.to_string()))?;
-        r.audit_operation(c, "policy-rule-add", Some("Patient"), "201", Some(format!("policy-rule={kind}")));
+        r.audit_operation(c, "policy-rule-add", Some("Patient"), Some(&id), "201", Some(format!("policy-rule={kind}")));
         Ok(json!({"resourceType": "Parameters", "parameter": [{"name": "id", "valueString": rule}]}))
     })
     .await;
@@ -230,7 +230,14 @@ pub(super) async fn revoke(
             .revoke(&id, &rule)
             .map_err(|e| RepoError::Invalid(e.to_string()))?
         {
-            r.audit_operation(c, "policy-rule-revoke", Some("Patient"), "200", None);
+            r.audit_operation(
+                c,
+                "policy-rule-revoke",
+                Some("Patient"),
+                Some(&id),
+                "200",
+                None,
+            );
             Ok(())
         } else {
             Err(RepoError::NotFound(format!(
@@ -290,7 +297,14 @@ pub(super) async fn delegation_code(
             .rules
             .delegation_code(&id, &sections, days)
             .map_err(|e| RepoError::Unprocessable(e.to_string()))?;
-        r.audit_operation(c, "delegation-code", Some("Patient"), "201", None);
+        r.audit_operation(
+            c,
+            "delegation-code",
+            Some("Patient"),
+            Some(&id),
+            "201",
+            None,
+        );
         Ok(json!({"resourceType": "Parameters", "parameter": [
             {"name": "code", "valueString": code},
             {"name": "validity", "valueString": "24 heures, une seule utilisation"}]}))
@@ -340,7 +354,7 @@ pub(super) async fn delegation_claim(
         let (patient, rule, end) = match engine.rules.claim_delegation(&code, &idnps) {
             Ok(x) => x,
             Err(e) => {
-                r.audit_operation(c, "delegation-claim", Some("Patient"), "403", None);
+                r.audit_operation(c, "delegation-claim", Some("Patient"), None, "403", None);
                 return Err(RepoError::Forbidden {
                     code: "delegation-code".into(),
                     message: e.to_string(),
@@ -351,6 +365,7 @@ pub(super) async fn delegation_claim(
             c,
             "delegation-claim",
             Some("Patient"),
+            Some(&patient),
             "200",
             Some(format!("policy-rule={rule}")),
         );
