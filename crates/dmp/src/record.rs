@@ -443,11 +443,10 @@ pub struct Sweep {
 /// not in the database).
 pub fn sweep(
     store: &Arc<dyn Store>,
-    blobs: &socle_store::blob::LocalBlobs,
+    blobs: &dyn socle_store::blob::BlobStore,
     before: std::time::SystemTime,
     dry_run: bool,
 ) -> Result<Sweep, DmpError> {
-    use socle_store::blob::BlobStore as _;
     // Listed first: a blob written after this point is younger than `before` and not a candidate anyway.
     let candidates = blobs
         .list_older_than(before)

@@ -76,11 +76,11 @@ pub(crate) fn run(cmd: DmpCommand) -> anyhow::Result<std::process::ExitCode> {
             dry_run,
         } => {
             let st = crate::open_store(&store)?.0;
-            let blobs = socle_store::blob::LocalBlobs::open(&store.data.join("blobs"))
+            let blobs = socle_store::blob::open(&store.blob_config()?)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let before = std::time::SystemTime::now() - std::time::Duration::from_secs(older_than);
-            let r =
-                record::sweep(&st, &blobs, before, dry_run).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = record::sweep(&st, blobs.as_ref(), before, dry_run)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
                 "{} document(s) référencé(s) ; {} document(s) orphelin(s) {} ({} octets)",
                 r.referenced,

@@ -37,6 +37,45 @@ pub(crate) struct StoreArgs {
     /// PostgreSQL URL (postgres://user:pass@host/db); when set, PostgreSQL is used instead of SQLite.
     #[arg(long, env = "SOCLE_DATABASE_URL")]
     database: Option<String>,
+    /// Where document bytes go: s3://bucket[/prefix] for an S3-compatible object store (key from the
+    /// environment: SOCLE_S3_ACCESS_KEY_ID and SOCLE_S3_SECRET_ACCESS_KEY, or AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY). Default: the directory <data>/blobs.
+    #[arg(long, env = "SOCLE_BLOBS")]
+    blobs: Option<String>,
+    /// The S3 API's address (http(s)://host[:port]), with --blobs s3://…
+    #[arg(long, env = "SOCLE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The S3 region (signing), with --blobs s3://…
+    #[arg(long, env = "SOCLE_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+}
+
+impl StoreArgs {
+    /// Where document bytes go (see `--blobs`).
+    pub(crate) fn blob_config(&self) -> anyhow::Result<socle_store::blob::BlobConfig> {
+        let Some(url) = &self.blobs else {
+            return Ok(socle_store::blob::BlobConfig::Local(
+                self.data.join("blobs"),
+            ));
+        };
+        let endpoint = self
+            .s3_endpoint
+            .as_deref()
+            .context("--blobs s3://… demande --s3-endpoint (ou SOCLE_S3_ENDPOINT)")?;
+        let env = |a: &str, b: &str| {
+            std::env::var(a)
+                .or_else(|_| std::env::var(b))
+                .unwrap_or_default()
+        };
+        let cfg = socle_store::s3::S3Config::from_url(
+            url,
+            endpoint,
+            &self.s3_region,
+            &env("SOCLE_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+            &env("SOCLE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        )?;
+        Ok(socle_store::blob::BlobConfig::S3(cfg))
+    }
 }
 
 /// Authentication settings of the server.
@@ -257,7 +296,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 );
             }
             let (st, registry) = open_store(&store)?;
-            let dmp = http::dmp::Dmp::open(&st, &store.data, value_sets.as_deref())?;
+            let dmp = http::dmp::Dmp::open(&st, &store.blob_config()?, value_sets.as_deref())?;
             let repo = Arc::new(socle_store::Repository::new(st.clone()));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -378,7 +417,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     )?
                 );
             }
-            let dmp = http::dmp::Dmp::open(&st, &data, None)?;
+            let dmp = http::dmp::Dmp::open(
+                &st,
+                &socle_store::blob::BlobConfig::Local(data.join("blobs")),
+                None,
+            )?;
             let accounts = admin::demo_accounts(st.clone(), &repo, &registry, &data, listen)?;
             println!("{}", demo_banner(listen, &data, &accounts));
             let rt = tokio::runtime::Builder::new_multi_thread()

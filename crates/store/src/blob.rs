@@ -8,8 +8,9 @@
 //! [`LocalBlobs`] keeps them in a directory (`<data>/blobs` by default), durably: a blob is written to a
 //! temporary file, flushed to disk, renamed into place and its directory flushed, so a `put` that returned
 //! survives a crash, and a crash during a `put` leaves at most a temporary file (removed at the next open),
-//! never a partial blob under its name. Object storage (S3-compatible) is the deployment option the
-//! architecture names; it implements the same trait.
+//! never a partial blob under its name. [`crate::s3::S3Blobs`] keeps them in an S3-compatible bucket
+//! (the deployment option the architecture names), behind the same trait; [`open`] picks one from the
+//! configuration.
 
 use std::fs;
 use std::io::Write;
@@ -54,6 +55,27 @@ pub trait BlobStore: Send + Sync {
     fn contains(&self, sha256: &str) -> Result<bool, BlobError>;
     /// Removes a blob (a missing one is not an error).
     fn remove(&self, sha256: &str) -> Result<(), BlobError>;
+    /// The names of the stored blobs last written before `before`, with their size (a sweep's candidates:
+    /// recent blobs may belong to a feed still in flight).
+    fn list_older_than(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<Vec<(String, u64)>, BlobError>;
+}
+
+/// Where blobs go: a local directory, or an S3-compatible bucket.
+#[derive(Debug, Clone)]
+pub enum BlobConfig {
+    Local(PathBuf),
+    S3(crate::s3::S3Config),
+}
+
+/// Opens the blob store a configuration names (an S3 bucket is checked to answer with its key).
+pub fn open(cfg: &BlobConfig) -> Result<std::sync::Arc<dyn BlobStore>, BlobError> {
+    Ok(match cfg {
+        BlobConfig::Local(dir) => std::sync::Arc::new(LocalBlobs::open(dir)?),
+        BlobConfig::S3(c) => std::sync::Arc::new(crate::s3::S3Blobs::open(c.clone())?),
+    })
 }
 
 /// The hex SHA-256 of `bytes`.
@@ -63,7 +85,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Checks that `name` is a blob name: 64 lowercase hex digits (nothing that could walk out of the
 /// directory).
-fn check_name(name: &str) -> Result<(), BlobError> {
+pub(crate) fn check_name(name: &str) -> Result<(), BlobError> {
     if name.len() == 64
         && name
             .bytes()
@@ -184,39 +206,6 @@ impl LocalBlobs {
         self
     }
 
-    /// The names of the stored blobs last modified before `before`, with their size (a sweep's candidates:
-    /// recent blobs may belong to a feed still in flight).
-    pub fn list_older_than(
-        &self,
-        before: std::time::SystemTime,
-    ) -> Result<Vec<(String, u64)>, BlobError> {
-        let mut out = Vec::new();
-        let read =
-            |d: &Path| fs::read_dir(d).map_err(|e| io("lecture du répertoire des documents", e));
-        for a in read(&self.root)?.flatten() {
-            let an = a.file_name().to_string_lossy().to_string();
-            if an.len() != 2 || !a.path().is_dir() {
-                continue;
-            }
-            for b in read(&a.path())?.flatten() {
-                if !b.path().is_dir() {
-                    continue;
-                }
-                for f in read(&b.path())?.flatten() {
-                    let name = f.file_name().to_string_lossy().to_string();
-                    if check_name(&name).is_err() {
-                        continue;
-                    }
-                    let Ok(meta) = f.metadata() else { continue };
-                    if meta.modified().is_ok_and(|m| m < before) {
-                        out.push((name, meta.len()));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
     fn path_of(&self, name: &str) -> PathBuf {
         self.root.join(&name[0..2]).join(&name[2..4]).join(name)
     }
@@ -312,6 +301,37 @@ impl BlobStore for LocalBlobs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("suppression du document", e)),
         }
+    }
+
+    fn list_older_than(
+        &self,
+        before: std::time::SystemTime,
+    ) -> Result<Vec<(String, u64)>, BlobError> {
+        let mut out = Vec::new();
+        let read =
+            |d: &Path| fs::read_dir(d).map_err(|e| io("lecture du répertoire des documents", e));
+        for a in read(&self.root)?.flatten() {
+            let an = a.file_name().to_string_lossy().to_string();
+            if an.len() != 2 || !a.path().is_dir() {
+                continue;
+            }
+            for b in read(&a.path())?.flatten() {
+                if !b.path().is_dir() {
+                    continue;
+                }
+                for f in read(&b.path())?.flatten() {
+                    let name = f.file_name().to_string_lossy().to_string();
+                    if check_name(&name).is_err() {
+                        continue;
+                    }
+                    let Ok(meta) = f.metadata() else { continue };
+                    if meta.modified().is_ok_and(|m| m < before) {
+                        out.push((name, meta.len()));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

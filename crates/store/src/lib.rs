@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod postgres;
 pub mod render;
 pub mod repo;
+pub mod s3;
 pub mod schema;
 pub mod search;
 pub mod sql;

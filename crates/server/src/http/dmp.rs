@@ -24,7 +24,7 @@ use socle_dmp::{DmpError, Submission, Terminology};
 use socle_fhir::outcome::IssueType;
 use socle_policy::Actor;
 use socle_policy::rules::RuleStore;
-use socle_store::blob::{BlobStore, LocalBlobs};
+use socle_store::blob::{BlobConfig, BlobStore};
 use socle_store::repo::Stored;
 use socle_store::{RepoError, Repository, RequestContext};
 
@@ -47,11 +47,11 @@ pub struct Dmp {
 }
 
 impl Dmp {
-    /// Opens the DMP of a store: its tables, the blob directory `<data>/blobs`, the embedded value sets and the
+    /// Opens the DMP of a store: its tables, its blob store (`blobs`), the embedded value sets and the
     /// operator's (`value_sets`).
     pub fn open(
         store: &Arc<dyn socle_store::Store>,
-        data: &FsPath,
+        blobs: &BlobConfig,
         value_sets: Option<&FsPath>,
     ) -> anyhow::Result<Dmp> {
         record::open(store).map_err(|e| anyhow::anyhow!("tables du DMP : {e}"))?;
@@ -62,11 +62,10 @@ impl Dmp {
                 .map_err(|e| anyhow::anyhow!("jeux de valeurs : {e}"))?;
             tracing::info!(loaded = ?loaded, "jeux de valeurs CI-SIS chargés");
         }
-        let blobs = LocalBlobs::open(&data.join("blobs"))
-            .map_err(|e| anyhow::anyhow!("stockage des documents : {e}"))?;
+        let blobs = socle_store::blob::open(blobs).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Dmp {
             terms,
-            blobs: Arc::new(blobs),
+            blobs,
             opts: socle_dmp::Options::default(),
         })
     }
