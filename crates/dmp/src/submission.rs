@@ -550,15 +550,15 @@ impl Submission {
                 let submitted = att["hash"].as_str().ok_or_else(|| DmpError::HashMissing {
                     field: hash_field.clone(),
                 })?;
-                let computed = STANDARD.encode(Sha1::digest(bytes));
+                let digest = Sha1::digest(bytes);
                 let same = STANDARD
                     .decode(submitted)
-                    .is_ok_and(|h| h.as_slice() == Sha1::digest(bytes).as_slice());
+                    .is_ok_and(|h| h.as_slice() == digest.as_slice());
                 if !same {
                     return Err(DmpError::HashMismatch {
                         field: hash_field,
                         submitted: submitted.to_string(),
-                        computed,
+                        computed: STANDARD.encode(digest),
                     });
                 }
                 if let Some(size) = att.get("size") {
