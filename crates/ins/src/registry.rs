@@ -161,7 +161,7 @@ impl Registry {
     pub fn retrieve(&self, q: &Traits) -> Result<Retrieved, RegistryError> {
         check_query(q)?;
         let mut found = Vec::new();
-        self.store.read(&mut |c| {
+        self.store.read_one(&mut |c| {
             found = query(
                 c,
                 &format!("{SELECT} WHERE family_key = ? AND birth_date = ?"),
@@ -197,7 +197,7 @@ impl Registry {
             ));
         }
         let mut found = Vec::new();
-        self.store.read(&mut |c| {
+        self.store.read_one(&mut |c| {
             found = query(c, &format!("{SELECT} WHERE card = ?"), &[card.into()])?;
             Ok(())
         })?;
@@ -212,7 +212,7 @@ impl Registry {
     pub fn get(&self, matricule: &str) -> Result<Option<Official>, RegistryError> {
         let nir = Nir::parse(matricule).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let mut found = Vec::new();
-        self.store.read(&mut |c| {
+        self.store.read_one(&mut |c| {
             found = query(
                 c,
                 &format!("{SELECT} WHERE matricule = ?"),

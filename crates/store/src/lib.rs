@@ -61,6 +61,12 @@ pub trait Store: Send + Sync {
     }
     /// Runs `body` in a read-only transaction (one consistent snapshot).
     fn read(&self, body: &mut TxBody<'_>) -> Result<(), StoreError>;
+    /// Runs a `body` that issues **one** statement, outside an explicit transaction when that saves round trips
+    /// (PostgreSQL: no `BEGIN`/`COMMIT`, the statement is its own snapshot); a body issuing several statements
+    /// would see as many snapshots, so it must use [`Store::read`].
+    fn read_one(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
+        self.read(body)
+    }
     /// Whether a read by primary key costs a few microseconds and never waits (an embedded database):
     /// callers may then run it in place instead of handing it to a thread pool.
     fn point_reads_are_local(&self) -> bool {

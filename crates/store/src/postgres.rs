@@ -175,6 +175,27 @@ impl Store for PgStore {
     fn read(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
         self.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
     }
+
+    fn read_one(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
+        // One round trip instead of three: the statement runs in its own implicit transaction.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut c = self.take()?;
+            let res = body(&mut c);
+            let healthy = match &res {
+                Ok(()) => true,
+                // A failed statement in autocommit leaves no transaction open; the connection is reusable
+                // unless it broke.
+                Err(_) => !c.client.is_closed(),
+            };
+            self.give_back(c, healthy);
+            match res {
+                Err(StoreError::Retryable(_)) if attempt < 5 => continue,
+                other => return other,
+            }
+        }
+    }
 }
 
 impl ToSql for SqlValue {
