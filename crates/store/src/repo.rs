@@ -454,9 +454,19 @@ impl Repository {
         &self,
         f: &mut dyn FnMut(&mut dyn SqlConn) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
+        self.read_with(false, f)
+    }
+
+    /// `one`: the body's statements need no common snapshot ([`Store::read_one`]: no `BEGIN`/`COMMIT` on
+    /// PostgreSQL) — a read by id and its access decision, whose facts are independent of the resource's row.
+    fn read_with<T>(
+        &self,
+        one: bool,
+        f: &mut dyn FnMut(&mut dyn SqlConn) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
         let mut out = None;
         let mut failure = None;
-        let res = self.store.read(&mut |c| match f(c) {
+        let mut body = |c: &mut dyn SqlConn| match f(c) {
             Ok(v) => {
                 out = Some(v);
                 Ok(())
@@ -466,7 +476,12 @@ impl Repository {
                 failure = Some(e);
                 Err(StoreError::Rollback)
             }
-        });
+        };
+        let res = if one {
+            self.store.read_one(&mut body)
+        } else {
+            self.store.read(&mut body)
+        };
         match (res, failure, out) {
             (Ok(()), _, Some(v)) => Ok(v),
             (Err(StoreError::Rollback), Some(e), _) => Err(e),
@@ -512,7 +527,7 @@ impl Repository {
     ) -> Result<Stored, RepoError> {
         check_type(rtype)?;
         let mut decision = None;
-        let res = self.read_tx(&mut |c| {
+        let res = self.read_with(true, &mut |c| {
             let (s, pkey) = read_current(c, rtype, id)?;
             decision = Some(check(c, &s, patient_of(&pkey).as_deref()));
             Ok((s, pkey))
@@ -994,13 +1009,14 @@ fn patient_of(pkey: &str) -> Option<String> {
     (!pkey.is_empty()).then(|| pkey.to_string())
 }
 
+/// The current version of `rtype/id` and its compartment key: one statement (the row and its content).
 fn read_current(c: &mut dyn SqlConn, rtype: &str, id: &str) -> Result<(Stored, String), RepoError> {
-    let cur = tx::current(c, rtype, id)?
+    let (cur, v) = tx::current_with_content(c, rtype, id)?
         .ok_or_else(|| RepoError::NotFound(format!("{rtype}/{id} introuvable")))?;
     if cur.deleted {
         return Err(RepoError::Gone(format!("{rtype}/{id} a été supprimé")));
     }
-    let v = tx::load_version(c, &cur.pkey, cur.rid, cur.version)?.ok_or_else(|| {
+    let v = v.ok_or_else(|| {
         RepoError::Store(StoreError::Corrupt(format!(
             "version courante de {rtype}/{id} absente"
         )))

@@ -97,6 +97,49 @@ pub(crate) fn current(
     }))
 }
 
+/// The current row of `rtype/id` with its current version's content, in one statement (`None` for the version
+/// if that row is missing: a corrupt store).
+pub(crate) fn current_with_content(
+    c: &mut dyn SqlConn,
+    rtype: &str,
+    id: &str,
+) -> Result<Option<(CurrentRow, Option<VersionRow>)>, StoreError> {
+    let row = c.query_one(
+        "SELECT r.pkey, r.rid, r.version, r.last_updated, r.deleted, v.method, v.content, v.last_updated \
+         FROM resources r LEFT JOIN resource_versions v \
+         ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version \
+         WHERE r.rtype = ? AND r.id = ?",
+        &[rtype.into(), id.into()],
+    )?;
+    Ok(row.map(|r| {
+        let mut it = r.into_iter();
+        let cur = CurrentRow {
+            pkey: it
+                .next()
+                .and_then(SqlValue::into_string)
+                .unwrap_or_default(),
+            rid: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
+            version: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
+            last_updated: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
+            deleted: it.next().and_then(|v| v.as_i64()).unwrap_or_default() != 0,
+        };
+        let method = it.next().and_then(SqlValue::into_string);
+        let content = it.next().and_then(SqlValue::into_bytes);
+        let version = it
+            .next()
+            .and_then(|v| v.as_i64())
+            .map(|last_updated| VersionRow {
+                rtype: rtype.to_string(),
+                id: id.to_string(),
+                version: cur.version,
+                last_updated,
+                method: method.unwrap_or_default(),
+                content: content.unwrap_or_default(),
+            });
+        (cur, version)
+    }))
+}
+
 /// One stored version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionRow {
