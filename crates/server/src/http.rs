@@ -991,35 +991,7 @@ async fn read(
     headers: HeaderMap,
     req: Req,
 ) -> Response {
-    // The access policy decides on the resource read (its patient, its document type); an emergency access
-    // (break-glass) gets its own audit record and a notification to the patient.
-    let actor = policy::actor_of(req.caller.as_ref());
-    let bg = match policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref()) {
-        Ok(b) => b,
-        Err(e) => return repo_error(&e),
-    };
-    let engine = app.policy.clone();
-    let s = tryr!(
-        run_point_read(&app, &req, move |r, c| {
-            let (Some(actor), Some(engine)) = (actor, engine) else {
-                return r.read(c, &rtype, &id);
-            };
-            decided_read(
-                r,
-                c,
-                &engine,
-                &actor,
-                (&rtype, &id, None),
-                bg.as_deref(),
-                "",
-            )
-        })
-        .await
-    );
-    if req.caller.as_ref().is_some_and(guard::Caller::is_anonymous) && guard::restricted(&s.content)
-    {
-        return guard::restricted_response("donnée d'accès restreint de l'Annuaire");
-    }
+    let s = tryr!(point_read(&app, &req, rtype, id, None).await);
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
@@ -1101,35 +1073,42 @@ async fn vread(
     Path((rtype, id, vid)): Path<(String, String, String)>,
     req: Req,
 ) -> Response {
-    // Decided like a read, on the version read.
+    let s = tryr!(point_read(&app, &req, rtype, id, Some(vid)).await);
+    resource_response(StatusCode::OK, &s, &req)
+}
+
+/// A read by id (`version`: of that version), decided by the access policy for users: on the resource read
+/// (its patient, its document type); an emergency access (break-glass) gets its own audit record and a
+/// notification to the patient. Restricted Annuaire entries are refused to anonymous callers.
+async fn point_read(
+    app: &App,
+    req: &Req,
+    rtype: String,
+    id: String,
+    version: Option<String>,
+) -> Result<Stored, Response> {
     let actor = policy::actor_of(req.caller.as_ref());
-    let bg = match policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref()) {
-        Ok(b) => b,
-        Err(e) => return repo_error(&e),
-    };
+    let bg = policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref())
+        .map_err(|e| repo_error(&e))?;
     let engine = app.policy.clone();
-    let s = tryr!(
-        run_point_read(&app, &req, move |r, c| {
-            let (Some(actor), Some(engine)) = (actor, engine) else {
-                return r.vread(c, &rtype, &id, &vid);
+    let s = run_point_read(app, req, move |r, c| {
+        let v = version.as_deref();
+        let (Some(actor), Some(engine)) = (actor, engine) else {
+            return match v {
+                Some(v) => r.vread(c, &rtype, &id, v),
+                None => r.read(c, &rtype, &id),
             };
-            decided_read(
-                r,
-                c,
-                &engine,
-                &actor,
-                (&rtype, &id, Some(&vid)),
-                bg.as_deref(),
-                "",
-            )
-        })
-        .await
-    );
+        };
+        decided_read(r, c, &engine, &actor, (&rtype, &id, v), bg.as_deref(), "")
+    })
+    .await?;
     if req.caller.as_ref().is_some_and(guard::Caller::is_anonymous) && guard::restricted(&s.content)
     {
-        return guard::restricted_response("donnée d'accès restreint de l'Annuaire");
+        return Err(guard::restricted_response(
+            "donnée d'accès restreint de l'Annuaire",
+        ));
     }
-    resource_response(StatusCode::OK, &s, &req)
+    Ok(s)
 }
 
 async fn search_common(

@@ -1560,15 +1560,7 @@ fn policy_decides_on_reads() {
             None,
         );
         let pro = tok["access_token"].as_str().unwrap().to_string();
-        put(
-            "Patient/pat-2",
-            json!({"resourceType": "Patient", "id": "pat-2", "name": [{"family": "DURAND"}]}),
-        );
-        put(
-            "Observation/obs-2",
-            json!({"resourceType": "Observation", "id": "obs-2", "status": "final",
-            "code": {"text": "poids"}, "subject": {"reference": "Patient/pat-2"}}),
-        );
+        // pat-2 and its obs-2 were stored above (the includes).
         let obs = |p: &str| {
             json!({"resourceType": "Observation", "status": "final", "code": {"text": "pouls"},
             "subject": {"reference": format!("Patient/{p}")}})

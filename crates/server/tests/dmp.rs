@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Resp, Server, backends, insi_date, local, registry};
+use common::{Resp, Server, backends, insi_date, local, registry, walk};
 use serde_json::{Value, json};
 use socle_dmp::sample::{self, Person, SampleDoc};
 
@@ -631,17 +631,4 @@ fn dmp_over_http() {
             assert!(String::from_utf8_lossy(&bytes).contains("altéré"));
         }
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

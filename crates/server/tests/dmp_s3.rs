@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Backend, Server, insi_date, local, registry};
+use common::{Backend, Server, insi_date, local, registry, walk};
 use serde_json::{Value, json};
 use socle_dmp::sample::{self, Person, SampleDoc};
 
@@ -196,8 +196,7 @@ fn documents_in_an_s3_bucket() {
         assert_eq!(listed[&key], cda.len(), "{key} : {listed}");
     }
     assert!(
-        !s.data.path().join("blobs").exists()
-            || walk_files(&s.data.path().join("blobs")).is_empty(),
+        !s.data.path().join("blobs").exists() || walk(&s.data.path().join("blobs")).is_empty(),
         "aucun document sur le disque local"
     );
 
@@ -307,17 +306,4 @@ fn documents_in_an_s3_bucket() {
     assert!(err.contains("n'existe pas"), "{err}");
     let err = refused_start(data.path(), &s3[..2], &sk);
     assert!(err.contains("--s3-endpoint"), "{err}");
-}
-
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

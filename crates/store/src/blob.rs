@@ -218,20 +218,22 @@ fn sync_dir(dir: &Path) -> Result<(), BlobError> {
         .map_err(|e| io("synchronisation du répertoire", e))
 }
 
+/// The name and size `bytes` will be stored under, if they are not larger than `max`.
+pub(crate) fn name_of(bytes: &[u8], max: u64) -> Result<BlobRef, BlobError> {
+    let size = bytes.len() as u64;
+    if size > max {
+        return Err(BlobError::TooLarge { size, max });
+    }
+    Ok(BlobRef {
+        sha256: sha256_hex(bytes),
+        size,
+    })
+}
+
 impl BlobStore for LocalBlobs {
     fn put(&self, bytes: &[u8]) -> Result<BlobRef, BlobError> {
-        let size = bytes.len() as u64;
-        if size > self.max_size {
-            return Err(BlobError::TooLarge {
-                size,
-                max: self.max_size,
-            });
-        }
-        let name = sha256_hex(bytes);
-        let blob = BlobRef {
-            sha256: name.clone(),
-            size,
-        };
+        let blob = name_of(bytes, self.max_size)?;
+        let (name, size) = (blob.sha256.clone(), blob.size);
         let path = self.path_of(&name);
         // Already stored: same name, same bytes (a damaged copy is replaced below).
         if let Ok(meta) = fs::metadata(&path)

@@ -535,29 +535,8 @@ impl Repository {
         let mut rec = Self::record(ctx, "read");
         rec.rtype = Some(rtype.into());
         rec.id = Some(id.into());
-        let res = match res {
-            Ok((s, pkey)) => {
-                rec.version = Some(s.version);
-                rec.patient = patient_of(&pkey);
-                match decision.unwrap_or(Ok(None)) {
-                    Ok(detail) => {
-                        rec.detail = detail;
-                        Ok(s)
-                    }
-                    Err(e) => {
-                        rec.outcome = e.status().to_string();
-                        if let RepoError::Forbidden { code, .. } = &e {
-                            rec.detail = Some(format!("policy={code}"));
-                        }
-                        Err(e)
-                    }
-                }
-            }
-            Err(e) => {
-                rec.outcome = e.status().to_string();
-                Err(e)
-            }
-        };
+        rec.version = res.as_ref().ok().map(|(s, _)| s.version);
+        let res = decided(&mut rec, res, decision);
         self.audit_async(rec);
         res
     }
@@ -657,24 +636,7 @@ impl Repository {
         rec.rtype = Some(rtype.into());
         rec.id = Some(id.into());
         rec.version = Some(version);
-        let res = res.and_then(|(s, pkey)| {
-            rec.patient = patient_of(&pkey);
-            match decision.unwrap_or(Ok(None)) {
-                Ok(detail) => {
-                    rec.detail = detail;
-                    Ok(s)
-                }
-                Err(e) => {
-                    if let RepoError::Forbidden { code, .. } = &e {
-                        rec.detail = Some(format!("policy={code}"));
-                    }
-                    Err(e)
-                }
-            }
-        });
-        if let Err(e) = &res {
-            rec.outcome = e.status().to_string();
-        }
+        let res = decided(&mut rec, res, decision);
         self.audit_async(rec);
         res
     }
@@ -1007,6 +969,34 @@ fn check_type(rtype: &str) -> Result<(), RepoError> {
 
 fn patient_of(pkey: &str) -> Option<String> {
     (!pkey.is_empty()).then(|| pkey.to_string())
+}
+
+/// The outcome of a checked read (`res`: what was read and its compartment key; `decision`: the check's answer)
+/// written into its audit record: the patient, the decision's detail or the refusal's reason, the status.
+fn decided<T>(
+    rec: &mut AuditRecord,
+    res: Result<(T, String), RepoError>,
+    decision: Option<Result<Option<String>, RepoError>>,
+) -> Result<T, RepoError> {
+    let res = res.and_then(|(s, pkey)| {
+        rec.patient = patient_of(&pkey);
+        match decision.unwrap_or(Ok(None)) {
+            Ok(detail) => {
+                rec.detail = detail;
+                Ok(s)
+            }
+            Err(e) => {
+                if let RepoError::Forbidden { code, .. } = &e {
+                    rec.detail = Some(format!("policy={code}"));
+                }
+                Err(e)
+            }
+        }
+    });
+    if let Err(e) = &res {
+        rec.outcome = e.status().to_string();
+    }
+    res
 }
 
 /// The current version of `rtype/id` and its compartment key: one statement (the row and its content).

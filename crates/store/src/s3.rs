@@ -271,21 +271,14 @@ impl S3Blobs {
 
 impl BlobStore for S3Blobs {
     fn put(&self, bytes: &[u8]) -> Result<BlobRef, BlobError> {
-        let size = bytes.len() as u64;
-        if size > self.max_size {
-            return Err(BlobError::TooLarge {
-                size,
-                max: self.max_size,
-            });
-        }
-        let name = sha256_hex(bytes);
+        let blob = crate::blob::name_of(bytes, self.max_size)?;
         // Content-addressed: writing the same bytes again is harmless, so no existence check first (one round
         // trip instead of two).
-        let a = self.request("PUT", &self.key_of(&name), &[], bytes)?;
+        let a = self.request("PUT", &self.key_of(&blob.sha256), &[], bytes)?;
         if a.status != 200 {
             return Err(self.refused("écriture", &a));
         }
-        Ok(BlobRef { sha256: name, size })
+        Ok(blob)
     }
 
     fn get(&self, sha256: &str) -> Result<Vec<u8>, BlobError> {

@@ -82,19 +82,21 @@ pub(crate) fn current(
         "SELECT pkey, rid, version, last_updated, deleted FROM resources WHERE rtype = ? AND id = ?",
         &[rtype.into(), id.into()],
     )?;
-    Ok(row.map(|r| {
-        let mut it = r.into_iter();
-        CurrentRow {
-            pkey: it
-                .next()
-                .and_then(SqlValue::into_string)
-                .unwrap_or_default(),
-            rid: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
-            version: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
-            last_updated: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
-            deleted: it.next().and_then(|v| v.as_i64()).unwrap_or_default() != 0,
-        }
-    }))
+    Ok(row.map(|r| current_from(&mut r.into_iter())))
+}
+
+/// A `CurrentRow` from `pkey, rid, version, last_updated, deleted`.
+fn current_from(it: &mut impl Iterator<Item = SqlValue>) -> CurrentRow {
+    CurrentRow {
+        pkey: it
+            .next()
+            .and_then(SqlValue::into_string)
+            .unwrap_or_default(),
+        rid: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
+        version: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
+        last_updated: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
+        deleted: it.next().and_then(|v| v.as_i64()).unwrap_or_default() != 0,
+    }
 }
 
 /// The current row of `rtype/id` with its current version's content, in one statement (`None` for the version
@@ -113,16 +115,7 @@ pub(crate) fn current_with_content(
     )?;
     Ok(row.map(|r| {
         let mut it = r.into_iter();
-        let cur = CurrentRow {
-            pkey: it
-                .next()
-                .and_then(SqlValue::into_string)
-                .unwrap_or_default(),
-            rid: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
-            version: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
-            last_updated: it.next().and_then(|v| v.as_i64()).unwrap_or_default(),
-            deleted: it.next().and_then(|v| v.as_i64()).unwrap_or_default() != 0,
-        };
+        let cur = current_from(&mut it);
         let method = it.next().and_then(SqlValue::into_string);
         let content = it.next().and_then(SqlValue::into_bytes);
         let version = it

@@ -541,3 +541,17 @@ pub fn local(id: &str, r: &Value, status: &str, extra: &[Value], ins: Option<&st
 pub fn insi_date() -> Value {
     json!({"url": "insiDate", "valueDate": "2026-11-20"})
 }
+
+/// Every file below `dir`.
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
