@@ -1692,7 +1692,9 @@ fn authorisation_matrix() {
             Unauthenticated,
             Forbidden,
         }
-        let actions = ["read", "search", "create", "update", "delete"];
+        let actions = [
+            "read", "vread", "history", "search", "create", "update", "delete",
+        ];
         let mut failures = Vec::new();
         let mut checked = 0;
         for role in [
@@ -1760,7 +1762,8 @@ fn authorisation_matrix() {
                         || rtype == "Practitioner"
                         || rtype == "DocumentReference")
                         && matches!(action, "create" | "delete")
-                        || rtype == "Practitioner" && action == "update"
+                        || rtype == "Practitioner"
+                            && matches!(action, "update" | "vread" | "history")
                         || rtype == "DocumentReference" && action == "update"
                     {
                         continue;
@@ -1794,6 +1797,21 @@ fn authorisation_matrix() {
                             ("GET", "Practitioner?_count=1".to_string(), None)
                         }
                         ("Patient", "read") => ("GET", format!("Patient/{target}"), None),
+                        ("Patient", "vread") => {
+                            ("GET", format!("Patient/{target}/_history/1"), None)
+                        }
+                        ("Patient", "history") => {
+                            ("GET", format!("Patient/{target}/_history"), None)
+                        }
+                        (t, "vread" | "history") => (
+                            "GET",
+                            format!(
+                                "{t}/{target}-{}/_history{}",
+                                if t == "Observation" { "obs" } else { "doc" },
+                                if action == "vread" { "/1" } else { "" }
+                            ),
+                            None,
+                        ),
                         ("Patient", "search") => ("GET", format!("Patient?_id={target}"), None),
                         ("Patient", "update") => {
                             let (_, cur, _) = fhir(
