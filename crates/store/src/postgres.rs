@@ -28,7 +28,13 @@ struct PoolState {
 pub struct PgConn {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// `plan_cache_mode = force_custom_plan` is set in the current transaction.
+    custom_plans: bool,
 }
+
+/// Sent with a read transaction's `BEGIN`: searches run there with very different values per execution, and
+/// a generic plan chosen after five runs would ignore them (see `prefer_custom_plans`).
+const CUSTOM_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 
 fn pg_err(e: postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
@@ -93,6 +99,7 @@ impl PgStore {
         Ok(PgConn {
             client,
             statements: HashMap::new(),
+            custom_plans: false,
         })
     }
 
@@ -139,6 +146,7 @@ impl PgStore {
                 self.give_back(c, false);
                 return Err(pg_err(e));
             }
+            c.custom_plans = begin.contains(CUSTOM_PLANS);
             let res = body(&mut c);
             let (res, healthy) = match res {
                 Ok(()) => match c.client.batch_execute("COMMIT") {
@@ -150,6 +158,7 @@ impl PgStore {
                     (Err(e), ok)
                 }
             };
+            c.custom_plans = false;
             self.give_back(c, healthy);
             match res {
                 Err(StoreError::Retryable(_)) if attempt < 5 => continue,
@@ -173,7 +182,10 @@ impl Store for PgStore {
     }
 
     fn read(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
-        self.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
+        self.run(
+            &format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {CUSTOM_PLANS}"),
+            body,
+        )
     }
 
     fn read_one(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
@@ -266,6 +278,14 @@ fn params_of(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
 impl SqlConn for PgConn {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
+    }
+
+    fn prefer_custom_plans(&mut self) -> Result<(), StoreError> {
+        if !self.custom_plans {
+            self.client.batch_execute(CUSTOM_PLANS).map_err(pg_err)?;
+            self.custom_plans = true;
+        }
+        Ok(())
     }
 
     fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError> {

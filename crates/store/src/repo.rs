@@ -1637,13 +1637,11 @@ fn chosen_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>
 
 /// Runs a parsed search in the given transaction.
 pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchPage, RepoError> {
-    if c.dialect() == crate::Dialect::Postgres {
-        // A search's statements are prepared once and run with very different values: after five runs
-        // PostgreSQL may switch to a generic plan that ignores them (a patient's 1,000 documents and every
-        // `current` document then weigh the same: 89 ms instead of 0.5). Planned for each run instead, in this
-        // read transaction only.
-        c.execute("SET LOCAL plan_cache_mode = force_custom_plan", &[])?;
-    }
+    // A search's statements are prepared once and run with very different values: after five runs PostgreSQL
+    // may switch to a generic plan that ignores them (a patient's 1,000 documents and every `current` document
+    // then weigh the same: 89 ms instead of 0.5). Planned for each run instead, in this transaction only (read
+    // transactions start that way: no extra round trip).
+    c.prefer_custom_plans()?;
     let snapshot = match q.snapshot {
         Some(s) => s,
         None => current_seq(c)?,

@@ -120,6 +120,12 @@ impl Dialect {
 /// One connection inside one transaction. Both backends implement it; everything else is shared.
 pub trait SqlConn {
     fn dialect(&self) -> Dialect;
+    /// For the rest of this transaction, plan every statement with its actual values (PostgreSQL's
+    /// `plan_cache_mode = force_custom_plan`; nothing elsewhere). Read transactions on PostgreSQL start with it
+    /// already (sent with their `BEGIN`, no extra round trip).
+    fn prefer_custom_plans(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, StoreError>;
     fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StoreError>;
     /// Runs one statement many times with different parameters (bulk index inserts).
