@@ -734,15 +734,23 @@ async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body
         tryr!(policy::bundle_entries_for_users(&body).map_err(|e| repo_error(&e)));
         let entries = body["entry"].as_array().cloned().unwrap_or_default();
         let (e, actor) = (e.clone(), actor.clone());
-        let checked = run(&app, &req, None, move |r, _| {
+        let checked = run(&app, &req, None, move |r, c| {
             for en in &entries {
                 let res = &en["resource"];
                 let rt = res["resourceType"].as_str().unwrap_or("");
+                // The entry's target as the Bundle code will read it (absolute URLs, leading slashes).
                 let url = en["request"]["url"].as_str().unwrap_or("");
-                let id = url.split_once('/').map(|(_, i)| i).unwrap_or("");
+                let (segs, _) = socle_store::bundle::split_url(&socle_store::bundle::relative_url(
+                    url,
+                    &c.base_url,
+                ));
+                let (target_type, id) = match segs.as_slice() {
+                    [t, i] => (t.as_str(), i.as_str()),
+                    _ => (rt, ""),
+                };
                 let sent = socle_store::repo::patient_of_body(rt, id, res);
                 let stored = if en["request"]["method"] == "PUT" && !id.is_empty() {
-                    r.compartment_of(rt, id)?
+                    r.compartment_of(target_type, id)?
                 } else {
                     None
                 };
@@ -1020,7 +1028,7 @@ fn decided_read(
     let used_bg = std::cell::Cell::new(None::<String>);
     let check = read_check(engine, actor, bg, note, &used_bg);
     let s = match version {
-        Some(v) => r.vread_checked(c, rtype, id, v, &check)?,
+        Some(v) => r.vread_checked(c, rtype, id, v, &check, policy::is_user(actor))?,
         None => r.read_checked(c, rtype, id, &check)?,
     };
     after_break_glass(r, c, engine, (rtype, id), used_bg.take(), bg);
@@ -1132,12 +1140,22 @@ async fn search_common(
     }
     // Users' searches on patient data are about one patient, decided by the policy engine; documents in the
     // results are decided one by one (masks, matrix, visibility).
-    let actor = policy::actor_of(req.caller.as_ref()).filter(|a| {
+    let user = policy::actor_of(req.caller.as_ref()).is_some_and(|a| {
         matches!(
             a,
             socle_policy::Actor::Professional { .. } | socle_policy::Actor::Patient { .. }
-        ) && guard::patient_data(&rtype)
+        )
     });
+    // A user's search of other data (the Annuaire, terminology) filters on patient data nowhere: no `_has` towards
+    // it (includes of it are left out below).
+    if user
+        && !guard::patient_data(&rtype)
+        && let Some(m) = policy::has_on_patient_data(&params)
+    {
+        return error(StatusCode::FORBIDDEN, IssueType::Forbidden, m);
+    }
+    let actor =
+        policy::actor_of(req.caller.as_ref()).filter(|_| user && guard::patient_data(&rtype));
     let scope = match &actor {
         Some(_) => match policy::search_patient(&rtype, &params) {
             Ok(p) => Some(p),
@@ -1198,12 +1216,28 @@ async fn search_common(
                     ));
                 }
                 // Included resources: the same patient's data decided like the matches; another patient's data
-                // never comes through a search about this one.
-                let hidden = page.retain_includes(|s, p| p.is_none_or(|p| p == patient && allowed(s)));
+                // never comes through a search about this one; outside any patient, only the Annuaire and
+                // reference data (a Binary, a Provenance or a List outside the compartment may carry anyone's).
+                let hidden = page.retain_includes(|s, p| match p {
+                    Some(p) => p == patient && allowed(s),
+                    None => policy::shareable_outside_patients(&s.rtype),
+                });
                 if hidden > 0 {
                     page.warnings.push((
                         IssueType::Suppressed,
                         format!("{hidden} ressource(s) incluse(s) non communiquée(s) : données d'un autre patient ou refusées par la politique d'accès"),
+                    ));
+                }
+            }
+            if user && scope.is_none() {
+                // Not a search about one patient: no patient data comes through its includes.
+                let hidden = page.retain_includes(|s, p| {
+                    p.is_none() && policy::shareable_outside_patients(&s.rtype)
+                });
+                if hidden > 0 {
+                    page.warnings.push((
+                        IssueType::Suppressed,
+                        format!("{hidden} ressource(s) incluse(s) non communiquée(s) : données patient hors d'une recherche portant sur un patient"),
                     ));
                 }
             }
@@ -1265,7 +1299,8 @@ async fn history_common(app: App, req: Req, scope: (Option<String>, Option<Strin
                 (Some(actor), Some(engine), (Some(t), Some(i))) => {
                     let used_bg = std::cell::Cell::new(None::<String>);
                     let check = read_check(engine, actor, bg.as_deref(), "", &used_bg);
-                    let page = r.history_checked(c, sc, &params, Some(&check))?;
+                    let page =
+                        r.history_checked(c, sc, &params, Some((&check, policy::is_user(actor))))?;
                     after_break_glass(r, c, engine, (t, i), used_bg.take(), bg.as_deref());
                     page
                 }

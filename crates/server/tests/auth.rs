@@ -1475,10 +1475,87 @@ fn policy_decides_on_reads() {
             None,
         );
         assert_eq!(c, 403, "{oo}");
+        // Modifiers do not scope a search to the patient they name.
+        for path in [
+            "Patient?_id:not=pat-1",
+            "Patient?_id:missing=pat-1",
+            "Observation?patient:missing=false",
+            "Observation?subject:not=Patient/pat-1",
+        ] {
+            let (c, oo, _) = fhir(root, "GET", path, Some(&pro), None);
+            assert_eq!(c, 403, "{path} : {oo}");
+        }
+        // A resource moved from pat-2 to pat-1 (an identity correction): its current version is pat-1's, its
+        // first was pat-2's and stays out of reach through pat-1's record.
+        put(
+            "Observation/moved",
+            json!({"resourceType": "Observation", "id": "moved", "status": "final",
+            "code": {"text": "hémoglobine"}, "subject": {"reference": "Patient/pat-2"}}),
+        );
+        put(
+            "Observation/moved",
+            json!({"resourceType": "Observation", "id": "moved", "status": "final",
+            "code": {"text": "hémoglobine"}, "subject": {"reference": "Patient/pat-1"}}),
+        );
+        assert_eq!(
+            fhir(root, "GET", "Observation/moved", Some(&pro), None).0,
+            200
+        );
+        for path in ["Observation/moved/_history/1", "Observation/moved/_history"] {
+            let (c, oo, _) = fhir(root, "GET", path, Some(&pro), None);
+            assert_eq!(c, 403, "{path} : {oo}");
+            assert!(
+                oo.to_string().contains("version-of-another-patient"),
+                "{oo}"
+            );
+        }
+        assert_eq!(
+            fhir(
+                root,
+                "GET",
+                "Observation/moved/_history/1",
+                Some(&sys),
+                None
+            )
+            .0,
+            200
+        );
+        // A search outside patient data brings no patient data through its includes, and filters on none.
+        let me = info["fhirUser"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("Practitioner/")
+            .to_string();
+        put(
+            "Observation/perf-2",
+            json!({"resourceType": "Observation", "id": "perf-2", "status": "final",
+            "code": {"text": "tension"}, "subject": {"reference": "Patient/pat-2"},
+            "performer": [{"reference": format!("Practitioner/{me}")}]}),
+        );
+        let q = format!("Practitioner?_id={me}&_revinclude=Observation:performer");
+        let (_, b, _) = fhir(root, "GET", &q, Some(&sys), None);
+        assert!(
+            b.to_string().contains("perf-2"),
+            "le logiciel la voit : {b}"
+        );
+        let (c, b, _) = fhir(root, "GET", &q, Some(&pro), None);
+        assert_eq!(c, 200, "{b}");
+        assert!(!b.to_string().contains("perf-2"), "{b}");
+        assert!(b.to_string().contains("hors d'une recherche"), "{b}");
+        let (c, oo, _) = fhir(
+            root,
+            "GET",
+            &format!("Practitioner?_id={me}&_has:Observation:performer:code=tension"),
+            Some(&pro),
+            None,
+        );
+        assert_eq!(c, 403, "{oo}");
         for path in [
             "Observation/_history",
             "_history",
             "Patient/pat-1/$audit-trail",
+            "Binary",
+            "Binary/_history",
         ] {
             assert_eq!(fhir(root, "GET", path, Some(&pro), None).0, 403, "{path}");
         }
@@ -1601,6 +1678,19 @@ fn policy_decides_on_reads() {
             403,
             "lecture dans un Bundle"
         );
+        // The same move inside a Bundle, whatever the URL's spelling (leading slash, absolute URL).
+        for url in [
+            "Observation/obs-2".to_string(),
+            "/Observation/obs-2".to_string(),
+            format!("{root}/fhir/Observation/obs-2"),
+        ] {
+            let b =
+                tx(json!([{"resource": moved.clone(), "request": {"method": "PUT", "url": url}}]));
+            let (c, oo, _) = fhir(root, "POST", "", Some(&pro), Some(&b));
+            assert_eq!(c, 403, "{url} : {oo}");
+        }
+        let (_, still, _) = fhir(root, "GET", "Observation/obs-2", Some(&sys), None);
+        assert_eq!(still["subject"]["reference"], "Patient/pat-2", "{still}");
         let other = tx(
             json!([{"resource": obs("pat-2"), "request": {"method": "POST", "url": "Observation"}}]),
         );

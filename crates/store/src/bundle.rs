@@ -130,7 +130,7 @@ fn parse_entries(bundle: &Value, base: &str) -> Result<(bool, Vec<Entry>), RepoE
 
 /// A request URL relative to the base: our own base is stripped, and an absolute URL of another server is
 /// reduced to its `Type/…` part (the resource it names), so that Bundles exported elsewhere load here.
-fn relative_url(url: &str, base: &str) -> String {
+pub fn relative_url(url: &str, base: &str) -> String {
     if let Some(rest) = url.strip_prefix(base) {
         return rest.trim_start_matches('/').to_string();
     }

@@ -541,12 +541,13 @@ impl Repository {
         res
     }
 
-    /// The patient whose compartment holds `rtype/id` now (no audit record: an access check, not a read).
+    /// The patient whose compartment holds `rtype/id` now, deleted or not (its past versions are that patient's
+    /// data; no audit record: an access check, not a read).
     pub fn compartment_of(&self, rtype: &str, id: &str) -> Result<Option<String>, RepoError> {
         check_type(rtype)?;
         let row = self.read_tx(&mut |c| {
             Ok(c.query_one(
-                "SELECT pkey FROM resources WHERE rtype = ? AND id = ? AND deleted = 0",
+                "SELECT pkey FROM resources WHERE rtype = ? AND id = ?",
                 &[rtype.into(), id.into()],
             )?)
         })?;
@@ -598,12 +599,14 @@ impl Repository {
         id: &str,
         vid: &str,
     ) -> Result<Stored, RepoError> {
-        self.vread_checked(ctx, rtype, id, vid, &|_, _, _| Ok(None))
+        self.vread_inner(ctx, rtype, id, vid, None)
     }
 
     /// A version read whose result goes through `check` (the access policy), like
     /// [`Repository::read_checked`]: the version itself is decided (a document's type or author may have changed
-    /// since), and the decision is in the audit record.
+    /// since), and the decision is in the audit record. With `refuse_moved` (users), a version that belonged to
+    /// another patient than the resource's current one (moved by a correction) is refused: it is that patient's
+    /// data, decided and traced under the current one otherwise.
     pub fn vread_checked(
         &self,
         ctx: &RequestContext,
@@ -611,6 +614,18 @@ impl Repository {
         id: &str,
         vid: &str,
         check: ReadCheck<'_>,
+        refuse_moved: bool,
+    ) -> Result<Stored, RepoError> {
+        self.vread_inner(ctx, rtype, id, vid, Some((check, refuse_moved)))
+    }
+
+    fn vread_inner(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        id: &str,
+        vid: &str,
+        check: Option<(ReadCheck<'_>, bool)>,
     ) -> Result<Stored, RepoError> {
         check_type(rtype)?;
         let version: i64 = vid.parse().map_err(|_| {
@@ -629,7 +644,13 @@ impl Repository {
                     "la version {version} de {rtype}/{id} est une suppression"
                 )));
             }
-            decision = Some(check(c, &s, patient_of(&cur.pkey).as_deref()));
+            if let Some((check, refuse_moved)) = check {
+                let current = patient_of(&cur.pkey);
+                decision = Some(match version_patient(&s, &current) {
+                    Some(other) if refuse_moved => Err(moved_version(&other)),
+                    _ => check(c, &s, current.as_deref()),
+                });
+            }
             Ok((s, cur.pkey))
         });
         let mut rec = Self::record(ctx, "vread");
@@ -660,7 +681,7 @@ impl Repository {
         ctx: &RequestContext,
         scope: HistoryScope<'_>,
         params: &[(String, String)],
-        check: Option<ReadCheck<'_>>,
+        check: Option<(ReadCheck<'_>, bool)>,
     ) -> Result<HistoryPage, RepoError> {
         if check.is_some() && !matches!(scope, HistoryScope::Instance(..)) {
             return Err(RepoError::Invalid(
@@ -769,10 +790,14 @@ impl Repository {
                 entries.push(Stored::from_row(tx::version_from_row(r)));
             }
             let has_more = entries.len() as i64 == count && count > 0;
-            if let Some(check) = check {
+            if let Some((check, refuse_moved)) = check {
                 let patient = pkey.as_deref().and_then(patient_of);
                 for e in &entries {
-                    match check(c, e, patient.as_deref()) {
+                    let decided = match version_patient(e, &patient) {
+                        Some(other) if refuse_moved => Err(moved_version(&other)),
+                        _ => check(c, e, patient.as_deref()),
+                    };
+                    match decided {
                         Ok(d) => decision = decision.take().or(d),
                         Err(e) => {
                             refusal = Some(e);
@@ -969,6 +994,34 @@ fn check_type(rtype: &str) -> Result<(), RepoError> {
 
 fn patient_of(pkey: &str) -> Option<String> {
     (!pkey.is_empty()).then(|| pkey.to_string())
+}
+
+/// The patient a stored version belongs to by its own content, when that is not `current` (a resource moved to
+/// another patient keeps its past versions under the new one). Deletions have no content: `None`.
+fn version_patient(s: &Stored, current: &Option<String>) -> Option<String> {
+    if s.content.is_empty() {
+        return None;
+    }
+    let own = serde_json::from_slice::<Value>(&s.content)
+        .ok()
+        .and_then(|v| patient_of_body(&s.rtype, &s.id, &v));
+    (own != *current).then(|| own.unwrap_or_default())
+}
+
+/// The refusal of a version that belonged to another patient (or to none).
+fn moved_version(other: &str) -> RepoError {
+    let whose = if other.is_empty() {
+        "à aucun patient".to_string()
+    } else {
+        "à un autre patient".to_string()
+    };
+    RepoError::Forbidden {
+        code: "version-of-another-patient".into(),
+        message: format!(
+            "accès refusé (version-of-another-patient) : cette version appartenait {whose} que le dossier actuel \
+             (ressource déplacée) ; réservée aux logiciels d'identitovigilance"
+        ),
+    }
 }
 
 /// The outcome of a checked read (`res`: what was read and its compartment key; `decision`: the check's answer)

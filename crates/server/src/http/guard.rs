@@ -433,6 +433,12 @@ fn user_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Respons
         ["Patient", _, "$audit-trail"] => p.realm != Some(Realm::Patient),
         // Identity vigilance across patients (duplicates, merges): for the identity staff's software.
         ["Patient", _, "$duplicates"] | ["Patient", "$merge"] => true,
+        // A Binary is decided as its DocumentReference (`GET /Binary/{id}`, its `$n1-body`); listing Binaries or
+        // reading their versions would bypass that.
+        ["Binary"]
+        | ["Binary", "_search"]
+        | ["Binary", "_history"]
+        | ["Binary", _, "_history", ..] => true,
         [t, "_history"] => patient_data(t),
         _ => false,
     };
@@ -633,6 +639,16 @@ mod tests {
         assert!(patient_limits(&p, &Method::GET, "/fhir/Observation/o1/_history").is_ok());
         assert!(patient_limits(&p, &Method::GET, "/fhir/Observation/o1/_history/2").is_ok());
         assert!(patient_limits(&p, &Method::GET, "/fhir/Observation/$x/_history").is_err());
+        for path in [
+            "/fhir/Binary",
+            "/fhir/Binary/_search",
+            "/fhir/Binary/_history",
+            "/fhir/Binary/b1/_history",
+            "/fhir/Binary/b1/_history/1",
+        ] {
+            assert!(user_limits(&p, &Method::GET, path).is_err(), "{path}");
+        }
+        assert!(user_limits(&p, &Method::GET, "/fhir/Binary/b1").is_ok());
         assert!(
             patient_limits(&p, &Method::PUT, "/fhir/Patient/p1").is_err(),
             "pas sa fiche d'identité"

@@ -146,12 +146,22 @@ pub fn search_patient(rtype: &str, params: &[(String, String)]) -> Result<String
                  la politique d'accès ne décide pas (un document masqué trahirait son existence)"
             ));
         }
+        // Only the plain parameter (or its `:Patient` type modifier) scopes: `_id:not=x` or `patient:missing=false`
+        // name a patient without restricting to them.
         let scoping = match rtype {
-            "Patient" => name == "_id",
-            _ => (name == "patient" || name == "subject") && !k.contains('.'),
+            "Patient" => k == "_id",
+            _ => {
+                (name == "patient" || name == "subject")
+                    && (k == name || k == &format!("{name}:Patient"))
+            }
         };
         if !scoping {
             continue;
+        }
+        if v.is_empty() || v.ends_with('/') {
+            return Err(format!(
+                "une recherche de données patient porte sur un patient désigné : « {k}={v} »"
+            ));
         }
         if v.contains(',') {
             return Err(format!(
@@ -172,6 +182,43 @@ pub fn search_patient(rtype: &str, params: &[(String, String)]) -> Result<String
     found.ok_or_else(|| {
         let how = if rtype == "Patient" { "_id=…" } else { "patient=… ou subject=…" };
         format!("recherche de données patient : précisez le patient ({how}) ; la politique d'accès décide patient par patient")
+    })
+}
+
+/// Whether the actor is a person (a professional, a patient) rather than software acting on its own behalf.
+pub fn is_user(actor: &Actor) -> bool {
+    matches!(actor, Actor::Professional { .. } | Actor::Patient { .. })
+}
+
+/// Resource types outside the patient compartment that a user's search may include: the Annuaire and reference
+/// data. Others (`Binary`, `Provenance`, `List`, `Task`, `Device`…) may carry patient data without a compartment.
+pub fn shareable_outside_patients(rtype: &str) -> bool {
+    super::guard::PUBLIC_TYPES.contains(&rtype)
+        || matches!(
+            rtype,
+            "Medication"
+                | "Substance"
+                | "ValueSet"
+                | "CodeSystem"
+                | "ConceptMap"
+                | "Questionnaire"
+                | "PlanDefinition"
+                | "ActivityDefinition"
+                | "Library"
+                | "StructureDefinition"
+        )
+}
+
+/// A `_has` towards patient data in a user's search that is not about one patient: the refusal's text.
+pub fn has_on_patient_data(params: &[(String, String)]) -> Option<String> {
+    params.iter().find_map(|(k, _)| {
+        let t = k.strip_prefix("_has:")?.split(':').next()?;
+        (super::guard::patient_data(t) || !shareable_outside_patients(t)).then(|| {
+            format!(
+                "« {k} » n'est pas permis aux utilisateurs : il filtre sur des données patient hors d'une recherche \
+                 portant sur un patient"
+            )
+        })
     })
 }
 
@@ -286,6 +333,25 @@ mod tests {
             .is_err()
         );
         assert!(search_patient("Observation", &p(&[("subject.name", "x")])).is_err());
+        // Modifiers that do not restrict to the patient named do not scope.
+        assert!(search_patient("Patient", &p(&[("_id:not", "p1")])).is_err());
+        assert!(search_patient("Patient", &p(&[("_id:missing", "p1")])).is_err());
+        assert!(search_patient("Observation", &p(&[("patient:missing", "false")])).is_err());
+        assert!(search_patient("Observation", &p(&[("subject:not", "Patient/p1")])).is_err());
+        assert!(search_patient("Observation", &p(&[("patient", "")])).is_err());
+        assert_eq!(
+            search_patient("Observation", &p(&[("subject:Patient", "p1")])).unwrap(),
+            "p1"
+        );
+        // A modifier next to the scoping parameter only narrows it.
+        assert_eq!(
+            search_patient(
+                "Observation",
+                &p(&[("patient", "p1"), ("patient:missing", "false")])
+            )
+            .unwrap(),
+            "p1"
+        );
         assert!(search_patient("Patient", &p(&[("name", "x")])).is_err());
     }
 }
