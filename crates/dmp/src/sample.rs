@@ -23,6 +23,20 @@ pub struct Person {
     pub birth: String,
 }
 
+impl Person {
+    /// A test identity (INS OID `…4.10`, a matricule whose key verifies).
+    pub fn example() -> Person {
+        Person {
+            ins_oid: "1.2.250.1.213.1.4.10".into(),
+            ins: "279035121518989".into(),
+            family: "MARTIN".into(),
+            given: "Zoé".into(),
+            gender: "F".into(),
+            birth: "19790328".into(),
+        }
+    }
+}
+
 /// One document to submit.
 #[derive(Debug, Clone)]
 pub struct SampleDoc {
@@ -279,14 +293,7 @@ mod tests {
 
     #[test]
     fn sample_documents_parse() {
-        let p = Person {
-            ins_oid: "1.2.250.1.213.1.4.10".into(),
-            ins: "279035121518989".into(),
-            family: "MARTIN".into(),
-            given: "Zoé".into(),
-            gender: "F".into(),
-            birth: "19790328".into(),
-        };
+        let p = Person::example();
         let d = SampleDoc::report("A<1>", 100_000);
         let bytes = cda_n1(&p, &d);
         let doc = socle_cda::parse(&bytes, &socle_cda::Limits::default()).unwrap();

@@ -7,14 +7,7 @@ use socle_dmp::sample::{self, Person, SampleDoc};
 use socle_dmp::{DmpError, Options, Submission, Submitter, Terminology};
 
 fn person() -> Person {
-    Person {
-        ins_oid: "1.2.250.1.213.1.4.10".into(),
-        ins: "279035121518989".into(),
-        family: "MARTIN".into(),
-        given: "Zoé".into(),
-        gender: "F".into(),
-        birth: "19790328".into(),
-    }
+    Person::example()
 }
 
 fn valid() -> (Value, Vec<u8>) {

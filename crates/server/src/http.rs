@@ -786,12 +786,7 @@ type WritePolicy = (
 );
 
 fn write_policy(app: &App, req: &Req) -> Result<WritePolicy, Response> {
-    let actor = policy::actor_of(req.caller.as_ref()).filter(|a| {
-        matches!(
-            a,
-            socle_policy::Actor::Professional { .. } | socle_policy::Actor::Patient { .. }
-        )
-    });
+    let actor = policy::actor_of(req.caller.as_ref()).filter(policy::is_user);
     if actor.is_none() {
         return Ok((None, None, None));
     }
@@ -1140,12 +1135,8 @@ async fn search_common(
     }
     // Users' searches on patient data are about one patient, decided by the policy engine; documents in the
     // results are decided one by one (masks, matrix, visibility).
-    let user = policy::actor_of(req.caller.as_ref()).is_some_and(|a| {
-        matches!(
-            a,
-            socle_policy::Actor::Professional { .. } | socle_policy::Actor::Patient { .. }
-        )
-    });
+    let user_actor = policy::actor_of(req.caller.as_ref()).filter(policy::is_user);
+    let user = user_actor.is_some();
     // A user's search of other data (the Annuaire, terminology) filters on patient data nowhere: no `_has` towards
     // it (includes of it are left out below).
     if user
@@ -1154,8 +1145,7 @@ async fn search_common(
     {
         return error(StatusCode::FORBIDDEN, IssueType::Forbidden, m);
     }
-    let actor =
-        policy::actor_of(req.caller.as_ref()).filter(|_| user && guard::patient_data(&rtype));
+    let actor = user_actor.filter(|_| guard::patient_data(&rtype));
     let scope = match &actor {
         Some(_) => match policy::search_patient(&rtype, &params) {
             Ok(p) => Some(p),

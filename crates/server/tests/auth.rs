@@ -1173,15 +1173,20 @@ fn policy_decides_on_reads() {
             let (c, oo, _) = fhir(root, "PUT", path, Some(&sys), Some(&body));
             assert!(c == 200 || c == 201, "{path} : {oo}");
         };
+        // An Observation of `patient`, stored by the software under `id`.
+        let put_obs = |id: &str, text: &str, patient: &str, extra: Value| {
+            let mut o = json!({"resourceType": "Observation", "id": id, "status": "final",
+                "code": {"text": text}, "subject": {"reference": format!("Patient/{patient}")}});
+            if let (Some(o), Some(extra)) = (o.as_object_mut(), extra.as_object()) {
+                o.extend(extra.clone());
+            }
+            put(&format!("Observation/{id}"), o);
+        };
         put(
             "Patient/pat-1",
             json!({"resourceType": "Patient", "id": "pat-1", "name": [{"family": "MARTIN"}]}),
         );
-        put(
-            "Observation/obs-1",
-            json!({"resourceType": "Observation", "id": "obs-1", "status": "final",
-            "code": {"text": "glycémie"}, "subject": {"reference": "Patient/pat-1"}}),
-        );
+        put_obs("obs-1", "glycémie", "pat-1", json!({}));
         put(
             "DocumentReference/doc-1",
             json!({"resourceType": "DocumentReference", "id": "doc-1", "status": "current",
@@ -1410,16 +1415,12 @@ fn policy_decides_on_reads() {
             "Patient/pat-2",
             json!({"resourceType": "Patient", "id": "pat-2", "name": [{"family": "DURAND"}]}),
         );
-        put(
-            "Observation/obs-2",
-            json!({"resourceType": "Observation", "id": "obs-2", "status": "final",
-            "code": {"text": "créatinine"}, "subject": {"reference": "Patient/pat-2"}}),
-        );
-        put(
-            "Observation/panel-1",
-            json!({"resourceType": "Observation", "id": "panel-1", "status": "final",
-            "code": {"text": "bilan"}, "subject": {"reference": "Patient/pat-1"},
-            "hasMember": [{"reference": "Observation/obs-1"}, {"reference": "Observation/obs-2"}]}),
+        put_obs("obs-2", "créatinine", "pat-2", json!({}));
+        put_obs(
+            "panel-1",
+            "bilan",
+            "pat-1",
+            json!({"hasMember": [{"reference": "Observation/obs-1"}, {"reference": "Observation/obs-2"}]}),
         );
         let (c, b, _) = fhir(
             root,
@@ -1487,16 +1488,8 @@ fn policy_decides_on_reads() {
         }
         // A resource moved from pat-2 to pat-1 (an identity correction): its current version is pat-1's, its
         // first was pat-2's and stays out of reach through pat-1's record.
-        put(
-            "Observation/moved",
-            json!({"resourceType": "Observation", "id": "moved", "status": "final",
-            "code": {"text": "hémoglobine"}, "subject": {"reference": "Patient/pat-2"}}),
-        );
-        put(
-            "Observation/moved",
-            json!({"resourceType": "Observation", "id": "moved", "status": "final",
-            "code": {"text": "hémoglobine"}, "subject": {"reference": "Patient/pat-1"}}),
-        );
+        put_obs("moved", "hémoglobine", "pat-2", json!({}));
+        put_obs("moved", "hémoglobine", "pat-1", json!({}));
         assert_eq!(
             fhir(root, "GET", "Observation/moved", Some(&pro), None).0,
             200
@@ -1526,11 +1519,11 @@ fn policy_decides_on_reads() {
             .unwrap()
             .trim_start_matches("Practitioner/")
             .to_string();
-        put(
-            "Observation/perf-2",
-            json!({"resourceType": "Observation", "id": "perf-2", "status": "final",
-            "code": {"text": "tension"}, "subject": {"reference": "Patient/pat-2"},
-            "performer": [{"reference": format!("Practitioner/{me}")}]}),
+        put_obs(
+            "perf-2",
+            "tension",
+            "pat-2",
+            json!({"performer": [{"reference": format!("Practitioner/{me}")}]}),
         );
         let q = format!("Practitioner?_id={me}&_revinclude=Observation:performer");
         let (_, b, _) = fhir(root, "GET", &q, Some(&sys), None);

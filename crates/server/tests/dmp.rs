@@ -41,6 +41,17 @@ fn submit(s: &Server, patient: &str, sub: &str, docs: &[(SampleDoc, Vec<u8>)]) -
     s.post("", &sample::provide_bundle(patient, sub, docs))
 }
 
+/// The id of the resource a transaction-response entry created (`…/Type/id/_history/n`).
+fn created_id(entry: &Value) -> String {
+    entry["response"]["location"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth_back(2)
+        .unwrap()
+        .to_string()
+}
+
 fn code(r: &Resp) -> String {
     r.json["issue"][0]["details"]["coding"][0]["code"]
         .as_str()
@@ -100,13 +111,7 @@ fn dmp_over_http() {
             );
         }
         // Responses in the request's order: List, DocumentReference, Binary.
-        let doc_id = entries[1]["response"]["location"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .nth_back(2)
-            .unwrap()
-            .to_string();
+        let doc_id = created_id(&entries[1]);
         assert!(
             entries[0]["response"]["location"]
                 .as_str()
@@ -339,13 +344,7 @@ fn dmp_over_http() {
         );
         r.expect(200);
         assert_eq!(r.json["entry"].as_array().unwrap().len(), 4, "{}", r.text);
-        let img_id = r.json["entry"][3]["response"]["location"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .nth_back(2)
-            .unwrap()
-            .to_string();
+        let img_id = created_id(&r.json["entry"][3]);
         let img = s.get(&format!("DocumentReference/{img_id}"));
         assert_eq!(
             img.json["content"][0]["attachment"]["url"],
@@ -417,13 +416,7 @@ fn dmp_over_http() {
             &[(hidden.clone(), sample::cda_n1(&p1, &hidden))],
         );
         r.expect(200);
-        let hidden_id = r.json["entry"][1]["response"]["location"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .nth_back(2)
-            .unwrap()
-            .to_string();
+        let hidden_id = created_id(&r.json["entry"][1]);
         let rules = s.get("Patient/p1/$policy-rules");
         assert!(
             rules

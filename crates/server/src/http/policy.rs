@@ -232,9 +232,7 @@ pub fn check_write(
     patients: &[Option<String>],
     break_glass: Option<&str>,
 ) -> Result<(), RepoError> {
-    let Some(actor) =
-        actor.filter(|a| matches!(a, Actor::Professional { .. } | Actor::Patient { .. }))
-    else {
+    let Some(actor) = actor.filter(|a| is_user(a)) else {
         return Ok(());
     };
     for p in patients.iter().flatten() {
