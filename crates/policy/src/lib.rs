@@ -50,6 +50,17 @@ pub struct Target {
     pub doc_type: Option<String>,
     /// The author's IDNPS, for documents.
     pub author: Option<String>,
+    /// For documents: the type is one of the patient categories (a document the patient added themself).
+    pub patient_category: bool,
+}
+
+/// What a write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Create,
+    /// An update, or a replacement by a new version (`relatesTo`).
+    Update,
+    Delete,
 }
 
 /// Why a decision was taken (stable codes, audited).
@@ -69,6 +80,8 @@ pub enum Reason {
     PatientDelegation,
     SectionNotDelegated,
     BreakGlass,
+    NotAuthor,
+    PatientCategoryOnly,
 }
 
 impl Reason {
@@ -88,6 +101,8 @@ impl Reason {
             Reason::PatientDelegation => "patient-delegation",
             Reason::SectionNotDelegated => "section-not-delegated",
             Reason::BreakGlass => "break-glass",
+            Reason::NotAuthor => "not-author",
+            Reason::PatientCategoryOnly => "patient-category-only",
         }
     }
 }
@@ -232,6 +247,53 @@ pub fn decide(
     }
 }
 
+/// The rules on writing documents, beyond the access decision on each patient's data (which comes first, with
+/// the stored document as its target: a document a user may not read, they may not change either). `sent`: the
+/// document as written (create, update); `stored`: as it was (update, replacement, deletion). Answers the
+/// refusal, if any.
+///
+/// - Only a document's producer changes it (DMP-6): a professional updates, replaces or deletes the documents
+///   they authored, not a colleague's (a new document of their own completes the record instead).
+/// - A patient adds documents in the patient categories only, and updates or replaces only those; they may
+///   delete any document of their own record that they can see (their record, their choice: the producer keeps
+///   their copy).
+/// - Software acting on its own behalf: its scopes decide (the structure answers for its software).
+pub fn document_write(
+    actor: &Actor,
+    write: Write,
+    sent: Option<&Target>,
+    stored: Option<&Target>,
+) -> Option<Decision> {
+    match actor {
+        Actor::Professional { idnps, .. } => {
+            let stored = stored.filter(|_| write != Write::Create)?;
+            (stored.author.as_deref() != Some(idnps.as_str())).then(|| {
+                Decision::deny(
+                    Reason::NotAuthor,
+                    "seul l'auteur d'un document le modifie, le remplace ou le supprime (DMP-6) ; \
+                     complétez le dossier par un document de votre main",
+                )
+            })
+        }
+        Actor::Patient { .. } | Actor::Representative { .. } => {
+            if write == Write::Update && stored.is_some_and(|t| !t.patient_category) {
+                return Some(Decision::deny(
+                    Reason::NotAuthor,
+                    "le patient ne modifie ni ne remplace un document déposé par un professionnel ; \
+                     il peut le masquer aux professionnels ou le supprimer de son dossier",
+                ));
+            }
+            sent.is_some_and(|t| !t.patient_category).then(|| {
+                Decision::deny(
+                    Reason::PatientCategoryOnly,
+                    "le patient ajoute ses documents dans les catégories patient (DOCPAT, EXPPAT)",
+                )
+            })
+        }
+        Actor::Client { .. } => None,
+    }
+}
+
 /// The engine a server holds: the matrix in force (from the database when an operator loaded one, else the
 /// shipped default) and the rule store.
 pub struct Engine {
@@ -354,6 +416,7 @@ mod tests {
             resource: Some("DocumentReference/d1".into()),
             doc_type: Some(t.into()),
             author: Some("899999".into()),
+            patient_category: false,
         }
     }
 
@@ -483,6 +546,61 @@ mod tests {
             !decide(&m, &none, &pro("10"), &doc("x"), None)
                 .explanation
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_producers_change_documents() {
+        let author = Actor::Professional {
+            idnps: "899999".into(),
+            professions: vec!["10".into()],
+        };
+        let w = |a: &Actor, k: Write, sent: Option<&Target>, stored: Option<&Target>| {
+            document_write(a, k, sent, stored).map(|d| d.reason)
+        };
+        let stored = doc("34874-8");
+        // The author changes their document; a colleague does not, even the médecin traitant.
+        assert_eq!(
+            w(&author, Write::Update, Some(&stored), Some(&stored)),
+            None
+        );
+        assert_eq!(w(&author, Write::Delete, None, Some(&stored)), None);
+        for k in [Write::Update, Write::Delete] {
+            assert_eq!(
+                w(&pro("10"), k, Some(&stored), Some(&stored)),
+                Some(Reason::NotAuthor)
+            );
+        }
+        assert_eq!(w(&pro("10"), Write::Create, Some(&stored), None), None);
+        // The patient: patient categories only; deletes what they see of their record.
+        let patient = Actor::Patient {
+            patient: "p1".into(),
+        };
+        let own = Target {
+            patient_category: true,
+            ..doc("DOCPAT04")
+        };
+        assert_eq!(w(&patient, Write::Create, Some(&own), None), None);
+        assert_eq!(
+            w(&patient, Write::Create, Some(&stored), None),
+            Some(Reason::PatientCategoryOnly)
+        );
+        assert_eq!(w(&patient, Write::Update, Some(&own), Some(&own)), None);
+        assert_eq!(
+            w(&patient, Write::Update, Some(&own), Some(&stored)),
+            Some(Reason::NotAuthor)
+        );
+        assert_eq!(
+            w(&patient, Write::Update, None, Some(&stored)),
+            Some(Reason::NotAuthor)
+        );
+        assert_eq!(w(&patient, Write::Delete, None, Some(&stored)), None);
+        let software = Actor::Client {
+            client_id: "lgc".into(),
+        };
+        assert_eq!(
+            w(&software, Write::Update, Some(&stored), Some(&stored)),
+            None
         );
     }
 }

@@ -748,13 +748,23 @@ async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body
                     [t, i] => (t.as_str(), i.as_str()),
                     _ => (rt, ""),
                 };
-                let sent = socle_store::repo::patient_of_body(rt, id, res);
-                let stored = if en["request"]["method"] == "PUT" && !id.is_empty() {
-                    r.compartment_of(target_type, id)?
+                let before = if en["request"]["method"] == "PUT" && !id.is_empty() {
+                    r.before_write(target_type, id)?
                 } else {
                     None
                 };
-                policy::check_write(&e, Some(&actor), &[sent, stored], bg.as_deref())?;
+                let write = match before {
+                    Some((_, Some(_))) => socle_policy::Write::Update,
+                    _ => socle_policy::Write::Create,
+                };
+                policy::check_write(
+                    &e,
+                    Some(&actor),
+                    write,
+                    Some((rt, id, res)),
+                    before.as_ref(),
+                    bg.as_deref(),
+                )?;
             }
             Ok(())
         })
@@ -832,8 +842,14 @@ async fn create(
             Some(("create", Some(&rtype), None)),
             move |r, c| {
                 if let Some(e) = &engine {
-                    let p = socle_store::repo::patient_of_body(&rt, "", &body);
-                    policy::check_write(e, actor.as_ref(), &[p], bg.as_deref())?;
+                    policy::check_write(
+                        e,
+                        actor.as_ref(),
+                        socle_policy::Write::Create,
+                        Some((&rt, "", &body)),
+                        None,
+                        bg.as_deref(),
+                    )?;
                 }
                 r.create(c, &rt, body, if_none_exist.as_deref())
             }
@@ -861,9 +877,19 @@ async fn update(
             Some(("update", Some(&rtype), Some(&id))),
             move |r, c| {
                 if let Some(e) = &engine {
-                    let sent = socle_store::repo::patient_of_body(&rt, &i, &body);
-                    let stored = r.compartment_of(&rt, &i)?;
-                    policy::check_write(e, actor.as_ref(), &[sent, stored], bg.as_deref())?;
+                    let before = r.before_write(&rt, &i)?;
+                    let write = match before {
+                        Some((_, Some(_))) => socle_policy::Write::Update,
+                        _ => socle_policy::Write::Create,
+                    };
+                    policy::check_write(
+                        e,
+                        actor.as_ref(),
+                        write,
+                        Some((&rt, &i, &body)),
+                        before.as_ref(),
+                        bg.as_deref(),
+                    )?;
                 }
                 r.update(c, &rt, &i, body, im)
             }
@@ -957,8 +983,15 @@ async fn delete(
             Some(("delete", Some(&rtype), Some(&id))),
             move |r, c| {
                 if let Some(e) = &engine {
-                    let stored = r.compartment_of(&rt, &i)?;
-                    policy::check_write(e, actor.as_ref(), &[stored], bg.as_deref())?;
+                    let before = r.before_write(&rt, &i)?;
+                    policy::check_write(
+                        e,
+                        actor.as_ref(),
+                        socle_policy::Write::Delete,
+                        None,
+                        before.as_ref(),
+                        bg.as_deref(),
+                    )?;
                 }
                 r.delete(c, &rt, &i)
             }
@@ -1185,51 +1218,47 @@ async fn search_common(
                         "Accès en urgence à votre dossier par {} (recherche {rtype}) — motif : {reason}", c.principal));
                 }
             }
-            let mut page = r.search_about(c, &rtype, &params, strict, decision.as_ref().map(|(p, d)| (p.as_str(), d.as_str())))?;
-            if anonymous {
-                page.retain_includes(|s, _| !guard::restricted(&s.content));
-            }
-            if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine) {
-                let allowed = |s: &Stored| {
-                    s.rtype != "DocumentReference"
-                        || engine
-                            .decide(actor, &policy::target_of(s, Some(patient)), bg.as_deref())
-                            .is_ok_and(|d| d.allowed)
-                };
-                let before = page.matches.len();
-                page.matches.retain(|s| allowed(s));
-                let hidden = before - page.matches.len();
-                if hidden > 0 {
-                    page.warnings.push((
-                        IssueType::Suppressed,
-                        format!("{hidden} document(s) de cette page non communiqué(s) par la politique d'accès"),
-                    ));
+            // What the caller may receive, decided on the search's connection before includes are gathered from
+            // the matches (an include reached only through a refused match never comes through): for a user's
+            // search about one patient, that patient's data decided like reads (documents: matrix, masks,
+            // visibility) — another patient's data never, and outside any patient only the Annuaire and reference
+            // data (a Binary, a Provenance or a List outside the compartment may carry anyone's); for a user's
+            // other searches, no patient data among the includes; for anonymous callers, no restricted entry.
+            // Nothing says how much was left out: a masked document's existence is not betrayed.
+            let mut keep = |c: &mut dyn socle_store::SqlConn, s: &Stored, p: Option<&str>, is_match: bool| {
+                if anonymous && !is_match && guard::restricted(&s.content) {
+                    return Ok(false);
                 }
-                // Included resources: the same patient's data decided like the matches; another patient's data
-                // never comes through a search about this one; outside any patient, only the Annuaire and
-                // reference data (a Binary, a Provenance or a List outside the compartment may carry anyone's).
-                let hidden = page.retain_includes(|s, p| match p {
-                    Some(p) => p == patient && allowed(s),
-                    None => policy::shareable_outside_patients(&s.rtype),
-                });
-                if hidden > 0 {
-                    page.warnings.push((
-                        IssueType::Suppressed,
-                        format!("{hidden} ressource(s) incluse(s) non communiquée(s) : données d'un autre patient ou refusées par la politique d'accès"),
-                    ));
+                if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine) {
+                    return Ok(match p {
+                        Some(p) => {
+                            p == patient
+                                && (s.rtype != "DocumentReference"
+                                    || engine
+                                        .decide_in(c, actor, &policy::target_of(s, Some(p)), bg.as_deref())?
+                                        .allowed)
+                        }
+                        None => is_match || policy::shareable_outside_patients(&s.rtype),
+                    });
                 }
-            }
-            if user && scope.is_none() {
-                // Not a search about one patient: no patient data comes through its includes.
-                let hidden = page.retain_includes(|s, p| {
-                    p.is_none() && policy::shareable_outside_patients(&s.rtype)
-                });
-                if hidden > 0 {
-                    page.warnings.push((
-                        IssueType::Suppressed,
-                        format!("{hidden} ressource(s) incluse(s) non communiquée(s) : données patient hors d'une recherche portant sur un patient"),
-                    ));
-                }
+                Ok(!user || is_match || (p.is_none() && policy::shareable_outside_patients(&s.rtype)))
+            };
+            let filtered = anonymous || user;
+            let mut page = r.search_about(
+                c,
+                &rtype,
+                &params,
+                strict,
+                decision.as_ref().map(|(p, d)| (p.as_str(), d.as_str())),
+                filtered.then_some(&mut keep as &mut socle_store::repo::Keep<'_>),
+            )?;
+            if user && scope.is_none() && policy::asks_patient_includes(&params) {
+                // Said from the request alone (what was found is not betrayed).
+                page.warnings.push((
+                    IssueType::Suppressed,
+                    "les inclusions de données patient ne sont servies que dans une recherche portant sur un patient"
+                        .into(),
+                ));
             }
             Ok(socle_store::render::searchset(&c.base_url, &rtype, &page))
         })

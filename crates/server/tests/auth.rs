@@ -1289,6 +1289,36 @@ fn policy_decides_on_reads() {
             read("DocumentReference/doc-1/_history", None),
             "document-masked",
         );
+        // Nor does its past or its existence come through an empty history page, a missing version, a count or
+        // what names it.
+        refused(
+            read("DocumentReference/doc-1/_history?_count=0", None),
+            "document-masked",
+        );
+        refused(
+            read("DocumentReference/doc-1/_history/7", None),
+            "document-masked",
+        );
+        put(
+            "Provenance/prov-1",
+            json!({"resourceType": "Provenance", "id": "prov-1", "recorded": "2026-11-20T10:00:00+01:00",
+            "target": [{"reference": "DocumentReference/doc-1"}, {"reference": "Patient/pat-1"}],
+            "agent": [{"who": {"display": "DPI"}}]}),
+        );
+        for q in [
+            "DocumentReference?patient=pat-1&_summary=count",
+            "DocumentReference?patient=pat-1&_total=accurate",
+            "DocumentReference?patient=pat-1&_revinclude=Provenance:target",
+        ] {
+            let (c, b) = read(q, None);
+            assert_eq!(c, 200, "{q} : {b}");
+            assert_eq!(b["total"].as_i64().unwrap_or(0), 0, "{q} : {b}");
+            assert!(b["entry"].as_array().is_none_or(Vec::is_empty), "{q} : {b}");
+            assert!(!b.to_string().contains("suppressed"), "{q} : {b}");
+        }
+        // The Provenance itself is the patient's data, readable by the care team: it is the document that hides.
+        let (c, b) = read("Provenance?patient=pat-1", None);
+        assert_eq!((c, b["total"].as_i64()), (200, Some(1)), "{b}");
         printed(
             &st.s
                 .cli(&["policy", "revoke", "--patient", "pat-1", "--id", &mask]),
@@ -1449,7 +1479,10 @@ fn policy_decides_on_reads() {
             ["Observation/obs-1", "Observation/panel-1", "Patient/pat-1"],
             "{b}"
         );
-        assert!(b.to_string().contains("autre patient"), "{b}");
+        assert!(
+            !b.to_string().contains("suppressed"),
+            "rien ne dit ce qui a été écarté : {b}"
+        );
         // The same search by the software acting on its own behalf brings everything.
         let (_, b, _) = fhir(
             root,
@@ -1534,7 +1567,7 @@ fn policy_decides_on_reads() {
         let (c, b, _) = fhir(root, "GET", &q, Some(&pro), None);
         assert_eq!(c, 200, "{b}");
         assert!(!b.to_string().contains("perf-2"), "{b}");
-        assert!(b.to_string().contains("hors d'une recherche"), "{b}");
+        assert!(b.to_string().contains("portant sur un patient"), "{b}");
         let (c, oo, _) = fhir(
             root,
             "GET",
@@ -1591,8 +1624,8 @@ fn policy_decides_on_reads() {
                 "{want} : {searches:?}"
             );
         }
-        // A document the matrix or a mask keeps from this professional is left out of results, with a warning;
-        // the médecin traitant sees masked documents (the matrix still applies).
+        // A document the matrix or a mask keeps from this professional is left out of results, silently; the
+        // médecin traitant sees masked documents (the matrix still applies).
         add(&["--kind", "mask", "--target", "DocumentReference/doc-1"]);
         let (c, b, _) = fhir(
             root,
@@ -1604,7 +1637,8 @@ fn policy_decides_on_reads() {
         assert_eq!(c, 200, "{b}");
         let ids: Vec<&str> = b["entry"]
             .as_array()
-            .unwrap()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
             .iter()
             .filter(|e| e["resource"]["resourceType"] == "DocumentReference")
             .filter_map(|e| e["resource"]["id"].as_str())
@@ -1613,7 +1647,8 @@ fn policy_decides_on_reads() {
             assert_eq!(ids, vec!["doc-1"], "médecin traitant : {b}");
         } else {
             assert!(ids.is_empty(), "{b}");
-            assert!(b.to_string().contains("suppressed"), "{b}");
+            // Nothing tells how many documents were left out.
+            assert!(!b.to_string().contains("suppressed"), "{b}");
         }
 
         // Writes of patient data by users: for patients the policy lets them act for, one resource at a time.
@@ -1726,6 +1761,11 @@ fn authorisation_matrix() {
             "Patient/p2",
             json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "AUTRE"}]}),
         );
+        let report = |p: &str, text: &str| {
+            json!({"resourceType": "DocumentReference", "status": "current", "description": text,
+            "type": {"coding": [{"system": "http://loinc.org", "code": "60591-5"}]},
+            "subject": {"reference": format!("Patient/{p}")}, "content": [{"attachment": {"contentType": "application/pdf"}}]})
+        };
         for p in ["p1", "p2"] {
             put(
                 &format!("Observation/{p}-obs"),
@@ -1841,18 +1881,31 @@ fn authorisation_matrix() {
             ] {
                 for action in actions {
                     // Patients and practitioners are not created or deleted here (identity and directory rules).
-                    if (rtype == "Patient"
-                        || rtype == "Practitioner"
-                        || rtype == "DocumentReference")
+                    if (rtype == "Patient" || rtype == "Practitioner")
                         && matches!(action, "create" | "delete")
                         || rtype == "Practitioner"
                             && matches!(action, "update" | "vread" | "history")
-                        || rtype == "DocumentReference" && action == "update"
                     {
                         continue;
                     }
                     let write = matches!(action, "create" | "update" | "delete");
+                    // Documents (here a professional's report without an author of this test): only their
+                    // producer changes them — neither a colleague nor break-glass; the patient adds only in the
+                    // patient categories, changes only their own, deletes what they see of their record.
+                    let document_rule = matches!(
+                        (rtype, action, role),
+                        (
+                            "DocumentReference",
+                            "update",
+                            Role::ProCare | Role::ProBreakGlass | Role::Patient
+                        ) | (
+                            "DocumentReference",
+                            "delete",
+                            Role::ProCare | Role::ProBreakGlass
+                        ) | ("DocumentReference", "create", Role::Patient)
+                    );
                     let want = match (role, owner) {
+                        _ if document_rule => Want::Forbidden,
                         (Role::Anonymous, None) if !write => Want::Ok,
                         (Role::Anonymous, _) => Want::Unauthenticated,
                         (Role::SystemRead, _) => {
@@ -1915,6 +1968,32 @@ fn authorisation_matrix() {
                             None,
                         ),
                         (t, "search") => ("GET", format!("{t}?patient={target}"), None),
+                        ("DocumentReference", "create") => (
+                            "POST",
+                            "DocumentReference".to_string(),
+                            Some(report(target, &tag)),
+                        ),
+                        ("DocumentReference", "update") => {
+                            let mut d = report(target, "mis à jour");
+                            d["id"] = json!(format!("{target}-doc"));
+                            ("PUT", format!("DocumentReference/{target}-doc"), Some(d))
+                        }
+                        ("DocumentReference", _) => {
+                            // Delete: a fresh document of that patient, stored by software.
+                            let (c, made, _) = fhir(
+                                root,
+                                "POST",
+                                "DocumentReference",
+                                Some(&sys_all),
+                                Some(&report(target, "à supprimer")),
+                            );
+                            assert_eq!(c, 201, "{made}");
+                            (
+                                "DELETE",
+                                format!("DocumentReference/{}", made["id"].as_str().unwrap()),
+                                None,
+                            )
+                        }
                         (_, "create") => (
                             "POST",
                             "Observation".to_string(),
@@ -2608,7 +2687,7 @@ fn dmp_access_through_the_policy() {
         let pdf = sample::pdf(3_000);
         let mut m = sample::document_reference("pd", &own, &pdf, "");
         m["content"][0]["attachment"]["contentType"] = json!("application/pdf");
-        let (c, v, _) = fhir(
+        let (c, v_own, _) = fhir(
             root,
             "POST",
             "",
@@ -2619,10 +2698,133 @@ fn dmp_access_through_the_policy() {
                 &[(m, pdf.clone())],
             )),
         );
-        assert_eq!(c, 200, "{v}");
+        assert_eq!(c, 200, "{v_own}");
         let (c, v) = feed(&patient, summary("PAT-2"), "SPAT2");
         assert_eq!(c, 422, "{v}");
         assert!(v.to_string().contains("catégories patient"), "{v}");
+        let own_id = doc_of(&v_own);
+
+        // Only a document's producer changes it (DMP-6): the professional replaces their own document, not a
+        // colleague's, and neither updates nor deletes another author's.
+        let idnps = info["idnps"].as_str().unwrap().to_string();
+        let mut mine = summary("P3");
+        mine.author = idnps.clone();
+        let (c, v) = feed(&pro, mine, "SP3");
+        assert_eq!(c, 200, "{v}");
+        let mine_id = doc_of(&v);
+        let mut next = summary("P3-2");
+        next.author = idnps.clone();
+        next.replaces = Some(mine_id.clone());
+        let (c, v) = feed(&pro, next, "SP3-2");
+        assert_eq!(c, 200, "{v}");
+        let mut theirs = summary("P4");
+        theirs.author = idnps.clone();
+        theirs.replaces = Some(a.clone());
+        let (c, v) = feed(&pro, theirs, "SP4");
+        refused_json((c, v), "not-author");
+        let (_, current_a) = read(&sys, &format!("DocumentReference/{a}"));
+        assert_eq!(current_a["status"], "current", "{current_a}");
+        let mut changed = current_a.clone();
+        changed["description"] = json!("modifié");
+        let write = |token: &str, method: &str, path: &str, body: Option<&Value>| -> (u16, Value) {
+            let (c, v, _) = fhir(root, method, path, Some(token), body);
+            (c, v)
+        };
+        refused_json(
+            write(
+                &pro,
+                "PUT",
+                &format!("DocumentReference/{a}"),
+                Some(&changed),
+            ),
+            "not-author",
+        );
+        refused_json(
+            write(&pro, "DELETE", &format!("DocumentReference/{a}"), None),
+            "not-author",
+        );
+        // The patient: changes only their own documents, adds only in the patient categories; deletes a
+        // professional's document of their record, never one hidden from them.
+        refused_json(
+            write(
+                &patient,
+                "PUT",
+                &format!("DocumentReference/{a}"),
+                Some(&changed),
+            ),
+            "not-author",
+        );
+        let (_, mut own_doc) = read(&patient, &format!("DocumentReference/{own_id}"));
+        own_doc["description"] = json!("ma note");
+        let (c, v) = write(
+            &patient,
+            "PUT",
+            &format!("DocumentReference/{own_id}"),
+            Some(&own_doc),
+        );
+        assert_eq!(c, 200, "{v}");
+        let mut retyped = own_doc.clone();
+        retyped["type"] = current_a["type"].clone();
+        refused_json(
+            write(
+                &patient,
+                "PUT",
+                &format!("DocumentReference/{own_id}"),
+                Some(&retyped),
+            ),
+            "patient-category-only",
+        );
+        let mut created = retyped.clone();
+        created.as_object_mut().unwrap().remove("id");
+        refused_json(
+            write(&patient, "POST", "DocumentReference", Some(&created)),
+            "patient-category-only",
+        );
+        let mut hide = summary("H2");
+        hide.labels = vec![(
+            "urn:oid:1.2.250.1.213.1.1.4.13".into(),
+            "INVISIBLE_PATIENT".into(),
+        )];
+        let (c, v) = feed(&sys, hide, "SH2");
+        assert_eq!(c, 200, "{v}");
+        let hidden_id = doc_of(&v);
+        refused_json(
+            write(
+                &patient,
+                "DELETE",
+                &format!("DocumentReference/{hidden_id}"),
+                None,
+            ),
+            "hidden-from-patient",
+        );
+        let (c, v) = write(
+            &patient,
+            "DELETE",
+            &format!("DocumentReference/{mine_id}"),
+            None,
+        );
+        assert!(c == 200 || c == 204, "{c} {v}");
+        // A deleted document's past is told only to whom may read it.
+        refused_json(
+            read(
+                &patient,
+                &format!("DocumentReference/{hidden_id}/_history/9"),
+            ),
+            "hidden-from-patient",
+        );
+        refused_json(
+            read(
+                &patient,
+                &format!("DocumentReference/{hidden_id}/_history?_count=0"),
+            ),
+            "hidden-from-patient",
+        );
+        assert_eq!(
+            read(&patient, &format!("DocumentReference/{mine_id}")).0,
+            410
+        );
+        let (c, _) = read(&patient, &format!("DocumentReference/{mine_id}/_history/9"));
+        assert_eq!(c, 404);
 
         // The record: the patient reads its state and closes it; feeds are then refused.
         let (c, v) = read(&patient, "Patient/pd/$dmp");

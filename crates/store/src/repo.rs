@@ -17,7 +17,7 @@ use crate::audit::{self, AuditRecord};
 use crate::search::{self, SearchError, SearchQuery};
 use crate::sql::SqlConn;
 use crate::tx::{self, CurrentRow, IndexBuffer, NewVersion, VersionRow};
-use crate::{Store, StoreError, now_ms};
+use crate::{SqlValue, Store, StoreError, now_ms};
 
 /// Who asks, from where (for the audit trail).
 #[derive(Debug, Clone)]
@@ -168,6 +168,14 @@ pub struct SearchPage {
     pub summary: Option<search::Summary>,
     pub elements: Option<Vec<String>>,
 }
+
+/// A resource as a write finds it ([`Repository::before_write`]): its patient and its current version.
+pub type Before = (Option<String>, Option<Stored>);
+
+/// What a caller may receive of a search's results, decided one resource at a time on the search's own
+/// connection: `(connection, resource, its patient (compartment), whether it is a match rather than an include)`.
+pub type Keep<'a> =
+    dyn FnMut(&mut dyn SqlConn, &Stored, Option<&str>, bool) -> Result<bool, StoreError> + 'a;
 
 impl SearchPage {
     /// Keeps the included resources `keep` accepts (given each one and its patient); answers how many were left
@@ -526,35 +534,38 @@ impl Repository {
         check: ReadCheck<'_>,
     ) -> Result<Stored, RepoError> {
         check_type(rtype)?;
-        let mut decision = None;
-        let res = self.read_with(true, &mut |c| {
-            let (s, pkey) = read_current(c, rtype, id)?;
-            decision = Some(check(c, &s, patient_of(&pkey).as_deref()));
-            Ok((s, pkey))
+        let (mut decision, mut failed) = (None, None);
+        let res = self.read_with(true, &mut |c| match read_current(c, rtype, id) {
+            Ok((s, pkey)) => {
+                decision = Some(check(c, &s, patient_of(&pkey).as_deref()));
+                Ok((s, pkey))
+            }
+            Err(why @ RepoError::Gone(_)) => {
+                let (e, p) = unavailable(c, rtype, id, check, why)?;
+                failed = p;
+                Err(e)
+            }
+            Err(e) => Err(e),
         });
         let mut rec = Self::record(ctx, "read");
         rec.rtype = Some(rtype.into());
         rec.id = Some(id.into());
         rec.version = res.as_ref().ok().map(|(s, _)| s.version);
-        let res = decided(&mut rec, res, decision);
+        let res = decided(&mut rec, res, decision, failed);
         self.audit_async(rec);
         res
     }
 
-    /// The patient whose compartment holds `rtype/id` now, deleted or not (its past versions are that patient's
-    /// data; no audit record: an access check, not a read).
-    pub fn compartment_of(&self, rtype: &str, id: &str) -> Result<Option<String>, RepoError> {
+    /// `rtype/id` as a write finds it: the patient whose compartment holds it (deleted or not: its past
+    /// versions are that patient's) and its current version (`None` when deleted); `None` when it never existed.
+    pub fn before_write(&self, rtype: &str, id: &str) -> Result<Option<Before>, RepoError> {
         check_type(rtype)?;
-        let row = self.read_tx(&mut |c| {
-            Ok(c.query_one(
-                "SELECT pkey FROM resources WHERE rtype = ? AND id = ?",
-                &[rtype.into(), id.into()],
-            )?)
-        })?;
-        Ok(row
-            .and_then(|r| r.into_iter().next())
-            .and_then(|v| v.as_str().map(str::to_string))
-            .filter(|p| !p.is_empty()))
+        self.read_with(true, &mut |c| {
+            Ok(tx::current_with_content(c, rtype, id)?.map(|(cur, v)| {
+                let stored = v.filter(|_| !cur.deleted).map(Stored::from_row);
+                (patient_of(&cur.pkey), stored)
+            }))
+        })
     }
 
     /// A distinct audit record for an emergency access (break-glass) to `patient`'s data, with the reason given.
@@ -631,33 +642,41 @@ impl Repository {
         let version: i64 = vid.parse().map_err(|_| {
             RepoError::NotFound(format!("version {vid:?} inconnue pour {rtype}/{id}"))
         })?;
-        let mut decision = None;
+        let (mut decision, mut failed) = (None, None);
         let res = self.read_tx(&mut |c| {
             let cur = tx::current(c, rtype, id)?
                 .ok_or_else(|| RepoError::NotFound(format!("{rtype}/{id} introuvable")))?;
-            let v = tx::load_version(c, &cur.pkey, cur.rid, version)?.ok_or_else(|| {
-                RepoError::NotFound(format!("version {version} de {rtype}/{id} introuvable"))
-            })?;
-            let s = Stored::from_row(v);
-            if s.is_deleted() {
-                return Err(RepoError::Gone(format!(
+            let why = match tx::load_version(c, &cur.pkey, cur.rid, version)? {
+                None => {
+                    RepoError::NotFound(format!("version {version} de {rtype}/{id} introuvable"))
+                }
+                Some(v) if v.method == "delete" => RepoError::Gone(format!(
                     "la version {version} de {rtype}/{id} est une suppression"
-                )));
-            }
-            if let Some((check, refuse_moved)) = check {
-                let current = patient_of(&cur.pkey);
-                decision = Some(match version_patient(&s, &current) {
-                    Some(other) if refuse_moved => Err(moved_version(&other)),
-                    _ => check(c, &s, current.as_deref()),
-                });
-            }
-            Ok((s, cur.pkey))
+                )),
+                Some(v) => {
+                    let s = Stored::from_row(v);
+                    if let Some((check, refuse_moved)) = check {
+                        let current = patient_of(&cur.pkey);
+                        decision = Some(match version_patient(&s, &current) {
+                            Some(other) if refuse_moved => Err(moved_version(&other)),
+                            _ => check(c, &s, current.as_deref()),
+                        });
+                    }
+                    return Ok((s, cur.pkey));
+                }
+            };
+            let (e, p) = match check {
+                Some((check, _)) => unavailable(c, rtype, id, check, why)?,
+                None => (why, patient_of(&cur.pkey)),
+            };
+            failed = p;
+            Err(e)
         });
         let mut rec = Self::record(ctx, "vread");
         rec.rtype = Some(rtype.into());
         rec.id = Some(id.into());
         rec.version = Some(version);
-        let res = decided(&mut rec, res, decision);
+        let res = decided(&mut rec, res, decision, failed);
         self.audit_async(rec);
         res
     }
@@ -805,6 +824,17 @@ impl Repository {
                         }
                     }
                 }
+                // An empty page (`_count=0`, `_since` after the last change) is decided on the resource as it
+                // stands: it still says that the resource exists.
+                if entries.is_empty()
+                    && let HistoryScope::Instance(t, i) = &scope
+                    && let Some((_, Some(v))) = tx::current_with_content(c, t, i)?
+                {
+                    match check(c, &Stored::from_row(v), patient.as_deref()) {
+                        Ok(d) => decision = d,
+                        Err(e) => refusal = Some(e),
+                    }
+                }
             }
             Ok((entries, has_more, last_seq, pkey))
         });
@@ -855,11 +885,13 @@ impl Repository {
         params: &[(String, String)],
         strict: bool,
     ) -> Result<SearchPage, RepoError> {
-        self.search_about(ctx, rtype, params, strict, None)
+        self.search_about(ctx, rtype, params, strict, None, None)
     }
 
     /// A search about one patient's data (`about`: the patient and the access decision taken before it ran): its
-    /// audit record names the patient, so that the search is in the patient's access list.
+    /// audit record names the patient, so that the search is in the patient's access list. `keep` decides what
+    /// the caller may receive ([`Keep`]): matches it refuses are left out before includes are gathered from them,
+    /// and counts (`_summary=count`, `_total`) count only what it keeps.
     pub fn search_about(
         &self,
         ctx: &RequestContext,
@@ -867,10 +899,11 @@ impl Repository {
         params: &[(String, String)],
         strict: bool,
         about: Option<(&str, &str)>,
+        mut keep: Option<&mut Keep<'_>>,
     ) -> Result<SearchPage, RepoError> {
         check_type(rtype)?;
         let q = search::parse(rtype, params, strict)?;
-        let res = self.read_tx(&mut |c| run_search(c, &q));
+        let res = self.read_tx(&mut |c| run_search(c, &q, keep.as_deref_mut()));
         let mut rec = Self::record(ctx, "search-type");
         rec.rtype = Some(rtype.into());
         // Parameter names only: values may be health data.
@@ -1026,10 +1059,13 @@ fn moved_version(other: &str) -> RepoError {
 
 /// The outcome of a checked read (`res`: what was read and its compartment key; `decision`: the check's answer)
 /// written into its audit record: the patient, the decision's detail or the refusal's reason, the status.
+/// What the audit record of a read says: the patient, the decision (or the refusal's code). `failed`: the
+/// patient of a resource that exists but could not be served (deleted, version missing).
 fn decided<T>(
     rec: &mut AuditRecord,
     res: Result<(T, String), RepoError>,
     decision: Option<Result<Option<String>, RepoError>>,
+    failed: Option<String>,
 ) -> Result<T, RepoError> {
     let res = res.and_then(|(s, pkey)| {
         rec.patient = patient_of(&pkey);
@@ -1048,8 +1084,36 @@ fn decided<T>(
     });
     if let Err(e) = &res {
         rec.outcome = e.status().to_string();
+        if rec.patient.is_none() {
+            rec.patient = failed;
+        }
+        if let RepoError::Forbidden { code, .. } = e {
+            rec.detail = Some(format!("policy={code}"));
+        }
     }
     res
+}
+
+/// A resource that exists but cannot be served as asked (deleted; the version asked for is missing or is a
+/// deletion): the caller learns why only if `check` lets them read the resource as it stands now — otherwise
+/// the refusal (the past of a document masked from them is not betrayed). Answers the error and the patient.
+fn unavailable(
+    c: &mut dyn SqlConn,
+    rtype: &str,
+    id: &str,
+    check: ReadCheck<'_>,
+    why: RepoError,
+) -> Result<(RepoError, Option<String>), RepoError> {
+    let Some((cur, Some(v))) = tx::current_with_content(c, rtype, id)? else {
+        return Ok((why, None));
+    };
+    let patient = patient_of(&cur.pkey);
+    // A deletion has no content: decided on the patient and the resource's own rules (a mask…).
+    Ok(match check(c, &Stored::from_row(v), patient.as_deref()) {
+        Err(e @ RepoError::Forbidden { .. }) => (e, patient),
+        Err(e) => return Err(e),
+        Ok(_) => (why, patient),
+    })
 }
 
 /// The current version of `rtype/id` and its compartment key: one statement (the row and its content).
@@ -1689,7 +1753,11 @@ fn chosen_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>
 }
 
 /// Runs a parsed search in the given transaction.
-pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchPage, RepoError> {
+pub(crate) fn run_search(
+    c: &mut dyn SqlConn,
+    q: &SearchQuery,
+    mut keep: Option<&mut Keep<'_>>,
+) -> Result<SearchPage, RepoError> {
     // A search's statements are prepared once and run with very different values: after five runs PostgreSQL
     // may switch to a generic plan that ignores them (a patient's 1,000 documents and every `current` document
     // then weigh the same: 89 ms instead of 0.5). Planned for each run instead, in this transaction only (read
@@ -1707,25 +1775,7 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
     base_params.extend(q.filter_params.iter().cloned());
     base_params.push(snapshot.into());
 
-    let unfiltered = q.filter_sql == "1 = 1";
-    let count_rows = |c: &mut dyn SqlConn| -> Result<i64, RepoError> {
-        if unfiltered {
-            // Maintained in every write transaction: O(1) instead of a scan of the type.
-            return Ok(c
-                .query_one(
-                    "SELECT live FROM type_counts WHERE rtype = ?",
-                    &[q.rtype.as_str().into()],
-                )?
-                .and_then(|r| r.into_iter().next())
-                .and_then(|v| v.as_i64())
-                .unwrap_or(0));
-        }
-        let sql = format!("SELECT COUNT(*) FROM resources r WHERE {base_where}");
-        Ok(c.query_one(&sql, &base_params)?
-            .and_then(|r| r.into_iter().next())
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0))
-    };
+    let base_where_all = base_where.clone();
 
     let mut page = SearchPage {
         warnings: q.warnings.clone(),
@@ -1735,24 +1785,25 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
         ..Default::default()
     };
     if q.summary == Some(search::Summary::Count) || q.count == 0 {
-        page.total = Some(count_rows(c)?);
+        page.total = Some(count_rows(c, q, &base_where_all, &base_params, keep)?);
         return Ok(page);
     }
     if !q.sort_keys.is_empty() {
         // Sorted: keyset paging on (sort values, resource number), see `search::sorted_page_sql`.
         let sp = search::sorted_page_sql(q, &base_where, &base_params)?;
         let rows = c.query(&sp.sql, &sp.params)?;
-        let mut items: Vec<(Stored, search::SortCursor)> = rows
+        let mut items: Vec<(Stored, search::SortCursor, String)> = rows
             .into_iter()
             .map(|mut r| {
-                let values = r.split_off(7.min(r.len()));
+                let values = r.split_off(8.min(r.len()));
                 let rid = r.pop().and_then(|v| v.as_i64()).unwrap_or_default();
+                let pkey = r.pop().and_then(SqlValue::into_string).unwrap_or_default();
                 let cur = search::SortCursor {
                     forward: true,
                     values,
                     rid,
                 };
-                (Stored::from_row(tx::version_from_row(r)), cur)
+                (Stored::from_row(tx::version_from_row(r)), cur, pkey)
             })
             .collect();
         let more = items.len() as i64 > q.count;
@@ -1775,19 +1826,26 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
             p.push(("_cursor".into(), cur.encode()));
             p
         };
-        if has_next && let Some((_, last)) = items.last() {
+        if has_next && let Some((_, last, _)) = items.last() {
             page.next = Some(link(last, true));
         }
-        if has_prev && let Some((_, first)) = items.first() {
+        if has_prev && let Some((_, first, _)) = items.first() {
             page.prev = Some(link(first, false));
         }
+        let items = kept(c, items, keep.as_deref_mut(), |x| (&x.0, &x.2))?;
         page.total = match q.total {
-            search::TotalMode::Accurate => Some(count_rows(c)?),
+            search::TotalMode::Accurate => Some(count_rows(
+                c,
+                q,
+                &base_where_all,
+                &base_params,
+                keep.as_deref_mut(),
+            )?),
             search::TotalMode::Cheap if sp.first_page && !more => Some(items.len() as i64),
             _ => None,
         };
         page.matches = items.into_iter().map(|x| x.0).collect();
-        (page.includes, page.include_patients) = includes(c, q, &page.matches)?;
+        (page.includes, page.include_patients) = includes(c, q, &page.matches, keep)?;
         return Ok(page);
     }
     // On SQLite, frequent values are probed row by row rather than collected first (see `probe_plan`).
@@ -1850,7 +1908,7 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
     let paged = |extra: &str, dir: &str| {
         let chooser = chooser.replace("{extra}", extra).replace("{dir}", dir);
         format!(
-            "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, t.rid FROM ({chooser}) t \
+            "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, t.pkey, t.rid FROM ({chooser}) t \
              JOIN resource_versions v ON v.pkey = t.pkey AND v.rid = t.rid AND v.version = t.version ORDER BY t.rid {dir}"
         )
     };
@@ -1875,11 +1933,12 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
         }
     };
     let rows = c.query(&sql, &params)?;
-    let mut items: Vec<(Stored, i64)> = rows
+    let mut items: Vec<(Stored, i64, String)> = rows
         .into_iter()
         .map(|mut r| {
             let rid = r.pop().and_then(|v| v.as_i64()).unwrap_or_default();
-            (Stored::from_row(tx::version_from_row(r)), rid)
+            let pkey = r.pop().and_then(SqlValue::into_string).unwrap_or_default();
+            (Stored::from_row(tx::version_from_row(r)), rid, pkey)
         })
         .collect();
     let more = items.len() as i64 > q.count;
@@ -1907,14 +1966,64 @@ pub(crate) fn run_search(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<SearchP
         page.prev = Some(with(vec![("_cursor".into(), format!("before.{f}"))]));
     }
     let first_page = matches!(q.cursor, search::Cursor::First);
+    let items = kept(c, items, keep.as_deref_mut(), |x| (&x.0, &x.2))?;
     page.total = match q.total {
-        search::TotalMode::Accurate => Some(count_rows(c)?),
+        search::TotalMode::Accurate => Some(count_rows(
+            c,
+            q,
+            &base_where_all,
+            &base_params,
+            keep.as_deref_mut(),
+        )?),
         search::TotalMode::Cheap if first_page && !more => Some(items.len() as i64),
         _ => None,
     };
     page.matches = items.into_iter().map(|x| x.0).collect();
-    (page.includes, page.include_patients) = includes(c, q, &page.matches)?;
+    (page.includes, page.include_patients) = includes(c, q, &page.matches, keep)?;
     Ok(page)
+}
+
+/// The number of matches of `q` (`base_where` with `params`): only those `keep` accepts when there is a `keep`
+/// (every match is then decided).
+fn count_rows(
+    c: &mut dyn SqlConn,
+    q: &SearchQuery,
+    base_where: &str,
+    params: &[SqlValue],
+    keep: Option<&mut Keep<'_>>,
+) -> Result<i64, RepoError> {
+    if let Some(keep) = keep {
+        let sql = format!(
+            "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.pkey FROM resources r \
+             JOIN resource_versions v ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version \
+             WHERE {base_where}"
+        );
+        let mut n = 0;
+        for mut r in c.query(&sql, params)? {
+            let pkey = r.pop().and_then(SqlValue::into_string).unwrap_or_default();
+            let s = Stored::from_row(tx::version_from_row(r));
+            if keep(c, &s, patient_of(&pkey).as_deref(), true)? {
+                n += 1;
+            }
+        }
+        return Ok(n);
+    }
+    if q.filter_sql == "1 = 1" {
+        // Maintained in every write transaction: O(1) instead of a scan of the type.
+        return Ok(c
+            .query_one(
+                "SELECT live FROM type_counts WHERE rtype = ?",
+                &[q.rtype.as_str().into()],
+            )?
+            .and_then(|r| r.into_iter().next())
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0));
+    }
+    let sql = format!("SELECT COUNT(*) FROM resources r WHERE {base_where}");
+    Ok(c.query_one(&sql, params)?
+        .and_then(|r| r.into_iter().next())
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0))
 }
 
 fn current_seq(c: &mut dyn SqlConn) -> Result<i64, RepoError> {
@@ -1936,11 +2045,34 @@ fn current_seq(c: &mut dyn SqlConn) -> Result<i64, RepoError> {
 const MAX_INCLUDE_ROUNDS: usize = 4;
 const MAX_INCLUDED: usize = 5000;
 
-/// `_include` and `_revinclude` (with `:iterate`) for a page of matches.
+/// The page's matches that `keep` accepts (all without a `keep`). The page's links were made from all of them:
+/// a match left out is not fetched again by the next page.
+fn kept<T>(
+    c: &mut dyn SqlConn,
+    items: Vec<T>,
+    keep: Option<&mut Keep<'_>>,
+    parts: impl Fn(&T) -> (&Stored, &String),
+) -> Result<Vec<T>, RepoError> {
+    let Some(keep) = keep else {
+        return Ok(items);
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for x in items {
+        let (s, pkey) = parts(&x);
+        if keep(c, s, patient_of(pkey).as_deref(), true)? {
+            out.push(x);
+        }
+    }
+    Ok(out)
+}
+
+/// `_include` and `_revinclude` (with `:iterate`) for a page of matches; with a `keep`, only the resources it
+/// accepts are included, and only they lead (`:iterate`) to further ones.
 fn includes(
     c: &mut dyn SqlConn,
     q: &SearchQuery,
     matches: &[Stored],
+    mut keep: Option<&mut Keep<'_>>,
 ) -> Result<(Vec<Stored>, Vec<Option<String>>), RepoError> {
     if q.includes.is_empty() && q.revincludes.is_empty() {
         return Ok(Default::default());
@@ -2026,8 +2158,14 @@ fn includes(
             if seen.insert(key.clone())
                 && let Ok((s, pkey)) = read_current(c, &key.0, &key.1)
             {
+                let p = patient_of(&pkey);
+                if let Some(keep) = keep.as_deref_mut()
+                    && !keep(c, &s, p.as_deref(), false)?
+                {
+                    continue;
+                }
                 out.push(s);
-                patients.push(patient_of(&pkey));
+                patients.push(p);
                 frontier.push(key);
             }
         }

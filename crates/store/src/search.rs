@@ -592,7 +592,7 @@ pub fn sorted_page_sql(
     params.push((q.count + 1).into());
     params.push(offset.into());
     let sql = format!(
-        "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, t.rid{out_cols} FROM \
+        "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, t.pkey, t.rid{out_cols} FROM \
          (SELECT r.pkey, r.rid, r.version{cols} FROM resources r WHERE {base_where}) t \
          JOIN resource_versions v ON v.pkey = t.pkey AND v.rid = t.rid AND v.version = t.version \
          WHERE {cond} ORDER BY {}, t.rid {} LIMIT ? OFFSET ?",

@@ -226,7 +226,7 @@ fn provide_blocking(
     };
     sub.check_patient(&json_of(&patient)?)?;
     if let Some(e) = engine {
-        policy::check_write(e, actor, &[Some(sub.patient.clone())], bg)?;
+        policy::check_patient(e, actor, &sub.patient, bg)?;
     }
     let mut superseded = Vec::new();
     for d in &sub.docs {
@@ -258,6 +258,17 @@ fn provide_blocking(
                 v["status"].as_str().unwrap_or("?")
             ))
             .into());
+        }
+        // Replacing is changing the old document: the same rules as an update (its producer; a patient, their own).
+        if let Some(e) = engine {
+            policy::check_write(
+                e,
+                actor,
+                socle_policy::Write::Update,
+                None,
+                Some(&(Some(sub.patient.clone()), Some(old.clone()))),
+                bg,
+            )?;
         }
         superseded.push((old_id.clone(), old.version, v));
     }
@@ -560,7 +571,7 @@ pub(super) async fn record_state(
     let actor = policy::actor_of(req.caller.as_ref());
     let out = super::run(&app, &req, None, move |r, c| {
         if let Some(e) = &engine {
-            policy::check_write(e, actor.as_ref(), &[Some(id.clone())], None)?;
+            policy::check_patient(e, actor.as_ref(), &id, None)?;
         }
         r.read(c, "Patient", &id)?;
         let st = record::state(r.store(), &id).map_err(|e| RepoError::Invalid(e.to_string()))?;
@@ -685,8 +696,10 @@ async fn document_action(
                 }),
             });
         }
-        if pro && let Some(e) = &engine {
-            policy::check_write(e, actor.as_ref(), &[Some(patient.clone())], None)?;
+        // Users act on documents they may read (a professional announces or archives a document the matrix and
+        // the masks let them see; a patient masks what is visible to them).
+        if let (Some(e), Some(a)) = (&engine, actor.as_ref().filter(|a| policy::is_user(a))) {
+            policy::check_stored(e, a, &s, Some(&patient))?;
         }
         let target = format!("DocumentReference/{id}");
         let rules = |kind: &'static str, add: bool| -> Result<(), RepoError> {

@@ -4,9 +4,9 @@
 use axum::http::HeaderMap;
 use serde_json::Value;
 use socle_auth::{ACR_TWO_FACTORS, Realm, acr_rank};
-use socle_policy::{Actor, Decision, Engine, Reason, Target};
+use socle_policy::{Actor, Decision, Engine, Reason, Target, Write};
 use socle_store::RepoError;
-use socle_store::repo::Stored;
+use socle_store::repo::{Before, Stored};
 
 use super::guard::Caller;
 
@@ -80,32 +80,60 @@ pub fn break_glass(
 
 /// What the policy needs to know about a stored resource.
 pub fn target_of(s: &Stored, patient: Option<&str>) -> Target {
-    let mut t = Target {
-        patient: patient.map(str::to_string),
-        resource: Some(format!("{}/{}", s.rtype, s.id)),
-        ..Target::default()
-    };
     if s.rtype == "DocumentReference"
         && let Ok(v) = serde_json::from_slice::<Value>(&s.content)
     {
-        t.doc_type = v["type"]["coding"]
-            .as_array()
-            .and_then(|c| c.iter().find_map(|c| c["code"].as_str()))
-            .map(str::to_string);
-        t.author = v["author"].as_array().and_then(|a| {
-            a.iter().find_map(|r| {
-                (r["identifier"]["system"] == "urn:oid:1.2.250.1.71.4.2.1")
-                    .then(|| r["identifier"]["value"].as_str().map(str::to_string))
-                    .flatten()
-                    .or_else(|| {
-                        r["reference"]
-                            .as_str()
-                            .and_then(|x| x.strip_prefix("Practitioner/"))
-                            .map(str::to_string)
-                    })
-            })
-        });
+        return target_of_value(&s.rtype, &s.id, &v, patient);
     }
+    Target {
+        patient: patient.map(str::to_string),
+        resource: Some(format!("{}/{}", s.rtype, s.id)),
+        ..Target::default()
+    }
+}
+
+/// What the policy needs to know about a resource (`id` empty: not stored yet): for documents, their type (and
+/// whether it is a patient category) and their author (IDNPS).
+pub fn target_of_value(rtype: &str, id: &str, v: &Value, patient: Option<&str>) -> Target {
+    let mut t = Target {
+        patient: patient.map(str::to_string),
+        resource: (!id.is_empty()).then(|| format!("{rtype}/{id}")),
+        ..Target::default()
+    };
+    if rtype != "DocumentReference" {
+        return t;
+    }
+    let codings = v["type"]["coding"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    t.doc_type = codings
+        .iter()
+        .find_map(|c| c["code"].as_str())
+        .map(str::to_string);
+    t.patient_category = codings.iter().any(|c| {
+        let system = c["system"].as_str().unwrap_or("");
+        socle_dmp::submission::is_patient_type(&(
+            system
+                .strip_prefix("urn:oid:")
+                .unwrap_or(system)
+                .to_string(),
+            c["code"].as_str().unwrap_or("").to_string(),
+        ))
+    });
+    t.author = v["author"].as_array().and_then(|a| {
+        a.iter().find_map(|r| {
+            (r["identifier"]["system"] == "urn:oid:1.2.250.1.71.4.2.1")
+                .then(|| r["identifier"]["value"].as_str().map(str::to_string))
+                .flatten()
+                .or_else(|| {
+                    r["reference"]
+                        .as_str()
+                        .and_then(|x| x.strip_prefix("Practitioner/"))
+                        .map(str::to_string)
+                })
+        })
+    });
     t
 }
 
@@ -209,6 +237,19 @@ pub fn shareable_outside_patients(rtype: &str) -> bool {
         )
 }
 
+/// Whether a search asks for includes that may be patient data: `_revinclude` from a type that is not shared
+/// outside patients, `_include` naming such a target type (or none: the reference may lead anywhere).
+pub fn asks_patient_includes(params: &[(String, String)]) -> bool {
+    params.iter().any(|(k, v)| {
+        let parts: Vec<&str> = v.split(':').collect();
+        match k.split(':').next() {
+            Some("_revinclude") => !shareable_outside_patients(parts[0]),
+            Some("_include") => parts.get(2).is_none_or(|t| !shareable_outside_patients(t)),
+            _ => false,
+        }
+    })
+}
+
 /// A `_has` towards patient data in a user's search that is not about one patient: the refusal's text.
 pub fn has_on_patient_data(params: &[(String, String)]) -> Option<String> {
     params.iter().find_map(|(k, _)| {
@@ -222,35 +263,99 @@ pub fn has_on_patient_data(params: &[(String, String)]) -> Option<String> {
     })
 }
 
-/// A user's write of patient data: the patients the resource belongs to — as sent (`body`) and as stored
-/// (`existing`) — must each be one the policy lets this user act for (care relationship, delegation,
-/// break-glass; a patient: their own record). Software acting on its own behalf and non-patient data: scopes
-/// only.
+/// A user's write of patient data, decided before it runs. `sent`: the resource as written (type, id, body;
+/// none for a deletion); `before`: the resource as stored ([`socle_store::repo::Repository::before_write`]).
+/// Each patient concerned — the one the resource is sent for, the one it belonged to — must be one the policy
+/// lets this user act for (care relationship, delegation, break-glass; a patient: their own record), with the
+/// stored resource itself as the target (a document the user may not read — masked, refused by the matrix,
+/// hidden from the patient — they may not change either); then the rules on documents
+/// ([`socle_policy::document_write`]: producers only; patients in the patient categories). Software acting on
+/// its own behalf and non-patient data: scopes only.
 pub fn check_write(
     engine: &Engine,
     actor: Option<&Actor>,
-    patients: &[Option<String>],
+    write: Write,
+    sent: Option<(&str, &str, &Value)>,
+    before: Option<&Before>,
     break_glass: Option<&str>,
 ) -> Result<(), RepoError> {
     let Some(actor) = actor.filter(|a| is_user(a)) else {
         return Ok(());
     };
-    for p in patients.iter().flatten() {
-        let target = Target {
-            patient: Some(p.clone()),
+    let documents = sent.is_some_and(|(rtype, _, _)| rtype == "DocumentReference")
+        || before
+            .and_then(|(_, s)| s.as_ref())
+            .is_some_and(|s| s.rtype == "DocumentReference");
+    let sent = sent.map(|(rtype, id, body)| {
+        let p = socle_store::repo::patient_of_body(rtype, id, body);
+        target_of_value(rtype, id, body, p.as_deref())
+    });
+    let stored = before.map(|(p, s)| match s {
+        Some(s) => target_of(s, p.as_deref()),
+        None => Target {
+            patient: p.clone(),
             ..Target::default()
-        };
-        let d = engine
-            .decide(actor, &target, break_glass)
-            .map_err(|e| RepoError::Invalid(e.to_string()))?;
-        if !d.allowed {
-            return Err(RepoError::Forbidden {
-                code: d.reason.code().into(),
-                message: format!("écriture refusée ({}) : {}", d.reason.code(), d.explanation),
-            });
+        },
+    });
+    for t in [&sent, &stored].into_iter().flatten() {
+        if t.patient.is_some() {
+            decide_target(engine, actor, t, break_glass)?;
         }
     }
+    if documents
+        && let Some(d) = socle_policy::document_write(actor, write, sent.as_ref(), stored.as_ref())
+    {
+        return Err(refused(d));
+    }
     Ok(())
+}
+
+/// A user's action on one patient's record as a whole (its DMP state…): the policy must let this user act for
+/// the patient. Software and development mode: scopes only.
+pub fn check_patient(
+    engine: &Engine,
+    actor: Option<&Actor>,
+    patient: &str,
+    break_glass: Option<&str>,
+) -> Result<(), RepoError> {
+    let Some(actor) = actor.filter(|a| is_user(a)) else {
+        return Ok(());
+    };
+    let target = Target {
+        patient: Some(patient.to_string()),
+        ..Target::default()
+    };
+    decide_target(engine, actor, &target, break_glass)
+}
+
+/// A user's action on a stored resource that they must be allowed to read (decided with its own rules: masks,
+/// matrix, visibility).
+pub fn check_stored(
+    engine: &Engine,
+    actor: &Actor,
+    s: &Stored,
+    patient: Option<&str>,
+) -> Result<(), RepoError> {
+    decide_target(engine, actor, &target_of(s, patient), None)
+}
+
+fn decide_target(
+    engine: &Engine,
+    actor: &Actor,
+    target: &Target,
+    break_glass: Option<&str>,
+) -> Result<(), RepoError> {
+    let d = engine
+        .decide(actor, target, break_glass)
+        .map_err(|e| RepoError::Invalid(e.to_string()))?;
+    if d.allowed { Ok(()) } else { Err(refused(d)) }
+}
+
+fn refused(d: Decision) -> RepoError {
+    RepoError::Forbidden {
+        code: d.reason.code().into(),
+        message: format!("refusé ({}) : {}", d.reason.code(), d.explanation),
+    }
 }
 
 /// Users' batch and transaction entries that the policy cannot decide yet: reads (they would bypass the
