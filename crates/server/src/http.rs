@@ -1361,15 +1361,9 @@ async fn history_instance(
 // from other systems can be stored and searched like any resource.
 
 async fn audit_trail_record(State(app): State<App>, Path(seq): Path<String>, req: Req) -> Response {
-    let Ok(n) = seq.parse::<i64>() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            IssueType::NotFound,
-            format!("enregistrement d'audit {seq} introuvable"),
-        );
-    };
     let repo = app.repo.clone();
-    let res = tryr!(blocking(move || repo.audit_event(n)).await);
+    let id = seq.clone();
+    let res = tryr!(blocking(move || repo.audit_event(&id)).await);
     match res {
         Ok(Some(v)) => fhir_bytes(
             StatusCode::OK,

@@ -149,6 +149,42 @@ fn verify_detects_altered_inserted_and_deleted_records() {
         assert!(!ok, "{out}");
         assert!(out.contains("absents"), "{out}");
     }
+    // On SQLite the access log (reads, searches, refusals) is a chain of its own, in its own file — so that
+    // reads never move the data file's WAL — and verified the same way.
+    let mut s = Server::start(&Backend::Sqlite);
+    let p = s.post("Patient", &json!({"resourceType": "Patient"}));
+    let pid = p.json["id"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        s.get(&format!("Patient/{pid}")).expect(200);
+    }
+    let trail = s.get(&format!("Patient/{pid}/$audit-trail"));
+    let ids: Vec<String> = trail.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 4, "{}", trail.json);
+    assert!(ids[..3].iter().all(|i| i.starts_with("log-")), "{ids:?}");
+    assert!(
+        !ids[3].starts_with("log-"),
+        "la création, avec les données : {ids:?}"
+    );
+    s.get(&format!("$audit-trail/{}", ids[0])).expect(200);
+    s.stop();
+    assert!(verify(&s).0);
+    let log = rusqlite::Connection::open(s.data.path().join("socle-audit.db")).unwrap();
+    log.execute_batch("UPDATE audit_log SET principal = 'mallory' WHERE seq = 2")
+        .unwrap();
+    let (ok, out) = verify(&s);
+    assert!(!ok, "{out}");
+    assert!(out.contains("enregistrement log-2"), "{out}");
+    log.execute_batch("DELETE FROM audit_log WHERE seq = 3")
+        .unwrap();
+    let (ok, out) = verify(&s);
+    assert!(!ok, "{out}");
+    assert!(out.contains("fin supprimée"), "{out}");
+
     // Deleting the last records (the tail) is caught by the chain head.
     let mut s = Server::start(&Backend::Sqlite);
     s.post("Patient", &json!({"resourceType": "Patient"}))

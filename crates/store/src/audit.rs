@@ -39,6 +39,9 @@ pub struct AuditRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredAudit {
     pub seq: i64,
+    /// In the access log (its own chain, apart from the write records kept with the data): its id is
+    /// `log-<seq>`.
+    pub log: bool,
     pub record: AuditRecord,
     pub prev_hash: String,
     pub hash: String,
@@ -91,7 +94,26 @@ pub fn append(c: &mut dyn SqlConn, records: &[AuditRecord]) -> Result<(), StoreE
         .next()
         .and_then(SqlValue::into_string)
         .unwrap_or_default();
-    let mut rows = Vec::with_capacity(records.len());
+    use crate::sql::ColType::{Int, Text};
+    const COLUMNS: &[(&str, crate::sql::ColType)] = &[
+        ("seq", Int),
+        ("recorded", Int),
+        ("principal", Text),
+        ("action", Text),
+        ("rtype", Text),
+        ("rid", Text),
+        ("version", Int),
+        ("patient", Text),
+        ("outcome", Text),
+        ("client", Text),
+        ("detail", Text),
+        ("prev_hash", Text),
+        ("hash", Text),
+    ];
+    // In chunks: a read-audit batch holds hundreds of records, and building all their rows at once made the
+    // allocator fault fresh (huge) pages in at every batch.
+    const CHUNK: usize = 256;
+    let mut rows = Vec::with_capacity(records.len().min(CHUNK));
     for r in records {
         seq += 1;
         let hash = chain_hash(seq, r, &prev);
@@ -111,27 +133,14 @@ pub fn append(c: &mut dyn SqlConn, records: &[AuditRecord]) -> Result<(), StoreE
             hash.as_str().into(),
         ]);
         prev = hash;
+        if rows.len() == CHUNK {
+            c.insert_rows("audit_log", COLUMNS, &rows)?;
+            rows.clear();
+        }
     }
-    use crate::sql::ColType::{Int, Text};
-    c.insert_rows(
-        "audit_log",
-        &[
-            ("seq", Int),
-            ("recorded", Int),
-            ("principal", Text),
-            ("action", Text),
-            ("rtype", Text),
-            ("rid", Text),
-            ("version", Int),
-            ("patient", Text),
-            ("outcome", Text),
-            ("client", Text),
-            ("detail", Text),
-            ("prev_hash", Text),
-            ("hash", Text),
-        ],
-        &rows,
-    )?;
+    if !rows.is_empty() {
+        c.insert_rows("audit_log", COLUMNS, &rows)?;
+    }
     c.execute(
         "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1",
         &[seq.into(), prev.into()],
@@ -159,10 +168,44 @@ fn from_row(r: Vec<SqlValue>) -> StoredAudit {
     };
     StoredAudit {
         seq,
+        log: false,
         record,
         prev_hash: s().into_string().unwrap_or_default(),
         hash: s().into_string().unwrap_or_default(),
     }
+}
+
+impl StoredAudit {
+    /// The record's id: its sequence number, prefixed with `log-` in the access log.
+    pub fn id(&self) -> String {
+        if self.log {
+            format!("{LOG_PREFIX}{}", self.seq)
+        } else {
+            self.seq.to_string()
+        }
+    }
+}
+
+/// The id prefix of the access log's records.
+pub const LOG_PREFIX: &str = "log-";
+
+/// The most recent records, newest first: all, or those concerning one patient. `log`: the access log's
+/// layout (patients indexed later, see [`crate::schema::access_log_ddl`]).
+pub fn recent(
+    c: &mut dyn SqlConn,
+    patient: Option<&str>,
+    limit: i64,
+    log: bool,
+) -> Result<Vec<StoredAudit>, StoreError> {
+    match patient {
+        Some(p) if log => return list_for_patient_in_log(c, p, limit),
+        Some(p) => return list_for_patient(c, p, limit),
+        None => {}
+    }
+    let max = head_seq(c)?;
+    let mut v = list(c, (max - limit).max(0), limit)?;
+    v.reverse();
+    Ok(v)
 }
 
 /// Reads records in chain order, `after` a sequence number, at most `limit`.
@@ -188,6 +231,90 @@ pub fn list_for_patient(
         .collect())
 }
 
+/// Records concerning one patient in the access log, newest first: those not indexed yet (a scan of the
+/// log's end), then those of the patient index.
+fn list_for_patient_in_log(
+    c: &mut dyn SqlConn,
+    patient: &str,
+    limit: i64,
+) -> Result<Vec<StoredAudit>, StoreError> {
+    let upto = indexed_upto(c)?;
+    let sql = format!(
+        "SELECT {AUDIT_COLS} FROM audit_log WHERE seq > ? AND patient = ? ORDER BY seq DESC LIMIT ?"
+    );
+    let mut out: Vec<StoredAudit> = c
+        .query(&sql, &[upto.into(), patient.into(), limit.into()])?
+        .into_iter()
+        .map(from_row)
+        .collect();
+    let rest = limit - out.len() as i64;
+    if rest > 0 {
+        let sql = format!(
+            "SELECT {AUDIT_COLS} FROM audit_log WHERE seq IN \
+             (SELECT seq FROM audit_patient WHERE patient = ? AND seq <= ? ORDER BY seq DESC LIMIT ?) \
+             ORDER BY seq DESC"
+        );
+        out.extend(
+            c.query(&sql, &[patient.into(), upto.into(), rest.into()])?
+                .into_iter()
+                .map(from_row),
+        );
+    }
+    Ok(out)
+}
+
+/// The sequence number of the chain's last record.
+fn head_seq(c: &mut dyn SqlConn) -> Result<i64, StoreError> {
+    Ok(c.query_one("SELECT seq FROM audit_head WHERE id = 1", &[])?
+        .and_then(|r| r.into_iter().next())
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0))
+}
+
+fn indexed_upto(c: &mut dyn SqlConn) -> Result<i64, StoreError> {
+    Ok(
+        c.query_one("SELECT upto FROM audit_indexed WHERE id = 1", &[])?
+            .and_then(|r| r.into_iter().next())
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0),
+    )
+}
+
+/// Indexes by patient up to `max` records of the access log not indexed yet, in patient order (neighbouring
+/// index entries share their pages); answers how many records it covered.
+pub fn index_log(c: &mut dyn SqlConn, max: i64) -> Result<i64, StoreError> {
+    let upto = indexed_upto(c)?;
+    let head = head_seq(c)?;
+    let end = head.min(upto + max);
+    if end <= upto {
+        return Ok(0);
+    }
+    let rows: Vec<Vec<SqlValue>> = c
+        .query(
+            "SELECT patient, seq FROM audit_log WHERE seq > ? AND seq <= ? AND patient IS NOT NULL \
+             ORDER BY patient, seq",
+            &[upto.into(), end.into()],
+        )?
+        .into_iter()
+        .collect();
+    use crate::sql::ColType::{Int, Text};
+    for chunk in rows.chunks(256) {
+        c.insert_rows("audit_patient", &[("patient", Text), ("seq", Int)], chunk)?;
+    }
+    c.execute(
+        "UPDATE audit_indexed SET upto = ? WHERE id = 1",
+        &[end.into()],
+    )?;
+    Ok(end - upto)
+}
+
+/// Records of the access log not indexed by patient yet.
+pub fn log_pending(c: &mut dyn SqlConn) -> Result<i64, StoreError> {
+    let upto = indexed_upto(c)?;
+    let head = head_seq(c)?;
+    Ok(head - upto)
+}
+
 /// One record by sequence number.
 pub fn get(c: &mut dyn SqlConn, seq: i64) -> Result<Option<StoredAudit>, StoreError> {
     let sql = format!("SELECT {AUDIT_COLS} FROM audit_log WHERE seq = ?");
@@ -198,13 +325,14 @@ pub fn get(c: &mut dyn SqlConn, seq: i64) -> Result<Option<StoredAudit>, StoreEr
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verification {
     pub records: i64,
-    /// Each problem found, with the sequence number concerned.
-    pub problems: Vec<(i64, String)>,
+    /// Each problem found, with the id of the record concerned (its sequence number; `log-<seq>` in the
+    /// access log).
+    pub problems: Vec<(String, String)>,
 }
 
 /// Recomputes the whole chain and compares it with the head.
 pub fn verify(c: &mut dyn SqlConn) -> Result<Verification, StoreError> {
-    let mut problems = Vec::new();
+    let mut problems: Vec<(i64, String)> = Vec::new();
     let mut prev = GENESIS.to_string();
     let mut expected_seq = 1;
     let mut after = 0;
@@ -267,7 +395,10 @@ pub fn verify(c: &mut dyn SqlConn) -> Result<Verification, StoreError> {
     }
     Ok(Verification {
         records: count,
-        problems,
+        problems: problems
+            .into_iter()
+            .map(|(seq, p)| (seq.to_string(), p))
+            .collect(),
     })
 }
 
@@ -301,7 +432,7 @@ pub fn to_audit_event(a: &StoredAudit) -> Value {
     };
     let mut ev = json!({
         "resourceType": "AuditEvent",
-        "id": a.seq.to_string(),
+        "id": a.id(),
         "meta": {"profile": ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read"]},
         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
         "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": subtype_code}],

@@ -233,7 +233,15 @@ enum AuditMsg {
 pub struct Repository {
     store: Arc<dyn Store>,
     audit_tx: mpsc::Sender<AuditMsg>,
+    /// Records queued and not yet committed.
+    audit_backlog: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Queued audit records beyond which the request that queues one waits for the writer to catch up (about a
+/// second of reads at full load here): the writer runs at the lowest priority so that it never adds to the
+/// latency of requests in flight, and this bounds what it may fall behind by (memory, and what a crash could
+/// lose).
+const AUDIT_BACKLOG_MAX: usize = 20_000;
 
 const PRINCIPAL_SYSTEM: &str = "system";
 
@@ -241,13 +249,16 @@ impl Repository {
     pub fn new(store: Arc<dyn Store>) -> Self {
         let (tx, rx) = mpsc::channel::<AuditMsg>();
         let s = store.clone();
+        let backlog = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let b = backlog.clone();
         std::thread::Builder::new()
             .name("socle-audit".into())
-            .spawn(move || audit_writer(s, rx))
+            .spawn(move || audit_writer(s, rx, b))
             .ok();
         Repository {
             store,
             audit_tx: tx,
+            audit_backlog: backlog,
         }
     }
 
@@ -255,9 +266,20 @@ impl Repository {
         &self.store
     }
 
-    /// Queues a read-side audit record.
+    /// Queues a read-side audit record; waits (at most a second) while the writer is far behind.
     pub fn audit_async(&self, rec: AuditRecord) {
-        let _ = self.audit_tx.send(AuditMsg::Record(rec));
+        use std::sync::atomic::Ordering;
+        if self.audit_tx.send(AuditMsg::Record(rec)).is_err() {
+            return;
+        }
+        if self.audit_backlog.fetch_add(1, Ordering::AcqRel) >= AUDIT_BACKLOG_MAX {
+            let start = std::time::Instant::now();
+            while self.audit_backlog.load(Ordering::Acquire) >= AUDIT_BACKLOG_MAX / 2
+                && start.elapsed() < std::time::Duration::from_secs(1)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
     }
 
     /// Waits until every queued audit record is committed.
@@ -462,7 +484,7 @@ impl Repository {
         &self,
         f: &mut dyn FnMut(&mut dyn SqlConn) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
-        self.read_with(false, f)
+        self.read_via(Via::Tx, f)
     }
 
     /// `one`: the body's statements need no common snapshot ([`Store::read_one`]: no `BEGIN`/`COMMIT` on
@@ -470,6 +492,14 @@ impl Repository {
     fn read_with<T>(
         &self,
         one: bool,
+        f: &mut dyn FnMut(&mut dyn SqlConn) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        self.read_via(if one { Via::One } else { Via::Tx }, f)
+    }
+
+    fn read_via<T>(
+        &self,
+        via: Via,
         f: &mut dyn FnMut(&mut dyn SqlConn) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
         let mut out = None;
@@ -485,10 +515,10 @@ impl Repository {
                 Err(StoreError::Rollback)
             }
         };
-        let res = if one {
-            self.store.read_one(&mut body)
-        } else {
-            self.store.read(&mut body)
+        let res = match via {
+            Via::One => self.store.read_one(&mut body),
+            Via::Tx => self.store.read(&mut body),
+            Via::Log => self.store.read_log(&mut body),
         };
         match (res, failure, out) {
             (Ok(()), _, Some(v)) => Ok(v),
@@ -945,48 +975,121 @@ impl Repository {
         self.write_tx(body)
     }
 
-    /// The audit trail as `AuditEvent`s: `patient` restricts to one patient's records (newest first).
+    /// The audit trail as `AuditEvent`s: `patient` restricts to one patient's records (newest first). With an
+    /// access log apart ([`Store::separate_log`]), both chains are read and merged by time.
     pub fn audit_events(&self, patient: Option<&str>, limit: i64) -> Result<Vec<Value>, RepoError> {
         self.flush_audit();
-        self.read_tx(&mut |c| {
-            let recs = match patient {
-                Some(p) => audit::list_for_patient(c, p, limit)?,
-                None => {
-                    let max = c
-                        .query_one("SELECT seq FROM audit_head WHERE id = 1", &[])?
-                        .and_then(|r| r.into_iter().next())
-                        .and_then(|v| v.as_i64())
-                        .unwrap_or(0);
-                    let mut v = audit::list(c, (max - limit).max(0), limit)?;
-                    v.reverse();
-                    v
-                }
-            };
-            Ok(recs.iter().map(audit::to_audit_event).collect())
+        let mut recs = self.read_tx(&mut |c| Ok(audit::recent(c, patient, limit, false)?))?;
+        if self.store.separate_log() {
+            let log = self.read_via(Via::Log, &mut |c| {
+                Ok(audit::recent(c, patient, limit, true)?)
+            })?;
+            recs.extend(
+                log.into_iter()
+                    .map(|a| audit::StoredAudit { log: true, ..a }),
+            );
+            // Stable: at equal times, write records (committed with their data) first.
+            recs.sort_by_key(|a| std::cmp::Reverse(a.record.recorded));
+            recs.truncate(limit.max(0) as usize);
+        }
+        Ok(recs.iter().map(audit::to_audit_event).collect())
+    }
+
+    /// One audit record as an `AuditEvent`, by id (`<seq>`, or `log-<seq>` in the access log).
+    pub fn audit_event(&self, id: &str) -> Result<Option<Value>, RepoError> {
+        let (log, seq) = match id.strip_prefix(audit::LOG_PREFIX) {
+            Some(n) => (true, n),
+            None => (false, id),
+        };
+        let Ok(seq) = seq.parse::<i64>() else {
+            return Ok(None);
+        };
+        self.flush_audit();
+        let how = if log && self.store.separate_log() {
+            Via::Log
+        } else if log {
+            return Ok(None);
+        } else {
+            Via::Tx
+        };
+        self.read_via(how, &mut |c| {
+            Ok(
+                audit::get(c, seq)?
+                    .map(|a| audit::to_audit_event(&audit::StoredAudit { log, ..a })),
+            )
         })
     }
 
-    /// One audit record as an `AuditEvent`.
-    pub fn audit_event(&self, seq: i64) -> Result<Option<Value>, RepoError> {
-        self.flush_audit();
-        self.read_tx(&mut |c| Ok(audit::get(c, seq)?.map(|a| audit::to_audit_event(&a))))
-    }
-
-    /// Verifies the audit chain.
+    /// Verifies the audit chains: the write records kept with the data, and the access log when apart (its
+    /// problems are named `log-<seq>`).
     pub fn audit_verify(&self) -> Result<audit::Verification, RepoError> {
         self.flush_audit();
-        self.read_tx(&mut |c| Ok(audit::verify(c)?))
+        let mut v = self.read_tx(&mut |c| Ok(audit::verify(c)?))?;
+        if self.store.separate_log() {
+            let l = self.read_via(Via::Log, &mut |c| Ok(audit::verify(c)?))?;
+            v.records += l.records;
+            v.problems.extend(
+                l.problems
+                    .into_iter()
+                    .map(|(seq, p)| (format!("{}{seq}", audit::LOG_PREFIX), p)),
+            );
+        }
+        Ok(v)
     }
+}
+
+/// How a read reaches the database: a transaction, a single statement, or the access log.
+#[derive(Clone, Copy)]
+enum Via {
+    Tx,
+    One,
+    Log,
 }
 
 /// How long the audit writer gathers read records before committing them (one commit per window instead
 /// of one per read: each commit rewrites the pages it touches). A crash loses at most this much.
 const AUDIT_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
-fn audit_writer(store: Arc<dyn Store>, rx: mpsc::Receiver<AuditMsg>) {
+fn audit_writer(
+    store: Arc<dyn Store>,
+    rx: mpsc::Receiver<AuditMsg>,
+    backlog: Arc<std::sync::atomic::AtomicUsize>,
+) {
     crate::background_priority();
-    while let Ok(first) = rx.recv() {
-        let mut batch = Vec::new();
+    // The access log apart (SQLite) indexes its records by patient later, when the load is light; until then
+    // they are found by scanning the log's end (see `audit::index_log`).
+    let deferred = store.separate_log();
+    let mut pending: i64 = 0;
+    if deferred {
+        let _ = store.read_log(&mut |c| {
+            pending = audit::log_pending(c)?;
+            Ok(())
+        });
+    }
+    let index = |pending: &mut i64| {
+        let mut done = 0;
+        match store.write_log(&mut |c| {
+            done = audit::index_log(c, LOG_INDEX_CHUNK)?;
+            Ok(())
+        }) {
+            Ok(()) => *pending = (*pending - done).max(0),
+            Err(e) => tracing::error!(error = %e, "indexation du journal des accès impossible"),
+        }
+    };
+    // Kept from one batch to the next (no fresh allocation per batch).
+    let mut batch = Vec::new();
+    loop {
+        let first = match rx.recv_timeout(LOG_IDLE) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if deferred && pending > 0 {
+                    index(&mut pending);
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        batch.clear();
         let mut waiters = Vec::new();
         let push = |m: AuditMsg,
                     batch: &mut Vec<AuditRecord>,
@@ -1009,11 +1112,25 @@ fn audit_writer(store: Arc<dyn Store>, rx: mpsc::Receiver<AuditMsg>) {
         {
             tracing::error!(error = %e, records = batch.len(), "écriture du journal d'audit impossible");
         }
+        backlog.fetch_sub(batch.len(), std::sync::atomic::Ordering::AcqRel);
+        pending += batch.len() as i64;
         for w in waiters {
             let _ = w.send(());
         }
+        // Light load, or a long unindexed end (lookups scan it): index a chunk now.
+        if deferred && pending > 0 && (batch.len() < LOG_LIGHT_BATCH || pending > LOG_MAX_PENDING) {
+            index(&mut pending);
+        }
     }
 }
+
+/// The access log's indexing by patient: at most this many records per transaction…
+const LOG_INDEX_CHUNK: i64 = 20_000;
+/// …when no record came for this long, or a batch was this small (the load is light)…
+const LOG_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+const LOG_LIGHT_BATCH: usize = 100;
+/// …or whatever the load when this many are waiting (a patient's trail scans them).
+const LOG_MAX_PENDING: i64 = 500_000;
 
 fn check_type(rtype: &str) -> Result<(), RepoError> {
     if registry().is_resource_type(rtype) {

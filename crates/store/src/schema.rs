@@ -21,6 +21,36 @@ pub const INDEX_TABLES: &[&str] = &[
 
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// The audit chain's tables in the data database.
+pub fn audit_ddl() -> Vec<String> {
+    vec![
+        format!("CREATE TABLE IF NOT EXISTS audit_log (seq BIGINT PRIMARY KEY, {AUDIT_FIELDS})"),
+        "CREATE INDEX IF NOT EXISTS audit_log_patient ON audit_log (patient, seq)".to_string(),
+        AUDIT_HEAD.to_string(),
+    ]
+}
+
+/// The access log's own file (SQLite): the same chain, appended in sequence order only — `seq` is the row id
+/// and there is no index by patient on the table (each record would dirty a random leaf of it, one WAL page
+/// per record). Patients are indexed later, in bulk and sorted, when the log is idle (`audit_patient`, up to
+/// `audit_indexed.upto`); lookups read the index, then scan the records not indexed yet.
+pub fn access_log_ddl() -> Vec<String> {
+    vec![
+        format!("CREATE TABLE IF NOT EXISTS audit_log (seq INTEGER PRIMARY KEY, {AUDIT_FIELDS})"),
+        "CREATE TABLE IF NOT EXISTS audit_patient (patient TEXT NOT NULL, seq INTEGER NOT NULL, \
+         PRIMARY KEY (patient, seq)) WITHOUT ROWID"
+            .to_string(),
+        "CREATE TABLE IF NOT EXISTS audit_indexed (id INTEGER PRIMARY KEY, upto INTEGER NOT NULL)"
+            .to_string(),
+        AUDIT_HEAD.to_string(),
+    ]
+}
+
+const AUDIT_FIELDS: &str = "recorded BIGINT NOT NULL, principal TEXT NOT NULL, action TEXT NOT NULL, \
+    rtype TEXT, rid TEXT, version BIGINT, patient TEXT, outcome TEXT NOT NULL, client TEXT, detail TEXT, \
+    prev_hash TEXT NOT NULL, hash TEXT NOT NULL";
+const AUDIT_HEAD: &str = "CREATE TABLE IF NOT EXISTS audit_head (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)";
+
 /// DDL statements for `dialect`, idempotent (`IF NOT EXISTS`).
 pub fn ddl(dialect: Dialect) -> Vec<String> {
     // Strings compare byte-wise (prefix search is a range on the normalised form), whatever the database's
@@ -32,14 +62,16 @@ pub fn ddl(dialect: Dialect) -> Vec<String> {
         Dialect::Postgres => ("BYTEA", "DOUBLE PRECISION", "", " COLLATE \"C\"", ", rid"),
     };
     let mut v = vec![
-        "CREATE TABLE IF NOT EXISTS socle_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)".to_string(),
+        "CREATE TABLE IF NOT EXISTS socle_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)"
+            .to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS resources (pkey TEXT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, \
              rid BIGINT NOT NULL, version BIGINT NOT NULL, last_updated BIGINT NOT NULL, deleted BIGINT NOT NULL, \
              PRIMARY KEY (rtype, rid, pkey)){wr}"
         ),
         "CREATE UNIQUE INDEX IF NOT EXISTS resources_type_id ON resources (rtype, id)".to_string(),
-        "CREATE INDEX IF NOT EXISTS resources_type_lu ON resources (rtype, last_updated)".to_string(),
+        "CREATE INDEX IF NOT EXISTS resources_type_lu ON resources (rtype, last_updated)"
+            .to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS resource_versions (pkey TEXT NOT NULL, rid BIGINT NOT NULL, \
              version BIGINT NOT NULL, rtype TEXT NOT NULL, id TEXT NOT NULL, seq BIGINT NOT NULL, \
@@ -47,7 +79,8 @@ pub fn ddl(dialect: Dialect) -> Vec<String> {
              PRIMARY KEY (rid, version, pkey)){wr}"
         ),
         "CREATE INDEX IF NOT EXISTS resource_versions_seq ON resource_versions (seq)".to_string(),
-        "CREATE INDEX IF NOT EXISTS resource_versions_type_seq ON resource_versions (rtype, seq)".to_string(),
+        "CREATE INDEX IF NOT EXISTS resource_versions_type_seq ON resource_versions (rtype, seq)"
+            .to_string(),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_string (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, norm TEXT{coll} NOT NULL, exact TEXT{coll} NOT NULL, \
@@ -59,7 +92,9 @@ pub fn ddl(dialect: Dialect) -> Vec<String> {
              rtype TEXT NOT NULL, param TEXT NOT NULL, system TEXT, code TEXT NOT NULL, \
              PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_token_v ON idx_token (rtype, param, code, system{inc})"),
+        format!(
+            "CREATE INDEX IF NOT EXISTS idx_token_v ON idx_token (rtype, param, code, system{inc})"
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_ref (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, ttype TEXT, tid TEXT, url TEXT, \
@@ -87,7 +122,9 @@ pub fn ddl(dialect: Dialect) -> Vec<String> {
              rtype TEXT NOT NULL, param TEXT NOT NULL, value {real} NOT NULL, lo {real} NOT NULL, \
              hi {real} NOT NULL, system TEXT, code TEXT, unit TEXT, PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_quantity_v ON idx_quantity (rtype, param, value{inc})"),
+        format!(
+            "CREATE INDEX IF NOT EXISTS idx_quantity_v ON idx_quantity (rtype, param, value{inc})"
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS idx_uri (pkey TEXT NOT NULL, rid BIGINT NOT NULL, n BIGINT NOT NULL, \
              rtype TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL, PRIMARY KEY (rid, n, pkey)){wr}"
@@ -98,15 +135,11 @@ pub fn ddl(dialect: Dialect) -> Vec<String> {
              rtype TEXT NOT NULL, param TEXT NOT NULL, c1sys TEXT, c1code TEXT NOT NULL, c2sys TEXT, c2code TEXT, \
              c2lo {real}, c2hi {real}, PRIMARY KEY (rid, n, pkey)){wr}"
         ),
-        format!("CREATE INDEX IF NOT EXISTS idx_composite_v ON idx_composite (rtype, param, c1code{inc})"),
-        "CREATE TABLE IF NOT EXISTS audit_log (seq BIGINT PRIMARY KEY, recorded BIGINT NOT NULL, \
-         principal TEXT NOT NULL, action TEXT NOT NULL, rtype TEXT, rid TEXT, version BIGINT, patient TEXT, \
-         outcome TEXT NOT NULL, client TEXT, detail TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
-            .to_string(),
-        "CREATE INDEX IF NOT EXISTS audit_log_patient ON audit_log (patient, seq)".to_string(),
-        "CREATE TABLE IF NOT EXISTS audit_head (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)"
-            .to_string(),
+        format!(
+            "CREATE INDEX IF NOT EXISTS idx_composite_v ON idx_composite (rtype, param, c1code{inc})"
+        ),
     ];
+    v.extend(audit_ddl());
     // Distinct name values and their trigrams, for `:contains` (see `vocab`).
     v.push(format!(
         "CREATE TABLE IF NOT EXISTS str_vocab (rtype TEXT NOT NULL, param TEXT NOT NULL, norm TEXT{coll} NOT NULL, \

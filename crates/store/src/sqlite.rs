@@ -32,6 +32,28 @@ pub struct SqliteStore {
     stats: Mutex<StatsState>,
     /// Its `Drop` stops the thread after a last checkpoint.
     checkpointer: Checkpointer,
+    /// The access log (audit records written apart from data: reads, searches, refusals, operations) in its own
+    /// file, so that the records every read appends never move the data file's WAL — which would make every
+    /// reader connection drop its page cache. `None` for the log store itself.
+    log: Option<Box<SqliteStore>>,
+}
+
+/// What a SQLite file holds.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    /// The data (resources, indexes, the chain of write records, every service's tables).
+    Data,
+    /// The access log alone.
+    Log,
+}
+
+/// The access log's file next to the data file `socle.db`: `socle-audit.db`.
+pub fn log_path(data: &Path) -> std::path::PathBuf {
+    let stem = data
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "socle".into());
+    data.with_file_name(format!("{stem}-audit.db"))
 }
 
 /// Copies committed WAL frames back into the database file on its own thread and connection, so that
@@ -198,7 +220,14 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
 }
 
 impl SqliteStore {
+    /// Opens (creating if needed) the data file `path` and, next to it, its access log ([`log_path`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut data = Self::open_as(path, Role::Data)?;
+        data.log = Some(Box::new(Self::open_as(&log_path(path), Role::Log)?));
+        Ok(data)
+    }
+
+    fn open_as(path: &Path, role: Role) -> Result<Self, StoreError> {
         let mut writer = SqliteConn {
             conn: open_conn(path, false)?,
             generation: 0,
@@ -208,6 +237,22 @@ impl SqliteStore {
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(db_err)?;
         let res = (|| {
+            if role == Role::Log {
+                for stmt in schema::access_log_ddl() {
+                    writer.execute(&stmt, &[])?;
+                }
+                if writer
+                    .query_one("SELECT seq FROM audit_head WHERE id = 1", &[])?
+                    .is_none()
+                {
+                    writer.execute(
+                        "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, ?)",
+                        &[crate::audit::GENESIS.into()],
+                    )?;
+                    writer.execute("INSERT INTO audit_indexed (id, upto) VALUES (1, 0)", &[])?;
+                }
+                return Ok(());
+            }
             for stmt in schema::ddl(Dialect::Sqlite) {
                 writer.execute(&stmt, &[])?;
             }
@@ -247,6 +292,7 @@ impl SqliteStore {
                 last: Instant::now(),
             }),
             checkpointer,
+            log: None,
         })
     }
 
@@ -432,7 +478,21 @@ impl Store for SqliteStore {
     /// Audit records only: they never change what searches plan on, so they do not count towards `ANALYZE`
     /// (which retires every reader connection; counted, a read-only load re-analysed every 20 s).
     fn write_log(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
-        self.write_turn(body, false)
+        match &self.log {
+            Some(log) => log.write_turn(body, false),
+            None => self.write_turn(body, false),
+        }
+    }
+
+    fn read_log(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
+        match &self.log {
+            Some(log) => log.read(body),
+            None => self.read(body),
+        }
+    }
+
+    fn separate_log(&self) -> bool {
+        self.log.is_some()
     }
 
     fn read(&self, body: &mut TxBody<'_>) -> Result<(), StoreError> {
