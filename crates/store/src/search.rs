@@ -227,15 +227,41 @@ impl Probe {
                 // statistics average over all values (`status = current` looks like 4 rows when it is every
                 // document), and it preferred seeking the value index, then reading every entry of a frequent
                 // value for each candidate (60 ms for a page of a patient's documents among 1,000).
-                let rest = rest
-                    .replace("(i.norm IN (", "(+i.norm IN (")
-                    .replace("(i.tid IN (", "(+i.tid IN (")
-                    .replace("i.rtype = ?", "+i.rtype = ?");
-                format!("EXISTS (SELECT 1 FROM {table} i WHERE i.rid = r.rid AND {rest})")
+                //
+                // Every other column is written `+i.…` too: with `param` and `code` left usable, SQLite still
+                // skip-scanned the value index (`ANY(rtype) AND param=? AND code=?`), reading every entry of
+                // `status = current` for each of a patient's documents (4.4 instead of 1.1 ms for a page of 50).
+                format!(
+                    "EXISTS (SELECT 1 FROM {table} i WHERE i.rid = r.rid AND {})",
+                    unindexable(rest)
+                )
             }
             None => format!("r.rid IN ({})", self.sub),
         }
     }
+}
+
+/// `sql` with a unary `+` before every column of the index table `i` but its key `rid` (`i.code` → `+i.code`):
+/// such terms cannot use an index, so the only way to the rows is the key.
+fn unindexable(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let starts_column = b[i] == b'i'
+            && b.get(i + 1) == Some(&b'.')
+            && (i == 0 || matches!(b[i - 1], b' ' | b'(' | b','))
+            && !sql[i + 2..].starts_with("rid")
+            && b.get(i + 2).is_some_and(|c| c.is_ascii_alphabetic());
+        if starts_column {
+            out.push('+');
+        }
+        // Byte-wise copy is safe: only ASCII bytes are inspected, and whole UTF-8 sequences pass through.
+        let ch_len = sql[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&sql[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
 }
 
 pub const DEFAULT_COUNT: i64 = 20;
@@ -1454,7 +1480,18 @@ mod tests {
                 e.contains("+i.rtype = ?") && !e.contains(" i.rtype = ?"),
                 "{e}"
             );
+            // No column but the key is left for an index to use.
+            for col in ["param", "code", "tid", "ttype", "system"] {
+                assert!(!e.contains(&format!(" i.{col}")), "{e}");
+                assert!(!e.contains(&format!("(i.{col}")), "{e}");
+            }
         }
+        assert_eq!(
+            unindexable(
+                "(i.code = ? AND i.system = ?) AND i.rtype = ? AND i.rid > 3 AND lower(i.norm) = 'é'"
+            ),
+            "(+i.code = ? AND +i.system = ?) AND +i.rtype = ? AND i.rid > 3 AND lower(+i.norm) = 'é'"
+        );
     }
 
     #[test]
