@@ -2743,6 +2743,18 @@ fn dmp_access_through_the_policy() {
             write(&pro, "DELETE", &format!("DocumentReference/{a}"), None),
             "not-author",
         );
+        // Nor is a document's content changed through its Binary.
+        let bin_id = bin_a.rsplit('/').next().unwrap().to_string();
+        let forged = json!({"resourceType": "Binary", "id": bin_id, "contentType": "text/plain", "data": "ZmF1eA=="});
+        refused_json(
+            write(&pro, "PUT", &format!("Binary/{bin_id}"), Some(&forged)),
+            "document-content",
+        );
+        refused_json(
+            write(&pro, "DELETE", &format!("Binary/{bin_id}"), None),
+            "document-content",
+        );
+        assert_eq!(raw(&sys, &bin_a, None).0, 200, "contenu intact");
         // The patient: changes only their own documents, adds only in the patient categories; deletes a
         // professional's document of their record, never one hidden from them.
         refused_json(

@@ -208,11 +208,20 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags).map_err(db_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(db_err)?;
-    // 64 MiB of page cache for the writer, 16 MiB per reader (they share the OS cache through mmap).
-    let cache = if read_only { -16384 } else { -65536 };
+    // 64 MiB of page cache for the writer, 16 MiB per reader. Readers read through the OS cache without mmap:
+    // each of the eight mapped up to 256 MiB of the same file, every mapped page counting again in the
+    // process's resident memory (1.05 GB after the 100 k read and search phases, 213 MB without; reads p99
+    // 2.6–2.7 → 2.2–2.6 ms, paged walks 15 % slower). Mapping cost less while read audits emptied readers'
+    // caches at every commit; they no longer do (the access log is apart).
+    // The writer keeps its mapping (ingest at 100 k: 6.5–6.7 k resources/s with it, 5.8–6.3 k without).
+    let (cache, mmap) = if read_only {
+        (-16384, 0)
+    } else {
+        (-65536, 268_435_456)
+    };
     conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA temp_store=MEMORY; \
-         PRAGMA cache_size={cache}; PRAGMA mmap_size=268435456;"
+         PRAGMA cache_size={cache}; PRAGMA mmap_size={mmap};"
     ))
     .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(256);
@@ -232,6 +241,14 @@ impl SqliteStore {
             conn: open_conn(path, false)?,
             generation: 0,
         };
+        if role == Role::Log {
+            // Appended, and read back only for trails: mapping it would only add its pages to the resident
+            // memory.
+            writer
+                .conn
+                .execute_batch("PRAGMA mmap_size=0")
+                .map_err(db_err)?;
+        }
         writer
             .conn
             .execute_batch("BEGIN IMMEDIATE")

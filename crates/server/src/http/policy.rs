@@ -282,6 +282,25 @@ pub fn check_write(
     let Some(actor) = actor.filter(|a| is_user(a)) else {
         return Ok(());
     };
+    // A document's content (its Binary, which names the DocumentReference in `securityContext`) changes only
+    // by a new version of the document: overwritten or deleted by itself, the bytes would no longer be those
+    // the document's hashes and the patient's trail speak of.
+    if write != Write::Create
+        && let Some((_, Some(s))) = before
+        && s.rtype == "Binary"
+        && serde_json::from_slice::<Value>(&s.content).is_ok_and(|v| {
+            v["securityContext"]["reference"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("DocumentReference/"))
+        })
+    {
+        return Err(RepoError::Forbidden {
+            code: "document-content".into(),
+            message: "refusé (document-content) : le contenu d'un document ne se modifie ni ne se supprime \
+                      directement ; déposez une nouvelle version du document (ITI-65, relatesTo)"
+                .into(),
+        });
+    }
     let documents = sent.is_some_and(|(rtype, _, _)| rtype == "DocumentReference")
         || before
             .and_then(|(_, s)| s.as_ref())
