@@ -1250,7 +1250,7 @@ async fn search_common(
                 &params,
                 strict,
                 decision.as_ref().map(|(p, d)| (p.as_str(), d.as_str())),
-                filtered.then_some(&mut keep as &mut socle_store::repo::Keep<'_>),
+                filtered.then_some((&mut keep as &mut socle_store::repo::Keep<'_>, scope.is_some())),
             )?;
             if user && scope.is_none() && policy::asks_patient_includes(&params) {
                 // Said from the request alone (what was found is not betrayed).

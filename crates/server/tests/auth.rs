@@ -1316,6 +1316,33 @@ fn policy_decides_on_reads() {
             assert!(b["entry"].as_array().is_none_or(Vec::is_empty), "{q} : {b}");
             assert!(!b.to_string().contains("suppressed"), "{q} : {b}");
         }
+        // Nor through the links of a sorted page that ends on it: they page by position, not by its sort values.
+        put(
+            "DocumentReference/doc-2",
+            json!({"resourceType": "DocumentReference", "id": "doc-2", "status": "current",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "34874-8"}]},
+            "subject": {"reference": "Patient/pat-1"}, "content": [{"attachment": {"contentType": "application/pdf"}}]}),
+        );
+        let (c, b) = read(
+            "DocumentReference?patient=pat-1&_sort=_lastUpdated&_count=1",
+            None,
+        );
+        assert_eq!(c, 200, "{b}");
+        let next = b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_string())
+            .unwrap_or_default();
+        assert!(
+            next.contains("_offset=1") && !next.contains("_cursor"),
+            "{b}"
+        );
+        assert_eq!(
+            fhir(root, "DELETE", "DocumentReference/doc-2", Some(&sys), None).0,
+            204
+        );
         // The Provenance itself is the patient's data, readable by the care team: it is the document that hides.
         let (c, b) = read("Provenance?patient=pat-1", None);
         assert_eq!((c, b["total"].as_i64()), (200, Some(1)), "{b}");
@@ -2786,6 +2813,26 @@ fn dmp_access_through_the_policy() {
             ),
             "patient-category-only",
         );
+        // A patient category next to a professional type does not make a patient's document.
+        let mut mixed = own_doc.clone();
+        let mut codings = own_doc["type"]["coding"].as_array().unwrap().clone();
+        codings.extend(
+            current_a["type"]["coding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
+        mixed["type"]["coding"] = json!(codings);
+        refused_json(
+            write(
+                &patient,
+                "PUT",
+                &format!("DocumentReference/{own_id}"),
+                Some(&mixed),
+            ),
+            "patient-category-only",
+        );
         let mut created = retyped.clone();
         created.as_object_mut().unwrap().remove("id");
         refused_json(
@@ -2834,6 +2881,18 @@ fn dmp_access_through_the_policy() {
         assert_eq!(
             read(&patient, &format!("DocumentReference/{mine_id}")).0,
             410
+        );
+        // A colleague's deleted document is not brought back by writing it again.
+        let (c, v) = write(&patient, "DELETE", &format!("DocumentReference/{a}"), None);
+        assert!(c == 200 || c == 204, "{c} {v}");
+        refused_json(
+            write(
+                &pro,
+                "PUT",
+                &format!("DocumentReference/{a}"),
+                Some(&changed),
+            ),
+            "not-author",
         );
         let (c, _) = read(&patient, &format!("DocumentReference/{mine_id}/_history/9"));
         assert_eq!(c, 404);

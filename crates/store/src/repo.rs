@@ -269,10 +269,13 @@ impl Repository {
     /// Queues a read-side audit record; waits (at most a second) while the writer is far behind.
     pub fn audit_async(&self, rec: AuditRecord) {
         use std::sync::atomic::Ordering;
+        // Counted before it is sent: the writer may take it (and count it out) at once.
+        let queued = self.audit_backlog.fetch_add(1, Ordering::AcqRel);
         if self.audit_tx.send(AuditMsg::Record(rec)).is_err() {
+            self.audit_backlog.fetch_sub(1, Ordering::AcqRel);
             return;
         }
-        if self.audit_backlog.fetch_add(1, Ordering::AcqRel) >= AUDIT_BACKLOG_MAX {
+        if queued >= AUDIT_BACKLOG_MAX {
             let start = std::time::Instant::now();
             while self.audit_backlog.load(Ordering::Acquire) >= AUDIT_BACKLOG_MAX / 2
                 && start.elapsed() < std::time::Duration::from_secs(1)
@@ -590,11 +593,20 @@ impl Repository {
     /// versions are that patient's) and its current version (`None` when deleted); `None` when it never existed.
     pub fn before_write(&self, rtype: &str, id: &str) -> Result<Option<Before>, RepoError> {
         check_type(rtype)?;
-        self.read_with(true, &mut |c| {
-            Ok(tx::current_with_content(c, rtype, id)?.map(|(cur, v)| {
-                let stored = v.filter(|_| !cur.deleted).map(Stored::from_row);
-                (patient_of(&cur.pkey), stored)
-            }))
+        self.read_with(false, &mut |c| {
+            let Some((cur, v)) = tx::current_with_content(c, rtype, id)? else {
+                return Ok(None);
+            };
+            // A deleted resource written again is changed, not created: decided on its last live version (an
+            // author's deleted document is not a colleague's to bring back).
+            let stored = match v {
+                Some(v) if !cur.deleted => Some(Stored::from_row(v)),
+                _ if cur.version > 1 => tx::load_version(c, &cur.pkey, cur.rid, cur.version - 1)?
+                    .filter(|v| v.method != "delete")
+                    .map(Stored::from_row),
+                _ => None,
+            };
+            Ok(Some((patient_of(&cur.pkey), stored)))
         })
     }
 
@@ -920,8 +932,9 @@ impl Repository {
 
     /// A search about one patient's data (`about`: the patient and the access decision taken before it ran): its
     /// audit record names the patient, so that the search is in the patient's access list. `keep` decides what
-    /// the caller may receive ([`Keep`]): matches it refuses are left out before includes are gathered from them,
-    /// and counts (`_summary=count`, `_total`) count only what it keeps.
+    /// the caller may receive ([`Keep`]), with whether it may refuse matches: if so, matches it refuses are left
+    /// out before includes are gathered from them, counts (`_summary=count`, `_total`) count only what it keeps
+    /// and sorted pages link by position; otherwise it decides includes only.
     pub fn search_about(
         &self,
         ctx: &RequestContext,
@@ -929,10 +942,14 @@ impl Repository {
         params: &[(String, String)],
         strict: bool,
         about: Option<(&str, &str)>,
-        mut keep: Option<&mut Keep<'_>>,
+        keep: Option<(&mut Keep<'_>, bool)>,
     ) -> Result<SearchPage, RepoError> {
         check_type(rtype)?;
-        let q = search::parse(rtype, params, strict)?;
+        let mut q = search::parse(rtype, params, strict)?;
+        let mut keep = keep.map(|(k, matches_decided)| {
+            q.matches_decided = matches_decided;
+            k
+        });
         let res = self.read_tx(&mut |c| run_search(c, &q, keep.as_deref_mut()));
         let mut rec = Self::record(ctx, "search-type");
         rec.rtype = Some(rtype.into());
@@ -1072,6 +1089,8 @@ fn audit_writer(
             done = audit::index_log(c, LOG_INDEX_CHUNK)?;
             Ok(())
         }) {
+            // Less than a chunk: all caught up (records whose append failed were counted but never written).
+            Ok(()) if done < LOG_INDEX_CHUNK => *pending = 0,
             Ok(()) => *pending = (*pending - done).max(0),
             Err(e) => tracing::error!(error = %e, "indexation du journal des accès impossible"),
         }
@@ -1875,6 +1894,8 @@ pub(crate) fn run_search(
     q: &SearchQuery,
     mut keep: Option<&mut Keep<'_>>,
 ) -> Result<SearchPage, RepoError> {
+    // Matches go through `keep` only when it may refuse them (`matches_decided`: a user's search about one
+    // patient); otherwise it decides includes only, and counts stay `COUNT(*)`.
     // A search's statements are prepared once and run with very different values: after five runs PostgreSQL
     // may switch to a generic plan that ignores them (a patient's 1,000 documents and every `current` document
     // then weigh the same: 89 ms instead of 0.5). Planned for each run instead, in this transaction only (read
@@ -1902,7 +1923,13 @@ pub(crate) fn run_search(
         ..Default::default()
     };
     if q.summary == Some(search::Summary::Count) || q.count == 0 {
-        page.total = Some(count_rows(c, q, &base_where_all, &base_params, keep)?);
+        page.total = Some(count_rows(
+            c,
+            q,
+            &base_where_all,
+            &base_params,
+            keep.filter(|_| q.matches_decided),
+        )?);
         return Ok(page);
     }
     if !q.sort_keys.is_empty() {
@@ -1933,9 +1960,24 @@ pub(crate) fn run_search(
         } else {
             (true, more)
         };
+        // With matches decided one by one, a cursor made of the sort values of the page's last row would carry
+        // those of a refused one (a masked document's date, type…): the links page by position instead.
+        let offset = match (&q.sort_cursor, q.cursor) {
+            (None, search::Cursor::Offset(o)) => o,
+            _ => 0,
+        };
         let link = |cur: &search::SortCursor, forward: bool| {
             let mut p = q.canonical.clone();
             p.push(("_snapshot".into(), snapshot.to_string()));
+            if q.matches_decided {
+                let at = if forward {
+                    offset + q.count
+                } else {
+                    (offset - q.count).max(0)
+                };
+                p.push(("_offset".into(), at.to_string()));
+                return p;
+            }
             let cur = search::SortCursor {
                 forward,
                 ..cur.clone()
@@ -1949,14 +1991,19 @@ pub(crate) fn run_search(
         if has_prev && let Some((_, first, _)) = items.first() {
             page.prev = Some(link(first, false));
         }
-        let items = kept(c, items, keep.as_deref_mut(), |x| (&x.0, &x.2))?;
+        let items = kept(
+            c,
+            items,
+            keep.as_deref_mut().filter(|_| q.matches_decided),
+            |x| (&x.0, &x.2),
+        )?;
         page.total = match q.total {
             search::TotalMode::Accurate => Some(count_rows(
                 c,
                 q,
                 &base_where_all,
                 &base_params,
-                keep.as_deref_mut(),
+                keep.as_deref_mut().filter(|_| q.matches_decided),
             )?),
             search::TotalMode::Cheap if sp.first_page && !more => Some(items.len() as i64),
             _ => None,
@@ -2083,14 +2130,19 @@ pub(crate) fn run_search(
         page.prev = Some(with(vec![("_cursor".into(), format!("before.{f}"))]));
     }
     let first_page = matches!(q.cursor, search::Cursor::First);
-    let items = kept(c, items, keep.as_deref_mut(), |x| (&x.0, &x.2))?;
+    let items = kept(
+        c,
+        items,
+        keep.as_deref_mut().filter(|_| q.matches_decided),
+        |x| (&x.0, &x.2),
+    )?;
     page.total = match q.total {
         search::TotalMode::Accurate => Some(count_rows(
             c,
             q,
             &base_where_all,
             &base_params,
-            keep.as_deref_mut(),
+            keep.as_deref_mut().filter(|_| q.matches_decided),
         )?),
         search::TotalMode::Cheap if first_page && !more => Some(items.len() as i64),
         _ => None,

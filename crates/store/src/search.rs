@@ -176,6 +176,9 @@ pub struct SearchQuery {
     /// The conditions that are one index lookup (`r.rid IN (SELECT i.rid FROM idx_… i WHERE …)`): a page
     /// query may instead probe them row by row (see [`Probe::exists`]).
     pub probes: Vec<Probe>,
+    /// Matches are decided one by one after the query (a user's search about one patient): counts decide every
+    /// match, and sorted pages link by position (`_offset`), not by the sort values of their last row.
+    pub matches_decided: bool,
 }
 
 /// A top-level condition of the form `r.rid IN (sub)` over one index table.

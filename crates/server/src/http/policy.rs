@@ -111,16 +111,19 @@ pub fn target_of_value(rtype: &str, id: &str, v: &Value, patient: Option<&str>) 
         .iter()
         .find_map(|c| c["code"].as_str())
         .map(str::to_string);
-    t.patient_category = codings.iter().any(|c| {
-        let system = c["system"].as_str().unwrap_or("");
-        socle_dmp::submission::is_patient_type(&(
-            system
-                .strip_prefix("urn:oid:")
-                .unwrap_or(system)
-                .to_string(),
-            c["code"].as_str().unwrap_or("").to_string(),
-        ))
-    });
+    // Every coding: a patient category next to a professional type would let a patient's document pass for a
+    // professional's (the matrix reads the first code) or a professional's for a patient's.
+    t.patient_category = !codings.is_empty()
+        && codings.iter().all(|c| {
+            let system = c["system"].as_str().unwrap_or("");
+            socle_dmp::submission::is_patient_type(&(
+                system
+                    .strip_prefix("urn:oid:")
+                    .unwrap_or(system)
+                    .to_string(),
+                c["code"].as_str().unwrap_or("").to_string(),
+            ))
+        });
     t.author = v["author"].as_array().and_then(|a| {
         a.iter().find_map(|r| {
             (r["identifier"]["system"] == "urn:oid:1.2.250.1.71.4.2.1")
@@ -389,6 +392,17 @@ pub fn bundle_entries_for_users(bundle: &Value) -> Result<(), RepoError> {
     {
         let method = e["request"]["method"].as_str().unwrap_or("");
         let url = e["request"]["url"].as_str().unwrap_or("");
+        // A conditional reference (`Patient?identifier=…`) is resolved by the transaction, after the policy
+        // decided on the patient the entry named — none: it could write into anyone's record.
+        if let Some(r) = conditional_reference(&e["resource"]) {
+            return Err(RepoError::Forbidden {
+                code: "bundle-entry-not-decided".into(),
+                message: format!(
+                    "entrée {i} : référence conditionnelle « {r} » : dans un Bundle, un utilisateur désigne les \
+                     ressources par leur identifiant (la politique d'accès décide avant la résolution)"
+                ),
+            });
+        }
         let conditional = url.contains('?')
             || e["request"].get("ifNoneExist").is_some()
             || e["request"].get("ifMatch").is_some() && method == "DELETE";
@@ -405,9 +419,40 @@ pub fn bundle_entries_for_users(bundle: &Value) -> Result<(), RepoError> {
     Ok(())
 }
 
+/// The first reference in `v` that is a search (`Type?params`), if any.
+fn conditional_reference(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(m) => m.iter().find_map(|(k, x)| match (k.as_str(), x) {
+            ("reference", Value::String(r)) if r.contains('?') => Some(r.clone()),
+            _ => conditional_reference(x),
+        }),
+        Value::Array(a) => a.iter().find_map(conditional_reference),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditional_references_are_found_anywhere() {
+        let v = serde_json::json!({"resourceType": "Observation",
+            "subject": {"reference": "Patient/p1"},
+            "performer": [{"reference": "Practitioner?identifier=x|1"}]});
+        assert_eq!(
+            conditional_reference(&v).as_deref(),
+            Some("Practitioner?identifier=x|1")
+        );
+        assert_eq!(
+            conditional_reference(&serde_json::json!({"subject": {"reference": "Patient/p1"}})),
+            None
+        );
+        let b = serde_json::json!({"entry": [{"resource": {"resourceType": "Observation",
+            "subject": {"reference": "Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|1"}},
+            "request": {"method": "POST", "url": "Observation"}}]});
+        assert!(bundle_entries_for_users(&b).is_err());
+    }
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
