@@ -1521,10 +1521,14 @@ fn frequent_values_page_like_rare_ones_checks(t: &mut T) {
             .map(|i| {
                 let status = if i % 2 == 0 { "final" } else { "amended" };
                 let code = if i % 500 == 7 { "rare-1" } else { "common-1" };
+                // Two systems, alternating: the index entries of a code searched without its system are
+                // then not in resource order (system `c`'s, then `d`'s), and a page driven by them must
+                // sort them before taking the first matches.
+                let system = if i % 4 < 2 { "http://example.org/c" } else { "http://example.org/d" };
                 // Some resources hold the code twice: they must still come once.
-                let mut coding = vec![json!({"system": "http://example.org/c", "code": code})];
+                let mut coding = vec![json!({"system": system, "code": code})];
                 if i % 10 == 3 {
-                    coding.push(json!({"system": "http://example.org/c", "code": code}));
+                    coding.push(json!({"system": system, "code": code}));
                 }
                 json!({"resource": {"resourceType": "Observation", "id": format!("f{i:05}"), "status": status,
                     "code": {"coding": coding},

@@ -235,6 +235,8 @@ pub struct Repository {
     audit_tx: mpsc::Sender<AuditMsg>,
     /// Records queued and not yet committed.
     audit_backlog: Arc<std::sync::atomic::AtomicUsize>,
+    /// Recent counts of search conditions' index entries (see [`EntryCounts`]).
+    counts: EntryCounts,
 }
 
 /// Queued audit records beyond which the request that queues one waits for the writer to catch up (about a
@@ -259,6 +261,7 @@ impl Repository {
             store,
             audit_tx: tx,
             audit_backlog: backlog,
+            counts: EntryCounts::default(),
         }
     }
 
@@ -950,7 +953,7 @@ impl Repository {
             q.matches_decided = matches_decided;
             k
         });
-        let res = self.read_tx(&mut |c| run_search(c, &q, keep.as_deref_mut()));
+        let res = self.read_tx(&mut |c| run_search(c, &q, keep.as_deref_mut(), &self.counts));
         let mut rec = Self::record(ctx, "search-type");
         rec.rtype = Some(rtype.into());
         // Parameter names only: values may be health data.
@@ -1717,14 +1720,22 @@ const PROBE_CAP: i64 = 2_000;
 /// to this many are sorted to take one page. Above it, the value is frequent enough for a scan in resource
 /// order to meet a page quickly (`_count` × live ÷ this many rows expected).
 const DRIVE_CAP: i64 = 20_000;
-/// Rows a page may scan in resource order, probing each, before collecting the matches first is cheaper.
-const PROBE_SCAN_BUDGET: i64 = 20_000;
+/// A condition with fewer entries than this drives at once: checking its candidates costs less than
+/// counting the others further to weigh the alternatives.
+const DRIVE_AT_ONCE: i64 = 300;
+/// Costs in units of one candidate row checked (its `resources` row and one per-row probe, about 2.7 µs at
+/// 1 M Practitioners on SQLite). Sorting one index entry (a driver's resource numbers, before its candidates
+/// are checked in order): 0.18 µs.
+const SORT_COST: f64 = 0.07;
+/// Reading one index entry into an intersection (`INTERSECT`: a temporary B-tree per side): 0.3 µs (8.8 ms
+/// for 30 k entries there).
+const INTERSECT_COST: f64 = 0.11;
 
 /// How an unsorted page is read on SQLite, so that the planner cannot materialise a frequent value's whole
 /// match list before taking one page (PostgreSQL's planner makes that choice itself).
 struct ProbePlan {
-    /// The filter, with probed conditions rewritten as per-row `EXISTS` checks.
-    filter: String,
+    /// The top-level conditions, the probed ones rewritten as per-row `EXISTS` checks.
+    conds: Vec<String>,
     /// The condition whose index drives the page: its entries are joined to `resources` and sorted by
     /// resource number (`DRIVE_CAP` at most). `None`: scan `resources` in order, probing every condition.
     driver: Option<usize>,
@@ -1733,31 +1744,73 @@ struct ProbePlan {
     intersect: bool,
 }
 
-/// Counts a condition's index entries, up to `cap`.
+/// Recent counts of search conditions' index entries, by condition, value and cap. They only choose how a
+/// page is read (never what it holds), so a count some seconds old is as good: the same frequent values
+/// (a profession, a common name) come back in search after search, and counting one up to `DRIVE_CAP`
+/// costs 2–3 ms at 1 M resources — more than the page it plans. Kept `COUNTS_TTL`, `COUNTS_MAX` at most.
+#[derive(Default)]
+struct EntryCounts(std::sync::Mutex<HashMap<String, (i64, std::time::Instant)>>);
+
+const COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+const COUNTS_MAX: usize = 20_000;
+
+impl EntryCounts {
+    fn get(&self, key: &str) -> Option<i64> {
+        let m = self.0.lock().ok()?;
+        m.get(key)
+            .filter(|(_, at)| at.elapsed() < COUNTS_TTL)
+            .map(|(n, _)| *n)
+    }
+
+    fn put(&self, key: String, n: i64) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= COUNTS_MAX {
+                m.retain(|_, (_, at)| at.elapsed() < COUNTS_TTL);
+                if m.len() >= COUNTS_MAX {
+                    m.clear();
+                }
+            }
+            m.insert(key, (n, std::time::Instant::now()));
+        }
+    }
+}
+
+/// Counts a condition's index entries, up to `cap` (or recalls a recent count).
 fn count_entries(
     c: &mut dyn SqlConn,
     q: &SearchQuery,
     p: &search::Probe,
     cap: i64,
+    counts: &EntryCounts,
 ) -> Result<i64, RepoError> {
-    Ok(c.query_one(
-        &format!("SELECT COUNT(*) FROM ({} LIMIT {cap})", p.sub),
-        &q.filter_params[p.params.clone()],
-    )?
-    .and_then(|r| r.into_iter().next())
-    .and_then(|v| v.as_i64())
-    .unwrap_or(0))
+    let values = &q.filter_params[p.params.clone()];
+    let key = format!("{cap}\u{1}{}\u{1}{values:?}", p.sub);
+    if let Some(n) = counts.get(&key) {
+        return Ok(n);
+    }
+    let n = c
+        .query_one(
+            &format!("SELECT COUNT(*) FROM ({} LIMIT {cap})", p.sub),
+            values,
+        )?
+        .and_then(|r| r.into_iter().next())
+        .and_then(|v| v.as_i64())
+        .unwrap_or(0);
+    counts.put(key, n);
+    Ok(n)
 }
 
-/// Each index condition is estimated by counting its entries (up to `PROBE_CAP`, then `DRIVE_CAP` when all
-/// are frequent). A rare one drives and the others are checked per candidate (`EXISTS`). When every condition
-/// is frequent, either a page is expected within `PROBE_SCAN_BUDGET` rows of the type, or within fewer rows
-/// than the least frequent condition has entries (assuming the conditions independent: frequent values can
-/// be rare together, hence the product of densities), and all are checked per row while scanning resources
-/// in order; or their resource numbers are intersected within the indexes. A single condition drives when it has fewer entries than a scan
-/// is expected to read (`_count` × live ÷ entries: below about √(21 × live)). `None`: keep the query as parsed.
-fn probe_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>, RepoError> {
-    let plan = chosen_plan(c, q)?;
+/// Each index condition is estimated by counting its entries (up to `PROBE_CAP`, then up to `DRIVE_CAP`). One
+/// under `DRIVE_AT_ONCE` drives and the others are checked per candidate (`EXISTS`). Otherwise the cheapest of: scanning resources in order and checking all per row; driving
+/// from the rarest (its resource numbers sorted, the others checked per candidate until the page is full);
+/// intersecting their resource numbers within the indexes. A single condition drives unless a scan is
+/// expected to meet a page in fewer rows than sorting its entries costs. `None`: keep the query as parsed.
+fn probe_plan(
+    c: &mut dyn SqlConn,
+    q: &SearchQuery,
+    counts: &EntryCounts,
+) -> Result<Option<ProbePlan>, RepoError> {
+    let plan = chosen_plan(c, q, counts)?;
     let forced = FORCED_PLAN.get().copied().unwrap_or(SearchPlan::Auto);
     let drivable = |i: usize| q.probes.get(i).is_some_and(|p| p.driven_from().is_some());
     Ok(plan.map(|mut p| {
@@ -1799,7 +1852,11 @@ pub fn force_search_plan(p: SearchPlan) {
     let _ = FORCED_PLAN.set(p);
 }
 
-fn chosen_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>, RepoError> {
+fn chosen_plan(
+    c: &mut dyn SqlConn,
+    q: &SearchQuery,
+    counts: &EntryCounts,
+) -> Result<Option<ProbePlan>, RepoError> {
     if c.dialect() != crate::Dialect::Sqlite
         || q.probes.is_empty()
         || !q.sort_keys.is_empty()
@@ -1811,7 +1868,6 @@ fn chosen_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>
     for p in &q.probes {
         conds[p.cond] = p.exists();
     }
-    let filter = conds.join(" AND ");
     let drivable = |i: usize| q.probes[i].driven_from().is_some();
     let live = |c: &mut dyn SqlConn| -> Result<f64, RepoError> {
         Ok(c.query_one(
@@ -1826,29 +1882,32 @@ fn chosen_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>
     // Rows a scan in resource order is expected to read before it has a page, if a share `density` of the
     // type's resources match.
     let expected_scan = |density: f64| (q.count + 1) as f64 / density.max(f64::MIN_POSITIVE);
+    let page = (q.count + 1) as f64;
     if q.probes.len() == 1 {
         if !drivable(0) {
             return Ok(None);
         }
         if q.probes[0].walks_in_order() {
             return Ok(Some(ProbePlan {
-                filter,
+                conds,
                 driver: Some(0),
                 intersect: false,
             }));
         }
-        let n = count_entries(c, q, &q.probes[0], DRIVE_CAP)?;
-        // Driving costs about `n` rows (all joined and sorted), scanning about `_count` × live ÷ `n`.
-        let scan = n >= DRIVE_CAP || expected_scan(n as f64 / live(c)?) < n as f64;
+        let n = count_entries(c, q, &q.probes[0], DRIVE_CAP, counts)?;
+        // Driving sorts the `n` entries, then checks candidates until the page is full; scanning checks
+        // about `_count` × live ÷ `n` rows.
+        let nf = n as f64;
+        let scan = n >= DRIVE_CAP || expected_scan(nf / live(c)?) < nf * SORT_COST + nf.min(page);
         return Ok(Some(ProbePlan {
-            filter,
+            conds,
             driver: (!scan).then_some(0),
             intersect: false,
         }));
     }
     let mut est = Vec::with_capacity(q.probes.len());
     for p in &q.probes {
-        est.push(count_entries(c, q, p, PROBE_CAP)?);
+        est.push(count_entries(c, q, p, PROBE_CAP, counts)?);
     }
     let rarest = |est: &[i64]| {
         est.iter()
@@ -1858,41 +1917,88 @@ fn chosen_plan(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ProbePlan>
             .unwrap_or((0, 0))
     };
     let (driver, min) = rarest(&est);
-    if min < PROBE_CAP {
+    if min < DRIVE_AT_ONCE {
         return Ok(Some(ProbePlan {
-            filter,
+            conds,
             driver: drivable(driver).then_some(driver),
             intersect: false,
         }));
     }
-    // All frequent: how frequent?
+    // How frequent is each? Counted further, up to `DRIVE_CAP` (those below `PROBE_CAP` are exact already).
     for (i, p) in q.probes.iter().enumerate() {
-        est[i] = count_entries(c, q, p, DRIVE_CAP)?;
+        if est[i] >= PROBE_CAP {
+            est[i] = count_entries(c, q, p, DRIVE_CAP, counts)?;
+        }
     }
+    let exact = est.iter().all(|n| *n < DRIVE_CAP);
+    let (driver, min) = rarest(&est);
+    // When every condition has `DRIVE_CAP` entries or more, their counts (capped) say little of their
+    // density and the intersection would read them all (half a second for a profession and a specialty
+    // held by 300 k and 100 k roles at 1 M): scan, betting on the usual correlation (a physician's specialty
+    // with the physician's profession). Frequent values that exclude each other (a pharmacist's profession,
+    // a physician's specialty) then read every resource of the type.
+    if min >= DRIVE_CAP {
+        return Ok(Some(ProbePlan {
+            conds,
+            driver: None,
+            intersect: false,
+        }));
+    }
+    // Otherwise the cheapest of three, in candidate rows checked (conditions assumed independent: frequent
+    // values can be rare together, hence products of densities).
     let live = live(c)?;
-    let density: f64 = est.iter().map(|n| *n as f64 / live).product();
-    let rows = expected_scan(density);
-    let (_, min) = rarest(&est);
-    // A page within few rows of a scan; else the intersection, whose cost is the conditions' entries read
-    // in their indexes. When every condition has `DRIVE_CAP` entries or more, their counts (capped) say
-    // little of their density and the intersection would read them all (half a second for a profession
-    // and a specialty held by 300 k and 100 k roles at 1 M): scan, betting on the usual correlation (a
-    // physician's specialty with the physician's profession). Frequent values that exclude each other (a
-    // pharmacist's profession, a physician's specialty) then read every resource of the type.
-    let scan = min >= DRIVE_CAP || rows <= PROBE_SCAN_BUDGET as f64 || rows < min as f64;
-    let intersect = !scan && (0..q.probes.len()).all(drivable);
+    let density = |skip: Option<usize>| -> f64 {
+        est.iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .map(|(_, n)| *n as f64 / live)
+            .product()
+    };
+    // Scan resources in order, checking every condition per row.
+    let scan = expected_scan(density(None));
+    // Sort the rarest's resource numbers, then check the others per candidate until the page is full.
+    let m = min as f64;
+    let drive = if drivable(driver) {
+        m * SORT_COST + m.min(expected_scan(density(Some(driver))))
+    } else {
+        f64::INFINITY
+    };
+    // Intersect every condition's resource numbers within the indexes: each entry read once. Only when
+    // every count is exact (below `DRIVE_CAP`): a capped one may have any number of entries.
+    let intersect = if exact && (0..q.probes.len()).all(drivable) {
+        est.iter().map(|n| *n as f64).sum::<f64>() * INTERSECT_COST
+    } else {
+        f64::INFINITY
+    };
+    let best = scan.min(drive).min(intersect);
     Ok(Some(ProbePlan {
-        filter,
-        driver: None,
-        intersect,
+        conds,
+        driver: (best == drive && best < scan).then_some(driver),
+        intersect: best == intersect && best < scan && best < drive,
     }))
 }
 
+/// A page driven by an index condition whose entries are not in resource order (a prefix, a code without
+/// system, a list of values): its resource numbers are sorted first, inside a subquery, and only then is each
+/// candidate joined and checked, in order, until the page is full. Written as one query with the filter
+/// beside the `GROUP BY`, SQLite checked every candidate before sorting (10,360 probes for
+/// `family=MARTIN&given=MARIE` at 1 M, 22 ms, where a page needs about a thousand: 3 ms). SQLite takes the
+/// subquery's order for the outer `ORDER BY` (no second sort after the checks: see the plan test).
+/// `{extra}` and `{dir}` are left for the caller.
+fn sorted_driver_sql(table: &str, cond: &str, page_where: &str) -> String {
+    format!(
+        "SELECT r.pkey, r.rid, r.version FROM (SELECT i.rid FROM {table} i WHERE {cond} GROUP BY i.rid \
+         ORDER BY i.rid {{dir}}) x CROSS JOIN resources r ON r.rid = x.rid \
+         WHERE {page_where}{{extra}} ORDER BY x.rid {{dir}} LIMIT ?"
+    )
+}
+
 /// Runs a parsed search in the given transaction.
-pub(crate) fn run_search(
+fn run_search(
     c: &mut dyn SqlConn,
     q: &SearchQuery,
     mut keep: Option<&mut Keep<'_>>,
+    counts: &EntryCounts,
 ) -> Result<SearchPage, RepoError> {
     // Matches go through `keep` only when it may refuse them (`matches_decided`: a user's search about one
     // patient); otherwise it decides includes only, and counts stay `COUNT(*)`.
@@ -2013,13 +2119,39 @@ pub(crate) fn run_search(
         return Ok(page);
     }
     // On SQLite, frequent values are probed row by row rather than collected first (see `probe_plan`).
-    let plan = probe_plan(c, q)?;
-    let probed_where = plan.as_ref().map(|p| {
-        format!(
-            "r.rtype = ? AND r.deleted = 0 AND {} AND r.rid <= ?",
-            p.filter
-        )
-    });
+    let plan = probe_plan(c, q, counts)?;
+    // The conditions the page's index walk already guarantees (the driver's, or every intersected one) are
+    // not checked again per row: a probe each, a quarter of a driven page's time.
+    let (probed_where, probed_params) = match &plan {
+        Some(p) => {
+            let covered: Vec<&search::Probe> = q
+                .probes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| p.intersect || p.driver == Some(*i))
+                .map(|(_, x)| x)
+                .collect();
+            let mut w = String::from("r.rtype = ? AND r.deleted = 0");
+            for (i, cond) in p.conds.iter().enumerate() {
+                if !covered.iter().any(|x| x.cond == i) {
+                    w.push_str(" AND ");
+                    w.push_str(cond);
+                }
+            }
+            w.push_str(" AND r.rid <= ?");
+            let mut params = vec![q.rtype.as_str().into()];
+            params.extend(
+                q.filter_params
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !covered.iter().any(|x| x.params.contains(i)))
+                    .map(|(_, v)| v.clone()),
+            );
+            params.push(snapshot.into());
+            (Some(w), Some(params))
+        }
+        None => (None, None),
+    };
     let base_where = probed_where.as_ref().unwrap_or(&base_where);
     // Later pages push their rid range into the index subqueries (literal integers: they come from our own
     // cursor parsing); the first page keeps a stable, cacheable statement.
@@ -2056,7 +2188,7 @@ pub(crate) fn run_search(
                 subs.join(" INTERSECT ")
             )
         }
-        Some(d) => {
+        Some(d) if d.walks_in_order() => {
             let (table, rest) = d.driven_from().unwrap_or_default();
             params.extend(q.filter_params[d.params.clone()].iter().cloned());
             format!(
@@ -2064,6 +2196,11 @@ pub(crate) fn run_search(
                  WHERE {} AND {page_where}{{extra}} GROUP BY i.rid ORDER BY i.rid {{dir}} LIMIT ?",
                 rid_range(rest)
             )
+        }
+        Some(d) => {
+            let (table, rest) = d.driven_from().unwrap_or_default();
+            params.extend(q.filter_params[d.params.clone()].iter().cloned());
+            sorted_driver_sql(table, &rid_range(rest), &page_where)
         }
         None => format!(
             "SELECT r.pkey, r.rid, r.version FROM resources r WHERE {page_where}{{extra}} ORDER BY r.rid {{dir}} LIMIT ?"
@@ -2076,7 +2213,13 @@ pub(crate) fn run_search(
              JOIN resource_versions v ON v.pkey = t.pkey AND v.rid = t.rid AND v.version = t.version ORDER BY t.rid {dir}"
         )
     };
-    params.extend(base_params.iter().cloned());
+    params.extend(
+        probed_params
+            .as_ref()
+            .unwrap_or(&base_params)
+            .iter()
+            .cloned(),
+    );
     let limit = q.count + 1;
     let mut reverse = false;
     let sql = match q.cursor {
@@ -2320,13 +2463,16 @@ fn includes(
             }
         }
         frontier.clear();
-        for key in found {
-            if out.len() >= MAX_INCLUDED {
-                break;
-            }
-            if seen.insert(key.clone())
-                && let Ok((s, pkey)) = read_current(c, &key.0, &key.1)
-            {
+        found.retain(|key| seen.insert(key.clone()));
+        let mut rest = &found[..];
+        while !rest.is_empty() && out.len() < MAX_INCLUDED {
+            let (now, later) = rest.split_at((MAX_INCLUDED - out.len()).min(rest.len()));
+            rest = later;
+            let mut loaded = load_current(c, now)?;
+            for key in now {
+                let Some((s, pkey)) = loaded.remove(key) else {
+                    continue;
+                };
                 let p = patient_of(&pkey);
                 if let Some(keep) = keep.as_deref_mut()
                     && !keep(c, &s, p.as_deref(), false)?
@@ -2335,7 +2481,7 @@ fn includes(
                 }
                 out.push(s);
                 patients.push(p);
-                frontier.push(key);
+                frontier.push(key.clone());
             }
         }
         if frontier.is_empty() {
@@ -2343,6 +2489,41 @@ fn includes(
         }
     }
     Ok((out, patients))
+}
+
+/// A resource's type and id.
+type TypeId = (String, String);
+
+/// The current versions of live resources, by type and id, fetched in batches (an included resource each
+/// read on its own cost a statement apiece: 200 roles of 20 organisations, 3 ms). Missing or deleted ones
+/// are left out.
+fn load_current(
+    c: &mut dyn SqlConn,
+    keys: &[(String, String)],
+) -> Result<HashMap<TypeId, (Stored, String)>, RepoError> {
+    let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (t, i) in keys {
+        by_type.entry(t.as_str()).or_default().push(i.as_str());
+    }
+    let mut out = HashMap::with_capacity(keys.len());
+    for (t, ids) in by_type {
+        for chunk in ids.chunks(200) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut p: Vec<crate::SqlValue> = vec![t.into()];
+            p.extend(chunk.iter().map(|i| crate::SqlValue::from(*i)));
+            let sql = format!(
+                "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.pkey FROM resources r \
+                 JOIN resource_versions v ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version \
+                 WHERE r.rtype = ? AND r.id IN ({marks}) AND r.deleted = 0"
+            );
+            for mut r in c.query(&sql, &p)? {
+                let pkey = r.pop().and_then(SqlValue::into_string).unwrap_or_default();
+                let s = Stored::from_row(tx::version_from_row(r));
+                out.insert((s.rtype.clone(), s.id.clone()), (s, pkey));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The `Bundle.entry.response` parts of a write.
@@ -2353,4 +2534,45 @@ pub fn response_json(base: &str, w: &Stored, status: &str) -> Value {
         "etag": format!("W/\"{}\"", w.version),
         "lastModified": w.last_updated_iso(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sorted driver's candidates are checked in the subquery's order, and the page stops at its
+    /// `LIMIT`: no sort of every checked candidate after the subquery's own, in either direction.
+    #[test]
+    fn sorted_driver_pages_without_a_second_sort() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        for stmt in crate::schema::ddl(crate::Dialect::Sqlite) {
+            db.execute_batch(&stmt).unwrap();
+        }
+        let page_where = "r.rtype = 'Practitioner' AND r.deleted = 0 AND EXISTS (SELECT 1 FROM idx_string i \
+                          WHERE i.rid = r.rid AND +i.param = 'given' AND +i.norm >= 'marie') AND r.rid <= 99";
+        for (dir, extra) in [("ASC", ""), ("DESC", " AND r.rid < 50")] {
+            let sql = sorted_driver_sql(
+                "idx_string",
+                "(i.norm >= 'martin' AND i.norm < 'martio') AND i.rtype = 'Practitioner' AND i.param = 'family'",
+                page_where,
+            )
+            .replace("{extra}", extra)
+            .replace("{dir}", dir)
+            .replace("LIMIT ?", "LIMIT 21");
+            let mut st = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = st
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            assert!(
+                plan.iter().any(|l| l.contains("CO-ROUTINE x")),
+                "{dir}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|l| l.contains("TEMP B-TREE FOR ORDER BY")),
+                "{dir}: {plan:?}"
+            );
+        }
+    }
 }

@@ -558,6 +558,28 @@ impl SqlConn for SqliteConn {
     }
 
     fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StoreError> {
+        // Statement texts carry no values (they are bound), only resource numbers of page cursors.
+        let started = tracing::enabled!(target: "socle::sql", tracing::Level::TRACE)
+            .then(std::time::Instant::now);
+        let out = self.query_rows(sql, params);
+        if let Some(t) = started {
+            tracing::trace!(target: "socle::sql", elapsed_us = t.elapsed().as_micros() as u64, sql);
+        }
+        out
+    }
+
+    fn execute_many(&mut self, sql: &str, rows: &[Vec<SqlValue>]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
+        for r in rows {
+            stmt.execute(rusqlite::params_from_iter(r.iter()))
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
+
+impl SqliteConn {
+    fn query_rows(&mut self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
         let ncol = stmt.column_count();
         let mut rows = stmt
@@ -578,14 +600,5 @@ impl SqlConn for SqliteConn {
             out.push(row);
         }
         Ok(out)
-    }
-
-    fn execute_many(&mut self, sql: &str, rows: &[Vec<SqlValue>]) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(db_err)?;
-        for r in rows {
-            stmt.execute(rusqlite::params_from_iter(r.iter()))
-                .map_err(db_err)?;
-        }
-        Ok(())
     }
 }
