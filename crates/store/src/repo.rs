@@ -1748,22 +1748,32 @@ struct ProbePlan {
 /// page is read (never what it holds), so a count some seconds old is as good: the same frequent values
 /// (a profession, a common name) come back in search after search, and counting one up to `DRIVE_CAP`
 /// costs 2–3 ms at 1 M resources — more than the page it plans. Kept `COUNTS_TTL`, `COUNTS_MAX` at most.
+/// Keys are keyed hashes of the condition and its values: search values (names, codes) are not kept.
 #[derive(Default)]
-struct EntryCounts(std::sync::Mutex<HashMap<String, (i64, std::time::Instant)>>);
+struct EntryCounts {
+    counts: std::sync::Mutex<HashMap<u64, (i64, std::time::Instant)>>,
+    keys: std::collections::hash_map::RandomState,
+}
 
 const COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 const COUNTS_MAX: usize = 20_000;
 
 impl EntryCounts {
-    fn get(&self, key: &str) -> Option<i64> {
-        let m = self.0.lock().ok()?;
-        m.get(key)
+    fn key(&self, p: &search::Probe, values: &[SqlValue], cap: i64) -> u64 {
+        use std::hash::BuildHasher;
+        self.keys
+            .hash_one(format!("{cap}\u{1}{}\u{1}{values:?}", p.sub))
+    }
+
+    fn get(&self, key: u64) -> Option<i64> {
+        let m = self.counts.lock().ok()?;
+        m.get(&key)
             .filter(|(_, at)| at.elapsed() < COUNTS_TTL)
             .map(|(n, _)| *n)
     }
 
-    fn put(&self, key: String, n: i64) {
-        if let Ok(mut m) = self.0.lock() {
+    fn put(&self, key: u64, n: i64) {
+        if let Ok(mut m) = self.counts.lock() {
             if m.len() >= COUNTS_MAX {
                 m.retain(|_, (_, at)| at.elapsed() < COUNTS_TTL);
                 if m.len() >= COUNTS_MAX {
@@ -1784,8 +1794,8 @@ fn count_entries(
     counts: &EntryCounts,
 ) -> Result<i64, RepoError> {
     let values = &q.filter_params[p.params.clone()];
-    let key = format!("{cap}\u{1}{}\u{1}{values:?}", p.sub);
-    if let Some(n) = counts.get(&key) {
+    let key = counts.key(p, values, cap);
+    if let Some(n) = counts.get(key) {
         return Ok(n);
     }
     let n = c
@@ -2197,7 +2207,8 @@ fn run_search(
     // The page's resource numbers are chosen first (ORDER BY + LIMIT), then only those rows fetch their
     // content: the planner can stop after one page instead of joining every match. With a driving index
     // (SQLite), its entries are walked in resource order and joined to `resources` (GROUP BY: a resource can
-    // hold the value twice); the driving condition is also checked per row, so the filter stays whole.
+    // hold the value twice); the conditions the walk guarantees are left out of the per-row filter
+    // (`probed_where`).
     // CROSS JOIN: SQLite then keeps the driving index as the outer loop. With a plain JOIN its planner, misled
     // by sampled statistics, scanned every resource of the type instead (2.5 s for `role` + `specialty` at
     // 1 M PractitionerRoles, 14 ms driven).
@@ -2500,15 +2511,21 @@ fn includes(
                     p.push(inc.source_type.as_str().into());
                     p.push(inc.param.as_str().into());
                     p.push(inc.source_type.as_str().into());
-                    // The referring resources come with their content (no second lookup by id), a
-                    // bounded number of them: past `MAX_INCLUDED` none would be returned anyway.
+                    // The referring resources come with their content (no second lookup by id). Without
+                    // a policy refusing some, a bounded number of them: those already seen, then at most
+                    // what `MAX_INCLUDED` leaves room for.
+                    let limit = match keep {
+                        Some(_) => String::new(),
+                        None => format!(
+                            " LIMIT {}",
+                            MAX_INCLUDED.saturating_sub(out.len()) + seen.len() + 1
+                        ),
+                    };
                     let sql = format!(
                         "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.pkey \
                          FROM resources r JOIN resource_versions v ON v.pkey = r.pkey AND v.rid = r.rid \
                          AND v.version = r.version WHERE r.rid IN (SELECT i.rid FROM idx_ref i WHERE i.tid IN ({marks}) \
-                         AND i.ttype = ? AND i.rtype = ? AND i.param = ?) AND r.rtype = ? AND r.deleted = 0 \
-                         LIMIT {}",
-                        MAX_INCLUDED + 1
+                         AND i.ttype = ? AND i.rtype = ? AND i.param = ?) AND r.rtype = ? AND r.deleted = 0{limit}"
                     );
                     for mut r in c.query(&sql, &p)? {
                         let pkey = r.pop().and_then(SqlValue::into_string).unwrap_or_default();
