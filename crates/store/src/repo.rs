@@ -1811,10 +1811,11 @@ fn count_entries(
 }
 
 /// Each index condition is estimated by counting its entries (up to `PROBE_CAP`, then up to `DRIVE_CAP`). One
-/// under `DRIVE_AT_ONCE` drives and the others are checked per candidate (`EXISTS`). Otherwise the cheapest of: scanning resources in order and checking all per row; driving
-/// from the rarest (its resource numbers sorted, the others checked per candidate until the page is full);
-/// intersecting their resource numbers within the indexes. A single condition drives unless a scan is
-/// expected to meet a page in fewer rows than sorting its entries costs. `None`: keep the query as parsed.
+/// under `DRIVE_AT_ONCE` drives and the others are checked per candidate (`EXISTS`). Otherwise the cheapest
+/// of: scanning resources in order and checking all per row; driving from the rarest (its resource numbers
+/// sorted, the others checked per candidate until the page is full); intersecting their resource numbers
+/// within the indexes. A single condition drives unless a scan is expected to meet a page in fewer rows than
+/// sorting its entries costs. `None`: keep the query as parsed.
 fn probe_plan(
     c: &mut dyn SqlConn,
     q: &SearchQuery,
@@ -2527,9 +2528,8 @@ fn includes(
                          AND v.version = r.version WHERE r.rid IN (SELECT i.rid FROM idx_ref i WHERE i.tid IN ({marks}) \
                          AND i.ttype = ? AND i.rtype = ? AND i.param = ?) AND r.rtype = ? AND r.deleted = 0{limit}"
                     );
-                    for mut r in c.query(&sql, &p)? {
-                        let pkey = r.pop().and_then(SqlValue::into_string).unwrap_or_default();
-                        let s = Stored::from_row(tx::version_from_row(r));
+                    for r in c.query(&sql, &p)? {
+                        let (s, pkey) = stored_with_pkey(r);
                         let key = (s.rtype.clone(), s.id.clone());
                         preloaded.insert(key.clone(), (s, pkey));
                         found.push(key);
@@ -2574,12 +2574,18 @@ fn includes(
 /// A resource's type and id.
 type TypeId = (String, String);
 
+/// A row `v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.pkey`.
+fn stored_with_pkey(mut r: Vec<SqlValue>) -> (Stored, String) {
+    let pkey = r.pop().and_then(SqlValue::into_string).unwrap_or_default();
+    (Stored::from_row(tx::version_from_row(r)), pkey)
+}
+
 /// The current versions of live resources, by type and id, fetched in batches (an included resource each
 /// read on its own cost a statement apiece: 200 roles of 20 organisations, 3 ms). Missing or deleted ones
 /// are left out.
 fn load_current(
     c: &mut dyn SqlConn,
-    keys: &[(String, String)],
+    keys: &[TypeId],
 ) -> Result<HashMap<TypeId, (Stored, String)>, RepoError> {
     let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
     for (t, i) in keys {
@@ -2596,9 +2602,8 @@ fn load_current(
                  JOIN resource_versions v ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version \
                  WHERE r.rtype = ? AND r.id IN ({marks}) AND r.deleted = 0"
             );
-            for mut r in c.query(&sql, &p)? {
-                let pkey = r.pop().and_then(SqlValue::into_string).unwrap_or_default();
-                let s = Stored::from_row(tx::version_from_row(r));
+            for r in c.query(&sql, &p)? {
+                let (s, pkey) = stored_with_pkey(r);
                 out.insert((s.rtype.clone(), s.id.clone()), (s, pkey));
             }
         }
