@@ -1,5 +1,5 @@
-//! Bearer tokens, client assertions, ID-token hints, JWKs and scope strings come from outside: decoding and
-//! checking them must never panic, whatever the bytes.
+//! Bearer tokens, client assertions, ID-token hints, JWKs, scope strings and certificate subjects (mutual TLS)
+//! come from outside: decoding and checking them must never panic, whatever the bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -14,5 +14,9 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = socle_auth::totp::unbase32(s);
         let _ = s.parse::<socle_auth::Network>();
+        if let Ok(dn) = socle_auth::mtls::parse_dn(s) {
+            let _ = socle_auth::mtls::subject_matches(&dn, &dn);
+        }
+        let _ = socle_auth::mtls::check_thumbprint(s);
     }
 });

@@ -6,6 +6,7 @@
 
 pub mod jose;
 pub mod keys;
+pub mod mtls;
 pub mod password;
 mod provider;
 pub mod scopes;

@@ -35,6 +35,8 @@ pub struct ProviderConfig {
     pub lockout_threshold: i64,
     pub lockout_base_s: i64,
     pub lockout_max_s: i64,
+    /// Clients may authenticate with a TLS certificate (RFC 8705): the server requests client certificates.
+    pub mtls: bool,
 }
 
 impl ProviderConfig {
@@ -50,6 +52,7 @@ impl ProviderConfig {
             lockout_threshold: 5,
             lockout_base_s: 60,
             lockout_max_s: 3600,
+            mtls: false,
         }
     }
 }
@@ -210,6 +213,8 @@ pub struct ClientAuth {
     pub client_secret: Option<String>,
     pub assertion_type: Option<String>,
     pub assertion: Option<String>,
+    /// The certificate the client presented in the TLS handshake, if any.
+    pub certificate: Option<crate::mtls::ClientCertificate>,
 }
 
 impl ClientAuth {
@@ -222,6 +227,7 @@ impl ClientAuth {
             client_secret: get("client_secret"),
             assertion_type: get("client_assertion_type"),
             assertion: get("client_assertion"),
+            certificate: None,
         }
     }
 }
@@ -233,10 +239,15 @@ pub struct NewClient {
     pub name: String,
     pub redirect_uris: Vec<String>,
     pub post_logout_uris: Vec<String>,
-    /// `client_secret_basic` (also accepts `client_secret_post`), `private_key_jwt` or `none` (public).
+    /// `client_secret_basic` (also accepts `client_secret_post`), `private_key_jwt`, `tls_client_auth`,
+    /// `self_signed_tls_client_auth` or `none` (public).
     pub auth_method: String,
     /// For `private_key_jwt`: the client's public keys (a JWKS).
     pub jwks: Option<Value>,
+    /// For `tls_client_auth`: the distinguished name its certificates carry (RFC 4514 text).
+    pub tls_subject: Option<String>,
+    /// For `self_signed_tls_client_auth`: the `x5t#S256` thumbprints of its certificates.
+    pub tls_thumbprints: Vec<String>,
     /// The scopes it may ask for; `None`: the realm's defaults.
     pub scope: Option<String>,
 }
@@ -252,6 +263,8 @@ pub struct ClientInfo {
     pub scope: String,
     /// Only when just created with a secret.
     pub secret: Option<String>,
+    /// The thumbprint of the certificate this client authenticated with (mTLS): tokens issued are bound to it.
+    pub certificate: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +297,14 @@ pub struct Principal {
 impl Principal {
     pub fn claim(&self, name: &str) -> Option<&str> {
         self.claims.get(name).and_then(Value::as_str)
+    }
+
+    /// The thumbprint of the client certificate the token is bound to, if any (RFC 8705 `cnf.x5t#S256`).
+    pub fn certificate_binding(&self) -> Option<&str> {
+        self.claims
+            .get("cnf")
+            .and_then(|c| c.get("x5t#S256"))
+            .and_then(Value::as_str)
     }
 }
 
@@ -1068,12 +1089,15 @@ impl Provider {
             "client_secret_basic",
             "client_secret_post",
             "private_key_jwt",
+            "tls_client_auth",
+            "self_signed_tls_client_auth",
             "none",
         ]
         .contains(&method)
         {
             return Err(AuthError::Invalid(format!(
-                "méthode d'authentification inconnue : « {method} » (client_secret_basic, private_key_jwt ou none)"
+                "méthode d'authentification inconnue : « {method} » (client_secret_basic, private_key_jwt, \
+                 tls_client_auth, self_signed_tls_client_auth ou none)"
             )));
         }
         if c.name.trim().is_empty() {
@@ -1122,6 +1146,29 @@ impl Provider {
                     "private_key_jwt exige le JWKS public du client".into(),
                 ));
             }
+            ("tls_client_auth", _) => {
+                let dn = c.tls_subject.as_deref().unwrap_or("").trim();
+                if dn.is_empty() {
+                    return Err(AuthError::Invalid(
+                        "tls_client_auth exige le nom distinctif (sujet) du certificat du client"
+                            .into(),
+                    ));
+                }
+                crate::mtls::parse_dn(dn).map_err(AuthError::Invalid)?;
+                Some(json!({ "tls_client_auth_subject_dn": dn }).to_string())
+            }
+            ("self_signed_tls_client_auth", _) => {
+                if c.tls_thumbprints.is_empty() {
+                    return Err(AuthError::Invalid(
+                        "self_signed_tls_client_auth exige le certificat du client (son empreinte)"
+                            .into(),
+                    ));
+                }
+                for t in &c.tls_thumbprints {
+                    crate::mtls::check_thumbprint(t).map_err(AuthError::Invalid)?;
+                }
+                Some(json!({ "x5t#S256": c.tls_thumbprints }).to_string())
+            }
             _ => None,
         };
         let secret = matches!(method, "client_secret_basic" | "client_secret_post")
@@ -1156,6 +1203,7 @@ impl Provider {
             post_logout_uris: c.post_logout_uris,
             scope: parsed.to_string(),
             secret,
+            certificate: None,
         })
     }
 
@@ -1183,6 +1231,7 @@ impl Provider {
                 post_logout_uris: parse_list(&text(&r, 7)),
                 scope: text(&r, 8),
                 secret: None,
+                certificate: None,
             })
         }))
     }
@@ -1268,6 +1317,7 @@ impl Provider {
             return Err(bad("client désactivé"));
         }
         let method = text(&row, 3);
+        let mut certificate = None;
         match (method.as_str(), proof) {
             ("client_secret_basic" | "client_secret_post", Some(("secret", s))) => {
                 let stored = opt_text(&row, 4).unwrap_or_default();
@@ -1283,6 +1333,13 @@ impl Provider {
                     &a,
                     endpoint,
                 )?;
+            }
+            ("tls_client_auth" | "self_signed_tls_client_auth", None) => {
+                certificate = Some(self.check_certificate(
+                    &method,
+                    &opt_text(&row, 5).unwrap_or_default(),
+                    auth.certificate.as_ref(),
+                )?);
             }
             ("none", None) if allow_public => {}
             ("none", None) => return Err(bad("un client public ne peut pas appeler ce service")),
@@ -1301,7 +1358,56 @@ impl Provider {
             post_logout_uris: parse_list(&text(&row, 7)),
             scope: text(&row, 8),
             secret: None,
+            certificate,
         })
+    }
+
+    /// A client registered for mutual TLS: its certificate must have been presented, and be the registered
+    /// one (`self_signed_tls_client_auth`, by thumbprint) or one issued by a configured authority to the
+    /// registered subject (`tls_client_auth`). Returns the certificate's thumbprint.
+    fn check_certificate(
+        &self,
+        method: &str,
+        registration: &str,
+        presented: Option<&crate::mtls::ClientCertificate>,
+    ) -> Result<String, TokenError> {
+        let bad = |d: String| TokenError::new("invalid_client", d);
+        let Some(cert) = presented else {
+            return Err(bad(if self.config.mtls {
+                "certificat client absent : ce client s'authentifie par TLS mutuel".into()
+            } else {
+                "ce client s'authentifie par TLS mutuel, que ce serveur n'offre pas (--tls-client-ca)".into()
+            }));
+        };
+        let reg: Value = serde_json::from_str(registration).unwrap_or(Value::Null);
+        if method == "self_signed_tls_client_auth" {
+            let known = reg
+                .get("x5t#S256")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|t| t.as_str() == Some(&cert.thumbprint)));
+            if !known {
+                return Err(bad("certificat client non enregistré pour ce client".into()));
+            }
+        } else {
+            if !cert.chain_verified {
+                return Err(bad(
+                    "certificat client non émis par une autorité reconnue (ou expiré, ou révoqué)"
+                        .into(),
+                ));
+            }
+            let dn = reg
+                .get("tls_client_auth_subject_dn")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let registered = crate::mtls::parse_dn(dn).map_err(bad)?;
+            if !crate::mtls::subject_matches(&registered, &cert.subject) {
+                return Err(bad(format!(
+                    "le sujet du certificat client ({}) n'est pas celui enregistré",
+                    cert.subject_text()
+                )));
+            }
+        }
+        Ok(cert.thumbprint.clone())
     }
 
     fn check_assertion(
@@ -1676,6 +1782,7 @@ impl Provider {
             amr: parse_list(&text(&r, 8)),
             auth_time: Some(int(&r, 9)),
             sid: opt_text(&r, 10),
+            cnf: client.certificate.clone(),
         };
         self.respond(&grant, opt_text(&r, 5).as_deref(), true)
     }
@@ -1769,6 +1876,7 @@ impl Provider {
             amr: parse_list(&opt_text(&r, 5).unwrap_or_default()),
             auth_time: r.get(6).and_then(|v| v.as_i64()),
             sid: opt_text(&r, 7),
+            cnf: client.certificate.clone(),
         };
         self.respond(&grant, None, false)
     }
@@ -1834,6 +1942,7 @@ impl Provider {
             amr: Vec::new(),
             auth_time: None,
             sid: None,
+            cnf: client.certificate.clone(),
         };
         self.respond(&grant, None, false)
     }
@@ -1869,6 +1978,9 @@ impl Provider {
         }
         if !user {
             at.insert("socle_client".into(), true.into());
+        }
+        if let Some(t) = &g.cnf {
+            at.insert("cnf".into(), json!({ "x5t#S256": t }));
         }
         for (k, v) in &profile {
             at.entry(k.clone()).or_insert_with(|| v.clone());
@@ -1996,6 +2108,31 @@ impl Provider {
                 .is_some_and(|g| self.is_revoked(&format!("g:{g}")))
         {
             return Err("jeton révoqué".into());
+        }
+        Ok(p)
+    }
+
+    /// [`Provider::validate`], and a token bound to a client certificate (`cnf.x5t#S256`) only with that
+    /// certificate presented on the connection (`certificate`: its thumbprint).
+    pub fn validate_presented(
+        &self,
+        token: &str,
+        certificate: Option<&str>,
+    ) -> Result<Arc<Principal>, String> {
+        let p = self.validate(token)?;
+        if let Some(bound) = p.certificate_binding() {
+            match certificate {
+                Some(c) if crate::ct_eq(c.as_bytes(), bound.as_bytes()) => {}
+                Some(_) => {
+                    return Err("jeton lié à un autre certificat client (cnf)".into());
+                }
+                None => {
+                    return Err(
+                        "jeton lié à un certificat client : présenter ce certificat (TLS mutuel)"
+                            .into(),
+                    );
+                }
+            }
         }
         Ok(p)
     }
@@ -2129,8 +2266,13 @@ impl Provider {
     }
 
     /// The userinfo claims for a valid access token of `realm` that carries `openid`.
-    pub fn userinfo(&self, realm: Realm, token: &str) -> Result<Value, String> {
-        let p = self.validate(token)?;
+    pub fn userinfo(
+        &self,
+        realm: Realm,
+        token: &str,
+        certificate: Option<&str>,
+    ) -> Result<Value, String> {
+        let p = self.validate_presented(token, certificate)?;
         if p.realm != Some(realm) {
             return Err("jeton d'un autre domaine".into());
         }
@@ -2218,6 +2360,14 @@ impl Provider {
     /// The discovery document of `realm` (OpenID Connect Discovery 1.0, with the SMART capabilities).
     pub fn discovery(&self, realm: Realm) -> Value {
         let iss = self.issuer(realm);
+        let mtls: &[&str] = if self.config.mtls {
+            &["tls_client_auth", "self_signed_tls_client_auth"]
+        } else {
+            &[]
+        };
+        let methods = |base: &[&str]| -> Vec<String> {
+            base.iter().chain(mtls).map(|m| m.to_string()).collect()
+        };
         json!({
             "issuer": iss,
             "authorization_endpoint": format!("{iss}/authorize"),
@@ -2232,10 +2382,11 @@ impl Provider {
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+            "token_endpoint_auth_methods_supported": methods(&["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]),
             "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256"],
-            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+            "introspection_endpoint_auth_methods_supported": methods(&["client_secret_basic", "client_secret_post", "private_key_jwt"]),
+            "revocation_endpoint_auth_methods_supported": methods(&["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]),
+            "tls_client_certificate_bound_access_tokens": self.config.mtls,
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": default_scope(realm, true).split(' ').chain(["system/*.rs"]).collect::<Vec<_>>(),
             "claims_supported": match realm {
@@ -2262,4 +2413,6 @@ struct Grant {
     amr: Vec<String>,
     auth_time: Option<i64>,
     sid: Option<String>,
+    /// The client certificate's thumbprint the access token is bound to (`cnf.x5t#S256`).
+    cnf: Option<String>,
 }

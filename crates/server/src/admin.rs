@@ -258,6 +258,8 @@ pub enum AccountsCommand {
     },
 }
 
+// Parsed once per command line: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand)]
 pub enum ClientsCommand {
     /// Register a client application; prints its client id (and secret, shown once).
@@ -274,12 +276,21 @@ pub enum ClientsCommand {
         /// Allowed post-logout redirect URI (repeat for several).
         #[arg(long = "post-logout-redirect-uri")]
         post_logout_uris: Vec<String>,
-        /// client_secret_basic (default), private_key_jwt (with --jwks) or none (public application, PKCE).
+        /// client_secret_basic (default), private_key_jwt (with --jwks), tls_client_auth (with --tls-subject
+        /// or --certificate), self_signed_tls_client_auth (with --certificate) or none (public application, PKCE).
         #[arg(long, default_value = "client_secret_basic")]
         auth_method: String,
         /// File with the client's public JWKS (private_key_jwt).
         #[arg(long)]
         jwks: Option<std::path::PathBuf>,
+        /// tls_client_auth: the distinguished name of the client's certificates, as RFC 4514 writes it
+        /// (e.g. "CN=dpi.ch-exemple.fr, OU=340780477, O=CH Exemple, C=FR"); default: --certificate's subject.
+        #[arg(long)]
+        tls_subject: Option<String>,
+        /// The client's certificate (PEM; repeatable): self_signed_tls_client_auth registers its SHA-256
+        /// thumbprint, tls_client_auth its subject.
+        #[arg(long = "certificate")]
+        certificates: Vec<std::path::PathBuf>,
         /// Scopes the client may ask for (space-separated); default: the realm's user scopes, or system/*.rs.
         #[arg(long)]
         scope: Option<String>,
@@ -402,8 +413,32 @@ pub fn clients(cmd: ClientsCommand) -> anyhow::Result<std::process::ExitCode> {
             post_logout_uris,
             auth_method,
             jwks,
+            tls_subject,
+            certificates,
             scope,
         } => {
+            let mut tls_thumbprints = Vec::new();
+            let mut subjects = Vec::new();
+            for f in &certificates {
+                for der in crate::tls::read_certs(f)? {
+                    tls_thumbprints.push(socle_auth::mtls::thumbprint(&der));
+                    let subject = crate::tls::subject_of(&der)
+                        .with_context(|| format!("{} : certificat X.509 illisible", f.display()))?;
+                    subjects.push(
+                        socle_auth::mtls::ClientCertificate {
+                            thumbprint: String::new(),
+                            subject,
+                            chain_verified: false,
+                        }
+                        .subject_text(),
+                    );
+                }
+            }
+            let tls_subject = match tls_subject {
+                Some(s) => Some(s),
+                None if auth_method == "tls_client_auth" => subjects.first().cloned(),
+                None => None,
+            };
             let jwks = match jwks {
                 Some(f) => Some(
                     serde_json::from_slice::<Value>(
@@ -424,10 +459,24 @@ pub fn clients(cmd: ClientsCommand) -> anyhow::Result<std::process::ExitCode> {
                     post_logout_uris,
                     auth_method,
                     jwks,
+                    tls_subject: tls_subject.clone(),
+                    tls_thumbprints: tls_thumbprints.clone(),
                     scope,
                 })
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("client_id: {}", c.client_id);
+            match c.auth_method.as_str() {
+                "tls_client_auth" => {
+                    println!(
+                        "sujet du certificat attendu : {}",
+                        tls_subject.unwrap_or_default()
+                    )
+                }
+                "self_signed_tls_client_auth" => {
+                    println!("empreintes x5t#S256 : {}", tls_thumbprints.join(" "))
+                }
+                _ => {}
+            }
             if let Some(s) = &c.secret {
                 println!("client_secret: {s}");
                 println!("(le secret n'est affiché qu'une fois : conservez-le)");
@@ -543,6 +592,8 @@ pub fn demo_accounts(
             post_logout_uris: vec![],
             auth_method: "client_secret_basic".into(),
             jwks: None,
+            tls_subject: None,
+            tls_thumbprints: Vec::new(),
             scope: Some("system/*.cruds".into()),
         })
         .map_err(err)?;
@@ -554,6 +605,8 @@ pub fn demo_accounts(
             post_logout_uris: vec!["http://127.0.0.1:8765/".into()],
             auth_method: "none".into(),
             jwks: None,
+            tls_subject: None,
+            tls_thumbprints: Vec::new(),
             scope: None,
         })
         .map_err(err)?;

@@ -180,6 +180,8 @@ pub struct AuthSetup {
     pub store: Arc<dyn socle_store::Store>,
     pub public_url: Option<String>,
     pub trusted_networks: Vec<socle_auth::Network>,
+    /// HTTPS (and client certificates); `None`: plain HTTP.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// Binds `listen` and serves until SIGINT/SIGTERM.
@@ -194,16 +196,18 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("écoute sur {listen} impossible : {e}"))?;
     let local = listener.local_addr()?;
+    let scheme = if auth.tls.is_some() { "https" } else { "http" };
     let public_url = auth.public_url.clone().unwrap_or_else(|| {
         let host = if local.ip().is_unspecified() {
             SocketAddr::new([127, 0, 0, 1].into(), local.port())
         } else {
             local
         };
-        format!("http://{host}")
+        format!("{scheme}://{host}")
     });
     let mut config = socle_auth::ProviderConfig::new(&public_url);
     config.trusted_networks = auth.trusted_networks;
+    config.mtls = auth.tls.as_ref().is_some_and(crate::tls::Tls::mutual);
     let st = auth.store.clone();
     let provider =
         tokio::task::spawn_blocking(move || socle_auth::Provider::open(auth.store, config))
@@ -220,20 +224,49 @@ pub async fn serve(
         tracing::warn!("{banner}");
         eprintln!("\n!!! {banner} !!!\n");
     }
-    let app = router(repo.clone(), registry, opts);
-    tracing::info!(address = %local, backend = repo.store().backend(), "Socle prêt : API FHIR sur http://{local}/fhir");
+    let app = router(repo.clone(), registry, opts).layer(axum::middleware::map_request(peer_facts));
+    tracing::info!(address = %local, backend = repo.store().backend(), "Socle prêt : API FHIR sur {scheme}://{local}/fhir");
     println!(
-        "Socle prêt : API FHIR sur http://{local}/fhir (stockage {}) ; identification : {public_url}/auth/pro et {public_url}/auth/patient",
+        "Socle prêt : API FHIR sur {scheme}://{local}/fhir (stockage {}) ; identification : {public_url}/auth/pro et {public_url}/auth/patient",
         repo.store().backend()
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    let app = app.into_make_service_with_connect_info::<crate::tls::Peer>();
+    match auth.tls {
+        Some(tls) => {
+            axum::serve(crate::tls::TlsListener::new(listener, tls)?, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+    }
     repo.flush_audit();
     Ok(())
+}
+
+/// Makes the connection's facts available to handlers: its address (`ConnectInfo<SocketAddr>`) and the client
+/// certificate presented in the TLS handshake, if any.
+async fn peer_facts(mut req: axum::extract::Request) -> axum::extract::Request {
+    if let Some(ConnectInfo(peer)) = req
+        .extensions()
+        .get::<ConnectInfo<crate::tls::Peer>>()
+        .cloned()
+    {
+        req.extensions_mut().insert(ConnectInfo(peer.addr));
+        if let Some(c) = peer.certificate {
+            req.extensions_mut().insert(c);
+        }
+    }
+    req
+}
+
+/// The thumbprint of the client certificate of the request's connection, if one was presented.
+pub fn presented_certificate(ext: &axum::http::Extensions) -> Option<String> {
+    ext.get::<Arc<socle_auth::mtls::ClientCertificate>>()
+        .map(|c| c.thumbprint.clone())
 }
 
 async fn shutdown_signal() {

@@ -7,6 +7,7 @@ mod dmp_cli;
 mod http;
 mod import;
 mod registry_io;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,6 +96,30 @@ struct AuthArgs {
     insecure_local: bool,
 }
 
+/// HTTPS settings of the server (without them: plain HTTP, for a TLS-terminating proxy or development).
+#[derive(Args, Clone)]
+struct TlsArgs {
+    /// Serve HTTPS with this certificate chain (PEM, leaf first).
+    #[arg(long, env = "SOCLE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SOCLE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Certification authorities of client certificates (PEM; e.g. the IGC-Santé's): client certificates are
+    /// then requested (never required) and clients may authenticate with them (tls_client_auth,
+    /// self_signed_tls_client_auth; RFC 8705), their access tokens bound to the certificate.
+    #[arg(long, env = "SOCLE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Revocation lists of those authorities (PEM; repeatable, or comma-separated).
+    #[arg(
+        long,
+        env = "SOCLE_TLS_CLIENT_CRL",
+        value_delimiter = ',',
+        requires = "tls_client_ca"
+    )]
+    tls_client_crl: Vec<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the FHIR R4 API (base URL http://HOST:PORT/fhir) and /health.
@@ -112,6 +137,8 @@ enum Command {
         base_url: Option<String>,
         #[command(flatten)]
         auth: AuthArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Directory of extra CI-SIS value sets (JDV_*.xml, IHE SVS format) for the DMP's metadata checks: J06
         /// (class) and J10 (format) switch those checks on; a file replaces the embedded set of the same number.
         #[arg(long, env = "SOCLE_VALUE_SETS")]
@@ -281,6 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             max_body,
             base_url,
             auth,
+            tls,
             value_sets,
             search_plan,
         } => {
@@ -295,6 +323,15 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     "--insecure-local n'est accepté que sur une adresse de bouclage (127.0.0.1, ::1), pas sur {listen}"
                 );
             }
+            let tls = match (tls.tls_cert, tls.tls_key) {
+                (Some(cert), Some(key)) => Some(tls::Tls::load(&tls::TlsFiles {
+                    cert,
+                    key,
+                    client_ca: tls.tls_client_ca,
+                    client_crl: tls.tls_client_crl,
+                })?),
+                _ => None,
+            };
             let (st, registry) = open_store(&store)?;
             let dmp = http::dmp::Dmp::open(&st, &store.blob_config()?, value_sets.as_deref())?;
             let repo = Arc::new(socle_store::Repository::new(st.clone()));
@@ -318,6 +355,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     store: st,
                     public_url: auth.public_url,
                     trusted_networks: auth.establishment_networks,
+                    tls,
                 },
             ))?;
             Ok(std::process::ExitCode::SUCCESS)
@@ -448,6 +486,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         "127.0.0.0/8".parse().map_err(anyhow::Error::msg)?,
                         "::1/128".parse().map_err(anyhow::Error::msg)?,
                     ],
+                    tls: None,
                 },
             ))?;
             Ok(std::process::ExitCode::SUCCESS)

@@ -475,7 +475,10 @@ fn caller_of(app: &App, req: &Request) -> Result<Caller, Response> {
             ));
         }
     };
-    match provider.validate(token) {
+    match provider.validate_presented(
+        token,
+        super::presented_certificate(req.extensions()).as_deref(),
+    ) {
         Ok(p) => Ok(Caller::Token(p)),
         Err(e) => Err(unauthorized(
             &format!("jeton refusé : {e}"),

@@ -794,6 +794,7 @@ async fn userinfo(State(app): State<App>, Path(realm): Path<String>, req: Reques
         Ok(x) => x,
         Err(r) => return r,
     };
+    let certificate = super::presented_certificate(req.extensions());
     let (headers, form) = if req.method() == axum::http::Method::POST {
         match form_of(req).await {
             Ok(f) => f,
@@ -805,10 +806,12 @@ async fn userinfo(State(app): State<App>, Path(realm): Path<String>, req: Reques
     let Some(tok) = bearer(&headers, &form) else {
         return super::guard::bearer_error("jeton d'accès absent");
     };
-    blocking(move || match p.userinfo(realm, &tok) {
-        Ok(v) => json_response(StatusCode::OK, &v),
-        Err(e) => super::guard::bearer_error(&e),
-    })
+    blocking(
+        move || match p.userinfo(realm, &tok, certificate.as_deref()) {
+            Ok(v) => json_response(StatusCode::OK, &v),
+            Err(e) => super::guard::bearer_error(&e),
+        },
+    )
     .await
     .unwrap_or_else(|r| r)
 }
@@ -841,12 +844,17 @@ async fn client_endpoint(
         Ok(x) => x,
         Err(r) => return r,
     };
+    let certificate = req
+        .extensions()
+        .get::<Arc<socle_auth::mtls::ClientCertificate>>()
+        .map(|c| (**c).clone());
     let (headers, form) = match form_of(req).await {
         Ok(f) => f,
         Err(r) => return r,
     };
     blocking(move || {
-        let auth = ClientAuth::from_form(&form, basic_auth(&headers));
+        let mut auth = ClientAuth::from_form(&form, basic_auth(&headers));
+        auth.certificate = certificate;
         match f(&p, realm, &form, &auth) {
             Ok(v) => json_response(StatusCode::OK, &v),
             Err(e) => token_error(&e),

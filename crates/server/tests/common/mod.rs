@@ -111,12 +111,23 @@ impl Server {
             .expect("lecture de la ligne de démarrage");
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("ligne de démarrage inattendue : {line:?}"))
             .to_string();
         self.base = url.clone();
         self.root = url.trim_end_matches("/fhir").to_string();
         self.child = Some(child);
+        if let Some(addr) = url.strip_prefix("https://") {
+            // HTTPS (the mutual-TLS tests talk to it with their own clients): the port accepts connections.
+            let addr = addr.trim_end_matches("/fhir");
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            panic!("socle n'accepte pas de connexion sur {addr}");
+        }
         // Readiness: poll /health.
         for _ in 0..200 {
             if ureq::get(&format!("{}/health", self.root)).call().is_ok() {
