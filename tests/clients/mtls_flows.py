@@ -17,6 +17,8 @@ import sys
 import requests
 
 ROOT, PKI, PKI_CLIENT, DN_CLIENT, SELF_CLIENT, SECRET_ID, SECRET = sys.argv[1:8]
+# "revoked-later": only check that the client's certificate, revoked since, is refused.
+LATER = sys.argv[8:9] == ["revoked-later"]
 ISS = f"{ROOT}/auth/pro"
 CA = f"{PKI}/ca.pem"
 checks = 0
@@ -55,6 +57,14 @@ def fhir(tok, name=None):
     return requests.get(f"{ROOT}/fhir/Patient?_count=1", headers={"Authorization": f"Bearer {tok}"},
                         verify=CA, cert=cert(name) if name else None)
 
+
+if LATER:
+    r = token(PKI_CLIENT, "client")
+    check(r.status_code == 401 and r.json().get("error") == "invalid_client",
+          f"certificat révoqué après le démarrage : {r.status_code} {r.text}")
+    check(token(SELF_CLIENT, "selfsigned").status_code == 200, "client autosigné non concerné")
+    print(f"révocation relue : {checks} vérifications réussies")
+    sys.exit(0)
 
 # The server's certificate is checked against the test authority (a client trusting nobody refuses it).
 try:
@@ -110,10 +120,10 @@ def refused(resp, reason, what):
 
 
 refused(token(PKI_CLIENT), "certificat client absent", "sans certificat")
-refused(token(PKI_CLIENT, "rogue"), "autorité reconnue", "même sujet, autorité inconnue")
-refused(token(PKI_CLIENT, "revoked"), "autorité reconnue", "certificat révoqué")
+refused(token(PKI_CLIENT, "rogue"), "non reconnu", "même sujet, autorité inconnue")
+refused(token(PKI_CLIENT, "revoked"), "non reconnu", "certificat révoqué")
 refused(token(PKI_CLIENT, "other"), "n'est pas celui enregistré", "autre sujet de la même autorité")
-refused(token(PKI_CLIENT, "selfsigned"), "autorité reconnue", "certificat autosigné pour tls_client_auth")
+refused(token(PKI_CLIENT, "selfsigned"), "non reconnu", "certificat autosigné pour tls_client_auth")
 refused(token(SELF_CLIENT, "client"), "non enregistré", "autre certificat pour le client autosigné")
 refused(token(SELF_CLIENT), "certificat client absent", "client autosigné sans certificat")
 # A secret does not stand in for the certificate.

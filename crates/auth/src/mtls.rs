@@ -91,11 +91,14 @@ fn fold(v: &str) -> String {
 }
 
 /// Parses a distinguished name written as in RFC 4514 (`CN=Serveur, OU=123456789, O=Hôpital, C=FR`; `\,` and
-/// `\+` escape, `+` joins the attributes of one RDN). Returns the (type, value) pairs in written order.
+/// `\+` escape, a value may be wholly in double quotes, `+` joins the attributes of one RDN — compared as if
+/// they were separate RDNs). Returns the (type, value) pairs in written order; a value empty once spaces are
+/// trimmed is refused.
 pub fn parse_dn(dn: &str) -> Result<Vec<(String, String)>, String> {
     let mut parts = Vec::new();
     let mut cur = String::new();
     let mut chars = dn.chars();
+    let mut quoted = false;
     while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.next() {
@@ -105,9 +108,16 @@ pub fn parse_dn(dn: &str) -> Result<Vec<(String, String)>, String> {
                 }
                 None => return Err("nom distinctif terminé par « \\ »".into()),
             },
-            ',' | ';' | '+' => parts.push(std::mem::take(&mut cur)),
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' | ';' | '+' if !quoted => parts.push(std::mem::take(&mut cur)),
             _ => cur.push(c),
         }
+    }
+    if quoted {
+        return Err("guillemet non fermé dans le nom distinctif".into());
     }
     parts.push(cur);
     let mut out = Vec::new();
@@ -122,8 +132,12 @@ pub fn parse_dn(dn: &str) -> Result<Vec<(String, String)>, String> {
         if t.is_empty() {
             return Err(format!("attribut sans type : « {} »", p.trim()));
         }
-        let value = unescape(v.trim());
-        if value.is_empty() {
+        let raw = v.trim();
+        // A value wholly in double quotes (RFC 2253 style): the quotes are not part of it.
+        let quoted =
+            raw.len() >= 2 && raw.starts_with('"') && raw.ends_with('"') && !raw.ends_with("\\\"");
+        let value = unescape(if quoted { &raw[1..raw.len() - 1] } else { raw });
+        if fold(&value).is_empty() {
             return Err(format!("attribut {t} sans valeur"));
         }
         out.push((attribute_name(t), value));
@@ -155,7 +169,7 @@ fn unescape(v: &str) -> String {
             out.push(c);
         }
     }
-    out.trim_matches('"').to_string()
+    out
 }
 
 /// Whether a certificate's subject is the registered distinguished name: same attributes, same values (case
@@ -240,7 +254,21 @@ mod tests {
             chain_verified: true,
         };
         assert_eq!(parse_dn(&c.subject_text()).unwrap(), reg);
-        for bad in ["", "CN", "CN=", "=x", "CN=a,", r"CN=a\"] {
+        assert_eq!(
+            parse_dn(r#"CN="Dupont, Jean", O=a\"b"#).unwrap(),
+            pairs(&[("CN", "Dupont, Jean"), ("O", "a\"b")])
+        );
+        for bad in [
+            "",
+            "CN",
+            "CN=",
+            "=x",
+            "CN=a,",
+            r"CN=a\",
+            r#"CN=" ""#,
+            "CN=\"\"",
+            r#"CN="a, O=b"#,
+        ] {
             assert!(parse_dn(bad).is_err(), "{bad:?}");
         }
         assert!(check_thumbprint(&thumbprint(b"x")).is_ok());

@@ -1391,7 +1391,8 @@ impl Provider {
         } else {
             if !cert.chain_verified {
                 return Err(bad(
-                    "certificat client non émis par une autorité reconnue (ou expiré, ou révoqué)"
+                    "certificat client non reconnu : autorité inconnue, certificat expiré ou révoqué, ou liste \
+                     de révocation périmée"
                         .into(),
                 ));
             }

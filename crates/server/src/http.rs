@@ -265,7 +265,7 @@ async fn peer_facts(mut req: axum::extract::Request) -> axum::extract::Request {
 
 /// The thumbprint of the client certificate of the request's connection, if one was presented.
 pub fn presented_certificate(ext: &axum::http::Extensions) -> Option<String> {
-    ext.get::<Arc<socle_auth::mtls::ClientCertificate>>()
+    ext.get::<Arc<crate::tls::PresentedCertificate>>()
         .map(|c| c.thumbprint.clone())
 }
 

@@ -118,6 +118,9 @@ struct TlsArgs {
         requires = "tls_client_ca"
     )]
     tls_client_crl: Vec<PathBuf>,
+    /// TESTS: seconds between looks at the revocation lists' files.
+    #[arg(long, hide = true, default_value_t = 60)]
+    tls_reload_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -329,6 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     key,
                     client_ca: tls.tls_client_ca,
                     client_crl: tls.tls_client_crl,
+                    reload_every: std::time::Duration::from_secs(tls.tls_reload_secs.max(1)),
                 })?),
                 _ => None,
             };

@@ -4,14 +4,17 @@
 //! When client certificate authorities are configured, every connection is offered client authentication but
 //! none is required (browsers, patients and most software connect without one). A presented certificate is
 //! accepted at the handshake once its possession is proven (the handshake signature); whether its chain
-//! leads to a configured authority — validity dates and revocation lists included — is established per
-//! connection and handed to the identity provider, which alone decides what the certificate proves.
+//! leads to a configured authority — validity dates and revocation lists included — is established when a
+//! client authenticates with it (`/token`, `/introspect`, `/revoke`: with the lists in force at that moment,
+//! on a blocking thread), and the identity provider alone decides what it proves. The revocation lists are
+//! read again when their files change (looked at every minute); an expired list refuses the certificates of
+//! its authority until a fresh one is installed. The authorities themselves are read at start.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
@@ -27,6 +30,10 @@ use tokio_rustls::server::TlsStream;
 
 /// A slow or silent client may not hold a connection slot longer than this before its handshake completes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; further connections wait in the kernel's backlog.
+const MAX_HANDSHAKES: usize = 512;
+/// Longest client chain examined (leaf and intermediates): a longer one is not verified.
+const MAX_CHAIN: usize = 6;
 
 /// The files `socle serve` is given for HTTPS.
 #[derive(Debug, Clone)]
@@ -39,6 +46,8 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
     /// Certificate revocation lists of those authorities (PEM).
     pub client_crl: Vec<PathBuf>,
+    /// How often the lists' files are looked at.
+    pub reload_every: Duration,
 }
 
 /// Who is at the other end of a connection.
@@ -46,7 +55,154 @@ pub struct TlsFiles {
 pub struct Peer {
     pub addr: SocketAddr,
     /// The client certificate presented in the TLS handshake.
-    pub certificate: Option<Arc<ClientCertificate>>,
+    pub certificate: Option<Arc<PresentedCertificate>>,
+}
+
+/// A certificate presented in a TLS handshake (its possession proven).
+#[derive(Debug)]
+pub struct PresentedCertificate {
+    /// `x5t#S256` of the leaf.
+    pub thumbprint: String,
+    /// The leaf's subject, most significant attribute first.
+    pub subject: Vec<(String, String)>,
+    chain: Vec<CertificateDer<'static>>,
+    verifier: Option<Arc<ChainVerifier>>,
+}
+
+impl PresentedCertificate {
+    /// What the certificate proves now: its chain verified against the configured authorities with the
+    /// revocation lists in force (signatures checked: call it on a blocking thread).
+    pub fn facts(&self) -> ClientCertificate {
+        let verified = match &self.verifier {
+            Some(v) => match v.verify(&self.chain) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::info!(thumbprint = %self.thumbprint, reason = %e, "certificat client non reconnu");
+                    false
+                }
+            },
+            None => false,
+        };
+        ClientCertificate {
+            thumbprint: self.thumbprint.clone(),
+            subject: self.subject.clone(),
+            chain_verified: verified,
+        }
+    }
+}
+
+/// Verifies client chains against the configured authorities and their revocation lists, re-reading the
+/// lists when their files change.
+pub struct ChainVerifier {
+    roots: Arc<rustls::RootCertStore>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    crl_files: Vec<PathBuf>,
+    /// The verifier in force and the lists' modification times it was built from.
+    current: RwLock<(Arc<dyn ClientCertVerifier>, Stamps)>,
+}
+
+/// Modification times of the revocation lists' files.
+type Stamps = Vec<Option<SystemTime>>;
+
+impl std::fmt::Debug for ChainVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainVerifier")
+            .field("crl_files", &self.crl_files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChainVerifier {
+    fn new(
+        roots: Arc<rustls::RootCertStore>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        crl_files: Vec<PathBuf>,
+    ) -> anyhow::Result<ChainVerifier> {
+        let stamps = stamps(&crl_files);
+        let verifier = build_verifier(&roots, &provider, &crl_files)?;
+        Ok(ChainVerifier {
+            roots,
+            provider,
+            crl_files,
+            current: RwLock::new((verifier, stamps)),
+        })
+    }
+
+    fn verify(&self, chain: &[CertificateDer<'static>]) -> Result<(), String> {
+        let Some(leaf) = chain.first() else {
+            return Err("aucun certificat".into());
+        };
+        if chain.len() > MAX_CHAIN {
+            return Err(format!("chaîne de plus de {MAX_CHAIN} certificats"));
+        }
+        let v = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone();
+        v.verify_client_cert(leaf, &chain[1..], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Re-reads the revocation lists if one of their files changed; lists that cannot be read leave the
+    /// previous ones in force (and say so).
+    fn reload_if_changed(&self) {
+        let now = stamps(&self.crl_files);
+        let changed = self.current.read().map(|c| c.1 != now).unwrap_or(true);
+        if !changed {
+            return;
+        }
+        match build_verifier(&self.roots, &self.provider, &self.crl_files) {
+            Ok(v) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = (v, now);
+                tracing::info!("listes de révocation des certificats clients relues");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listes de révocation illisibles : les précédentes restent en vigueur");
+            }
+        }
+    }
+}
+
+fn stamps(files: &[PathBuf]) -> Stamps {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// A verifier of client chains for `roots`, with the revocation lists of `crl_files` (their expiry
+/// enforced); without lists, no revocation check.
+fn build_verifier(
+    roots: &Arc<rustls::RootCertStore>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    crl_files: &[PathBuf],
+) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let mut crls = Vec::new();
+    for f in crl_files {
+        let list: Vec<CertificateRevocationListDer<'static>> =
+            CertificateRevocationListDer::pem_file_iter(f)
+                .and_then(|i| i.collect::<Result<_, _>>())
+                .map_err(|e| {
+                    anyhow::anyhow!("liste de révocation {} illisible : {e}", f.display())
+                })?;
+        if list.is_empty() {
+            anyhow::bail!(
+                "liste de révocation {} : aucune liste PEM (X509 CRL)",
+                f.display()
+            );
+        }
+        crls.extend(list);
+    }
+    let mut b = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .allow_unauthenticated();
+    if !crls.is_empty() {
+        b = b.with_crls(crls).enforce_revocation_expiration();
+    }
+    b.build()
+        .map_err(|e| anyhow::anyhow!("vérification des certificats clients : {e}"))
 }
 
 impl Connected<IncomingStream<'_, TcpListener>> for Peer {
@@ -68,7 +224,8 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
 pub struct Tls {
     config: Arc<rustls::ServerConfig>,
     /// Verifies a client chain against the configured authorities (and their revocation lists).
-    chain: Option<Arc<dyn ClientCertVerifier>>,
+    chain: Option<Arc<ChainVerifier>>,
+    reload_every: Duration,
 }
 
 impl Tls {
@@ -90,37 +247,16 @@ impl Tls {
                         anyhow::anyhow!("autorité de certification {} refusée : {e}", ca.display())
                     })?;
                 }
-                let mut crls = Vec::new();
-                for f in &files.client_crl {
-                    let list: Vec<CertificateRevocationListDer<'static>> =
-                        CertificateRevocationListDer::pem_file_iter(f)
-                            .and_then(|i| i.collect::<Result<_, _>>())
-                            .map_err(|e| {
-                                anyhow::anyhow!(
-                                    "liste de révocation {} illisible : {e}",
-                                    f.display()
-                                )
-                            })?;
-                    if list.is_empty() {
-                        anyhow::bail!(
-                            "liste de révocation {} : aucune liste PEM (X509 CRL)",
-                            f.display()
-                        );
-                    }
-                    crls.extend(list);
-                }
-                let inner: Arc<dyn ClientCertVerifier> =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .with_crls(crls)
-                        .allow_unauthenticated()
-                        .build()
-                        .map_err(|e| {
-                            anyhow::anyhow!("vérification des certificats clients : {e}")
-                        })?;
+                let chain =
+                    ChainVerifier::new(Arc::new(roots), provider, files.client_crl.clone())?;
+                // The handshake's own checks (signatures, hints) need no revocation list.
                 let offer = Arc::new(OfferClientAuth {
-                    inner: inner.clone(),
+                    inner: build_verifier(&chain.roots, &chain.provider, &[])?,
                 });
-                (builder.with_client_cert_verifier(offer), Some(inner))
+                (
+                    builder.with_client_cert_verifier(offer),
+                    Some(Arc::new(chain)),
+                )
             }
         };
         let mut config = builder.with_single_cert(certs, key).map_err(|e| {
@@ -134,6 +270,7 @@ impl Tls {
         Ok(Tls {
             config: Arc::new(config),
             chain,
+            reload_every: files.reload_every,
         })
     }
 
@@ -142,17 +279,14 @@ impl Tls {
         self.chain.is_some()
     }
 
-    /// What a presented certificate (leaf first) establishes.
-    fn certificate(&self, chain: &[CertificateDer<'static>]) -> Option<ClientCertificate> {
+    /// A presented certificate (leaf first); its chain is judged when used ([`PresentedCertificate::facts`]).
+    fn presented(&self, chain: &[CertificateDer<'static>]) -> Option<PresentedCertificate> {
         let leaf = chain.first()?;
-        let verified = self.chain.as_ref().is_some_and(|v| {
-            v.verify_client_cert(leaf, &chain[1..], UnixTime::now())
-                .is_ok()
-        });
-        Some(ClientCertificate {
+        Some(PresentedCertificate {
             thumbprint: mtls::thumbprint(leaf),
             subject: subject_of(leaf).unwrap_or_default(),
-            chain_verified: verified,
+            chain: chain.iter().take(MAX_CHAIN + 1).cloned().collect(),
+            verifier: self.chain.clone(),
         })
     }
 }
@@ -168,17 +302,34 @@ pub fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-/// The subject's attributes of a DER certificate, most significant first.
+/// The subject's attributes of a DER certificate, most significant first. Values of the directory string
+/// types are read as text; any other value (or invalid text) as RFC 4514's `#` + hexadecimal, which no
+/// written name matches by accident.
 pub fn subject_of(der: &[u8]) -> Option<Vec<(String, String)>> {
+    use x509_parser::asn1_rs::Tag;
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let mut out = Vec::new();
     for rdn in cert.subject().iter() {
         for a in rdn.iter() {
             let name = mtls::attribute_name(&a.attr_type().to_id_string());
-            let value = match a.as_str() {
-                Ok(s) => s.to_string(),
-                Err(_) => String::from_utf8_lossy(a.attr_value().data).into_owned(),
+            let data = a.attr_value().data;
+            let text = match a.attr_value().tag() {
+                Tag::BmpString if data.len() % 2 == 0 => char::decode_utf16(
+                    data.chunks_exact(2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]])),
+                )
+                .collect::<Result<String, _>>()
+                .ok(),
+                Tag::UniversalString if data.len() % 4 == 0 => data
+                    .chunks_exact(4)
+                    .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect::<Option<String>>(),
+                _ => a.as_str().ok().map(str::to_string),
             };
+            let value = text.unwrap_or_else(|| {
+                let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+                format!("#{hex}")
+            });
             out.push((name, value));
         }
     }
@@ -251,8 +402,25 @@ impl TlsListener {
         let (tx, ready) = tokio::sync::mpsc::channel(128);
         let tls = Arc::new(tls);
         let acceptor = TlsAcceptor::from(tls.config.clone());
+        if let Some(chain) = tls.chain.clone() {
+            let every = tls.reload_every;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let c = chain.clone();
+                    let _ = tokio::task::spawn_blocking(move || c.reload_if_changed()).await;
+                }
+            });
+        }
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
+                if tx.is_closed() {
+                    return;
+                }
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (stream, addr) = match tcp.accept().await {
                     Ok(x) => x,
                     Err(e) => {
@@ -265,9 +433,10 @@ impl TlsListener {
                 let _ = stream.set_nodelay(true);
                 let (acceptor, tls, tx) = (acceptor.clone(), tls.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let s = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                        .await
-                    {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    drop(slot);
+                    let s = match handshake {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %addr, error = %e, "poignée de main TLS refusée");
@@ -282,9 +451,13 @@ impl TlsListener {
                         .get_ref()
                         .1
                         .peer_certificates()
-                        .and_then(|c| tls.certificate(c))
+                        .and_then(|c| tls.presented(c))
                         .map(Arc::new);
-                    let _ = tx.send((s, Peer { addr, certificate })).await;
+                    // axum takes connections as fast as they come: a queue full this long means it is
+                    // shutting down.
+                    let _ = tx
+                        .send_timeout((s, Peer { addr, certificate }), HANDSHAKE_TIMEOUT)
+                        .await;
                 });
             }
         });

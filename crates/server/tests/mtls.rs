@@ -74,8 +74,8 @@ fn client(
     std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("écriture");
 }
 
-/// The authorities' and certificates' files, in a temporary directory.
-fn pki(dir: &Path) {
+/// The authorities' and certificates' files, in a temporary directory; returns the recognised authority.
+fn pki(dir: &Path) -> Issuer<'static, KeyPair> {
     let (ca_pem, ca) = authority("Autorité de test Socle");
     std::fs::write(dir.join("ca.pem"), ca_pem).expect("écriture");
     // The server: localhost and 127.0.0.1.
@@ -113,20 +113,29 @@ fn pki(dir: &Path) {
         None,
     );
     // The authority revokes serial 12.
+    revoke(dir, &ca, &[12]);
+    ca
+}
+
+/// Writes the authority's revocation list `ca.crl`, revoking `serials`.
+fn revoke(dir: &Path, ca: &Issuer<'static, KeyPair>, serials: &[u64]) {
     let crl = CertificateRevocationListParams {
         this_update: date_time_ymd(2025, 1, 1),
         next_update: date_time_ymd(2039, 1, 1),
-        crl_number: SerialNumber::from(1u64),
+        crl_number: SerialNumber::from(serials.len() as u64),
         issuing_distribution_point: None,
-        revoked_certs: vec![RevokedCertParams {
-            serial_number: SerialNumber::from(12u64),
-            revocation_time: date_time_ymd(2025, 1, 1),
-            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-            invalidity_date: None,
-        }],
+        revoked_certs: serials
+            .iter()
+            .map(|n| RevokedCertParams {
+                serial_number: SerialNumber::from(*n),
+                revocation_time: date_time_ymd(2025, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
         key_identifier_method: KeyIdMethod::Sha256,
     }
-    .signed_by(&ca)
+    .signed_by(ca)
     .expect("liste de révocation");
     std::fs::write(dir.join("ca.crl"), crl.pem().expect("PEM")).expect("écriture");
 }
@@ -150,7 +159,7 @@ fn mutual_tls_client_authentication_and_bound_tokens() {
         return;
     }
     let dir = tempfile::tempdir().expect("répertoire temporaire");
-    pki(dir.path());
+    let ca = pki(dir.path());
     let f = |n: &str| dir.path().join(n).display().to_string();
     for b in backends() {
         let s = Server::start_secure(
@@ -164,6 +173,8 @@ fn mutual_tls_client_authentication_and_bound_tokens() {
                 &f("ca.pem"),
                 "--tls-client-crl",
                 &f("ca.crl"),
+                "--tls-reload-secs",
+                "1",
             ],
         );
         assert!(s.root.starts_with("https://127.0.0.1:"), "{}", s.root);
@@ -251,5 +262,30 @@ fn mutual_tls_client_authentication_and_bound_tokens() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         println!("{b:?}: {stdout}");
         assert!(out.status.success(), "{b:?}: {stdout}\n{stderr}");
+        // The authority revokes the client's certificate while the server runs: the new list is read
+        // without a restart, and the certificate no longer authenticates.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        revoke(dir.path(), &ca, &[12, 10]);
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        let out = Command::new("python3")
+            .arg(script)
+            .args([
+                s.root.as_str(),
+                dir.path().to_str().expect("chemin"),
+                &pki_client,
+                &dn_client,
+                &self_client,
+                &secret_client.0,
+                &secret_client.1,
+                "revoked-later",
+            ])
+            .output()
+            .expect("python3");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{b:?}: {stdout}");
+        assert!(out.status.success(), "{b:?}: {stdout}\n{stderr}");
+        // For the next backend, the list as it was.
+        revoke(dir.path(), &ca, &[12]);
     }
 }

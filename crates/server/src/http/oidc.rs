@@ -846,15 +846,16 @@ async fn client_endpoint(
     };
     let certificate = req
         .extensions()
-        .get::<Arc<socle_auth::mtls::ClientCertificate>>()
-        .map(|c| (**c).clone());
+        .get::<Arc<crate::tls::PresentedCertificate>>()
+        .cloned();
     let (headers, form) = match form_of(req).await {
         Ok(f) => f,
         Err(r) => return r,
     };
     blocking(move || {
         let mut auth = ClientAuth::from_form(&form, basic_auth(&headers));
-        auth.certificate = certificate;
+        // The chain is judged now, with the revocation lists in force (not when the connection opened).
+        auth.certificate = certificate.map(|c| c.facts());
         match f(&p, realm, &form, &auth) {
             Ok(v) => json_response(StatusCode::OK, &v),
             Err(e) => token_error(&e),
@@ -1046,8 +1047,9 @@ async fn consents_list(
     let Some(tok) = bearer(req.headers(), &[]) else {
         return super::guard::bearer_error("jeton d'accès absent");
     };
+    let certificate = super::presented_certificate(req.extensions());
     blocking(move || {
-        let who = match p.validate(&tok) {
+        let who = match p.validate_presented(&tok, certificate.as_deref()) {
             Ok(w) if w.realm == Some(realm) => w,
             _ => return super::guard::bearer_error("jeton invalide pour ce domaine"),
         };
@@ -1083,6 +1085,7 @@ async fn consents_revoke(
         Err(r) => return r,
     };
     let tok = bearer(req.headers(), &[]);
+    let certificate = super::presented_certificate(req.extensions());
     let (_, form) = match form_of(req).await {
         Ok(f) => f,
         Err(r) => return r,
@@ -1091,7 +1094,7 @@ async fn consents_revoke(
         return super::guard::bearer_error("jeton d'accès absent");
     };
     blocking(move || {
-        let who = match p.validate(&tok) {
+        let who = match p.validate_presented(&tok, certificate.as_deref()) {
             Ok(w) if w.realm == Some(realm) => w,
             _ => return super::guard::bearer_error("jeton invalide pour ce domaine"),
         };
