@@ -171,13 +171,18 @@ fn each(body: impl Fn(&mut T)) {
     check_all(backends().iter().map(T::start), body);
 }
 
-/// Runs `body` on SQLite once per way of reading a page (`--search-plan`): each must give the same
-/// results as the plan chosen per search (run by `each`), whatever the values' frequencies.
+/// Runs `body` on every backend once per way of reading a page (`--search-plan`): each must give the same
+/// results as the plan chosen per search (run by `each`), whatever the values' frequencies. The SQL of each
+/// way differs between SQLite and PostgreSQL (joins, candidate lists, per-row checks).
 fn each_plan(body: impl Fn(&mut T)) {
-    let servers = ["drive", "scan", "intersect"].into_iter().map(|plan| T {
-        s: Server::start_with(&Backend::Sqlite, &["--search-plan", plan]),
-        label: format!("sqlite, --search-plan {plan}"),
-        failures: Vec::new(),
+    let servers = backends().into_iter().flat_map(|b| {
+        ["drive", "scan", "intersect"]
+            .into_iter()
+            .map(move |plan| T {
+                s: Server::start_with(&b, &["--search-plan", plan]),
+                label: format!("{b:?}, --search-plan {plan}"),
+                failures: Vec::new(),
+            })
     });
     check_all(servers, body);
 }

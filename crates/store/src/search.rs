@@ -219,6 +219,17 @@ impl Probe {
     /// cheap per row, and it lets a page scan resources in order and stop after `_count` matches instead of
     /// first collecting every match of a frequent value. Same bound values, in the same order.
     pub fn exists(&self) -> String {
+        self.exists_in(crate::Dialect::Sqlite)
+    }
+
+    /// [`Probe::exists`] for a dialect: PostgreSQL has no unary `+` on text, and its planner needs no such
+    /// hint (it reaches the candidate's rows by `rid`, the leading column of the index tables' key).
+    pub fn exists_in(&self, dialect: crate::Dialect) -> String {
+        if dialect == crate::Dialect::Postgres
+            && let Some((table, rest)) = self.driven_from()
+        {
+            return format!("EXISTS (SELECT 1 FROM {table} i WHERE i.rid = r.rid AND {rest})");
+        }
         match self.driven_from() {
             Some((table, rest)) => {
                 // A value tested against a list (`:contains` candidates, chained targets) is checked on the
