@@ -1801,16 +1801,55 @@ fn count_entries(
     if let Some(n) = counts.get(key) {
         return Ok(n);
     }
-    let n = c
-        .query_one(
+    let count = |c: &mut dyn SqlConn, cap: i64| -> Result<i64, RepoError> {
+        Ok(c.query_one(
             &format!("SELECT COUNT(*) FROM ({} LIMIT {cap}) counted", p.sub),
             values,
         )?
         .and_then(|r| r.into_iter().next())
         .and_then(|v| v.as_i64())
-        .unwrap_or(0);
+        .unwrap_or(0))
+    };
+    let n = if c.dialect() == crate::Dialect::Postgres && cap > PROBE_CAP {
+        // Counting 20,000 index entries costs PostgreSQL about 8 ms (2–3 on SQLite), more than most pages:
+        // past `PROBE_CAP` its planner's estimate is taken instead (its statistics know the frequent values
+        // well), never below what was counted.
+        let n = count(c, PROBE_CAP)?;
+        if n < PROBE_CAP {
+            n
+        } else {
+            planner_rows(c, &p.sub, values)?
+                .unwrap_or(cap)
+                .clamp(PROBE_CAP, cap)
+        }
+    } else {
+        count(c, cap)?
+    };
     counts.put(key, n);
     Ok(n)
+}
+
+/// PostgreSQL's estimate of the rows `sql` returns (the top plan node's `rows=`), planned with `values`.
+fn planner_rows(
+    c: &mut dyn SqlConn,
+    sql: &str,
+    values: &[SqlValue],
+) -> Result<Option<i64>, RepoError> {
+    let plan = c.query(&format!("EXPLAIN {sql}"), values)?;
+    Ok(plan
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|v| match v {
+            SqlValue::Text(t) => Some(t.clone()),
+            _ => None,
+        })
+        .and_then(|line| {
+            let rest = &line[line.find(" rows=")? + 6..];
+            rest.split(|ch: char| !ch.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        }))
 }
 
 /// Each index condition is estimated by counting its entries (up to `PROBE_CAP`, then up to `DRIVE_CAP`). One
