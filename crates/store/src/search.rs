@@ -222,13 +222,21 @@ impl Probe {
         self.exists_in(crate::Dialect::Sqlite)
     }
 
-    /// [`Probe::exists`] for a dialect: PostgreSQL has no unary `+` on text, and its planner needs no such
-    /// hint (it reaches the candidate's rows by `rid`, the leading column of the index tables' key).
+    /// [`Probe::exists`] for a dialect. PostgreSQL has no unary `+` on text; `OFFSET 0` keeps the check a
+    /// per-row subplan on the index tables' key (`rid`): without it the planner turned it into a merge semi
+    /// join, filtering the whole token table in resource order up to the type's first rows (166 ms for
+    /// `role=10&specialty=SM54` at 1 M; 0.96 ms checked row by row).
     pub fn exists_in(&self, dialect: crate::Dialect) -> String {
         if dialect == crate::Dialect::Postgres
             && let Some((table, rest)) = self.driven_from()
         {
-            return format!("EXISTS (SELECT 1 FROM {table} i WHERE i.rid = r.rid AND {rest})");
+            // `i.rtype || ''`: the type leads every value index, so the check can then only reach the
+            // candidate's rows by their key; otherwise PostgreSQL read a whole name range per candidate
+            // (`given=elodie` with `rid = r.rid` as a last index condition: 89 ms instead of 16).
+            let rest = rest.replacen("i.rtype = ?", "i.rtype || '' = ?", 1);
+            return format!(
+                "EXISTS (SELECT 1 FROM {table} i WHERE i.rid = r.rid AND {rest} OFFSET 0)"
+            );
         }
         match self.driven_from() {
             Some((table, rest)) => {
