@@ -115,28 +115,9 @@ enum Cmd {
         seed: u64,
     },
     /// The OpenID Connect provider: `token` (client-credentials tokens issued) or `introspect` (RFC 7662 calls on
-    /// one token), with a confidential client of the realm.
-    Auth {
-        #[arg(long, value_enum)]
-        op: AuthOp,
-        /// Issuer, e.g. http://127.0.0.1:8080/auth/pro
-        #[arg(long)]
-        issuer: String,
-        #[arg(long)]
-        client_id: String,
-        #[arg(long)]
-        client_secret: String,
-        #[arg(long, default_value = "system/*.rs")]
-        scope: String,
-        #[arg(long, default_value_t = 20_000)]
-        count: u64,
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 300)]
-        max_seconds: u64,
-        #[arg(long, default_value_t = 200)]
-        warmup: u64,
-    },
+    /// one token), with a confidential client of the realm: a secret (HTTP Basic) or, over HTTPS, a client
+    /// certificate (RFC 8705 `tls_client_auth`).
+    Auth(AuthArgs),
     /// The DMP (IHE MHD): patients first (`--op setup`), then feeds, finds and retrievals. Patients are the first
     /// `--patients` persons of `socle generate --persons N --seed S` (the registry must hold them).
     Dmp {
@@ -224,6 +205,38 @@ enum Cmd {
         #[arg(long)]
         state: String,
     },
+}
+
+#[derive(clap::Args)]
+struct AuthArgs {
+    #[arg(long, value_enum)]
+    op: AuthOp,
+    /// Issuer, e.g. http://127.0.0.1:8080/auth/pro or https://…
+    #[arg(long)]
+    issuer: String,
+    #[arg(long)]
+    client_id: String,
+    /// The client's secret, sent with HTTP Basic; without it, the client authenticates with its certificate.
+    #[arg(long)]
+    client_secret: Option<String>,
+    /// Authority of the server's certificate (PEM), for an https issuer.
+    #[arg(long)]
+    ca: Option<String>,
+    /// Client certificate and key (PEM) presented in the TLS handshake.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<String>,
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<String>,
+    #[arg(long, default_value = "system/*.rs")]
+    scope: String,
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -1777,37 +1790,52 @@ enum AuthOp {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn auth(
-    cli: &Cli,
-    op: AuthOp,
-    issuer: &str,
-    id: &str,
-    secret: &str,
-    scope: &str,
-    count: u64,
-    concurrency: usize,
-    max_seconds: u64,
-    warmup: u64,
-) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
+async fn auth(cli: &Cli, args: &AuthArgs) -> anyhow::Result<()> {
+    let AuthArgs {
+        op,
+        issuer,
+        client_id: id,
+        client_secret: secret,
+        scope,
+        count,
+        concurrency,
+        max_seconds,
+        warmup,
+        ..
+    } = args;
+    let (op, count, concurrency, max_seconds, warmup) = (*op, *count, *concurrency, *max_seconds, *warmup);
+    let mut builder = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(cli.timeout))
         .pool_max_idle_per_host(concurrency.max(1))
-        .tcp_nodelay(true)
-        .build()?;
+        .tcp_nodelay(true);
+    if let Some(ca) = &args.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("lecture de {ca}"))?;
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        let mut pem = std::fs::read(cert).with_context(|| format!("lecture de {cert}"))?;
+        pem.extend(std::fs::read(key).with_context(|| format!("lecture de {key}"))?);
+        builder = builder.identity(reqwest::Identity::from_pem(&pem)?);
+    }
+    let client = builder.build()?;
     let issuer = issuer.trim_end_matches('/').to_string();
     let post = {
-        let (client, id, secret) = (client.clone(), id.to_string(), secret.to_string());
+        let (client, id, secret) = (client.clone(), id.to_string(), secret.clone());
         move |url: String, body: String| {
             let (client, id, secret) = (client.clone(), id.clone(), secret.clone());
             async move {
-                let r = client
+                let request = client
                     .post(&url)
-                    .basic_auth(&id, Some(&secret))
-                    .header("Content-Type", "application/x-www-form-urlencoded")
-                    .body(body)
-                    .send()
-                    .await?;
+                    .header("Content-Type", "application/x-www-form-urlencoded");
+                let r = match &secret {
+                    Some(secret) => request.basic_auth(&id, Some(secret)).body(body),
+                    None => request.body(format!("{body}&client_id={id}")),
+                }
+                .send()
+                .await?;
                 let status = r.status();
                 let v: Value = serde_json::from_slice(&r.bytes().await?)?;
                 if !status.is_success() {
@@ -1863,7 +1891,9 @@ async fn auth(
     report(
         cli,
         name,
-        json!({"count": count, "concurrency": concurrency, "warmup": warmup, "scope": scope}),
+        json!({"count": count, "concurrency": concurrency, "warmup": warmup, "scope": scope,
+               "client_auth": if args.client_cert.is_some() { "tls_client_auth" } else { "client_secret_basic" },
+               "tls": issuer.starts_with("https://")}),
         run,
     )?;
     Ok(())
@@ -1943,31 +1973,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
-        Cmd::Auth {
-            op,
-            issuer,
-            client_id,
-            client_secret,
-            scope,
-            count,
-            concurrency,
-            max_seconds,
-            warmup,
-        } => {
-            auth(
-                &cli,
-                *op,
-                issuer,
-                client_id,
-                client_secret,
-                scope,
-                *count,
-                *concurrency,
-                *max_seconds,
-                *warmup,
-            )
-            .await
-        }
+        Cmd::Auth(args) => auth(&cli, args).await,
         Cmd::Insi {
             op,
             persons,

@@ -295,6 +295,24 @@ impl RuleStore {
         Ok(())
     }
 
+    /// How many synthetic rules ([`synthetic_rules`], patients `syn-…`) are stored: where a further bulk load
+    /// continues their sequence.
+    pub fn synthetic_count(&self) -> Result<u64, RuleError> {
+        let mut rows = Vec::new();
+        self.store.read(&mut |c| {
+            rows = c.query(
+                "SELECT count(*) FROM policy_rules WHERE patient >= 'syn-' AND patient < 'syn.'",
+                &[],
+            )?;
+            Ok(())
+        })?;
+        let n = rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_i64());
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
     /// Revokes a rule of this patient; `false` if there is none live with that id.
     pub fn revoke(&self, patient: &str, id: &str) -> Result<bool, RuleError> {
         let mut n = 0;
@@ -524,16 +542,18 @@ pub fn facts_in(
 /// kind in realistic proportions (care relationships first), reproducible from `seed`: the data a benchmark needs
 /// to measure decisions among millions of stored rules.
 pub fn synthetic_rules(n: u64, seed: u64, first: u64) -> Vec<NewRule> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ first;
-    let mut next = move || {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
     (first..first + n)
-        .map(|_| {
+        .map(|i| {
+            // Each rule from its own index: loads of any size compose into the same sequence.
+            let mut x =
+                seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            let mut next = move || {
+                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^ (z >> 31)
+            };
             let patient = format!("syn-{}", next() % 1_000_000);
             let pro = format!("8{:011}", next() % 100_000_000_000);
             let (kind, actor, target, detail, expires) = match next() % 100 {
@@ -602,6 +622,33 @@ fn new_id(now: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn synthetic_loads_continue_their_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = RuleStore::open(socle_store::open(None, dir.path()).unwrap()).unwrap();
+        rs.add("p1", "care", "8001", "", "equipe-de-soins", None)
+            .unwrap();
+        assert_eq!(rs.synthetic_count().unwrap(), 0);
+        rs.add_many(&synthetic_rules(300, 7, 0)).unwrap();
+        assert_eq!(rs.synthetic_count().unwrap(), 300);
+        // A load from where the stored ones end is the tail of one longer load, not a repeat of the first.
+        let again = synthetic_rules(300, 7, rs.synthetic_count().unwrap());
+        let key = |r: &NewRule| {
+            (
+                r.0.clone(),
+                r.1.clone(),
+                r.2.clone(),
+                r.3.clone(),
+                r.4.clone(),
+            )
+        };
+        let keys = |v: &[NewRule]| v.iter().map(key).collect::<Vec<_>>();
+        assert_eq!(keys(&again), keys(&synthetic_rules(600, 7, 0)[300..]));
+        assert_ne!(keys(&again), keys(&synthetic_rules(300, 7, 0)));
+        rs.add_many(&again).unwrap();
+        assert_eq!(rs.synthetic_count().unwrap(), 600);
+    }
 
     #[test]
     fn facts_from_stored_rules() {

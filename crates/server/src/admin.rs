@@ -824,12 +824,17 @@ pub fn generate_rules(
     seed: u64,
 ) -> anyhow::Result<String> {
     let engine = socle_policy::Engine::open(st).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A second load continues the sequence (the rules differ from those already stored).
+    let first = engine
+        .rules
+        .synthetic_count()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let start = std::time::Instant::now();
     let bar = indicatif::ProgressBar::new(n);
     let mut done = 0;
     while done < n {
         let k = (n - done).min(10_000);
-        let rules = socle_policy::rules::synthetic_rules(k, seed, done);
+        let rules = socle_policy::rules::synthetic_rules(k, seed, first + done);
         engine
             .rules
             .add_many(&rules)
@@ -840,7 +845,8 @@ pub fn generate_rules(
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     Ok(format!(
-        "{n} règles d'accès synthétiques chargées en {secs:.1} s ({:.0}/s)",
-        n as f64 / secs.max(1e-9)
+        "{n} règles d'accès synthétiques chargées en {secs:.1} s ({:.0}/s) ; {} en tout",
+        n as f64 / secs.max(1e-9),
+        first + n
     ))
 }

@@ -190,7 +190,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Synthetic access-policy rules (care relationships, blocks, masks, consents, delegations for synthetic
-        /// patients `syn-…`), loaded into the store (not with --out).
+        /// patients `syn-…`), loaded into the store (not with --out); added to those already there.
         #[arg(long, default_value_t = 0)]
         policy_rules: u64,
     },
