@@ -37,10 +37,12 @@ def main():
     if pol:
         out += ["", "Policy engine on reads by id (`GET /Patient/{id}`): a professional with a care relationship to every "
                 "patient (each read reads that patient's rules about them and decides) against a client acting on its own "
-                "behalf (scopes only: no rule read), on the same server, runs alternating; with the care relationships only, "
-                "then with more and more synthetic rules stored (`socle generate --policy-rules`, patients `syn-…`). "
-                "Concurrency 1 gives the latency a decision adds to one request (the overhead); concurrency 16 the "
-                "throughput, where p99 is mostly queueing on 2 cores shared with the load generator.", "",
+                "behalf (scopes only: no rule read), on the same server; with the care relationships only, then with more and "
+                "more synthetic rules stored (`socle generate --policy-rules`, patients `syn-…`). At concurrency 1 the two "
+                "principals' requests alternate in one run, each pair reading the same patient: the difference is the "
+                "latency a decision adds to a request (the overhead), both sides under the same conditions. At "
+                "concurrency 16 (one run each) the throughput, where p99 is mostly queueing on 2 cores shared with the "
+                "load generator.", "",
                 "| backend | rules stored | concurrency 1: professional p50 / p99 | client p50 / p99 | **policy overhead p50 / p99** | concurrency 16: professional throughput, p50 / p99 | client throughput, p50 / p99 |",
                 "|---|---|---|---|---|---|---|"]
         for b in ["sqlite", "postgresql"]:

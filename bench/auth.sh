@@ -164,16 +164,18 @@ run_policy() {
     fi
     kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
     start "$port" "${store[@]}" "${net[@]}"
-    # One client at a time (the latency a decision adds to a request), then 16 (throughput under load); the
-    # professional's and the client's runs alternate.
-    local c
-    for c in 1 16; do
-      log "$backend/policy ($rules, concurrency $c): reads by the professional, then by the system client"
-      SOCLE_BENCH_TOKEN="$pro" "$LOADGEN" --base "$root/fhir" --label "$backend/policy/$rules/professional/c$c" --out "$RESULTS" \
-        read --count "$READ_COUNT" --concurrency "$c" --warmup 2000 --state "$OUT/state-policy-$backend.json" >>"$OUT/loadgen.log" 2>&1
-      SOCLE_BENCH_TOKEN="$sys" "$LOADGEN" --base "$root/fhir" --label "$backend/policy/$rules/client/c$c" --out "$RESULTS" \
-        read --count "$READ_COUNT" --concurrency "$c" --warmup 2000 --state "$OUT/state-policy-$backend.json" >>"$OUT/loadgen.log" 2>&1
-    done
+    # One client at a time, the professional's and the client's requests alternating in one run (each pair reads
+    # the same patient): the latency a decision adds to a request, both sides under the same conditions. Then 16
+    # clients, one run each: the throughput under load.
+    log "$backend/policy ($rules, concurrency 1): the professional's and the system client's reads, alternating"
+    SOCLE_BENCH_TOKEN="$pro" SOCLE_BENCH_TOKEN_B="$sys" "$LOADGEN" --base "$root/fhir" --out "$RESULTS" \
+      --label "$backend/policy/$rules/professional/c1" read --alternate-label "$backend/policy/$rules/client/c1" \
+      --count "$((2 * READ_COUNT))" --concurrency 1 --warmup 2000 --state "$OUT/state-policy-$backend.json" >>"$OUT/loadgen.log" 2>&1
+    log "$backend/policy ($rules, concurrency 16): reads by the professional, then by the system client"
+    SOCLE_BENCH_TOKEN="$pro" "$LOADGEN" --base "$root/fhir" --label "$backend/policy/$rules/professional/c16" --out "$RESULTS" \
+      read --count "$READ_COUNT" --concurrency 16 --warmup 2000 --state "$OUT/state-policy-$backend.json" >>"$OUT/loadgen.log" 2>&1
+    SOCLE_BENCH_TOKEN="$sys" "$LOADGEN" --base "$root/fhir" --label "$backend/policy/$rules/client/c16" --out "$RESULTS" \
+      read --count "$READ_COUNT" --concurrency 16 --warmup 2000 --state "$OUT/state-policy-$backend.json" >>"$OUT/loadgen.log" 2>&1
   done
   kill "$pid"; wait "$pid" 2>/dev/null || true
   if [[ -n "$db" ]]; then psql "$SOCLE_BENCH_DATABASE_URL" -q -c "DROP DATABASE $db"; fi

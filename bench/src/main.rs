@@ -90,6 +90,10 @@ enum Cmd {
         warmup: u64,
         #[arg(long, default_value_t = 11)]
         seed: u64,
+        /// Every other request with the token in SOCLE_BENCH_TOKEN_B (the same patient as the request before
+        /// it); their figures go on a second result line with this label.
+        #[arg(long)]
+        alternate_label: Option<String>,
     },
     /// Searches.
     Search {
@@ -750,6 +754,26 @@ impl Http {
         Ok(())
     }
     /// The body as sent (a document), with `accept` as its Accept header.
+    /// GET with this bearer token instead of SOCLE_BENCH_TOKEN.
+    async fn get_as(&self, path: &str, token: &str) -> anyhow::Result<bytes::Bytes> {
+        let url = self.url(path);
+        let r = self
+            .client
+            .get(&url)
+            .header("Accept", "application/fhir+json")
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = r.status();
+        let body = r.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "GET {url} → {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            );
+        }
+        Ok(body)
+    }
     async fn get_raw(&self, path: &str, accept: &str) -> anyhow::Result<bytes::Bytes> {
         let url = self.url(path);
         let r = self
@@ -834,6 +858,8 @@ struct JobOut {
     pages: Vec<u64>,
     /// Bytes transferred (document bodies: DMP feeds and retrievals).
     bytes: u64,
+    /// Made with the alternate token (its latency counted apart).
+    alt: bool,
 }
 
 type Job =
@@ -842,6 +868,8 @@ type Job =
 #[derive(Default)]
 struct Acc {
     lat: Vec<u64>,
+    /// Latencies of the requests made with the alternate token.
+    lat_alt: Vec<u64>,
     page_lat: Vec<u64>,
     errors: u64,
     first_error: Option<String>,
@@ -879,7 +907,11 @@ async fn run_jobs(concurrency: usize, count: u64, max: Duration, job: Job) -> Ru
                 let us = t.elapsed().as_micros() as u64;
                 match r {
                     Ok(o) => {
-                        local.lat.push(us);
+                        if o.alt {
+                            local.lat_alt.push(us);
+                        } else {
+                            local.lat.push(us);
+                        }
                         local.resources += o.resources;
                         local.bytes += o.bytes;
                         local.page_lat.extend(o.pages);
@@ -896,6 +928,7 @@ async fn run_jobs(concurrency: usize, count: u64, max: Duration, job: Job) -> Ru
             }
             let mut a = acc.lock().unwrap();
             a.lat.extend(local.lat);
+            a.lat_alt.extend(local.lat_alt);
             a.page_lat.extend(local.page_lat);
             a.errors += local.errors;
             if a.first_error.is_none() {
@@ -912,7 +945,7 @@ async fn run_jobs(concurrency: usize, count: u64, max: Duration, job: Job) -> Ru
     }
     let elapsed = t0.elapsed();
     let acc = std::mem::take(&mut *acc.lock().unwrap());
-    let done = acc.lat.len() as u64 + acc.errors;
+    let done = (acc.lat.len() + acc.lat_alt.len()) as u64 + acc.errors;
     Run { acc, elapsed, done }
 }
 
@@ -948,11 +981,21 @@ fn latency_json(lat: &mut [u64]) -> Value {
     })
 }
 
-fn report(cli: &Cli, workload: &str, params: Value, mut run: Run) -> anyhow::Result<Value> {
+fn report(cli: &Cli, workload: &str, params: Value, run: Run) -> anyhow::Result<Value> {
+    report_as(cli, &cli.label, workload, params, run)
+}
+
+fn report_as(
+    cli: &Cli,
+    label: &str,
+    workload: &str,
+    params: Value,
+    mut run: Run,
+) -> anyhow::Result<Value> {
     let secs = run.elapsed.as_secs_f64();
     let ok = run.acc.lat.len() as u64;
     let mut v = json!({
-        "label": cli.label,
+        "label": label,
         "base": cli.base,
         "workload": workload,
         "command": std::env::args().map(|a| if a.contains([' ', '|', '&', '?']) { format!("'{a}'") } else { a }).collect::<Vec<_>>().join(" "),
@@ -1122,6 +1165,7 @@ async fn create(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read(
     cli: &Cli,
     count: u64,
@@ -1130,31 +1174,63 @@ async fn read(
     max_seconds: u64,
     warmup: u64,
     seed: u64,
+    alternate_label: Option<&str>,
 ) -> anyhow::Result<()> {
     let st = Arc::new(load_state(state)?);
     let http = Http::new(&cli.base, cli.timeout, concurrency)?;
+    // With an alternate token, requests 2k and 2k+1 read the same patient, the first with SOCLE_BENCH_TOKEN, the
+    // second with SOCLE_BENCH_TOKEN_B: two principals compared under the same conditions, request by request.
+    let alternate = match alternate_label {
+        Some(_) => Some(
+            std::env::var("SOCLE_BENCH_TOKEN_B")
+                .context("--alternate-label demande SOCLE_BENCH_TOKEN_B")?,
+        ),
+        None => None,
+    };
+    let alternate = Arc::new(alternate);
     let job: Job = Arc::new(move |i| {
-        let (http, st) = (http.clone(), st.clone());
+        let (http, st, alternate) = (http.clone(), st.clone(), alternate.clone());
         Box::pin(async move {
-            let mut rng = Rng::new(seed.wrapping_mul(104_729).wrapping_add(i));
+            let (draw, alt) = match alternate.as_deref() {
+                Some(_) => (i / 2, i % 2 == 1),
+                None => (i, false),
+            };
+            let mut rng = Rng::new(seed.wrapping_mul(104_729).wrapping_add(draw));
             let p = rng.pick(&st.patients);
-            let r = http.get(&format!("Patient/{}", p.id)).await?;
+            let path = format!("Patient/{}", p.id);
+            let r: Value = match alternate.as_deref() {
+                Some(token) if alt => serde_json::from_slice(&http.get_as(&path, token).await?)?,
+                _ => http.get(&path).await?,
+            };
             if r["id"].as_str() != Some(p.id.as_str()) {
                 bail!("read Patient/{} returned id {:?}", p.id, r["id"]);
             }
-            Ok(JobOut::default())
+            Ok(JobOut {
+                alt,
+                ..JobOut::default()
+            })
         })
     });
     if warmup > 0 {
         run_jobs(concurrency, warmup, Duration::from_secs(60), job.clone()).await;
     }
-    let run = run_jobs(concurrency, count, Duration::from_secs(max_seconds), job).await;
-    report(
-        cli,
-        "read",
-        json!({"count": count, "concurrency": concurrency, "warmup": warmup}),
-        run,
-    )?;
+    let mut run = run_jobs(concurrency, count, Duration::from_secs(max_seconds), job).await;
+    let params = json!({"count": count, "concurrency": concurrency, "warmup": warmup,
+                        "alternating": alternate_label.is_some()});
+    if let Some(label) = alternate_label {
+        let alt = Run {
+            acc: Acc {
+                lat: std::mem::take(&mut run.acc.lat_alt),
+                ..Acc::default()
+            },
+            elapsed: run.elapsed,
+            done: 0,
+        };
+        let done = alt.acc.lat.len() as u64;
+        report_as(cli, label, "read", params.clone(), Run { done, ..alt })?;
+        run.done -= done;
+    }
+    report(cli, "read", params, run)?;
     Ok(())
 }
 
@@ -1803,7 +1879,8 @@ async fn auth(cli: &Cli, args: &AuthArgs) -> anyhow::Result<()> {
         warmup,
         ..
     } = args;
-    let (op, count, concurrency, max_seconds, warmup) = (*op, *count, *concurrency, *max_seconds, *warmup);
+    let (op, count, concurrency, max_seconds, warmup) =
+        (*op, *count, *concurrency, *max_seconds, *warmup);
     let mut builder = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(cli.timeout))
@@ -1936,6 +2013,7 @@ async fn main() -> anyhow::Result<()> {
             max_seconds,
             warmup,
             seed,
+            alternate_label,
         } => {
             read(
                 &cli,
@@ -1945,6 +2023,7 @@ async fn main() -> anyhow::Result<()> {
                 *max_seconds,
                 *warmup,
                 *seed,
+                alternate_label.as_deref(),
             )
             .await
         }
