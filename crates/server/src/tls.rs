@@ -484,3 +484,96 @@ impl axum::serve::Listener for TlsListener {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for 127.0.0.1 and its key, as PEM.
+    fn self_signed() -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("clé");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("paramètres")
+            .self_signed(&key)
+            .expect("certificat");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn files(dir: &Path, cert: &str, key: &str) -> TlsFiles {
+        TlsFiles {
+            cert: dir.join(cert),
+            key: dir.join(key),
+            client_ca: None,
+            client_crl: Vec::new(),
+            reload_every: Duration::from_secs(60),
+        }
+    }
+
+    /// The start-up error for these files (the server must not start).
+    fn refused(f: &TlsFiles) -> String {
+        match Tls::load(f) {
+            Ok(_) => panic!("fichiers TLS acceptés : {f:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn unusable_files_are_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (cert, key) = self_signed();
+        let (_, other_key) = self_signed();
+        std::fs::write(d.join("cert.pem"), &cert).unwrap();
+        std::fs::write(d.join("key.pem"), &key).unwrap();
+        std::fs::write(d.join("other.key"), &other_key).unwrap();
+        std::fs::write(d.join("text.pem"), "pas un certificat\n").unwrap();
+        std::fs::write(d.join("crl.pem"), &cert).unwrap();
+        // The good pair loads, without and with client authorities and a (missing, then wrong) list.
+        let ok = files(d, "cert.pem", "key.pem");
+        assert!(!Tls::load(&ok).unwrap().mutual());
+        let with_ca = TlsFiles {
+            client_ca: Some(d.join("cert.pem")),
+            ..files(d, "cert.pem", "key.pem")
+        };
+        assert!(Tls::load(&with_ca).unwrap().mutual());
+
+        let e = refused(&files(d, "absent.pem", "key.pem"));
+        assert!(e.contains("absent.pem") && e.contains("illisibles"), "{e}");
+        let e = refused(&files(d, "text.pem", "key.pem"));
+        assert!(
+            e.contains("text.pem") && e.contains("aucun certificat"),
+            "{e}"
+        );
+        let e = refused(&files(d, "cert.pem", "absent.key"));
+        assert!(e.contains("absent.key") && e.contains("clé privée"), "{e}");
+        let e = refused(&files(d, "cert.pem", "cert.pem"));
+        assert!(
+            e.contains("clé privée TLS") && e.contains("cert.pem"),
+            "{e}"
+        );
+        // A key that is not the certificate's.
+        let e = refused(&files(d, "cert.pem", "other.key"));
+        assert!(e.contains("cert.pem") && e.contains("other.key"), "{e}");
+        let e = refused(&TlsFiles {
+            client_ca: Some(d.join("absent-ca.pem")),
+            ..files(d, "cert.pem", "key.pem")
+        });
+        assert!(e.contains("absent-ca.pem"), "{e}");
+        let e = refused(&TlsFiles {
+            client_ca: Some(d.join("text.pem")),
+            ..files(d, "cert.pem", "key.pem")
+        });
+        assert!(
+            e.contains("text.pem") && e.contains("aucun certificat"),
+            "{e}"
+        );
+        for (crl, words) in [("absent.crl", "illisible"), ("crl.pem", "aucune liste PEM")] {
+            let e = refused(&TlsFiles {
+                client_ca: Some(d.join("cert.pem")),
+                client_crl: vec![d.join(crl)],
+                ..files(d, "cert.pem", "key.pem")
+            });
+            assert!(e.contains(crl) && e.contains(words), "{crl}: {e}");
+        }
+    }
+}
