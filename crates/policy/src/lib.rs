@@ -365,6 +365,33 @@ impl Engine {
         target: &Target,
         break_glass: Option<&str>,
     ) -> Result<Decision, socle_store::StoreError> {
+        self.decide_in_with(c, actor, target, break_glass, None)
+    }
+
+    /// What a read by id of `resource` (`Type/id`) by `actor` attaches to its statement so that the decision
+    /// needs no other ([`rules::facts_attached`]); `None` when the decision reads no rules (a client acting on
+    /// its own behalf).
+    pub fn attach_for(&self, actor: &Actor, resource: &str) -> Option<socle_store::Attached> {
+        match actor {
+            Actor::Client { .. } => None,
+            Actor::Professional { idnps, .. } => {
+                Some(rules::facts_attached(Some(idnps), Some(resource)))
+            }
+            _ => Some(rules::facts_attached(None, Some(resource))),
+        }
+    }
+
+    /// [`Engine::decide_in`], with the facts already read by the statement that read the resource when
+    /// `attached` is the value of [`Engine::attach_for`] for this actor and `target.resource`, evaluated for
+    /// `target.patient`.
+    pub fn decide_in_with(
+        &self,
+        c: &mut dyn socle_store::SqlConn,
+        actor: &Actor,
+        target: &Target,
+        break_glass: Option<&str>,
+        attached: Option<&str>,
+    ) -> Result<Decision, socle_store::StoreError> {
         let who = match (actor, target.patient.as_deref()) {
             (_, None) | (Actor::Client { .. }, _) => {
                 return Ok(decide(
@@ -379,7 +406,10 @@ impl Engine {
             _ => None,
         };
         let patient = target.patient.as_deref().unwrap_or_default();
-        let facts = rules::facts_in(c, patient, who, target.resource.as_deref())?;
+        let facts = match attached {
+            Some(json) => rules::facts_of_attached(json)?,
+            None => rules::facts_in(c, patient, who, target.resource.as_deref())?,
+        };
         Ok(decide(&self.matrix(), &facts, actor, target, break_glass))
     }
 

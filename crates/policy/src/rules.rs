@@ -477,6 +477,57 @@ impl RuleStore {
     }
 }
 
+const LIVE: &str = "revoked IS NULL AND (expires IS NULL OR expires > ?)";
+
+/// The rules one decision needs, as one query: the live rules of the patient (`patient`: a placeholder `?` or an
+/// SQL expression) about the actor, about the professionals who delegated to the actor (a secretary acts within
+/// their care relationships), and about the resource. Rows: (kind, 1 if the actor's own, detail).
+fn facts_sql(patient: &str) -> String {
+    format!(
+        "SELECT kind, 1, detail FROM policy_rules WHERE patient = {patient} AND actor = ? AND actor <> '' AND {LIVE} \
+         UNION ALL \
+         SELECT kind, 0, detail FROM policy_rules WHERE patient = {patient} AND actor IN (\
+           SELECT target FROM policy_rules WHERE patient = '*' AND actor = ? AND kind = 'delegation' AND {LIVE}) AND {LIVE} \
+         UNION ALL \
+         SELECT kind, 0, detail FROM policy_rules WHERE patient = {patient} AND target = ? AND target <> '' AND {LIVE}"
+    )
+}
+
+/// The parameters of [`facts_sql`], in order; `patient` when it is a placeholder.
+fn facts_params(patient: Option<&str>, actor: &str, resource: &str) -> Vec<SqlValue> {
+    let now = now_ms();
+    let p = || patient.map(SqlValue::from);
+    let mut v: Vec<SqlValue> = Vec::with_capacity(10);
+    v.extend(p());
+    v.extend([actor.into(), now.into()]);
+    v.extend(p());
+    v.extend([actor.into(), now.into(), now.into()]);
+    v.extend(p());
+    v.extend([resource.into(), now.into()]);
+    v
+}
+
+/// Adds one rule row to the facts.
+fn fold(facts: &mut Facts, kind: &str, own: bool, detail: String) {
+    match kind {
+        // The strongest relationship wins (médecin traitant first).
+        "care" if facts.care.as_deref() != Some(MEDECIN_TRAITANT) => {
+            facts.care = Some(detail);
+        }
+        "block" if own => facts.blocked = true,
+        "mask" => facts.masked = true,
+        "hide-patient" => facts.hidden_from_patient = true,
+        "hide-representative" => facts.hidden_from_representative = true,
+        "patient-delegation" if own => {
+            facts
+                .patient_delegation
+                .get_or_insert_with(Vec::new)
+                .extend(detail.split(',').map(|s| s.trim().to_string()));
+        }
+        _ => {}
+    }
+}
+
 /// The facts of one decision, read on `c` (the caller's transaction, e.g. the one that read the resource): one
 /// statement — the live rules of `patient` about `actor`, about the professionals who delegated to `actor` (a
 /// secretary acts within their care relationships), and about `resource`.
@@ -486,54 +537,38 @@ pub fn facts_in(
     actor: Option<&str>,
     resource: Option<&str>,
 ) -> Result<Facts, StoreError> {
-    let now = now_ms();
-    let actor = actor.unwrap_or("");
-    let resource = resource.unwrap_or("");
-    const LIVE: &str = "revoked IS NULL AND (expires IS NULL OR expires > ?)";
-    let sql = format!(
-        "SELECT kind, 1, detail FROM policy_rules WHERE patient = ? AND actor = ? AND actor <> '' AND {LIVE} \
-         UNION ALL \
-         SELECT kind, 0, detail FROM policy_rules WHERE patient = ? AND actor IN (\
-           SELECT target FROM policy_rules WHERE patient = '*' AND actor = ? AND kind = 'delegation' AND {LIVE}) AND {LIVE} \
-         UNION ALL \
-         SELECT kind, 0, detail FROM policy_rules WHERE patient = ? AND target = ? AND target <> '' AND {LIVE}"
-    );
-    let params: Vec<SqlValue> = vec![
-        patient.into(),
-        actor.into(),
-        now.into(),
-        patient.into(),
-        actor.into(),
-        now.into(),
-        now.into(),
-        patient.into(),
-        resource.into(),
-        now.into(),
-    ];
+    let params = facts_params(Some(patient), actor.unwrap_or(""), resource.unwrap_or(""));
     let mut facts = Facts::default();
-    for r in c.query(&sql, &params)? {
-        let (kind, own, detail) = (
-            text(&r, 0),
-            r.get(1).and_then(|v| v.as_i64()) == Some(1),
-            text(&r, 2),
-        );
-        match kind.as_str() {
-            // The strongest relationship wins (médecin traitant first).
-            "care" if facts.care.as_deref() != Some(MEDECIN_TRAITANT) => {
-                facts.care = Some(detail);
-            }
-            "block" if own => facts.blocked = true,
-            "mask" => facts.masked = true,
-            "hide-patient" => facts.hidden_from_patient = true,
-            "hide-representative" => facts.hidden_from_representative = true,
-            "patient-delegation" if own => {
-                facts
-                    .patient_delegation
-                    .get_or_insert_with(Vec::new)
-                    .extend(detail.split(',').map(|s| s.trim().to_string()));
-            }
-            _ => {}
-        }
+    for r in c.query(&facts_sql("?"), &params)? {
+        let own = r.get(1).and_then(|v| v.as_i64()) == Some(1);
+        fold(&mut facts, &text(&r, 0), own, text(&r, 2));
+    }
+    Ok(facts)
+}
+
+/// The same query as [`facts_in`], for the patient of the resource a read by id finds (`r.pkey`), attached to
+/// that read's statement (PostgreSQL: one round trip instead of two); its value, JSON, is read back by
+/// [`facts_of_attached`].
+pub fn facts_attached(actor: Option<&str>, resource: Option<&str>) -> socle_store::Attached {
+    socle_store::Attached {
+        sql: format!(
+            "(SELECT COALESCE(json_agg(json_build_array(f.kind, f.own, f.detail)), '[]')::text \
+             FROM ({}) AS f(kind, own, detail))",
+            facts_sql("r.pkey")
+        ),
+        params: facts_params(None, actor.unwrap_or(""), resource.unwrap_or("")),
+    }
+}
+
+/// The facts from the value of [`facts_attached`]: `[[kind, own, detail], …]`.
+pub fn facts_of_attached(json: &str) -> Result<Facts, StoreError> {
+    let bad =
+        |why: &str| StoreError::Corrupt(format!("règles d'accès jointes à la lecture : {why}"));
+    let rows: Vec<(String, i64, String)> =
+        serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
+    let mut facts = Facts::default();
+    for (kind, own, detail) in rows {
+        fold(&mut facts, &kind, own == 1, detail);
     }
     Ok(facts)
 }
@@ -622,6 +657,46 @@ fn new_id(now: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attached_facts_read_like_queried_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = RuleStore::open(socle_store::open(None, dir.path()).unwrap()).unwrap();
+        rs.add("p1", "care", "8001", "", "equipe-de-soins", None)
+            .unwrap();
+        rs.add("p1", "care", "8001", "", MEDECIN_TRAITANT, None)
+            .unwrap();
+        rs.add("p1", "block", "8002", "", "", None).unwrap();
+        rs.add("p1", "mask", "", "DocumentReference/d1", "", None)
+            .unwrap();
+        rs.add(
+            "p1",
+            "patient-delegation",
+            "8001",
+            "",
+            "11502-2, SYNTH",
+            Some(now_ms() + 60_000),
+        )
+        .unwrap();
+        let queried = rs
+            .facts("p1", Some("8001"), Some("DocumentReference/d1"))
+            .unwrap();
+        // The rows as PostgreSQL's json_agg gives them, in another order.
+        let json = r#"[["mask",0,""],["patient-delegation",1,"11502-2, SYNTH"],
+                       ["care",1,"medecin-traitant"],["care",1,"equipe-de-soins"]]"#;
+        assert_eq!(facts_of_attached(json).unwrap(), queried);
+        assert_eq!(facts_of_attached("[]").unwrap(), Facts::default());
+        // A block is the actor's own or nothing.
+        assert!(facts_of_attached(r#"[["block",1,""]]"#).unwrap().blocked);
+        assert!(!facts_of_attached(r#"[["block",0,""]]"#).unwrap().blocked);
+        for bad in ["", "null", "{}", r#"[["care"]]"#, r#"[[1,1,""]]"#] {
+            assert!(facts_of_attached(bad).is_err(), "{bad}");
+        }
+        // The attached query names the row's patient, never a placeholder for it.
+        let a = facts_attached(Some("8001"), Some("Patient/p1"));
+        assert_eq!(a.sql.matches('?').count(), a.params.len());
+        assert_eq!(a.sql.matches("r.pkey").count(), 3);
+    }
 
     #[test]
     fn synthetic_loads_continue_their_sequence() {

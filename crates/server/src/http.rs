@@ -1090,7 +1090,14 @@ fn decided_read(
     let check = read_check(engine, actor, bg, note, &used_bg);
     let s = match version {
         Some(v) => r.vread_checked(c, rtype, id, v, &check, policy::is_user(actor))?,
-        None => r.read_checked(c, rtype, id, &check)?,
+        // The rules the decision needs come with the resource, in its statement.
+        None => r.read_checked_with(
+            c,
+            rtype,
+            id,
+            &check,
+            engine.attach_for(actor, &format!("{rtype}/{id}")).as_ref(),
+        )?,
     };
     after_break_glass(r, c, engine, (rtype, id), used_bg.take(), bg);
     Ok(s)
@@ -1098,16 +1105,22 @@ fn decided_read(
 
 /// The policy's check of a read (see [`Repository::read_checked`]); `used_bg` remembers the patient whose data
 /// an emergency access (break-glass) opened.
+#[allow(clippy::type_complexity)] // a `socle_store::repo::ReadCheck`, unboxed
 fn read_check<'a>(
     engine: &'a socle_policy::Engine,
     actor: &'a socle_policy::Actor,
     bg: Option<&'a str>,
     note: &'a str,
     used_bg: &'a std::cell::Cell<Option<String>>,
-) -> impl Fn(&mut dyn socle_store::SqlConn, &Stored, Option<&str>) -> Result<Option<String>, RepoError>
+) -> impl Fn(
+    &mut dyn socle_store::SqlConn,
+    &Stored,
+    Option<&str>,
+    Option<&str>,
+) -> Result<Option<String>, RepoError>
 + 'a {
-    move |conn, s, patient| {
-        let d = policy::check(conn, engine, actor, s, patient, bg)?;
+    move |conn, s, patient, attached| {
+        let d = policy::check(conn, engine, actor, s, patient, bg, attached)?;
         if policy::is_break_glass(&d) {
             used_bg.set(patient.map(str::to_string));
         }

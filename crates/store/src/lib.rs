@@ -21,7 +21,8 @@ pub mod vocab;
 use std::sync::Arc;
 
 pub use repo::{
-    RepoError, Repository, RequestContext, SearchPlan, Validator, force_search_plan, set_validators,
+    Attached, RepoError, Repository, RequestContext, SearchPlan, Validator, force_search_plan,
+    set_validators,
 };
 pub use sql::{Dialect, SqlConn, SqlValue};
 

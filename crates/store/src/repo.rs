@@ -104,10 +104,25 @@ impl RepoError {
     }
 }
 
-/// The access check of [`Repository::read_checked`]: (resource, patient compartment) → audit detail or refusal.
-/// It runs in the read's own transaction (`c`), so that the facts it needs cost no second round trip.
-pub type ReadCheck<'a> =
-    &'a dyn Fn(&mut dyn SqlConn, &Stored, Option<&str>) -> Result<Option<String>, RepoError>;
+/// The access check of [`Repository::read_checked`]: (resource, patient compartment, attached value) → audit
+/// detail or refusal. It runs on the read's own connection (`c`); the attached value is what
+/// [`Repository::read_checked_with`] computed in the read's statement (`None` when nothing was attached or the
+/// database does not attach), so that the facts it needs cost no second round trip.
+pub type ReadCheck<'a> = &'a dyn Fn(
+    &mut dyn SqlConn,
+    &Stored,
+    Option<&str>,
+    Option<&str>,
+) -> Result<Option<String>, RepoError>;
+
+/// A scalar SQL expression evaluated in the very statement that reads a resource by id, in which `r.pkey` is
+/// the resource's patient key, with its parameters (placeholders `?`); its value (text) goes to the read's check.
+/// PostgreSQL only: there a second statement is a round trip to another process; SQLite's costs microseconds.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+}
 
 /// A stored version as returned by interactions.
 #[derive(Debug, Clone, PartialEq)]
@@ -556,7 +571,7 @@ impl Repository {
 
     /// `GET /Type/id`.
     pub fn read(&self, ctx: &RequestContext, rtype: &str, id: &str) -> Result<Stored, RepoError> {
-        self.read_checked(ctx, rtype, id, &|_, _, _| Ok(None))
+        self.read_checked(ctx, rtype, id, &|_, _, _, _| Ok(None))
     }
 
     /// A read by id whose result goes through `check` (the access policy) before it is returned: `check` gets
@@ -569,11 +584,23 @@ impl Repository {
         id: &str,
         check: ReadCheck<'_>,
     ) -> Result<Stored, RepoError> {
+        self.read_checked_with(ctx, rtype, id, check, None)
+    }
+
+    /// [`Repository::read_checked`], the check given `attached`'s value computed in the read's statement.
+    pub fn read_checked_with(
+        &self,
+        ctx: &RequestContext,
+        rtype: &str,
+        id: &str,
+        check: ReadCheck<'_>,
+        attached: Option<&Attached>,
+    ) -> Result<Stored, RepoError> {
         check_type(rtype)?;
         let (mut decision, mut failed) = (None, None);
-        let res = self.read_with(true, &mut |c| match read_current(c, rtype, id) {
-            Ok((s, pkey)) => {
-                decision = Some(check(c, &s, patient_of(&pkey).as_deref()));
+        let res = self.read_with(true, &mut |c| match read_current(c, rtype, id, attached) {
+            Ok((s, pkey, extra)) => {
+                decision = Some(check(c, &s, patient_of(&pkey).as_deref(), extra.as_deref()));
                 Ok((s, pkey))
             }
             Err(why @ RepoError::Gone(_)) => {
@@ -704,7 +731,7 @@ impl Repository {
                         let current = patient_of(&cur.pkey);
                         decision = Some(match version_patient(&s, &current) {
                             Some(other) if refuse_moved => Err(moved_version(&other)),
-                            _ => check(c, &s, current.as_deref()),
+                            _ => check(c, &s, current.as_deref(), None),
                         });
                     }
                     return Ok((s, cur.pkey));
@@ -859,7 +886,7 @@ impl Repository {
                 for e in &entries {
                     let decided = match version_patient(e, &patient) {
                         Some(other) if refuse_moved => Err(moved_version(&other)),
-                        _ => check(c, e, patient.as_deref()),
+                        _ => check(c, e, patient.as_deref(), None),
                     };
                     match decided {
                         Ok(d) => decision = decision.take().or(d),
@@ -875,7 +902,7 @@ impl Repository {
                     && let HistoryScope::Instance(t, i) = &scope
                     && let Some((_, Some(v))) = tx::current_with_content(c, t, i)?
                 {
-                    match check(c, &Stored::from_row(v), patient.as_deref()) {
+                    match check(c, &Stored::from_row(v), patient.as_deref(), None) {
                         Ok(d) => decision = d,
                         Err(e) => refusal = Some(e),
                     }
@@ -1248,16 +1275,23 @@ fn unavailable(
     };
     let patient = patient_of(&cur.pkey);
     // A deletion has no content: decided on the patient and the resource's own rules (a mask…).
-    Ok(match check(c, &Stored::from_row(v), patient.as_deref()) {
-        Err(e @ RepoError::Forbidden { .. }) => (e, patient),
-        Err(e) => return Err(e),
-        Ok(_) => (why, patient),
-    })
+    Ok(
+        match check(c, &Stored::from_row(v), patient.as_deref(), None) {
+            Err(e @ RepoError::Forbidden { .. }) => (e, patient),
+            Err(e) => return Err(e),
+            Ok(_) => (why, patient),
+        },
+    )
 }
 
 /// The current version of `rtype/id` and its compartment key: one statement (the row and its content).
-fn read_current(c: &mut dyn SqlConn, rtype: &str, id: &str) -> Result<(Stored, String), RepoError> {
-    let (cur, v) = tx::current_with_content(c, rtype, id)?
+fn read_current(
+    c: &mut dyn SqlConn,
+    rtype: &str,
+    id: &str,
+    attached: Option<&Attached>,
+) -> Result<(Stored, String, Option<String>), RepoError> {
+    let (cur, v, extra) = tx::current_with_attached(c, rtype, id, attached)?
         .ok_or_else(|| RepoError::NotFound(format!("{rtype}/{id} introuvable")))?;
     if cur.deleted {
         return Err(RepoError::Gone(format!("{rtype}/{id} a été supprimé")));
@@ -1267,7 +1301,7 @@ fn read_current(c: &mut dyn SqlConn, rtype: &str, id: &str) -> Result<(Stored, S
             "version courante de {rtype}/{id} absente"
         )))
     })?;
-    Ok((Stored::from_row(v), cur.pkey))
+    Ok((Stored::from_row(v), cur.pkey, extra))
 }
 
 /// A business rule on resources of the national registries (a RPPS check digit, an identity-vigilance
@@ -1529,7 +1563,7 @@ impl TxState {
             match ids.as_slice() {
                 [] => {}
                 [id] => {
-                    let (stored, _) = read_current(c, &p.rtype, id)?;
+                    let (stored, _, _) = read_current(c, &p.rtype, id, None)?;
                     return Ok(WriteOutcome {
                         stored,
                         created: false,

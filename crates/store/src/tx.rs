@@ -106,13 +106,31 @@ pub(crate) fn current_with_content(
     rtype: &str,
     id: &str,
 ) -> Result<Option<(CurrentRow, Option<VersionRow>)>, StoreError> {
-    let row = c.query_one(
-        "SELECT r.pkey, r.rid, r.version, r.last_updated, r.deleted, v.method, v.content, v.last_updated \
-         FROM resources r LEFT JOIN resource_versions v \
+    Ok(current_with_attached(c, rtype, id, None)?.map(|(cur, v, _)| (cur, v)))
+}
+
+/// [`current_with_content`], with `attached` evaluated in the same statement (PostgreSQL; elsewhere not
+/// evaluated, `None`).
+pub(crate) fn current_with_attached(
+    c: &mut dyn SqlConn,
+    rtype: &str,
+    id: &str,
+    attached: Option<&crate::repo::Attached>,
+) -> Result<Option<CurrentRow3>, StoreError> {
+    const COLS: &str =
+        "r.pkey, r.rid, r.version, r.last_updated, r.deleted, v.method, v.content, v.last_updated";
+    const FROM: &str = "FROM resources r LEFT JOIN resource_versions v \
          ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version \
-         WHERE r.rtype = ? AND r.id = ?",
-        &[rtype.into(), id.into()],
-    )?;
+         WHERE r.rtype = ? AND r.id = ?";
+    let attached = attached.filter(|_| c.dialect() == Dialect::Postgres);
+    let row = match attached {
+        None => c.query_one(&format!("SELECT {COLS} {FROM}"), &[rtype.into(), id.into()])?,
+        Some(a) => {
+            let mut params = a.params.clone();
+            params.extend([rtype.into(), id.into()]);
+            c.query_one(&format!("SELECT {COLS}, {} {FROM}", a.sql), &params)?
+        }
+    };
     Ok(row.map(|r| {
         let mut it = r.into_iter();
         let cur = current_from(&mut it);
@@ -129,9 +147,13 @@ pub(crate) fn current_with_content(
                 method: method.unwrap_or_default(),
                 content: content.unwrap_or_default(),
             });
-        (cur, version)
+        let extra = attached.and(it.next()).and_then(SqlValue::into_string);
+        (cur, version, extra)
     }))
 }
+
+/// The current row, its current version's content and the attached value.
+pub(crate) type CurrentRow3 = (CurrentRow, Option<VersionRow>, Option<String>);
 
 /// One stored version.
 #[derive(Debug, Clone, PartialEq)]

@@ -148,8 +148,9 @@ pub fn check(
     s: &Stored,
     patient: Option<&str>,
     break_glass: Option<&str>,
+    attached: Option<&str>,
 ) -> Result<Decision, RepoError> {
-    let d = engine.decide_in(c, actor, &target_of(s, patient), break_glass)?;
+    let d = engine.decide_in_with(c, actor, &target_of(s, patient), break_glass, attached)?;
     if d.allowed {
         Ok(d)
     } else {
