@@ -33,16 +33,7 @@ impl Drop for Moto {
 }
 
 fn moto() -> Option<Moto> {
-    let have = Command::new("python3")
-        .args(["-c", "import moto.server, boto3"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var("SOCLE_REQUIRE_CLIENTS").as_deref() != Ok("1"),
-            "SOCLE_REQUIRE_CLIENTS=1 mais python3 avec moto est absent (pip install 'moto[server]')"
-        );
-        eprintln!("NOTE : python3 avec moto absent, test du stockage S3 sauté");
+    if !common::python_with("moto.server, boto3", "pip install 'moto[server]'") {
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -146,16 +146,7 @@ fn mutual_tls_client_authentication_and_bound_tokens() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/clients/mtls_flows.py"
     );
-    let have = Command::new("python3")
-        .args(["-c", "import requests"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var("SOCLE_REQUIRE_CLIENTS").as_deref() != Ok("1"),
-            "SOCLE_REQUIRE_CLIENTS=1 mais python3 avec requests est absent"
-        );
-        eprintln!("note: TLS mutuel non testé (pip install requests)");
+    if !common::python_with("requests", "pip install requests") {
         return;
     }
     let dir = tempfile::tempdir().expect("répertoire temporaire");
@@ -217,34 +208,33 @@ fn mutual_tls_client_authentication_and_bound_tokens() {
         let out = register("client_secret_basic", &[]);
         let secret_client = (after(&out, "client_id:"), after(&out, "client_secret:"));
         // Registration errors are specific.
-        let bad = s.cli(&[
-            "clients",
-            "register",
-            "--realm",
-            "pro",
-            "--name",
-            "x",
-            "--auth-method",
+        let refused = |method: &str, extra: &[&str], reason: &str| {
+            let mut args = vec![
+                "clients",
+                "register",
+                "--realm",
+                "pro",
+                "--name",
+                "x",
+                "--auth-method",
+                method,
+            ];
+            args.extend_from_slice(extra);
+            let bad = s.cli(&args);
+            assert!(!bad.status.success(), "{method} {extra:?} accepté");
+            let stderr = String::from_utf8_lossy(&bad.stderr);
+            assert!(stderr.contains(reason), "{method} {extra:?} : {stderr}");
+        };
+        refused(
             "self_signed_tls_client_auth",
-        ]);
-        assert!(!bad.status.success());
-        assert!(
-            String::from_utf8_lossy(&bad.stderr).contains("exige le certificat du client"),
-            "{bad:?}"
+            &[],
+            "exige le certificat du client",
         );
-        let bad = s.cli(&[
-            "clients",
-            "register",
-            "--realm",
-            "pro",
-            "--name",
-            "x",
-            "--auth-method",
+        refused(
             "tls_client_auth",
-            "--tls-subject",
-            "CN",
-        ]);
-        assert!(!bad.status.success());
+            &["--tls-subject", "CN"],
+            "attribut sans « = » dans le nom distinctif : « CN »",
+        );
         // The flows script, then (`revoked-later`) its check after a revocation.
         let run = |extra: &[&str]| {
             let out = Command::new("python3")

@@ -14,16 +14,7 @@ fn python_requests_and_fhirpy() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/clients/python_clients.py"
     );
-    let have = Command::new("python3")
-        .args(["-c", "import requests, fhirpy"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var("SOCLE_REQUIRE_CLIENTS").as_deref() != Ok("1"),
-            "SOCLE_REQUIRE_CLIENTS=1 mais python3 avec requests et fhirpy est absent (pip install requests fhirpy)"
-        );
-        eprintln!("note: clients Python non testés (pip install requests fhirpy)");
+    if !common::python_with("requests, fhirpy", "pip install requests fhirpy") {
         return;
     }
     for b in backends() {
@@ -49,16 +40,7 @@ fn python_requests_auth_flows() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/clients/auth_flows.py"
     );
-    let have = Command::new("python3")
-        .args(["-c", "import requests"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var("SOCLE_REQUIRE_CLIENTS").as_deref() != Ok("1"),
-            "SOCLE_REQUIRE_CLIENTS=1 mais python3 avec requests est absent"
-        );
-        eprintln!("note: flux OAuth Python non testés (pip install requests)");
+    if !common::python_with("requests", "pip install requests") {
         return;
     }
     for b in backends() {

@@ -14,6 +14,24 @@ pub enum Backend {
     Postgres(String),
 }
 
+/// Whether `python3` can import `modules` (e.g. `"requests, fhirpy"`), for the tests that run real Python
+/// clients. Without them the test is skipped with a note naming what to install — a failure instead when
+/// `SOCLE_REQUIRE_CLIENTS=1` (CI installs them).
+pub fn python_with(modules: &str, install: &str) -> bool {
+    let have = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var("SOCLE_REQUIRE_CLIENTS").as_deref() != Ok("1"),
+            "SOCLE_REQUIRE_CLIENTS=1 mais python3 ne peut importer {modules} ({install})"
+        );
+        eprintln!("note : python3 ne peut importer {modules}, test sauté ({install})");
+    }
+    have
+}
+
 /// The backends to test: SQLite always; PostgreSQL when `SOCLE_TEST_DATABASE_URL` is set (an admin URL; each
 /// server gets a fresh database). With `SOCLE_REQUIRE_POSTGRES=1` a missing URL is a failure, not a skip.
 pub fn backends() -> Vec<Backend> {
