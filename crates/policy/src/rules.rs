@@ -507,11 +507,18 @@ fn facts_params(patient: Option<&str>, actor: &str, resource: &str) -> Vec<SqlVa
     v
 }
 
+/// A care relationship's strength: its place in `CARE_KINDS` (none: weakest).
+fn care_rank(kind: Option<&str>) -> usize {
+    kind.and_then(|k| CARE_KINDS.iter().position(|c| *c == k))
+        .unwrap_or(CARE_KINDS.len())
+}
+
 /// Adds one rule row to the facts.
 fn fold(facts: &mut Facts, kind: &str, own: bool, detail: String) {
     match kind {
-        // The strongest relationship wins (médecin traitant first).
-        "care" if facts.care.as_deref() != Some(MEDECIN_TRAITANT) => {
+        // The strongest relationship wins, in the order of `CARE_KINDS` (médecin traitant first), whatever
+        // the order the rows come in.
+        "care" if care_rank(Some(&detail)) < care_rank(facts.care.as_deref()) => {
             facts.care = Some(detail);
         }
         "block" if own => facts.blocked = true,
@@ -686,6 +693,14 @@ mod tests {
                        ["care",1,"medecin-traitant"],["care",1,"equipe-de-soins"]]"#;
         assert_eq!(facts_of_attached(json).unwrap(), queried);
         assert_eq!(facts_of_attached("[]").unwrap(), Facts::default());
+        // Two relationships: the stronger one, in either order.
+        for json in [
+            r#"[["care",1,"relation-declaree"],["care",1,"equipe-de-soins"]]"#,
+            r#"[["care",1,"equipe-de-soins"],["care",1,"relation-declaree"]]"#,
+        ] {
+            let f = facts_of_attached(json).unwrap();
+            assert_eq!(f.care.as_deref(), Some("equipe-de-soins"), "{json}");
+        }
         // A block is the actor's own or nothing.
         assert!(facts_of_attached(r#"[["block",1,""]]"#).unwrap().blocked);
         assert!(!facts_of_attached(r#"[["block",0,""]]"#).unwrap().blocked);
