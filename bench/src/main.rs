@@ -756,32 +756,24 @@ impl Http {
     /// The body as sent (a document), with `accept` as its Accept header.
     /// GET with this bearer token instead of SOCLE_BENCH_TOKEN.
     async fn get_as(&self, path: &str, token: &str) -> anyhow::Result<bytes::Bytes> {
-        let url = self.url(path);
-        let r = self
-            .client
-            .get(&url)
-            .header("Accept", "application/fhir+json")
-            .bearer_auth(token)
-            .send()
-            .await?;
-        let status = r.status();
-        let body = r.bytes().await?;
-        if !status.is_success() {
-            bail!(
-                "GET {url} → {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            );
-        }
-        Ok(body)
+        self.get_with(path, "application/fhir+json", Some(token))
+            .await
     }
     async fn get_raw(&self, path: &str, accept: &str) -> anyhow::Result<bytes::Bytes> {
+        self.get_with(path, accept, None).await
+    }
+    async fn get_with(
+        &self,
+        path: &str,
+        accept: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<bytes::Bytes> {
         let url = self.url(path);
-        let r = self
-            .client
-            .get(&url)
-            .header("Accept", accept)
-            .send()
-            .await?;
+        let mut request = self.client.get(&url).header("Accept", accept);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await?;
         let status = r.status();
         let body = r.bytes().await?;
         if !status.is_success() {

@@ -665,8 +665,8 @@ fn new_id(now: i64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn attached_facts_read_like_queried_ones() {
+    /// A store with rules of patient p1: two care relationships of 8001, a block of 8002, a masked document.
+    fn store_with_rules() -> (tempfile::TempDir, RuleStore) {
         let dir = tempfile::tempdir().unwrap();
         let rs = RuleStore::open(socle_store::open(None, dir.path()).unwrap()).unwrap();
         rs.add("p1", "care", "8001", "", "equipe-de-soins", None)
@@ -676,6 +676,12 @@ mod tests {
         rs.add("p1", "block", "8002", "", "", None).unwrap();
         rs.add("p1", "mask", "", "DocumentReference/d1", "", None)
             .unwrap();
+        (dir, rs)
+    }
+
+    #[test]
+    fn attached_facts_read_like_queried_ones() {
+        let (_dir, rs) = store_with_rules();
         rs.add(
             "p1",
             "patient-delegation",
@@ -742,15 +748,7 @@ mod tests {
 
     #[test]
     fn facts_from_stored_rules() {
-        let dir = tempfile::tempdir().unwrap();
-        let rs = RuleStore::open(socle_store::open(None, dir.path()).unwrap()).unwrap();
-        rs.add("p1", "care", "8001", "", "equipe-de-soins", None)
-            .unwrap();
-        rs.add("p1", "care", "8001", "", MEDECIN_TRAITANT, None)
-            .unwrap();
-        rs.add("p1", "block", "8002", "", "", None).unwrap();
-        rs.add("p1", "mask", "", "DocumentReference/d1", "", None)
-            .unwrap();
+        let (_dir, rs) = store_with_rules();
         rs.add("*", "delegation", "8003", "8001", "", None).unwrap();
         let past = now_ms() - 1000;
         rs.add("p1", "care", "8004", "", "relation-declaree", Some(past))

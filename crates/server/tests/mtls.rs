@@ -169,7 +169,8 @@ fn mutual_tls_client_authentication_and_bound_tokens() {
             ],
         );
         assert!(s.root.starts_with("https://127.0.0.1:"), "{}", s.root);
-        let register = |method: &str, extra: &[&str]| {
+        // `socle clients register` of a pro client with this method.
+        let registration = |method: &str, extra: &[&str]| {
             let mut args = vec![
                 "clients",
                 "register",
@@ -181,8 +182,9 @@ fn mutual_tls_client_authentication_and_bound_tokens() {
                 method,
             ];
             args.extend_from_slice(extra);
-            printed(&s.cli(&args))
+            s.cli(&args)
         };
+        let register = |method: &str, extra: &[&str]| printed(&registration(method, extra));
         let out = register("tls_client_auth", &["--certificate", &f("client.pem")]);
         assert!(
             out.contains(
@@ -209,18 +211,7 @@ fn mutual_tls_client_authentication_and_bound_tokens() {
         let secret_client = (after(&out, "client_id:"), after(&out, "client_secret:"));
         // Registration errors are specific.
         let refused = |method: &str, extra: &[&str], reason: &str| {
-            let mut args = vec![
-                "clients",
-                "register",
-                "--realm",
-                "pro",
-                "--name",
-                "x",
-                "--auth-method",
-                method,
-            ];
-            args.extend_from_slice(extra);
-            let bad = s.cli(&args);
+            let bad = registration(method, extra);
             assert!(!bad.status.success(), "{method} {extra:?} accepté");
             let stderr = String::from_utf8_lossy(&bad.stderr);
             assert!(stderr.contains(reason), "{method} {extra:?} : {stderr}");
