@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{Server, after, backends, printed};
 use rcgen::{
@@ -228,24 +227,17 @@ fn mutual_tls_client_authentication_and_bound_tokens() {
         );
         // The flows script, then (`revoked-later`) its check after a revocation.
         let run = |extra: &[&str]| {
-            let out = Command::new("python3")
-                .arg(script)
-                .args([
-                    s.root.as_str(),
-                    dir.path().to_str().expect("chemin"),
-                    &pki_client,
-                    &dn_client,
-                    &self_client,
-                    &secret_client.0,
-                    &secret_client.1,
-                ])
-                .args(extra)
-                .output()
-                .expect("python3");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            println!("{b:?}: {stdout}");
-            assert!(out.status.success(), "{b:?}: {stdout}\n{stderr}");
+            let mut args = vec![
+                s.root.as_str(),
+                dir.path().to_str().expect("chemin"),
+                &pki_client,
+                &dn_client,
+                &self_client,
+                &secret_client.0,
+                &secret_client.1,
+            ];
+            args.extend_from_slice(extra);
+            common::run_python(script, &args, &format!("{b:?}"));
         };
         run(&[]);
         // The authority revokes the client's certificate while the server runs: the new list is read

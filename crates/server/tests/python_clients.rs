@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 
 use common::{Server, backends};
 
@@ -19,15 +18,7 @@ fn python_requests_and_fhirpy() {
     }
     for b in backends() {
         let s = Server::start(&b);
-        let out = Command::new("python3")
-            .arg(script)
-            .arg(&s.base)
-            .output()
-            .expect("python3");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        println!("{b:?}: {stdout}");
-        assert!(out.status.success(), "{b:?}: {stdout}\n{stderr}");
+        common::run_python(script, &[&s.base], &format!("{b:?}"));
     }
 }
 
@@ -45,9 +36,9 @@ fn python_requests_auth_flows() {
     }
     for b in backends() {
         let f = common::AuthFixture::new(&b);
-        let out = Command::new("python3")
-            .arg(script)
-            .args([
+        common::run_python(
+            script,
+            &[
                 f.root.as_str(),
                 &f.sys.0,
                 &f.sys.1,
@@ -56,12 +47,8 @@ fn python_requests_auth_flows() {
                 common::PASSWORD,
                 &socle_auth::totp::base32(&f.totp),
                 common::REDIRECT,
-            ])
-            .output()
-            .expect("python3");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        println!("{b:?}: {stdout}");
-        assert!(out.status.success(), "{b:?}: {stdout}\n{stderr}");
+            ],
+            &format!("{b:?}"),
+        );
     }
 }

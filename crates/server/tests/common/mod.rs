@@ -32,6 +32,20 @@ pub fn python_with(modules: &str, install: &str) -> bool {
     have
 }
 
+/// Runs a Python client script with its arguments; its output is printed, and it must succeed (`label` names
+/// the run in the failure).
+pub fn run_python(script: &str, args: &[&str], label: &str) {
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{label}: {stdout}");
+    assert!(out.status.success(), "{label}: {stdout}\n{stderr}");
+}
+
 /// The backends to test: SQLite always; PostgreSQL when `SOCLE_TEST_DATABASE_URL` is set (an admin URL; each
 /// server gets a fresh database). With `SOCLE_REQUIRE_POSTGRES=1` a missing URL is a failure, not a skip.
 pub fn backends() -> Vec<Backend> {
