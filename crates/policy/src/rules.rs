@@ -546,7 +546,8 @@ pub fn facts_in(
 ) -> Result<Facts, StoreError> {
     let params = facts_params(Some(patient), actor.unwrap_or(""), resource.unwrap_or(""));
     let mut facts = Facts::default();
-    for r in c.query(&facts_sql("?"), &params)? {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| facts_sql("?"));
+    for r in c.query(&SQL, &params)? {
         let own = r.get(1).and_then(|v| v.as_i64()) == Some(1);
         fold(&mut facts, &text(&r, 0), own, text(&r, 2));
     }
@@ -557,12 +558,15 @@ pub fn facts_in(
 /// that read's statement (PostgreSQL: one round trip instead of two); its value, JSON, is read back by
 /// [`facts_of_attached`].
 pub fn facts_attached(actor: Option<&str>, resource: Option<&str>) -> socle_store::Attached {
-    socle_store::Attached {
-        sql: format!(
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
             "(SELECT COALESCE(json_agg(json_build_array(f.kind, f.own, f.detail)), '[]')::text \
              FROM ({}) AS f(kind, own, detail))",
             facts_sql("r.pkey")
-        ),
+        )
+    });
+    socle_store::Attached {
+        sql: SQL.as_str(),
         params: facts_params(None, actor.unwrap_or(""), resource.unwrap_or("")),
     }
 }

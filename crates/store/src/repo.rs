@@ -120,7 +120,8 @@ pub type ReadCheck<'a> = &'a dyn Fn(
 /// PostgreSQL only: there a second statement is a round trip to another process; SQLite's costs microseconds.
 #[derive(Debug, Clone)]
 pub struct Attached {
-    pub sql: String,
+    /// A constant: prepared once per connection.
+    pub sql: &'static str,
     pub params: Vec<SqlValue>,
 }
 

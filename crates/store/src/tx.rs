@@ -117,18 +117,22 @@ pub(crate) fn current_with_attached(
     id: &str,
     attached: Option<&crate::repo::Attached>,
 ) -> Result<Option<CurrentRow3>, StoreError> {
-    const COLS: &str =
-        "r.pkey, r.rid, r.version, r.last_updated, r.deleted, v.method, v.content, v.last_updated";
-    const FROM: &str = "FROM resources r LEFT JOIN resource_versions v \
+    const CURRENT: &str = "SELECT r.pkey, r.rid, r.version, r.last_updated, r.deleted, v.method, v.content, \
+         v.last_updated FROM resources r LEFT JOIN resource_versions v \
          ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version \
          WHERE r.rtype = ? AND r.id = ?";
     let attached = attached.filter(|_| c.dialect() == Dialect::Postgres);
     let row = match attached {
-        None => c.query_one(&format!("SELECT {COLS} {FROM}"), &[rtype.into(), id.into()])?,
+        None => c.query_one(CURRENT, &[rtype.into(), id.into()])?,
         Some(a) => {
             let mut params = a.params.clone();
             params.extend([rtype.into(), id.into()]);
-            c.query_one(&format!("SELECT {COLS}, {} {FROM}", a.sql), &params)?
+            let sql = CURRENT.replacen(
+                " FROM resources r",
+                &format!(", {} FROM resources r", a.sql),
+                1,
+            );
+            c.query_one(&sql, &params)?
         }
     };
     Ok(row.map(|r| {
