@@ -194,6 +194,8 @@ pub fn commit_in(
     responses: &[Value],
     failure: &mut Option<DmpError>,
 ) -> Result<(), RepoError> {
+    // Run again when a group commit is undone: a refusal of an earlier run no longer holds.
+    *failure = None;
     let refuse = |failure: &mut Option<DmpError>, e: DmpError| {
         let msg = e.to_string();
         *failure = Some(e);

@@ -12,6 +12,7 @@
 //! (the deployment option the architecture names), behind the same trait; [`open`] picks one from the
 //! configuration.
 
+use crate::flush::GroupFlush;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -101,82 +102,27 @@ pub(crate) fn check_name(name: &str) -> Result<(), BlobError> {
 pub struct LocalBlobs {
     root: PathBuf,
     max_size: u64,
-    sync: GroupSync,
-}
-
-/// Group flushing: concurrent puts share one flush of the file system (`syncfs`) instead of two `fsync`s each
-/// (the file, then its directory). A put takes a ticket once its file is renamed into place; it returns when
-/// a flush that started after its ticket has completed. One flush runs at a time; whoever finds none running
-/// starts the next one for every ticket issued so far.
-#[derive(Default)]
-struct GroupSync {
-    state: std::sync::Mutex<SyncState>,
-    done: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct SyncState {
-    issued: u64,
-    flushed: u64,
-    running: bool,
-    /// The error of the last flush, reported to the puts it covered.
-    failed: Option<(u64, String)>,
-}
-
-impl GroupSync {
-    fn wait_durable(&self, root: &Path) -> Result<(), BlobError> {
-        let lock = || {
-            self.state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
-        let mut st = lock();
-        st.issued += 1;
-        let ticket = st.issued;
-        loop {
-            if st.flushed >= ticket {
-                return match &st.failed {
-                    Some((upto, e)) if *upto >= ticket => Err(BlobError::Io(e.clone())),
-                    _ => Ok(()),
-                };
-            }
-            if !st.running {
-                st.running = true;
-                let target = st.issued;
-                drop(st);
-                let r = flush(root);
-                st = lock();
-                st.running = false;
-                st.flushed = target;
-                st.failed = r.err().map(|e| (target, e.to_string()));
-                self.done.notify_all();
-                continue;
-            }
-            st = self
-                .done
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-    }
+    /// Concurrent puts share one flush of the file system (`syncfs`) instead of two `fsync`s each (the file,
+    /// then its directory).
+    sync: GroupFlush,
 }
 
 /// Flushes everything written under `root` (file contents, new directory entries) to stable storage.
 #[cfg(target_os = "linux")]
-fn flush(root: &Path) -> Result<(), BlobError> {
+fn flush(root: &Path) -> Result<(), String> {
     use std::os::fd::AsRawFd;
-    let d = fs::File::open(root).map_err(|e| io("ouverture du répertoire des documents", e))?;
+    let d =
+        fs::File::open(root).map_err(|e| format!("ouverture du répertoire des documents : {e}"))?;
     // SAFETY: `syncfs` only reads the descriptor, which `d` keeps open for the call.
     if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(io(
-            "synchronisation des documents",
-            std::io::Error::last_os_error(),
-        ));
+        let e = std::io::Error::last_os_error();
+        return Err(format!("synchronisation des documents : {e}"));
     }
     Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
-fn flush(_root: &Path) -> Result<(), BlobError> {
+fn flush(_root: &Path) -> Result<(), String> {
     // Elsewhere each put flushes its own file and directory (see `put`).
     Ok(())
 }
@@ -196,7 +142,7 @@ impl LocalBlobs {
         Ok(LocalBlobs {
             root: root.to_path_buf(),
             max_size: DEFAULT_MAX_BLOB,
-            sync: GroupSync::default(),
+            sync: GroupFlush::default(),
         })
     }
 
@@ -264,7 +210,10 @@ impl BlobStore for LocalBlobs {
         }
         if cfg!(target_os = "linux") {
             // The file, its rename and any directory created for it: one shared flush.
-            self.sync.wait_durable(&self.root)?;
+            let ticket = self.sync.ticket();
+            self.sync
+                .wait(ticket, || flush(&self.root))
+                .map_err(BlobError::Io)?;
         } else {
             sync_dir(dir)?;
         }

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod blob;
 pub mod bundle;
+mod flush;
 pub mod postgres;
 pub mod render;
 pub mod repo;
@@ -54,7 +55,9 @@ pub trait Store: Send + Sync {
     /// `"sqlite"` or `"postgresql"`.
     fn backend(&self) -> &'static str;
     /// Runs `body` in a read-write transaction, committed (durably) if it returns `Ok`, rolled back otherwise.
-    /// Transient failures are retried a few times, re-running `body`.
+    /// `body` may run more than once — transient failures are retried, and an embedded store re-runs the
+    /// writers of a group commit that another writer's failure rolled back — so it must start from what it
+    /// captured each time (assign, do not accumulate) and keep side effects outside the database for after.
     fn write(&self, body: &mut TxBody<'_>) -> Result<(), StoreError>;
     /// Like `write`, for a transaction that only appends records to the access log (the audit records written
     /// apart from data: reads, searches, refusals, operations). An embedded store keeps them in a file of their

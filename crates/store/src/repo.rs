@@ -478,6 +478,8 @@ impl Repository {
     ) -> Result<(), RepoError> {
         let mut failure: Option<RepoError> = None;
         let res = self.store.write(&mut |c| {
+            // The body may run again (a group rolled back by another writer's failure): start afresh.
+            failure = None;
             let mut st = TxState::default();
             match body(c, &mut st) {
                 Ok(()) => {

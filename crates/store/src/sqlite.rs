@@ -36,6 +36,39 @@ pub struct SqliteStore {
     /// file, so that the records every read appends never move the data file's WAL — which would make every
     /// reader connection drop its page cache. `None` for the log store itself.
     log: Option<Box<SqliteStore>>,
+    /// The WAL's own descriptor and its group flush (see [`WalSync`]); `None`: commits sync themselves.
+    wal: Option<WalSync>,
+}
+
+/// Commits without waiting for the disk under the writer's lock: the writer connection runs with
+/// `synchronous=NORMAL` (a commit writes its WAL frames, no `fsync`), takes a ticket, releases the lock, and
+/// each writer of the group returns once an `fsync` of the WAL *started after its commit* has completed — so
+/// a write is still acknowledged only once durable, while the next group already works. One `fsync` covers
+/// every commit made before it began. A reader may see a commit a fraction of a millisecond before it is on
+/// disk; its writer has not been answered yet, and a later write that read it is acknowledged only after an
+/// `fsync` that covers both (the WAL is written in order). Checkpoints sync the WAL before copying it (as
+/// with `synchronous=NORMAL` always).
+struct WalSync {
+    file: std::fs::File,
+    flush: crate::flush::GroupFlush,
+}
+
+impl WalSync {
+    /// Opens the WAL next to `db` (it exists once the database has had a write in WAL mode).
+    fn open(db: &Path) -> Option<WalSync> {
+        let mut name = db.as_os_str().to_owned();
+        name.push("-wal");
+        match std::fs::File::open(std::path::PathBuf::from(name)) {
+            Ok(file) => Some(WalSync {
+                file,
+                flush: crate::flush::GroupFlush::default(),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "journal WAL introuvable : chaque validation se synchronise elle-même");
+                None
+            }
+        }
+    }
 }
 
 /// What a SQLite file holds.
@@ -145,9 +178,11 @@ struct StatsState {
 }
 
 /// The writer connection and its group-commit state. Concurrent writers run one after the other in the same
-/// SQLite transaction, each inside its own SAVEPOINT (so one writer's failure rolls back only its own work);
-/// the last writer of a group — when nobody else is waiting, or the group is full or old — commits for all,
-/// and each writer returns only once its work is committed. One fsync then covers many acknowledged writes.
+/// SQLite transaction; the last writer of a group — when nobody else is waiting, or the group is full or old —
+/// commits for all, and each writer returns only once its work is committed and on disk ([`WalSync`]). One
+/// fsync then covers many acknowledged writes. A writer's failure rolls the group back and its other writers
+/// run again (see `write_turn`); for a while after one, writers join under a SAVEPOINT instead, which undoes
+/// only their own work but copies every page they touch.
 struct Writer {
     conn: SqliteConn,
     in_tx: bool,
@@ -157,7 +192,9 @@ struct Writer {
     opened: Instant,
     /// Number of the group being filled; `done` holds the outcome of recent groups.
     epoch: u64,
-    done: std::collections::VecDeque<(u64, Result<(), String>)>,
+    done: std::collections::VecDeque<(u64, GroupOutcome)>,
+    /// Joiners run under a SAVEPOINT until then (see [`SAVEPOINTS_AFTER_FAILURE`]).
+    savepoints_until: Option<Instant>,
 }
 
 const GROUP_MAX: usize = 64;
@@ -289,6 +326,13 @@ impl SqliteStore {
             .execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;")
             .map_err(db_err)?;
         let checkpointer = Checkpointer::start(path)?;
+        let wal = WalSync::open(path);
+        if wal.is_some() {
+            writer
+                .conn
+                .execute_batch("PRAGMA synchronous=NORMAL")
+                .map_err(db_err)?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             writer: Mutex::new(Writer {
@@ -299,6 +343,7 @@ impl SqliteStore {
                 opened: Instant::now(),
                 epoch: 0,
                 done: std::collections::VecDeque::new(),
+                savepoints_until: None,
             }),
             committed: Condvar::new(),
             waiting: AtomicUsize::new(0),
@@ -310,6 +355,7 @@ impl SqliteStore {
             }),
             checkpointer,
             log: None,
+            wal,
         })
     }
 
@@ -362,6 +408,27 @@ fn poisoned() -> StoreError {
     StoreError::Database("verrou interne empoisonné".into())
 }
 
+/// What became of a writer's turn in a group.
+enum Turn {
+    /// Committed; durable once the WAL flush of this ticket is done (`None`: already durable).
+    Committed(Option<u64>),
+    /// The group was rolled back because another of its writers failed: run the body again.
+    Again,
+}
+
+/// How a group ended, kept for the writers waiting on it.
+#[derive(Clone)]
+enum GroupOutcome {
+    Committed(Option<u64>),
+    Failed(String),
+    /// Rolled back for a writer's failure; its other writers run again.
+    Undone,
+}
+
+/// After a writer's failure undid a group, later writers join groups under a SAVEPOINT for this long: a client
+/// sending failing requests cannot make others run again and again.
+const SAVEPOINTS_AFTER_FAILURE: Duration = Duration::from_secs(2);
+
 impl SqliteStore {
     /// Ends one writer's turn in the group transaction: commits the group when nobody else is waiting (or
     /// the group is full or old), else waits for the writer who will. `own` is this writer's outcome.
@@ -369,28 +436,29 @@ impl SqliteStore {
         &self,
         mut w: std::sync::MutexGuard<'_, Writer>,
         own: Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Turn, StoreError> {
         w.group += 1;
         let my_epoch = w.epoch;
         let must_commit = self.waiting.load(Ordering::Acquire) == 0
             || w.group >= GROUP_MAX
             || w.opened.elapsed() >= GROUP_MAX_AGE;
         if must_commit {
-            let outcome = match w.conn.conn.execute_batch("COMMIT") {
-                Ok(()) => Ok(()),
+            let cr = w.conn.conn.execute_batch("COMMIT");
+            let result = match cr {
+                Ok(()) => Ok(self.wal.as_ref().map(|s| s.flush.ticket())),
                 Err(e) => {
                     let _ = w.conn.conn.execute_batch("ROLLBACK");
                     Err(e.to_string())
                 }
             };
-            w.in_tx = false;
+            let outcome = match &result {
+                Ok(t) => GroupOutcome::Committed(*t),
+                Err(m) => GroupOutcome::Failed(m.clone()),
+            };
+            let committed = result.is_ok();
             let data_in_group = std::mem::take(&mut w.data_in_group);
-            w.epoch += 1;
-            w.done.push_back((my_epoch, outcome.clone()));
-            while w.done.len() > 64 {
-                w.done.pop_front();
-            }
-            if outcome.is_ok() {
+            self.close_group(&mut w, outcome);
+            if committed {
                 if data_in_group {
                     self.maybe_analyze(&w.conn.conn);
                 }
@@ -402,18 +470,18 @@ impl SqliteStore {
                     tracing::warn!(error = %e, "point de contrôle du WAL impossible");
                 }
             }
-            self.committed.notify_all();
             drop(w);
             own?;
-            return outcome.map_err(StoreError::Database);
+            return result.map(Turn::Committed).map_err(StoreError::Database);
         }
         // Someone else will commit this group: wait for it (our own failure needs no commit).
         own?;
         loop {
             if w.epoch > my_epoch {
                 return match w.done.iter().find(|(e, _)| *e == my_epoch) {
-                    Some((_, Ok(()))) => Ok(()),
-                    Some((_, Err(m))) => Err(StoreError::Database(format!(
+                    Some((_, GroupOutcome::Committed(t))) => Ok(Turn::Committed(*t)),
+                    Some((_, GroupOutcome::Undone)) => Ok(Turn::Again),
+                    Some((_, GroupOutcome::Failed(m))) => Err(StoreError::Database(format!(
                         "échec de la validation groupée : {m}"
                     ))),
                     None => Err(StoreError::Database(
@@ -424,57 +492,112 @@ impl SqliteStore {
             w = self.committed.wait(w).map_err(|_| poisoned())?;
         }
     }
-}
 
-impl SqliteStore {
-    /// One writer's turn: joins (or opens) the group transaction, runs `body`, then `finish`.
+    /// Returns once the commit of `ticket` is on disk (see [`WalSync`]); called without the writer's lock.
+    fn durable(&self, ticket: Option<u64>) -> Result<(), StoreError> {
+        match (ticket, &self.wal) {
+            (Some(t), Some(wal)) => wal
+                .flush
+                .wait(t, || wal.file.sync_data())
+                .map_err(|e| StoreError::Database(format!("synchronisation du journal WAL : {e}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends the group being filled (committed, failed or undone) and wakes the writers waiting on it.
+    fn close_group(&self, w: &mut Writer, outcome: GroupOutcome) {
+        w.in_tx = false;
+        w.data_in_group = false;
+        w.done.push_back((w.epoch, outcome));
+        w.epoch += 1;
+        while w.done.len() > 64 {
+            w.done.pop_front();
+        }
+        self.committed.notify_all();
+    }
+
+    /// Opens a group with `body` as its first writer. Nobody else's work is in the transaction, so a failure
+    /// rolls the whole of it back, and no SAVEPOINT (whose journal copies every page touched) is needed.
+    fn open_group(
+        &self,
+        w: &mut Writer,
+        body: &mut TxBody<'_>,
+        data: bool,
+    ) -> Result<(), StoreError> {
+        w.conn
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(db_err)?;
+        if let Err(e) = body(&mut w.conn) {
+            let _ = w.conn.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        w.in_tx = true;
+        w.data_in_group = data;
+        w.group = 0;
+        w.opened = Instant::now();
+        Ok(())
+    }
+
+    /// One writer's turn: joins (or opens) the group transaction, runs `body`, then `finish`. A writer joining
+    /// a group runs without a SAVEPOINT: should it fail, the group is rolled back, its body runs again alone
+    /// (its outcome is then its own), and the group's other writers run again after it. `body` may therefore
+    /// run more than once, as [`Store::write`] allows.
     fn write_turn(&self, body: &mut TxBody<'_>, data: bool) -> Result<(), StoreError> {
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        let locked = self.writer.lock();
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let mut w = locked.map_err(|_| poisoned())?;
-        if !w.in_tx {
-            // First writer of a group: nobody else's work is in the transaction, so a failure can roll the
-            // whole of it back, and no SAVEPOINT (whose journal copies every page touched) is needed.
-            w.conn
-                .conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(db_err)?;
-            if let Err(e) = body(&mut w.conn) {
-                let _ = w.conn.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-            w.in_tx = true;
-            w.data_in_group = data;
-            w.group = 0;
-            w.opened = Instant::now();
-            return self.finish(w, Ok(()));
-        }
-        // No early return from here on: writers of this group may be waiting for its commit.
-        let res = w
-            .conn
-            .conn
-            .execute_batch("SAVEPOINT socle_write")
-            .map_err(db_err)
-            .and_then(|()| body(&mut w.conn));
-        let own = match res {
-            Ok(()) => w
-                .conn
-                .conn
-                .execute_batch("RELEASE socle_write")
-                .map_err(db_err),
-            Err(e) => {
-                let _ = w
+        loop {
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+            let locked = self.writer.lock();
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            let mut w = locked.map_err(|_| poisoned())?;
+            let turn = if !w.in_tx {
+                self.open_group(&mut w, body, data)?;
+                self.finish(w, Ok(()))?
+            } else if w.savepoints_until.is_some_and(|t| Instant::now() < t) {
+                // No early return from here on: writers of this group may be waiting for its commit.
+                let res = w
                     .conn
                     .conn
-                    .execute_batch("ROLLBACK TO socle_write; RELEASE socle_write");
-                Err(e)
+                    .execute_batch("SAVEPOINT socle_write")
+                    .map_err(db_err)
+                    .and_then(|()| body(&mut w.conn));
+                let own = match res {
+                    Ok(()) => w
+                        .conn
+                        .conn
+                        .execute_batch("RELEASE socle_write")
+                        .map_err(db_err),
+                    Err(e) => {
+                        let _ = w
+                            .conn
+                            .conn
+                            .execute_batch("ROLLBACK TO socle_write; RELEASE socle_write");
+                        Err(e)
+                    }
+                };
+                if own.is_ok() {
+                    w.data_in_group |= data;
+                }
+                self.finish(w, own)?
+            } else {
+                match body(&mut w.conn) {
+                    Ok(()) => {
+                        w.data_in_group |= data;
+                        self.finish(w, Ok(()))?
+                    }
+                    Err(_) => {
+                        let _ = w.conn.conn.execute_batch("ROLLBACK");
+                        self.close_group(&mut w, GroupOutcome::Undone);
+                        w.savepoints_until = Some(Instant::now() + SAVEPOINTS_AFTER_FAILURE);
+                        self.open_group(&mut w, body, data)?;
+                        self.finish(w, Ok(()))?
+                    }
+                }
+            };
+            match turn {
+                Turn::Committed(ticket) => return self.durable(ticket),
+                Turn::Again => continue,
             }
-        };
-        if own.is_ok() {
-            w.data_in_group |= data;
         }
-        self.finish(w, own)
     }
 }
 
