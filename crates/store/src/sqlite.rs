@@ -307,8 +307,12 @@ impl SqliteStore {
                 }
                 return Ok(());
             }
+            let set_aside = schema::set_aside_old_versions(&mut writer)?;
             for stmt in schema::ddl(Dialect::Sqlite) {
                 writer.execute(&stmt, &[])?;
+            }
+            if set_aside {
+                schema::copy_set_aside_versions(&mut writer)?;
             }
             crate::tx::init_meta(&mut writer)
         })();
