@@ -599,7 +599,7 @@ impl Provider {
                 })
                 && int(&r, 1) > now;
             if !ok {
-                self.count_failure(c, realm, login, int(&r, 3), now)?;
+                self.count_failure(c, realm, login, now)?;
                 return Ok(());
             }
             c.execute(
@@ -631,15 +631,25 @@ impl Provider {
         ))
     }
 
+    /// Counts one more failure on the account, in the write transaction: the count is incremented where it is
+    /// stored (a count read before, by concurrent attempts, would lose increments and delay the lockout).
     fn count_failure(
         &self,
         c: &mut dyn socle_store::SqlConn,
         realm: Realm,
         login: &str,
-        failures: i64,
         now: i64,
     ) -> Result<(), socle_store::StoreError> {
-        let failures = failures + 1;
+        let Some(failures) = c
+            .query_one(
+                "UPDATE auth_accounts SET failures = failures + 1 WHERE realm = ? AND login = ? RETURNING failures",
+                &[realm.as_str().into(), login.into()],
+            )?
+            .and_then(|r| r.into_iter().next())
+            .and_then(|v| v.as_i64())
+        else {
+            return Ok(());
+        };
         let over = failures - self.config.lockout_threshold;
         let locked_until = if over >= 0 {
             let secs = (self.config.lockout_base_s << over.min(20)).min(self.config.lockout_max_s);
@@ -654,13 +664,8 @@ impl Provider {
             );
         }
         c.execute(
-            "UPDATE auth_accounts SET failures = ?, locked_until = ? WHERE realm = ? AND login = ?",
-            &[
-                failures.into(),
-                locked_until.into(),
-                realm.as_str().into(),
-                login.into(),
-            ],
+            "UPDATE auth_accounts SET locked_until = ? WHERE realm = ? AND login = ?",
+            &[locked_until.into(), realm.as_str().into(), login.into()],
         )?;
         Ok(())
     }
@@ -701,7 +706,7 @@ impl Provider {
         if !ok {
             let _ = self
                 .store
-                .write(&mut |c| self.count_failure(c, realm, login, int(&r, 3), now));
+                .write(&mut |c| self.count_failure(c, realm, login, now));
             return Err(LoginError::BadCredentials);
         }
         let trusted = self
@@ -819,7 +824,7 @@ impl Provider {
                         outcome = Ok((text(&a, 0), login));
                     }
                     _ => {
-                        self.count_failure(c, realm, &login, int(&a, 3), now)?;
+                        self.count_failure(c, realm, &login, now)?;
                         if int(&p, 1) + 1 >= 5 {
                             c.execute(
                                 "DELETE FROM auth_pending WHERE id_hash = ?",

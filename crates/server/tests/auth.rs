@@ -953,6 +953,31 @@ fn attacks_are_rejected() {
             &st.s
                 .cli(&["accounts", "unlock", "--realm", "pro", "--login", &st.rpps]),
         );
+        // The same 5 wrong passwords sent at once: each is counted (the count is incremented where it is
+        // stored, not from what each attempt read before).
+        std::thread::scope(|scope| {
+            for i in 0..5 {
+                let (url, rpps) = (&url, &st.rpps);
+                scope.spawn(move || {
+                    let mut b = Browser::new();
+                    let p = login(&mut b, root, url, rpps, &format!("parallèle-{i}"), None);
+                    assert_eq!(p.status, 401, "essai parallèle {i}");
+                });
+            }
+        });
+        let p = login(
+            &mut Browser::new(),
+            root,
+            &url,
+            &st.rpps,
+            PASSWORD,
+            Some((&st.totp, step + 2)),
+        );
+        assert_eq!(p.status, 429, "{}", p.body);
+        printed(
+            &st.s
+                .cli(&["accounts", "unlock", "--realm", "pro", "--login", &st.rpps]),
+        );
 
         // Patients: TOTP is mandatory, and a patient token reaches only the patient's own record.
         let pclient = printed(&st.s.cli(&[
