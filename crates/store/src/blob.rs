@@ -152,6 +152,14 @@ impl LocalBlobs {
         self
     }
 
+    /// Returns once everything written so far under the root is on disk (one flush shared by concurrent puts).
+    fn durable(&self) -> Result<(), BlobError> {
+        let ticket = self.sync.ticket();
+        self.sync
+            .wait(ticket, || flush(&self.root))
+            .map_err(BlobError::Io)
+    }
+
     fn path_of(&self, name: &str) -> PathBuf {
         self.root.join(&name[0..2]).join(&name[2..4]).join(name)
     }
@@ -181,11 +189,15 @@ impl BlobStore for LocalBlobs {
         let blob = name_of(bytes, self.max_size)?;
         let (name, size) = (blob.sha256.clone(), blob.size);
         let path = self.path_of(&name);
-        // Already stored: same name, same bytes (a damaged copy is replaced below).
+        // Already stored: same name, same bytes (a damaged copy is replaced below) — durable once a flush has
+        // covered it: a concurrent put of the same bytes may not have seen its own yet.
         if let Ok(meta) = fs::metadata(&path)
             && meta.len() == size
             && fs::read(&path).is_ok_and(|b| sha256_hex(&b) == name)
         {
+            if cfg!(target_os = "linux") {
+                self.durable()?;
+            }
             return Ok(blob);
         }
         let dir = path
@@ -210,10 +222,7 @@ impl BlobStore for LocalBlobs {
         }
         if cfg!(target_os = "linux") {
             // The file, its rename and any directory created for it: one shared flush.
-            let ticket = self.sync.ticket();
-            self.sync
-                .wait(ticket, || flush(&self.root))
-                .map_err(BlobError::Io)?;
+            self.durable()?;
         } else {
             sync_dir(dir)?;
         }

@@ -2,7 +2,9 @@
 //!
 //! A writer takes a ticket once its bytes are written (to the OS); it is durable once a flush that *started*
 //! after its ticket was issued has completed. One flush runs at a time; whoever finds none running starts the
-//! next one, for every ticket issued so far. Used by the blob directory (one `syncfs` for many documents) and
+//! next one, for every ticket issued so far. A failed flush is final: after a failed `fsync` the kernel may
+//! have marked the unwritten pages clean, so a later success proves nothing — every ticket not covered by an
+//! earlier successful flush gets the error, now and until the process restarts. Used by the blob directory (one `syncfs` for many documents) and
 //! by the SQLite writer (one `fsync` of the WAL for many commits, outside the writer's lock).
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -16,10 +18,11 @@ pub(crate) struct GroupFlush {
 #[derive(Default)]
 struct State {
     issued: u64,
-    flushed: u64,
+    /// Every ticket up to this one is durable (covered by a successful flush before any failure).
+    durable: u64,
     running: bool,
-    /// The error of the last flush, reported to the tickets it covered.
-    failed: Option<(u64, String)>,
+    /// The first failure; final.
+    failed: Option<String>,
 }
 
 impl GroupFlush {
@@ -46,11 +49,11 @@ impl GroupFlush {
     {
         let mut st = self.lock();
         loop {
-            if st.flushed >= ticket {
-                return match &st.failed {
-                    Some((upto, e)) if *upto >= ticket => Err(e.clone()),
-                    _ => Ok(()),
-                };
+            if ticket <= st.durable {
+                return Ok(());
+            }
+            if let Some(e) = &st.failed {
+                return Err(e.clone());
             }
             if !st.running {
                 st.running = true;
@@ -59,13 +62,23 @@ impl GroupFlush {
                 let r = flush();
                 st = self.lock();
                 st.running = false;
-                st.flushed = target;
-                st.failed = r.err().map(|e| (target, e.to_string()));
+                match r {
+                    Ok(()) => st.durable = st.durable.max(target),
+                    Err(e) => {
+                        tracing::error!(error = %e, "échec de la synchronisation sur disque : plus aucune écriture n'est confirmée");
+                        st.failed = Some(e.to_string());
+                    }
+                }
                 self.done.notify_all();
                 continue;
             }
             st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// The flush failure that stopped this group flush, if any.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
     }
 }
 
@@ -94,9 +107,14 @@ mod tests {
         assert!(t2 > t1);
         let err = g.wait(t2, || Err::<(), String>("disque plein".into()));
         assert_eq!(err, Err("disque plein".to_string()));
-        // The failure belongs to the tickets it covered, not to later ones.
+        // A failure is final: later tickets get it without another flush; earlier ones stay durable.
         let t3 = g.ticket();
-        g.wait(t3, || Ok::<(), String>(())).unwrap();
+        assert_eq!(
+            g.wait(t3, || Ok::<(), String>(())),
+            Err("disque plein".to_string())
+        );
+        g.wait(t1, || Ok::<(), String>(())).unwrap();
+        assert_eq!(g.failure(), Some("disque plein".to_string()));
     }
 
     #[test]

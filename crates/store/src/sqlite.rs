@@ -58,7 +58,12 @@ impl WalSync {
     fn open(db: &Path) -> Option<WalSync> {
         let mut name = db.as_os_str().to_owned();
         name.push("-wal");
-        match std::fs::File::open(std::path::PathBuf::from(name)) {
+        // Read-write: some systems refuse to flush a file opened for reading only. Never created nor truncated.
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(std::path::PathBuf::from(name))
+        {
             Ok(file) => Some(WalSync {
                 file,
                 flush: crate::flush::GroupFlush::default(),
@@ -451,7 +456,7 @@ impl SqliteStore {
             let result = match cr {
                 Ok(()) => Ok(self.wal.as_ref().map(|s| s.flush.ticket())),
                 Err(e) => {
-                    let _ = w.conn.conn.execute_batch("ROLLBACK");
+                    rollback(&w.conn.conn);
                     Err(e.to_string())
                 }
             };
@@ -514,7 +519,8 @@ impl SqliteStore {
         w.data_in_group = false;
         w.done.push_back((w.epoch, outcome));
         w.epoch += 1;
-        while w.done.len() > 64 {
+        // Outcomes are kept long enough for a woken writer to find its group's among them.
+        while w.done.len() > 1024 {
             w.done.pop_front();
         }
         self.committed.notify_all();
@@ -533,7 +539,7 @@ impl SqliteStore {
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(db_err)?;
         if let Err(e) = body(&mut w.conn) {
-            let _ = w.conn.conn.execute_batch("ROLLBACK");
+            rollback(&w.conn.conn);
             return Err(e);
         }
         w.in_tx = true;
@@ -548,14 +554,22 @@ impl SqliteStore {
     /// (its outcome is then its own), and the group's other writers run again after it. `body` may therefore
     /// run more than once, as [`Store::write`] allows.
     fn write_turn(&self, body: &mut TxBody<'_>, data: bool) -> Result<(), StoreError> {
+        if let Some(e) = self.wal.as_ref().and_then(|s| s.flush.failure()) {
+            return Err(StoreError::Database(format!(
+                "écritures suspendues : la synchronisation du journal WAL a échoué ({e}) ; redémarrer le service"
+            )));
+        }
         loop {
             self.waiting.fetch_add(1, Ordering::AcqRel);
             let locked = self.writer.lock();
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             let mut w = locked.map_err(|_| poisoned())?;
             let turn = if !w.in_tx {
-                self.open_group(&mut w, body, data)?;
-                self.finish(w, Ok(()))?
+                if let Err(e) = self.open_group(&mut w, body, data) {
+                    drop(w);
+                    return self.failed(e);
+                }
+                self.finish(w, Ok(()))
             } else if w.savepoints_until.is_some_and(|t| Instant::now() < t) {
                 // No early return from here on: writers of this group may be waiting for its commit.
                 let res = w
@@ -578,30 +592,62 @@ impl SqliteStore {
                         Err(e)
                     }
                 };
-                if own.is_ok() {
-                    w.data_in_group |= data;
+                match own {
+                    Ok(()) => {
+                        w.data_in_group |= data;
+                        self.finish(w, Ok(()))
+                    }
+                    // Some errors (a full disk, an I/O error) make SQLite roll the whole transaction back: the
+                    // group is gone, and its other writers run again.
+                    Err(e) if w.conn.conn.is_autocommit() => {
+                        self.close_group(&mut w, GroupOutcome::Undone);
+                        drop(w);
+                        return self.failed(e);
+                    }
+                    Err(e) => self.finish(w, Err(e)),
                 }
-                self.finish(w, own)?
             } else {
                 match body(&mut w.conn) {
                     Ok(()) => {
                         w.data_in_group |= data;
-                        self.finish(w, Ok(()))?
+                        self.finish(w, Ok(()))
                     }
                     Err(_) => {
-                        let _ = w.conn.conn.execute_batch("ROLLBACK");
+                        rollback(&w.conn.conn);
                         self.close_group(&mut w, GroupOutcome::Undone);
                         w.savepoints_until = Some(Instant::now() + SAVEPOINTS_AFTER_FAILURE);
-                        self.open_group(&mut w, body, data)?;
-                        self.finish(w, Ok(()))?
+                        if let Err(e) = self.open_group(&mut w, body, data) {
+                            drop(w);
+                            return self.failed(e);
+                        }
+                        self.finish(w, Ok(()))
                     }
                 }
             };
             match turn {
-                Turn::Committed(ticket) => return self.durable(ticket),
-                Turn::Again => continue,
+                Ok(Turn::Committed(ticket)) => return self.durable(ticket),
+                Ok(Turn::Again) => continue,
+                Err(e) => return self.failed(e),
             }
         }
+    }
+
+    /// A writer's failure, answered once what it may have read is on disk: commits are visible a moment before
+    /// they are durable, and a refusal (a version conflict, a duplicate) must not rest on one a crash would lose.
+    fn failed(&self, e: StoreError) -> Result<(), StoreError> {
+        if let Some(s) = &self.wal {
+            let _ = s.flush.wait(s.flush.ticket(), || s.file.sync_data());
+        }
+        Err(e)
+    }
+}
+
+/// Rolls the writer's transaction back, if it is still in one (SQLite ends it by itself on some errors).
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::error!(error = %e, "annulation de la transaction d'écriture impossible");
     }
 }
 
