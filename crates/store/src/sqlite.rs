@@ -452,8 +452,7 @@ impl SqliteStore {
             || w.group >= GROUP_MAX
             || w.opened.elapsed() >= GROUP_MAX_AGE;
         if must_commit {
-            let cr = w.conn.conn.execute_batch("COMMIT");
-            let result = match cr {
+            let result = match w.conn.conn.execute_batch("COMMIT") {
                 Ok(()) => Ok(self.wal.as_ref().map(|s| s.flush.ticket())),
                 Err(e) => {
                     rollback(&w.conn.conn);
@@ -464,10 +463,9 @@ impl SqliteStore {
                 Ok(t) => GroupOutcome::Committed(*t),
                 Err(m) => GroupOutcome::Failed(m.clone()),
             };
-            let committed = result.is_ok();
-            let data_in_group = std::mem::take(&mut w.data_in_group);
+            let data_in_group = w.data_in_group;
             self.close_group(&mut w, outcome);
-            if committed {
+            if result.is_ok() {
                 if data_in_group {
                     self.maybe_analyze(&w.conn.conn);
                 }
@@ -635,9 +633,7 @@ impl SqliteStore {
     /// A writer's failure, answered once what it may have read is on disk: commits are visible a moment before
     /// they are durable, and a refusal (a version conflict, a duplicate) must not rest on one a crash would lose.
     fn failed(&self, e: StoreError) -> Result<(), StoreError> {
-        if let Some(s) = &self.wal {
-            let _ = s.flush.wait(s.flush.ticket(), || s.file.sync_data());
-        }
+        let _ = self.durable(self.wal.as_ref().map(|s| s.flush.ticket()));
         Err(e)
     }
 }

@@ -634,46 +634,48 @@ fn write_version_pg(
     v: &NewVersion<'_>,
     deleted: i64,
 ) -> Result<i64, StoreError> {
-    // The sequence value, then the current-state row, then the version row (`rid`: the one given, or the new
-    // resource's, which is its first sequence value).
+    // The sequence value, then the current-state row, then the version row (a new resource's number is its
+    // first sequence value).
     const CREATE: &str = "WITH s AS (SELECT nextval('socle_seq') AS seq), \
         r AS (INSERT INTO resources (pkey, rtype, id, rid, version, last_updated, deleted) \
         VALUES (?, ?, ?, (SELECT seq FROM s), ?, ?, ?)), \
         v AS (INSERT INTO resource_versions (pkey, rid, version, rtype, id, seq, last_updated, method, content) \
-        VALUES (?, COALESCE(?, (SELECT seq FROM s)), ?, ?, ?, (SELECT seq FROM s), ?, ?, ?)) SELECT seq FROM s";
+        VALUES (?, (SELECT seq FROM s), ?, ?, ?, (SELECT seq FROM s), ?, ?, ?)) SELECT seq FROM s";
     const UPDATE: &str = "WITH s AS (SELECT nextval('socle_seq') AS seq), \
         r AS (UPDATE resources SET version = ?, last_updated = ?, deleted = ? WHERE pkey = ? AND rtype = ? AND id = ?), \
         v AS (INSERT INTO resource_versions (pkey, rid, version, rtype, id, seq, last_updated, method, content) \
-        VALUES (?, COALESCE(?, (SELECT seq FROM s)), ?, ?, ?, (SELECT seq FROM s), ?, ?, ?)) SELECT seq FROM s";
-    let mut params: Vec<SqlValue> = Vec::with_capacity(16);
-    let sql = match prev {
-        None => {
-            params.extend([
+        VALUES (?, ?, ?, ?, ?, (SELECT seq FROM s), ?, ?, ?)) SELECT seq FROM s";
+    let (sql, mut params): (&str, Vec<SqlValue>) = match prev {
+        None => (
+            CREATE,
+            vec![
                 v.pkey.into(),
                 v.rtype.into(),
                 v.id.into(),
                 v.version.into(),
                 v.last_updated.into(),
                 deleted.into(),
-            ]);
-            CREATE
-        }
+                v.pkey.into(),
+            ],
+        ),
         Some(p) => {
             delete_index_rows(c, &p.pkey, p.rid)?;
-            params.extend([
-                v.version.into(),
-                v.last_updated.into(),
-                deleted.into(),
-                v.pkey.into(),
-                v.rtype.into(),
-                v.id.into(),
-            ]);
-            UPDATE
+            (
+                UPDATE,
+                vec![
+                    v.version.into(),
+                    v.last_updated.into(),
+                    deleted.into(),
+                    v.pkey.into(),
+                    v.rtype.into(),
+                    v.id.into(),
+                    v.pkey.into(),
+                    p.rid.into(),
+                ],
+            )
         }
     };
     params.extend([
-        v.pkey.into(),
-        prev.map(|p| p.rid).into(),
         v.version.into(),
         v.rtype.into(),
         v.id.into(),
