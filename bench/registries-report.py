@@ -11,10 +11,13 @@ def fmt(x, nd=0):
 
 
 def header(meta, title, targets):
+    conc, low = meta.get("concurrency", "4"), meta.get("latency_concurrency", "")
+    passes = f"concurrency {conc}" + (
+        f" (the two cores saturated), then {low} (latency below saturation)" if low else "")
     return [f"## {title}", "",
             f"Run of `bench/registries.sh` on {meta.get('date', '?')}, commit `{meta.get('commit', '?')[:12]}` "
             f"({meta.get('dirty', '?')} uncommitted paths), `nproc` = {meta.get('nproc', '?')}, load generator on the "
-            f"same cores, concurrency 4. {targets}", ""]
+            f"same cores, {passes}. {targets}", ""]
 
 
 def labels(rows, kind):
@@ -25,8 +28,20 @@ def labels(rows, kind):
     return out
 
 
-def get(rows, label, workload):
-    return next((r for r in rows if r.get("label") == label and r.get("workload") == workload), None)
+def get(rows, label, workload, concurrency=None):
+    """The first row of `label` and `workload`; with `concurrency`, the first measured at that concurrency."""
+    return next((r for r in rows if r.get("label") == label and r.get("workload") == workload
+                 and (concurrency is None or str(r.get("params", {}).get("concurrency")) == str(concurrency))), None)
+
+
+def concurrencies(meta):
+    """The saturating pass's concurrency, and the latency pass's (None when the run had none)."""
+    low = meta.get("latency_concurrency") or None
+    return meta.get("concurrency", "4"), low
+
+
+def short(r):
+    return f"{r['p50_ms']} / {r['p99_ms']} ms" if r else "—"
 
 
 def lat(r):
@@ -39,14 +54,17 @@ def insi(rows, meta):
                  "< 10 min. Queries are drawn from identities spread over the whole registry (the load generator "
                  "re-runs the generator with the same seed); verify sends the matricule and the five traits, retrieve "
                  "the five traits.")
-    out.append("| backend / identities | generate + load | peak RSS (generate) | disk | verify: throughput, p50 / p99 | retrieve: throughput, p50 / p99 | server peak RSS |")
-    out.append("|---|---|---|---|---|---|---|")
+    conc, low = concurrencies(meta)
+    extra = f" verify p50 / p99, concurrency {low} | retrieve p50 / p99, concurrency {low} |" if low else ""
+    out.append(f"| backend / identities | generate + load | peak RSS (generate) | disk | verify: throughput, p50 / p99 | retrieve: throughput, p50 / p99 |{extra} server peak RSS |")
+    out.append("|---|---|---|---|---|---|---|" + ("---|---|" if low else ""))
     for l in labels(rows, "insi"):
         load, rss, disk = get(rows, l, "load"), get(rows, l, "rss"), get(rows, l, "disk")
         secs, n = float(load["seconds"]), int(load["size"])
+        cells = f" {short(get(rows, l, 'insi-verify', low))} | {short(get(rows, l, 'insi-retrieve', low))} |" if low else ""
         out.append(f"| {l} | {fmt(secs, 1)} s ({fmt(n / secs)}/s) | {int(load['peak_rss_kb']) // 1024} MiB | "
-                   f"{int(disk['bytes']) / 2**30:.2f} GiB | {lat(get(rows, l, 'insi-verify'))} | "
-                   f"{lat(get(rows, l, 'insi-retrieve'))} | {int(rss['hwm_kb']) // 1024} MiB |")
+                   f"{int(disk['bytes']) / 2**30:.2f} GiB | {lat(get(rows, l, 'insi-verify', conc))} | "
+                   f"{lat(get(rows, l, 'insi-retrieve', conc))} |{cells} {int(rss['hwm_kb']) // 1024} MiB |")
     return out
 
 
@@ -59,12 +77,16 @@ def annuaire(rows, meta):
     out = header(meta, "Annuaire Santé: directory searches",
                  "Target (issue 3): directory search p99 < 20 ms with 1 M professionals. Each cell: throughput, "
                  "p50 / p99.")
+    conc, low = concurrencies(meta)
     out.append("| backend / structures:professionals | generate + load | disk | " + " | ".join(q[1] for q in QUERIES) + " |")
     out.append("|---|---|---|" + "---|" * len(QUERIES))
     for l in labels(rows, "annuaire"):
         load, disk = get(rows, l, "load"), get(rows, l, "disk")
-        cells = [lat(get(rows, l, q[0])) for q in QUERIES]
+        cells = [lat(get(rows, l, q[0], conc)) for q in QUERIES]
         out.append(f"| {l} | {fmt(float(load['seconds']), 1)} s | {int(disk['bytes']) / 2**30:.2f} GiB | " + " | ".join(cells) + " |")
+        if low:
+            cells = [short(get(rows, l, q[0], low)) for q in QUERIES]
+            out.append(f"| {l}, concurrency {low}: p50 / p99 | | | " + " | ".join(cells) + " |")
     return out
 
 
