@@ -14,6 +14,7 @@ WORKLOADS = [
     ("ingest", "(a) ingest, transaction Bundles of 100"),
     ("create", "(b) single create POST /Observation"),
     ("read", "(c) read GET /Patient/{id}"),
+    ("read-latency", "(c) read GET /Patient/{id}, below saturation (`READ_LATENCY_CONCURRENCY`, 1 client by default)"),
     ("search-patient-code", "(d) Observation?patient=…&code=…"),
     ("search-family-birthdate", "(d) Patient?family=…&birthdate=…"),
     ("search-code-paged", "(d) Observation?code=…&_count=100, 5 pages"),
@@ -30,6 +31,9 @@ def load(out):
         d = by.setdefault((server, size), {})
         if r["workload"] == "rss-phase":
             d.setdefault("rss-phase", []).append(r)
+        elif r["workload"] == "read" and "read" in d:
+            # run.sh's second read pass, below saturation.
+            d["read-latency"] = r
         else:
             d[r["workload"]] = r
     return meta, rows, by
