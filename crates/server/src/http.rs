@@ -238,7 +238,7 @@ pub async fn serve(
                 .await?
         }
         None => {
-            axum::serve(listener, app)
+            axum::serve(crate::tls::PlainListener(listener), app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await?
         }

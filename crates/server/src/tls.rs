@@ -205,12 +205,40 @@ fn build_verifier(
         .map_err(|e| anyhow::anyhow!("vérification des certificats clients : {e}"))
 }
 
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Peer {
-        Peer {
-            addr: *stream.remote_addr(),
+/// Plain HTTP connections, with `TCP_NODELAY` set as the TLS listener sets it (axum's own `TcpListener` does
+/// not): a response's last short segment is sent without waiting for the client to acknowledge the ones before
+/// it. Measured on loopback with the Annuaire's 230 KB postal code pages: no difference (p99 27–35 ms with and
+/// without); it matters across real networks, where an acknowledgement can be held back 40 ms.
+pub struct PlainListener(pub TcpListener);
+
+impl axum::serve::Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // Tokio's listener, through axum's impl, waits and retries on accept errors (out of descriptors).
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        let _ = stream.set_nodelay(true);
+        (
+            stream,
+            Peer {
+                addr,
+                certificate: None,
+            },
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(Peer {
+            addr: self.0.local_addr()?,
             certificate: None,
-        }
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, PlainListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Peer {
+        stream.remote_addr().clone()
     }
 }
 
@@ -575,5 +603,27 @@ mod tests {
             });
             assert!(e.contains(crl) && e.contains(words), "{crl}: {e}");
         }
+    }
+
+    /// Plain connections are accepted with `TCP_NODELAY` (a mutation dropping `set_nodelay` fails this) and
+    /// with the client's address.
+    #[test]
+    fn plain_connections_send_without_delay() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = tcp.local_addr().unwrap();
+            let mut l = PlainListener(tcp);
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (stream, peer) = axum::serve::Listener::accept(&mut l).await;
+            assert!(stream.nodelay().unwrap(), "TCP_NODELAY absent");
+            assert_eq!(peer.addr, client.local_addr().unwrap());
+            assert!(peer.certificate.is_none());
+            let local = axum::serve::Listener::local_addr(&l).unwrap();
+            assert_eq!(local.addr, addr);
+        });
     }
 }
