@@ -4,6 +4,8 @@
 import json
 import sys
 
+import machine
+
 
 def fmt(x, nd=0):
     return f"{float(x):,.{nd}f}".replace(",", " ")
@@ -21,7 +23,11 @@ def main():
            "over HTTPS by a client authenticating with its certificate (RFC 8705 `tls_client_auth`: the chain is verified "
            "at each request and the token bound to the certificate; connections kept alive, as a client's would be). "
            "Reads: `GET /Patient/{id}`, concurrency 16, with a bearer token (the access check: signature, claims, "
-           "revocation list, scopes), then the same server restarted with `--insecure-local`.", "",
+           "revocation list, scopes), then the same server restarted with `--insecure-local`.", ""]
+    jitter = machine.jitter_note(rows)
+    if jitter:
+        out += [jitter, ""]
+    out += [
            "| backend | tokens issued: throughput, p50 / p99 | HTTPS, secret | HTTPS, client certificate | introspection: throughput, p50 / p99 | read with token: throughput, p50 / p99 | read, no authentication: throughput, p50 / p99 | p50 / p99 difference |",
            "|---|---|---|---|---|---|---|---|"]
     for b in ["sqlite", "postgresql"]:

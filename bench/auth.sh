@@ -24,6 +24,7 @@ POLICY_RULES="${POLICY_RULES:-10000 100000 1000000}"
 OUT="${SOCLE_BENCH_OUT:-$BENCH/out/auth-$(date -u +%Y%m%dT%H%M%SZ)}"
 source "$BENCH/lib.sh"
 bench_meta
+machine_jitter before
 
 start() { # start PORT ARGS… ; sets $pid
   local port="$1"; shift
@@ -186,5 +187,6 @@ backends=(sqlite)
 if [[ -n "${SOCLE_BENCH_DATABASE_URL:-}" ]]; then backends+=(postgresql); fi
 for b in "${backends[@]}"; do run_backend "$b"; done
 for b in "${backends[@]}"; do run_policy "$b"; done
+machine_jitter after
 python3 "$BENCH/auth-report.py" "$RESULTS" "$BENCH/RESULTS.md"
 log "authentication section of $BENCH/RESULTS.md updated (raw: $RESULTS)"

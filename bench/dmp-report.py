@@ -4,6 +4,8 @@
 import json
 import sys
 
+import machine
+
 
 def fmt(x, nd=0):
     return f"{float(x):,.{nd}f}".replace(",", " ")
@@ -42,8 +44,11 @@ def main():
            f"{fmt(meta.get('pdf_bytes', 0))}-byte PDF, then {fmt(meta.get('per_patient', 0))} for one patient and the "
            "rest spread over every patient (1 KB PDFs). Each cell: throughput, p50 / p99 latency.", "",
            "Targets (issue 5): ≥ 1,000 ITI-65 feeds/s with a 100 KB PDF on 2 cores; ITI-67 p99 < 20 ms for a patient "
-           "with 1,000 documents among 10 M.", "",
-           "| backend | ITI-65 feed, 100 KB PDF | ITI-68 retrieve | ITI-65 feed, 1 KB PDF | ITI-67, patient with 1,000 docs (page of 50), 1 client | same, 4 clients | ITI-67, any patient, 4 clients | documents | disk (database + blobs) | peak RSS |",
+           "with 1,000 documents among 10 M.", ""]
+    jitter = machine.jitter_note(rows)
+    if jitter:
+        out += [jitter, ""]
+    out += ["| backend | ITI-65 feed, 100 KB PDF | ITI-68 retrieve | ITI-65 feed, 1 KB PDF | ITI-67, patient with 1,000 docs (page of 50), 1 client | same, 4 clients | ITI-67, any patient, 4 clients | documents | disk (database + blobs) | peak RSS |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for b in backends:
         disk = get(rows, b, "disk")

@@ -22,6 +22,7 @@ FIND_COUNT="${BENCH_SEARCH_COUNT:-2000}"
 OUT="${SOCLE_BENCH_OUT:-$BENCH/out/dmp-$(date -u +%Y%m%dT%H%M%SZ)}"
 source "$BENCH/lib.sh"
 bench_meta patients="$PATIENTS" total="$TOTAL" feeds="$FEEDS" pdf_bytes="$PDF_BYTES" per_patient="$PER_PATIENT" concurrency="$CONCURRENCY"
+machine_jitter before
 
 run_backend() {
   local backend="$1" dir db="" url="" port pid label="$1"
@@ -81,5 +82,6 @@ run_backend() {
 backends=(sqlite)
 if [[ -n "${SOCLE_BENCH_DATABASE_URL:-}" ]]; then backends+=(postgresql); fi
 for b in "${backends[@]}"; do run_backend "$b"; done
+machine_jitter after
 python3 "$BENCH/dmp-report.py" "$RESULTS" "$BENCH/RESULTS.md"
 log "DMP section of $BENCH/RESULTS.md updated (raw: $RESULTS)"

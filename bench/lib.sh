@@ -20,3 +20,8 @@ bench_meta() {
   jline workload=meta date="$(date -u +%FT%TZ)" commit="$(git -C "$ROOT" rev-parse HEAD)" \
     dirty="$(git -C "$ROOT" status --porcelain | wc -l)" nproc="$(nproc)" "$@"
 }
+
+# machine_jitter PHASE: the machine's own latency noise, before and after a run (see `socle-bench jitter`).
+machine_jitter() {
+  "$LOADGEN" --out "$RESULTS" jitter --phase "$1" >/dev/null 2>>"$OUT/run.log" || log "jitter probe ($1) failed"
+}

@@ -5,19 +5,21 @@ those sections when it rewrites the file). A section is replaced only when the r
 import json
 import sys
 
+import machine
+
 
 def fmt(x, nd=0):
     return f"{float(x):,.{nd}f}".replace(",", " ")
 
 
-def header(meta, title, targets):
+def header(meta, title, targets, jitter=None):
     conc, low = meta.get("concurrency", "4"), meta.get("latency_concurrency", "")
     passes = f"concurrency {conc}" + (
         f" (the two cores saturated), then {low} (latency below saturation)" if low else "")
     return [f"## {title}", "",
             f"Run of `bench/registries.sh` on {meta.get('date', '?')}, commit `{meta.get('commit', '?')[:12]}` "
             f"({meta.get('dirty', '?')} uncommitted paths), `nproc` = {meta.get('nproc', '?')}, load generator on the "
-            f"same cores, {passes}. {targets}", ""]
+            f"same cores, {passes}. {targets}", ""] + ([jitter, ""] if jitter else [])
 
 
 def labels(rows, kind):
@@ -53,7 +55,7 @@ def insi(rows, meta):
                  "Targets (issue 3): verify p99 < 2 ms, retrieve p99 < 10 ms, 10 M identities generated and loaded in "
                  "< 10 min. Queries are drawn from identities spread over the whole registry (the load generator "
                  "re-runs the generator with the same seed); verify sends the matricule and the five traits, retrieve "
-                 "the five traits.")
+                 "the five traits.", machine.jitter_note(rows))
     conc, low = concurrencies(meta)
     extra = f" verify p50 / p99, concurrency {low} | retrieve p50 / p99, concurrency {low} |" if low else ""
     out.append(f"| backend / identities | generate + load | peak RSS (generate) | disk | verify: throughput, p50 / p99 | retrieve: throughput, p50 / p99 |{extra} server peak RSS |")
@@ -76,7 +78,7 @@ QUERIES = [("annuaire-rpps", "RPPS identifier"), ("annuaire-name", "family + giv
 def annuaire(rows, meta):
     out = header(meta, "Annuaire Santé: directory searches",
                  "Target (issue 3): directory search p99 < 20 ms with 1 M professionals. Each cell: throughput, "
-                 "p50 / p99.")
+                 "p50 / p99.", machine.jitter_note(rows))
     conc, low = concurrencies(meta)
     out.append("| backend / structures:professionals | generate + load | disk | " + " | ".join(q[1] for q in QUERIES) + " |")
     out.append("|---|---|---|" + "---|" * len(QUERIES))

@@ -24,6 +24,7 @@ LATENCY_CONCURRENCY="${BENCH_LATENCY_CONCURRENCY-1}"
 OUT="${SOCLE_BENCH_OUT:-$BENCH/out/registries-$(date -u +%Y%m%dT%H%M%SZ)}"
 source "$BENCH/lib.sh"
 bench_meta persons="$PERSONS" annuaire="$ANNUAIRE" concurrency="$CONCURRENCY" latency_concurrency="$LATENCY_CONCURRENCY"
+machine_jitter before
 
 # run_backend KIND BACKEND SIZE: KIND is insi (SIZE = persons) or annuaire (SIZE = structures:professionals).
 run_backend() {
@@ -81,5 +82,6 @@ backends=(sqlite)
 if [[ -n "${SOCLE_BENCH_DATABASE_URL:-}" ]]; then backends+=(postgresql); fi
 for size in $PERSONS; do for b in "${backends[@]}"; do run_backend insi "$b" "$size"; done; done
 for size in $ANNUAIRE; do for b in "${backends[@]}"; do run_backend annuaire "$b" "$size"; done; done
+machine_jitter after
 python3 "$BENCH/registries-report.py" "$RESULTS" "$BENCH/RESULTS.md"
 log "registries sections of $BENCH/RESULTS.md updated (raw: $RESULTS)"

@@ -8,6 +8,8 @@ import os
 import shlex
 import sys
 
+import machine
+
 SERVERS = ["socle-sqlite", "socle-pg", "helios"]
 NAMES = {"socle-sqlite": "Socle (SQLite)", "socle-pg": "Socle (PostgreSQL)", "helios": "Helios hfs (SQLite)"}
 WORKLOADS = [
@@ -128,6 +130,10 @@ def main():
       "same cores as the server. Absolute numbers are noisy" + (
           "; Socle and Helios run back to back in the same run, so the ratios are the figures to read." if helios else
           ". **Helios was not measured in this run** (no `hfs` binary), so there are no Socle/Helios ratios."))
+    jitter = machine.jitter_note(rows)
+    if jitter:
+        p()
+        p(jitter)
     p()
 
     for size in sizes:

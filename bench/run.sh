@@ -68,6 +68,10 @@ SOCLE="$TARGET/release/socle"
 LOADGEN="$BENCH_TARGET/release/socle-bench"
 [[ -x "$SOCLE" ]] || { echo "no $SOCLE" >&2; exit 2; }
 [[ -x "$LOADGEN" ]] || { echo "no $LOADGEN" >&2; exit 2; }
+# The machine's own latency noise, before and after the run (see `socle-bench jitter`).
+machine_jitter() {
+  "$LOADGEN" --out "$RESULTS" jitter --phase "$1" >/dev/null 2>>"$OUT/run.log" || log "jitter probe ($1) failed"
+}
 
 HFS="${HFS_BIN:-}"
 if [[ -z "$HFS" ]]; then
@@ -229,6 +233,7 @@ bench_server() { # name size
 
 # ------------------------------------------------------------------ run
 log "output: $OUT"
+machine_jitter before
 for size in $SIZES; do
   for name in $SERVERS; do
     case "$name" in
@@ -239,6 +244,7 @@ for size in $SIZES; do
     bench_server "$name" "$size"
   done
 done
+machine_jitter after
 python3 - "$OUT/meta.json" <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1])); m["loadavg_end"] = open("/proc/loadavg").read().strip()

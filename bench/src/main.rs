@@ -7,6 +7,7 @@
 //! - `read`: `GET /Patient/{id}`.
 //! - `search`: one of four queries (`patient-code`, `family-birthdate`, `code-paged`, `summary-count`).
 //! - `check`: a few correctness probes (does the server honour the search parameters?) before measuring.
+//! - `jitter`: the machine's own latency noise, no server involved (a fixed CPU task timed many times).
 //!
 //! Each workload prints one JSON line (appended to `--out` if given) with throughput and latency percentiles.
 
@@ -208,6 +209,20 @@ enum Cmd {
         warmup: u64,
         #[arg(long, default_value_t = 19)]
         seed: u64,
+    },
+    /// The machine's own latency noise, with no server involved: one fixed CPU task (the same work every
+    /// time, about 1 ms on this project's 2-core machine) timed `count` times on one thread. Its p99 ÷ p50 is
+    /// what the host adds to any p99 measured at that time (other tenants, frequency changes); recorded by the
+    /// benchmark scripts before and after their runs.
+    Jitter {
+        #[arg(long, default_value_t = 2_000)]
+        count: u64,
+        /// Rounds of the task's inner loop (the work per task).
+        #[arg(long, default_value_t = 1_000_000)]
+        work: u64,
+        /// A name for when it was taken (`before`, `after`…), copied into the result line.
+        #[arg(long, default_value = "")]
+        phase: String,
     },
     /// Correctness probes: exit 1 if the server ignores the search parameters.
     Check {
@@ -1047,6 +1062,44 @@ fn report_as(
 }
 
 // ---------------------------------------------------------------- workloads
+
+/// See `Cmd::Jitter`. The task is a dependent chain of integer operations (no memory traffic, no allocation,
+/// no system call), so its time varies only with the CPU it gets.
+fn jitter(cli: &Cli, count: u64, work: u64, phase: &str) -> anyhow::Result<()> {
+    let task = |seed: u64| {
+        let mut x = seed | 1;
+        for i in 0..work {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i) ^ (x >> 29);
+        }
+        std::hint::black_box(x)
+    };
+    for i in 0..count.min(50) {
+        task(i);
+    }
+    let t0 = Instant::now();
+    let mut acc = Acc::default();
+    for i in 0..count {
+        let t = Instant::now();
+        task(i);
+        acc.lat.push(t.elapsed().as_micros() as u64);
+    }
+    let run = Run {
+        acc,
+        elapsed: t0.elapsed(),
+        done: count,
+    };
+    let v = report(
+        cli,
+        "machine-jitter",
+        json!({"count": count, "work": work, "phase": phase}),
+        run,
+    )?;
+    let (p50, p99) = (v["p50_ms"].as_f64(), v["p99_ms"].as_f64());
+    if let (Some(a), Some(b)) = (p50, p99) {
+        eprintln!("tâche fixe : p50 {a} ms, p99 {b} ms, p99/p50 {:.2}", b / a);
+    }
+    Ok(())
+}
 
 async fn ingest(
     cli: &Cli,
@@ -2152,6 +2205,7 @@ async fn main() -> anyhow::Result<()> {
             };
             dmp(&cli, *op, &o).await
         }
+        Cmd::Jitter { count, work, phase } => jitter(&cli, *count, *work, phase),
         Cmd::Check { state } => {
             if !check(&cli, state).await? {
                 std::process::exit(1);
