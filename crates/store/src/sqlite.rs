@@ -236,7 +236,30 @@ fn db_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Turns off SQLite's memory statistics, once, before its first connection: with them on (the library's
+/// default) every allocation and free SQLite makes takes one process-wide mutex to count it, which readers on
+/// both cores then queue for. Nothing in Socle reads those statistics. After SQLite has started (a connection
+/// already opened by another component of the process) the setting is refused and left as it was.
+fn without_memory_statistics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` is called before any connection is opened by this module (the `Once` runs
+        // first in `open_conn`) and with the documented argument for `SQLITE_CONFIG_MEMSTATUS`, one int. If
+        // SQLite is already initialised it returns SQLITE_MISUSE and changes nothing.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!(rc, "statistiques mémoire de SQLite laissées actives");
+        }
+    });
+}
+
 fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    without_memory_statistics();
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
