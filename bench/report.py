@@ -220,7 +220,7 @@ def main():
 
     p("## Configuration differences to keep in mind")
     p()
-    p("- Durability: Socle's SQLite runs `synchronous=FULL` (every commit is on disk before it is acknowledged; concurrent writers share one fsync through group commit); Helios's SQLite backend runs "
+    p("- Durability: every commit Socle acknowledges is on disk (SQLite's `synchronous=NORMAL` on the writer, the WAL flushed by Socle with `fdatasync` before the answer, one flush shared by the concurrent writers of a group commit); Helios's SQLite backend runs "
       "`synchronous=NORMAL` in WAL mode (no fsync per commit). This favours Helios on every write workload.")
     p("- Audit: Socle writes its hash-chained audit trail (`audit_log`) for every interaction, reads included; Helios's "
       "audit backend defaults to `none` (`HFS_AUDIT_BACKEND` unset), so it records nothing.")

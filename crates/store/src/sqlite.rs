@@ -1,6 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode. One writer connection (SQLite allows one writer at a
 //! time anyway), a small pool of reader connections that see committed snapshots concurrently.
-//! `synchronous=FULL`: a commit is on disk before it is acknowledged.
+//! A commit is on disk before it is acknowledged: `synchronous=FULL` until the WAL is open, then `NORMAL` on the
+//! writer with Socle flushing the WAL itself, one `fdatasync` shared by a group of commits (`WalSync`, `flush`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize};

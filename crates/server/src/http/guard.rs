@@ -61,7 +61,14 @@ pub const CONFIDENTIALITY: &str = "http://terminology.hl7.org/CodeSystem/v3-Conf
 pub const RESTRICTED_CODES: &[&str] = &["R", "V"];
 
 /// Whether a stored resource carries a restricted confidentiality label.
+///
+/// Stored content is written by `serde_json`, which never escapes a letter: a resource without the bytes
+/// `"security"` has no `meta.security` and is not parsed (an anonymous postal-code page decides this for some
+/// 250 included roles, each a full parse otherwise).
 pub fn restricted(content: &[u8]) -> bool {
+    if !content.windows(10).any(|w| w == b"\"security\"") {
+        return false;
+    }
     serde_json::from_slice::<Value>(content).is_ok_and(|v| {
         v["meta"]["security"].as_array().is_some_and(|labels| {
             labels.iter().any(|l| {
@@ -606,6 +613,31 @@ pub fn bearer_error(msg: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restricted_labels_are_found_in_stored_content() {
+        let stored = |v: Value| serde_json::to_vec(&v).unwrap();
+        let label = |code: &str| {
+            stored(
+                serde_json::json!({"resourceType": "Practitioner", "id": "a",
+                "meta": {"versionId": "1", "security": [{"system": "urn:x", "code": "R"},
+                                                        {"system": CONFIDENTIALITY, "code": code}]}}),
+            )
+        };
+        assert!(restricted(&label("R")));
+        assert!(restricted(&label("V")));
+        assert!(!restricted(&label("N")));
+        assert!(!restricted(&stored(
+            serde_json::json!({"resourceType": "Practitioner", "id": "a",
+            "meta": {"versionId": "1", "tag": [{"system": CONFIDENTIALITY, "code": "R"}]}})
+        )));
+        // The word elsewhere (a name, an extension) makes no label.
+        assert!(!restricted(&stored(
+            serde_json::json!({"resourceType": "Organization", "id": "b",
+            "name": "\"security\" SARL", "extension": [{"url": "security", "valueCode": "R"}]})
+        )));
+        assert!(!restricted(b"{not json \"security\""));
+    }
 
     fn patient(id: Option<&str>) -> Principal {
         let mut claims = serde_json::Map::new();
