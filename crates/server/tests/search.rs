@@ -1012,6 +1012,35 @@ fn include_and_revinclude() {
             &["o1", "o3"],
             &["Patient/pa1", "Group/g1"],
         );
+        // Referring resources come in their current version: an update that keeps the reference shows its new
+        // content, one that moves it away leaves the include, one that moves it here brings it.
+        let mut amended = obs("Patient/pa1");
+        amended["status"] = json!("amended");
+        t.put("Observation", "o1", amended.clone());
+        t.put("Observation", "o1", amended);
+        t.put("Observation", "o3", obs("Patient/pa1"));
+        t.put("MedicationRequest", "mr1", json!({"status": "active", "intent": "order",
+            "medicationReference": {"reference": "Medication/med1"}, "subject": {"reference": "Group/g1"}}));
+        run(
+            t,
+            "Patient?_id=pa1&_revinclude=Observation:subject&_revinclude=MedicationRequest:subject",
+            &["pa1"],
+            &["Observation/o1", "Observation/o3"],
+        );
+        let r = t.get("Patient?_id=pa1&_revinclude=Observation:subject");
+        let o1 = r.json["entry"].as_array().and_then(|a| {
+            a.iter()
+                .find(|e| e["resource"]["id"] == "o1")
+                .map(|e| e["resource"].clone())
+        });
+        if o1
+            .as_ref()
+            .is_none_or(|o| o["status"] != "amended" || o["meta"]["versionId"] != "3")
+        {
+            t.fail(format!(
+                "o1 inclus dans sa version courante (3, amended) attendu, obtenu {o1:?}"
+            ));
+        }
     });
 }
 

@@ -2623,14 +2623,12 @@ fn includes(
                             MAX_INCLUDED.saturating_sub(out.len()) + seen.len() + 1
                         ),
                     };
-                    let sql = format!(
-                        "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.pkey \
-                         FROM resources r JOIN resource_versions v ON v.pkey = r.pkey AND v.rid = r.rid \
-                         AND v.version = r.version WHERE r.rid IN (SELECT i.rid FROM idx_ref i WHERE i.tid IN ({marks}) \
-                         AND i.ttype = ? AND i.rtype = ? AND i.param = ?) AND r.rtype = ? AND r.deleted = 0{limit}"
-                    );
+                    let sql = revinclude_sql(c.dialect(), &marks, &limit);
                     for r in c.query(&sql, &p)? {
                         let (s, pkey) = stored_with_pkey(r);
+                        if s.method == "delete" {
+                            continue;
+                        }
                         let key = (s.rtype.clone(), s.id.clone());
                         preloaded.insert(key.clone(), (s, pkey));
                         found.push(key);
@@ -2674,6 +2672,29 @@ fn includes(
 
 /// A resource's type and id.
 type TypeId = (String, String);
+
+/// The resources whose `i.param` reference (source type `i.rtype`) points at one of `marks` ids of a type, with
+/// their current content: index rows exist for current, live versions only, so each referring resource's
+/// current version is its highest, read from `resource_versions` by its key without going through `resources`
+/// (a deletion's version, which has no index rows, is still skipped by the caller). PostgreSQL at 1 M
+/// professionals, the ~250 roles of 20 organisations: 1,085 buffers and 1.0–1.4 ms against 2,089 and 2.9 ms
+/// through `resources`. SQLite returns the other columns of the row holding `MAX(version)`.
+fn revinclude_sql(dialect: crate::Dialect, marks: &str, limit: &str) -> String {
+    let referring = format!(
+        "SELECT i.rid FROM idx_ref i WHERE i.tid IN ({marks}) AND i.ttype = ? AND i.rtype = ? AND i.param = ?"
+    );
+    match dialect {
+        crate::Dialect::Sqlite => format!(
+            "SELECT v.rtype, v.id, MAX(v.version), v.last_updated, v.method, v.content, v.pkey \
+             FROM resource_versions v WHERE v.rid IN ({referring}) AND v.rtype = ? GROUP BY v.rid{limit}"
+        ),
+        crate::Dialect::Postgres => format!(
+            "SELECT DISTINCT ON (v.rid) v.rtype, v.id, v.version, v.last_updated, v.method, v.content, v.pkey \
+             FROM resource_versions v WHERE v.rid IN ({referring}) AND v.rtype = ? \
+             ORDER BY v.rid, v.version DESC{limit}"
+        ),
+    }
+}
 
 /// A row `v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.pkey`.
 fn stored_with_pkey(mut r: Vec<SqlValue>) -> (Stored, String) {
