@@ -239,6 +239,10 @@ def main():
     current = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
     if os.path.exists(current):
         text = open(current, encoding="utf-8").read()
+        if not text:
+            # `report.py OUT > bench/RESULTS.md`: the shell emptied the file before it was read, and the other
+            # harnesses' sections would be lost with it.
+            sys.exit("report.py: bench/RESULTS.md is empty (redirected onto itself?): write to another file, then move it")
         for begin, end in [("<!-- auth:begin -->", "<!-- auth:end -->"), ("<!-- insi:begin -->", "<!-- insi:end -->"), ("<!-- annuaire:begin -->", "<!-- annuaire:end -->"), ("<!-- dmp:begin -->", "<!-- dmp:end -->")]:
             if begin in text and end in text:
                 p(text[text.index(begin): text.index(end) + len(end)])
