@@ -2696,7 +2696,8 @@ fn revinclude_sql(dialect: crate::Dialect, marks: &str, limit: &str) -> String {
     }
 }
 
-/// A row `v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.pkey`.
+/// A row `v.rtype, v.id, v.version, v.last_updated, v.method, v.content` and the patient key (`r.pkey` or
+/// `v.pkey`, the same for a current version).
 fn stored_with_pkey(mut r: Vec<SqlValue>) -> (Stored, String) {
     let pkey = r.pop().and_then(SqlValue::into_string).unwrap_or_default();
     (Stored::from_row(tx::version_from_row(r)), pkey)
