@@ -116,11 +116,64 @@ pub struct SearchParam {
     pub multiple_or: Option<bool>,
     /// The definition's `multipleAnd`, when stated.
     pub multiple_and: Option<bool>,
+    /// Where this parameter's index rows are kept (see [`Storage`]).
+    pub storage: Storage,
     /// The top-level union branches of `expression`, compiled separately: extraction evaluates them one by
     /// one (a FHIRPath union deduplicates its items, which is quadratic on large collections; the index
     /// entries are deduplicated anyway).
     pub(crate) branches: Vec<Expression>,
 }
+
+/// Where a parameter's index rows are kept. Most parameters keep their own; a few are, by their official
+/// definitions, exactly another parameter's values restricted to one target type, or the union of other
+/// parameters' values. Writing their rows again cost every `Observation` four more index rows (`patient`
+/// beside `subject`, three `combo-*` beside `code`/`component-code`…): the store writes them once and
+/// searches the rows they are made of.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// Rows of its own, under its own code.
+    #[default]
+    Own,
+    /// The rows of reference parameter `param` whose target type is `target`: the parameter's expression is
+    /// `param`'s followed by `.where(resolve() is target)` (`Observation.patient` is `Observation.subject`
+    /// where the target is a Patient).
+    Subset { param: String, target: String },
+    /// The rows of all these parameters of the same type (`Observation.combo-code` is `code` and
+    /// `component-code`).
+    Union(Vec<String>),
+}
+
+/// Parameters whose values are, by their R4 definitions, the union of two others' (the same resource type,
+/// the same kind): `combo-*` is the value on the `Observation` itself or on one of its components. Each is
+/// checked against the official examples by a test (`stored_as_rows_are_the_same_values`).
+const UNIONS: &[(&str, &str, [&str; 2])] = &[
+    ("Observation", "combo-code", ["code", "component-code"]),
+    (
+        "Observation",
+        "combo-value-quantity",
+        ["value-quantity", "component-value-quantity"],
+    ),
+    (
+        "Observation",
+        "combo-value-concept",
+        ["value-concept", "component-value-concept"],
+    ),
+    (
+        "Observation",
+        "combo-data-absent-reason",
+        ["data-absent-reason", "component-data-absent-reason"],
+    ),
+    (
+        "Observation",
+        "combo-code-value-quantity",
+        ["code-value-quantity", "component-code-value-quantity"],
+    ),
+    (
+        "Observation",
+        "combo-code-value-concept",
+        ["code-value-concept", "component-code-value-concept"],
+    ),
+];
 
 /// A search-parameter expression that did not compile (the parameter then has no expression).
 #[derive(Debug, Clone)]
@@ -301,6 +354,7 @@ impl Registry {
                     components,
                     multiple_or: p.multiple_or,
                     multiple_and: p.multiple_and,
+                    storage: Storage::Own,
                     branches,
                 });
                 for t in applies_to {
@@ -319,6 +373,7 @@ impl Registry {
             list.sort();
             entry.params = list.into_iter().map(|(_, i)| i).collect();
         }
+        reg.assign_storage();
         if !reg.load_errors.is_empty() {
             tracing::warn!(
                 count = reg.load_errors.len(),
@@ -365,6 +420,71 @@ impl Registry {
             .get(rtype)
             .map(|e| e.compartment.as_slice())
             .unwrap_or(&[])
+    }
+
+    /// Decides [`SearchParam::storage`]. Only parameters defined for one concrete type qualify (those of
+    /// `Resource`/`DomainResource` are shared by every type), and only when what they are made of keeps its
+    /// own rows.
+    fn assign_storage(&mut self) {
+        let mut users: HashMap<usize, usize> = HashMap::new();
+        for entry in self.by_type.values() {
+            for &i in &entry.params {
+                *users.entry(i).or_default() += 1;
+            }
+        }
+        let mut decided: Vec<(usize, Storage)> = Vec::new();
+        for (rtype, entry) in &self.by_type {
+            let own = |code: &str| -> Option<&SearchParam> {
+                let i = *entry.by_code.get(code)?;
+                let p = &self.params[i];
+                (users.get(&i) == Some(&1) && p.expression.is_some()).then_some(p)
+            };
+            for &i in &entry.params {
+                let p = &self.params[i];
+                let Some(expr) = &p.expression else { continue };
+                if users.get(&i) != Some(&1) {
+                    continue;
+                }
+                if p.kind == ParamType::Reference
+                    && let Some((base, target)) = expr
+                        .source()
+                        .strip_suffix(')')
+                        .and_then(|s| s.rsplit_once(".where(resolve() is "))
+                    && is_resource_type(target)
+                    && !base.contains("resolve()")
+                    && let Some(q) = self.params(rtype).find(|q| {
+                        q.kind == ParamType::Reference
+                            && q.code != p.code
+                            && own(&q.code).is_some()
+                            && q.expression.as_ref().is_some_and(|e| e.source() == base)
+                            && q.targets.iter().any(|t| t == target)
+                    })
+                {
+                    decided.push((
+                        i,
+                        Storage::Subset {
+                            param: q.code.clone(),
+                            target: target.to_string(),
+                        },
+                    ));
+                    continue;
+                }
+                if let Some((_, _, parts)) =
+                    UNIONS.iter().find(|(t, c, _)| t == rtype && *c == p.code)
+                    && parts
+                        .iter()
+                        .all(|c| own(c).is_some_and(|q| q.kind == p.kind))
+                {
+                    decided.push((
+                        i,
+                        Storage::Union(parts.iter().map(|c| c.to_string()).collect()),
+                    ));
+                }
+            }
+        }
+        for (i, st) in decided {
+            self.params[i].storage = st;
+        }
     }
 
     /// The expressions that failed to compile when the registry was loaded.
@@ -574,5 +694,64 @@ mod tests {
         assert!(codes.contains(&"birthdate") && codes.contains(&"_tag"));
         assert_eq!(r.params("Nope").count(), 0);
         assert!(r.param("Patient", "nope").is_none());
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    #[test]
+    fn parameters_kept_as_other_rows() {
+        let reg = registry();
+        let storage = |t: &str, c: &str| reg.param(t, c).map(|p| p.storage.clone());
+        let subset = |param: &str, target: &str| {
+            Some(Storage::Subset {
+                param: param.into(),
+                target: target.into(),
+            })
+        };
+        assert_eq!(
+            storage("Observation", "patient"),
+            subset("subject", "Patient")
+        );
+        assert_eq!(
+            storage("DocumentReference", "patient"),
+            subset("subject", "Patient")
+        );
+        assert_eq!(
+            storage("Encounter", "practitioner"),
+            subset("participant", "Practitioner")
+        );
+        assert_eq!(
+            storage("Observation", "combo-code"),
+            Some(Storage::Union(vec!["code".into(), "component-code".into()]))
+        );
+        // Own rows: a direct element, a type-restricted reference with no unrestricted twin, a shared parameter.
+        assert_eq!(storage("AllergyIntolerance", "patient"), Some(Storage::Own));
+        assert_eq!(storage("Observation", "subject"), Some(Storage::Own));
+        assert_eq!(storage("Observation", "_tag"), Some(Storage::Own));
+        let (mut subsets, mut unions) = (0, 0);
+        for t in reg.resource_types() {
+            for p in reg.params(t) {
+                let parts: Vec<&str> = match &p.storage {
+                    Storage::Own => continue,
+                    Storage::Subset { param, .. } => {
+                        subsets += 1;
+                        vec![param]
+                    }
+                    Storage::Union(parts) => {
+                        unions += 1;
+                        parts.iter().map(String::as_str).collect()
+                    }
+                };
+                for part in parts {
+                    let q = reg.param(t, part).expect("part exists");
+                    assert_eq!(q.storage, Storage::Own, "{t}.{} made of {part}", p.code);
+                    assert_eq!(q.kind, p.kind, "{t}.{} made of {part}", p.code);
+                }
+            }
+        }
+        assert_eq!((subsets, unions), (47, 6));
     }
 }

@@ -2579,11 +2579,16 @@ fn includes(
                 let mut p: Vec<crate::SqlValue> = chunk.iter().map(|i| (*i).into()).collect();
                 p.push(inc.source_type.as_str().into());
                 p.push(inc.source_type.as_str().into());
-                p.push(inc.param.as_str().into());
+                let (param, kept) = ref_rows(&inc.source_type, &inc.param);
+                p.push(param.into());
                 let mut sql = format!(
                     "SELECT i.ttype, i.tid FROM idx_ref i WHERE i.rid IN (SELECT rid FROM resources WHERE id IN ({marks}) AND rtype = ?) \
                      AND i.rtype = ? AND i.param = ? AND i.tid IS NOT NULL AND i.ttype IS NOT NULL"
                 );
+                if let Some(t) = kept {
+                    sql.push_str(" AND i.ttype = ?");
+                    p.push(t.into());
+                }
                 if let Some(t) = &inc.target_type {
                     sql.push_str(" AND i.ttype = ?");
                     p.push(t.as_str().into());
@@ -2606,12 +2611,16 @@ fn includes(
                 {
                     continue;
                 }
+                let (param, kept) = ref_rows(&inc.source_type, &inc.param);
+                if kept.is_some_and(|k| k != *t) {
+                    continue;
+                }
                 for chunk in ids.chunks(200) {
                     let marks = vec!["?"; chunk.len()].join(", ");
                     let mut p: Vec<crate::SqlValue> = chunk.iter().map(|i| (*i).into()).collect();
                     p.push((*t).into());
                     p.push(inc.source_type.as_str().into());
-                    p.push(inc.param.as_str().into());
+                    p.push(param.into());
                     p.push(inc.source_type.as_str().into());
                     // The referring resources come with their content (no second lookup by id). Without
                     // a policy refusing some, a bounded number of them: those already seen, then at most
@@ -2672,6 +2681,17 @@ fn includes(
 
 /// A resource's type and id.
 type TypeId = (String, String);
+
+/// The index rows of reference parameter `code` of `rtype`: the parameter whose rows hold its values and,
+/// when it keeps only another parameter's references to one type (`Storage::Subset`), that type.
+fn ref_rows<'a>(rtype: &str, code: &'a str) -> (&'a str, Option<&'static str>) {
+    match registry().param(rtype, code).map(|p| &p.storage) {
+        Some(socle_fhir::search_params::Storage::Subset { param, target }) => {
+            (param.as_str(), Some(target.as_str()))
+        }
+        _ => (code, None),
+    }
+}
 
 /// The resources whose `i.param` reference (source type `i.rtype`) points at one of `marks` ids of a type, with
 /// their current content: index rows exist for current, live versions only, so each referring resource's

@@ -6,7 +6,7 @@
 
 use socle_fhir::index::{normalize_string, number_range, parse_date_range};
 use socle_fhir::outcome::IssueType;
-use socle_fhir::search_params::{ParamType, SearchParam, registry};
+use socle_fhir::search_params::{ParamType, SearchParam, Storage, registry};
 
 use crate::sql::SqlValue;
 
@@ -694,12 +694,32 @@ fn sort_term(rtype: &str, code: &str) -> Result<(String, Vec<SqlValue>), SearchE
             ));
         }
     };
+    let mut b = Builder::default();
+    let rows = stored_param(&mut b, "s", p);
     Ok((
         format!(
-            "SELECT MIN(s.{col}) FROM {table} s WHERE s.pkey = r.pkey AND s.rid = r.rid AND s.param = ?"
+            "SELECT MIN(s.{col}) FROM {table} s WHERE s.pkey = r.pkey AND s.rid = r.rid AND {rows}"
         ),
-        vec![code.into()],
+        b.params,
     ))
+}
+
+/// The index rows of parameter `p` (table alias `t`): `t.param = ?`, or, for a parameter the store keeps as
+/// other parameters' rows ([`Storage`]), `t.param = ? AND t.ttype = ?` (another reference parameter's rows of
+/// one target type) or `t.param IN (?, ?)` (the union of other parameters' rows). Values bound in that order.
+fn stored_param(b: &mut Builder, t: &str, p: &SearchParam) -> String {
+    match &p.storage {
+        Storage::Own => format!("{t}.param = {}", b.bind(p.code.clone())),
+        Storage::Subset { param, target } => format!(
+            "{t}.param = {} AND {t}.ttype = {}",
+            b.bind(param.clone()),
+            b.bind(target.clone())
+        ),
+        Storage::Union(parts) => {
+            let marks: Vec<&str> = parts.iter().map(|c| b.bind(c.clone())).collect();
+            format!("{t}.param IN ({})", marks.join(", "))
+        }
+    }
 }
 
 #[derive(Default)]
@@ -919,9 +939,9 @@ fn param_condition(
             _ => return Err(invalid("true ou false attendu")),
         };
         let sub = format!(
-            "SELECT i.rid FROM {table} i WHERE i.rtype = {} AND i.param = {}",
+            "SELECT i.rid FROM {table} i WHERE i.rtype = {} AND {}",
             b.bind(rtype),
-            b.bind(code)
+            stored_param(b, "i", p)
         );
         return Ok(Some(format!(
             "{alias}.rid {}IN ({sub})",
@@ -979,9 +999,9 @@ fn param_condition(
     // Bind order: the predicate values were bound before these two, so they go first in the SQL too.
     let preds = ors.join(" OR ");
     let sub = format!(
-        "SELECT i.rid FROM {table} i WHERE ({preds}) AND i.rtype = {} AND i.param = {}{}",
+        "SELECT i.rid FROM {table} i WHERE ({preds}) AND i.rtype = {} AND {}{}",
         b.bind(rtype),
-        b.bind(code),
+        stored_param(b, "i", p),
         if !negate && alias == "r" {
             RID_RANGE
         } else {
@@ -1411,9 +1431,9 @@ fn chain_condition(
     }
     let ors = ors.join(" OR ");
     Ok(format!(
-        "{alias}.rid IN (SELECT i.rid FROM idx_ref i WHERE ({ors}) AND i.rtype = {} AND i.param = {})",
+        "{alias}.rid IN (SELECT i.rid FROM idx_ref i WHERE ({ors}) AND i.rtype = {} AND {})",
         b.bind(rtype),
-        b.bind(code)
+        stored_param(b, "i", p)
     ))
 }
 
@@ -1436,10 +1456,10 @@ fn has_condition(
     if !registry().is_resource_type(src) {
         return Err(invalid("type de ressource inconnu"));
     }
-    match registry().param(src, refp) {
-        Some(p) if p.kind == ParamType::Reference => {}
+    let refd = match registry().param(src, refp) {
+        Some(p) if p.kind == ParamType::Reference => p,
         _ => return Err(invalid("paramètre de référence inconnu")),
-    }
+    };
     if inner_name.starts_with("_has:") {
         return Err(invalid("un seul niveau de _has est pris en charge"));
     }
@@ -1447,10 +1467,10 @@ fn has_condition(
     let inner = param_condition(b, src, &inner_alias, inner_name, value, depth + 1)?
         .unwrap_or_else(|| "1 = 1".into());
     Ok(format!(
-        "{alias}.id IN (SELECT h.tid FROM idx_ref h WHERE h.rid IN (SELECT {inner_alias}.rid FROM resources {inner_alias} WHERE {inner} AND {inner_alias}.rtype = {} AND {inner_alias}.deleted = 0) AND h.rtype = {} AND h.param = {} AND h.ttype = {})",
+        "{alias}.id IN (SELECT h.tid FROM idx_ref h WHERE h.rid IN (SELECT {inner_alias}.rid FROM resources {inner_alias} WHERE {inner} AND {inner_alias}.rtype = {} AND {inner_alias}.deleted = 0) AND h.rtype = {} AND {} AND h.ttype = {})",
         b.bind(src),
         b.bind(src),
-        b.bind(refp),
+        stored_param(b, "h", refd),
         b.bind(rtype)
     ))
 }

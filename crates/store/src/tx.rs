@@ -356,7 +356,16 @@ impl IndexBuffer {
 
     pub fn add(&mut self, pkey: &str, rid: i64, rtype: &str, entries: &[IndexEntry]) {
         let mut counters = [0i64; 8];
+        let reg = socle_fhir::search_params::registry();
         for e in entries {
+            // Values kept as other parameters' rows (`patient` as `subject`'s Patients, `combo-code` as `code`
+            // and `component-code`) are not written twice.
+            if reg
+                .param(rtype, &e.param)
+                .is_some_and(|p| p.storage != socle_fhir::search_params::Storage::Own)
+            {
+                continue;
+            }
             let (table, tail): (usize, Vec<SqlValue>) = match &e.value {
                 IndexValue::String { norm, exact } => (0, vec![norm.into(), exact.into()]),
                 IndexValue::Token { system, code } => (1, vec![system.clone().into(), code.into()]),
