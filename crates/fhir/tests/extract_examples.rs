@@ -34,6 +34,17 @@ fn corpus_dir() -> Option<PathBuf> {
     );
 }
 
+/// The package's JSON files, sorted by name.
+fn json_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("readable examples dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
 fn load(dir: &std::path::Path, name: &str) -> Value {
     let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -272,12 +283,7 @@ fn spot_checks() {
 #[test]
 fn whole_corpus() {
     let Some(dir) = corpus_dir() else { return };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("readable examples dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let files = json_files(&dir);
     assert!(
         files.len() > 5000,
         "only {} JSON files in {}",
@@ -376,12 +382,7 @@ fn whole_corpus() {
 #[test]
 fn stored_as_rows_are_the_same_values() {
     let Some(dir) = corpus_dir() else { return };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("readable examples dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let files = json_files(&dir);
     let mut resources: Vec<(String, Value)> = Vec::new();
     for path in &files {
         let Ok(json) =
