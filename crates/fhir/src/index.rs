@@ -200,6 +200,27 @@ pub fn extract(resource: &Value) -> Vec<IndexEntry> {
     out.entries
 }
 
+/// The row a value of a parameter kept as a typed subset of another's rows (`Storage::Subset`) adds to that
+/// other parameter's rows, if any. A reference whose type is read from it (`Patient/1`, `https://…/Patient/1`)
+/// is already there with that type: `None`. One whose type is not (a contained `#newborn`, an id that is not a
+/// FHIR id, a conditional reference), which `resolve()` still found to be a `target`, is added with that type,
+/// so that searching the subset by its URL, or with `:missing`, still finds it; searching the other parameter
+/// is unchanged (it already holds the reference, untyped, and a typed row without id matches no id).
+pub fn subset_row(value: &IndexValue, target: &str) -> Option<IndexValue> {
+    match value {
+        IndexValue::Reference {
+            target_type: Some(t),
+            ..
+        } if t == target => None,
+        IndexValue::Reference { target_id, url, .. } => Some(IndexValue::Reference {
+            target_type: Some(target.to_string()),
+            target_id: target_id.clone(),
+            url: url.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// Extracts the values of one search parameter of `resource` (not deduplicated).
 pub fn extract_param_values(param: &SearchParam, resource: &Value) -> Vec<IndexValue> {
     let mut values = Vec::new();

@@ -136,7 +136,8 @@ pub enum Storage {
     Own,
     /// The rows of reference parameter `param` whose target type is `target`: the parameter's expression is
     /// `param`'s followed by `.where(resolve() is target)` (`Observation.patient` is `Observation.subject`
-    /// where the target is a Patient).
+    /// where the target is a Patient). References whose type only `resolve()` finds are added to `param`'s
+    /// rows with that type ([`crate::index::subset_row`]).
     Subset { param: String, target: String },
     /// The rows of all these parameters of the same type (`Observation.combo-code` is `code` and
     /// `component-code`).

@@ -405,6 +405,21 @@ fn reference_parameters_checks(t: &mut T) {
     t.check("Observation?patient=Patient/r2", &["o2", "o5"]);
     t.check("Observation?patient=g1", &[]);
     t.check("Observation?subject=Patient/nope", &[]);
+    // `patient` is kept as `subject`'s references to Patients: those whose type `resolve()` alone finds (a
+    // contained Patient, an id that is not a FHIR id) are still found by URL and by `:missing`.
+    let mut contained = obs("#p");
+    contained["contained"] = json!([{"resourceType": "Patient", "id": "p"}]);
+    t.put("Observation", "o6", contained);
+    let odd = "https://other.example/fhir/Patient/abc_def";
+    t.put("Observation", "o7", obs(odd));
+    t.check(&format!("Observation?patient={odd}"), &["o7"]);
+    t.check(&format!("Observation?subject={odd}"), &["o7"]);
+    t.check("Observation?patient:missing=true", &["o3"]);
+    t.check(
+        "Observation?patient:missing=false",
+        &["o1", "o2", "o4", "o5", "o6", "o7"],
+    );
+    t.check("Observation?subject:missing=true", &[]);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! Owns: how a resource version is laid out in `resources`, `resource_versions` and the index tables.
 
-use socle_fhir::index::{IndexEntry, IndexValue};
+use socle_fhir::index::{IndexEntry, IndexValue, subset_row};
+use socle_fhir::search_params::Storage;
 
 use crate::StoreError;
 use crate::schema::INDEX_TABLES;
@@ -360,13 +361,19 @@ impl IndexBuffer {
         for e in entries {
             // Values kept as other parameters' rows (`patient` as `subject`'s Patients, `combo-code` as `code`
             // and `component-code`) are not written twice.
-            if reg
-                .param(rtype, &e.param)
-                .is_some_and(|p| p.storage != socle_fhir::search_params::Storage::Own)
-            {
-                continue;
-            }
-            let (table, tail): (usize, Vec<SqlValue>) = match &e.value {
+            let added;
+            let (param, value) = match reg.param(rtype, &e.param).map(|p| &p.storage) {
+                None | Some(Storage::Own) => (e.param.as_str(), &e.value),
+                Some(Storage::Union(_)) => continue,
+                Some(Storage::Subset { param, target }) => match subset_row(&e.value, target) {
+                    Some(v) => {
+                        added = v;
+                        (param.as_str(), &added)
+                    }
+                    None => continue,
+                },
+            };
+            let (table, tail): (usize, Vec<SqlValue>) = match value {
                 IndexValue::String { norm, exact } => (0, vec![norm.into(), exact.into()]),
                 IndexValue::Token { system, code } => (1, vec![system.clone().into(), code.into()]),
                 IndexValue::Reference {
@@ -421,7 +428,7 @@ impl IndexBuffer {
             row.push(rid.into());
             row.push(n.into());
             row.push(rtype.into());
-            row.push(e.param.as_str().into());
+            row.push(param.into());
             row.extend(tail);
             self.rows[table].push(row);
         }
