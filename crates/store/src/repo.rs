@@ -1752,6 +1752,10 @@ impl TxState {
 
 /// Index entries counted, at most, to tell a frequent search value from a rare one.
 const PROBE_CAP: i64 = 2_000;
+/// Most values a driving condition may list to be read value by value (`value_streams`); more are sorted
+/// together (`sorted_driver_sql`).
+const MAX_STREAMS: usize = 256;
+
 /// Index entries a driving condition may have: they are walked in index order, which is resource order only
 /// among entries with the same value (a prefix, a range or a code without system spans many values), so up
 /// to this many are sorted to take one page. Above it, the value is frequent enough for a scan in resource
@@ -1973,7 +1977,7 @@ fn chosen_plan(
         if !drivable(0) {
             return Ok(None);
         }
-        if q.probes[0].walks_in_order() {
+        if q.probes[0].walks_in_order() || q.probes[0].values.is_some() {
             return Ok(Some(ProbePlan {
                 conds,
                 driver: Some(0),
@@ -2107,6 +2111,115 @@ fn sorted_driver_sql(dialect: crate::Dialect, table: &str, cond: &str, page_wher
          WHERE {page_where}{{extra}} ORDER BY x.rid {{dir}} LIMIT ?",
         outer_loop_join(dialect)
     )
+}
+
+/// Candidates for a page driven by a condition that is one of a few values of an index column (`vl`, the
+/// values listed by the vocabulary: `name:contains=aure` → the 15 names containing it). Each value's entries are
+/// in resource order in the index, so the first `k` of each from the cursor are read and merged, where sorting
+/// every entry of every value read them all (34,313 at 1 M practitioners: 26 ms on PostgreSQL, for a page of
+/// 20). Merged, they are complete up to the lowest last entry among the values that had `k` (page order: the
+/// highest when paging backwards): every match before it is among them, whatever the page's other checks
+/// refuse. Returns those candidates in page order, and whether every value's entries were read to the end
+/// (then the candidates are all the matches).
+fn value_streams(
+    c: &mut dyn SqlConn,
+    vl: &search::ValueList,
+    values: &[SqlValue],
+    cursor: search::Cursor,
+    snapshot: i64,
+    k: i64,
+) -> Result<(Vec<i64>, bool), RepoError> {
+    let (table, col) = (vl.table, vl.column);
+    let (range, bounds, dir): (&str, Vec<SqlValue>, &str) = match cursor {
+        search::Cursor::After(a) => (
+            " AND i.rid > ? AND i.rid <= ?",
+            vec![a.into(), snapshot.into()],
+            "ASC",
+        ),
+        search::Cursor::Before(b) => (" AND i.rid < ?", vec![b.into()], "DESC"),
+        _ => (" AND i.rid <= ?", vec![snapshot.into()], "ASC"),
+    };
+    let forward = dir == "ASC";
+    // Each value's entries, in page order (`k` at most).
+    let mut per_value: Vec<Vec<i64>> = Vec::with_capacity(values.len());
+    match c.dialect() {
+        crate::Dialect::Postgres => {
+            // One round trip: the values as a JSON array (any character allowed), each one's entries beside it.
+            let list = serde_json::to_string(
+                &values
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default();
+            let sql = format!(
+                "SELECT n.ord, x.rid FROM json_array_elements_text((?::text)::json) WITH ORDINALITY AS n(v, ord) \
+                 CROSS JOIN LATERAL (SELECT i.rid FROM {table} i WHERE i.rtype = ? AND i.param = ? \
+                 AND i.{col} = n.v{range} ORDER BY i.rid {dir} LIMIT ?) x ORDER BY n.ord"
+            );
+            let mut params: Vec<SqlValue> = vec![
+                list.into(),
+                vl.rtype.as_str().into(),
+                vl.param.as_str().into(),
+            ];
+            params.extend(bounds);
+            params.push(k.into());
+            per_value.resize(values.len(), Vec::new());
+            for r in c.query(&sql, &params)? {
+                let (Some(ord), Some(rid)) = (
+                    r.first().and_then(SqlValue::as_i64),
+                    r.get(1).and_then(SqlValue::as_i64),
+                ) else {
+                    continue;
+                };
+                if let Some(v) = per_value.get_mut((ord - 1) as usize) {
+                    v.push(rid);
+                }
+            }
+        }
+        crate::Dialect::Sqlite => {
+            let sql = format!(
+                "SELECT i.rid FROM {table} i WHERE i.rtype = ? AND i.param = ? AND i.{col} = ?{range} \
+                 ORDER BY i.rid {dir} LIMIT ?"
+            );
+            for v in values {
+                let mut params: Vec<SqlValue> = vec![
+                    vl.rtype.as_str().into(),
+                    vl.param.as_str().into(),
+                    v.clone(),
+                ];
+                params.extend(bounds.iter().cloned());
+                params.push(k.into());
+                per_value.push(
+                    c.query(&sql, &params)?
+                        .into_iter()
+                        .filter_map(|r| r.first().and_then(SqlValue::as_i64))
+                        .collect(),
+                );
+            }
+        }
+    }
+    // Where the merged entries stop being complete: the nearest end among the values cut at `k`.
+    let cut = per_value
+        .iter()
+        .filter(|v| v.len() as i64 >= k)
+        .filter_map(|v| v.last().copied())
+        .reduce(|a, b| if forward { a.min(b) } else { a.max(b) });
+    let mut cand: Vec<i64> = per_value
+        .into_iter()
+        .flatten()
+        .filter(|r| match cut {
+            Some(x) if forward => *r <= x,
+            Some(x) => *r >= x,
+            None => true,
+        })
+        .collect();
+    cand.sort_unstable();
+    cand.dedup();
+    if !forward {
+        cand.reverse();
+    }
+    Ok((cand, cut.is_none()))
 }
 
 /// The join that keeps its left side as the outer loop: SQLite's `CROSS JOIN` (its planner does not reorder
@@ -2301,7 +2414,42 @@ fn run_search(
     // Intersected: the resource numbers every condition has, in page order (see `intersection`), are given
     // to the page query in chunks (`json_each`, the first bound value), each chunk's rows sorted by SQLite.
     let mut intersected: Option<Vec<i64>> = None;
-    let chooser = match plan.as_ref().and_then(|p| p.driver).map(|d| &q.probes[d]) {
+    let driver = plan.as_ref().and_then(|p| p.driver).map(|d| &q.probes[d]);
+    // A driver listing its values is read value by value when they are few (see `value_streams`), if it is the
+    // only index condition: other conditions checked per candidate can refuse most of them (one birth date
+    // among a family name's thousand people), and each value would then be read again and again, further
+    // each time (`family` + `birthdate` at 1 M resources: p50 1.1 against 0.8 ms sorted).
+    let streams = match driver
+        .filter(|_| q.probes.len() == 1)
+        .and_then(|d| d.values.as_ref())
+    {
+        Some(vl) => {
+            let values: Vec<SqlValue> = c
+                .query(&vl.sql, &vl.params)?
+                .into_iter()
+                .filter_map(|r| r.into_iter().next())
+                .collect();
+            (values.len() <= MAX_STREAMS).then_some((vl, values))
+        }
+        None => None,
+    };
+    let list_sql = |c: &dyn SqlConn| {
+        let list = match c.dialect() {
+            crate::Dialect::Sqlite => "json_each(?) x CROSS JOIN",
+            crate::Dialect::Postgres => {
+                "unnest(string_to_array(?, ',')::bigint[]) AS x(value) JOIN"
+            }
+        };
+        format!(
+            "SELECT r.pkey, r.rid, r.version FROM {list} resources r ON r.rid = x.value \
+             WHERE {page_where}{{extra}} ORDER BY r.rid {{dir}} LIMIT ?"
+        )
+    };
+    let chooser = match driver {
+        Some(_) if streams.is_some() => {
+            params.push(SqlValue::Null);
+            list_sql(c)
+        }
         None if plan.as_ref().is_some_and(|p| p.intersect) => {
             let mut cand = intersection(c, q, &rid_range)?;
             cand.retain(|r| {
@@ -2317,16 +2465,7 @@ fn run_search(
             }
             intersected = Some(cand);
             params.push(SqlValue::Null);
-            let list = match c.dialect() {
-                crate::Dialect::Sqlite => "json_each(?) x CROSS JOIN",
-                crate::Dialect::Postgres => {
-                    "unnest(string_to_array(?, ',')::bigint[]) AS x(value) JOIN"
-                }
-            };
-            format!(
-                "SELECT r.pkey, r.rid, r.version FROM {list} resources r ON r.rid = x.value \
-                 WHERE {page_where}{{extra}} ORDER BY r.rid {{dir}} LIMIT ?"
-            )
+            list_sql(c)
         }
         // PostgreSQL: the grouped walk below selects columns outside its GROUP BY (a SQLite liberty); the
         // subquery form groups the index entries alone, and walks them in order all the same.
@@ -2386,25 +2525,39 @@ fn run_search(
             paged("", "ASC")
         }
     };
-    let rows = match &intersected {
-        None => c.query(&sql, &params)?,
-        Some(cand) => {
-            let mut rows = Vec::new();
-            let chunk = (limit as usize * 4).max(512);
-            for part in cand.chunks(chunk) {
-                let list: Vec<String> = part.iter().map(i64::to_string).collect();
-                params[0] = SqlValue::Text(match c.dialect() {
-                    crate::Dialect::Sqlite => format!("[{}]", list.join(",")),
-                    crate::Dialect::Postgres => list.join(","),
-                });
-                rows.extend(c.query(&sql, &params)?);
-                if rows.len() as i64 >= limit {
-                    break;
-                }
+    // The page among candidates in page order (`params[0]`: the list), read in chunks until it is full.
+    let from_list = |c: &mut dyn SqlConn, params: &mut Vec<SqlValue>, cand: &[i64]| {
+        let mut rows = Vec::new();
+        let chunk = (limit as usize * 4).max(512);
+        for part in cand.chunks(chunk) {
+            let list: Vec<String> = part.iter().map(i64::to_string).collect();
+            params[0] = SqlValue::Text(match c.dialect() {
+                crate::Dialect::Sqlite => format!("[{}]", list.join(",")),
+                crate::Dialect::Postgres => list.join(","),
+            });
+            rows.extend(c.query(&sql, params)?);
+            if rows.len() as i64 >= limit {
+                break;
             }
-            rows.truncate(limit as usize);
-            rows
         }
+        rows.truncate(limit as usize);
+        Ok::<_, RepoError>(rows)
+    };
+    let rows = match (&intersected, &streams) {
+        (Some(cand), _) => from_list(c, &mut params, cand)?,
+        (None, Some((vl, values))) => {
+            // The first `k` entries of each value; more when the page's other checks refused too many.
+            let mut k = limit.max(32);
+            loop {
+                let (cand, complete) = value_streams(c, vl, values, q.cursor, snapshot, k)?;
+                let rows = from_list(c, &mut params, &cand)?;
+                if rows.len() as i64 >= limit || complete {
+                    break rows;
+                }
+                k = k.saturating_mul(8);
+            }
+        }
+        (None, None) => c.query(&sql, &params)?,
     };
     let mut items: Vec<(Stored, i64, String)> = rows
         .into_iter()

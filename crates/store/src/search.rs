@@ -190,6 +190,23 @@ pub struct Probe {
     pub sub: String,
     /// Its values in `SearchQuery::filter_params`.
     pub params: std::ops::Range<usize>,
+    /// When the condition is "the index column holds one of the values this query lists" (a name's
+    /// `:contains` or prefix, answered by the names' vocabulary): its entries can be read value by value,
+    /// each value's in resource order (see `repo::value_streams`).
+    pub values: Option<ValueList>,
+}
+
+/// The values a condition's index entries may hold, listed by a query of their own.
+#[derive(Debug, Clone)]
+pub struct ValueList {
+    /// `SELECT norm FROM …`: one column, the values.
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+    /// The index table and the column the values are of; entries are those of `rtype` and `param`.
+    pub table: &'static str,
+    pub column: &'static str,
+    pub rtype: String,
+    pub param: String,
 }
 
 impl Probe {
@@ -346,7 +363,9 @@ pub fn parse(
             continue;
         }
         let mark = b.params.len();
-        match param_condition(&mut b, rtype, "r", name, value, 0) {
+        let cond = param_condition(&mut b, rtype, "r", name, value, 0);
+        let values = b.values.take();
+        match cond {
             Ok(Some(c)) => {
                 if let Some(sub) = c
                     .strip_prefix("r.rid IN (")
@@ -357,6 +376,7 @@ pub fn parse(
                         cond: conds.len(),
                         sub: sub.to_string(),
                         params: mark..b.params.len(),
+                        values,
                     });
                 }
                 conds.push(c);
@@ -726,6 +746,8 @@ fn stored_param(b: &mut Builder, t: &str, p: &SearchParam) -> String {
 struct Builder {
     params: Vec<SqlValue>,
     alias: usize,
+    /// Set by a top-level condition whose entries can be listed value by value (see [`Probe::values`]).
+    values: Option<ValueList>,
 }
 
 impl Builder {
@@ -950,9 +972,14 @@ fn param_condition(
     }
     let mut negate = false;
     let mut ors = Vec::new();
-    for v in split_or(value) {
+    let values = split_or(value);
+    let single = values.len() == 1;
+    for v in values {
         let pred = match p.kind {
             ParamType::String => {
+                if single && alias == "r" && depth == 0 && matches!(p.storage, Storage::Own) {
+                    b.values = vocabulary_values(rtype, code, modifier, &v);
+                }
                 string_predicate(b, rtype, code, modifier, &v).map_err(|m| invalid(&m))?
             }
             ParamType::Token => {
@@ -1102,6 +1129,72 @@ fn string_predicate(
                 "modificateur :{m} non pris en charge pour une chaîne"
             ));
         }
+    })
+}
+
+/// For a name-like string parameter searched by prefix (the default) or `:contains`, the query that lists the
+/// distinct values matching it from the vocabulary (`vocab`): a few thousand at most, however many resources
+/// hold them. `None` for other parameters and modifiers.
+fn vocabulary_values(
+    rtype: &str,
+    code: &str,
+    modifier: Option<&str>,
+    v: &str,
+) -> Option<ValueList> {
+    if !crate::vocab::has_vocabulary(code) {
+        return None;
+    }
+    let n = normalize_string(&unescape(v));
+    let own = |t: &str| -> Vec<SqlValue> { vec![rtype.into(), code.into(), t.into()] };
+    let (sql, params) = match modifier {
+        None => {
+            let mut params = own(&n);
+            params.push(prefix_upper_bound(&n).into());
+            (
+                "SELECT v.norm FROM str_vocab v WHERE v.rtype = ? AND v.param = ? AND v.norm >= ? \
+                 AND v.norm < ?"
+                    .to_string(),
+                params,
+            )
+        }
+        Some("contains") => {
+            let pattern = format!("%{}%", like_escape(&n));
+            let tris = crate::vocab::query_trigrams(&n);
+            if tris.is_empty() {
+                (
+                    "SELECT v.norm FROM str_vocab v WHERE v.rtype = ? AND v.param = ? \
+                     AND v.norm LIKE ? ESCAPE '\\'"
+                        .to_string(),
+                    own(&pattern),
+                )
+            } else {
+                let mut params = Vec::new();
+                let each: Vec<&str> = tris
+                    .iter()
+                    .map(|t| {
+                        params.extend(own(t));
+                        "SELECT t.norm FROM str_trigram t WHERE t.rtype = ? AND t.param = ? AND t.tri = ?"
+                    })
+                    .collect();
+                params.push(pattern.into());
+                (
+                    format!(
+                        "SELECT c.norm FROM ({}) c WHERE c.norm LIKE ? ESCAPE '\\'",
+                        each.join(" INTERSECT ")
+                    ),
+                    params,
+                )
+            }
+        }
+        _ => return None,
+    };
+    Some(ValueList {
+        sql,
+        params,
+        table: "idx_string",
+        column: "norm",
+        rtype: rtype.to_string(),
+        param: code.to_string(),
     })
 }
 
