@@ -145,6 +145,44 @@ impl T {
         self.check_400_with(q, &[("Prefer", "handling=strict")]);
     }
 
+    /// Writes `resources` (each with its type and id) as one transaction of PUTs; `false`, with a failure
+    /// recorded, when it is refused.
+    fn put_all(&mut self, resources: Vec<Value>) -> bool {
+        let n = resources.len();
+        let entries: Vec<Value> = resources
+            .into_iter()
+            .map(|r| {
+                let url = format!(
+                    "{}/{}",
+                    r["resourceType"].as_str().unwrap_or_default(),
+                    r["id"].as_str().unwrap_or_default()
+                );
+                json!({"resource": r, "request": {"method": "PUT", "url": url}})
+            })
+            .collect();
+        let r = self.s.post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        );
+        if r.status != 200 {
+            self.fail(format!(
+                "transaction de {n} : {} {}",
+                r.status,
+                &r.text[..r.text.len().min(300)]
+            ));
+            return false;
+        }
+        true
+    }
+
+    /// Deletes `path`, recording a failure unless it is answered 200 or 204.
+    fn delete_ok(&mut self, path: &str) {
+        let d = self.s.delete(path);
+        if d.status != 200 && d.status != 204 {
+            self.fail(format!("DELETE {path} : {}", d.status));
+        }
+    }
+
     /// Follows `next` links from `first`, returning the ids of each page.
     fn walk(&mut self, first: Resp) -> Vec<Vec<String>> {
         let mut pages = vec![first.ids()];
@@ -1568,42 +1606,33 @@ fn frequent_values_page_like_rare_ones_checks(t: &mut T) {
     let n = 2_600;
     let rare = |i: usize| matches!(i % 500, 7 | 9);
     let entries: Vec<Value> = (0..n)
-            .map(|i| {
-                let status = if i % 2 == 0 { "final" } else { "amended" };
-                // Rare ones in both systems (500 is a multiple of 4: 7 → `d`, 9 → `c`).
-                let code = if rare(i) { "rare-1" } else { "common-1" };
-                // Two systems, alternating: the index entries of a code searched without its system are
-                // then not in resource order (system `c`'s, then `d`'s), and a page driven by them must
-                // sort them before taking the first matches.
-                let system = if i % 4 < 2 { "http://example.org/c" } else { "http://example.org/d" };
-                // Some resources hold the code twice: they must still come once.
-                let mut coding = vec![json!({"system": system, "code": code})];
-                if i % 10 == 3 {
-                    coding.push(json!({"system": system, "code": code}));
-                }
-                json!({"resource": {"resourceType": "Observation", "id": format!("f{i:05}"), "status": status,
+        .map(|i| {
+            let status = if i % 2 == 0 { "final" } else { "amended" };
+            // Rare ones in both systems (500 is a multiple of 4: 7 → `d`, 9 → `c`).
+            let code = if rare(i) { "rare-1" } else { "common-1" };
+            // Two systems, alternating: the index entries of a code searched without its system are
+            // then not in resource order (system `c`'s, then `d`'s), and a page driven by them must
+            // sort them before taking the first matches.
+            let system = if i % 4 < 2 {
+                "http://example.org/c"
+            } else {
+                "http://example.org/d"
+            };
+            // Some resources hold the code twice: they must still come once.
+            let mut coding = vec![json!({"system": system, "code": code})];
+            if i % 10 == 3 {
+                coding.push(json!({"system": system, "code": code}));
+            }
+            json!({"resourceType": "Observation", "id": format!("f{i:05}"), "status": status,
                     "code": {"coding": coding},
-                    "subject": {"reference": format!("Patient/fp{}", i % 3)}},
-                    "request": {"method": "PUT", "url": format!("Observation/f{i:05}")}})
-            })
-            .collect();
-    let r = t.s.post(
-        "",
-        &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
-    );
-    if r.status != 200 {
-        t.fail(format!(
-            "transaction de {n} : {} {}",
-            r.status,
-            &r.text[..r.text.len().min(300)]
-        ));
+                    "subject": {"reference": format!("Patient/fp{}", i % 3)}})
+        })
+        .collect();
+    if !t.put_all(entries) {
         return;
     }
     // A deleted match is not returned.
-    let d = t.s.delete("Observation/f00100");
-    if d.status != 200 && d.status != 204 {
-        t.fail(format!("DELETE : {}", d.status));
-    }
+    t.delete_ok("Observation/f00100");
     let expect = |f: &dyn Fn(usize) -> bool| -> Vec<String> {
         (0..n)
             .filter(|i| *i != 100 && f(*i))
@@ -1663,27 +1692,14 @@ fn names_page_value_by_value_checks(t: &mut T) {
             if i % 10 == 3 {
                 names.push(json!({"family": family(i), "given": ["Autre"]}));
             }
-            json!({"resource": {"resourceType": "Patient", "id": format!("v{i:04}"), "name": names,
-                "gender": if female(i) { "female" } else { "male" }},
-                "request": {"method": "PUT", "url": format!("Patient/v{i:04}")}})
+            json!({"resourceType": "Patient", "id": format!("v{i:04}"), "name": names,
+                "gender": if female(i) { "female" } else { "male" }})
         })
         .collect();
-    let r = t.s.post(
-        "",
-        &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
-    );
-    if r.status != 200 {
-        t.fail(format!(
-            "transaction de {n} : {} {}",
-            r.status,
-            &r.text[..r.text.len().min(300)]
-        ));
+    if !t.put_all(entries) {
         return;
     }
-    let d = t.s.delete("Patient/v0010");
-    if d.status != 200 && d.status != 204 {
-        t.fail(format!("DELETE : {}", d.status));
-    }
+    t.delete_ok("Patient/v0010");
     let expect = |f: &dyn Fn(usize) -> bool| -> Vec<String> {
         (0..n)
             .filter(|i| *i != 10 && f(*i))
@@ -1730,23 +1746,7 @@ fn names_page_value_by_value_checks(t: &mut T) {
         json!({"resourceType": "Patient", "id": format!("kbou{i}"), "name": [{"family": "Kerbratou"}],
                "gender": "female"})
     }));
-    let entries: Vec<Value> = entries
-        .into_iter()
-        .map(|r| {
-            let url = format!("Patient/{}", r["id"].as_str().unwrap_or_default());
-            json!({"resource": r, "request": {"method": "PUT", "url": url}})
-        })
-        .collect();
-    let r = t.s.post(
-        "",
-        &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
-    );
-    if r.status != 200 {
-        t.fail(format!(
-            "transaction Kerbrat : {} {}",
-            r.status,
-            &r.text[..r.text.len().min(300)]
-        ));
+    if !t.put_all(entries) {
         return;
     }
     let want: Vec<String> = ["kb70", "kbou1", "kbou2", "kbou3"]
