@@ -181,6 +181,8 @@ impl Drop for Checkpointer {
 struct StatsState {
     writes_since: u64,
     last: Instant,
+    /// The version counter (`socle_meta.seq`) at the last `ANALYZE`, kept in `socle_meta.analyzed_seq`.
+    analyzed_seq: i64,
 }
 
 /// The writer connection and its group-commit state. Concurrent writers run one after the other in the same
@@ -214,11 +216,45 @@ pub struct SqliteConn {
 /// Refresh statistics after this many write transactions (and at most every `ANALYZE_EVERY`)…
 const ANALYZE_AFTER_WRITES: u64 = 200;
 const ANALYZE_EVERY: Duration = Duration::from_secs(20);
+/// …once the data has changed by a tenth (versions written since the last `ANALYZE`), as PostgreSQL's
+/// autovacuum does: with the bundled SQLite's STAT4 an `ANALYZE` counts every entry of every index, whatever
+/// `analysis_limit` says — at 30 GB it reads the whole file, minutes holding the writer.
+const ANALYZE_GROWTH_DIVISOR: i64 = 10;
 
-/// Bounded-cost `ANALYZE`: samples each index instead of reading it whole.
-fn analyze(conn: &Connection) -> Result<(), StoreError> {
+/// Bounded-cost `ANALYZE`: samples each index instead of reading it whole (but see `ANALYZE_GROWTH_DIVISOR`),
+/// then records the version counter it saw, if any (the access log has none).
+fn analyze(conn: &Connection, seq: Option<i64>) -> Result<(), StoreError> {
     conn.execute_batch("PRAGMA analysis_limit=2000; ANALYZE;")
-        .map_err(db_err)
+        .map_err(db_err)?;
+    let Some(seq) = seq else { return Ok(()) };
+    conn.execute(
+        "INSERT INTO socle_meta (name, value) VALUES ('analyzed_seq', ?1) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [seq],
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// The `socle_meta` counter `name` (the version counter `seq`, or `analyzed_seq`), if set.
+fn meta_value(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
+    use rusqlite::OptionalExtension;
+    conn.query_row(
+        "SELECT value FROM socle_meta WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db_err)
+}
+
+/// Whether statistics taken at version `analyzed` are stale at version `seq`: never taken, or a tenth of the
+/// data (at least `ANALYZE_AFTER_WRITES` versions) written since.
+fn stats_stale(analyzed: Option<i64>, seq: i64) -> bool {
+    match analyzed {
+        None => true,
+        Some(a) => seq - a >= (a / ANALYZE_GROWTH_DIVISOR).max(ANALYZE_AFTER_WRITES as i64),
+    }
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
@@ -352,7 +388,30 @@ impl SqliteStore {
                 return Err(e);
             }
         }
-        analyze(&writer.conn)?;
+        // Statistics are taken at open only when missing or stale (a restart of a large store does not read it
+        // whole again).
+        // The access log is analyzed once, when it has no statistics yet: its reads go by patient.
+        let analyzed_seq = if role == Role::Data {
+            let seq = meta_value(&writer.conn, "seq")?.unwrap_or(0);
+            let analyzed_seq = meta_value(&writer.conn, "analyzed_seq")?;
+            if stats_stale(analyzed_seq, seq) {
+                analyze(&writer.conn, Some(seq))?;
+                Some(seq)
+            } else {
+                analyzed_seq
+            }
+        } else {
+            let has_stats = writer
+                .query_one(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'",
+                    &[],
+                )?
+                .is_some();
+            if !has_stats {
+                analyze(&writer.conn, None)?;
+            }
+            None
+        };
         // Checkpoints run on their own thread (see `Checkpointer`).
         writer
             .conn
@@ -385,6 +444,7 @@ impl SqliteStore {
             stats: Mutex::new(StatsState {
                 writes_since: 0,
                 last: Instant::now(),
+                analyzed_seq: analyzed_seq.unwrap_or(0),
             }),
             checkpointer,
             log: None,
@@ -422,17 +482,29 @@ impl SqliteStore {
             return;
         };
         st.writes_since += 1;
-        let first = self.generation.load(Ordering::Acquire) == 0 && st.writes_since >= 20;
-        if first || (st.writes_since >= ANALYZE_AFTER_WRITES && st.last.elapsed() >= ANALYZE_EVERY)
-        {
-            match analyze(conn) {
-                Ok(()) => {
-                    self.generation.fetch_add(1, Ordering::AcqRel);
-                    st.writes_since = 0;
-                    st.last = Instant::now();
-                }
-                Err(e) => tracing::warn!(error = %e, "ANALYZE impossible"),
+        // A store analyzed while empty gets statistics as soon as it has some data.
+        let first = st.analyzed_seq == 0 && st.writes_since >= 20;
+        if !first && (st.writes_since < ANALYZE_AFTER_WRITES || st.last.elapsed() < ANALYZE_EVERY) {
+            return;
+        }
+        let seq = match meta_value(conn, "seq") {
+            Ok(v) => v.unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %e, "ANALYZE impossible");
+                return;
             }
+        };
+        if (first && seq == 0) || (!first && !stats_stale(Some(st.analyzed_seq), seq)) {
+            return;
+        }
+        match analyze(conn, Some(seq)) {
+            Ok(()) => {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                st.writes_since = 0;
+                st.last = Instant::now();
+                st.analyzed_seq = seq;
+            }
+            Err(e) => tracing::warn!(error = %e, "ANALYZE impossible"),
         }
     }
 }
@@ -793,5 +865,18 @@ impl SqliteConn {
             out.push(row);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod analyze_tests {
+    #[test]
+    fn statistics_are_refreshed_after_a_tenth_of_the_data() {
+        assert!(super::stats_stale(None, 0));
+        assert!(!super::stats_stale(Some(0), 199));
+        assert!(super::stats_stale(Some(0), 200));
+        assert!(!super::stats_stale(Some(1_000_000), 1_099_999));
+        assert!(super::stats_stale(Some(1_000_000), 1_100_000));
+        assert!(!super::stats_stale(Some(1_000), 1_150));
     }
 }
