@@ -101,6 +101,28 @@ proptest! {
         }
     }
 
+    /// The SIMD decoder that reads the documents accepts and refuses exactly what `base64`'s `STANDARD` does
+    /// (alphabet, padding, canonical last symbol), with the same bytes.
+    #[test]
+    fn the_fast_base64_decoder_agrees_with_the_reference(
+        s in "[A-Za-z0-9+/=_ \n-]{0,24}",
+        bytes in prop::collection::vec(any::<u8>(), 0..100),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        use base64::Engine as _;
+        let reference = base64::engine::general_purpose::STANDARD;
+        let encoded = reference.encode(&bytes);
+        let truncated = &encoded[..cut.index(encoded.len() + 1)];
+        for text in [s.as_str(), encoded.as_str(), truncated] {
+            prop_assert_eq!(
+                base64_simd::STANDARD.decode_to_vec(text).ok(),
+                reference.decode(text).ok(),
+                "{:?}",
+                text
+            );
+        }
+    }
+
     #[test]
     fn any_flipped_document_byte_is_caught(pos in any::<prop::sample::Index>(), bit in 0..8u8) {
         let (_, mut cda) = valid();
