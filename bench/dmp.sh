@@ -76,8 +76,9 @@ run_backend() {
     psql "$SOCLE_BENCH_DATABASE_URL" -q -c "DROP DATABASE $db"
   fi
   jline label="$label" workload=disk bytes="$disk" blob_bytes="$blobs" documents="$TOTAL"
-  # Removed at the end: 100,000 files deleted just before the next backend's feeds make ext4 (without a journal)
-  # skip the freshly freed inodes at each file it creates — session 24's PostgreSQL feeds ran at half speed.
+  # Removed at the end, so that no backend's feeds run while the previous store's 100,000 files are deleted.
+  # Suspected of session 24's slow PostgreSQL feeds; its re-run with this change gave 307 and 313 feeds/s (100 KB
+  # and 1 KB PDFs) against 243 and 385 before: not the cause (see findings, session 25).
   stores+=("$dir")
 }
 

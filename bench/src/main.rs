@@ -8,6 +8,7 @@
 //! - `search`: one of four queries (`patient-code`, `family-birthdate`, `code-paged`, `summary-count`).
 //! - `check`: a few correctness probes (does the server honour the search parameters?) before measuring.
 //! - `jitter`: the machine's own latency noise, no server involved (a fixed CPU task timed many times).
+//! - `analyze`: a SQLite data file's planner statistics refreshed both ways (one `ANALYZE`, or two steps).
 //!
 //! Each workload prints one JSON line (appended to `--out` if given) with throughput and latency percentiles.
 
@@ -223,6 +224,13 @@ enum Cmd {
         /// A name for when it was taken (`before`, `after`…), copied into the result line.
         #[arg(long, default_value = "")]
         phase: String,
+    },
+    /// Planner statistics of a SQLite data file no server has open (`socle.db`), refreshed both ways one after
+    /// the other: one `ANALYZE` holding the writer (a small store's way), then the two steps of a large store
+    /// (rows counted on a reader, a short write). Prints how long each held the writer and took in all.
+    Analyze {
+        #[arg(long)]
+        db: String,
     },
     /// Correctness probes: exit 1 if the server ignores the search parameters.
     Check {
@@ -1048,7 +1056,13 @@ fn report_as(
     if let Some(e) = &run.acc.first_error {
         v["first_error"] = json!(e);
     }
-    let line = serde_json::to_string(&v)?;
+    emit(cli, &v)?;
+    Ok(v)
+}
+
+/// Prints a result line and appends it to `--out`.
+fn emit(cli: &Cli, v: &Value) -> anyhow::Result<()> {
+    let line = serde_json::to_string(v)?;
     println!("{line}");
     if let Some(out) = &cli.out {
         use std::io::Write;
@@ -1058,10 +1072,32 @@ fn report_as(
             .open(out)?;
         writeln!(f, "{line}")?;
     }
-    Ok(v)
+    Ok(())
 }
 
 // ---------------------------------------------------------------- workloads
+
+/// See `Cmd::Analyze`.
+fn analyze(cli: &Cli, db: &str) -> anyhow::Result<()> {
+    let path = std::path::Path::new(db);
+    let bytes = std::fs::metadata(path)
+        .with_context(|| format!("{db} illisible"))?
+        .len();
+    for (way, two_steps) in [("analyze", false), ("two-steps", true)] {
+        let t = socle_store::sqlite::refresh_statistics(path, two_steps)
+            .map_err(|e| anyhow!("{way} : {e}"))?;
+        let v = json!({
+            "label": cli.label,
+            "workload": "statistics",
+            "way": way,
+            "db_bytes": bytes,
+            "writer_held_ms": (t.writer_held.as_secs_f64() * 1e4).round() / 10.0,
+            "total_ms": (t.total.as_secs_f64() * 1e4).round() / 10.0,
+        });
+        emit(cli, &v)?;
+    }
+    Ok(())
+}
 
 /// See `Cmd::Jitter`. The task is a dependent chain of integer operations (no memory traffic, no allocation,
 /// no system call), so its time varies only with the CPU it gets.
@@ -2206,6 +2242,7 @@ async fn main() -> anyhow::Result<()> {
             dmp(&cli, *op, &o).await
         }
         Cmd::Jitter { count, work, phase } => jitter(&cli, *count, *work, phase),
+        Cmd::Analyze { db } => analyze(&cli, db),
         Cmd::Check { state } => {
             if !check(&cli, state).await? {
                 std::process::exit(1);

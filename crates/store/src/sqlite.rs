@@ -14,6 +14,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::schema;
+
+mod stats;
 use crate::sql::{Dialect, Row, SqlConn, SqlValue};
 use crate::{Store, StoreError, TxBody};
 
@@ -183,6 +185,10 @@ struct StatsState {
     last: Instant,
     /// The version counter (`socle_meta.seq`) at the last `ANALYZE`, kept in `socle_meta.analyzed_seq`.
     analyzed_seq: i64,
+    /// A large store's rows being counted for its next statistics (see [`stats`]).
+    counting: Option<stats::Counting>,
+    /// From this many versions on, statistics are taken in two steps (see [`stats`]); below, by `ANALYZE`.
+    background_from: i64,
 }
 
 /// The writer connection and its group-commit state. Concurrent writers run one after the other in the same
@@ -218,18 +224,23 @@ const ANALYZE_AFTER_WRITES: u64 = 200;
 const ANALYZE_EVERY: Duration = Duration::from_secs(20);
 /// …once the data has doubled (versions written since the last `ANALYZE` at least as many as there were then).
 /// SQLite's `ANALYZE` counts every entry of every index exactly (`OP_Count` before its sampling, whatever
-/// `analysis_limit` says): it reads every page of every index, 4 to 13 minutes for a 42–47 GB DMP store,
-/// holding the writer. Analyzing at each doubling reads, over a store's life, about as much as the indexes
-/// hold; at each tenth (as PostgreSQL's autovacuum does, but PostgreSQL samples) it read ten times that, and
-/// stopped the writes every few minutes of a bulk load. What the planner compares — how selective one index is
-/// against another — changes little as a store grows with the same kinds of data.
+/// `analysis_limit` says): it reads every page of every index, 4 to 13 minutes for a 42–47 GB DMP store (a
+/// large store now counts on a reader, see [`stats`], but the reading remains). Analyzing at each doubling
+/// reads, over a store's life, about as much as the indexes hold; at each tenth (as PostgreSQL's autovacuum
+/// does, but PostgreSQL samples) it read ten times that. What the planner compares — how selective one index
+/// is against another — changes little as a store grows with the same kinds of data.
 const ANALYZE_GROWTH_DIVISOR: i64 = 1;
+/// Index entries `ANALYZE` samples for its per-column figures.
+const ANALYSIS_LIMIT: u32 = 2000;
+/// Stores with at least this many versions get their statistics in two steps, the rows counted on a reader
+/// (see [`stats`]); a smaller store's `ANALYZE` takes a fraction of a second.
+const BACKGROUND_STATS_FROM: i64 = 50_000;
 
 /// `ANALYZE` with `analysis_limit` (each index's entries sampled for the per-column figures; see
 /// `ANALYZE_GROWTH_DIVISOR` for what it still reads), then records the version counter it saw, if any (the
 /// access log has none).
 fn analyze(conn: &Connection, seq: Option<i64>) -> Result<(), StoreError> {
-    conn.execute_batch("PRAGMA analysis_limit=2000; ANALYZE;")
+    conn.execute_batch(&format!("PRAGMA analysis_limit={ANALYSIS_LIMIT}; ANALYZE;"))
         .map_err(db_err)?;
     let Some(seq) = seq else { return Ok(()) };
     conn.execute(
@@ -239,6 +250,43 @@ fn analyze(conn: &Connection, seq: Option<i64>) -> Result<(), StoreError> {
     )
     .map_err(db_err)?;
     Ok(())
+}
+
+/// How long a refresh of the planner statistics held the writer, and took in all ([`refresh_statistics`]).
+#[derive(Debug, Clone, Copy)]
+pub struct StatsTiming {
+    pub writer_held: Duration,
+    pub total: Duration,
+}
+
+/// For maintenance and benchmarks, on a data file no server has open: refreshes its planner statistics with one
+/// `ANALYZE` (`two_steps` false: what a small store's writer runs, and every store's before session 25) or in
+/// the two steps a large store takes (rows counted on a reader, then a short write; see [`stats`]).
+pub fn refresh_statistics(path: &Path, two_steps: bool) -> Result<StatsTiming, StoreError> {
+    let started = Instant::now();
+    if !two_steps {
+        let conn = open_conn(path, false)?;
+        let seq = meta_value(&conn, "seq")?;
+        analyze(&conn, seq)?;
+        let total = started.elapsed();
+        return Ok(StatsTiming {
+            writer_held: total,
+            total,
+        });
+    }
+    let mut counting = stats::Counting::start(path)?;
+    let counts = loop {
+        if let Some(done) = counting.take() {
+            break done?;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let applying = Instant::now();
+    stats::apply(path, &counts, ANALYSIS_LIMIT)?;
+    Ok(StatsTiming {
+        writer_held: applying.elapsed(),
+        total: started.elapsed(),
+    })
 }
 
 /// The `socle_meta` counter `name` (the version counter `seq`, or `analyzed_seq`), if set.
@@ -394,16 +442,23 @@ impl SqliteStore {
             }
         }
         // Statistics are taken at open only when missing or stale (a restart of a large store does not read it
-        // whole again).
+        // whole again); a large store's stale ones are counted in the background and written at the first data
+        // write after the count (see [`stats`]), the store serving meanwhile with the previous ones.
         // The access log is analyzed once, when it has no statistics yet: its reads go by patient.
+        let mut counting = None;
         let analyzed_seq = if role == Role::Data {
             let seq = meta_value(&writer.conn, "seq")?.unwrap_or(0);
             let analyzed_seq = meta_value(&writer.conn, "analyzed_seq")?;
-            if stats_stale(analyzed_seq, seq) {
-                analyze(&writer.conn, Some(seq))?;
-                Some(seq)
-            } else {
-                analyzed_seq
+            match analyzed_seq {
+                Some(_) if stats_stale(analyzed_seq, seq) && seq >= BACKGROUND_STATS_FROM => {
+                    counting = Some(stats::Counting::start(path)?);
+                    analyzed_seq
+                }
+                _ if stats_stale(analyzed_seq, seq) => {
+                    analyze(&writer.conn, Some(seq))?;
+                    Some(seq)
+                }
+                _ => analyzed_seq,
             }
         } else {
             let has_stats = writer
@@ -450,6 +505,8 @@ impl SqliteStore {
                 writes_since: 0,
                 last: Instant::now(),
                 analyzed_seq: analyzed_seq.unwrap_or(0),
+                counting,
+                background_from: BACKGROUND_STATS_FROM,
             }),
             checkpointer,
             log: None,
@@ -486,6 +543,34 @@ impl SqliteStore {
         let Ok(mut st) = self.stats.lock() else {
             return;
         };
+        // A large store's rows have been counted: its statistics are written now, in a short transaction.
+        if let Some(done) = st.counting.as_mut().and_then(|c| c.take()) {
+            st.counting = None;
+            st.last = Instant::now();
+            let applying = Instant::now();
+            let written = done.and_then(|counts| {
+                stats::apply(&self.path, &counts, ANALYSIS_LIMIT)?;
+                // The writer connection reads them again (`ANALYZE sqlite_schema` only reloads); readers are
+                // reopened (`generation`).
+                conn.execute_batch("ANALYZE sqlite_schema")
+                    .map_err(db_err)?;
+                Ok(counts.seq)
+            });
+            match written {
+                Ok(seq) => {
+                    tracing::info!(
+                        seq,
+                        ms = applying.elapsed().as_secs_f64() * 1e3,
+                        "statistiques écrites (écrivain retenu)"
+                    );
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    st.writes_since = 0;
+                    st.analyzed_seq = seq;
+                }
+                Err(e) => tracing::warn!(error = %e, "statistiques impossibles"),
+            }
+            return;
+        }
         st.writes_since += 1;
         // A store analyzed while empty gets statistics as soon as it has some data.
         let first = st.analyzed_seq == 0 && st.writes_since >= 20;
@@ -499,11 +584,28 @@ impl SqliteStore {
                 return;
             }
         };
-        if (first && seq == 0) || (!first && !stats_stale(Some(st.analyzed_seq), seq)) {
+        if (first && seq == 0)
+            || (!first && !stats_stale(Some(st.analyzed_seq), seq))
+            || st.counting.is_some()
+        {
             return;
         }
+        if !first && seq >= st.background_from {
+            match stats::Counting::start(&self.path) {
+                Ok(c) => st.counting = Some(c),
+                Err(e) => tracing::warn!(error = %e, "statistiques impossibles"),
+            }
+            st.last = Instant::now();
+            return;
+        }
+        let analyzing = Instant::now();
         match analyze(conn, Some(seq)) {
             Ok(()) => {
+                tracing::info!(
+                    seq,
+                    ms = analyzing.elapsed().as_secs_f64() * 1e3,
+                    "statistiques : ANALYZE (écrivain retenu)"
+                );
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 st.writes_since = 0;
                 st.last = Instant::now();
@@ -875,14 +977,93 @@ impl SqliteConn {
 
 #[cfg(test)]
 mod analyze_tests {
+    use super::*;
+
+    fn meta(store: &SqliteStore, name: &str) -> Option<i64> {
+        let w = store.writer.lock().expect("écrivain");
+        meta_value(&w.conn.conn, name).expect("méta")
+    }
+
+    #[test]
+    fn a_large_stores_statistics_are_counted_apart_then_written_at_a_write() {
+        let dir = tempfile::tempdir().expect("répertoire");
+        let path = dir.path().join("socle.db");
+        {
+            let store = SqliteStore::open(&path).expect("ouverture");
+            store
+                .write(&mut |c| {
+                    for i in 0..3000 {
+                        c.execute(
+                            "INSERT INTO type_counts (rtype, live) VALUES (?, 1)",
+                            &[format!("T{i}").into()],
+                        )?;
+                    }
+                    // As if 60,000 versions had been written since statistics taken at 20,000.
+                    c.execute(
+                        "UPDATE socle_meta SET value = 60000 WHERE name = 'seq'",
+                        &[],
+                    )?;
+                    c.execute(
+                        "UPDATE socle_meta SET value = 20000 WHERE name = 'analyzed_seq'",
+                        &[],
+                    )?;
+                    Ok(())
+                })
+                .expect("écriture");
+        }
+        // Reopened: the statistics are stale and the store large, so its rows are counted on a thread...
+        let store = SqliteStore::open(&path).expect("réouverture");
+        assert!(store.stats.lock().expect("état").counting.is_some());
+        assert_eq!(meta(&store, "analyzed_seq"), Some(20000));
+        let generation = store.generation.load(Ordering::Acquire);
+        // ...and the statistics written at the first data write after the count.
+        let started = Instant::now();
+        let mut i = 0;
+        while meta(&store, "analyzed_seq") != Some(60000) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "statistiques jamais écrites"
+            );
+            i += 1;
+            store
+                .write(&mut |c| {
+                    c.execute(
+                        "INSERT INTO type_counts (rtype, live) VALUES (?, 1)",
+                        &[format!("U{i}").into()],
+                    )?;
+                    Ok(())
+                })
+                .expect("écriture");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(store.stats.lock().expect("état").counting.is_none());
+        assert!(store.generation.load(Ordering::Acquire) > generation);
+        let w = store.writer.lock().expect("écrivain");
+        let stat: String = w
+            .conn
+            .conn
+            .query_row(
+                "SELECT stat FROM sqlite_stat1 WHERE tbl = 'type_counts'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("statistiques de type_counts");
+        let rows: i64 = stat
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("nombre");
+        assert!((3000..=3000 + i).contains(&rows), "{stat}");
+    }
+
     #[test]
     fn statistics_are_refreshed_once_the_data_has_doubled() {
-        assert!(super::stats_stale(None, 0));
-        assert!(!super::stats_stale(Some(0), 199));
-        assert!(super::stats_stale(Some(0), 200));
-        assert!(!super::stats_stale(Some(1_000_000), 1_999_999));
-        assert!(super::stats_stale(Some(1_000_000), 2_000_000));
-        assert!(!super::stats_stale(Some(100), 299));
-        assert!(super::stats_stale(Some(100), 300));
+        assert!(stats_stale(None, 0));
+        assert!(!stats_stale(Some(0), 199));
+        assert!(stats_stale(Some(0), 200));
+        assert!(!stats_stale(Some(1_000_000), 1_999_999));
+        assert!(stats_stale(Some(1_000_000), 2_000_000));
+        assert!(!stats_stale(Some(100), 299));
+        assert!(stats_stale(Some(100), 300));
     }
 }
