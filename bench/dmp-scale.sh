@@ -35,7 +35,8 @@ serve() {
   log "the server did not start (see $OUT/server.log)"; exit 1
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
-trap '[[ -n "$pid" ]] && kill "$pid" 2>/dev/null; true' EXIT
+# (`|| true`: under `set -e` a failed kill of the already stopped server would make the script's status 1.)
+trap '[[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true' EXIT
 lg() { "$LOADGEN" --base "http://127.0.0.1:$port/fhir" --out "$RESULTS" "$@" >>"$OUT/loadgen.log" 2>&1; }
 finds() {
   local label="sqlite/$1"

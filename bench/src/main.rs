@@ -231,6 +231,9 @@ enum Cmd {
     Analyze {
         #[arg(long)]
         db: String,
+        /// `analyze`, `two-steps`, or both (the default), in that order.
+        #[arg(long)]
+        way: Option<String>,
     },
     /// Correctness probes: exit 1 if the server ignores the search parameters.
     Check {
@@ -1078,12 +1081,15 @@ fn emit(cli: &Cli, v: &Value) -> anyhow::Result<()> {
 // ---------------------------------------------------------------- workloads
 
 /// See `Cmd::Analyze`.
-fn analyze(cli: &Cli, db: &str) -> anyhow::Result<()> {
+fn analyze(cli: &Cli, db: &str, only: Option<&str>) -> anyhow::Result<()> {
     let path = std::path::Path::new(db);
     let bytes = std::fs::metadata(path)
         .with_context(|| format!("{db} illisible"))?
         .len();
     for (way, two_steps) in [("analyze", false), ("two-steps", true)] {
+        if only.is_some_and(|o| o != way) {
+            continue;
+        }
         let t = socle_store::sqlite::refresh_statistics(path, two_steps)
             .map_err(|e| anyhow!("{way} : {e}"))?;
         let v = json!({
@@ -2242,7 +2248,7 @@ async fn main() -> anyhow::Result<()> {
             dmp(&cli, *op, &o).await
         }
         Cmd::Jitter { count, work, phase } => jitter(&cli, *count, *work, phase),
-        Cmd::Analyze { db } => analyze(&cli, db),
+        Cmd::Analyze { db, way } => analyze(&cli, db, way.as_deref()),
         Cmd::Check { state } => {
             if !check(&cli, state).await? {
                 std::process::exit(1);
