@@ -543,11 +543,10 @@ impl SqliteStore {
         let Ok(mut st) = self.stats.lock() else {
             return;
         };
+        let started = Instant::now();
         // A large store's rows have been counted: its statistics are written now, in a short transaction.
-        if let Some(done) = st.counting.as_mut().and_then(|c| c.take()) {
+        let (way, written) = if let Some(done) = st.counting.as_mut().and_then(|c| c.take()) {
             st.counting = None;
-            st.last = Instant::now();
-            let applying = Instant::now();
             let written = done.and_then(|counts| {
                 stats::apply(&self.path, &counts, ANALYSIS_LIMIT)?;
                 // The writer connection reads them again (`ANALYZE sqlite_schema` only reloads); readers are
@@ -556,62 +555,53 @@ impl SqliteStore {
                     .map_err(db_err)?;
                 Ok(counts.seq)
             });
-            match written {
-                Ok(seq) => {
-                    tracing::info!(
-                        seq,
-                        ms = applying.elapsed().as_secs_f64() * 1e3,
-                        "statistiques écrites (écrivain retenu)"
-                    );
-                    self.generation.fetch_add(1, Ordering::AcqRel);
-                    st.writes_since = 0;
-                    st.analyzed_seq = seq;
-                }
-                Err(e) => tracing::warn!(error = %e, "statistiques impossibles"),
-            }
-            return;
-        }
-        st.writes_since += 1;
-        // A store analyzed while empty gets statistics as soon as it has some data.
-        let first = st.analyzed_seq == 0 && st.writes_since >= 20;
-        if !first && (st.writes_since < ANALYZE_AFTER_WRITES || st.last.elapsed() < ANALYZE_EVERY) {
-            return;
-        }
-        let seq = match meta_value(conn, "seq") {
-            Ok(v) => v.unwrap_or(0),
-            Err(e) => {
-                tracing::warn!(error = %e, "ANALYZE impossible");
+            ("deux temps", written)
+        } else {
+            st.writes_since += 1;
+            // A store analyzed while empty gets statistics as soon as it has some data.
+            let first = st.analyzed_seq == 0 && st.writes_since >= 20;
+            if !first
+                && (st.writes_since < ANALYZE_AFTER_WRITES || st.last.elapsed() < ANALYZE_EVERY)
+            {
                 return;
             }
-        };
-        if (first && seq == 0)
-            || (!first && !stats_stale(Some(st.analyzed_seq), seq))
-            || st.counting.is_some()
-        {
-            return;
-        }
-        if !first && seq >= st.background_from {
-            match stats::Counting::start(&self.path) {
-                Ok(c) => st.counting = Some(c),
-                Err(e) => tracing::warn!(error = %e, "statistiques impossibles"),
+            let seq = match meta_value(conn, "seq") {
+                Ok(v) => v.unwrap_or(0),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ANALYZE impossible");
+                    return;
+                }
+            };
+            if (first && seq == 0)
+                || (!first && !stats_stale(Some(st.analyzed_seq), seq))
+                || st.counting.is_some()
+            {
+                return;
             }
-            st.last = Instant::now();
-            return;
-        }
-        let analyzing = Instant::now();
-        match analyze(conn, Some(seq)) {
-            Ok(()) => {
+            if !first && seq >= st.background_from {
+                match stats::Counting::start(&self.path) {
+                    Ok(c) => st.counting = Some(c),
+                    Err(e) => tracing::warn!(error = %e, "statistiques impossibles"),
+                }
+                st.last = Instant::now();
+                return;
+            }
+            ("ANALYZE", analyze(conn, Some(seq)).map(|()| seq))
+        };
+        st.last = Instant::now();
+        match written {
+            Ok(seq) => {
                 tracing::info!(
+                    way,
                     seq,
-                    ms = analyzing.elapsed().as_secs_f64() * 1e3,
-                    "statistiques : ANALYZE (écrivain retenu)"
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "statistiques écrites (écrivain retenu)"
                 );
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 st.writes_since = 0;
-                st.last = Instant::now();
                 st.analyzed_seq = seq;
             }
-            Err(e) => tracing::warn!(error = %e, "ANALYZE impossible"),
+            Err(e) => tracing::warn!(way, error = %e, "statistiques impossibles"),
         }
     }
 }
