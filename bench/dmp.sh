@@ -77,8 +77,9 @@ run_backend() {
   fi
   jline label="$label" workload=disk bytes="$disk" blob_bytes="$blobs" documents="$TOTAL"
   # Removed at the end, so that no backend's feeds run while the previous store's 100,000 files are deleted.
-  # Suspected of session 24's slow PostgreSQL feeds; its re-run with this change gave 307 and 313 feeds/s (100 KB
-  # and 1 KB PDFs) against 243 and 385 before: not the cause (see findings, session 25).
+  # On ext4 without a journal, creating files within minutes of a mass deletion costs more (findings, session 25);
+  # session 24's re-run with this change gave PostgreSQL 307 and 313 feeds/s (100 KB and 1 KB PDFs) against 243
+  # and 385 before — inside the run-to-run spread.
   stores+=("$dir")
 }
 
