@@ -14,10 +14,10 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::schema;
-
-mod stats;
 use crate::sql::{Dialect, Row, SqlConn, SqlValue};
 use crate::{Store, StoreError, TxBody};
+
+mod stats;
 
 const READERS: usize = 8;
 
@@ -187,8 +187,6 @@ struct StatsState {
     analyzed_seq: i64,
     /// A large store's rows being counted for its next statistics (see [`stats`]).
     counting: Option<stats::Counting>,
-    /// From this many versions on, statistics are taken in two steps (see [`stats`]); below, by `ANALYZE`.
-    background_from: i64,
 }
 
 /// The writer connection and its group-commit state. Concurrent writers run one after the other in the same
@@ -506,7 +504,6 @@ impl SqliteStore {
                 last: Instant::now(),
                 analyzed_seq: analyzed_seq.unwrap_or(0),
                 counting,
-                background_from: BACKGROUND_STATS_FROM,
             }),
             checkpointer,
             log: None,
@@ -578,7 +575,7 @@ impl SqliteStore {
             {
                 return;
             }
-            if !first && seq >= st.background_from {
+            if !first && seq >= BACKGROUND_STATS_FROM {
                 match stats::Counting::start(&self.path) {
                     Ok(c) => st.counting = Some(c),
                     Err(e) => tracing::warn!(error = %e, "statistiques impossibles"),
