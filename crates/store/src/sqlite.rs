@@ -31,7 +31,7 @@ pub struct SqliteStore {
     readers: Mutex<Vec<SqliteConn>>,
     /// Planner statistics are refreshed as the data grows; readers opened before the last refresh are
     /// retired (a connection reads the statistics once, when it loads the schema).
-    generation: AtomicU64,
+    generation: std::sync::Arc<AtomicU64>,
     stats: Mutex<StatsState>,
     /// Its `Drop` stops the thread after a last checkpoint.
     checkpointer: Checkpointer,
@@ -272,10 +272,17 @@ pub fn refresh_statistics(path: &Path, two_steps: bool) -> Result<StatsTiming, S
             total,
         });
     }
-    let mut counting = stats::Counting::start(path)?;
+    let mut counting = stats::Counting::start(path, None)?;
     let counts = loop {
-        if let Some(done) = counting.take() {
-            break done?;
+        match counting.take() {
+            Some(Ok(stats::Outcome::Counted(counts))) => break counts,
+            Some(Ok(stats::Outcome::Written(_))) => {
+                return Err(StoreError::Database(
+                    "statistiques déjà écrites par le fil de comptage".into(),
+                ));
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -441,15 +448,23 @@ impl SqliteStore {
         }
         // Statistics are taken at open only when missing or stale (a restart of a large store does not read it
         // whole again); a large store's stale ones are counted in the background and written at the first data
-        // write after the count (see [`stats`]), the store serving meanwhile with the previous ones.
+        // write after the count, or by the counting thread if none comes (see [`stats`]), the store serving
+        // meanwhile with the previous ones.
         // The access log is analyzed once, when it has no statistics yet: its reads go by patient.
         let mut counting = None;
+        let generation = std::sync::Arc::new(AtomicU64::new(0));
         let analyzed_seq = if role == Role::Data {
             let seq = meta_value(&writer.conn, "seq")?.unwrap_or(0);
             let analyzed_seq = meta_value(&writer.conn, "analyzed_seq")?;
             match analyzed_seq {
                 Some(_) if stats_stale(analyzed_seq, seq) && seq >= BACKGROUND_STATS_FROM => {
-                    counting = Some(stats::Counting::start(path)?);
+                    counting = Some(stats::Counting::start(
+                        path,
+                        Some(stats::Idle {
+                            limit: ANALYSIS_LIMIT,
+                            generation: generation.clone(),
+                        }),
+                    )?);
                     analyzed_seq
                 }
                 _ if stats_stale(analyzed_seq, seq) => {
@@ -498,7 +513,7 @@ impl SqliteStore {
             committed: Condvar::new(),
             waiting: AtomicUsize::new(0),
             readers: Mutex::new(Vec::new()),
-            generation: AtomicU64::new(0),
+            generation,
             stats: Mutex::new(StatsState {
                 writes_since: 0,
                 last: Instant::now(),
@@ -544,15 +559,26 @@ impl SqliteStore {
         // A large store's rows have been counted: its statistics are written now, in a short transaction.
         let (way, written) = if let Some(done) = st.counting.as_mut().and_then(|c| c.take()) {
             st.counting = None;
-            let written = done.and_then(|counts| {
-                stats::apply(&self.path, &counts, ANALYSIS_LIMIT)?;
+            let way = match &done {
+                Ok(stats::Outcome::Written(_)) => "deux temps, écrites au repos",
+                _ => "deux temps",
+            };
+            let written = done.and_then(|outcome| {
+                let seq = match outcome {
+                    stats::Outcome::Counted(counts) => {
+                        stats::apply(&self.path, &counts, ANALYSIS_LIMIT)?;
+                        counts.seq
+                    }
+                    // Written by the counting thread while no data write came: only reloaded here.
+                    stats::Outcome::Written(seq) => seq,
+                };
                 // The writer connection reads them again (`ANALYZE sqlite_schema` only reloads); readers are
                 // reopened (`generation`).
                 conn.execute_batch("ANALYZE sqlite_schema")
                     .map_err(db_err)?;
-                Ok(counts.seq)
+                Ok(seq)
             });
-            ("deux temps", written)
+            (way, written)
         } else {
             st.writes_since += 1;
             // A store analyzed while empty gets statistics as soon as it has some data.
@@ -576,7 +602,13 @@ impl SqliteStore {
                 return;
             }
             if !first && seq >= BACKGROUND_STATS_FROM {
-                match stats::Counting::start(&self.path) {
+                match stats::Counting::start(
+                    &self.path,
+                    Some(stats::Idle {
+                        limit: ANALYSIS_LIMIT,
+                        generation: self.generation.clone(),
+                    }),
+                ) {
                     Ok(c) => st.counting = Some(c),
                     Err(e) => tracing::warn!(error = %e, "statistiques impossibles"),
                 }
@@ -971,33 +1003,52 @@ mod analyze_tests {
         meta_value(&w.conn.conn, name).expect("méta")
     }
 
+    /// `type_counts`'s row count in the statistics the connection `conn` sees.
+    fn counted_rows(conn: &Connection) -> i64 {
+        let stat: String = conn
+            .query_row(
+                "SELECT stat FROM sqlite_stat1 WHERE tbl = 'type_counts'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("statistiques de type_counts");
+        stat.split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("nombre")
+    }
+
+    /// A store of 3,000 `type_counts` rows whose statistics are stale, as if 60,000 versions had been written
+    /// since statistics taken at 20,000.
+    fn stale_large_store(path: &Path) {
+        let store = SqliteStore::open(path).expect("ouverture");
+        store
+            .write(&mut |c| {
+                for i in 0..3000 {
+                    c.execute(
+                        "INSERT INTO type_counts (rtype, live) VALUES (?, 1)",
+                        &[format!("T{i}").into()],
+                    )?;
+                }
+                // As if 60,000 versions had been written since statistics taken at 20,000.
+                c.execute(
+                    "UPDATE socle_meta SET value = 60000 WHERE name = 'seq'",
+                    &[],
+                )?;
+                c.execute(
+                    "UPDATE socle_meta SET value = 20000 WHERE name = 'analyzed_seq'",
+                    &[],
+                )?;
+                Ok(())
+            })
+            .expect("écriture");
+    }
+
     #[test]
     fn a_large_stores_statistics_are_counted_apart_then_written_at_a_write() {
         let dir = tempfile::tempdir().expect("répertoire");
         let path = dir.path().join("socle.db");
-        {
-            let store = SqliteStore::open(&path).expect("ouverture");
-            store
-                .write(&mut |c| {
-                    for i in 0..3000 {
-                        c.execute(
-                            "INSERT INTO type_counts (rtype, live) VALUES (?, 1)",
-                            &[format!("T{i}").into()],
-                        )?;
-                    }
-                    // As if 60,000 versions had been written since statistics taken at 20,000.
-                    c.execute(
-                        "UPDATE socle_meta SET value = 60000 WHERE name = 'seq'",
-                        &[],
-                    )?;
-                    c.execute(
-                        "UPDATE socle_meta SET value = 20000 WHERE name = 'analyzed_seq'",
-                        &[],
-                    )?;
-                    Ok(())
-                })
-                .expect("écriture");
-        }
+        stale_large_store(&path);
         // Reopened: the statistics are stale and the store large, so its rows are counted on a thread...
         let store = SqliteStore::open(&path).expect("réouverture");
         assert!(store.stats.lock().expect("état").counting.is_some());
@@ -1026,21 +1077,41 @@ mod analyze_tests {
         assert!(store.stats.lock().expect("état").counting.is_none());
         assert!(store.generation.load(Ordering::Acquire) > generation);
         let w = store.writer.lock().expect("écrivain");
-        let stat: String = w
-            .conn
-            .conn
-            .query_row(
-                "SELECT stat FROM sqlite_stat1 WHERE tbl = 'type_counts'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("statistiques de type_counts");
-        let rows: i64 = stat
-            .split(' ')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .expect("nombre");
-        assert!((3000..=3000 + i).contains(&rows), "{stat}");
+        let rows = counted_rows(&w.conn.conn);
+        assert!((3000..=3000 + i).contains(&rows), "{rows}");
+    }
+
+    #[test]
+    fn counted_statistics_are_written_without_a_data_write() {
+        let dir = tempfile::tempdir().expect("répertoire");
+        let path = dir.path().join("socle.db");
+        stale_large_store(&path);
+        let store = SqliteStore::open(&path).expect("réouverture");
+        let generation = store.generation.load(Ordering::Acquire);
+        // Only reads: the counting thread writes the statistics itself once it has waited for a write.
+        let started = Instant::now();
+        while meta(&store, "analyzed_seq") != Some(60000) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "statistiques jamais écrites sans écriture"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(started.elapsed() >= stats::IDLE_APPLY_AFTER);
+        // Readers opened before are retired; a new one sees the counted rows.
+        assert!(store.generation.load(Ordering::Acquire) > generation);
+        let reader = store.take_reader().expect("lecteur");
+        assert_eq!(counted_rows(&reader.conn), 3000);
+        // The next data write reloads them on the writer without writing them again.
+        store
+            .write(&mut |c| {
+                c.execute("INSERT INTO type_counts (rtype, live) VALUES ('V', 1)", &[])?;
+                Ok(())
+            })
+            .expect("écriture");
+        let st = store.stats.lock().expect("état");
+        assert!(st.counting.is_none());
+        assert_eq!(st.analyzed_seq, 60000);
     }
 
     #[test]

@@ -14,13 +14,20 @@
 //!    first figure of each row of `sqlite_stat1`, the entry count, is replaced by the count of step 1. The
 //!    writer waits for a few thousand entries read per index instead of all of them.
 //!
+//! Step 2 normally runs at the first data write after the count. A store that receives none (a large store
+//! reopened and then only read) would keep its stale statistics: after [`IDLE_APPLY_AFTER`] without the writer
+//! taking the counts, the counting thread writes them itself, in the same short transaction (SQLite's write
+//! lock orders it with the writer's transactions), and retires the readers ([`Idle::generation`]); the writer
+//! reloads them at its next data write.
+//!
 //! The result equals what a plain `ANALYZE` writes for the same data (a test compares both); the counts are
 //! those of the moment they were taken, a few minutes before the statistics are written, on a store that has
 //! doubled since the last ones.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -34,7 +41,29 @@ pub(super) struct RowCounts {
     pub tables: Vec<(String, i64)>,
 }
 
-type Slot = Arc<Mutex<Option<Result<RowCounts, StoreError>>>>;
+/// What the counting thread leaves for the writer.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// Step 1 done: the writer writes the statistics ([`apply`]).
+    Counted(RowCounts),
+    /// No data write came: the thread wrote them itself, up to this version counter; the writer only reloads.
+    Written(i64),
+}
+
+type Slot = Arc<Mutex<Option<Result<Outcome, StoreError>>>>;
+
+/// How long counted rows wait for a data write before the counting thread writes the statistics itself.
+#[cfg(not(test))]
+pub(super) const IDLE_APPLY_AFTER: Duration = Duration::from_secs(10);
+#[cfg(test)]
+pub(super) const IDLE_APPLY_AFTER: Duration = Duration::from_millis(300);
+
+/// What the counting thread needs to write the statistics itself when the store stays without writes.
+pub(super) struct Idle {
+    pub limit: u32,
+    /// The store's reader generation, bumped once the statistics are written (readers load them when opened).
+    pub generation: Arc<AtomicU64>,
+}
 
 /// Step 1 running on its own thread. Dropping it interrupts the count and waits for the thread.
 pub(super) struct Counting {
@@ -45,8 +74,9 @@ pub(super) struct Counting {
 }
 
 impl Counting {
-    /// Starts counting the rows of the database at `path` on a new read-only connection.
-    pub fn start(path: &Path) -> Result<Self, StoreError> {
+    /// Starts counting the rows of the database at `path` on a new read-only connection; with `idle`, the
+    /// thread writes the statistics itself if the writer has not taken the counts after [`IDLE_APPLY_AFTER`].
+    pub fn start(path: &Path, idle: Option<Idle>) -> Result<Self, StoreError> {
         let conn = open_conn(path, true)?;
         // A scan of every table: a small cache, the pages go by once.
         conn.execute_batch("PRAGMA cache_size=-2048")
@@ -55,12 +85,14 @@ impl Counting {
         let stop = Arc::new(AtomicBool::new(false));
         let slot: Slot = Arc::new(Mutex::new(None));
         let (flag, out) = (stop.clone(), slot.clone());
+        let path: PathBuf = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("socle-stats".into())
             .spawn(move || {
                 crate::background_priority();
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let res = count_rows(&conn, &flag);
+                drop(conn);
                 match &res {
                     Ok(c) => tracing::info!(
                         tables = c.tables.len(),
@@ -69,8 +101,12 @@ impl Counting {
                     ),
                     Err(e) => tracing::warn!(error = %e, "statistiques : comptage interrompu"),
                 }
+                let counted = res.is_ok();
                 if let Ok(mut s) = out.lock() {
-                    *s = Some(res);
+                    *s = Some(res.map(Outcome::Counted));
+                }
+                if let (true, Some(idle)) = (counted, idle) {
+                    apply_when_idle(&path, &out, &flag, &idle);
                 }
             })
             .map_err(|e| StoreError::Database(format!("fil des statistiques : {e}")))?;
@@ -82,9 +118,12 @@ impl Counting {
         })
     }
 
-    /// The counts, or the error that ended them, once the thread is done; `None` while it runs.
-    pub fn take(&mut self) -> Option<Result<RowCounts, StoreError>> {
+    /// The counts (or the statistics' version counter, if the thread wrote them), or the error that ended them,
+    /// once the thread is done; `None` while it runs.
+    pub fn take(&mut self) -> Option<Result<Outcome, StoreError>> {
         let done = self.slot.lock().ok()?.take()?;
+        // The thread may be waiting to write them itself (`apply_when_idle`): it stops waiting.
+        self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -100,6 +139,37 @@ impl Drop for Counting {
             let _ = t.join();
         }
     }
+}
+
+/// Waits [`IDLE_APPLY_AFTER`] for the writer to take the counts; if it has not (no data write came), writes the
+/// statistics and leaves [`Outcome::Written`] in their place. The slot stays locked while they are written: a
+/// writer arriving then waits for them rather than writing them twice.
+fn apply_when_idle(path: &Path, slot: &Slot, stop: &AtomicBool, idle: &Idle) {
+    let since = Instant::now();
+    while since.elapsed() < IDLE_APPLY_AFTER {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Ok(mut s) = slot.lock() else { return };
+    let Some(Ok(Outcome::Counted(counts))) = s.as_ref() else {
+        return; // taken by the writer
+    };
+    let started = Instant::now();
+    let res = apply(path, counts, idle.limit).map(|()| counts.seq);
+    match &res {
+        Ok(seq) => {
+            idle.generation.fetch_add(1, Ordering::AcqRel);
+            tracing::info!(
+                seq,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "statistiques écrites (sans écriture de données en attente)"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "statistiques impossibles"),
+    }
+    *s = Some(res.map(Outcome::Written));
 }
 
 /// Tables whose statistics Socle keeps: all but SQLite's own.
@@ -372,7 +442,7 @@ mod tests {
     fn a_count_stops_when_dropped() {
         let dir = tempfile::tempdir().expect("répertoire");
         let path = filled(dir.path());
-        let mut c = Counting::start(&path).expect("comptage");
+        let mut c = Counting::start(&path, None).expect("comptage");
         let started = std::time::Instant::now();
         let done = loop {
             if let Some(r) = c.take() {
@@ -381,10 +451,12 @@ mod tests {
             assert!(started.elapsed().as_secs() < 30, "comptage trop long");
             std::thread::sleep(std::time::Duration::from_millis(5));
         };
-        let counts = done.expect("comptes");
+        let Outcome::Counted(counts) = done.expect("comptes") else {
+            panic!("sans écrivain, le fil ne fait que compter");
+        };
         assert!(counts.tables.contains(&("t3".to_string(), 5000)));
         assert!(counts.tables.contains(&("t4".to_string(), 0)));
         // Another, dropped at once: the drop interrupts it and returns.
-        drop(Counting::start(&path).expect("comptage"));
+        drop(Counting::start(&path, None).expect("comptage"));
     }
 }
