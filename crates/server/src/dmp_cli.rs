@@ -35,7 +35,8 @@ pub(crate) enum DmpCommand {
     Sweep {
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, default_value_t = 3600)]
+        /// Age in seconds of the unreferenced bytes to remove (at most 100 years).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(0..=3_155_760_000))]
         older_than: u64,
         /// Only count what would be removed.
         #[arg(long)]
@@ -78,7 +79,9 @@ pub(crate) fn run(cmd: DmpCommand) -> anyhow::Result<std::process::ExitCode> {
             let st = crate::open_store(&store)?.0;
             let blobs = socle_store::blob::open(&store.blob_config()?)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let before = std::time::SystemTime::now() - std::time::Duration::from_secs(older_than);
+            let before = std::time::SystemTime::now()
+                .checked_sub(std::time::Duration::from_secs(older_than))
+                .ok_or_else(|| anyhow::anyhow!("--older-than {older_than} : durée hors limites"))?;
             let r = record::sweep(&st, blobs.as_ref(), before, dry_run)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(

@@ -504,7 +504,7 @@ async fn json_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Va
             "corps de requête vide : une ressource JSON est attendue",
         ));
     }
-    serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+    let v = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             IssueType::Structure,
@@ -514,7 +514,34 @@ async fn json_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Va
                 e.column()
             ),
         )
-    })
+    })?;
+    no_blob_reference(&v)?;
+    Ok(v)
+}
+
+/// A `Binary` naming stored document bytes (`socle_dmp::EXT_BLOB`) is written by the DMP's feeds only: from a
+/// client, such an extension would serve bytes of a document the client may not read.
+fn no_blob_reference(v: &Value) -> Result<(), Response> {
+    let names_blob = |r: &Value| {
+        r["resourceType"] == "Binary"
+            && r["meta"]["extension"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["url"] == socle_dmp::EXT_BLOB))
+    };
+    let entries = v["entry"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if names_blob(v)
+        || (v["resourceType"] == "Bundle" && entries.iter().any(|e| names_blob(&e["resource"])))
+    {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueType::Security,
+            format!(
+                "extension {} réservée : les octets d'un document du DMP ne s'enregistrent que par un flux ITI-65",
+                socle_dmp::EXT_BLOB
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Response> {

@@ -121,19 +121,44 @@ fn load_value(repo: &Repository, v: Value, report: &mut Report, origin: &str) {
             report.resources += n - failed;
         })
     } else {
-        let id = v.get("id").and_then(Value::as_str).map(str::to_string);
-        match id {
-            Some(id) => repo
-                .update(&ctx(), &t, &id, v, None)
-                .map(|_| report.resources += 1),
-            None => repo
-                .create(&ctx(), &t, v, None)
-                .map(|_| report.resources += 1),
-        }
+        store_one(repo, &t, v).map(|()| report.resources += 1)
     };
     if let Err(e) = res {
         report.failed += 1;
         report.errors.push(format!("{origin} : {e}"));
+    }
+}
+
+/// One resource, by its id if it has one (created or replaced), else created.
+fn store_one(repo: &Repository, rtype: &str, v: Value) -> Result<(), socle_store::repo::RepoError> {
+    match v.get("id").and_then(Value::as_str).map(str::to_string) {
+        Some(id) => repo.update(&ctx(), rtype, &id, v, None).map(|_| ()),
+        None => repo.create(&ctx(), rtype, v, None).map(|_| ()),
+    }
+}
+
+/// A batch of NDJSON lines (line number, resource) in one transaction; if the transaction is refused, its
+/// lines one by one, so that each bad line is reported with its number and the others still load.
+fn load_lines(repo: &Repository, lines: Vec<(usize, Value)>, report: &mut Report, origin: &str) {
+    let n = lines.len();
+    let resources: Vec<Value> = lines.iter().map(|(_, v)| v.clone()).collect();
+    if repo.bundle(&ctx(), as_transaction(resources)).is_ok() {
+        report.resources += n;
+        return;
+    }
+    for (line, v) in lines {
+        let t = v
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        match store_one(repo, &t, v) {
+            Ok(()) => report.resources += 1,
+            Err(e) => {
+                report.failed += 1;
+                report.errors.push(format!("{origin}:{line} : {e}"));
+            }
+        }
     }
 }
 
@@ -172,7 +197,7 @@ pub fn run(repo: &Repository, files: &[PathBuf], batch: usize) -> anyhow::Result
                     continue;
                 }
                 match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => pending.push(v),
+                    Ok(v) => pending.push((n + 1, v)),
                     Err(e) => {
                         report.failed += 1;
                         report
@@ -181,18 +206,11 @@ pub fn run(repo: &Repository, files: &[PathBuf], batch: usize) -> anyhow::Result
                     }
                 }
                 if pending.len() >= batch {
-                    load_value(
-                        repo,
-                        as_transaction(std::mem::take(&mut pending)),
-                        &mut report,
-                        &name,
-                    );
-                    report.bundles -= 1;
+                    load_lines(repo, std::mem::take(&mut pending), &mut report, &name);
                 }
             }
             if !pending.is_empty() {
-                load_value(repo, as_transaction(pending), &mut report, &name);
-                report.bundles -= 1;
+                load_lines(repo, pending, &mut report, &name);
             }
         } else {
             let bytes = match std::fs::read(f) {

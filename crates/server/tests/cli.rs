@@ -58,6 +58,16 @@ fn import_loads_json_bundles_and_ndjson_and_reports_bad_lines() {
         .map(|i| json!({"resourceType": "Patient", "id": format!("nd{i}"), "name": [{"family": "Importé"}]}).to_string())
         .collect();
     lines.insert(7, "{pas du json".to_string());
+    // Valid JSON but not a valid resource (an id with a slash, an unknown type): reported with their line
+    // numbers (13 and 21), the other lines of their batch (`--batch 10`) loaded all the same.
+    lines.insert(
+        12,
+        json!({"resourceType": "Patient", "id": "a/b"}).to_string(),
+    );
+    lines.insert(
+        20,
+        json!({"resourceType": "Inconnu", "id": "x"}).to_string(),
+    );
     std::fs::write(&nd, lines.join("\n")).unwrap();
     let single = dir.path().join("one.json");
     std::fs::write(
@@ -82,6 +92,8 @@ fn import_loads_json_bundles_and_ndjson_and_reports_bad_lines() {
         .arg("import")
         .arg("--data")
         .arg(s.data.path())
+        .arg("--batch")
+        .arg("10")
         .arg(&nd)
         .arg(&single)
         .arg(&tx)
@@ -93,10 +105,17 @@ fn import_loads_json_bundles_and_ndjson_and_reports_bad_lines() {
         Some(1),
         "une ligne invalide doit donner le code 1 : {stdout}"
     );
-    assert!(
-        stdout.contains("patients.ndjson:8"),
-        "le numéro de ligne doit être donné : {stdout}"
-    );
+    for line in [
+        "patients.ndjson:8 ",
+        "patients.ndjson:13 ",
+        "patients.ndjson:21 ",
+    ] {
+        assert!(
+            stdout.contains(line),
+            "le numéro de ligne doit être donné ({line}) : {stdout}"
+        );
+    }
+    assert!(stdout.contains(" 1 Bundle(s)"), "{stdout}");
     assert!(stdout.contains("33 ressource(s)"), "{stdout}");
     s.restart();
     assert_eq!(

@@ -161,6 +161,23 @@ fn dmp_over_http() {
             bin.json["securityContext"]["reference"],
             format!("DocumentReference/{doc_id}")
         );
+        // A Binary naming the document's stored bytes, sent by a client (alone or in a transaction), is
+        // refused: it would serve them without the document's access decision.
+        let spoof = json!({"resourceType": "Binary", "contentType": "text/xml",
+            "meta": {"extension": [{"url": socle_dmp::EXT_BLOB, "extension": [
+                {"url": "sha256", "valueString": socle_store::blob::sha256_hex(&cda1)},
+                {"url": "size", "valueUnsignedInt": cda1.len()}]}]}});
+        let binaries = count(&s, "Binary?_id:not=x");
+        let r = s.post("Binary", &spoof);
+        r.expect(422);
+        assert!(r.text.contains("réservée"), "{}", r.text);
+        s.post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": spoof, "request": {"method": "POST", "url": "Binary"}}]}),
+        )
+        .expect(422);
+        assert_eq!(count(&s, "Binary?_id:not=x"), binaries);
 
         // The PDF inside the level-1 document.
         let (st, ct, body) = raw_get(&s, &format!("{url}/$n1-body"), "*/*");
@@ -570,6 +587,10 @@ fn dmp_over_http() {
             let dir = blobs.join(&name[0..2]).join(&name[2..4]);
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join(&name), orphan).unwrap();
+            // An age past any date is refused with a message, not a crash.
+            let out = s.cli(&["dmp", "sweep", "--older-than", "18446744073709551615"]);
+            assert_eq!(out.status.code(), Some(2));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("--older-than"));
             let out = s.cli(&["dmp", "sweep", "--older-than", "3600"]);
             assert!(
                 String::from_utf8_lossy(&out.stdout).contains(" 0 document(s) orphelin"),

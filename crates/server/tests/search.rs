@@ -323,6 +323,19 @@ fn string_parameters_checks(t: &mut T) {
     t.check("Patient?family:contains=dupont", &["p1", "p9"]);
     t.check("Patient?family:contains=brun", &["p4"]);
     t.check("Patient?family:contains=ledup", &[]);
+    // A name longer than the trigram limit (`vocab::MAX_TRIGRAM_CHARS`) is listed without its trigrams and
+    // still found by any text it contains, short or long; a text it does not contain finds nothing.
+    let long = format!("Van{}Berg", "derlinde".repeat(30));
+    t.put("Patient", "p10", json!({"name": name(&long, "Hendrik")}));
+    t.check("Patient?family:contains=linde", &["p10"]);
+    t.check("Patient?family:contains=rg", &["p10"]);
+    t.check("Patient?family:contains=ndeberg", &["p10"]);
+    t.check(
+        &format!("Patient?family:contains={}", "derlinde".repeat(26)),
+        &["p10"],
+    );
+    t.check("Patient?family:contains=lindex", &[]);
+    t.check("Patient?name:contains=vanderlindederl", &["p10"]);
 }
 
 #[test]

@@ -1106,7 +1106,8 @@ fn string_predicate(
                         b.bind(pattern.clone())
                     )
                 } else {
-                    tris.iter()
+                    let each = tris
+                        .iter()
                         .map(|t| {
                             format!(
                                 "SELECT t.norm FROM str_trigram t WHERE t.rtype = {} AND t.param = {} AND t.tri = {}",
@@ -1116,7 +1117,15 @@ fn string_predicate(
                             )
                         })
                         .collect::<Vec<_>>()
-                        .join(" INTERSECT ")
+                        .join(" INTERSECT ");
+                    // Values too long for trigrams are candidates of every search (`vocab::LONG_VALUE`).
+                    format!(
+                        "{each} UNION SELECT t.norm FROM str_trigram t WHERE t.rtype = {} AND t.param = {} \
+                         AND t.tri = {}",
+                        b.bind(rtype),
+                        b.bind(code),
+                        b.bind(crate::vocab::LONG_VALUE)
+                    )
                 };
                 format!(
                     "(i.norm IN ({candidates}) AND i.norm LIKE {} ESCAPE '\\')",
@@ -1176,10 +1185,13 @@ fn vocabulary_values(
                         "SELECT t.norm FROM str_trigram t WHERE t.rtype = ? AND t.param = ? AND t.tri = ?"
                     })
                     .collect();
+                // Values too long for trigrams are candidates of every search (`vocab::LONG_VALUE`).
+                params.extend(own(crate::vocab::LONG_VALUE));
                 params.push(pattern.into());
                 (
                     format!(
-                        "SELECT c.norm FROM ({}) c WHERE c.norm LIKE ? ESCAPE '\\'",
+                        "SELECT c.norm FROM ({} UNION SELECT t.norm FROM str_trigram t WHERE t.rtype = ? \
+                         AND t.param = ? AND t.tri = ?) c WHERE c.norm LIKE ? ESCAPE '\\'",
                         each.join(" INTERSECT ")
                     ),
                     params,
