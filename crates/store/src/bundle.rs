@@ -51,7 +51,8 @@ pub fn split_url(url: &str) -> (Vec<String>, Vec<(String, String)>) {
     (segs, params)
 }
 
-fn parse_entries(bundle: &Value, base: &str) -> Result<(bool, Vec<Entry>), RepoError> {
+/// The entries of a batch or transaction Bundle; their resources are moved out of `bundle`, not copied.
+fn parse_entries(bundle: &mut Value, base: &str) -> Result<(bool, Vec<Entry>), RepoError> {
     let bad = |m: String| RepoError::Invalid(m);
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(bad("le corps doit être une ressource Bundle".into()));
@@ -66,9 +67,9 @@ fn parse_entries(bundle: &Value, base: &str) -> Result<(bool, Vec<Entry>), RepoE
         }
         None => return Err(bad("Bundle.type absent".into())),
     };
-    let empty = Vec::new();
-    let raw = match bundle.get("entry") {
-        None => &empty,
+    let mut empty = Vec::new();
+    let raw = match bundle.get_mut("entry") {
+        None => &mut empty,
         Some(Value::Array(a)) => a,
         Some(_) => return Err(bad("Bundle.entry doit être un tableau".into())),
     };
@@ -79,7 +80,7 @@ fn parse_entries(bundle: &Value, base: &str) -> Result<(bool, Vec<Entry>), RepoE
         )));
     }
     let mut entries = Vec::with_capacity(raw.len());
-    for (index, e) in raw.iter().enumerate() {
+    for (index, e) in raw.iter_mut().enumerate() {
         let at = |m: &str| RepoError::InEntry {
             index,
             error: Box::new(RepoError::Invalid(m.to_string())),
@@ -102,7 +103,17 @@ fn parse_entries(bundle: &Value, base: &str) -> Result<(bool, Vec<Entry>), RepoE
                 .ok_or_else(|| at("request.url absent"))?,
             base,
         );
-        let resource = e.get("resource").cloned();
+        // Some senders write the whole `Type?criteria`; the query part is what counts.
+        let if_none_exist = req
+            .get("ifNoneExist")
+            .and_then(Value::as_str)
+            .map(|q| q.split_once('?').map_or(q, |(_, c)| c).to_string());
+        let if_match = match req.get("ifMatch").and_then(Value::as_str) {
+            Some(s) => Some(parse_etag(s).ok_or_else(|| at("ifMatch invalide (attendu W/\"n\")"))?),
+            None => None,
+        };
+        let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_string);
+        let resource = e.get_mut("resource").map(Value::take);
         if matches!(method, Method::Post | Method::Put) && resource.is_none() {
             return Err(at("entry.resource absent pour POST/PUT"));
         }
@@ -110,19 +121,10 @@ fn parse_entries(bundle: &Value, base: &str) -> Result<(bool, Vec<Entry>), RepoE
             index,
             method,
             url,
-            full_url: e.get("fullUrl").and_then(Value::as_str).map(str::to_string),
+            full_url,
             resource,
-            // Some senders write the whole `Type?criteria`; the query part is what counts.
-            if_none_exist: req
-                .get("ifNoneExist")
-                .and_then(Value::as_str)
-                .map(|q| q.split_once('?').map_or(q, |(_, c)| c).to_string()),
-            if_match: match req.get("ifMatch").and_then(Value::as_str) {
-                Some(s) => {
-                    Some(parse_etag(s).ok_or_else(|| at("ifMatch invalide (attendu W/\"n\")"))?)
-                }
-                None => None,
-            },
+            if_none_exist,
+            if_match,
         });
     }
     Ok((is_tx, entries))
@@ -165,11 +167,11 @@ pub fn parse_etag(s: &str) -> Option<i64> {
 pub(crate) fn process(
     repo: &Repository,
     ctx: &RequestContext,
-    bundle: Value,
+    mut bundle: Value,
     hook: Option<TxHook<'_>>,
 ) -> Result<Value, RepoError> {
     let base = ctx.base_url.trim_end_matches('/').to_string();
-    let (is_tx, entries) = parse_entries(&bundle, &base)?;
+    let (is_tx, entries) = parse_entries(&mut bundle, &base)?;
     if is_tx {
         transaction(repo, ctx, &base, entries, hook)
     } else if hook.is_some() {
@@ -467,8 +469,13 @@ fn transaction(
     // Without conditional lookups every resource can be checked and indexed before the write lock is taken.
     let mut prepared: HashMap<usize, Prepared> = HashMap::new();
     if !needs_lookup {
-        for e in &entries {
-            if let Some(p) = prepare(e, &new_ids)? {
+        for e in entries.iter_mut() {
+            // A prepared entry's resource is not read again: it is moved, not copied.
+            if !preparable(e) {
+                continue;
+            }
+            let body = e.resource.take();
+            if let Some(p) = prepare(e, body, &new_ids)? {
                 prepared.insert(e.index, p);
             }
         }
@@ -523,7 +530,8 @@ fn transaction(
                         None => {
                             let mut en = clone_entry(e);
                             resolve_in_tx(c, st, &mut en, &local_map).map_err(wrap)?;
-                            owned = prepare(&en, &new_ids)?.ok_or_else(|| wrap(RepoError::Invalid("entrée vide".into())))?;
+                            let body = en.resource.take();
+                            owned = prepare(&en, body, &new_ids)?.ok_or_else(|| wrap(RepoError::Invalid("entrée vide".into())))?;
                             &owned
                         }
                     };
@@ -537,7 +545,8 @@ fn transaction(
                         None => {
                             let mut en = clone_entry(e);
                             resolve_in_tx(c, st, &mut en, &local_map).map_err(wrap)?;
-                            owned = prepare(&en, &new_ids)?.ok_or_else(|| wrap(RepoError::Invalid("entrée vide".into())))?;
+                            let body = en.resource.take();
+                            owned = prepare(&en, body, &new_ids)?.ok_or_else(|| wrap(RepoError::Invalid("entrée vide".into())))?;
                             &owned
                         }
                     };
@@ -666,13 +675,24 @@ fn resolve_in_tx(
     Ok(())
 }
 
-fn prepare(e: &Entry, new_ids: &HashMap<usize, String>) -> Result<Option<Prepared>, RepoError> {
+/// Whether [`prepare`] prepares this entry (a create, or an update by id).
+fn preparable(e: &Entry) -> bool {
+    let (segs, _) = split_url(&e.url);
+    matches!((e.method, segs.len()), (Method::Post, 1) | (Method::Put, 2))
+}
+
+/// The entry's write checked and indexed, with `body` its resource (taken from the entry by the caller).
+fn prepare(
+    e: &Entry,
+    body: Option<Value>,
+    new_ids: &HashMap<usize, String>,
+) -> Result<Option<Prepared>, RepoError> {
     let wrap = |err: RepoError| RepoError::InEntry {
         index: e.index,
         error: Box::new(err),
     };
     let (segs, _) = split_url(&e.url);
-    let Some(body) = e.resource.clone() else {
+    let Some(body) = body else {
         return Ok(None);
     };
     match (e.method, segs.as_slice()) {
