@@ -592,14 +592,15 @@ fn outcome_response(status: StatusCode, oo: &OperationOutcome) -> Response {
 
 fn repo_error(e: &RepoError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let code = match e.status() {
-        400 => IssueType::Invalid,
-        403 => IssueType::Forbidden,
-        404 => IssueType::NotFound,
-        409 | 412 => IssueType::Conflict,
-        410 => IssueType::Deleted,
-        422 => IssueType::Processing,
-        503 => IssueType::Transient,
+    let code = match (e, e.status()) {
+        (RepoError::Search(s), _) => s.issue_type(),
+        (_, 400) => IssueType::Invalid,
+        (_, 403) => IssueType::Forbidden,
+        (_, 404) => IssueType::NotFound,
+        (_, 409 | 412) => IssueType::Conflict,
+        (_, 410) => IssueType::Deleted,
+        (_, 422) => IssueType::Processing,
+        (_, 503) => IssueType::Transient,
         _ => IssueType::Exception,
     };
     if status.is_server_error() {
@@ -1365,7 +1366,12 @@ async fn search_post(
     }
     let bytes = tryr!(read_body(&app, body).await);
     let mut params = req.params.clone();
-    params.extend(form_urlencoded::parse(&bytes).into_owned());
+    // More than the limit is refused by the search itself: the rest of a huge body is not even split.
+    params.extend(
+        form_urlencoded::parse(&bytes)
+            .into_owned()
+            .take(socle_store::search::MAX_SEARCH_PARAMS + 1),
+    );
     search_common(app, rtype, req, params).await
 }
 

@@ -1606,6 +1606,71 @@ fn unknown_and_malformed_parameters() {
     });
 }
 
+/// A search asking for more than a real client would (a form body may be 16 MiB) is refused with 400
+/// `too-costly`, even in lenient handling, before its cost grows with the request; just under each limit it runs.
+#[test]
+fn searches_past_the_limits_are_refused() {
+    each(|t| {
+        t.put("Patient", "l1", json!({"name": name("Dupont", "Jean")}));
+        let too_costly = |t: &mut T, what: &str, r: &Resp| {
+            if r.status != 400 || r.json["issue"][0]["code"] != "too-costly" {
+                t.fail(format!(
+                    "{what} : 400 too-costly attendu, obtenu {} {}",
+                    r.status, r.text
+                ));
+            }
+        };
+        let ok = |t: &mut T, what: &str, r: &Resp| {
+            if r.status != 200 || r.ids() != ["l1"] {
+                t.fail(format!(
+                    "{what} : 200 et l1 attendus, obtenu {} {}",
+                    r.status, r.text
+                ));
+            }
+        };
+        let r = t.get(&format!("Patient?{}", "family=dup&".repeat(101)));
+        too_costly(t, "101 paramètres", &r);
+        let r = t.get(&format!("Patient?{}", "family=dup&".repeat(100)));
+        ok(t, "100 paramètres", &r);
+        let r = t.get(&format!("Patient?_sort={}", ["family"; 9].join(",")));
+        too_costly(t, "9 clés de tri", &r);
+        let r = t.get(&format!("Patient?_sort={}", ["family"; 8].join(",")));
+        ok(t, "8 clés de tri", &r);
+        let r = t.get(&format!("Patient?_elements={}", ["name"; 201].join(",")));
+        too_costly(t, "201 éléments", &r);
+        let ids: Vec<String> = (0..1000).map(|i| format!("x{i}")).collect();
+        let r = t.get(&format!("Patient?_id=l1,{}", ids.join(",")));
+        too_costly(t, "1 001 valeurs", &r);
+        let r = t.get(&format!("Patient?_id=l1,{}", ids[..999].join(",")));
+        ok(t, "1 000 valeurs", &r);
+        // A chain whose every hop may reach many types repeats its inner condition for each.
+        let r = t.get(&format!(
+            "ActivityDefinition?composed-of.derived-from.derived-from._id={}",
+            ids.join(",")
+        ));
+        too_costly(t, "chaîne démultipliée", &r);
+        // The same directive twice is one directive.
+        let r =
+            t.get("Patient?_id=l1&_revinclude=Observation:subject&_revinclude=Observation:subject");
+        ok(t, "_revinclude répété", &r);
+        // A 2 MB form of empty parameters: refused without being split whole.
+        let started = std::time::Instant::now();
+        let r = t.s.request(
+            "POST",
+            "Patient/_search",
+            Some("x&".repeat(1_000_000)),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+        );
+        too_costly(t, "POST de 1 000 000 paramètres", &r);
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            t.fail(format!(
+                "POST de 1 000 000 paramètres : {:?}",
+                started.elapsed()
+            ));
+        }
+    });
+}
+
 /// Frequent values (thousands of matches): pages are taken without collecting every match first (SQLite
 /// probes rows in order), and give exactly the same results as the rare-value path — every match once, in
 /// resource order, whatever the combination of frequent and rare conditions.

@@ -19,7 +19,20 @@ pub enum SearchError {
     Unknown(String, String),
     #[error("modificateur non pris en charge : {0}")]
     UnsupportedModifier(String),
+    /// Past one of the [limits](MAX_SEARCH_PARAMS) a search may ask for: always an error, never ignored.
+    #[error("recherche trop large : {0}")]
+    TooCostly(String),
 }
+
+/// Limits on what one search may ask for, so that its cost stays proportional to what a real client sends
+/// (a form body may be 16 MiB): parameters in all…
+pub const MAX_SEARCH_PARAMS: usize = 100;
+/// …values of one parameter (`a,b,c`), keys of `_sort`, elements of `_elements`…
+pub const MAX_OR_VALUES: usize = 1000;
+pub const MAX_SORT_KEYS: usize = 8;
+pub const MAX_ELEMENTS: usize = 200;
+/// …and values bound to the SQL of the conditions (chains multiply their inner condition by each target type).
+pub const MAX_BOUND_VALUES: usize = 20_000;
 
 impl SearchError {
     /// The OperationOutcome issue type that describes this error.
@@ -29,6 +42,7 @@ impl SearchError {
             SearchError::Unknown(..) | SearchError::UnsupportedModifier(..) => {
                 IssueType::NotSupported
             }
+            SearchError::TooCostly(_) => IssueType::TooCostly,
         }
     }
 }
@@ -340,6 +354,11 @@ pub fn parse(
         count: DEFAULT_COUNT,
         ..Default::default()
     };
+    if params.len() > MAX_SEARCH_PARAMS {
+        return Err(SearchError::TooCostly(format!(
+            "au plus {MAX_SEARCH_PARAMS} paramètres"
+        )));
+    }
     let mut b = Builder::default();
     let mut conds: Vec<String> = Vec::new();
     for (name, value) in params {
@@ -348,7 +367,11 @@ pub fn parse(
             match parse_result_param(&mut q, name, value, strict) {
                 Ok(()) => {}
                 // Paging tokens are ours, not the client's: a bad one is an error even when lenient.
-                Err(e) if !strict && !matches!(base_name, "_cursor" | "_snapshot" | "_offset") => {
+                Err(e)
+                    if !strict
+                        && !matches!(e, SearchError::TooCostly(_))
+                        && !matches!(base_name, "_cursor" | "_snapshot" | "_offset") =>
+                {
                     q.warnings.push((e.issue_type(), format!("{e} : ignoré")));
                     continue;
                 }
@@ -384,7 +407,7 @@ pub fn parse(
             }
             Ok(None) => {}
             // Lenient handling (the default): an unknown or malformed parameter is ignored with a warning.
-            Err(e) if !strict => {
+            Err(e) if !strict && !matches!(e, SearchError::TooCostly(_)) => {
                 // Values bound before the error belong to no condition.
                 b.params.truncate(mark);
                 q.warnings.push((e.issue_type(), format!("{e} : ignoré")));
@@ -472,15 +495,30 @@ fn parse_result_param(
             })
         }
         "_elements" => {
-            q.elements = Some(
-                value
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-            )
+            let elements: Vec<String> = value
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .take(MAX_ELEMENTS + 1)
+                .collect();
+            if elements.len() > MAX_ELEMENTS {
+                return Err(SearchError::TooCostly(format!(
+                    "_elements : au plus {MAX_ELEMENTS} éléments"
+                )));
+            }
+            q.elements = Some(elements)
         }
         "_sort" => {
+            if value
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .nth(MAX_SORT_KEYS)
+                .is_some()
+            {
+                return Err(SearchError::TooCostly(format!(
+                    "_sort : au plus {MAX_SORT_KEYS} clés"
+                )));
+            }
             // All keys are checked before any is kept, so that an ignored `_sort` leaves no partial order.
             let mut keys = Vec::new();
             for key in value.split(',').filter(|s| !s.is_empty()) {
@@ -537,10 +575,14 @@ fn parse_result_param(
                 target_type,
                 iterate,
             };
-            if name.starts_with("_include") {
-                q.includes.push(inc)
+            // The same directive twice is read once.
+            let list = if name.starts_with("_include") {
+                &mut q.includes
             } else {
-                q.revincludes.push(inc)
+                &mut q.revincludes
+            };
+            if !list.contains(&inc) {
+                list.push(inc)
             }
         }
         "_format" | "_pretty" => {}
@@ -803,6 +845,18 @@ fn split_or(v: &str) -> Vec<String> {
     split_escaped(v, ',')
 }
 
+/// [`split_or`], at most [`MAX_OR_VALUES`] values.
+fn or_values(v: &str) -> Result<Vec<String>, SearchError> {
+    let values = split_or(v);
+    if values.len() > MAX_OR_VALUES {
+        return Err(SearchError::TooCostly(format!(
+            "{} valeurs séparées par des virgules, au plus {MAX_OR_VALUES}",
+            values.len()
+        )));
+    }
+    Ok(values)
+}
+
 fn split_escaped(v: &str, sep: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -893,7 +947,7 @@ fn param_condition(
     }
     match code {
         "_id" => {
-            let ids = split_or(value);
+            let ids = or_values(value)?;
             let not = match modifier {
                 None | Some("exact") => false,
                 Some("not") => true,
@@ -912,7 +966,7 @@ fn param_condition(
                 return Err(SearchError::UnsupportedModifier(name.to_string()));
             }
             let mut ors = Vec::new();
-            for v in split_or(value) {
+            for v in or_values(value)? {
                 let (prefix, rest) = split_prefix(&v);
                 let (plo, phi) = parse_date_range(rest).ok_or_else(|| invalid("date invalide"))?;
                 let lu = format!("{alias}.last_updated");
@@ -972,7 +1026,7 @@ fn param_condition(
     }
     let mut negate = false;
     let mut ors = Vec::new();
-    let values = split_or(value);
+    let values = or_values(value)?;
     let single = values.len() == 1;
     for v in values {
         let pred = match p.kind {
@@ -1528,6 +1582,13 @@ fn chain_condition(
         let inner_alias = b.next_alias();
         let inner = param_condition(b, t, &inner_alias, tail, value, depth + 1)?
             .unwrap_or_else(|| "1 = 1".into());
+        // Each target type repeats the inner condition: a chain over types that are themselves chained, with a
+        // long list of values, would otherwise build gigabytes of SQL.
+        if b.params.len() > MAX_BOUND_VALUES {
+            return Err(SearchError::TooCostly(format!(
+                "{head}.{tail} : plus de {MAX_BOUND_VALUES} valeurs liées"
+            )));
+        }
         ors.push(format!(
             "(i.tid IN (SELECT {inner_alias}.id FROM resources {inner_alias} WHERE {inner} AND {inner_alias}.rtype = {} AND {inner_alias}.deleted = 0) AND i.ttype = {})",
             b.bind(t.clone()),
