@@ -157,6 +157,54 @@ pub(crate) struct Env<'a, 'v> {
     pub vars: Option<&'v HashMap<String, Vec<Item<'a>>>>,
     pub defined: RefCell<Vec<(String, Vec<Item<'a>>)>>,
     pub steps: std::cell::Cell<u64>,
+    /// `resolve()`'s lookups, built at its first use: the root's contained resources by id, and a Bundle's
+    /// entries by `fullUrl` and by each of its suffixes after a `/` (a reference `Type/id` matches
+    /// `http://…/Type/id`). Without them each reference scanned the whole list: a resource of 10⁵ references
+    /// and 10⁵ contained resources took 10¹⁰ comparisons.
+    pub lookups: std::cell::OnceCell<Lookups<'a>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Lookups<'a> {
+    contained: HashMap<&'a str, Vec<&'a JsonValue>>,
+    entries: HashMap<&'a str, &'a JsonValue>,
+}
+
+impl<'a> Lookups<'a> {
+    fn of(root: &Item<'a>) -> Self {
+        let mut l = Lookups::default();
+        let Item::Node {
+            json: JsonValue::Object(root),
+            ..
+        } = root
+        else {
+            return l;
+        };
+        if let Some(JsonValue::Array(contained)) = root.get("contained") {
+            for c in contained {
+                if let Some(id) = c.get("id").and_then(JsonValue::as_str) {
+                    l.contained.entry(id).or_default().push(c);
+                }
+            }
+        }
+        if root.get("resourceType").and_then(JsonValue::as_str) == Some("Bundle")
+            && let Some(JsonValue::Array(entries)) = root.get("entry")
+        {
+            for e in entries {
+                let full = e.get("fullUrl").and_then(JsonValue::as_str).unwrap_or("");
+                let Some(r) = e.get("resource") else { continue };
+                if full.is_empty() {
+                    continue;
+                }
+                // The first entry wins, as a scan in order would find it.
+                l.entries.entry(full).or_insert(r);
+                for (i, _) in full.match_indices('/') {
+                    l.entries.entry(&full[i + 1..]).or_insert(r);
+                }
+            }
+        }
+        l
+    }
 }
 
 /// Lambda iteration frame (`$this`, `$index`, `$total`).
@@ -2360,47 +2408,25 @@ impl<'a> Env<'a, '_> {
             Item::Node { json, .. } => *json,
             _ => return,
         };
+        let lookups = self.lookups.get_or_init(|| Lookups::of(&self.root));
         if let Some(id) = reference.strip_prefix('#') {
-            if let Item::Node {
-                json: JsonValue::Object(root),
-                ..
-            } = &self.root
-                && let Some(JsonValue::Array(contained)) = root.get("contained")
-            {
-                for c in contained {
-                    if c.get("id").and_then(JsonValue::as_str) == Some(id) {
-                        out.push(Item::Node {
-                            json: c,
-                            fhir_type: node_type_of(c, None),
-                            ext: None,
-                        });
-                    }
-                }
+            for c in lookups.contained.get(id).into_iter().flatten() {
+                out.push(Item::Node {
+                    json: c,
+                    fhir_type: node_type_of(c, None),
+                    ext: None,
+                });
             }
             return;
         }
-        // Bundle: look for an entry with that fullUrl
-        if let Item::Node {
-            json: JsonValue::Object(root),
-            ..
-        } = &self.root
-            && root.get("resourceType").and_then(JsonValue::as_str) == Some("Bundle")
-            && let Some(JsonValue::Array(entries)) = root.get("entry")
-        {
-            for e in entries {
-                let full = e.get("fullUrl").and_then(JsonValue::as_str).unwrap_or("");
-                if !full.is_empty()
-                    && (full == reference || full.ends_with(&format!("/{reference}")))
-                    && let Some(r) = e.get("resource")
-                {
-                    out.push(Item::Node {
-                        json: r,
-                        fhir_type: node_type_of(r, None),
-                        ext: None,
-                    });
-                    return;
-                }
-            }
+        // Bundle: the entry with that fullUrl, or whose fullUrl ends with `/` and the reference.
+        if let Some(r) = lookups.entries.get(reference) {
+            out.push(Item::Node {
+                json: r,
+                fhir_type: node_type_of(r, None),
+                ext: None,
+            });
+            return;
         }
         let path = reference.split(['?', '#']).next().unwrap_or("");
         let path = match path.find("/_history/") {

@@ -143,6 +143,7 @@ impl Expression {
             vars,
             defined: Default::default(),
             steps: Default::default(),
+            lookups: Default::default(),
         };
         let ctx = [root];
         env.eval(

@@ -162,3 +162,60 @@ fn weird_values_do_not_panic() {
         }
     }
 }
+
+/// `resolve()` looks references up: many references to many contained resources (or Bundle entries) take
+/// time linear in their number, and find the same resources as a scan in order would.
+#[test]
+fn resolve_is_linear_in_references_and_contained() {
+    let n = 50_000;
+    let contained: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"resourceType": "Practitioner", "id": format!("c{i}")}))
+        .collect();
+    let participants: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"actor": {"reference": format!("#c{}", n - 1 - i)}}))
+        .collect();
+    let appt = serde_json::json!({"resourceType": "Appointment", "status": "booked",
+        "contained": contained, "participant": participants});
+    let started = std::time::Instant::now();
+    let e = Expression::parse("Appointment.participant.actor.resolve()").expect("expression");
+    let found = e.evaluate(&appt).expect("évaluation");
+    assert_eq!(found.len(), n);
+    let e = Expression::parse("Appointment.participant.first().actor.resolve().id")
+        .expect("expression");
+    let first = e.evaluate(&appt).expect("évaluation");
+    assert_eq!(
+        format!("{first:?}").matches(&format!("c{}", n - 1)).count(),
+        1,
+        "{first:?}"
+    );
+    // A Bundle: the first entry whose fullUrl is the reference or ends with `/` and it.
+    let b = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "http://a/fhir/Patient/1", "resource": {"resourceType": "Patient", "id": "first"}},
+        {"fullUrl": "Patient/1", "resource": {"resourceType": "Patient", "id": "second"}},
+        {"fullUrl": "urn:uuid:9", "resource": {"resourceType": "Patient", "id": "third"}},
+        {"resource": {"resourceType": "Patient", "id": "nourl"}},
+        {"fullUrl": "http://a/fhir/Composition/c", "resource": {"resourceType": "Composition", "id": "c",
+            "subject": {"reference": "Patient/1"}, "author": [{"reference": "urn:uuid:9"}, {"reference": "Patient/2"}]}}]});
+    for (src, want) in [
+        (
+            "Bundle.entry.resource.ofType(Composition).subject.resolve().id",
+            "first",
+        ),
+        (
+            "Bundle.entry.resource.ofType(Composition).author.first().resolve().id",
+            "third",
+        ),
+    ] {
+        let out = Expression::parse(src)
+            .expect("expression")
+            .evaluate(&b)
+            .expect("évaluation");
+        assert_eq!(out.len(), 1, "{src}: {out:?}");
+        assert!(format!("{out:?}").contains(want), "{src}: {out:?}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
