@@ -23,6 +23,9 @@ pub struct Limits {
     /// Maximum number of items in any list gathered from the header (authors, identifiers,
     /// template ids, service events, top-level sections, names…) (default 1,000).
     pub max_list_items: usize,
+    /// Maximum number of namespace declarations in scope at any element (those of its ancestors and its own)
+    /// (default 64): the reader looks a prefix up among them at every element and attribute.
+    pub max_namespaces: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +36,7 @@ impl Default for Limits {
             max_attributes: 64,
             max_text_bytes: 20 * 1024 * 1024,
             max_list_items: 1_000,
+            max_namespaces: 64,
         }
     }
 }
@@ -50,6 +54,8 @@ pub enum Limit {
     MaxTextBytes,
     /// [`Limits::max_list_items`]
     MaxListItems,
+    /// [`Limits::max_namespaces`]
+    MaxNamespaces,
 }
 
 impl Limit {
@@ -61,6 +67,7 @@ impl Limit {
             Limit::MaxAttributes => "max_attributes",
             Limit::MaxTextBytes => "max_text_bytes",
             Limit::MaxListItems => "max_list_items",
+            Limit::MaxNamespaces => "max_namespaces",
         }
     }
 
@@ -72,6 +79,7 @@ impl Limit {
             Limit::MaxAttributes => "nombre d'attributs d'un élément",
             Limit::MaxTextBytes => "taille d'un nœud texte en octets",
             Limit::MaxListItems => "nombre d'éléments répétés dans l'en-tête",
+            Limit::MaxNamespaces => "nombre de déclarations d'espace de noms en vigueur",
         }
     }
 }

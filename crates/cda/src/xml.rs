@@ -62,6 +62,9 @@ pub(crate) struct SafeReader<'a> {
     /// Bytes removed at the front (a UTF-8 byte-order mark), to report input offsets.
     offset: u64,
     depth: usize,
+    /// Namespace declarations made by each open element, and their sum (see [`Limits::max_namespaces`]).
+    namespaces: Vec<usize>,
+    namespaces_in_scope: usize,
     seen_root: bool,
     root_closed: bool,
     first_event: bool,
@@ -118,6 +121,8 @@ impl<'a> SafeReader<'a> {
             root,
             offset: offset as u64,
             depth: 0,
+            namespaces: Vec::new(),
+            namespaces_in_scope: 0,
             seen_root: false,
             root_closed: false,
             first_event: true,
@@ -277,6 +282,19 @@ impl<'a> SafeReader<'a> {
             }
         }
         let attrs = self.attributes(start)?;
+        let declared = start
+            .attributes()
+            .filter_map(Result::ok)
+            .filter(|a| a.key.as_namespace_binding().is_some())
+            .count();
+        self.namespaces.push(declared);
+        self.namespaces_in_scope += declared;
+        if self.namespaces_in_scope > self.limits.max_namespaces {
+            return Err(XmlError::LimitExceeded {
+                limit: Limit::MaxNamespaces,
+                max: self.limits.max_namespaces,
+            });
+        }
         if empty {
             self.pending_end = true;
         }
@@ -327,6 +345,9 @@ impl<'a> SafeReader<'a> {
 
     fn close_element(&mut self) -> Item<'a> {
         self.depth = self.depth.saturating_sub(1);
+        if let Some(n) = self.namespaces.pop() {
+            self.namespaces_in_scope -= n;
+        }
         self.text_len = 0;
         if self.depth == 0 {
             self.root_closed = true;

@@ -145,6 +145,34 @@ fn depth_10000_is_refused() {
 }
 
 #[test]
+fn too_many_namespaces_in_scope_are_refused() {
+    // 65 declarations in scope, spread over nested elements of 13 each: refused.
+    let decls = |level: usize| -> String {
+        (0..13)
+            .map(|i| format!(" xmlns:p{level}x{i}=\"urn:x:{level}:{i}\""))
+            .collect()
+    };
+    let open: String = (0..5).map(|l| format!("<x:e{}>", decls(l))).collect();
+    let close: String = "</x:e>".repeat(5);
+    let doc = n1().replace("<title>", &format!("{open}{close}<title>"));
+    let doc = doc.replacen(
+        "<ClinicalDocument ",
+        "<ClinicalDocument xmlns:x=\"urn:x\" ",
+        1,
+    );
+    assert_eq!(xml_err(doc.as_bytes()), limit(Limit::MaxNamespaces, 64));
+    // The same declarations on siblings are never in scope together: accepted.
+    let siblings: String = (0..5).map(|l| format!("<x:e{}/>", decls(l))).collect();
+    let doc = n1().replace("<title>", &format!("{siblings}<title>"));
+    let doc = doc.replacen(
+        "<ClinicalDocument ",
+        "<ClinicalDocument xmlns:x=\"urn:x\" ",
+        1,
+    );
+    parse(doc.as_bytes(), &Limits::default()).unwrap();
+}
+
+#[test]
 fn too_many_attributes_too_long_text_too_many_items() {
     let attrs: String = (0..65).map(|i| format!(" a{i}=\"v\"")).collect();
     let doc = n1().replace("<title>", &format!("<title{attrs}>"));
