@@ -384,6 +384,14 @@ fn refused(d: Decision) -> RepoError {
 /// Users' batch and transaction entries that the policy cannot decide yet: reads (they would bypass the
 /// per-resource decision), deletions and conditional operations.
 pub fn bundle_entries_for_users(bundle: &Value) -> Result<(), RepoError> {
+    // Checked here too: each entry is decided (its resource indexed) before the transaction would count them.
+    let n = bundle["entry"].as_array().map_or(0, Vec::len);
+    if n > socle_store::bundle::MAX_ENTRIES {
+        return Err(RepoError::Invalid(format!(
+            "{n} entrées : au plus {} par Bundle",
+            socle_store::bundle::MAX_ENTRIES
+        )));
+    }
     for (i, e) in bundle["entry"]
         .as_array()
         .map(Vec::as_slice)
