@@ -137,16 +137,29 @@ fn store_one(repo: &Repository, rtype: &str, v: Value) -> Result<(), socle_store
     }
 }
 
-/// A batch of NDJSON lines (line number, resource) in one transaction; if the transaction is refused, its
-/// lines one by one, so that each bad line is reported with its number and the others still load.
-fn load_lines(repo: &Repository, lines: Vec<(usize, Value)>, report: &mut Report, origin: &str) {
+/// A batch of NDJSON lines (line number, text, resource) in one transaction; if the transaction is refused,
+/// its lines one by one (read again from their text), so that each bad line is reported with its number and
+/// the others still load.
+fn load_lines(
+    repo: &Repository,
+    lines: Vec<(usize, String, Value)>,
+    report: &mut Report,
+    origin: &str,
+) {
     let n = lines.len();
-    let resources: Vec<Value> = lines.iter().map(|(_, v)| v.clone()).collect();
+    let (texts, resources): (Vec<(usize, String)>, Vec<Value>) = lines
+        .into_iter()
+        .map(|(no, text, v)| ((no, text), v))
+        .unzip();
     if repo.bundle(&ctx(), as_transaction(resources)).is_ok() {
         report.resources += n;
         return;
     }
-    for (line, v) in lines {
+    for (line, text) in texts {
+        // It was read once already: it parses.
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
         let t = v
             .get("resourceType")
             .and_then(Value::as_str)
@@ -197,7 +210,7 @@ pub fn run(repo: &Repository, files: &[PathBuf], batch: usize) -> anyhow::Result
                     continue;
                 }
                 match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => pending.push((n + 1, v)),
+                    Ok(v) => pending.push((n + 1, line, v)),
                     Err(e) => {
                         report.failed += 1;
                         report

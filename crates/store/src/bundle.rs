@@ -470,12 +470,7 @@ fn transaction(
     let mut prepared: HashMap<usize, Prepared> = HashMap::new();
     if !needs_lookup {
         for e in entries.iter_mut() {
-            // A prepared entry's resource is not read again: it is moved, not copied.
-            if !preparable(e) {
-                continue;
-            }
-            let body = e.resource.take();
-            if let Some(p) = prepare(e, body, &new_ids)? {
+            if let Some(p) = prepare(e, &new_ids)? {
                 prepared.insert(e.index, p);
             }
         }
@@ -530,8 +525,7 @@ fn transaction(
                         None => {
                             let mut en = clone_entry(e);
                             resolve_in_tx(c, st, &mut en, &local_map).map_err(wrap)?;
-                            let body = en.resource.take();
-                            owned = prepare(&en, body, &new_ids)?.ok_or_else(|| wrap(RepoError::Invalid("entrée vide".into())))?;
+                            owned = prepare(&mut en, &new_ids)?.ok_or_else(|| wrap(RepoError::Invalid("entrée vide".into())))?;
                             &owned
                         }
                     };
@@ -545,8 +539,7 @@ fn transaction(
                         None => {
                             let mut en = clone_entry(e);
                             resolve_in_tx(c, st, &mut en, &local_map).map_err(wrap)?;
-                            let body = en.resource.take();
-                            owned = prepare(&en, body, &new_ids)?.ok_or_else(|| wrap(RepoError::Invalid("entrée vide".into())))?;
+                            owned = prepare(&mut en, &new_ids)?.ok_or_else(|| wrap(RepoError::Invalid("entrée vide".into())))?;
                             &owned
                         }
                     };
@@ -675,29 +668,23 @@ fn resolve_in_tx(
     Ok(())
 }
 
-/// Whether [`prepare`] prepares this entry (a create, or an update by id).
-fn preparable(e: &Entry) -> bool {
-    let (segs, _) = split_url(&e.url);
-    matches!((e.method, segs.len()), (Method::Post, 1) | (Method::Put, 2))
-}
-
-/// The entry's write checked and indexed, with `body` its resource (taken from the entry by the caller).
-fn prepare(
-    e: &Entry,
-    body: Option<Value>,
-    new_ids: &HashMap<usize, String>,
-) -> Result<Option<Prepared>, RepoError> {
+/// The entry's write checked and indexed (a create, or an update by id; `None` for other entries). Its resource
+/// is moved out of the entry, not copied: a prepared entry's resource is not read again.
+fn prepare(e: &mut Entry, new_ids: &HashMap<usize, String>) -> Result<Option<Prepared>, RepoError> {
+    let index = e.index;
     let wrap = |err: RepoError| RepoError::InEntry {
-        index: e.index,
+        index,
         error: Box::new(err),
     };
     let (segs, _) = split_url(&e.url);
-    let Some(body) = body else {
+    if !matches!((e.method, segs.len()), (Method::Post, 1) | (Method::Put, 2)) {
+        return Ok(None);
+    }
+    let Some(mut body) = e.resource.take() else {
         return Ok(None);
     };
     match (e.method, segs.as_slice()) {
         (Method::Post, [t]) => {
-            let mut body = body;
             if let (Value::Object(m), Some(id)) = (&mut body, new_ids.get(&e.index)) {
                 m.insert("id".into(), Value::String(id.clone()));
             }

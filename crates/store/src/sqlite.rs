@@ -458,13 +458,7 @@ impl SqliteStore {
             let analyzed_seq = meta_value(&writer.conn, "analyzed_seq")?;
             match analyzed_seq {
                 Some(_) if stats_stale(analyzed_seq, seq) && seq >= BACKGROUND_STATS_FROM => {
-                    counting = Some(stats::Counting::start(
-                        path,
-                        Some(stats::Idle {
-                            limit: ANALYSIS_LIMIT,
-                            generation: generation.clone(),
-                        }),
-                    )?);
+                    counting = Some(stats::Counting::start(path, Some(generation.clone()))?);
                     analyzed_seq
                 }
                 _ if stats_stale(analyzed_seq, seq) => {
@@ -602,13 +596,7 @@ impl SqliteStore {
                 return;
             }
             if !first && seq >= BACKGROUND_STATS_FROM {
-                match stats::Counting::start(
-                    &self.path,
-                    Some(stats::Idle {
-                        limit: ANALYSIS_LIMIT,
-                        generation: self.generation.clone(),
-                    }),
-                ) {
+                match stats::Counting::start(&self.path, Some(self.generation.clone())) {
                     Ok(c) => st.counting = Some(c),
                     Err(e) => tracing::warn!(error = %e, "statistiques impossibles"),
                 }

@@ -463,6 +463,20 @@ mod tests {
         assert!(bundle_entries_for_users(&b).is_err());
     }
 
+    #[test]
+    fn a_users_bundle_past_the_entry_limit_is_refused_before_its_entries() {
+        let entry = serde_json::json!({"resource": {"resourceType": "Basic", "code": {"text": "x"}},
+            "request": {"method": "POST", "url": "Basic"}});
+        let n = socle_store::bundle::MAX_ENTRIES;
+        let b = serde_json::json!({"entry": vec![entry.clone(); n]});
+        assert!(bundle_entries_for_users(&b).is_ok());
+        let b = serde_json::json!({"entry": vec![entry; n + 1]});
+        match bundle_entries_for_users(&b) {
+            Err(RepoError::Invalid(m)) => assert!(m.contains("au plus"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()

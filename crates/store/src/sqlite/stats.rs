@@ -17,7 +17,7 @@
 //! Step 2 normally runs at the first data write after the count. A store that receives none (a large store
 //! reopened and then only read) would keep its stale statistics: after [`IDLE_APPLY_AFTER`] without the writer
 //! taking the counts, the counting thread writes them itself, in the same short transaction (SQLite's write
-//! lock orders it with the writer's transactions), and retires the readers ([`Idle::generation`]); the writer
+//! lock orders it with the writer's transactions), and retires the readers (the store's reader generation); the writer
 //! reloads them at its next data write.
 //!
 //! The result equals what a plain `ANALYZE` writes for the same data (a test compares both); the counts are
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::{db_err, meta_value, open_conn};
+use super::{ANALYSIS_LIMIT, db_err, meta_value, open_conn};
 use crate::StoreError;
 
 /// What step 1 found: each table's row count, and the version counter (`socle_meta.seq`) read just before.
@@ -58,13 +58,6 @@ pub(super) const IDLE_APPLY_AFTER: Duration = Duration::from_secs(10);
 #[cfg(test)]
 pub(super) const IDLE_APPLY_AFTER: Duration = Duration::from_millis(300);
 
-/// What the counting thread needs to write the statistics itself when the store stays without writes.
-pub(super) struct Idle {
-    pub limit: u32,
-    /// The store's reader generation, bumped once the statistics are written (readers load them when opened).
-    pub generation: Arc<AtomicU64>,
-}
-
 /// Step 1 running on its own thread. Dropping it interrupts the count and waits for the thread.
 pub(super) struct Counting {
     stop: Arc<AtomicBool>,
@@ -74,9 +67,10 @@ pub(super) struct Counting {
 }
 
 impl Counting {
-    /// Starts counting the rows of the database at `path` on a new read-only connection; with `idle`, the
-    /// thread writes the statistics itself if the writer has not taken the counts after [`IDLE_APPLY_AFTER`].
-    pub fn start(path: &Path, idle: Option<Idle>) -> Result<Self, StoreError> {
+    /// Starts counting the rows of the database at `path` on a new read-only connection. With `generation`
+    /// (the store's reader generation), the thread writes the statistics itself if the writer has not taken the
+    /// counts after [`IDLE_APPLY_AFTER`], then bumps it so that readers load them.
+    pub fn start(path: &Path, generation: Option<Arc<AtomicU64>>) -> Result<Self, StoreError> {
         let conn = open_conn(path, true)?;
         // A scan of every table: a small cache, the pages go by once.
         conn.execute_batch("PRAGMA cache_size=-2048")
@@ -105,8 +99,8 @@ impl Counting {
                 if let Ok(mut s) = out.lock() {
                     *s = Some(res.map(Outcome::Counted));
                 }
-                if let (true, Some(idle)) = (counted, idle) {
-                    apply_when_idle(&path, &out, &flag, &idle);
+                if let (true, Some(generation)) = (counted, generation) {
+                    apply_when_idle(&path, &out, &flag, &generation);
                 }
             })
             .map_err(|e| StoreError::Database(format!("fil des statistiques : {e}")))?;
@@ -144,7 +138,7 @@ impl Drop for Counting {
 /// Waits [`IDLE_APPLY_AFTER`] for the writer to take the counts; if it has not (no data write came), writes the
 /// statistics and leaves [`Outcome::Written`] in their place. The slot stays locked while they are written: a
 /// writer arriving then waits for them rather than writing them twice.
-fn apply_when_idle(path: &Path, slot: &Slot, stop: &AtomicBool, idle: &Idle) {
+fn apply_when_idle(path: &Path, slot: &Slot, stop: &AtomicBool, generation: &AtomicU64) {
     let since = Instant::now();
     while since.elapsed() < IDLE_APPLY_AFTER {
         if stop.load(Ordering::Acquire) {
@@ -157,10 +151,10 @@ fn apply_when_idle(path: &Path, slot: &Slot, stop: &AtomicBool, idle: &Idle) {
         return; // taken by the writer
     };
     let started = Instant::now();
-    let res = apply(path, counts, idle.limit).map(|()| counts.seq);
+    let res = apply(path, counts, ANALYSIS_LIMIT).map(|()| counts.seq);
     match &res {
         Ok(seq) => {
-            idle.generation.fetch_add(1, Ordering::AcqRel);
+            generation.fetch_add(1, Ordering::AcqRel);
             tracing::info!(
                 seq,
                 ms = started.elapsed().as_secs_f64() * 1e3,
