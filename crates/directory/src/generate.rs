@@ -259,11 +259,14 @@ impl DirectoryGenerator {
             "qualification": qualification
         });
         // One professional in 50 asked for restricted diffusion ("liste rouge"): labelled R, out of the public
-        // Annuaire (chosen from the number, so the random stream and the rest of the data do not change).
-        if rpps.as_str().parse::<u64>().unwrap_or(0) % 50 == 7 {
-            practitioner["meta"] = json!({"security": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R",
-                "display": "restricted"}]});
+        // Annuaire (chosen from the number, so the random stream and the rest of the data do not change) — and
+        // so are their practice situations, which carry their name and their mailbox.
+        let restricted = rpps.as_str().parse::<u64>().unwrap_or(0) % 50 == 7;
+        let label = json!({"security": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R",
+            "display": "restricted"}]});
+        if restricted {
+            practitioner["meta"] = label.clone();
         }
         let mut out = vec![practitioner];
         let roles = match self.rng.below(100) {
@@ -289,6 +292,9 @@ impl DirectoryGenerator {
             if let Some((c, l)) = specialty {
                 role["specialty"] =
                     json!([{"coding": [{"system": SYSTEM_SPECIALTY, "code": c, "display": l}]}]);
+            }
+            if restricted {
+                role["meta"] = label.clone();
             }
             out.push(role);
         }
@@ -330,5 +336,27 @@ mod tests {
                 .count()
                 >= 300
         );
+    }
+
+    #[test]
+    fn a_restricted_professional_has_restricted_practice_situations() {
+        let mut g = DirectoryGenerator::new(5);
+        for _ in 0..20 {
+            g.structure();
+        }
+        let (mut restricted, mut public) = (0, 0);
+        for _ in 0..2_000 {
+            let rs = g.professional();
+            let label = &rs[0]["meta"]["security"];
+            if label.is_null() {
+                public += 1;
+            } else {
+                restricted += 1;
+            }
+            for role in &rs[1..] {
+                assert_eq!(&role["meta"]["security"], label, "{role}");
+            }
+        }
+        assert!(restricted > 10 && public > 1_000, "{restricted} / {public}");
     }
 }

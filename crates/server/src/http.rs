@@ -1265,6 +1265,11 @@ async fn search_common(
         Err(e) => return repo_error(&e),
     };
     let engine = app.policy.clone();
+    let hidden = if anonymous {
+        guard::restricted_labels()
+    } else {
+        Vec::new()
+    };
     let bytes = tryr!(
         run(&app, &req, None, move |r, c| {
             let mut decision = None;
@@ -1323,6 +1328,7 @@ async fn search_common(
                 &rtype,
                 &params,
                 strict,
+                &hidden,
                 decision.as_ref().map(|(p, d)| (p.as_str(), d.as_str())),
                 filtered.then_some((&mut keep as &mut socle_store::repo::Keep<'_>, scope.is_some())),
             )?;

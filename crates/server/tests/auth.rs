@@ -1163,6 +1163,30 @@ fn restricted_annuaire_entries_need_a_token() {
             .filter_map(|e| e["resource"]["resourceType"].as_str())
             .collect();
         assert_eq!(types, vec!["PractitionerRole"], "inclus sans jeton : {b}");
+        // A chain does not look through to a restricted entry: what a role's practitioner is called, or their
+        // RPPS number, is not told by which roles a chained search finds.
+        let chained = [
+            "PractitionerRole?practitioner.family=DISCRET".to_string(),
+            format!(
+                "PractitionerRole?practitioner.identifier=https://rpps.esante.gouv.fr|{}",
+                rpps.as_str()
+            ),
+            "PractitionerRole?practitioner:Practitioner.name=Jeanne".to_string(),
+        ];
+        for q in &chained {
+            let (c, b, _) = fhir(root, "GET", q, None, None);
+            assert_eq!(c, 200, "{q} : {b}");
+            assert!(
+                b["entry"].as_array().is_none_or(|e| e.is_empty()),
+                "{q} : trouvé sans jeton : {b}"
+            );
+            let (c, b, _) = fhir(root, "GET", q, Some(&admin), None);
+            assert_eq!(c, 200, "{q} : {b}");
+            assert_eq!(
+                b["entry"][0]["resource"]["id"], "role-discret",
+                "{q} avec un jeton : {b}"
+            );
+        }
         let r = ureq::post(&format!("{root}/fhir/Practitioner/_search"))
             .send_form(&[("_revinclude", "Observation:performer")]);
         assert!(

@@ -960,25 +960,29 @@ impl Repository {
         params: &[(String, String)],
         strict: bool,
     ) -> Result<SearchPage, RepoError> {
-        self.search_about(ctx, rtype, params, strict, None, None)
+        self.search_about(ctx, rtype, params, strict, &[], None, None)
     }
 
     /// A search about one patient's data (`about`: the patient and the access decision taken before it ran): its
     /// audit record names the patient, so that the search is in the patient's access list. `keep` decides what
     /// the caller may receive ([`Keep`]), with whether it may refuse matches: if so, matches it refuses are left
     /// out before includes are gathered from them, counts (`_summary=count`, `_total`) count only what it keeps
-    /// and sorted pages link by position; otherwise it decides includes only.
+    /// and sorted pages link by position; otherwise it decides includes only. `hidden`: security labels
+    /// (`system|code`) the caller may not see, which chained parameters do not look through
+    /// ([`search::parse_hiding`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn search_about(
         &self,
         ctx: &RequestContext,
         rtype: &str,
         params: &[(String, String)],
         strict: bool,
+        hidden: &[String],
         about: Option<(&str, &str)>,
         keep: Option<(&mut Keep<'_>, bool)>,
     ) -> Result<SearchPage, RepoError> {
         check_type(rtype)?;
-        let mut q = search::parse(rtype, params, strict)?;
+        let mut q = search::parse_hiding(rtype, params, strict, hidden)?;
         let mut keep = keep.map(|(k, matches_decided)| {
             q.matches_decided = matches_decided;
             k

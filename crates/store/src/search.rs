@@ -349,6 +349,19 @@ pub fn parse(
     params: &[(String, String)],
     strict: bool,
 ) -> Result<SearchQuery, SearchError> {
+    parse_hiding(rtype, params, strict, &[])
+}
+
+/// [`parse`] for a caller who may not see resources carrying the security labels `hidden` (`system|code`): a
+/// chained parameter then only looks through to targets without them. (The matches themselves are filtered by
+/// the caller's own `_security:not` parameters; a chain would otherwise tell, by what it finds, what a hidden
+/// target holds: `PractitionerRole?practitioner.family=…` for a professional on the red list.)
+pub fn parse_hiding(
+    rtype: &str,
+    params: &[(String, String)],
+    strict: bool,
+    hidden: &[String],
+) -> Result<SearchQuery, SearchError> {
     let mut q = SearchQuery {
         rtype: rtype.to_string(),
         count: DEFAULT_COUNT,
@@ -359,7 +372,10 @@ pub fn parse(
             "au plus {MAX_SEARCH_PARAMS} paramètres"
         )));
     }
-    let mut b = Builder::default();
+    let mut b = Builder {
+        hidden: hidden.to_vec(),
+        ..Builder::default()
+    };
     let mut conds: Vec<String> = Vec::new();
     for (name, value) in params {
         let base_name = name.split(':').next().unwrap_or("");
@@ -790,6 +806,8 @@ struct Builder {
     alias: usize,
     /// Set by a top-level condition whose entries can be listed value by value (see [`Probe::values`]).
     values: Option<ValueList>,
+    /// Security labels (`system|code`) a chain's targets may not carry (see [`parse_hiding`]).
+    hidden: Vec<String>,
 }
 
 impl Builder {
@@ -1580,8 +1598,15 @@ fn chain_condition(
     let mut ors = Vec::new();
     for t in &targets {
         let inner_alias = b.next_alias();
-        let inner = param_condition(b, t, &inner_alias, tail, value, depth + 1)?
+        let mut inner = param_condition(b, t, &inner_alias, tail, value, depth + 1)?
             .unwrap_or_else(|| "1 = 1".into());
+        for label in b.hidden.clone() {
+            if let Some(c) =
+                param_condition(b, t, &inner_alias, "_security:not", &label, depth + 1)?
+            {
+                inner = format!("{inner} AND {c}");
+            }
+        }
         // Each target type repeats the inner condition: a chain over types that are themselves chained, with a
         // long list of values, would otherwise build gigabytes of SQL.
         if b.params.len() > MAX_BOUND_VALUES {

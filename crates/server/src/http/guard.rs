@@ -83,14 +83,18 @@ pub fn restricted(content: &[u8]) -> bool {
 
 /// The search parameters that keep restricted entries out of an anonymous search.
 pub fn public_filter() -> Vec<(String, String)> {
+    restricted_labels()
+        .into_iter()
+        .map(|l| ("_security:not".to_string(), l))
+        .collect()
+}
+
+/// The restricted labels as search values (`system|code`): what an anonymous search's chains do not look
+/// through.
+pub fn restricted_labels() -> Vec<String> {
     RESTRICTED_CODES
         .iter()
-        .map(|c| {
-            (
-                "_security:not".to_string(),
-                format!("{CONFIDENTIALITY}|{c}"),
-            )
-        })
+        .map(|c| format!("{CONFIDENTIALITY}|{c}"))
         .collect()
 }
 
