@@ -121,6 +121,9 @@ pub fn apply(
             (RecordAction::Object, Some("open")) if documents > 0 => Err(DmpError::Operation(
                 "le DMP contient déjà des documents : l'opposition n'est plus possible, le patient peut le fermer".into(),
             )),
+            (RecordAction::Object, Some("closed")) if documents > 0 => Err(DmpError::Operation(
+                "le DMP fermé contient des documents : l'opposition n'est plus possible, il reste fermé".into(),
+            )),
             (RecordAction::Object, Some("opposed")) => Err(DmpError::Operation("opposition déjà enregistrée".into())),
             (RecordAction::Object, _) => Ok("opposed"),
             (RecordAction::Close, Some("open")) => Ok("closed"),

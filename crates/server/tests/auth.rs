@@ -2991,5 +2991,16 @@ fn dmp_access_through_the_policy() {
         ] {
             assert!(text.contains(want), "{want} absent de la trace du patient");
         }
+        // The refused feed (no care relationship) is there too, as a refused transaction with its reason.
+        let refused_feed = trail["entry"].as_array().unwrap().iter().any(|e| {
+            let ev = &e["resource"];
+            ev["subtype"][0]["code"] == "transaction"
+                && ev["outcomeDesc"] == "403"
+                && ev.to_string().contains("no-care-relationship")
+        });
+        assert!(
+            refused_feed,
+            "alimentation refusée absente de la trace : {trail}"
+        );
     }
 }

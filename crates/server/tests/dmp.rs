@@ -554,9 +554,17 @@ fn dmp_over_http() {
             r.text
         );
         assert!(r.diagnostics().contains("opposé"));
-        // Objection is no longer possible once documents are there: closure is.
+        // Objection is no longer possible once documents are there: closure is — and a closed record with
+        // documents stays closed.
         let r = s.post("Patient/p1/$dmp-object", &json!({}));
         assert_eq!(r.status, 409, "{}", r.text);
+        s.post("Patient/p1/$dmp-close", &json!({})).expect(200);
+        let r = s.post("Patient/p1/$dmp-object", &json!({}));
+        assert_eq!(r.status, 409, "{}", r.text);
+        assert!(r.text.contains("reste fermé"), "{}", r.text);
+        let st = s.get("Patient/p1/$dmp");
+        assert!(st.text.contains("\"closed\""), "{}", st.text);
+        s.post("Patient/p1/$dmp-reopen", &json!({})).expect(200);
 
         // The patient's trail shows the DMP operations.
         let trail = s.get("Patient/p1/$audit-trail");

@@ -144,6 +144,14 @@ impl Failure {
             Failure::Repo(e) => repo_error(e),
         }
     }
+    /// What the patient's trail says of a refusal besides its status: the policy's reason code (never the
+    /// message, which may quote the document).
+    fn trail_detail(&self) -> Option<String> {
+        match self {
+            Failure::Repo(RepoError::Forbidden { code, .. }) => Some(format!("policy={code}")),
+            _ => None,
+        }
+    }
 }
 
 fn service(app: &App) -> Result<Arc<Dmp>, Response> {
@@ -176,7 +184,8 @@ pub(super) async fn provide(app: App, req: Req, body: Value) -> Response {
     let repo = app.repo.clone();
     let ctx = req.ctx.clone();
     let out = super::blocking(move || {
-        provide_blocking(
+        let mut patient = None;
+        let out = provide_blocking(
             &repo,
             &ctx,
             &dmp,
@@ -184,24 +193,29 @@ pub(super) async fn provide(app: App, req: Req, body: Value) -> Response {
             actor.as_ref(),
             engine.as_deref(),
             bg.as_deref(),
-        )
+            &mut patient,
+        );
+        (out, patient)
     })
     .await;
     match tryr!(out) {
-        Ok(v) => fhir_bytes(StatusCode::OK, v.to_string().into_bytes(), &req),
-        Err(f) => {
-            app.repo.audit_failure(
+        (Ok(v), _) => fhir_bytes(StatusCode::OK, v.to_string().into_bytes(), &req),
+        (Err(f), patient) => {
+            // A refused feed for an existing patient is in that patient's trail, with the reason's code.
+            app.repo.audit_operation(
                 &req.ctx,
                 "transaction",
                 Some("DocumentReference"),
-                None,
-                f.status(),
+                patient.as_deref(),
+                &f.status().to_string(),
+                f.trail_detail(),
             );
             f.response()
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn provide_blocking(
     r: &Repository,
     ctx: &RequestContext,
@@ -210,6 +224,7 @@ fn provide_blocking(
     actor: Option<&Actor>,
     engine: Option<&socle_policy::Engine>,
     bg: Option<&str>,
+    known_patient: &mut Option<String>,
 ) -> Result<Value, Failure> {
     let n_entries = body["entry"].as_array().map_or(0, Vec::len);
     let by = match actor {
@@ -224,6 +239,7 @@ fn provide_blocking(
         }
         Err(e) => return Err(e.into()),
     };
+    *known_patient = Some(sub.patient.clone());
     sub.check_patient(&json_of(&patient)?)?;
     if let Some(e) = engine {
         policy::check_patient(e, actor, &sub.patient, bg)?;
