@@ -119,6 +119,19 @@ fn identity_vigilance_over_http() {
             "{}",
             e.text
         );
+        s.put(
+            "Patient/dt",
+            &local("dt", other, "PROV", &[attr("DOUT")], None),
+        )
+        .expect(201);
+        for op in ["$ins-retrieve", "$ins-verify"] {
+            let e = s.post(&format!("Patient/{op}"), &json!({"resourceType": "Parameters", "parameter": [{"name": "patient", "valueReference": {"reference": "Patient/dt"}}]}));
+            assert!(
+                e.status == 422 && e.diagnostics().contains("douteuse"),
+                "{op} : {}",
+                e.text
+            );
+        }
         // Nothing half-written: Patient/a is still QUAL at its last version.
         let a = s.get("Patient/a");
         assert_eq!(a.json["meta"]["versionId"], "3");
