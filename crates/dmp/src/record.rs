@@ -159,6 +159,19 @@ pub fn label(state: &str) -> &'static str {
     }
 }
 
+/// Why a record in state `state` takes no feed (`None`: it takes them).
+pub fn refusal(state: &str) -> Option<DmpError> {
+    let reason = match state {
+        "open" => return None,
+        "closed" => "le patient a fermé son DMP : aucun nouveau document n'est accepté",
+        _ => "le patient s'est opposé à la création de son DMP : aucun document n'est accepté",
+    };
+    Some(DmpError::Record {
+        state: label(state).into(),
+        reason: reason.into(),
+    })
+}
+
 /// What the feed hook needs besides the Bundle's responses.
 #[derive(Debug, Clone)]
 pub struct FeedPlan {
@@ -225,21 +238,10 @@ pub fn commit_in(
                 ],
             )?;
         }
-        Some("open") => {}
         Some(s) => {
-            let reason = match s {
-                "closed" => "le patient a fermé son DMP : aucun nouveau document n'est accepté",
-                _ => {
-                    "le patient s'est opposé à la création de son DMP : aucun document n'est accepté"
-                }
-            };
-            return refuse(
-                failure,
-                DmpError::Record {
-                    state: label(s).into(),
-                    reason: reason.into(),
-                },
-            );
+            if let Some(e) = refusal(s) {
+                return refuse(failure, e);
+            }
         }
     }
     for (token, _) in &plan.documents {

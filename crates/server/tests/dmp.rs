@@ -525,6 +525,8 @@ fn dmp_over_http() {
         assert!(st.text.contains("\"open\""), "{}", st.text);
         s.post("Patient/p1/$dmp-close", &json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "demande du patient"}]})).expect(200);
         let d6 = SampleDoc::report("D6", 1_000);
+        let blob_files = || walk(&s.data.path().join("blobs")).len();
+        let before = blob_files();
         let r = submit(&s, "p1", "S7", &[(d6.clone(), sample::cda_n1(&p1, &d6))]);
         assert_eq!(
             (r.status, code(&r).as_str()),
@@ -533,6 +535,8 @@ fn dmp_over_http() {
             r.text
         );
         assert!(r.diagnostics().contains("fermé"));
+        // Refused before its bytes were written: nothing left on disk for a sweep.
+        assert_eq!(blob_files(), before);
         assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 3);
         s.post("Patient/p1/$dmp-reopen", &json!({})).expect(200);
         submit(&s, "p1", "S7", &[(d6.clone(), sample::cda_n1(&p1, &d6))]).expect(200);
@@ -588,8 +592,9 @@ fn dmp_over_http() {
                 }
             }
             assert!(altered);
-            // Orphans: the bytes of the feed refused for the opposed record above, and one written here; swept once
-            // old enough, never the bytes a Binary names.
+            // Orphans (a feed's bytes written, then its transaction refused or interrupted): one written here —
+            // the feeds refused above for a closed or opposed record left none; swept once old enough, never
+            // the bytes a Binary names.
             let orphan = b"octets d'une soumission refusee";
             let name = socle_store::blob::sha256_hex(orphan);
             let dir = blobs.join(&name[0..2]).join(&name[2..4]);
@@ -629,7 +634,7 @@ fn dmp_over_http() {
             let out = s.cli(&["dmp", "sweep", "--older-than", "3600", "--dry-run"]);
             assert!(
                 String::from_utf8_lossy(&out.stdout)
-                    .contains(" 2 document(s) orphelin(s) à supprimer"),
+                    .contains(" 1 document(s) orphelin(s) à supprimer"),
                 "{}",
                 String::from_utf8_lossy(&out.stdout)
             );
@@ -637,7 +642,7 @@ fn dmp_over_http() {
             let out = s.cli(&["dmp", "sweep", "--older-than", "3600"]);
             assert!(
                 String::from_utf8_lossy(&out.stdout)
-                    .contains(" 2 document(s) orphelin(s) supprimé(s)"),
+                    .contains(" 1 document(s) orphelin(s) supprimé(s)"),
                 "{}",
                 String::from_utf8_lossy(&out.stdout)
             );

@@ -288,6 +288,13 @@ fn provide_blocking(
         }
         superseded.push((old_id.clone(), old.version, v));
     }
+    // A record that takes no feed refuses it before its bytes are written (checked again in the transaction,
+    // which decides): a closed record would otherwise leave each refused document on disk until a sweep.
+    if let Some(e) =
+        record::state(r.store(), &sub.patient)?.and_then(|st| record::refusal(&st.state))
+    {
+        return Err(e.into());
+    }
     let mut blobs = Vec::with_capacity(sub.parts.len());
     for p in &sub.parts {
         let b = dmp
