@@ -94,8 +94,22 @@ fn chrono_like(ms: i64) -> String {
     )
 }
 
-/// A search clause that must find a resource holding `value` for `param`.
-fn clause(param: &str, value: &IndexValue) -> Option<Vec<(String, String)>> {
+/// A search clause that must find a resource of type `rt` holding `value` for `param`.
+fn clause(rt: &str, param: &str, value: &IndexValue) -> Option<Vec<(String, String)>> {
+    // A reference's logical identifier is kept as a token of the reference parameter: `:identifier`.
+    let is_reference = socle_fhir::search_params::registry()
+        .param(rt, param)
+        .is_some_and(|p| p.kind == socle_fhir::search_params::ParamType::Reference);
+    if is_reference && let IndexValue::Token { system, code } = value {
+        return Some(vec![(
+            format!("{param}:identifier"),
+            format!(
+                "{}|{}",
+                system.as_deref().map(esc).unwrap_or_default(),
+                esc(code)
+            ),
+        )]);
+    }
     Some(match value {
         IndexValue::String { exact, .. } if !exact.is_empty() => {
             vec![(format!("{param}:exact"), esc(exact))]
@@ -296,7 +310,7 @@ fn official_examples_load_read_back_and_are_found_by_search() {
                             if seen_params.len() >= 4 || !seen_params.insert(e.param.clone()) {
                                 continue;
                             }
-                            let Some(mut c) = clause(&e.param, &e.value) else {
+                            let Some(mut c) = clause(rt, &e.param, &e.value) else {
                                 continue;
                             };
                             c.push(("_id".into(), id.to_string()));

@@ -380,6 +380,15 @@ fn dmp_over_http() {
             "{}",
             r.text
         );
+        // The author, named by its IDNPS only (ITI-67 `author:identifier`).
+        let by_author = |v: &str| {
+            count(
+                &s,
+                &format!("DocumentReference?patient=p1&status=current&author:identifier={v}"),
+            )
+        };
+        assert_eq!(by_author("urn:oid:1.2.250.1.71.4.2.1|810000000001"), 3);
+        assert_eq!(by_author("urn:oid:1.2.250.1.71.4.2.1|810000000009"), 0);
         // Deleted: gone from reads and finds (the versions stay for the trail).
         assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 3);
         let d = s.delete(&format!("DocumentReference/{img_id}"));

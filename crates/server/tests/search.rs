@@ -471,6 +471,38 @@ fn reference_parameters_checks(t: &mut T) {
         &["o1", "o2", "o4", "o5", "o6", "o7"],
     );
     t.check("Observation?subject:missing=true", &[]);
+    // A reference naming its target by a logical identifier: `:identifier` (a subset parameter through the
+    // parameter holding its rows), alone or beside a literal reference.
+    let mut logical = json!({"status": "final", "code": {"text": "x"},
+        "subject": {"identifier": {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "279035121518989"}},
+        "performer": [{"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "810000000001"}},
+                      {"reference": "Patient/r1", "identifier": {"value": "secondaire"}}]});
+    t.put("Observation", "o8", logical.clone());
+    logical["performer"][0]["identifier"]["value"] = json!("810000000002");
+    t.put("Observation", "o9", logical);
+    t.check(
+        "Observation?performer:identifier=urn:oid:1.2.250.1.71.4.2.1|810000000001",
+        &["o8"],
+    );
+    t.check("Observation?performer:identifier=810000000002", &["o9"]);
+    t.check(
+        "Observation?performer:identifier=urn:oid:1.2.250.1.71.4.2.1|",
+        &["o8", "o9"],
+    );
+    t.check(
+        "Observation?performer:identifier=|810000000001,secondaire",
+        &["o8", "o9"],
+    );
+    t.check(
+        "Observation?performer:identifier=urn:oid:0|810000000001",
+        &[],
+    );
+    t.check(
+        "Observation?patient:identifier=urn:oid:1.2.250.1.213.1.4.8|279035121518989",
+        &["o8", "o9"],
+    );
+    t.check("Observation?performer=Patient/r1", &["o8", "o9"]);
+    t.check("Observation?subject:identifier=r1", &[]);
 }
 
 #[test]

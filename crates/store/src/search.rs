@@ -1010,6 +1010,9 @@ fn param_condition(
             format!("{code} (sans expression indexable)"),
         ));
     }
+    if p.kind == ParamType::Reference && modifier == Some("identifier") {
+        return identifier_condition(b, rtype, alias, p, value).map(Some);
+    }
     let table = match p.kind {
         ParamType::String => "idx_string",
         ParamType::Token => "idx_token",
@@ -1111,6 +1114,39 @@ fn param_condition(
         "{alias}.rid {}IN ({sub})",
         if negate { "NOT " } else { "" }
     )))
+}
+
+/// `author:identifier=system|value`: resources whose reference names its target by a logical identifier
+/// (`Reference.identifier`), kept among the tokens under the reference parameter's name (a subset parameter's
+/// under the one holding its rows: `patient:identifier` is `subject:identifier`).
+fn identifier_condition(
+    b: &mut Builder,
+    rtype: &str,
+    alias: &str,
+    p: &SearchParam,
+    value: &str,
+) -> Result<String, SearchError> {
+    let mut ors = Vec::new();
+    for v in or_values(value)? {
+        ors.push(
+            token_predicate(b, &v, "i.system", "i.code")
+                .map_err(|m| SearchError::Invalid(format!("{}:identifier", p.code), m))?,
+        );
+    }
+    let rt = b.bind(rtype);
+    let stored = match &p.storage {
+        Storage::Own => format!("i.param = {}", b.bind(p.code.clone())),
+        Storage::Subset { param, .. } => format!("i.param = {}", b.bind(param.clone())),
+        Storage::Union(parts) => {
+            let marks: Vec<&str> = parts.iter().map(|c| b.bind(c.clone())).collect();
+            format!("i.param IN ({})", marks.join(", "))
+        }
+    };
+    Ok(format!(
+        "{alias}.rid IN (SELECT i.rid FROM idx_token i WHERE ({}) AND i.rtype = {rt} AND {stored}{})",
+        ors.join(" OR "),
+        if alias == "r" { RID_RANGE } else { "" }
+    ))
 }
 
 /// `url:below=http://a/b`: `http://a/b` itself and everything under it on a path-segment boundary

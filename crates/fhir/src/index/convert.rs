@@ -281,9 +281,16 @@ fn coding(obj: &Map<String, Value>, emit: &mut dyn FnMut(IndexValue)) {
     }
 }
 
+/// A `Reference`: its `reference`, and its logical `identifier` as a token of the same parameter (kept with the
+/// tokens, searched by the `:identifier` modifier: a DMP document's author is often named only by an IDNPS).
 fn reference_object(obj: &Map<String, Value>, emit: &mut dyn FnMut(IndexValue)) {
     if let Some(r) = str_field(obj, "reference") {
         emit(parse_reference(r));
+    }
+    if let Some(id) = obj.get("identifier").and_then(Value::as_object)
+        && let Some(value) = str_field(id, "value")
+    {
+        emit(IndexValue::token(str_field(id, "system"), value));
     }
 }
 
@@ -672,10 +679,30 @@ mod tests {
             r("http://example.org/nothing"),
             vec![rf(None, None, Some("http://example.org/nothing"))]
         );
+        // A logical reference: its identifier, as a token (searched with `:identifier`).
         assert_eq!(
             conv(
                 ParamType::Reference,
                 &json!({"identifier": {"value": "1"}}),
+                Some("Reference")
+            ),
+            vec![IndexValue::token(None, "1")]
+        );
+        assert_eq!(
+            conv(
+                ParamType::Reference,
+                &json!({"reference": "Patient/p", "identifier": {"system": "s", "value": "1"}}),
+                Some("Reference")
+            ),
+            vec![
+                rf(Some("Patient"), Some("p"), None),
+                IndexValue::token(Some("s"), "1")
+            ]
+        );
+        assert_eq!(
+            conv(
+                ParamType::Reference,
+                &json!({"identifier": {"system": "s"}}),
                 Some("Reference")
             ),
             vec![]
