@@ -6,9 +6,15 @@
 //!   representative: no feed is accepted any more, stored documents are kept for the legal retention and stay
 //!   readable by the patient), `opposed` (the patient objected to the record: no feed is accepted; a record
 //!   with documents cannot be opposed, it is closed instead).
-//! - `dmp_feed_events (id, created, patient, kind, submission, documents, author, state, attempts,
-//!   lease_until, consumer)`: one per accepted feed, `pending` until a consumer acknowledges it. A consumer
-//!   claims events with a lease; an event whose lease ran out is handed out again (at-least-once delivery).
+//! - `dmp_feed_events (id, created, patient, kind, submission, documents, author, state, …)`: the log, one
+//!   event per accepted feed (`state` `pending`: deliverable; `done` only for events a store of before session
+//!   27 saw acknowledged, when one shared queue served every consumer).
+//! - `dmp_event_consumers (name, created)`: the services subscribed to the log (the MSSanté copy, the
+//!   notifications of Mon Espace Santé…); each gets every event once subscribed.
+//! - `dmp_event_deliveries (consumer, event, lease_until, attempts)`: what each consumer has still to process,
+//!   written in the feed's transaction for every subscribed consumer. A consumer claims its events with a lease
+//!   and acknowledges each (its row goes); an event whose lease ran out is handed out again (at-least-once
+//!   delivery). One consumer's progress never affects another's.
 
 use std::sync::Arc;
 
@@ -38,6 +44,15 @@ pub fn open(store: &Arc<dyn Store>) -> Result<(), DmpError> {
         )?;
         c.execute(
             "CREATE INDEX IF NOT EXISTS dmp_feed_events_pending ON dmp_feed_events (state, lease_until, id)",
+            &[],
+        )?;
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS dmp_event_consumers (name TEXT PRIMARY KEY, created BIGINT NOT NULL)",
+            &[],
+        )?;
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS dmp_event_deliveries (consumer TEXT NOT NULL, event TEXT NOT NULL, \
+             lease_until BIGINT NOT NULL, attempts BIGINT NOT NULL, PRIMARY KEY (consumer, event))",
             &[],
         )?;
         Ok(())
@@ -305,11 +320,12 @@ pub fn commit_in(
     } else {
         "replace"
     };
+    let event = socle_store::repo::new_id();
     view.conn().execute(
         "INSERT INTO dmp_feed_events (id, created, patient, kind, submission, documents, author, state, attempts, \
          lease_until, consumer) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, '')",
         &[
-            socle_store::repo::new_id().into(),
+            event.as_str().into(),
             now.into(),
             plan.patient.as_str().into(),
             kind.into(),
@@ -317,6 +333,11 @@ pub fn commit_in(
             doc_ids.join(",").into(),
             plan.author.as_str().into(),
         ],
+    )?;
+    view.conn().execute(
+        "INSERT INTO dmp_event_deliveries (consumer, event, lease_until, attempts) \
+         SELECT name, ?, 0, 0 FROM dmp_event_consumers",
+        &[event.as_str().into()],
     )?;
     Ok(())
 }
@@ -342,7 +363,9 @@ impl FeedEvent {
     }
 }
 
-const EVENT_COLUMNS: &str = "id, created, patient, kind, submission, documents, author, attempts";
+/// The event's columns (`e`), its delivery's attempts last.
+const EVENT_COLUMNS_E: &str =
+    "e.id, e.created, e.patient, e.kind, e.submission, e.documents, e.author";
 
 fn event_of(r: &Row) -> FeedEvent {
     FeedEvent {
@@ -361,8 +384,90 @@ fn event_of(r: &Row) -> FeedEvent {
     }
 }
 
-/// Hands out up to `n` pending events to `consumer` for `lease_ms` (events whose lease ran out included), oldest
-/// first. Each must be acknowledged ([`ack`]) or it comes back when its lease ends.
+/// Subscribes `consumer` to the feed events: from then on each event is kept for it until it acknowledges it.
+/// `from_start`: the events already in the log (those not acknowledged under the single queue of earlier
+/// stores) are kept for it too. `false` if it was already subscribed (nothing changes).
+pub fn subscribe(
+    store: &Arc<dyn Store>,
+    consumer: &str,
+    from_start: bool,
+) -> Result<bool, DmpError> {
+    if consumer.is_empty() || consumer.len() > 100 || consumer.chars().any(char::is_control) {
+        return Err(DmpError::Operation(
+            "nom de consommateur vide, trop long ou illisible".into(),
+        ));
+    }
+    let now = socle_store::now_ms();
+    let mut added = false;
+    store.write(&mut |c| {
+        added = c
+            .query(
+                "SELECT 1 FROM dmp_event_consumers WHERE name = ?",
+                &[consumer.into()],
+            )?
+            .is_empty();
+        if !added {
+            return Ok(());
+        }
+        c.execute(
+            "INSERT INTO dmp_event_consumers (name, created) VALUES (?, ?)",
+            &[consumer.into(), now.into()],
+        )?;
+        if from_start {
+            c.execute(
+                "INSERT INTO dmp_event_deliveries (consumer, event, lease_until, attempts) \
+                 SELECT ?, id, 0, 0 FROM dmp_feed_events WHERE state = 'pending'",
+                &[consumer.into()],
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(added)
+}
+
+/// Unsubscribes `consumer`, forgetting what it had still to process. `false` if it was not subscribed.
+pub fn unsubscribe(store: &Arc<dyn Store>, consumer: &str) -> Result<bool, DmpError> {
+    let mut n = 0;
+    store.write(&mut |c| {
+        n = c.execute(
+            "DELETE FROM dmp_event_consumers WHERE name = ?",
+            &[consumer.into()],
+        )?;
+        c.execute(
+            "DELETE FROM dmp_event_deliveries WHERE consumer = ?",
+            &[consumer.into()],
+        )?;
+        Ok(())
+    })?;
+    Ok(n == 1)
+}
+
+/// The subscribed consumers and how many events each has still to process.
+pub fn consumers(store: &Arc<dyn Store>) -> Result<Vec<(String, i64)>, DmpError> {
+    let mut out = Vec::new();
+    store.read(&mut |c| {
+        out = c
+            .query(
+                "SELECT k.name, (SELECT COUNT(*) FROM dmp_event_deliveries d WHERE d.consumer = k.name) \
+                 FROM dmp_event_consumers k ORDER BY k.name",
+                &[],
+            )?
+            .iter()
+            .map(|r| (text(r, 0), int(r, 1)))
+            .collect();
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn unknown_consumer(consumer: &str) -> DmpError {
+    DmpError::Operation(format!(
+        "consommateur {consumer:?} inconnu : l'abonner d'abord (socle dmp subscribe {consumer})"
+    ))
+}
+
+/// Hands out up to `n` of `consumer`'s events for `lease_ms` (those whose lease ran out included), oldest first.
+/// Each must be acknowledged ([`ack`]) or it comes back when its lease ends.
 pub fn claim(
     store: &Arc<dyn Store>,
     consumer: &str,
@@ -371,66 +476,112 @@ pub fn claim(
 ) -> Result<Vec<FeedEvent>, DmpError> {
     let now = socle_store::now_ms();
     let mut out = Vec::new();
+    let mut known = true;
     store.write(&mut |c| {
         out.clear();
+        known = !c
+            .query(
+                "SELECT 1 FROM dmp_event_consumers WHERE name = ?",
+                &[consumer.into()],
+            )?
+            .is_empty();
+        if !known {
+            return Ok(());
+        }
         let rows = c.query(
             &format!(
-                "SELECT {EVENT_COLUMNS} FROM dmp_feed_events WHERE state = 'pending' AND lease_until <= ? \
-                 ORDER BY id LIMIT ?"
+                "SELECT {EVENT_COLUMNS_E}, d.attempts FROM dmp_event_deliveries d \
+                 JOIN dmp_feed_events e ON e.id = d.event \
+                 WHERE d.consumer = ? AND d.lease_until <= ? ORDER BY d.event LIMIT ?"
             ),
-            &[now.into(), n.into()],
+            &[consumer.into(), now.into(), n.into()],
         )?;
         for r in &rows {
             let mut e = event_of(r);
-            let taken = c.execute(
-                "UPDATE dmp_feed_events SET lease_until = ?, consumer = ?, attempts = attempts + 1 \
-                 WHERE id = ? AND state = 'pending' AND lease_until <= ?",
+            c.execute(
+                "UPDATE dmp_event_deliveries SET lease_until = ?, attempts = attempts + 1 \
+                 WHERE consumer = ? AND event = ?",
                 &[
                     (now + lease_ms).into(),
                     consumer.into(),
                     e.id.as_str().into(),
-                    now.into(),
                 ],
             )?;
-            if taken == 1 {
-                e.attempts += 1;
-                out.push(e);
-            }
+            e.attempts += 1;
+            out.push(e);
         }
         Ok(())
     })?;
+    if !known {
+        return Err(unknown_consumer(consumer));
+    }
     Ok(out)
 }
 
-/// Acknowledges an event (done); `false` if it was not pending.
-pub fn ack(store: &Arc<dyn Store>, id: &str) -> Result<bool, DmpError> {
+/// `consumer` acknowledges an event (processed): it is no longer kept for it. `false` if it had not this
+/// event to process (already acknowledged, or never its).
+pub fn ack(store: &Arc<dyn Store>, consumer: &str, id: &str) -> Result<bool, DmpError> {
     let mut n = 0;
     store.write(&mut |c| {
         n = c.execute(
-            "UPDATE dmp_feed_events SET state = 'done' WHERE id = ? AND state = 'pending'",
-            &[id.into()],
+            "DELETE FROM dmp_event_deliveries WHERE consumer = ? AND event = ?",
+            &[consumer.into(), id.into()],
         )?;
         Ok(())
     })?;
     Ok(n == 1)
 }
 
-/// The pending events (oldest first, at most `n`), leased or not.
-pub fn pending(store: &Arc<dyn Store>, n: i64) -> Result<Vec<FeedEvent>, DmpError> {
-    let mut out = Vec::new();
+/// The events some consumer has still to process (oldest first, at most `n`; only `consumer`'s when given),
+/// leased or not, each with the consumers that await it (`awaiting`).
+pub fn pending(
+    store: &Arc<dyn Store>,
+    consumer: Option<&str>,
+    n: i64,
+) -> Result<Vec<(FeedEvent, Vec<String>)>, DmpError> {
+    let mut out: Vec<(FeedEvent, Vec<String>)> = Vec::new();
+    let mut known = true;
     store.read(&mut |c| {
-        out = c
-            .query(
-                &format!(
-                    "SELECT {EVENT_COLUMNS} FROM dmp_feed_events WHERE state = 'pending' ORDER BY id LIMIT ?"
-                ),
-                &[SqlValue::from(n)],
-            )?
-            .iter()
-            .map(event_of)
-            .collect();
+        out.clear();
+        if let Some(k) = consumer {
+            known = !c
+                .query("SELECT 1 FROM dmp_event_consumers WHERE name = ?", &[k.into()])?
+                .is_empty();
+        }
+        let (filter, mut params): (&str, Vec<SqlValue>) = match consumer {
+            Some(k) => ("WHERE d.consumer = ?", vec![k.into()]),
+            None => ("", vec![]),
+        };
+        params.push(n.into());
+        // The first `n` events, then who awaits each.
+        let rows = c.query(
+            &format!(
+                "SELECT {EVENT_COLUMNS_E}, 0 FROM dmp_feed_events e WHERE e.id IN \
+                 (SELECT DISTINCT d.event FROM dmp_event_deliveries d {filter} ORDER BY d.event LIMIT ?) \
+                 ORDER BY e.id"
+            ),
+            &params,
+        )?;
+        for r in &rows {
+            let e = event_of(r);
+            let mut awaiting: Vec<String> = c
+                .query(
+                    "SELECT consumer FROM dmp_event_deliveries WHERE event = ? ORDER BY consumer",
+                    &[e.id.as_str().into()],
+                )?
+                .iter()
+                .map(|r| text(r, 0))
+                .collect();
+            if let Some(k) = consumer {
+                awaiting.retain(|a| a == k);
+            }
+            out.push((e, awaiting));
+        }
         Ok(())
     })?;
+    if !known {
+        return Err(unknown_consumer(consumer.unwrap_or_default()));
+    }
     Ok(out)
 }
 

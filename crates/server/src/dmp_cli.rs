@@ -8,20 +8,45 @@ use crate::StoreArgs;
 
 #[derive(Subcommand)]
 pub(crate) enum DmpCommand {
-    /// List pending feed events, oldest first (one JSON object per line).
+    /// Subscribe a consumer (a service: the MSSanté copy, the notifications…) to the feed events: each
+    /// subscribed consumer gets every event, whatever the others do.
+    Subscribe {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Name of the consumer (e.g. mssante-copy).
+        consumer: String,
+        /// Only the events fed from now on (by default the events already in the log too).
+        #[arg(long)]
+        from_now: bool,
+    },
+    /// Unsubscribe a consumer (what it had still to process is forgotten).
+    Unsubscribe {
+        #[command(flatten)]
+        store: StoreArgs,
+        consumer: String,
+    },
+    /// List the subscribed consumers and how many events each has still to process.
+    Consumers {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the events some consumer (or `--consumer`) has still to process, oldest first (one JSON object
+    /// per line, with the consumers that await it).
     Events {
         #[command(flatten)]
         store: StoreArgs,
+        #[arg(long)]
+        consumer: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
-    /// Hand pending events to a consumer for a while (lease); each must then be acknowledged, or it is handed
+    /// Hand a consumer's events to it for a while (lease); each must then be acknowledged, or it is handed
     /// out again when the lease ends.
     Claim {
         #[command(flatten)]
         store: StoreArgs,
-        /// Name of the consumer (e.g. mssante-copy).
+        /// Name of the subscribed consumer.
         #[arg(long)]
         consumer: String,
         #[arg(long, default_value_t = 100)]
@@ -42,35 +67,97 @@ pub(crate) enum DmpCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Acknowledge an event once it has been processed.
+    /// Acknowledge an event a consumer has processed.
     Ack {
         #[command(flatten)]
         store: StoreArgs,
+        #[arg(long)]
+        consumer: String,
         /// The event's id.
         id: String,
     },
 }
 
-pub(crate) fn run(cmd: DmpCommand) -> anyhow::Result<std::process::ExitCode> {
-    let (store, events) = match cmd {
-        DmpCommand::Events { store, limit } => {
-            let st = crate::open_store(&store)?.0;
-            record::open(&st).map_err(|e| anyhow::anyhow!("{e}"))?;
-            (st.clone(), record::pending(&st, limit))
+fn dmp_store(store: &StoreArgs) -> anyhow::Result<std::sync::Arc<dyn socle_store::Store>> {
+    let st = crate::open_store(store)?.0;
+    record::open(&st).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(st)
+}
+
+/// An operator's mistake (unknown consumer, bad name): said on stderr, exit status 2.
+fn refused(e: socle_dmp::DmpError) -> anyhow::Result<std::process::ExitCode> {
+    match e {
+        socle_dmp::DmpError::Operation(m) => {
+            eprintln!("{m}");
+            Ok(std::process::ExitCode::from(2))
         }
+        e => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
+pub(crate) fn run(cmd: DmpCommand) -> anyhow::Result<std::process::ExitCode> {
+    let ok = std::process::ExitCode::SUCCESS;
+    match cmd {
+        DmpCommand::Subscribe {
+            store,
+            consumer,
+            from_now,
+        } => match record::subscribe(&dmp_store(&store)?, &consumer, !from_now) {
+            Ok(true) => println!("{consumer} abonné aux événements du DMP"),
+            Ok(false) => println!("{consumer} était déjà abonné"),
+            Err(e) => return refused(e),
+        },
+        DmpCommand::Unsubscribe { store, consumer } => {
+            if !record::unsubscribe(&dmp_store(&store)?, &consumer)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                eprintln!("{consumer} n'était pas abonné");
+                return Ok(std::process::ExitCode::from(1));
+            }
+            println!("{consumer} désabonné");
+        }
+        DmpCommand::Consumers { store } => {
+            for (name, n) in
+                record::consumers(&dmp_store(&store)?).map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                println!("{}", serde_json::json!({"consumer": name, "pending": n}));
+            }
+        }
+        DmpCommand::Events {
+            store,
+            consumer,
+            limit,
+        } => match record::pending(&dmp_store(&store)?, consumer.as_deref(), limit) {
+            Ok(events) => {
+                for (e, awaiting) in events {
+                    let mut v = e.to_json();
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("attempts");
+                        o.insert("awaiting".into(), serde_json::json!(awaiting));
+                    }
+                    println!("{v}");
+                }
+            }
+            Err(e) => return refused(e),
+        },
         DmpCommand::Claim {
             store,
             consumer,
             limit,
             lease,
-        } => {
-            let st = crate::open_store(&store)?.0;
-            record::open(&st).map_err(|e| anyhow::anyhow!("{e}"))?;
-            (
-                st.clone(),
-                record::claim(&st, &consumer, limit, lease.saturating_mul(1000)),
-            )
-        }
+        } => match record::claim(
+            &dmp_store(&store)?,
+            &consumer,
+            limit,
+            lease.saturating_mul(1000),
+        ) {
+            Ok(events) => {
+                for e in events {
+                    println!("{}", e.to_json());
+                }
+            }
+            Err(e) => return refused(e),
+        },
         DmpCommand::Sweep {
             store,
             older_than,
@@ -95,22 +182,20 @@ pub(crate) fn run(cmd: DmpCommand) -> anyhow::Result<std::process::ExitCode> {
                 },
                 r.removed_bytes
             );
-            return Ok(std::process::ExitCode::SUCCESS);
         }
-        DmpCommand::Ack { store, id } => {
-            let st = crate::open_store(&store)?.0;
-            record::open(&st).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if record::ack(&st, &id).map_err(|e| anyhow::anyhow!("{e}"))? {
-                println!("événement {id} acquitté");
-                return Ok(std::process::ExitCode::SUCCESS);
+        DmpCommand::Ack {
+            store,
+            consumer,
+            id,
+        } => {
+            if !record::ack(&dmp_store(&store)?, &consumer, &id)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                eprintln!("événement {id} : rien en attente de ce nom pour {consumer}");
+                return Ok(std::process::ExitCode::from(1));
             }
-            eprintln!("événement {id} : aucun événement en attente de ce nom");
-            return Ok(std::process::ExitCode::from(1));
+            println!("événement {id} acquitté par {consumer}");
         }
-    };
-    drop(store);
-    for e in events.map_err(|e| anyhow::anyhow!("{e}"))? {
-        println!("{}", e.to_json());
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(ok)
 }

@@ -500,33 +500,81 @@ fn dmp_over_http() {
             3
         );
 
-        // Feed events: one per accepted feed, durable, claimed and acknowledged.
-        let out = s.cli(&["dmp", "events"]);
-        assert!(out.status.success());
-        let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        // Feed events: one per accepted feed, durable; every subscribed consumer gets each of them, claims
+        // them with a lease and acknowledges them, whatever the others do.
+        let lines = |out: std::process::Output| -> Vec<Value> {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let out = s.cli(&["dmp", "claim", "--consumer", "mssante"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("socle dmp subscribe mssante"));
+        assert!(lines(s.cli(&["dmp", "events"])).is_empty());
+        for c in ["mssante", "notifications"] {
+            assert!(s.cli(&["dmp", "subscribe", c]).status.success());
+        }
+        assert!(
+            s.cli(&["dmp", "subscribe", "tardif", "--from-now"])
+                .status
+                .success()
+        );
+        let events = lines(s.cli(&["dmp", "events"]));
         assert_eq!(events.len(), 4, "{events:?}");
         assert_eq!(events[0]["kind"], "feed");
         assert_eq!(events[0]["documents"], json!([doc_id]));
         assert_eq!(events[1]["documents"].as_array().unwrap().len(), 2);
         assert_eq!(events[2]["kind"], "replace");
         assert_eq!(events[0]["patient"], "p1");
-        let out = s.cli(&["dmp", "claim", "--consumer", "mssante", "--limit", "2"]);
-        let claimed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        assert_eq!(events[0]["awaiting"], json!(["mssante", "notifications"]));
+        let claimed = lines(s.cli(&["dmp", "claim", "--consumer", "mssante", "--limit", "2"]));
         assert_eq!(claimed.len(), 2);
-        // Leased: another consumer gets only the other two.
-        let out = s.cli(&["dmp", "claim", "--consumer", "other"]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+        assert_eq!(claimed[0]["attempts"], 1);
+        // Leased: the same consumer gets only the other two; another consumer gets all four.
+        assert_eq!(
+            lines(s.cli(&["dmp", "claim", "--consumer", "mssante"])).len(),
+            2
+        );
+        assert_eq!(
+            lines(s.cli(&["dmp", "claim", "--consumer", "notifications"])).len(),
+            4
+        );
+        assert!(lines(s.cli(&["dmp", "claim", "--consumer", "tardif"])).is_empty());
         let first = claimed[0]["id"].as_str().unwrap();
-        assert!(s.cli(&["dmp", "ack", first]).status.success());
-        assert!(!s.cli(&["dmp", "ack", first]).status.success());
-        let out = s.cli(&["dmp", "events"]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+        assert!(
+            s.cli(&["dmp", "ack", "--consumer", "mssante", first])
+                .status
+                .success()
+        );
+        assert_eq!(
+            s.cli(&["dmp", "ack", "--consumer", "mssante", first])
+                .status
+                .code(),
+            Some(1)
+        );
+        assert_eq!(
+            lines(s.cli(&["dmp", "events", "--consumer", "mssante"])).len(),
+            3
+        );
+        assert_eq!(
+            lines(s.cli(&["dmp", "events", "--consumer", "notifications"])).len(),
+            4
+        );
+        let consumers = lines(s.cli(&["dmp", "consumers"]));
+        assert_eq!(
+            consumers,
+            vec![
+                json!({"consumer": "mssante", "pending": 3}),
+                json!({"consumer": "notifications", "pending": 4}),
+                json!({"consumer": "tardif", "pending": 0}),
+            ]
+        );
 
         // The record: state, closure (feeds refused, documents kept), reopening; objection before any document.
         let st = s.get("Patient/p1/$dmp");
@@ -549,6 +597,17 @@ fn dmp_over_http() {
         assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 3);
         s.post("Patient/p1/$dmp-reopen", &json!({})).expect(200);
         submit(&s, "p1", "S7", &[(d6.clone(), sample::cda_n1(&p1, &d6))]).expect(200);
+        // Subscribed from now: only this feed's event.
+        let late = lines(s.cli(&["dmp", "events", "--consumer", "tardif"]));
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert_eq!(late[0]["awaiting"], json!(["tardif"]));
+        assert!(s.cli(&["dmp", "unsubscribe", "tardif"]).status.success());
+        assert_eq!(
+            s.cli(&["dmp", "events", "--consumer", "tardif"])
+                .status
+                .code(),
+            Some(2)
+        );
         qualified(&s, "p3", &people[6]);
         let st = s.get("Patient/p3/$dmp");
         assert!(st.text.contains("\"valueBoolean\":false"), "{}", st.text);
