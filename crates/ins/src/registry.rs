@@ -88,9 +88,9 @@ impl Registry {
 
     /// Loads identities in batches (`next` gives them until it returns an empty batch). Into an empty
     /// registry the indexes are dropped first and built once at the end — several times faster than keeping
-    /// them up to date row by row at 10 M identities; a duplicate matricule then fails the final unique index
-    /// (the registry is left empty of indexes only if that happens, and `open` rebuilds them). Into a
-    /// non-empty registry each batch is an upsert.
+    /// them up to date row by row at 10 M identities; a duplicate matricule (or any failure) then empties the
+    /// registry again, indexes rebuilt, and the error names the matricule. Into a non-empty registry each batch
+    /// is an upsert.
     pub fn bulk_load(
         &self,
         next: &mut dyn FnMut() -> Vec<Official>,
@@ -134,7 +134,35 @@ impl Registry {
             progress(n);
         })();
         let built = self.store.write(&mut |c| create_indexes(c));
-        res.and(built.map(|()| n))
+        match (res, built) {
+            (Ok(n), Ok(())) => Ok(n),
+            (res, built) => {
+                // All or nothing: the registry was empty, and is left so, with its indexes (a duplicate
+                // matricule would otherwise keep the unique index from ever being built again).
+                let mut dup = None;
+                self.store.read(&mut |c| {
+                    dup = c
+                        .query_one(
+                            "SELECT matricule FROM ins_registry GROUP BY matricule HAVING COUNT(*) > 1 LIMIT 1",
+                            &[],
+                        )?
+                        .and_then(|r| r.into_iter().next())
+                        .and_then(|v| v.into_string());
+                    Ok(())
+                })?;
+                self.store.write(&mut |c| {
+                    c.execute("DELETE FROM ins_registry", &[])?;
+                    create_indexes(c)
+                })?;
+                Err(match (dup, res) {
+                    (Some(m), _) => StoreError::Conflict(format!(
+                        "matricule {m} présent deux fois : rien n'est chargé"
+                    )),
+                    (None, Err(e)) => e,
+                    (None, Ok(_)) => built.err().unwrap_or(StoreError::Rollback),
+                })
+            }
+        }
     }
 
     /// Adds or replaces identities, all in one transaction.

@@ -353,9 +353,23 @@ fn bulk_load_builds_indexes_once_and_refuses_duplicates() {
     // A duplicate in a bulk load into an empty registry is refused by the final unique index.
     let dir2 = tempfile::tempdir().unwrap();
     let reg2 = Registry::open(socle_store::open(None, dir2.path()).unwrap()).unwrap();
-    let mut dup = vec![vec![persons[0].clone(), persons[0].clone()]].into_iter();
-    assert!(
-        reg2.bulk_load(&mut || dup.next().unwrap_or_default(), &mut |_| {})
-            .is_err()
+    let mut dup = vec![persons[..3].to_vec(), vec![persons[0].clone()]].into_iter();
+    let e = reg2
+        .bulk_load(&mut || dup.next().unwrap_or_default(), &mut |_| {})
+        .unwrap_err();
+    assert!(e.to_string().contains(&persons[0].matricule), "{e}");
+    // Nothing loaded, and the registry still works: indexes in place, a reopen and a clean load succeed.
+    assert_eq!(reg2.count().unwrap(), 0);
+    drop(reg2);
+    let reg2 = Registry::open(socle_store::open(None, dir2.path()).unwrap()).unwrap();
+    let mut ok = vec![persons[..3].to_vec()].into_iter();
+    assert_eq!(
+        reg2.bulk_load(&mut || ok.next().unwrap_or_default(), &mut |_| {})
+            .unwrap(),
+        3
     );
+    let mut again = vec![vec![persons[0].clone()]].into_iter();
+    reg2.bulk_load(&mut || again.next().unwrap_or_default(), &mut |_| {})
+        .unwrap();
+    assert_eq!(reg2.count().unwrap(), 3);
 }

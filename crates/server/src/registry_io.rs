@@ -58,6 +58,16 @@ pub fn generate_persons(
             ))
         }
         (None, Some(reg)) => {
+            // Order numbers start again with each seed: another generation would silently replace the
+            // identities whose matricules it draws again.
+            let present = reg.count().context("registre INS")?;
+            if present > 0 {
+                anyhow::bail!(
+                    "le registre INS contient déjà {present} identités : une nouvelle génération remplacerait \
+                     celles dont elle tire à nouveau le matricule ; générer dans un stockage vide, ou écrire le \
+                     NDJSON (--out) et le charger en connaissance de cause (socle import --registry)"
+                );
+            }
             let mut made = 0u64;
             let mut next = || {
                 let k = (n - made).min(BATCH as u64);

@@ -126,3 +126,35 @@ fn import_loads_json_bundles_and_ndjson_and_reports_bad_lines() {
     let obs = s.get("Observation?subject:Patient.family=lie");
     assert_eq!(obs.ids().len(), 1);
 }
+
+/// `socle generate --persons` fills an empty INS registry only: into a registry that holds identities, another
+/// generation (another seed draws the same order numbers) would replace some of them; refused, nothing changed.
+#[test]
+fn generating_persons_into_a_filled_registry_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let run = |seed: &str| {
+        socle()
+            .args([
+                "generate",
+                "--persons",
+                "50",
+                "--seed",
+                seed,
+                "--data",
+                data,
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = run("1");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = run("2");
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("contient déjà 50 identités"), "{err}");
+}
