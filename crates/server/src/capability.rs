@@ -77,9 +77,9 @@ pub fn capability_statement(public_url: &str) -> Vec<u8> {
                 {"name": "ins-verify", "definition": "urn:socle:OperationDefinition:ins-verify",
                  "documentation": "Téléservice INSi, vérification : POST [base]/Patient/$ins-verify (Parameters). Définition : GET [base]/OperationDefinition/ins-verify."},
                 {"name": "duplicates", "definition": "urn:socle:OperationDefinition:duplicates",
-                 "documentation": "Identitovigilance : GET [base]/Patient/[id]/$duplicates — doublons (mêmes cinq traits) et homonymes (nés ailleurs), en Parameters (duplicate, homonym)."},
+                 "documentation": "Identitovigilance : GET [base]/Patient/[id]/$duplicates — doublons (mêmes cinq traits) et homonymes (nés ailleurs), en Parameters (duplicate, homonym). Définition : GET [base]/OperationDefinition/duplicates."},
                 {"name": "merge", "definition": "urn:socle:OperationDefinition:merge",
-                 "documentation": "Identitovigilance : POST [base]/Patient/$merge (Parameters source-patient, target-patient) — le dossier source est désactivé et lié (replaced-by) au dossier cible (replaces), en une transaction tracée."}
+                 "documentation": "Identitovigilance : POST [base]/Patient/$merge (Parameters source-patient, target-patient) — le dossier source est désactivé et lié (replaced-by) au dossier cible (replaces), en une transaction tracée. Définition : GET [base]/OperationDefinition/merge."}
             ]);
         }
         if !refs.is_empty() {

@@ -148,6 +148,14 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
             "/fhir/OperationDefinition/ins-verify",
             get(|req: Req| insi::operation_definition("ins-verify", req)),
         )
+        .route(
+            "/fhir/OperationDefinition/duplicates",
+            get(|req: Req| insi::operation_definition("duplicates", req)),
+        )
+        .route(
+            "/fhir/OperationDefinition/merge",
+            get(|req: Req| insi::operation_definition("merge", req)),
+        )
         .route("/fhir/_history", get(history_system))
         .route(
             "/fhir/{rtype}",

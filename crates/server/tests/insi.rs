@@ -258,8 +258,13 @@ fn insi_retrieve_and_verify_over_http() {
             .filter_map(|o| o["name"].as_str())
             .collect();
         assert_eq!(ops, ["ins-retrieve", "ins-verify", "duplicates", "merge"]);
-        let od = s.get("OperationDefinition/ins-verify");
-        od.expect(200);
-        assert_eq!(od.json["url"], patient["operation"][1]["definition"]);
+        // Every operation the CapabilityStatement names has its definition served.
+        for op in patient["operation"].as_array().unwrap() {
+            let name = op["name"].as_str().unwrap();
+            let od = s.get(&format!("OperationDefinition/{name}"));
+            od.expect(200);
+            assert_eq!(od.json["url"], op["definition"], "{name}");
+            assert_eq!(od.json["code"], name);
+        }
     }
 }

@@ -250,7 +250,7 @@ pub(super) async fn verify(
     answer(&app, &req, "ins-verify", result)
 }
 
-/// `GET /fhir/OperationDefinition/{ins-retrieve|ins-verify}`.
+/// `GET /fhir/OperationDefinition/{ins-retrieve|ins-verify|duplicates|merge}`.
 pub(super) async fn operation_definition(name: &'static str, req: Req) -> Response {
     match definition(name) {
         Some(v) => fhir_bytes(
@@ -270,8 +270,98 @@ fn param(name: &str, use_: &str, min: u32, max: &str, ty: &str, doc: &str) -> Va
     json!({"name": name, "use": use_, "min": min, "max": max, "type": ty, "documentation": doc})
 }
 
-/// The OperationDefinitions of the two operations (also referenced by the CapabilityStatement).
+/// The OperationDefinitions of the identity-vigilance operations on local records.
+fn vigilance_definition(name: &str) -> Option<Value> {
+    let (title, doc, instance, parameters) = match name {
+        "duplicates" => (
+            "Doublons et homonymes d'un dossier local",
+            "GET [base]/Patient/[id]/$duplicates : les dossiers locaux qui ont les mêmes cinq traits (doublons \
+             probables) et ceux qui n'en diffèrent que par le lieu de naissance (homonymes).",
+            true,
+            vec![
+                param(
+                    "duplicate",
+                    "out",
+                    0,
+                    "*",
+                    "Reference",
+                    "Dossier aux mêmes cinq traits.",
+                ),
+                param(
+                    "homonym",
+                    "out",
+                    0,
+                    "*",
+                    "Reference",
+                    "Dossier homonyme, né ailleurs.",
+                ),
+            ],
+        ),
+        "merge" => (
+            "Fusion de deux dossiers locaux",
+            "POST [base]/Patient/$merge : le dossier source est désactivé et lié au dossier cible \
+             (Patient.link replaced-by / replaces), en une transaction tracée.",
+            false,
+            vec![
+                param(
+                    "source-patient",
+                    "in",
+                    1,
+                    "1",
+                    "Reference",
+                    "Le dossier qui disparaît.",
+                ),
+                param(
+                    "target-patient",
+                    "in",
+                    1,
+                    "1",
+                    "Reference",
+                    "Le dossier conservé.",
+                ),
+                param(
+                    "outcome",
+                    "out",
+                    1,
+                    "1",
+                    "OperationOutcome",
+                    "Ce qui a été fait.",
+                ),
+                param(
+                    "result",
+                    "out",
+                    1,
+                    "1",
+                    "Patient",
+                    "Le dossier cible après la fusion.",
+                ),
+            ],
+        ),
+        _ => return None,
+    };
+    Some(json!({
+        "resourceType": "OperationDefinition",
+        "id": name,
+        "url": format!("urn:socle:OperationDefinition:{name}"),
+        "name": name,
+        "title": title,
+        "status": "active",
+        "kind": "operation",
+        "description": doc,
+        "code": name,
+        "resource": ["Patient"],
+        "system": false,
+        "type": !instance,
+        "instance": instance,
+        "parameter": parameters
+    }))
+}
+
+/// The OperationDefinitions of Socle's Patient operations (also referenced by the CapabilityStatement).
 pub fn definition(name: &str) -> Option<Value> {
+    if let Some(v) = vigilance_definition(name) {
+        return Some(v);
+    }
     let traits = [
         param("family", "in", 0, "1", "string", "Nom de naissance."),
         param(
