@@ -42,6 +42,9 @@ pub struct Expected {
     pub set_id: Option<InstanceId>,
     /// `masterIdentifier` / XDS `uniqueId`, when given.
     pub unique_id: Option<InstanceId>,
+    /// The author's IDNPS (`DocumentReference.author.identifier`, XDS `authorPerson`), when given: one of the
+    /// header's authors must carry it (compared when the header names authors by IDNPS).
+    pub author_idnps: Option<String>,
 }
 
 /// The field that differs.
@@ -57,6 +60,8 @@ pub enum MismatchField {
     SetId,
     /// The document's unique id.
     UniqueId,
+    /// The author (IDNPS).
+    Author,
 }
 
 impl MismatchField {
@@ -68,6 +73,7 @@ impl MismatchField {
             Self::Confidentiality => "confidentialité",
             Self::SetId => "identifiant de lot de versions (setId)",
             Self::UniqueId => "identifiant unique du document",
+            Self::Author => "auteur (IDNPS)",
         }
     }
 }
@@ -160,6 +166,20 @@ pub fn cross_check(doc: &CdaDocument, expected: &Expected) -> Vec<Mismatch> {
         expected.unique_id.as_ref(),
         Some(&doc.id),
     );
+    if let Some(author) = &expected.author_idnps {
+        let in_document: Vec<&str> = doc
+            .authors
+            .iter()
+            .filter_map(|a| a.assigned.idnps())
+            .collect();
+        if !in_document.is_empty() && !in_document.contains(&author.as_str()) {
+            out.push(Mismatch {
+                field: MismatchField::Author,
+                submitted: author.clone(),
+                in_document: Some(in_document.join(", ")),
+            });
+        }
+    }
     out
 }
 

@@ -685,8 +685,18 @@ fn cross_check_against_a_real_document() {
         confidentiality: Some(CodeRef::new("N", "2.16.840.1.113883.5.25")),
         set_id: Some(InstanceId::from_xds("1.3.6.1.4.1.19376.1.2.20.12345.1")),
         unique_id: Some(InstanceId::from_xds("1.3.6.1.4.1.19376.1.2.20.12345.1.1")),
+        author_idnps: doc.authors[0].assigned.idnps().map(str::to_string),
     };
+    assert!(matching.author_idnps.is_some());
     assert_eq!(socle_cda::cross_check(&doc, &matching), []);
+    let other_author = Expected {
+        author_idnps: Some("899999999999".into()),
+        ..matching.clone()
+    };
+    let mismatches = socle_cda::cross_check(&doc, &other_author);
+    assert_eq!(mismatches.len(), 1, "{mismatches:?}");
+    assert_eq!(mismatches[0].field, MismatchField::Author);
+    assert_eq!(mismatches[0].submitted, "899999999999");
 
     let other_patient = Expected {
         patient_ins: InstanceId::new("1.2.250.1.213.1.4.8", Some("279035121518989")),

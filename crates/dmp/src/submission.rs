@@ -674,6 +674,7 @@ impl Submission {
                 confidentiality,
                 set_id: None,
                 unique_id: Some(unique_instance(&d.unique_id.1)),
+                author_idnps: d.author.clone(),
             };
             let mismatches = socle_cda::cross_check(cda, &expected);
             if !mismatches.is_empty() {

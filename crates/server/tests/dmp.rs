@@ -267,6 +267,10 @@ fn dmp_over_http() {
         let mut b = good();
         b["entry"][1]["resource"]["type"]["coding"][0]["code"] = json!("11502-2");
         refuse(b, 422, "cda-mismatch", "type de document");
+        // The metadata names another author (IDNPS) than the document's header.
+        let mut b = good();
+        b["entry"][1]["resource"]["author"][0]["identifier"]["value"] = json!("810000000009");
+        refuse(b, 422, "cda-mismatch", "auteur (IDNPS)");
         // Unknown codes.
         let mut b = good();
         b["entry"][1]["resource"]["type"]["coding"][0]["code"] = json!("99999-9");

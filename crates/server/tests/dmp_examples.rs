@@ -112,6 +112,13 @@ fn metadata(patient: &str, doc: &CdaDocument, bytes: &[u8]) -> Value {
         r["context"]["facilityType"]["coding"] = json!([{
             "system": system_uri(f.code_system.as_deref().unwrap_or("")), "code": f.code}]);
     }
+    // The author as the header names them (by IDNPS; a header without one: the metadata names nobody by IDNPS).
+    r["author"] = match doc.authors.iter().find_map(|a| a.assigned.idnps()) {
+        Some(idnps) => {
+            json!([{"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": idnps}}])
+        }
+        None => json!([{"display": "auteur du document"}]),
+    };
     if !doc.is_n1() {
         r["content"][0]["format"] = json!({"system": "urn:oid:1.2.250.1.213.1.1.4.2.282",
                                            "code": format!("urn:asip:ci-sis:{}", doc.code.code)});
