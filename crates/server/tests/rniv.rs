@@ -176,6 +176,12 @@ fn identity_vigilance_over_http() {
         assert_eq!(c["link"][0]["other"]["reference"], "Patient/a");
         let a = s.get("Patient/a").json;
         assert_eq!(a["link"][0]["type"], "replaces");
+        // The merged record is a resolved duplicate: no longer listed.
+        let d = s.get("Patient/a/$duplicates");
+        d.expect(200);
+        assert!(out(&d, "duplicate").is_empty(), "{}", d.text);
+        assert_eq!(out(&d, "homonym").len(), 1, "{}", d.text);
+        assert!(out(&d, "incomplete").is_empty(), "{}", d.text);
         assert_eq!(s.post("Patient/$merge", &m).status, 409);
         let bad = json!({"resourceType": "Parameters", "parameter": [{"name": "source-patient", "valueReference": {"reference": "Patient/c"}}]});
         assert_eq!(s.post("Patient/$merge", &bad).status, 400);

@@ -275,8 +275,9 @@ fn vigilance_definition(name: &str) -> Option<Value> {
     let (title, doc, instance, parameters) = match name {
         "duplicates" => (
             "Doublons et homonymes d'un dossier local",
-            "GET [base]/Patient/[id]/$duplicates : les dossiers locaux qui ont les mêmes cinq traits (doublons \
-             probables) et ceux qui n'en diffèrent que par le lieu de naissance (homonymes).",
+            "GET [base]/Patient/[id]/$duplicates : les dossiers locaux actifs qui ont les mêmes cinq traits \
+             (doublons probables) et ceux qui n'en diffèrent que par le lieu de naissance (homonymes) ; les \
+             dossiers fusionnés dans un autre (inactifs) ne sont plus listés.",
             true,
             vec![
                 param(
@@ -294,6 +295,15 @@ fn vigilance_definition(name: &str) -> Option<Value> {
                     "*",
                     "Reference",
                     "Dossier homonyme, né ailleurs.",
+                ),
+                param(
+                    "incomplete",
+                    "out",
+                    0,
+                    "1",
+                    "boolean",
+                    "Présent (true) quand plus de 1 000 dossiers actifs partagent la date de naissance et le sexe : \
+                     seuls les 1 000 premiers ont été comparés.",
                 ),
             ],
         ),

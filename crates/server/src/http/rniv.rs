@@ -40,6 +40,9 @@ pub(super) fn patient_for_insi(
     Ok(p)
 }
 
+/// How many records born the same day, of the same sex, `$duplicates` compares at most.
+const DUPLICATE_CANDIDATES: usize = 1000;
+
 pub(super) async fn duplicates(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -48,12 +51,15 @@ pub(super) async fn duplicates(
     let res = run(&app, &req, None, move |repo, ctx| {
         let me = patient(repo, ctx, &id)?;
         let t = traits_of(&me);
+        // Records merged into another (deactivated) are resolved duplicates: not listed again.
         let params = vec![
             ("birthdate".to_string(), t.birth_date.clone()),
             ("gender".to_string(), t.gender.clone()),
-            ("_count".to_string(), "1000".to_string()),
+            ("active:not".to_string(), "false".to_string()),
+            ("_count".to_string(), DUPLICATE_CANDIDATES.to_string()),
         ];
         let page = repo.search(ctx, "Patient", &params, false)?;
+        let incomplete = page.next.is_some();
         let key = |x: &socle_ins::Traits| {
             (
                 normalize_name(&x.family),
@@ -81,10 +87,10 @@ pub(super) async fn duplicates(
                 _ => dup.push(s.id),
             }
         }
-        Ok((dup, homo))
+        Ok((dup, homo, incomplete))
     })
     .await;
-    let (dup, homo) = match res {
+    let (dup, homo, incomplete) = match res {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -98,6 +104,10 @@ pub(super) async fn duplicates(
         params.push(
             json!({"name": "homonym", "valueReference": {"reference": format!("Patient/{h}")}}),
         );
+    }
+    if incomplete {
+        // More records share the birth date and sex than were compared: said, not hidden.
+        params.push(json!({"name": "incomplete", "valueBoolean": true}));
     }
     fhir_bytes(
         StatusCode::OK,
