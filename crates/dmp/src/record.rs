@@ -400,12 +400,7 @@ pub fn subscribe(
     let now = socle_store::now_ms();
     let mut added = false;
     store.write(&mut |c| {
-        added = c
-            .query(
-                "SELECT 1 FROM dmp_event_consumers WHERE name = ?",
-                &[consumer.into()],
-            )?
-            .is_empty();
+        added = !subscribed(c, consumer)?;
         if !added {
             return Ok(());
         }
@@ -460,6 +455,16 @@ pub fn consumers(store: &Arc<dyn Store>) -> Result<Vec<(String, i64)>, DmpError>
     Ok(out)
 }
 
+/// Whether `consumer` is subscribed.
+fn subscribed(c: &mut dyn SqlConn, consumer: &str) -> Result<bool, socle_store::StoreError> {
+    Ok(!c
+        .query(
+            "SELECT 1 FROM dmp_event_consumers WHERE name = ?",
+            &[consumer.into()],
+        )?
+        .is_empty())
+}
+
 fn unknown_consumer(consumer: &str) -> DmpError {
     DmpError::Operation(format!(
         "consommateur {consumer:?} inconnu : l'abonner d'abord (socle dmp subscribe {consumer})"
@@ -479,12 +484,7 @@ pub fn claim(
     let mut known = true;
     store.write(&mut |c| {
         out.clear();
-        known = !c
-            .query(
-                "SELECT 1 FROM dmp_event_consumers WHERE name = ?",
-                &[consumer.into()],
-            )?
-            .is_empty();
+        known = subscribed(c, consumer)?;
         if !known {
             return Ok(());
         }
@@ -544,9 +544,7 @@ pub fn pending(
     store.read(&mut |c| {
         out.clear();
         if let Some(k) = consumer {
-            known = !c
-                .query("SELECT 1 FROM dmp_event_consumers WHERE name = ?", &[k.into()])?
-                .is_empty();
+            known = subscribed(c, k)?;
         }
         let (filter, mut params): (&str, Vec<SqlValue>) = match consumer {
             Some(k) => ("WHERE d.consumer = ?", vec![k.into()]),
