@@ -363,7 +363,7 @@ impl FeedEvent {
     }
 }
 
-/// The event's columns (`e`), its delivery's attempts last.
+/// The event's columns (`e`); the queries add the delivery's attempts last (see [`event_of`]).
 const EVENT_COLUMNS_E: &str =
     "e.id, e.created, e.patient, e.kind, e.submission, e.documents, e.author";
 
@@ -498,17 +498,21 @@ pub fn claim(
         )?;
         for r in &rows {
             let mut e = event_of(r);
-            c.execute(
+            // Taken only if no concurrent claim of the same consumer (several workers) leased it meanwhile.
+            let taken = c.execute(
                 "UPDATE dmp_event_deliveries SET lease_until = ?, attempts = attempts + 1 \
-                 WHERE consumer = ? AND event = ?",
+                 WHERE consumer = ? AND event = ? AND lease_until <= ?",
                 &[
                     (now + lease_ms).into(),
                     consumer.into(),
                     e.id.as_str().into(),
+                    now.into(),
                 ],
             )?;
-            e.attempts += 1;
-            out.push(e);
+            if taken == 1 {
+                e.attempts += 1;
+                out.push(e);
+            }
         }
         Ok(())
     })?;
@@ -562,17 +566,17 @@ pub fn pending(
         )?;
         for r in &rows {
             let e = event_of(r);
-            let mut awaiting: Vec<String> = c
-                .query(
-                    "SELECT consumer FROM dmp_event_deliveries WHERE event = ? ORDER BY consumer",
-                    &[e.id.as_str().into()],
-                )?
-                .iter()
-                .map(|r| text(r, 0))
-                .collect();
-            if let Some(k) = consumer {
-                awaiting.retain(|a| a == k);
-            }
+            let awaiting: Vec<String> = match consumer {
+                Some(k) => vec![k.to_string()],
+                None => c
+                    .query(
+                        "SELECT consumer FROM dmp_event_deliveries WHERE event = ? ORDER BY consumer",
+                        &[e.id.as_str().into()],
+                    )?
+                    .iter()
+                    .map(|r| text(r, 0))
+                    .collect(),
+            };
             out.push((e, awaiting));
         }
         Ok(())

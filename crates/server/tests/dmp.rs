@@ -521,6 +521,9 @@ fn dmp_over_http() {
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("socle dmp subscribe mssante"));
         assert!(lines(s.cli(&["dmp", "events"])).is_empty());
+        let out = s.cli(&["dmp", "subscribe", ""]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("nom de consommateur"));
         for c in ["mssante", "notifications"] {
             assert!(s.cli(&["dmp", "subscribe", c]).status.success());
         }
