@@ -9,6 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CdaDocument, Coded, InstanceId};
+use crate::time::Timestamp;
 
 /// A code and its system, as submitted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,6 +46,9 @@ pub struct Expected {
     /// The author's IDNPS (`DocumentReference.author.identifier`, XDS `authorPerson`), when given: one of the
     /// header's authors must carry it (compared when the header names authors by IDNPS).
     pub author_idnps: Option<String>,
+    /// The document's creation time as submitted (`DocumentReference.content.attachment.creation`, XDS
+    /// `creationTime`: a FHIR `dateTime`), when given: the header's `effectiveTime`.
+    pub creation: Option<String>,
 }
 
 /// The field that differs.
@@ -62,6 +66,8 @@ pub enum MismatchField {
     UniqueId,
     /// The author (IDNPS).
     Author,
+    /// The creation time (`effectiveTime`).
+    Creation,
 }
 
 impl MismatchField {
@@ -74,6 +80,7 @@ impl MismatchField {
             Self::SetId => "identifiant de lot de versions (setId)",
             Self::UniqueId => "identifiant unique du document",
             Self::Author => "auteur (IDNPS)",
+            Self::Creation => "date de création (effectiveTime)",
         }
     }
 }
@@ -180,7 +187,89 @@ pub fn cross_check(doc: &CdaDocument, expected: &Expected) -> Vec<Mismatch> {
             });
         }
     }
+    if let Some(creation) = &expected.creation
+        && !same_time(creation, doc.effective_time.parsed.as_ref())
+    {
+        out.push(Mismatch {
+            field: MismatchField::Creation,
+            submitted: creation.clone(),
+            in_document: doc
+                .effective_time
+                .parsed
+                .as_ref()
+                .map(Timestamp::to_iso8601)
+                .or_else(|| {
+                    (!doc.effective_time.raw.is_empty()).then(|| doc.effective_time.raw.clone())
+                }),
+        });
+    }
     out
+}
+
+/// A FHIR `dateTime` (`2026-11-20`, `2026-11-20T10:15:00+01:00`, `…Z`) as an HL7 TS, parsed.
+fn fhir_time(s: &str) -> Option<Timestamp> {
+    let (main, offset) = match s.find('T') {
+        Some(t) => {
+            let (d, time) = s.split_at(t);
+            let cut = time
+                .rfind(['+', '-', 'Z'])
+                .filter(|&i| i > 0)
+                .unwrap_or(time.len());
+            let (clock, off) = time.split_at(cut);
+            (format!("{d}{clock}"), off.to_string())
+        }
+        None => (s.to_string(), String::new()),
+    };
+    let mut ts: String = main
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':' | 'T'))
+        .collect();
+    match offset.as_str() {
+        "" => {}
+        "Z" => ts.push_str("+0000"),
+        o => ts.push_str(&o.replace(':', "")),
+    }
+    Timestamp::parse(&ts)
+}
+
+/// Seconds since the epoch of a timestamp given at least to the minute with its offset (missing seconds: 0), and
+/// whether its seconds were given.
+fn instant(t: &Timestamp) -> Option<(i64, bool)> {
+    let (m, d, h, mi, off) = (t.month?, t.day?, t.hour?, t.minute?, t.offset_minutes?);
+    // Days from the civil date (proleptic Gregorian).
+    let (y, m) = if m <= 2 {
+        (i64::from(t.year) - 1, i64::from(m) + 9)
+    } else {
+        (i64::from(t.year), i64::from(m) - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((
+        days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(t.second.unwrap_or(0))
+            - i64::from(off) * 60,
+        t.second.is_some(),
+    ))
+}
+
+/// Whether the submitted creation time names the document's: the same instant when both are given with an
+/// offset (to the second, or to the minute when one stops there), else the same date as far as both go.
+fn same_time(submitted: &str, doc: Option<&Timestamp>) -> bool {
+    let (Some(a), Some(b)) = (fhir_time(submitted), doc) else {
+        return false;
+    };
+    if let (Some((x, xs)), Some((y, ys))) = (instant(&a), instant(b)) {
+        return if xs && ys {
+            x == y
+        } else {
+            x.div_euclid(60) == y.div_euclid(60)
+        };
+    }
+    a.year == b.year
+        && a.month.zip(b.month).is_none_or(|(x, y)| x == y)
+        && a.day.zip(b.day).is_none_or(|(x, y)| x == y)
 }
 
 fn show_ins(oid: &str, value: &str) -> String {
@@ -217,5 +306,49 @@ fn check_id(
             submitted: expected.to_xds(),
             in_document: doc.map(InstanceId::to_xds),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creation_times_compare_as_instants_or_dates() {
+        let doc = Timestamp::parse("20261120101500+0100");
+        assert!(same_time("2026-11-20T10:15:00+01:00", doc.as_ref()));
+        assert!(same_time("2026-11-20T09:15:00Z", doc.as_ref()));
+        assert!(same_time("2026-11-20T04:15:00-05:00", doc.as_ref()));
+        assert!(!same_time("2026-11-20T10:15:01+01:00", doc.as_ref()));
+        assert!(!same_time("2026-11-20T10:15:00Z", doc.as_ref()));
+        // To the minute on one side: the minutes.
+        assert!(same_time(
+            "2026-11-20T09:15:00Z",
+            Timestamp::parse("202611201015+0100").as_ref()
+        ));
+        assert!(!same_time(
+            "2026-11-20T09:16:00Z",
+            Timestamp::parse("202611201015+0100").as_ref()
+        ));
+        // To the day only: the dates.
+        assert!(same_time("2026-11-20", doc.as_ref()));
+        assert!(!same_time("2026-11-21", doc.as_ref()));
+        assert!(same_time("2026-11", Timestamp::parse("20261103").as_ref()));
+        assert!(!same_time(
+            "2025-11-03",
+            Timestamp::parse("20261103").as_ref()
+        ));
+        // Across a month and a year boundary.
+        assert!(same_time(
+            "2026-12-31T23:30:00-01:00",
+            Timestamp::parse("20270101003000+0000").as_ref()
+        ));
+        assert!(same_time(
+            "2024-03-01T00:30:00+01:00",
+            Timestamp::parse("20240229233000+0000").as_ref()
+        ));
+        // Nonsense never matches.
+        assert!(!same_time("hier", doc.as_ref()));
+        assert!(!same_time("2026-11-20", None));
     }
 }

@@ -686,9 +686,19 @@ fn cross_check_against_a_real_document() {
         set_id: Some(InstanceId::from_xds("1.3.6.1.4.1.19376.1.2.20.12345.1")),
         unique_id: Some(InstanceId::from_xds("1.3.6.1.4.1.19376.1.2.20.12345.1.1")),
         author_idnps: doc.authors[0].assigned.idnps().map(str::to_string),
+        creation: doc.creation_time().map(|t| t.to_iso8601()),
     };
     assert!(matching.author_idnps.is_some());
+    assert!(matching.creation.is_some());
     assert_eq!(socle_cda::cross_check(&doc, &matching), []);
+    let other_time = Expected {
+        creation: Some("1999-01-01T00:00:00Z".into()),
+        ..matching.clone()
+    };
+    let mismatches = socle_cda::cross_check(&doc, &other_time);
+    assert_eq!(mismatches.len(), 1, "{mismatches:?}");
+    assert_eq!(mismatches[0].field, MismatchField::Creation);
+    assert_eq!(mismatches[0].in_document, matching.creation);
     let other_author = Expected {
         author_idnps: Some("899999999999".into()),
         ..matching.clone()

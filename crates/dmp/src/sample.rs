@@ -208,7 +208,7 @@ pub fn document_reference(
         "content": [{
             "attachment": {"contentType": "text/xml", "language": "fr-FR", "url": binary_url,
                            "size": bytes.len(), "hash": STANDARD.encode(Sha1::digest(bytes)),
-                           "title": d.type_display},
+                           "title": d.type_display, "creation": fhir_time(&d.time)},
             "format": {"system": "urn:oid:1.2.250.1.213.1.1.4.2.282", "code": "urn:ihe:iti:xds-sd:pdf:2008",
                        "display": "Document à corps non structuré en PDF/A-1"}
         }],
@@ -223,6 +223,28 @@ pub fn document_reference(
         r["relatesTo"] = json!([{"code": "replaces", "target": {"reference": format!("DocumentReference/{old}")}}]);
     }
     r
+}
+
+/// An HL7 TS to the second with its offset (`20261120101500+0100`) as a FHIR dateTime
+/// (`2026-11-20T10:15:00+01:00`); other text unchanged.
+fn fhir_time(ts: &str) -> String {
+    match (
+        ts.get(0..4),
+        ts.get(4..6),
+        ts.get(6..8),
+        ts.get(8..10),
+        ts.get(10..12),
+        ts.get(12..14),
+        ts.get(14..17),
+        ts.get(17..19),
+    ) {
+        (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s), Some(oh), Some(om))
+            if ts.len() == 19 =>
+        {
+            format!("{y}-{mo}-{d}T{h}:{mi}:{s}{oh}:{om}")
+        }
+        _ => ts.to_string(),
+    }
 }
 
 /// An ITI-65 Provide Document Bundle submitting `docs` (already built CDA bytes with their metadata) for the

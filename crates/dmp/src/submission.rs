@@ -127,6 +127,8 @@ pub struct Doc {
     pub cda: Option<CdaDocument>,
     /// The author's IDNPS, when the metadata gives it.
     pub author: Option<String>,
+    /// `content[0].attachment.creation` (XDS `creationTime`), when given: the CDA header's `effectiveTime`.
+    pub creation: Option<String>,
 }
 
 /// A checked ITI-65 submission.
@@ -532,6 +534,16 @@ impl Submission {
         }
         terms.check(Element::Format, &f("content[0].format"), fmt)?;
         let att = &c["attachment"];
+        let creation = match &att["creation"] {
+            Value::Null => None,
+            Value::String(t) => Some(t.clone()),
+            _ => {
+                return Err(invalid(
+                    f("content[0].attachment.creation"),
+                    "date et heure attendues (dateTime FHIR)",
+                ));
+            }
+        };
         let ct = att["contentType"]
             .as_str()
             .ok_or_else(|| missing(f("content[0].attachment.contentType")))?;
@@ -642,6 +654,7 @@ impl Submission {
             replaces,
             cda: None,
             author,
+            creation,
         })
     }
 
@@ -675,6 +688,7 @@ impl Submission {
                 set_id: None,
                 unique_id: Some(unique_instance(&d.unique_id.1)),
                 author_idnps: d.author.clone(),
+                creation: d.creation.clone(),
             };
             let mismatches = socle_cda::cross_check(cda, &expected);
             if !mismatches.is_empty() {

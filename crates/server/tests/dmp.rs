@@ -4,38 +4,9 @@
 
 mod common;
 
-use common::{Resp, Server, backends, insi_date, local, registry, walk};
+use common::{Resp, Server, backends, local, person, qualified, registry, walk};
 use serde_json::{Value, json};
-use socle_dmp::sample::{self, Person, SampleDoc};
-
-fn document_check() -> Value {
-    json!({"url": "validationMode", "valueCoding": {"code": "CN"}})
-}
-
-/// The CDA view of a registry person.
-fn person(r: &Value) -> Person {
-    Person {
-        ins_oid: r["identifier"][0]["system"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("urn:oid:")
-            .into(),
-        ins: r["identifier"][0]["value"].as_str().unwrap().into(),
-        family: r["name"][0]["family"].as_str().unwrap().into(),
-        given: r["name"][0]["given"][0].as_str().unwrap().into(),
-        gender: if r["gender"] == "male" { "M" } else { "F" }.into(),
-        birth: r["birthDate"].as_str().unwrap().replace('-', ""),
-    }
-}
-
-fn qualified(s: &Server, id: &str, r: &Value) {
-    let ins = r["identifier"][0]["value"].as_str().unwrap();
-    s.put(
-        &format!("Patient/{id}"),
-        &local(id, r, "QUAL", &[insi_date(), document_check()], Some(ins)),
-    )
-    .expect(201);
-}
+use socle_dmp::sample::{self, SampleDoc};
 
 fn submit(s: &Server, patient: &str, sub: &str, docs: &[(SampleDoc, Vec<u8>)]) -> Resp {
     s.post("", &sample::provide_bundle(patient, sub, docs))
@@ -271,6 +242,19 @@ fn dmp_over_http() {
         let mut b = good();
         b["entry"][1]["resource"]["author"][0]["identifier"]["value"] = json!("810000000009");
         refuse(b, 422, "cda-mismatch", "auteur (IDNPS)");
+        // The metadata's creation time (XDS creationTime) is not the header's effectiveTime; the same instant
+        // written in UTC is.
+        assert_eq!(
+            good()["entry"][1]["resource"]["content"][0]["attachment"]["creation"],
+            "2026-11-20T10:15:00+01:00"
+        );
+        let mut b = good();
+        b["entry"][1]["resource"]["content"][0]["attachment"]["creation"] =
+            json!("2026-11-20T10:15:00Z");
+        refuse(b, 422, "cda-mismatch", "date de création (effectiveTime)");
+        let mut b = good();
+        b["entry"][1]["resource"]["content"][0]["attachment"]["creation"] = json!(20261120);
+        refuse(b, 422, "metadata-invalid", "dateTime FHIR");
         // Unknown codes.
         let mut b = good();
         b["entry"][1]["resource"]["type"]["coding"][0]["code"] = json!("99999-9");

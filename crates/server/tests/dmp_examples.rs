@@ -119,6 +119,19 @@ fn metadata(patient: &str, doc: &CdaDocument, bytes: &[u8]) -> Value {
         }
         None => json!([{"display": "auteur du document"}]),
     };
+    // The creation time as the header gives it (XDS creationTime = effectiveTime), as a FHIR dateTime: seconds
+    // added when the header stops at the minute.
+    r["content"][0]["attachment"]["creation"] = match doc.creation_time() {
+        Some(t) if t.minute.is_some() && t.second.is_none() => {
+            let iso = t.to_iso8601();
+            let cut = iso[11..]
+                .find(['+', '-', 'Z'])
+                .map_or(iso.len(), |i| i + 11);
+            json!(format!("{}:00{}", &iso[..cut], &iso[cut..]))
+        }
+        Some(t) => json!(t.to_iso8601()),
+        None => Value::Null,
+    };
     if !doc.is_n1() {
         r["content"][0]["format"] = json!({"system": "urn:oid:1.2.250.1.213.1.1.4.2.282",
                                            "code": format!("urn:asip:ci-sis:{}", doc.code.code)});

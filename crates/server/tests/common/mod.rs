@@ -585,6 +585,37 @@ pub fn insi_date() -> Value {
     json!({"url": "insiDate", "valueDate": "2026-11-20"})
 }
 
+/// The identity check of a qualified identity (an identity document seen).
+pub fn document_check() -> Value {
+    json!({"url": "validationMode", "valueCoding": {"code": "CN"}})
+}
+
+/// The CDA view of a registry person.
+pub fn person(r: &Value) -> socle_dmp::sample::Person {
+    socle_dmp::sample::Person {
+        ins_oid: r["identifier"][0]["system"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("urn:oid:")
+            .into(),
+        ins: r["identifier"][0]["value"].as_str().unwrap().into(),
+        family: r["name"][0]["family"].as_str().unwrap().into(),
+        given: r["name"][0]["given"][0].as_str().unwrap().into(),
+        gender: if r["gender"] == "male" { "M" } else { "F" }.into(),
+        birth: r["birthDate"].as_str().unwrap().replace('-', ""),
+    }
+}
+
+/// Stores the registry person `r` as the local patient `id`, identity qualified (INSi answer + document seen).
+pub fn qualified(s: &Server, id: &str, r: &Value) {
+    let ins = r["identifier"][0]["value"].as_str().unwrap();
+    s.put(
+        &format!("Patient/{id}"),
+        &local(id, r, "QUAL", &[insi_date(), document_check()], Some(ins)),
+    )
+    .expect(201);
+}
+
 /// Every file below `dir`.
 pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
