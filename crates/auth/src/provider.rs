@@ -10,6 +10,9 @@ use serde_json::{Map, Value, json};
 use socle_store::Store;
 use socle_store::sql::Row;
 
+mod representation;
+pub use representation::Represented;
+
 use crate::jose::{Alg, Jws, PublicJwk};
 use crate::keys::KeyRing;
 use crate::scopes::{Scope, Scopes};
@@ -1630,22 +1633,43 @@ impl Provider {
         }
     }
 
-    /// Issues a one-time authorization code (valid `code_ttl_s`).
+    /// Issues a one-time authorization code (valid `code_ttl_s`). `acting_for`: the local `Patient` id of the
+    /// person the holder chose to act for as their legal representative (checked against the account's
+    /// representations; `None`: their own record).
     pub fn issue_code(
         &self,
         req: &AuthorizeRequest,
         auth: &AuthResult,
+        acting_for: Option<&str>,
     ) -> Result<String, AuthError> {
         let code = random_token(32);
+        let grant = random_token(16);
         let now = now_ms();
+        if let Some(p) = acting_for
+            && (req.realm != Realm::Patient
+                || !self
+                    .representations(&auth.subject)?
+                    .iter()
+                    .any(|r| r.patient == p))
+        {
+            return Err(AuthError::Invalid(
+                "ce compte ne représente pas la personne choisie".into(),
+            ));
+        }
         self.store.write(&mut |c| {
             c.execute("DELETE FROM auth_codes WHERE expires < ?", &[(now - 3600 * 1000).into()])?;
+            if let Some(p) = acting_for {
+                c.execute(
+                    "INSERT INTO auth_grant_context (grant_id, subject, patient, created) VALUES (?, ?, ?, ?)",
+                    &[grant.as_str().into(), auth.subject.as_str().into(), p.into(), now.into()],
+                )?;
+            }
             c.execute(
                 "INSERT INTO auth_codes (code_hash, grant_id, realm, client_id, subject, redirect_uri, scope, nonce, \
                  challenge, acr, amr, auth_time, sid, expires, used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
                 &[
                     token_hash(&code).into(),
-                    random_token(16).into(),
+                    grant.as_str().into(),
                     req.realm.as_str().into(),
                     req.client_id.as_str().into(),
                     auth.subject.as_str().into(),
@@ -1805,8 +1829,9 @@ impl Provider {
         let mut found = None;
         self.store.read(&mut |c| {
             found = c.query_one(
-                "SELECT grant_id, client_id, subject, scope, acr, amr, auth_time, sid, expires, state FROM auth_refresh \
-                 WHERE token_hash = ? AND realm = ?",
+                "SELECT grant_id, client_id, subject, scope, acr, amr, auth_time, sid, expires, state, \
+                 (SELECT COUNT(*) FROM auth_refresh x WHERE x.grant_id = auth_refresh.grant_id AND x.state = 'revoked') \
+                 FROM auth_refresh WHERE token_hash = ? AND realm = ?",
                 &[token_hash(token).into(), realm.as_str().into()],
             )?;
             Ok(())
@@ -1830,7 +1855,12 @@ impl Provider {
         }
         let r = found
             .ok_or_else(|| TokenError::new("invalid_grant", "jeton de rafraîchissement inconnu"))?;
-        if text(&r, 9) != "active" || self.is_revoked(&format!("g:{}", text(&r, 0))) {
+        // A grant revoked while this token's predecessor was being rotated: the revocation marked the rows it
+        // found, this one came after (its access tokens' marker lasts only their lifetime; the rows stay).
+        if text(&r, 9) != "active"
+            || int(&r, 10) > 0
+            || self.is_revoked(&format!("g:{}", text(&r, 0)))
+        {
             return Err(TokenError::new(
                 "invalid_grant",
                 "jeton de rafraîchissement révoqué",
@@ -1958,12 +1988,26 @@ impl Provider {
         let now = now_ms() / 1000;
         let scopes = Scopes::parse(&g.scope).unwrap_or_default();
         let user = g.acr.is_some();
-        let profile = if user {
+        let mut profile = if user {
             self.profile(g.realm, &g.subject)
                 .map_err(|_| TokenError::new("invalid_grant", "compte inconnu ou désactivé"))?
         } else {
             Map::new()
         };
+        if user && g.realm == Realm::Patient {
+            // Acting as a legal representative: the tokens speak for the represented person's record, as long
+            // as the representation lasts.
+            match self.grant_context(&g.id) {
+                Ok(None) => {}
+                Ok(Some(r)) => {
+                    profile.insert("patient".into(), r.patient.into());
+                    profile.insert("representative".into(), true.into());
+                    profile.insert("represented_ins".into(), r.ins.into());
+                }
+                Err(AuthError::NotFound(m)) => return Err(TokenError::new("invalid_grant", m)),
+                Err(e) => return Err(e.into()),
+            }
+        }
         let jti = random_token(16);
         let mut at = Map::new();
         at.insert("iss".into(), self.issuer(g.realm).into());

@@ -29,6 +29,12 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS auth_assertions (jti TEXT PRIMARY KEY, expires BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS auth_consents (realm TEXT NOT NULL, subject TEXT NOT NULL, client_id TEXT NOT NULL, \
      scope TEXT NOT NULL, granted BIGINT NOT NULL, revoked BIGINT, PRIMARY KEY (realm, subject, client_id))",
+    // Legal representatives: the persons a patient-realm account acts for (besides its holder).
+    "CREATE TABLE IF NOT EXISTS auth_representations (realm TEXT NOT NULL, subject TEXT NOT NULL, patient TEXT NOT NULL, \
+     ins TEXT NOT NULL, name TEXT NOT NULL, since BIGINT NOT NULL, PRIMARY KEY (realm, subject, patient))",
+    // The person a grant acts for, when its holder chose to act as a legal representative.
+    "CREATE TABLE IF NOT EXISTS auth_grant_context (grant_id TEXT PRIMARY KEY, subject TEXT NOT NULL, \
+     patient TEXT NOT NULL, created BIGINT NOT NULL)",
 ];
 
 pub fn create(store: &dyn Store) -> Result<(), StoreError> {

@@ -5,9 +5,9 @@
 //! |---|---|---|---|
 //! | `care` | professional (IDNPS) | | `medecin-traitant`, `equipe-de-soins`, `relation-declaree` |
 //! | `block` | professional | | |
-//! | `mask` | | `Type/id` (masked from professionals) | |
-//! | `hide-patient` | | `Type/id` (invisible to the patient until announced) | |
-//! | `hide-representative` | | `Type/id` (invisible to legal representatives) | |
+//! | `mask` | | `DocumentReference/id` (masked from professionals) | |
+//! | `hide-patient` | | `DocumentReference/id` (invisible to the patient until announced) | |
+//! | `hide-representative` | | `DocumentReference/id` (invisible to legal representatives) | |
 //! | `patient-delegation` | professional | | document types shared, comma-separated (`*`: all) |
 //! | `delegation` (patient `*`) | delegate (a secretary) | professional delegating | |
 //! | `consent` | application (client id) | | `read`, `write` or `read,write` |
@@ -253,6 +253,17 @@ impl RuleStore {
                 "la règle {kind} exige une cible"
             )));
         }
+        // Masks and visibility are about documents: searches decide each document they find, not each resource
+        // of other types, so a mask of an Observation would hold for its read and not for a search.
+        if matches!(kind, "mask" | "hide-patient" | "hide-representative")
+            && target
+                .strip_prefix("DocumentReference/")
+                .is_none_or(|id| id.is_empty() || id.contains(['/', '?', '#']))
+        {
+            return Err(RuleError::Invalid(format!(
+                "la règle {kind} porte sur un document : cible « DocumentReference/id » attendue, pas « {target} »"
+            )));
+        }
         if kind == "care" && !CARE_KINDS.contains(&detail) {
             return Err(RuleError::Invalid(format!(
                 "relation de soins inconnue : « {detail} » (attendu : {})",
@@ -481,12 +492,13 @@ const LIVE: &str = "revoked IS NULL AND (expires IS NULL OR expires > ?)";
 
 /// The rules one decision needs, as one query: the live rules of the patient (`patient`: a placeholder `?` or an
 /// SQL expression) about the actor, about the professionals who delegated to the actor (a secretary acts within
-/// their care relationships), and about the resource. Rows: (kind, 1 if the actor's own, detail).
+/// their care relationships), and about the resource. Rows: (kind, [`OWN`] / [`DELEGATOR`] / 0 (about the
+/// resource), detail).
 fn facts_sql(patient: &str) -> String {
     format!(
         "SELECT kind, 1, detail FROM policy_rules WHERE patient = {patient} AND actor = ? AND actor <> '' AND {LIVE} \
          UNION ALL \
-         SELECT kind, 0, detail FROM policy_rules WHERE patient = {patient} AND actor IN (\
+         SELECT kind, 2, detail FROM policy_rules WHERE patient = {patient} AND actor IN (\
            SELECT target FROM policy_rules WHERE patient = '*' AND actor = ? AND kind = 'delegation' AND {LIVE}) AND {LIVE} \
          UNION ALL \
          SELECT kind, 0, detail FROM policy_rules WHERE patient = {patient} AND target = ? AND target <> '' AND {LIVE}"
@@ -514,14 +526,22 @@ fn care_rank(kind: Option<&str>) -> usize {
 }
 
 /// Adds one rule row to the facts.
-fn fold(facts: &mut Facts, kind: &str, own: bool, detail: String) {
+/// A rule row about the actor themself.
+const OWN: i64 = 1;
+/// A rule row about a professional who delegated to the actor (a secretary acts for them).
+const DELEGATOR: i64 = 2;
+
+/// Adds one rule row to the facts (`whose`: [`OWN`], [`DELEGATOR`], or 0 for a rule about the resource).
+fn fold(facts: &mut Facts, kind: &str, whose: i64, detail: String) {
+    let own = whose == OWN;
     match kind {
         // The strongest relationship wins, in the order of `CARE_KINDS` (médecin traitant first), whatever
         // the order the rows come in.
         "care" if care_rank(Some(&detail)) < care_rank(facts.care.as_deref()) => {
             facts.care = Some(detail);
         }
-        "block" if own => facts.blocked = true,
+        // A block of the professional holds for whoever acts for them (their secretary).
+        "block" if own || whose == DELEGATOR => facts.blocked = true,
         "mask" => facts.masked = true,
         "hide-patient" => facts.hidden_from_patient = true,
         "hide-representative" => facts.hidden_from_representative = true,
@@ -548,8 +568,8 @@ pub fn facts_in(
     let mut facts = Facts::default();
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| facts_sql("?"));
     for r in c.query(&SQL, &params)? {
-        let own = r.get(1).and_then(|v| v.as_i64()) == Some(1);
-        fold(&mut facts, &text(&r, 0), own, text(&r, 2));
+        let whose = r.get(1).and_then(|v| v.as_i64()).unwrap_or(0);
+        fold(&mut facts, &text(&r, 0), whose, text(&r, 2));
     }
     Ok(facts)
 }
@@ -578,8 +598,8 @@ pub fn facts_of_attached(json: &str) -> Result<Facts, StoreError> {
     let rows: Vec<(String, i64, String)> =
         serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
     let mut facts = Facts::default();
-    for (kind, own, detail) in rows {
-        fold(&mut facts, &kind, own == 1, detail);
+    for (kind, whose, detail) in rows {
+        fold(&mut facts, &kind, whose, detail);
     }
     Ok(facts)
 }
@@ -684,6 +704,25 @@ mod tests {
     }
 
     #[test]
+    fn masks_and_visibility_are_about_documents() {
+        for kind in ["mask", "hide-patient", "hide-representative"] {
+            assert!(RuleStore::check(kind, "p1", "", "DocumentReference/d1", "", None).is_ok());
+            for bad in [
+                "Observation/o1",
+                "DocumentReference/",
+                "DocumentReference/a/b",
+                "d1",
+                "",
+            ] {
+                assert!(
+                    RuleStore::check(kind, "p1", "", bad, "", None).is_err(),
+                    "{kind} {bad}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn attached_facts_read_like_queried_ones() {
         let (_dir, rs) = store_with_rules();
         rs.add(
@@ -711,9 +750,11 @@ mod tests {
             let f = facts_of_attached(json).unwrap();
             assert_eq!(f.care.as_deref(), Some("equipe-de-soins"), "{json}");
         }
-        // A block is the actor's own or nothing.
+        // A block is the actor's own…
         assert!(facts_of_attached(r#"[["block",1,""]]"#).unwrap().blocked);
         assert!(!facts_of_attached(r#"[["block",0,""]]"#).unwrap().blocked);
+        // … or of the professional the actor acts for (a secretary).
+        assert!(facts_of_attached(r#"[["block",2,""]]"#).unwrap().blocked);
         for bad in ["", "null", "{}", r#"[["care"]]"#, r#"[[1,1,""]]"#] {
             assert!(facts_of_attached(bad).is_err(), "{bad}");
         }
@@ -782,6 +823,10 @@ mod tests {
             None,
             "expirée"
         );
+        // The secretary of a professional the patient blocks is blocked too (8002 is blocked for p1).
+        rs.add("*", "delegation", "8006", "8002", "", None).unwrap();
+        assert!(rs.facts("p1", Some("8006"), None).unwrap().blocked);
+        assert!(!rs.facts("p1", Some("8003"), None).unwrap().blocked);
         assert_eq!(
             rs.facts("p2", Some("8001"), None).unwrap(),
             Facts::default()

@@ -240,6 +240,36 @@ pub enum AccountsCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Record that a patient account (`--login`, its INS) legally represents another person (`--ins`: a minor,
+    /// an adult under guardianship), who must have a local record. At each authorization the holder then
+    /// chooses whose record the application acts on; the represented person's trail names them as legal
+    /// representative, and documents hidden from representatives stay hidden from them.
+    AddRepresentative {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The representative's account (its login: their INS).
+        #[arg(long)]
+        login: String,
+        /// The represented person's INS.
+        #[arg(long)]
+        ins: String,
+    },
+    /// End a legal representation (majority, court decision): the grants made under it are revoked at once.
+    RemoveRepresentative {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        login: String,
+        #[arg(long)]
+        ins: String,
+    },
+    /// List the persons a patient account represents.
+    Representations {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        login: String,
+    },
     /// List the accounts of a realm.
     List {
         #[command(flatten)]
@@ -370,6 +400,59 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             print_account(&a);
+        }
+        AccountsCommand::AddRepresentative { store, login, ins } => {
+            let (st, registry) = crate::open_store(&store)?;
+            let repo = Repository::new(st.clone());
+            let profile = patient_profile(&repo, &registry, &ins)?;
+            let Some(patient) = profile["patient"].as_str() else {
+                bail!(
+                    "la personne représentée (INS {ins}) n'a pas de dossier local : créez d'abord son Patient, \
+                     identité qualifiée"
+                );
+            };
+            let p = provider(st, CLI_URL)?;
+            let r = p
+                .add_representation(
+                    &login,
+                    patient,
+                    profile["ins"].as_str().unwrap_or(&ins),
+                    profile["name"].as_str().unwrap_or_default(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "le compte {login} représente légalement {} (INS {}, dossier Patient/{})",
+                r.name, r.ins, r.patient
+            );
+        }
+        AccountsCommand::RemoveRepresentative { store, login, ins } => {
+            let (st, _) = crate::open_store(&store)?;
+            let p = provider(st, CLI_URL)?;
+            if !p
+                .remove_representation(&login, &ins)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                bail!("le compte {login} ne représente pas l'INS {ins}");
+            }
+            println!(
+                "représentation de l'INS {ins} par le compte {login} terminée ; accès donnés sous elle révoqués"
+            );
+        }
+        AccountsCommand::Representations { store, login } => {
+            let (st, _) = crate::open_store(&store)?;
+            let p = provider(st, CLI_URL)?;
+            for r in p
+                .representations_of_login(&login)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                println!(
+                    "{}\t{}\tPatient/{}\tdepuis {}",
+                    r.ins,
+                    r.name,
+                    r.patient,
+                    socle_store::repo::iso_instant(r.since)
+                );
+            }
         }
         AccountsCommand::List { store, realm: r } => {
             let (st, _) = crate::open_store(&store)?;

@@ -784,8 +784,21 @@ async fn run<T: Send + 'static>(
         Ok(v) => Ok(v),
         Err(e) => {
             if let Some((action, rtype, id)) = audit {
-                app.repo
-                    .audit_failure(&req.ctx, action, rtype, id, e.status());
+                // A refusal of the access policy names its reason and, when known, the patient: it is one of the
+                // decisions their trail shows.
+                let (patient, detail) = match &e {
+                    RepoError::Forbidden { code, patient, .. } => {
+                        (patient.as_deref(), Some(format!("policy={code}")))
+                    }
+                    _ => (None, None),
+                };
+                app.repo.audit_failure_about(
+                    &req.ctx,
+                    (action, rtype, id),
+                    patient,
+                    e.status(),
+                    detail,
+                );
             }
             Err(repo_error(&e))
         }
@@ -799,11 +812,14 @@ async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body
         return dmp::provide(app, req, body).await;
     }
     let (actor, engine, bg) = tryr!(write_policy(&app, &req));
+    // The entries only break-glass let through: (type, id, patient).
+    let mut opened: Vec<(String, String, String)> = Vec::new();
     if let (Some(actor), Some(e)) = (&actor, &engine) {
         tryr!(policy::bundle_entries_for_users(&body).map_err(|e| repo_error(&e)));
         let entries = body["entry"].as_array().cloned().unwrap_or_default();
-        let (e, actor) = (e.clone(), actor.clone());
+        let (e, actor, bg) = (e.clone(), actor.clone(), bg.clone());
         let checked = run(&app, &req, None, move |r, c| {
+            let mut opened = Vec::new();
             for en in &entries {
                 let res = &en["resource"];
                 let rt = res["resourceType"].as_str().unwrap_or("");
@@ -826,26 +842,36 @@ async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body
                     Some((_, Some(_))) => socle_policy::Write::Update,
                     _ => socle_policy::Write::Create,
                 };
-                policy::check_write(
+                for p in policy::check_write(
                     &e,
                     Some(&actor),
                     write,
                     Some((rt, id, res)),
                     before.as_ref(),
                     bg.as_deref(),
-                )?;
+                )? {
+                    opened.push((rt.to_string(), id.to_string(), p));
+                }
             }
-            Ok(())
+            Ok(opened)
         })
         .await;
-        tryr!(checked);
+        opened = tryr!(checked);
     }
     let v = tryr!(
         run(
             &app,
             &req,
             Some(("transaction", None, None)),
-            move |r, c| r.bundle(c, body)
+            move |r, c| {
+                let v = r.bundle(c, body)?;
+                if let Some(e) = &engine {
+                    for (rt, id, p) in opened {
+                        after_break_glass(r, c, e, (&rt, &id), Some(p), bg.as_deref());
+                    }
+                }
+                Ok(v)
+            }
         )
         .await
     );
@@ -910,8 +936,9 @@ async fn create(
             &req,
             Some(("create", Some(&rtype), None)),
             move |r, c| {
+                let mut opened = Vec::new();
                 if let Some(e) = &engine {
-                    policy::check_write(
+                    opened = policy::check_write(
                         e,
                         actor.as_ref(),
                         socle_policy::Write::Create,
@@ -920,7 +947,13 @@ async fn create(
                         bg.as_deref(),
                     )?;
                 }
-                r.create(c, &rt, body, if_none_exist.as_deref())
+                let w = r.create(c, &rt, body, if_none_exist.as_deref())?;
+                if let Some(e) = &engine {
+                    for p in opened {
+                        after_break_glass(r, c, e, (&rt, &w.stored.id), Some(p), bg.as_deref());
+                    }
+                }
+                Ok(w)
             }
         )
         .await
@@ -945,13 +978,14 @@ async fn update(
             &req,
             Some(("update", Some(&rtype), Some(&id))),
             move |r, c| {
+                let mut opened = Vec::new();
                 if let Some(e) = &engine {
                     let before = r.before_write(&rt, &i)?;
                     let write = match before {
                         Some((_, Some(_))) => socle_policy::Write::Update,
                         _ => socle_policy::Write::Create,
                     };
-                    policy::check_write(
+                    opened = policy::check_write(
                         e,
                         actor.as_ref(),
                         write,
@@ -960,7 +994,13 @@ async fn update(
                         bg.as_deref(),
                     )?;
                 }
-                r.update(c, &rt, &i, body, im)
+                let w = r.update(c, &rt, &i, body, im)?;
+                if let Some(e) = &engine {
+                    for p in opened {
+                        after_break_glass(r, c, e, (&rt, &i), Some(p), bg.as_deref());
+                    }
+                }
+                Ok(w)
             }
         )
         .await
@@ -1051,9 +1091,10 @@ async fn delete(
             &req,
             Some(("delete", Some(&rtype), Some(&id))),
             move |r, c| {
+                let mut opened = Vec::new();
                 if let Some(e) = &engine {
                     let before = r.before_write(&rt, &i)?;
-                    policy::check_write(
+                    opened = policy::check_write(
                         e,
                         actor.as_ref(),
                         socle_policy::Write::Delete,
@@ -1062,7 +1103,13 @@ async fn delete(
                         bg.as_deref(),
                     )?;
                 }
-                r.delete(c, &rt, &i)
+                let d = r.delete(c, &rt, &i)?;
+                if let Some(e) = &engine {
+                    for p in opened {
+                        after_break_glass(r, c, e, (&rt, &i), Some(p), bg.as_deref());
+                    }
+                }
+                Ok(d)
             }
         )
         .await
@@ -1292,6 +1339,7 @@ async fn search_common(
                 if !d.allowed {
                     r.audit_operation(c, "search-type", Some(&rtype), Some(patient), "403", Some(format!("policy={}", d.reason.code())));
                     return Err(RepoError::Forbidden {
+ patient: None,
                         code: d.reason.code().into(),
                         message: format!("accès refusé ({}) : {}", d.reason.code(), d.explanation),
                     });
@@ -1420,6 +1468,7 @@ async fn history_common(app: App, req: Req, scope: (Option<String>, Option<Strin
             };
             if anonymous && page.entries.iter().any(|s| guard::restricted(&s.content)) {
                 return Err(RepoError::Forbidden {
+                    patient: None,
                     code: "restricted".into(),
                     message: "donnée d'accès restreint de l'Annuaire".into(),
                 });
@@ -1519,7 +1568,35 @@ async fn audit_trail_common(
         }
     }
     let repo = app.repo.clone();
-    let res = tryr!(blocking(move || repo.audit_events(patient.as_deref(), count)).await);
+    // What is hidden from a patient or a legal representative stays hidden in the trail: the records about a
+    // document not yet announced, or hidden from representatives, would betray its existence.
+    let actor = policy::actor_of(req.caller.as_ref());
+    let engine = app.policy.clone();
+    let res = tryr!(
+        blocking(move || {
+            let events = repo.audit_events(patient.as_deref(), count)?;
+            let (Some(engine), Some(p)) = (engine, patient.as_deref()) else {
+                return Ok(events);
+            };
+            let unseen = rules::unseen_targets(&engine, actor.as_ref(), p)?;
+            if unseen.is_empty() {
+                return Ok(events);
+            }
+            Ok(events
+                .into_iter()
+                .filter(|e| {
+                    !e["entity"].as_array().is_some_and(|ents| {
+                        ents.iter().any(|x| {
+                            let r = x["what"]["reference"].as_str().unwrap_or("");
+                            let r = r.split("/_history/").next().unwrap_or(r);
+                            unseen.contains(r)
+                        })
+                    })
+                })
+                .collect())
+        })
+        .await
+    );
     match res {
         Ok(events) => {
             let base = &req.ctx.base_url;

@@ -751,6 +751,53 @@ fn attacks_are_rejected() {
             .0,
             401
         );
+        // A reuse detected while the legitimate rotation was still writing its successor: the revocation marks
+        // the rows it finds (here the rotated token), the successor is written after it — and refused on use,
+        // even once the access tokens' revocation marker has lapsed (simulated: the rows only).
+        let (code, verifier) = code_for(&mut b, &st, "openid offline_access user/*.rs", step);
+        let refresh = |rt: &str| {
+            token_post(
+                root,
+                "pro",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", rt),
+                    ("client_id", &st.app),
+                ],
+                None,
+            )
+        };
+        let (_, tok) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &st.app),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        let ra = tok["refresh_token"].as_str().unwrap().to_string();
+        let (c, tb) = refresh(&ra);
+        assert_eq!(c, 200, "{tb}");
+        let rb = tb["refresh_token"].as_str().unwrap().to_string();
+        let store = socle_store::open(st.s.database.as_deref(), st.s.data.path()).unwrap();
+        store
+            .write(&mut |c| {
+                c.execute(
+                    "UPDATE auth_refresh SET state = 'revoked' WHERE token_hash = ?",
+                    &[socle_auth::token_hash(&ra).into()],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let (c, e) = refresh(&rb);
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{e}"
+        );
 
         // Client credentials: wrong secret, scope escalation, then a token limited to its scopes.
         let (id, secret) = (&st.sys.0, &st.sys.1);
@@ -1959,8 +2006,7 @@ fn authorisation_matrix() {
                     // Patients and practitioners are not created or deleted here (identity and directory rules).
                     if (rtype == "Patient" || rtype == "Practitioner")
                         && matches!(action, "create" | "delete")
-                        || rtype == "Practitioner"
-                            && matches!(action, "update" | "vread" | "history")
+                        || rtype == "Practitioner" && matches!(action, "vread" | "history")
                     {
                         continue;
                     }
@@ -1991,7 +2037,10 @@ fn authorisation_matrix() {
                                 Want::Ok
                             }
                         }
-                        (Role::SystemAll, _) | (Role::ProBreakGlass, _) => Want::Ok,
+                        // The Annuaire is not users' to change: only software with system scopes.
+                        (Role::SystemAll, _) => Want::Ok,
+                        (_, None) if write => Want::Forbidden,
+                        (Role::ProBreakGlass, _) => Want::Ok,
                         (_, None) => Want::Ok,
                         // A patient does not edit their identity record (identity vigilance does).
                         (Role::Patient, _) if rtype == "Patient" && write => Want::Forbidden,
@@ -2025,6 +2074,16 @@ fn authorisation_matrix() {
                             None,
                         ),
                         ("Patient", "search") => ("GET", format!("Patient?_id={target}"), None),
+                        ("Practitioner", "update") => {
+                            let (_, cur, _) = fhir(
+                                root,
+                                "GET",
+                                &format!("Practitioner/{practitioner}"),
+                                Some(&sys_all),
+                                None,
+                            );
+                            ("PUT", format!("Practitioner/{practitioner}"), Some(cur))
+                        }
                         ("Patient", "update") => {
                             let (_, cur, _) = fhir(
                                 root,
@@ -2153,6 +2212,66 @@ fn authorisation_matrix() {
             failures.join("\n")
         );
         assert!(checked > 100, "{checked}");
+        // A write only break-glass let through gets its distinct record; a refused write is in the patient's
+        // trail with its reason.
+        let put_obs = |id: &str, bg: bool| -> u16 {
+            let mut req = ureq::put(&format!("{root}/fhir/Observation/{id}"))
+                .set("Authorization", &format!("Bearer {pro}"))
+                .set("Content-Type", "application/fhir+json");
+            if bg {
+                req = req.set(
+                    "X-Socle-Break-Glass",
+                    "prise%20en%20charge%20aux%20urgences",
+                );
+            }
+            let body = json!({"resourceType": "Observation", "id": id, "status": "final",
+                              "code": {"text": "Glycémie"}, "subject": {"reference": "Patient/p2"}});
+            match req.send_string(&body.to_string()) {
+                Ok(r) => r.status(),
+                Err(ureq::Error::Status(c, _)) => c,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(put_obs("p2-refusee", false), 403);
+        assert_eq!(put_obs("p2-urgence", true), 201);
+        let (c, trail, _) = fhir(
+            root,
+            "GET",
+            "Patient/p2/$audit-trail?_count=1000",
+            Some(&sys_rs),
+            None,
+        );
+        assert_eq!(c, 200, "{trail}");
+        let events: Vec<&Value> = trail["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .collect();
+        let names = |e: &Value, what: &str| {
+            e["entity"].as_array().is_some_and(|a| {
+                a.iter().any(|x| {
+                    x["what"]["reference"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with(what))
+                })
+            })
+        };
+        assert!(
+            events
+                .iter()
+                .any(|e| e["subtype"][0]["code"] == "break-glass"
+                    && names(e, "Observation/p2-urgence")
+                    && e.to_string().contains("prise en charge aux urgences")),
+            "{trail}"
+        );
+        assert!(
+            events.iter().any(|e| e["subtype"][0]["code"] == "update"
+                && e["outcome"] == "4"
+                && names(e, "Observation/p2-refusee")
+                && e.to_string().contains("no-care-relationship")),
+            "{trail}"
+        );
 
         // The patient manages their own rules through the API; structures record care relationships.
         let params = |pairs: &[(&str, &str)]| {
@@ -3002,5 +3121,393 @@ fn dmp_access_through_the_policy() {
             refused_feed,
             "alimentation refusée absente de la trace : {trail}"
         );
+    }
+}
+
+/// Answers the record-choice page of an account that represents other persons, if the provider shows one.
+fn choose_record(b: &mut Browser, root: &str, p: Page, dossier: &str) -> Page {
+    if p.status != 200 || !p.body.contains("name=\"dossier\"") {
+        return p;
+    }
+    let mut fields = hidden(&p.body);
+    fields.push(("dossier".into(), dossier.into()));
+    let f: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    b.post(&format!("{root}{}", form_action(&p.body)), &f)
+}
+
+/// The claims of a JWT (not verified: the server verified it when it issued it).
+fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn legal_representatives_act_for_the_persons_they_represent() {
+    use socle_dmp::sample::{self, SampleDoc};
+    for backend in backends() {
+        let st = AuthFixture::new(&backend);
+        let root = st.root.as_str();
+        let sys = system_token(&st, "DPI pédiatrique", "system/*.cruds");
+        // The fixture's patient account is the parent; the registry's second person is the child, the third
+        // someone else; both have local records, qualified.
+        let mut g = socle_ins::generate::PersonGenerator::new(7);
+        g.next_person();
+        let child = g.next_person();
+        let other = g.next_person();
+        for (id, p) in [("enfant", &child), ("autre", &other)] {
+            let (c, oo, _) = fhir(
+                root,
+                "PUT",
+                &format!("Patient/{id}"),
+                Some(&sys),
+                Some(&local(
+                    id,
+                    &p.to_fhir(),
+                    "QUAL",
+                    &[
+                        insi_date(),
+                        json!({"url": "validationMode", "valueCoding": {"code": "CN"}}),
+                    ],
+                    Some(&p.matricule),
+                )),
+            );
+            assert_eq!(c, 201, "{oo}");
+        }
+        let who = sample::Person {
+            ins_oid: child.system.trim_start_matches("urn:oid:").into(),
+            ins: child.matricule.clone(),
+            family: child.family.clone(),
+            given: child.given[0].clone(),
+            gender: if child.gender == "male" { "M" } else { "F" }.into(),
+            birth: child.birth_date.replace('-', ""),
+        };
+        let feed = |d: SampleDoc, sub: &str| -> String {
+            let cda = sample::cda_n1(&who, &d);
+            let (c, v, _) = fhir(
+                root,
+                "POST",
+                "",
+                Some(&sys),
+                Some(&sample::provide_bundle("enfant", sub, &[(d, cda)])),
+            );
+            assert_eq!(c, 200, "{v}");
+            v["entry"][1]["response"]["location"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .nth_back(2)
+                .unwrap()
+                .to_string()
+        };
+        let summary = |ext: &str, label: Option<&str>| {
+            let mut d = SampleDoc::report(ext, 5_000);
+            d.type_code = "34133-9".into();
+            d.type_display = "Synthèse d'épisode de soins".into();
+            if let Some(l) = label {
+                d.labels = vec![("urn:oid:1.2.250.1.213.1.1.4.13".into(), l.into())];
+            }
+            d
+        };
+        let open = feed(summary("R1", None), "SR1");
+        let secret = feed(summary("R2", Some("INVISIBLE_REPRESENTANTS_LEGAUX")), "SR2");
+        let unannounced = feed(summary("R3", Some("INVISIBLE_PATIENT")), "SR3");
+
+        // The operator records the representation; mistakes are named.
+        let out = st.s.cli(&[
+            "accounts",
+            "add-representative",
+            "--login",
+            "000000000000000",
+            "--ins",
+            &child.matricule,
+        ]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("compte patient inconnu"));
+        let stranger = g.next_person();
+        let out = st.s.cli(&[
+            "accounts",
+            "add-representative",
+            "--login",
+            &st.ins,
+            "--ins",
+            &stranger.matricule,
+        ]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("pas de dossier local"));
+        let out = printed(&st.s.cli(&[
+            "accounts",
+            "add-representative",
+            "--login",
+            &st.ins,
+            "--ins",
+            &child.matricule,
+        ]));
+        assert!(out.contains("Patient/enfant"), "{out}");
+        let out = printed(
+            &st.s
+                .cli(&["accounts", "representations", "--login", &st.ins]),
+        );
+        assert!(
+            out.contains(&child.matricule) && out.contains("Patient/enfant"),
+            "{out}"
+        );
+
+        // The parent logs in with an application; after the consent, they choose the record.
+        let app = after(
+            &printed(&st.s.cli(&[
+                "clients",
+                "register",
+                "--realm",
+                "patient",
+                "--name",
+                "Carnet de santé familial",
+                "--redirect-uri",
+                REDIRECT,
+                "--auth-method",
+                "none",
+            ])),
+            "client_id:",
+        );
+        let authorize = |verifier: &str| {
+            format!(
+                "{root}/auth/patient/authorize?response_type=code&client_id={app}&redirect_uri={REDIRECT}&scope=openid%20launch/patient%20offline_access%20patient/*.cruds&code_challenge={}&code_challenge_method=S256",
+                socle_auth::pkce_challenge(verifier)
+            )
+        };
+        let exchange = |code: &str, verifier: &str| {
+            token_post(
+                root,
+                "patient",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", code),
+                    ("client_id", &app),
+                    ("code_verifier", verifier),
+                ],
+                None,
+            )
+        };
+        let mut b = Browser::new();
+        let v1 = socle_auth::random_token(32);
+        let p = login(
+            &mut b,
+            root,
+            &authorize(&v1),
+            &st.ins,
+            PASSWORD,
+            Some((&st.patient_totp, now_step())),
+        );
+        assert_eq!(p.status, 200, "{}", p.body);
+        assert!(p.body.contains("Mon propre dossier"), "{}", p.body);
+        assert!(p.body.contains(&child.family), "{}", p.body);
+        // A forged choice (a person not represented) is refused.
+        let forged = choose_record(&mut b, root, p, "autre");
+        assert_eq!(forged.status, 400, "{}", forged.body);
+        assert!(forged.body.contains("ne représente pas"), "{}", forged.body);
+        // The session stays: the next authorization goes straight to the choice.
+        let v2 = socle_auth::random_token(32);
+        let p = b.get(&authorize(&v2));
+        assert!(p.body.contains("name=\"dossier\""), "{}", p.body);
+        let p = choose_record(&mut b, root, p, "enfant");
+        assert_eq!(p.status, 303, "{}", p.body);
+        let code = query_of(p.location.as_deref().unwrap())["code"].clone();
+        let (c, t) = exchange(&code, &v2);
+        assert_eq!(c, 200, "{t}");
+        assert_eq!(t["patient"], "enfant");
+        let rep = t["access_token"].as_str().unwrap().to_string();
+        let refresh = t["refresh_token"].as_str().unwrap().to_string();
+        let claims = jwt_claims(&rep);
+        assert_eq!(claims["representative"], true);
+        assert_eq!(claims["patient"], "enfant");
+        assert_eq!(claims["represented_ins"], child.matricule.as_str());
+        assert_eq!(claims["sub"], st.ins.as_str());
+
+        // The representative reads the child's record, except what is hidden from representatives (and what is
+        // not yet announced); never another person's.
+        let (c, v, _) = fhir(
+            root,
+            "GET",
+            &format!("DocumentReference/{open}"),
+            Some(&rep),
+            None,
+        );
+        assert_eq!(c, 200, "{v}");
+        for (doc, code) in [
+            (&secret, "hidden-from-representative"),
+            (&unannounced, "hidden-from-representative"),
+        ] {
+            let (c, v, _) = fhir(
+                root,
+                "GET",
+                &format!("DocumentReference/{doc}"),
+                Some(&rep),
+                None,
+            );
+            assert_eq!(c, 403, "{v}");
+            assert!(v.to_string().contains(code), "{v}");
+        }
+        let (c, v, _) = fhir(
+            root,
+            "GET",
+            "DocumentReference?patient=enfant",
+            Some(&rep),
+            None,
+        );
+        assert_eq!(c, 200, "{v}");
+        let ids: Vec<&str> = v["entry"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["resource"]["id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(ids, vec![open.as_str()], "{v}");
+        let (c, v, _) = fhir(root, "GET", "Patient/autre", Some(&rep), None);
+        assert_eq!(c, 403, "{v}");
+
+        // They manage the child's rules, but not the visibility of documents for representatives, and do not
+        // see the rules about what is hidden from them.
+        let rule = |kind: &str, target: &str| {
+            json!({"resourceType": "Parameters", "parameter": [
+                {"name": "kind", "valueCode": kind},
+                {"name": "target", "valueString": target}]})
+        };
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            "Patient/enfant/$policy-rules",
+            Some(&rep),
+            Some(&rule(
+                "hide-representative",
+                &format!("DocumentReference/{open}"),
+            )),
+        );
+        assert_eq!(c, 403, "{v}");
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            "Patient/enfant/$policy-rules",
+            Some(&rep),
+            Some(&rule("mask", &format!("DocumentReference/{open}"))),
+        );
+        assert_eq!(c, 201, "{v}");
+        let (c, v, _) = fhir(
+            root,
+            "GET",
+            "Patient/enfant/$policy-rules",
+            Some(&rep),
+            None,
+        );
+        assert_eq!(c, 200, "{v}");
+        let text = v.to_string();
+        assert!(text.contains("\"mask\""), "{v}");
+        assert!(
+            !text.contains("hide-representative")
+                && !text.contains(&secret)
+                && !text.contains(&unannounced),
+            "{v}"
+        );
+        let (c, v, _) = fhir(root, "GET", "Patient/autre/$policy-rules", Some(&rep), None);
+        assert_eq!(c, 403, "{v}");
+
+        // The child's trail names the representative as such, and says nothing of the hidden documents.
+        let (c, v, _) = fhir(
+            root,
+            "GET",
+            "Patient/enfant/$audit-trail?_count=1000",
+            Some(&rep),
+            None,
+        );
+        assert_eq!(c, 200, "{v}");
+        let text = v.to_string();
+        assert!(text.contains(&format!("representative:{}", st.ins)), "{v}");
+        assert!(text.contains(&format!("DocumentReference/{open}")), "{v}");
+        assert!(
+            !text.contains(&secret) && !text.contains(&unannounced),
+            "{v}"
+        );
+        // The structure's software still sees the whole trail.
+        let (c, v, _) = fhir(
+            root,
+            "GET",
+            "Patient/enfant/$audit-trail?_count=1000",
+            Some(&sys),
+            None,
+        );
+        assert_eq!(c, 200, "{v}");
+        assert!(v.to_string().contains(&secret), "{v}");
+
+        // The parent's own record, chosen another time: no representation in the token.
+        let v3 = socle_auth::random_token(32);
+        let p = b.get(&authorize(&v3));
+        let p = choose_record(&mut b, root, p, "self");
+        assert_eq!(p.status, 303, "{}", p.body);
+        let (c, t) = exchange(&query_of(p.location.as_deref().unwrap())["code"], &v3);
+        assert_eq!(c, 200, "{t}");
+        let own = jwt_claims(t["access_token"].as_str().unwrap());
+        assert!(own.get("representative").is_none(), "{own}");
+        assert_ne!(own["patient"], "enfant");
+
+        // The representation ends: its refresh token stops working at once, its access tokens as soon as the
+        // server has read the revocation the command recorded (every 5 s).
+        printed(&st.s.cli(&[
+            "accounts",
+            "remove-representative",
+            "--login",
+            &st.ins,
+            "--ins",
+            &child.matricule,
+        ]));
+        let (c, v) = token_post(
+            root,
+            "patient",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", &app),
+            ],
+            None,
+        );
+        assert_eq!(c, 400, "{v}");
+        assert_eq!(v["error"], "invalid_grant", "{v}");
+        let start = std::time::Instant::now();
+        loop {
+            let (c, v, _) = fhir(
+                root,
+                "GET",
+                &format!("DocumentReference/{open}"),
+                Some(&rep),
+                None,
+            );
+            if c == 401 {
+                break;
+            }
+            assert_eq!(c, 200, "{v}");
+            assert!(start.elapsed().as_secs() < 12, "jeton toujours accepté");
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        // And the choice is no longer offered.
+        let v4 = socle_auth::random_token(32);
+        let p = b.get(&authorize(&v4));
+        assert_eq!(p.status, 303, "{}", p.body);
+        let out = st.s.cli(&[
+            "accounts",
+            "remove-representative",
+            "--login",
+            &st.ins,
+            "--ins",
+            &child.matricule,
+        ]);
+        assert!(!out.status.success());
     }
 }

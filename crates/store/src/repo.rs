@@ -49,9 +49,14 @@ pub enum RepoError {
     /// 422
     #[error("{0}")]
     Unprocessable(String),
-    /// 403: refused by the access policy (`code`: its reason code, audited; the message explains).
+    /// 403: refused by the access policy (`code`: its reason code, audited; the message explains; `patient`:
+    /// the patient whose data the refused request was about, when known, so that their trail shows it).
     #[error("{message}")]
-    Forbidden { code: String, message: String },
+    Forbidden {
+        code: String,
+        message: String,
+        patient: Option<String>,
+    },
     #[error(transparent)]
     Search(#[from] SearchError),
     #[error(transparent)]
@@ -337,10 +342,25 @@ impl Repository {
         id: Option<&str>,
         status: u16,
     ) {
+        self.audit_failure_about(ctx, (action, rtype, id), None, status, None);
+    }
+
+    /// [`Repository::audit_failure`] of a request about `patient`'s data, with a `detail` (e.g. the policy's
+    /// reason code; never health data).
+    pub fn audit_failure_about(
+        &self,
+        ctx: &RequestContext,
+        (action, rtype, id): (&str, Option<&str>, Option<&str>),
+        patient: Option<&str>,
+        status: u16,
+        detail: Option<String>,
+    ) {
         let mut r = Self::record(ctx, action);
         r.rtype = rtype.map(str::to_string);
         r.id = id.map(str::to_string);
+        r.patient = patient.map(str::to_string);
         r.outcome = status.to_string();
+        r.detail = detail;
         self.audit_async(r);
     }
 
@@ -1222,6 +1242,7 @@ fn moved_version(other: &str) -> RepoError {
         "à un autre patient".to_string()
     };
     RepoError::Forbidden {
+        patient: None,
         code: "version-of-another-patient".into(),
         message: format!(
             "accès refusé (version-of-another-patient) : cette version appartenait {whose} que le dossier actuel \

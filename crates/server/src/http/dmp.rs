@@ -228,7 +228,7 @@ fn provide_blocking(
 ) -> Result<Value, Failure> {
     let n_entries = body["entry"].as_array().map_or(0, Vec::len);
     let by = match actor {
-        Some(Actor::Patient { .. }) => socle_dmp::Submitter::Patient,
+        Some(Actor::Patient { .. } | Actor::Representative { .. }) => socle_dmp::Submitter::Patient,
         _ => socle_dmp::Submitter::Professional,
     };
     let sub = Submission::parse(body, &dmp.terms, &dmp.opts, by)?;
@@ -398,19 +398,25 @@ async fn fetch_binary(
         move || -> Result<(Stored, Value, Option<Vec<u8>>), Failure> {
             let s = repo.read(&ctx, "Binary", &id)?;
             let bin = json_of(&s)?;
-            // Decided as a read of the document it belongs to (its patient, type, masks, visibility).
+            // Decided as a read of what it belongs to (`securityContext`): a document (its patient, type, masks,
+            // visibility), or any other resource — a patient's record among them.
             if let (Some(actor), Some(engine)) = (&actor, &engine)
-                && let Some(doc) = bin["securityContext"]["reference"]
+                && let Some((rtype, of)) = bin["securityContext"]["reference"]
                     .as_str()
-                    .and_then(|r| r.strip_prefix("DocumentReference/"))
+                    .and_then(|r| r.split_once('/'))
+                    .filter(|(t, i)| !t.is_empty() && !i.is_empty() && !i.contains(['/', '?', '#']))
             {
-                let note = format!(" (document de Binary/{id})");
+                let note = if rtype == "DocumentReference" {
+                    format!(" (document de Binary/{id})")
+                } else {
+                    format!(" (contexte de Binary/{id})")
+                };
                 super::decided_read(
                     &repo,
                     &ctx,
                     engine,
                     actor,
-                    ("DocumentReference", doc, None),
+                    (rtype, of, None),
                     bg.as_deref(),
                     &note,
                 )?;
@@ -531,10 +537,15 @@ pub(super) async fn read_binary(
     resp
 }
 
-/// Who acts on a record: the patient themself or software acting for a structure (or the developer).
+/// Who acts on a record: the patient themself (or their legal representative) or software acting for a structure
+/// (or the developer).
 fn record_manager(req: &Req, patient: &str) -> Result<(), Response> {
     match policy::actor_of(req.caller.as_ref()) {
-        Some(Actor::Patient { patient: own }) if own == patient => Ok(()),
+        Some(Actor::Patient { patient: own } | Actor::Representative { patient: own })
+            if own == patient =>
+        {
+            Ok(())
+        }
         Some(Actor::Client { .. }) => Ok(()),
         None if matches!(req.caller, Some(guard::Caller::Insecure)) => Ok(()),
         _ => Err(error(
@@ -701,7 +712,7 @@ async fn document_action(
             .and_then(|s| s.rsplit_once("Patient/"))
             .map(|(_, p)| p.to_string())
             .ok_or_else(|| RepoError::Unprocessable("document sans patient".into()))?;
-        let own = matches!(&actor, Some(Actor::Patient { patient: p }) if *p == patient);
+        let own = matches!(&actor, Some(Actor::Patient { patient: p } | Actor::Representative { patient: p }) if *p == patient);
         let client = matches!(&actor, Some(Actor::Client { .. })) || insecure;
         let pro = matches!(&actor, Some(Actor::Professional { .. }));
         let allowed = match op {
@@ -712,6 +723,7 @@ async fn document_action(
         };
         if !allowed {
             return Err(RepoError::Forbidden {
+ patient: None,
                 code: "dmp-operation".into(),
                 message: format!("{op} : réservé {}", match op {
                     "$dmp-announce" => "aux professionnels qui suivent le patient",

@@ -38,6 +38,15 @@ impl Caller {
             Caller::Insecure => "local-insecure".into(),
             Caller::Anonymous => "anonymous".into(),
             Caller::Token(p) => match p.realm {
+                // A legal representative: named as such in the represented person's trail.
+                Some(Realm::Patient)
+                    if p.claims
+                        .get("representative")
+                        .and_then(serde_json::Value::as_bool)
+                        == Some(true) =>
+                {
+                    format!("representative:{}", p.subject)
+                }
                 Some(r) => format!("{}:{}", r.as_str(), p.subject),
                 None => format!("client:{}", p.client_id),
             },

@@ -47,6 +47,7 @@ pub fn routes() -> Router<App> {
             get(activate_get).post(activate_post),
         )
         .route("/auth/{realm}/consent", axum::routing::post(consent_post))
+        .route("/auth/{realm}/record", axum::routing::post(record_post))
         .route("/auth/{realm}/consents", get(consents_list))
         .route(
             "/auth/{realm}/consents/revoke",
@@ -243,6 +244,7 @@ fn page(status: StatusCode, realm: Realm, title: &str, body: &str) -> Response {
          body{{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem;color:#161616;line-height:1.5}}\
          h1{{font-size:1.5rem}} label{{display:block;margin-top:1rem;font-weight:600}}\
          input{{font-size:1rem;padding:.5rem;width:100%;box-sizing:border-box;border:1px solid #3a3a3a;border-radius:4px}}\
+         input[type=radio]{{width:auto;margin-right:.5rem}} fieldset div label{{display:inline;font-weight:400}}\
          button{{margin-top:1.5rem;font-size:1rem;padding:.6rem 1.2rem;background:#000091;color:#fff;border:0;border-radius:4px;cursor:pointer}}\
          button:focus,input:focus,a:focus{{outline:3px solid #0a76f6;outline-offset:2px}}\
          .erreur{{color:#ce0500;border-left:4px solid #ce0500;padding-left:.75rem}} .aide{{color:#3a3a3a;font-size:.9rem}}\
@@ -463,12 +465,9 @@ fn scope_words(scope: &str) -> Vec<String> {
         .collect()
 }
 
-fn consent_form(req: &AuthorizeRequest, csrf: &str) -> String {
-    let items: String = scope_words(&req.scope)
-        .iter()
-        .map(|w| format!("<li>{}</li>", escape(w)))
-        .collect();
-    let fields: String = [
+/// The validated authorization request, as the hidden fields of a form that carries it to the next step.
+fn request_fields(req: &AuthorizeRequest) -> String {
+    [
         ("client_id", Some(req.client_id.as_str())),
         ("redirect_uri", Some(req.redirect_uri.as_str())),
         ("response_type", Some("code")),
@@ -481,7 +480,14 @@ fn consent_form(req: &AuthorizeRequest, csrf: &str) -> String {
     ]
     .iter()
     .filter_map(|(k, v)| v.map(|v| hidden(k, v)))
-    .collect();
+    .collect()
+}
+
+fn consent_form(req: &AuthorizeRequest, csrf: &str) -> String {
+    let items: String = scope_words(&req.scope)
+        .iter()
+        .map(|w| format!("<li>{}</li>", escape(w)))
+        .collect();
     format!(
         "<p>L'application <strong>{client}</strong> demande à :</p><ul>{items}</ul>\
          <p>Vous seul décidez. Vous pourrez retirer cette autorisation à tout moment ; l'application perdra alors \
@@ -491,8 +497,52 @@ fn consent_form(req: &AuthorizeRequest, csrf: &str) -> String {
          <button type=\"submit\" name=\"decision\" value=\"refuse\">Refuser</button></form>",
         client = escape(&req.client_name),
         realm = req.realm.as_str(),
+        fields = request_fields(req),
         c = hidden("csrf", csrf),
     )
+}
+
+/// The choice of record, for an account that represents other persons (a parent, a guardian): their own, or
+/// the record of one of the persons they represent.
+fn record_form(
+    req: &AuthorizeRequest,
+    represented: &[socle_auth::Represented],
+    csrf: &str,
+) -> String {
+    let mut choices = String::from(
+        "<div><input type=\"radio\" id=\"dossier-self\" name=\"dossier\" value=\"self\" checked>\
+         <label for=\"dossier-self\">Mon propre dossier</label></div>",
+    );
+    for (i, r) in represented.iter().enumerate() {
+        choices.push_str(&format!(
+            "<div><input type=\"radio\" id=\"dossier-{i}\" name=\"dossier\" value=\"{v}\">\
+             <label for=\"dossier-{i}\">Le dossier de {name}, que je représente légalement</label></div>",
+            v = escape(&r.patient),
+            name = escape(&r.name),
+        ));
+    }
+    format!(
+        "<p>Vous représentez légalement d'autres personnes. Pour quel dossier l'application \
+         <strong>{client}</strong> agit-elle ?</p>\
+         <form method=\"post\" action=\"/auth/{realm}/record\"><fieldset><legend>Dossier</legend>{choices}</fieldset>\
+         {fields}{c}<button type=\"submit\">Continuer</button></form>\
+         <p class=\"aide\">Les accès faits pour une personne que vous représentez figurent dans sa trace d'accès, \
+         à votre nom et en qualité de représentant légal.</p>",
+        client = escape(&req.client_name),
+        realm = req.realm.as_str(),
+        fields = request_fields(req),
+        c = hidden("csrf", csrf),
+    )
+}
+
+/// Whose record an authorization is for.
+#[derive(Clone, Copy)]
+enum Record<'a> {
+    /// Not chosen yet: asked when the account represents other persons.
+    Ask,
+    Own,
+    /// The represented person's local `Patient` id.
+    For(&'a str),
 }
 
 /// Issues the code and sends the browser back to the client (RFC 9207 `iss` included).
@@ -502,6 +552,7 @@ fn finish(
     req: &AuthorizeRequest,
     auth: &AuthResult,
     new_session: bool,
+    record: Record,
 ) -> Response {
     if p.consent_needed(req, &auth.subject) {
         // The person decides first (MES-5): the consent page, in the session just opened.
@@ -525,8 +576,61 @@ fn finish(
         }
         return r;
     }
-    let code = match p.issue_code(req, auth) {
+    let acting_for = match record {
+        Record::Own => None,
+        Record::For(patient) => Some(patient),
+        Record::Ask => {
+            let represented = match req.realm {
+                Realm::Patient => match p.representations(&auth.subject) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "représentations illisibles");
+                        return authorize_error(
+                            p,
+                            req.realm,
+                            req.error("server_error", "erreur interne"),
+                        );
+                    }
+                },
+                Realm::Pro => Vec::new(),
+            };
+            if !represented.is_empty() {
+                let csrf = socle_auth::random_token(18);
+                let mut r = page(
+                    StatusCode::OK,
+                    req.realm,
+                    "Choisir le dossier",
+                    &record_form(req, &represented, &csrf),
+                );
+                set_cookie(&mut r, app, req.realm, "socle_csrf", &csrf, 1800);
+                if new_session {
+                    set_cookie(
+                        &mut r,
+                        app,
+                        req.realm,
+                        &session_cookie(req.realm),
+                        &auth.sid,
+                        p.config().session_ttl_s,
+                    );
+                }
+                return r;
+            }
+            None
+        }
+    };
+    let code = match p.issue_code(req, auth, acting_for) {
         Ok(c) => c,
+        Err(socle_auth::AuthError::Invalid(m)) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                req.realm,
+                "Choix invalide",
+                &format!(
+                    "{}<p>Revenez à l'application et recommencez.</p>",
+                    error_text(&m)
+                ),
+            );
+        }
         Err(e) => {
             tracing::error!(error = %e, "émission d'un code impossible");
             return authorize_error(p, req.realm, req.error("server_error", "erreur interne"));
@@ -633,7 +737,7 @@ async fn authorize_get(
             && let Some(auth) = p.session(realm, &sid)
             && p.session_satisfies(&areq, &auth)
         {
-            return finish(&p, &app2, &areq, &auth, false);
+            return finish(&p, &app2, &areq, &auth, false, Record::Ask);
         }
         page_with_csrf(&app2, StatusCode::OK, realm, "Connexion", |csrf| {
             login_form(realm, &areq, &q, csrf, None, "")
@@ -678,7 +782,7 @@ async fn authorize_post(
         }
         let password = field(&form, "password").unwrap_or("");
         match p.login_password(&areq, &login, password, peer.ip()) {
-            Ok(LoginStep::Done(auth)) => finish(&p, &app2, &areq, &auth, true),
+            Ok(LoginStep::Done(auth)) => finish(&p, &app2, &areq, &auth, true, Record::Ask),
             Ok(LoginStep::NeedTotp { pending }) => {
                 page_with_csrf(&app2, StatusCode::OK, realm, "Second facteur", |csrf| {
                     totp_form(realm, &pending, csrf, None)
@@ -754,7 +858,7 @@ async fn totp_post(State(app): State<App>, Path(realm): Path<String>, req: Reque
             );
         }
         match p.login_totp(realm, &pending, field(&form, "code").unwrap_or("")) {
-            Ok(auth) => finish(&p, &app2, &areq, &auth, true),
+            Ok(auth) => finish(&p, &app2, &areq, &auth, true, Record::Ask),
             Err(e) => {
                 let status = login_status(&e);
                 let still = p.pending_request(realm, &pending).is_some();
@@ -1028,7 +1132,50 @@ async fn consent_post(State(app): State<App>, Path(realm): Path<String>, req: Re
             tracing::error!(error = %e, "consentement non enregistré");
             return authorize_error(&p, realm, areq.error("server_error", "erreur interne"));
         }
-        finish(&p, &app2, &areq, &auth, false)
+        finish(&p, &app2, &areq, &auth, false, Record::Ask)
+    })
+    .await
+    .unwrap_or_else(|r| r)
+}
+
+/// `POST /auth/{realm}/record`: the record chosen by an account that represents other persons.
+async fn record_post(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
+    let (p, realm) = match endpoint(&app, &realm) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (headers, form) = match form_of(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let app2 = app.clone();
+    blocking(move || {
+        let (_, areq) = match posted_request(&p, realm, &form) {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        let auth = cookie(&headers, &session_cookie(realm)).and_then(|sid| p.session(realm, &sid));
+        let (Some(auth), true) = (auth, csrf_ok(&headers, &form)) else {
+            return page(
+                StatusCode::FORBIDDEN,
+                realm,
+                "Session expirée",
+                &format!(
+                    "{}<p>Revenez à l'application et recommencez.</p>",
+                    error_text("la page a expiré")
+                ),
+            );
+        };
+        // The consent, if still needed, comes first (a forged post cannot skip it).
+        if p.consent_needed(&areq, &auth.subject) {
+            return finish(&p, &app2, &areq, &auth, false, Record::Ask);
+        }
+        let record = match field(&form, "dossier") {
+            Some("self") => Record::Own,
+            Some(id) if !id.is_empty() => Record::For(id),
+            _ => Record::Ask,
+        };
+        finish(&p, &app2, &areq, &auth, false, record)
     })
     .await
     .unwrap_or_else(|r| r)

@@ -33,9 +33,15 @@ pub fn actor_of(caller: Option<&Caller>) -> Option<Actor> {
                 })
                 .unwrap_or_default(),
         },
-        Some(Realm::Patient) => Actor::Patient {
-            patient: p.claim("patient").unwrap_or_default().to_string(),
-        },
+        Some(Realm::Patient) => {
+            let patient = p.claim("patient").unwrap_or_default().to_string();
+            // A grant made by the holder acting as someone's legal representative (see `socle_auth`).
+            if p.claims.get("representative").and_then(Value::as_bool) == Some(true) {
+                Actor::Representative { patient }
+            } else {
+                Actor::Patient { patient }
+            }
+        }
         None => Actor::Client {
             client_id: p.client_id.clone(),
         },
@@ -71,6 +77,7 @@ pub fn break_glass(
         && acr_rank(p.acr.as_deref().unwrap_or("")) >= acr_rank(ACR_TWO_FACTORS));
     if !strong {
         return Err(RepoError::Forbidden {
+ patient: None,
             code: "break-glass-needs-eidas2".into(),
             message: "bris de glace réservé aux professionnels authentifiés avec un second facteur (acr eidas2)".into(),
         });
@@ -155,6 +162,7 @@ pub fn check(
         Ok(d)
     } else {
         Err(RepoError::Forbidden {
+            patient: None,
             code: d.reason.code().into(),
             message: format!("accès refusé ({}) : {}", d.reason.code(), d.explanation),
         })
@@ -217,9 +225,35 @@ pub fn search_patient(rtype: &str, params: &[(String, String)]) -> Result<String
     })
 }
 
-/// Whether the actor is a person (a professional, a patient) rather than software acting on its own behalf.
+/// Whether the actor is a person (a professional, a patient, a legal representative) rather than software acting
+/// on its own behalf.
 pub fn is_user(actor: &Actor) -> bool {
-    matches!(actor, Actor::Professional { .. } | Actor::Patient { .. })
+    matches!(
+        actor,
+        Actor::Professional { .. } | Actor::Patient { .. } | Actor::Representative { .. }
+    )
+}
+
+/// Shared registries and reference data: the Annuaire's resources, terminologies and conformance resources.
+pub fn shared_reference(rtype: &str) -> bool {
+    super::guard::PUBLIC_TYPES.contains(&rtype)
+        || matches!(
+            rtype,
+            "CodeSystem"
+                | "ValueSet"
+                | "ConceptMap"
+                | "NamingSystem"
+                | "TerminologyCapabilities"
+                | "StructureDefinition"
+                | "StructureMap"
+                | "SearchParameter"
+                | "OperationDefinition"
+                | "CompartmentDefinition"
+                | "CapabilityStatement"
+                | "ImplementationGuide"
+                | "GraphDefinition"
+                | "MessageDefinition"
+        )
 }
 
 /// Resource types outside the patient compartment that a user's search may include: the Annuaire and reference
@@ -274,7 +308,9 @@ pub fn has_on_patient_data(params: &[(String, String)]) -> Option<String> {
 /// stored resource itself as the target (a document the user may not read — masked, refused by the matrix,
 /// hidden from the patient — they may not change either); then the rules on documents
 /// ([`socle_policy::document_write`]: producers only; patients in the patient categories). Software acting on
-/// its own behalf and non-patient data: scopes only.
+/// its own behalf and non-patient data: scopes only. Returns the patients for whom only break-glass let the write
+/// through: once it is done, each gets the distinct break-glass audit record and a notification
+/// ([`super::after_break_glass`]).
 pub fn check_write(
     engine: &Engine,
     actor: Option<&Actor>,
@@ -282,10 +318,41 @@ pub fn check_write(
     sent: Option<(&str, &str, &Value)>,
     before: Option<&Before>,
     break_glass: Option<&str>,
-) -> Result<(), RepoError> {
+) -> Result<Vec<String>, RepoError> {
     let Some(actor) = actor.filter(|a| is_user(a)) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
+    // What is written: shared registries and reference data are not users' to change (the Annuaire is fed by
+    // its authorities, terminologies by the operator's software); a patient writes their own data only.
+    let rtype = sent.map(|(t, _, _)| t).or_else(|| {
+        before
+            .and_then(|(_, s)| s.as_ref())
+            .map(|s| s.rtype.as_str())
+    });
+    if let Some(t) = rtype {
+        if shared_reference(t) {
+            return Err(RepoError::Forbidden {
+                patient: None,
+                code: "reference-data".into(),
+                message: format!(
+                    "refusé (reference-data) : les ressources {t} (Annuaire, données de référence) ne sont modifiées \
+                     que par les logiciels habilités (portées system/)"
+                ),
+            });
+        }
+        if matches!(actor, Actor::Patient { .. } | Actor::Representative { .. })
+            && !super::guard::patient_data(t)
+            && t != "Binary"
+        {
+            return Err(RepoError::Forbidden {
+                patient: None,
+                code: "patient-data-only".into(),
+                message: format!(
+                    "refusé (patient-data-only) : un patient n'écrit que les données de son dossier, pas des {t}"
+                ),
+            });
+        }
+    }
     // A document's content (its Binary, which names the DocumentReference in `securityContext`) changes only
     // by a new version of the document: overwritten or deleted by itself, the bytes would no longer be those
     // the document's hashes and the patient's trail speak of.
@@ -299,6 +366,7 @@ pub fn check_write(
         })
     {
         return Err(RepoError::Forbidden {
+ patient: None,
             code: "document-content".into(),
             message: "refusé (document-content) : le contenu d'un document ne se modifie ni ne se supprime \
                       directement ; déposez une nouvelle version du document (ITI-65, relatesTo)"
@@ -320,17 +388,27 @@ pub fn check_write(
             ..Target::default()
         },
     });
+    let mut opened = Vec::new();
     for t in [&sent, &stored].into_iter().flatten() {
-        if t.patient.is_some() {
-            decide_target(engine, actor, t, break_glass)?;
+        if let Some(p) = &t.patient {
+            let d = decide_target(engine, actor, t, break_glass)?;
+            if is_break_glass(&d) && !opened.contains(p) {
+                opened.push(p.clone());
+            }
         }
     }
     if documents
         && let Some(d) = socle_policy::document_write(actor, write, sent.as_ref(), stored.as_ref())
     {
-        return Err(refused(d));
+        return Err(refused(
+            d,
+            stored
+                .as_ref()
+                .or(sent.as_ref())
+                .and_then(|t| t.patient.clone()),
+        ));
     }
-    Ok(())
+    Ok(opened)
 }
 
 /// A user's action on one patient's record as a whole (its DMP state…): the policy must let this user act for
@@ -348,7 +426,7 @@ pub fn check_patient(
         patient: Some(patient.to_string()),
         ..Target::default()
     };
-    decide_target(engine, actor, &target, break_glass)
+    decide_target(engine, actor, &target, break_glass).map(|_| ())
 }
 
 /// A user's action on a stored resource that they must be allowed to read (decided with its own rules: masks,
@@ -359,7 +437,7 @@ pub fn check_stored(
     s: &Stored,
     patient: Option<&str>,
 ) -> Result<(), RepoError> {
-    decide_target(engine, actor, &target_of(s, patient), None)
+    decide_target(engine, actor, &target_of(s, patient), None).map(|_| ())
 }
 
 fn decide_target(
@@ -367,15 +445,20 @@ fn decide_target(
     actor: &Actor,
     target: &Target,
     break_glass: Option<&str>,
-) -> Result<(), RepoError> {
+) -> Result<Decision, RepoError> {
     let d = engine
         .decide(actor, target, break_glass)
         .map_err(|e| RepoError::Invalid(e.to_string()))?;
-    if d.allowed { Ok(()) } else { Err(refused(d)) }
+    if d.allowed {
+        Ok(d)
+    } else {
+        Err(refused(d, target.patient.clone()))
+    }
 }
 
-fn refused(d: Decision) -> RepoError {
+fn refused(d: Decision, patient: Option<String>) -> RepoError {
     RepoError::Forbidden {
+        patient,
         code: d.reason.code().into(),
         message: format!("refusé ({}) : {}", d.reason.code(), d.explanation),
     }
@@ -405,6 +488,7 @@ pub fn bundle_entries_for_users(bundle: &Value) -> Result<(), RepoError> {
         // decided on the patient the entry named — none: it could write into anyone's record.
         if let Some(r) = conditional_reference(&e["resource"]) {
             return Err(RepoError::Forbidden {
+                patient: None,
                 code: "bundle-entry-not-decided".into(),
                 message: format!(
                     "entrée {i} : référence conditionnelle « {r} » : dans un Bundle, un utilisateur désigne les \
@@ -417,6 +501,7 @@ pub fn bundle_entries_for_users(bundle: &Value) -> Result<(), RepoError> {
             || e["request"].get("ifMatch").is_some() && method == "DELETE";
         if matches!(method, "GET" | "HEAD" | "DELETE" | "PATCH") || conditional {
             return Err(RepoError::Forbidden {
+                patient: None,
                 code: "bundle-entry-not-decided".into(),
                 message: format!(
                     "entrée {i} ({method} {url}) : dans un Bundle, un utilisateur ne peut que créer ou modifier \

@@ -24,11 +24,17 @@ const PATIENT_KINDS: &[&str] = &[
     "consent",
 ];
 
-/// Who may manage `patient`'s rules, and which kinds: the patient (their own kinds), software acting for a
-/// structure (every kind). Professionals do not manage patients' rules.
+/// Rules a legal representative may set for the person they represent: the patient's, except the visibility of
+/// documents for representatives (the represented person's choice, e.g. a minor's confidential care).
+const REPRESENTATIVE_KINDS: &[&str] = &["block", "mask", "patient-delegation", "consent"];
+
+/// Who may manage `patient`'s rules, and which kinds: the patient (their own kinds), their legal representative
+/// (the same but the visibility for representatives), software acting for a structure (every kind).
+/// Professionals do not manage patients' rules.
 fn manager(req: &Req, patient: &str) -> Result<&'static [&'static str], Response> {
     match policy::actor_of(req.caller.as_ref()) {
         Some(Actor::Patient { patient: own }) if own == patient => Ok(PATIENT_KINDS),
+        Some(Actor::Representative { patient: own }) if own == patient => Ok(REPRESENTATIVE_KINDS),
         Some(Actor::Client { .. }) => Ok(socle_policy::rules::KINDS),
         None if matches!(req.caller, Some(super::guard::Caller::Insecure)) => {
             Ok(socle_policy::rules::KINDS)
@@ -36,7 +42,8 @@ fn manager(req: &Req, patient: &str) -> Result<&'static [&'static str], Response
         _ => Err(error(
             StatusCode::FORBIDDEN,
             IssueType::Forbidden,
-            "seuls le patient (pour son propre dossier) et les logiciels des structures gèrent ces règles",
+            "seuls le patient (pour son propre dossier), son représentant légal et les logiciels des structures gèrent \
+             ces règles",
         )),
     }
 }
@@ -66,6 +73,47 @@ fn text_param(body: &Value, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The visibility rules a user may not see: a document hidden from someone is not betrayed by the rule that
+/// hides it, nor by another rule about it (a mask the patient set on a document hidden from representatives).
+fn hidden_kinds(actor: Option<&Actor>) -> &'static [&'static str] {
+    match actor {
+        Some(Actor::Patient { .. }) => &["hide-patient"],
+        Some(Actor::Representative { .. }) => &["hide-patient", "hide-representative"],
+        _ => &[],
+    }
+}
+
+/// The resources (`Type/id`) that `rules` hide from a user (`hidden`: [`hidden_kinds`]).
+fn unseen_in(
+    rules: &[socle_policy::rules::StoredRule],
+    hidden: &[&str],
+) -> std::collections::HashSet<String> {
+    rules
+        .iter()
+        .filter(|r| hidden.contains(&r.kind.as_str()) && !r.target.is_empty())
+        .map(|r| r.target.clone())
+        .collect()
+}
+
+/// The resources of `patient`'s record hidden from `actor` (a patient: documents not yet announced; a legal
+/// representative: those too, and the documents hidden from representatives): left out of what they read about
+/// their record, the access trail included.
+pub(super) fn unseen_targets(
+    engine: &socle_policy::Engine,
+    actor: Option<&Actor>,
+    patient: &str,
+) -> Result<std::collections::HashSet<String>, RepoError> {
+    let hidden = hidden_kinds(actor);
+    if hidden.is_empty() {
+        return Ok(Default::default());
+    }
+    let rules = engine
+        .rules
+        .list(patient)
+        .map_err(|e| RepoError::Invalid(e.to_string()))?;
+    Ok(unseen_in(&rules, hidden))
+}
+
 pub(super) async fn list(State(app): State<App>, Path(id): Path<String>, req: Req) -> Response {
     if let Err(r) = manager(&req, &id) {
         return r;
@@ -74,8 +122,11 @@ pub(super) async fn list(State(app): State<App>, Path(id): Path<String>, req: Re
         Ok(e) => e,
         Err(r) => return r,
     };
+    let hidden = hidden_kinds(policy::actor_of(req.caller.as_ref()).as_ref());
     let res = run(&app, &req, None, move |r, c| {
-        let rules = engine.rules.list(&id).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let mut rules = engine.rules.list(&id).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let unseen = unseen_in(&rules, hidden);
+        rules.retain(|r| !hidden.contains(&r.kind.as_str()) && !unseen.contains(&r.target));
         let notes = engine.rules.notifications(&id).map_err(|e| RepoError::Invalid(e.to_string()))?;
         r.audit_operation(c, "policy-rules-read", Some("Patient"), Some(&id), "200", None);
         let mut parameter: Vec<Value> = rules
@@ -149,8 +200,8 @@ pub(super) async fn add(
             StatusCode::FORBIDDEN,
             IssueType::Forbidden,
             format!(
-                "règle « {kind} » : le patient peut poser {}",
-                PATIENT_KINDS.join(", ")
+                "règle « {kind} » : le patient ou son représentant peut poser {}",
+                kinds.join(", ")
             ),
         );
     }
@@ -218,6 +269,7 @@ pub(super) async fn revoke(
             && !kinds.contains(&found.kind.as_str())
         {
             return Err(RepoError::Forbidden {
+                patient: None,
                 code: "rule-not-yours".into(),
                 message: format!(
                     "règle « {} » posée par une structure : le patient ne peut pas la révoquer",
@@ -262,12 +314,12 @@ pub(super) async fn delegation_code(
     body: Body,
 ) -> Response {
     match policy::actor_of(req.caller.as_ref()) {
-        Some(Actor::Patient { patient }) if patient == id => {}
+        Some(Actor::Patient { patient } | Actor::Representative { patient }) if patient == id => {}
         _ => {
             return error(
                 StatusCode::FORBIDDEN,
                 IssueType::Forbidden,
-                "seul le patient crée un code de délégation pour son dossier",
+                "seul le patient (ou son représentant légal) crée un code de délégation pour son dossier",
             );
         }
     }
@@ -356,6 +408,7 @@ pub(super) async fn delegation_claim(
             Err(e) => {
                 r.audit_operation(c, "delegation-claim", Some("Patient"), None, "403", None);
                 return Err(RepoError::Forbidden {
+                    patient: None,
                     code: "delegation-code".into(),
                     message: e.to_string(),
                 });
