@@ -1465,6 +1465,13 @@ fn policy_decides_on_reads() {
                 .cli(&["policy", "revoke", "--patient", "pat-1", "--id", &care]),
         );
         refused(read("Observation/obs-1", None), "no-care-relationship");
+        // A Binary that belongs to the patient's record (its securityContext) is decided as that record.
+        put(
+            "Binary/bin-1",
+            json!({"resourceType": "Binary", "id": "bin-1", "contentType": "text/plain",
+                   "securityContext": {"reference": "Patient/pat-1"}, "data": "Ym9uam91cg=="}),
+        );
+        refused(read("Binary/bin-1", None), "no-care-relationship");
         // Break-glass: a reason is mandatory.
         assert_eq!(read("Observation/obs-1", Some("urgence")).0, 400);
         assert_eq!(
