@@ -3518,3 +3518,140 @@ fn legal_representatives_act_for_the_persons_they_represent() {
         assert!(!out.status.success());
     }
 }
+
+/// The matrix profession × document type, end to end: a professional who is not a physician (the matrix gives
+/// physicians every type), with a care relationship, reads a care summary but not a document type the matrix
+/// keeps from their profession.
+#[test]
+fn the_matrix_refuses_a_profession_a_document_type() {
+    for backend in backends() {
+        let st = AuthFixture::new(&backend);
+        let root = st.root.as_str();
+        let sys = system_token(&st, "Logiciel d'établissement", "system/*.cruds");
+        let (c, list, _) = fhir(root, "GET", "Practitioner?_count=100", Some(&sys), None);
+        assert_eq!(c, 200, "{list}");
+        let matrix = socle_policy::Matrix::default_matrix();
+        let (rpps, profession) = list["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .find_map(|p| {
+                let prof = p["qualification"][0]["code"]["coding"][0]["code"].as_str()?;
+                (!matrix.allows(&[prof.to_string()], "34874-8")).then(|| {
+                    let rpps = p["identifier"]
+                        .as_array()?
+                        .iter()
+                        .find(|i| i["system"] == "https://rpps.esante.gouv.fr")?["value"]
+                        .as_str()?
+                        .to_string();
+                    (rpps != st.rpps).then(|| (rpps, prof.to_string()))
+                })?
+            })
+            .expect("un professionnel non médecin parmi ceux générés, autre que celui du montage");
+        let out = printed(&st.s.cli_input(
+            &[
+                "accounts",
+                "create-professional",
+                "--rpps",
+                &rpps,
+                "--password-stdin",
+            ],
+            PASSWORD,
+        ));
+        let totp = socle_auth::totp::unbase32(&after(
+            &out,
+            "clé TOTP (à saisir dans l'application d'authentification) :",
+        ))
+        .unwrap();
+        let verifier = socle_auth::random_token(32);
+        let url = format!(
+            "{root}/auth/pro/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid%20user/*.rs&code_challenge={}&code_challenge_method=S256",
+            st.app,
+            socle_auth::pkce_challenge(&verifier)
+        );
+        let p = login(
+            &mut Browser::new(),
+            root,
+            &url,
+            &rpps,
+            PASSWORD,
+            Some((&totp, now_step())),
+        );
+        assert_eq!(p.status, 303, "{}", p.body);
+        let code = query_of(p.location.as_deref().unwrap())["code"].clone();
+        let (c, t) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &st.app),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        assert_eq!(c, 200, "{t}");
+        let pro = t["access_token"].as_str().unwrap().to_string();
+        assert_eq!(jwt_claims(&pro)["profession"], json!([profession]));
+
+        for (path, body) in [
+            (
+                "Patient/pm",
+                json!({"resourceType": "Patient", "id": "pm", "name": [{"family": "MATRICE"}]}),
+            ),
+            (
+                "DocumentReference/cr-op",
+                json!({"resourceType": "DocumentReference", "id": "cr-op", "status": "current",
+                       "type": {"coding": [{"system": "http://loinc.org", "code": "34874-8"}]},
+                       "subject": {"reference": "Patient/pm"},
+                       "content": [{"attachment": {"contentType": "application/pdf"}}]}),
+            ),
+            (
+                "DocumentReference/synthese",
+                json!({"resourceType": "DocumentReference", "id": "synthese", "status": "current",
+                       "type": {"coding": [{"system": "http://loinc.org", "code": "34133-9"}]},
+                       "subject": {"reference": "Patient/pm"},
+                       "content": [{"attachment": {"contentType": "application/pdf"}}]}),
+            ),
+        ] {
+            let (c, oo, _) = fhir(root, "PUT", path, Some(&sys), Some(&body));
+            assert_eq!(c, 201, "{path} : {oo}");
+        }
+        printed(&st.s.cli(&[
+            "policy",
+            "add-rule",
+            "--patient",
+            "pm",
+            "--kind",
+            "care",
+            "--professional",
+            &rpps,
+            "--detail",
+            "equipe-de-soins",
+        ]));
+        let (c, v, _) = fhir(root, "GET", "DocumentReference/synthese", Some(&pro), None);
+        assert_eq!(c, 200, "{v}");
+        let (c, v, _) = fhir(root, "GET", "DocumentReference/cr-op", Some(&pro), None);
+        assert_eq!(c, 403, "{v}");
+        assert!(v.to_string().contains("matrix-denied"), "{v}");
+        // In a search, the refused type is left out.
+        let (c, v, _) = fhir(
+            root,
+            "GET",
+            "DocumentReference?patient=pm",
+            Some(&pro),
+            None,
+        );
+        assert_eq!(c, 200, "{v}");
+        let ids: Vec<&str> = v["entry"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["resource"]["id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(ids, ["synthese"], "{v}");
+    }
+}
