@@ -83,7 +83,7 @@ fn is_submission_set(r: &Value) -> bool {
 /// Limits on what a submission may carry.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Largest document accepted, in bytes (default 20 MiB).
+    /// Largest document accepted, in bytes (default 10 MiB: its base64 fits in a server's default 16 MiB body).
     pub max_document_bytes: u64,
     /// Limits of the CDA reader.
     pub cda: Limits,
@@ -92,7 +92,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            max_document_bytes: 20 * 1024 * 1024,
+            max_document_bytes: 10 * 1024 * 1024,
             cda: Limits::default(),
         }
     }

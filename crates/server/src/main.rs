@@ -135,6 +135,10 @@ enum Command {
         /// Largest accepted request body, in bytes.
         #[arg(long, env = "SOCLE_MAX_BODY", default_value_t = 16 * 1024 * 1024)]
         max_body: usize,
+        /// Largest document a DMP feed accepts, in bytes (refused beyond with the code `too-large`). Its base64
+        /// in a Bundle must fit in --max-body: the server refuses to start otherwise.
+        #[arg(long, env = "SOCLE_MAX_DOCUMENT", default_value_t = 10 * 1024 * 1024)]
+        max_document: u64,
         /// Public base URL of the FHIR API, if it differs from http://<Host header>/fhir (behind a proxy).
         #[arg(long, env = "SOCLE_BASE_URL")]
         base_url: Option<String>,
@@ -309,12 +313,24 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             store,
             listen,
             max_body,
+            max_document,
             base_url,
             auth,
             tls,
             value_sets,
             search_plan,
         } => {
+            // A document's base64 (4 bytes per 3) and the Bundle around it (metadata: 64 KiB is ample).
+            let needed = max_document
+                .div_ceil(3)
+                .saturating_mul(4)
+                .saturating_add(64 * 1024);
+            if needed > max_body as u64 {
+                anyhow::bail!(
+                    "--max-document {max_document} : un document de cette taille, encodé en base64 dans un Bundle, \
+                     dépasse --max-body {max_body} ; portez --max-body à {needed} au moins ou baissez --max-document"
+                );
+            }
             socle_store::force_search_plan(match search_plan.as_str() {
                 "drive" => socle_store::SearchPlan::Drive,
                 "scan" => socle_store::SearchPlan::Scan,
@@ -337,7 +353,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 _ => None,
             };
             let (st, registry) = open_store(&store)?;
-            let dmp = http::dmp::Dmp::open(&st, &store.blob_config()?, value_sets.as_deref())?;
+            let mut dmp = http::dmp::Dmp::open(&st, &store.blob_config()?, value_sets.as_deref())?;
+            dmp.opts.max_document_bytes = max_document;
             let repo = Arc::new(socle_store::Repository::new(st.clone()));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -718,3 +718,43 @@ fn dmp_over_http() {
         }
     }
 }
+
+/// A document over `--max-document` is refused as such (413 `too-large`, nothing stored), and a server whose
+/// `--max-document` would not fit in `--max-body` once base64-encoded refuses to start, saying why.
+#[test]
+fn oversized_documents_are_named() {
+    for backend in backends() {
+        let s = Server::start_with(&backend, &["--max-document", "60000"]);
+        let people = registry(&s, 20, 5);
+        qualified(&s, "p1", &people[3]);
+        let p1 = person(&people[3]);
+        let before = stored(&s);
+        let d = SampleDoc::report("GROS", 100_000);
+        let cda = sample::cda_n1(&p1, &d);
+        let r = submit(&s, "p1", "SG", &[(d, cda)]);
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (413, "too-large"),
+            "{}",
+            r.text
+        );
+        assert!(r.diagnostics().contains("60000"), "{}", r.text);
+        assert_eq!(stored(&s), before);
+        let d = SampleDoc::report("PETIT", 20_000);
+        let cda = sample::cda_n1(&p1, &d);
+        submit(&s, "p1", "SP", &[(d, cda)]).expect(200);
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_socle"))
+        .args(["serve", "--insecure-local", "--listen", "127.0.0.1:0"])
+        .args(["--max-document", "20000000", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-body") && err.contains("26732204"),
+        "{err}"
+    );
+}
