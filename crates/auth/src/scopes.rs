@@ -53,6 +53,9 @@ const OTHER: &[&str] = &[
     "online_access",
     "launch",
     "launch/patient",
+    // Socle's own: the person's portal manages all their applications' consents (without it, an application
+    // sees and withdraws only its own).
+    "consents",
 ];
 
 impl Scope {

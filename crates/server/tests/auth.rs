@@ -2580,6 +2580,82 @@ fn patients_consent_to_each_application() {
             .unwrap();
         assert_eq!(list["consents"][0]["client_id"], app.as_str(), "{list}");
         assert_eq!(list["consents"][0]["scope"], "patient/*.rs");
+        // Another application authorised by the same person: the first neither sees nor withdraws its consent;
+        // the person's portal (scope `consents`) sees and manages both.
+        let register = |name: &str, scope: &str| {
+            after(
+                &printed(&st.s.cli(&[
+                    "clients",
+                    "register",
+                    "--realm",
+                    "patient",
+                    "--name",
+                    name,
+                    "--redirect-uri",
+                    REDIRECT,
+                    "--auth-method",
+                    "none",
+                    "--scope",
+                    scope,
+                ])),
+                "client_id:",
+            )
+        };
+        let other = register("Agenda santé", "openid patient/Appointment.rs");
+        let p = b.get(&format!(
+            "{root}/auth/patient/authorize?response_type=code&client_id={other}&redirect_uri={REDIRECT}&scope=openid%20patient/Appointment.rs&code_challenge={}&code_challenge_method=S256",
+            socle_auth::pkce_challenge("autre-verificateur-de-test-assez-long")
+        ));
+        let p = consent(&mut b, root, p, "accept");
+        assert_eq!(p.status, 303, "{}", p.body);
+        let listed = |token: &str| -> Vec<String> {
+            let v: Value = ureq::get(&format!("{root}/auth/patient/consents"))
+                .set("Authorization", &format!("Bearer {token}"))
+                .call()
+                .unwrap()
+                .into_json()
+                .unwrap();
+            v["consents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["client_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(listed(&token), [app.clone()]);
+        let r = ureq::post(&format!("{root}/auth/patient/consents/revoke"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_form(&[("client_id", other.as_str())]);
+        assert!(matches!(r, Err(ureq::Error::Status(403, _))), "{r:?}");
+        let portal = register("Mon portail", "openid consents");
+        let v = "verificateur-du-portail-de-test-assez-long";
+        let p = b.get(&format!(
+            "{root}/auth/patient/authorize?response_type=code&client_id={portal}&redirect_uri={REDIRECT}&scope=openid%20consents&code_challenge={}&code_challenge_method=S256",
+            socle_auth::pkce_challenge(v)
+        ));
+        assert_eq!(p.status, 303, "{}", p.body);
+        let (c, pt) = token_post(
+            root,
+            "patient",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &query_of(p.location.as_deref().unwrap())["code"]),
+                ("client_id", &portal),
+                ("code_verifier", v),
+            ],
+            None,
+        );
+        assert_eq!(c, 200, "{pt}");
+        let portal_token = pt["access_token"].as_str().unwrap().to_string();
+        let mut all = listed(&portal_token);
+        all.sort();
+        let mut want = vec![app.clone(), other.clone()];
+        want.sort();
+        assert_eq!(all, want);
+        let r = ureq::post(&format!("{root}/auth/patient/consents/revoke"))
+            .set("Authorization", &format!("Bearer {portal_token}"))
+            .send_form(&[("client_id", other.as_str())]);
+        assert_eq!(r.map(|r| r.status()).unwrap_or(0), 200);
         assert_eq!(
             fhir(root, "GET", "Practitioner?_count=1", Some(&token), None).0,
             200

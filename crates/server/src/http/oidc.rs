@@ -1200,10 +1200,12 @@ async fn consents_list(
             Ok(w) if w.realm == Some(realm) => w,
             _ => return super::guard::bearer_error("jeton invalide pour ce domaine"),
         };
+        // An application sees its own consent; the person's portal (scope `consents`) all of them.
+        let all = who.scopes.has("consents");
         match p.consents(realm, &who.subject) {
             Ok(list) => json_response(
                 StatusCode::OK,
-                &serde_json::json!({"consents": list.iter().map(|(id, name, scope, at)| serde_json::json!({
+                &serde_json::json!({"consents": list.iter().filter(|(id, ..)| all || *id == who.client_id).map(|(id, name, scope, at)| serde_json::json!({
                     "client_id": id, "client_name": name, "scope": scope,
                     "granted": socle_store::repo::iso_instant(*at)})).collect::<Vec<_>>()}),
             ),
@@ -1251,6 +1253,13 @@ async fn consents_revoke(
                 &serde_json::json!({"error": "invalid_request", "error_description": "client_id absent"}),
             );
         };
+        if client != who.client_id && !who.scopes.has("consents") {
+            return json_response(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({"error": "insufficient_scope", "error_description":
+                    "une application ne retire que sa propre autorisation ; les autres se gèrent depuis le portail de la personne (portée consents)"}),
+            );
+        }
         match p.revoke_consent(realm, &who.subject, client) {
             Ok(true) => json_response(StatusCode::OK, &serde_json::json!({"revoked": client})),
             Ok(false) => json_response(
