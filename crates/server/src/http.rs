@@ -1538,8 +1538,10 @@ async fn audit_trail_common(
     params: &[(String, String)],
     req: &Req,
 ) -> Response {
+    let path_patient = patient.is_some();
     let mut patient = patient;
     let mut count = 50i64;
+    let mut cursor = socle_store::repo::TrailCursor::default();
     for (k, v) in params {
         match k.as_str() {
             "patient" if patient.is_none() => {
@@ -1555,13 +1557,33 @@ async fn audit_trail_common(
                     );
                 }
             },
+            "page" => {
+                let parsed = v.split_once('.').and_then(|(w, l)| {
+                    Some(socle_store::repo::TrailCursor {
+                        write: w.parse().ok()?,
+                        log: l.parse().ok()?,
+                    })
+                });
+                match parsed {
+                    Some(c) => cursor = c,
+                    None => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            IssueType::Invalid,
+                            format!(
+                                "page invalide : {v} (donnée par le lien « next » de la page précédente)"
+                            ),
+                        );
+                    }
+                }
+            }
             "_format" | "_pretty" => {}
             other => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     IssueType::NotSupported,
                     format!(
-                        "$audit-trail : paramètre non pris en charge {other} (patient, _count)"
+                        "$audit-trail : paramètre non pris en charge {other} (patient, _count, page)"
                     ),
                 );
             }
@@ -1572,17 +1594,18 @@ async fn audit_trail_common(
     // document not yet announced, or hidden from representatives, would betray its existence.
     let actor = policy::actor_of(req.caller.as_ref());
     let engine = app.policy.clone();
+    let who = patient.clone();
     let res = tryr!(
         blocking(move || {
-            let events = repo.audit_events(patient.as_deref(), count)?;
+            let (events, next) = repo.audit_events_page(patient.as_deref(), count, cursor)?;
             let (Some(engine), Some(p)) = (engine, patient.as_deref()) else {
-                return Ok(events);
+                return Ok((events, next));
             };
             let unseen = rules::unseen_targets(&engine, actor.as_ref(), p)?;
             if unseen.is_empty() {
-                return Ok(events);
+                return Ok((events, next));
             }
-            Ok(events
+            let events = events
                 .into_iter()
                 .filter(|e| {
                     !e["entity"].as_array().is_some_and(|ents| {
@@ -1593,12 +1616,13 @@ async fn audit_trail_common(
                         })
                     })
                 })
-                .collect())
+                .collect();
+            Ok((events, next))
         })
         .await
     );
     match res {
-        Ok(events) => {
+        Ok((events, next)) => {
             let base = &req.ctx.base_url;
             let entries: Vec<Value> = events
                 .into_iter()
@@ -1607,7 +1631,20 @@ async fn audit_trail_common(
                     serde_json::json!({"fullUrl": format!("{base}/$audit-trail/{id}"), "resource": e, "search": {"mode": "match"}})
                 })
                 .collect();
-            let mut b = serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len()});
+            let mut b = serde_json::json!({"resourceType": "Bundle", "type": "searchset"});
+            if let Some(n) = next {
+                let url = match &who {
+                    Some(p) if path_patient => {
+                        format!("{base}/Patient/{p}/$audit-trail?_count={count}")
+                    }
+                    Some(p) => format!("{base}/$audit-trail?patient={p}&_count={count}"),
+                    None => format!("{base}/$audit-trail?_count={count}"),
+                };
+                b["link"] = serde_json::json!([{"relation": "next", "url": format!("{url}&page={}.{}", n.write, n.log)}]);
+            } else if cursor == socle_store::repo::TrailCursor::default() {
+                // One page holds the whole trail: its size is the total.
+                b["total"] = entries.len().into();
+            }
             if !entries.is_empty() {
                 b["entry"] = Value::Array(entries);
             }

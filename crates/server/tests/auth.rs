@@ -2622,7 +2622,7 @@ fn patients_consent_to_each_application() {
                 .map(|c| c["client_id"].as_str().unwrap().to_string())
                 .collect()
         };
-        assert_eq!(listed(&token), [app.clone()]);
+        assert_eq!(listed(&token), vec![app.clone()]);
         let r = ureq::post(&format!("{root}/auth/patient/consents/revoke"))
             .set("Authorization", &format!("Bearer {token}"))
             .send_form(&[("client_id", other.as_str())]);

@@ -197,13 +197,24 @@ pub fn recent(
     limit: i64,
     log: bool,
 ) -> Result<Vec<StoredAudit>, StoreError> {
+    recent_before(c, patient, limit, log, i64::MAX)
+}
+
+/// [`recent`], among the records numbered below `before` (the next page of a trail, newest first).
+pub fn recent_before(
+    c: &mut dyn SqlConn,
+    patient: Option<&str>,
+    limit: i64,
+    log: bool,
+    before: i64,
+) -> Result<Vec<StoredAudit>, StoreError> {
     match patient {
-        Some(p) if log => return list_for_patient_in_log(c, p, limit),
-        Some(p) => return list_for_patient(c, p, limit),
+        Some(p) if log => return list_for_patient_in_log(c, p, limit, before),
+        Some(p) => return list_for_patient(c, p, limit, before),
         None => {}
     }
-    let max = head_seq(c)?;
-    let mut v = list(c, (max - limit).max(0), limit)?;
+    let max = head_seq(c)?.min(before.saturating_sub(1));
+    let mut v = list(c, (max - limit).max(0), limit.min(max).max(0))?;
     v.reverse();
     Ok(v)
 }
@@ -222,13 +233,17 @@ pub fn list_for_patient(
     c: &mut dyn SqlConn,
     patient: &str,
     limit: i64,
+    before: i64,
 ) -> Result<Vec<StoredAudit>, StoreError> {
-    let sql =
-        format!("SELECT {AUDIT_COLS} FROM audit_log WHERE patient = ? ORDER BY seq DESC LIMIT ?");
-    Ok(c.query(&sql, &[patient.into(), limit.into()])?
-        .into_iter()
-        .map(from_row)
-        .collect())
+    let sql = format!(
+        "SELECT {AUDIT_COLS} FROM audit_log WHERE patient = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+    );
+    Ok(
+        c.query(&sql, &[patient.into(), before.into(), limit.into()])?
+            .into_iter()
+            .map(from_row)
+            .collect(),
+    )
 }
 
 /// Records concerning one patient in the access log, newest first: those not indexed yet (a scan of the
@@ -237,13 +252,17 @@ fn list_for_patient_in_log(
     c: &mut dyn SqlConn,
     patient: &str,
     limit: i64,
+    before: i64,
 ) -> Result<Vec<StoredAudit>, StoreError> {
     let upto = indexed_upto(c)?;
     let sql = format!(
-        "SELECT {AUDIT_COLS} FROM audit_log WHERE seq > ? AND patient = ? ORDER BY seq DESC LIMIT ?"
+        "SELECT {AUDIT_COLS} FROM audit_log WHERE seq > ? AND seq < ? AND patient = ? ORDER BY seq DESC LIMIT ?"
     );
     let mut out: Vec<StoredAudit> = c
-        .query(&sql, &[upto.into(), patient.into(), limit.into()])?
+        .query(
+            &sql,
+            &[upto.into(), before.into(), patient.into(), limit.into()],
+        )?
         .into_iter()
         .map(from_row)
         .collect();
@@ -254,6 +273,7 @@ fn list_for_patient_in_log(
              (SELECT seq FROM audit_patient WHERE patient = ? AND seq <= ? ORDER BY seq DESC LIMIT ?) \
              ORDER BY seq DESC"
         );
+        let upto = upto.min(before.saturating_sub(1));
         out.extend(
             c.query(&sql, &[patient.into(), upto.into(), rest.into()])?
                 .into_iter()

@@ -173,6 +173,23 @@ pub struct WriteOutcome {
     pub existing: bool,
 }
 
+/// Where a page of the trail starts: below these sequence numbers of the write records and of the access log
+/// (`i64::MAX`: from the newest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrailCursor {
+    pub write: i64,
+    pub log: i64,
+}
+
+impl Default for TrailCursor {
+    fn default() -> Self {
+        TrailCursor {
+            write: i64::MAX,
+            log: i64::MAX,
+        }
+    }
+}
+
 /// A page of search results.
 #[derive(Debug, Clone, Default)]
 pub struct SearchPage {
@@ -1052,21 +1069,81 @@ impl Repository {
     /// The audit trail as `AuditEvent`s: `patient` restricts to one patient's records (newest first). With an
     /// access log apart ([`Store::separate_log`]), both chains are read and merged by time.
     pub fn audit_events(&self, patient: Option<&str>, limit: i64) -> Result<Vec<Value>, RepoError> {
+        Ok(self
+            .audit_events_page(patient, limit, TrailCursor::default())?
+            .0)
+    }
+
+    /// A page of the trail, newest first, from `cursor` on; with the cursor of the next page when this one is
+    /// full. The write records (kept with the data) and the access log (a chain of its own when the store has
+    /// one) are paged each by its own sequence and merged by time; a record is never skipped (one whose
+    /// chain neighbour did not fit in the page comes again on the next).
+    pub fn audit_events_page(
+        &self,
+        patient: Option<&str>,
+        limit: i64,
+        cursor: TrailCursor,
+    ) -> Result<(Vec<Value>, Option<TrailCursor>), RepoError> {
         self.flush_audit();
-        let mut recs = self.read_tx(&mut |c| Ok(audit::recent(c, patient, limit, false)?))?;
-        if self.store.separate_log() {
-            let log = self.read_via(Via::Log, &mut |c| {
-                Ok(audit::recent(c, patient, limit, true)?)
-            })?;
-            recs.extend(
-                log.into_iter()
-                    .map(|a| audit::StoredAudit { log: true, ..a }),
-            );
-            // Stable: at equal times, write records (committed with their data) first.
-            recs.sort_by_key(|a| std::cmp::Reverse(a.record.recorded));
-            recs.truncate(limit.max(0) as usize);
-        }
-        Ok(recs.iter().map(audit::to_audit_event).collect())
+        let limit = limit.max(0);
+        let writes = self.read_tx(&mut |c| {
+            Ok(audit::recent_before(
+                c,
+                patient,
+                limit,
+                false,
+                cursor.write,
+            )?)
+        })?;
+        let logs = if self.store.separate_log() {
+            self.read_via(Via::Log, &mut |c| {
+                Ok(audit::recent_before(c, patient, limit, true, cursor.log)?)
+            })?
+            .into_iter()
+            .map(|a| audit::StoredAudit { log: true, ..a })
+            .collect()
+        } else {
+            Vec::new()
+        };
+        // More to come: a chain gave a whole page, or the merge left records out.
+        let more = writes.len() as i64 == limit
+            || logs.len() as i64 == limit
+            || (writes.len() + logs.len()) as i64 > limit;
+        let mut recs: Vec<&audit::StoredAudit> = writes.iter().chain(logs.iter()).collect();
+        // Stable: at equal times, write records (committed with their data) first.
+        recs.sort_by_key(|a| std::cmp::Reverse(a.record.recorded));
+        recs.truncate(limit as usize);
+        // Each chain's next page starts after the longest run of its newest records that this page holds.
+        let next_of = |chain: &[audit::StoredAudit], log: bool, from: i64| {
+            let taken: std::collections::HashSet<i64> = recs
+                .iter()
+                .filter(|a| a.log == log)
+                .map(|a| a.seq)
+                .collect();
+            chain
+                .iter()
+                .take_while(|a| taken.contains(&a.seq))
+                .last()
+                .map_or(from, |a| a.seq)
+        };
+        let next = (more && limit > 0).then(|| {
+            let mut next = TrailCursor {
+                write: next_of(&writes, false, cursor.write),
+                log: next_of(&logs, true, cursor.log),
+            };
+            // Times out of step with a chain's order could leave both cursors in place: move on anyway.
+            if next == cursor {
+                let lowest = |log: bool| recs.iter().filter(|a| a.log == log).map(|a| a.seq).min();
+                if let Some(w) = lowest(false) {
+                    next.write = w;
+                } else if let Some(l) = lowest(true) {
+                    next.log = l;
+                }
+            }
+            next
+        });
+        let events = recs.iter().map(|a| audit::to_audit_event(a)).collect();
+        Ok((events, next))
     }
 
     /// One audit record as an `AuditEvent`, by id (`<seq>`, or `log-<seq>` in the access log).
