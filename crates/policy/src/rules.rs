@@ -10,7 +10,7 @@
 //! | `hide-representative` | | `DocumentReference/id` (invisible to legal representatives) | |
 //! | `patient-delegation` | professional | | document types shared, comma-separated (`*`: all) |
 //! | `delegation` (patient `*`) | delegate (a secretary) | professional delegating | |
-//! | `consent` | application (client id) | | `read`, `write` or `read,write` |
+//! | `consent` | application (client id) | | no longer set: app consents live in the identity provider |
 
 use std::sync::Arc;
 
@@ -226,6 +226,14 @@ impl RuleStore {
         detail: &str,
         expires: Option<i64>,
     ) -> Result<(), RuleError> {
+        // Kept among the kinds so that rules stored earlier stay listed and revocable; no longer set.
+        if kind == "consent" {
+            return Err(RuleError::Invalid(
+                "les autorisations données aux applications ne sont pas des règles d'accès : la personne les \
+                 accorde sur la page d'autorisation et les gère à /auth/patient/consents"
+                    .into(),
+            ));
+        }
         if !KINDS.contains(&kind) {
             return Err(RuleError::Invalid(format!(
                 "type de règle inconnu : « {kind} » (attendu : {})",
@@ -639,10 +647,10 @@ pub fn synthetic_rules(n: u64, seed: u64, first: u64) -> Vec<NewRule> {
                     None,
                 ),
                 90..=94 => (
-                    "consent",
-                    format!("app-{}", next() % 1000),
+                    "hide-patient",
                     String::new(),
-                    "read".to_string(),
+                    format!("DocumentReference/syn-{}", next() % 10_000_000),
+                    String::new(),
                     None,
                 ),
                 _ => (

@@ -730,8 +730,10 @@ pub fn demo_system_client(text: &str) -> Option<(String, String)> {
 pub enum PolicyCommand {
     /// Record a rule for a patient (local Patient id): `care` (--professional, --detail medecin-traitant |
     /// equipe-de-soins | relation-declaree), `block` (--professional), `mask` / `hide-patient` /
-    /// `hide-representative` (--target Type/id), `patient-delegation` (--professional, --detail document types or
-    /// *, --days), `consent` (--actor client id, --detail read|write). Prints the rule id.
+    /// `hide-representative` (--target DocumentReference/id), `patient-delegation` (--professional, --detail
+    /// document types or *, --days), `delegation` (--patient '*', --actor the delegate's IDNPS, --target the
+    /// professional's). Prints the
+    /// rule id. (App consents are not rules: the identity provider keeps them.)
     AddRule {
         #[command(flatten)]
         store: StoreArgs,
@@ -742,7 +744,7 @@ pub enum PolicyCommand {
         /// A professional's RPPS or IDNPS.
         #[arg(long)]
         professional: Option<String>,
-        /// Another actor (application client id, delegate).
+        /// Another actor (a delegate: a secretary's IDNPS).
         #[arg(long)]
         actor: Option<String>,
         #[arg(long, default_value = "")]

@@ -135,10 +135,11 @@ enum Command {
         /// Largest accepted request body, in bytes.
         #[arg(long, env = "SOCLE_MAX_BODY", default_value_t = 16 * 1024 * 1024)]
         max_body: usize,
-        /// Largest document a DMP feed accepts, in bytes (refused beyond with the code `too-large`). Its base64
-        /// in a Bundle must fit in --max-body: the server refuses to start otherwise.
-        #[arg(long, env = "SOCLE_MAX_DOCUMENT", default_value_t = 10 * 1024 * 1024)]
-        max_document: u64,
+        /// Largest document a DMP feed accepts, in bytes (refused beyond with the code `too-large`); by default
+        /// 10 MiB, or less when --max-body is smaller than its base64 in a Bundle. Given explicitly, it must fit
+        /// in --max-body: the server refuses to start otherwise.
+        #[arg(long, env = "SOCLE_MAX_DOCUMENT")]
+        max_document: Option<u64>,
         /// Public base URL of the FHIR API, if it differs from http://<Host header>/fhir (behind a proxy).
         #[arg(long, env = "SOCLE_BASE_URL")]
         base_url: Option<String>,
@@ -321,16 +322,25 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             search_plan,
         } => {
             // A document's base64 (4 bytes per 3) and the Bundle around it (metadata: 64 KiB is ample).
-            let needed = max_document
-                .div_ceil(3)
-                .saturating_mul(4)
-                .saturating_add(64 * 1024);
-            if needed > max_body as u64 {
-                anyhow::bail!(
-                    "--max-document {max_document} : un document de cette taille, encodé en base64 dans un Bundle, \
-                     dépasse --max-body {max_body} ; portez --max-body à {needed} au moins ou baissez --max-document"
-                );
-            }
+            const BUNDLE_MARGIN: u64 = 64 * 1024;
+            let fits = (max_body as u64).saturating_sub(BUNDLE_MARGIN) / 4 * 3;
+            let max_document = match max_document {
+                None => fits.min(10 * 1024 * 1024),
+                Some(n) => {
+                    let needed = n
+                        .div_ceil(3)
+                        .saturating_mul(4)
+                        .saturating_add(BUNDLE_MARGIN);
+                    if needed > max_body as u64 {
+                        anyhow::bail!(
+                            "--max-document {n} : un document de cette taille, encodé en base64 dans un Bundle, \
+                             dépasse --max-body {max_body} ; portez --max-body à {needed} au moins ou baissez \
+                             --max-document"
+                        );
+                    }
+                    n
+                }
+            };
             socle_store::force_search_plan(match search_plan.as_str() {
                 "drive" => socle_store::SearchPlan::Drive,
                 "scan" => socle_store::SearchPlan::Scan,

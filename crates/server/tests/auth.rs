@@ -2336,6 +2336,20 @@ fn authorisation_matrix() {
             ])),
         );
         assert_eq!(c, 403);
+        // App consents are the identity provider's, not rules.
+        let (c, oo, _) = fhir(
+            root,
+            "POST",
+            "Patient/p1/$policy-rules",
+            Some(&patient),
+            Some(&params(&[
+                ("kind", "consent"),
+                ("actor", "app-1"),
+                ("detail", "read"),
+            ])),
+        );
+        assert_eq!(c, 400, "{oo}");
+        assert!(oo.to_string().contains("/auth/patient/consents"), "{oo}");
         assert_eq!(
             fhir(
                 root,

@@ -1,7 +1,8 @@
 //! The patient's rules over the API (MES-5/6, IAM-4): `GET /fhir/Patient/{id}/$policy-rules` lists them,
 //! `POST` (Parameters `kind`, `professional`, `actor`, `target`, `detail`, `days`) adds one and
 //! `DELETE /fhir/Patient/{id}/$policy-rules/{rule}` revokes one. The patient manages their own blocks, masks,
-//! visibility for legal representatives, delegations to professionals and app consents; software acting for a
+//! visibility for legal representatives and delegations to professionals (app consents are the identity provider's:
+//! `/auth/patient/consents`); software acting for a
 //! structure (system scopes) also records care relationships and documents not yet announced.
 
 use axum::body::Body;
@@ -16,17 +17,11 @@ use socle_store::RepoError;
 use super::{App, Req, error, fhir_bytes, json_body, policy, run};
 
 /// Rules a patient may set about their own record.
-const PATIENT_KINDS: &[&str] = &[
-    "block",
-    "mask",
-    "hide-representative",
-    "patient-delegation",
-    "consent",
-];
+const PATIENT_KINDS: &[&str] = &["block", "mask", "hide-representative", "patient-delegation"];
 
 /// Rules a legal representative may set for the person they represent: the patient's, except the visibility of
 /// documents for representatives (the represented person's choice, e.g. a minor's confidential care).
-const REPRESENTATIVE_KINDS: &[&str] = &["block", "mask", "patient-delegation", "consent"];
+const REPRESENTATIVE_KINDS: &[&str] = &["block", "mask", "patient-delegation"];
 
 /// Who may manage `patient`'s rules, and which kinds: the patient (their own kinds), their legal representative
 /// (the same but the visibility for representatives), software acting for a structure (every kind).
@@ -195,6 +190,14 @@ pub(super) async fn add(
             "paramètre « kind » absent",
         );
     };
+    if kind == "consent" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::NotSupported,
+            "les autorisations données aux applications ne sont pas des règles d'accès : elles s'accordent sur la \
+             page d'autorisation et se gèrent à /auth/patient/consents",
+        );
+    }
     if !kinds.contains(&kind.as_str()) {
         return error(
             StatusCode::FORBIDDEN,
