@@ -223,16 +223,7 @@ fn trails_are_paged_without_loss() {
         let all = s.get(&format!("Patient/{pid}/$audit-trail?_count=1000"));
         all.expect(200);
         assert!(all.link("next").is_none());
-        let ids = |r: &common::Resp| -> Vec<String> {
-            r.json["entry"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let ids = |r: &common::Resp| common::entry_ids(&r.json);
         let whole = ids(&all);
         assert_eq!(whole.len(), 41, "{:?}", whole);
         assert_eq!(all.json["total"], 41);

@@ -3297,13 +3297,7 @@ fn legal_representatives_act_for_the_persons_they_represent() {
                 Some(&sample::provide_bundle("enfant", sub, &[(d, cda)])),
             );
             assert_eq!(c, 200, "{v}");
-            v["entry"][1]["response"]["location"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .nth_back(2)
-                .unwrap()
-                .to_string()
+            common::created_id(&v["entry"][1])
         };
         let summary = |ext: &str, label: Option<&str>| {
             let mut d = SampleDoc::report(ext, 5_000);
@@ -3460,15 +3454,7 @@ fn legal_representatives_act_for_the_persons_they_represent() {
             None,
         );
         assert_eq!(c, 200, "{v}");
-        let ids: Vec<&str> = v["entry"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e["resource"]["id"].as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(ids, vec![open.as_str()], "{v}");
+        assert_eq!(common::entry_ids(&v), [open.clone()], "{v}");
         let (c, v, _) = fhir(root, "GET", "Patient/autre", Some(&rep), None);
         assert_eq!(c, 403, "{v}");
 
@@ -3639,21 +3625,7 @@ fn the_matrix_refuses_a_profession_a_document_type() {
                 })?
             })
             .expect("un professionnel non médecin parmi ceux générés, autre que celui du montage");
-        let out = printed(&st.s.cli_input(
-            &[
-                "accounts",
-                "create-professional",
-                "--rpps",
-                &rpps,
-                "--password-stdin",
-            ],
-            PASSWORD,
-        ));
-        let totp = socle_auth::totp::unbase32(&after(
-            &out,
-            "clé TOTP (à saisir dans l'application d'authentification) :",
-        ))
-        .unwrap();
+        let totp = common::pro_account(&st.s, &rpps);
         let verifier = socle_auth::random_token(32);
         let url = format!(
             "{root}/auth/pro/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid%20user/*.rs&code_challenge={}&code_challenge_method=S256",
@@ -3734,14 +3706,6 @@ fn the_matrix_refuses_a_profession_a_document_type() {
             None,
         );
         assert_eq!(c, 200, "{v}");
-        let ids: Vec<&str> = v["entry"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e["resource"]["id"].as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(ids, ["synthese"], "{v}");
+        assert_eq!(common::entry_ids(&v), ["synthese"], "{v}");
     }
 }

@@ -4,23 +4,12 @@
 
 mod common;
 
-use common::{Resp, Server, backends, local, person, qualified, registry, walk};
+use common::{Resp, Server, backends, created_id, local, person, qualified, registry, walk};
 use serde_json::{Value, json};
 use socle_dmp::sample::{self, SampleDoc};
 
 fn submit(s: &Server, patient: &str, sub: &str, docs: &[(SampleDoc, Vec<u8>)]) -> Resp {
     s.post("", &sample::provide_bundle(patient, sub, docs))
-}
-
-/// The id of the resource a transaction-response entry created (`…/Type/id/_history/n`).
-fn created_id(entry: &Value) -> String {
-    entry["response"]["location"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .nth_back(2)
-        .unwrap()
-        .to_string()
 }
 
 fn code(r: &Resp) -> String {

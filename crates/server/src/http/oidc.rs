@@ -1105,21 +1105,9 @@ async fn consent_post(State(app): State<App>, Path(realm): Path<String>, req: Re
     };
     let app2 = app.clone();
     blocking(move || {
-        let (_, areq) = match posted_request(&p, realm, &form) {
+        let (areq, auth) = match continued(&p, realm, &headers, &form) {
             Ok(x) => x,
             Err(r) => return r,
-        };
-        let auth = cookie(&headers, &session_cookie(realm)).and_then(|sid| p.session(realm, &sid));
-        let (Some(auth), true) = (auth, csrf_ok(&headers, &form)) else {
-            return page(
-                StatusCode::FORBIDDEN,
-                realm,
-                "Session expirée",
-                &format!(
-                    "{}<p>Revenez à l'application et recommencez.</p>",
-                    error_text("la page a expiré")
-                ),
-            );
         };
         if field(&form, "decision") != Some("accept") {
             return authorize_error(
@@ -1138,6 +1126,29 @@ async fn consent_post(State(app): State<App>, Path(realm): Path<String>, req: Re
     .unwrap_or_else(|r| r)
 }
 
+/// The authorization request a page's form carries back, in the browser's session, its CSRF token checked.
+fn continued(
+    p: &Provider,
+    realm: Realm,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Result<(AuthorizeRequest, AuthResult), Response> {
+    let (_, areq) = posted_request(p, realm, form)?;
+    let auth = cookie(headers, &session_cookie(realm)).and_then(|sid| p.session(realm, &sid));
+    match (auth, csrf_ok(headers, form)) {
+        (Some(auth), true) => Ok((areq, auth)),
+        _ => Err(page(
+            StatusCode::FORBIDDEN,
+            realm,
+            "Session expirée",
+            &format!(
+                "{}<p>Revenez à l'application et recommencez.</p>",
+                error_text("la page a expiré")
+            ),
+        )),
+    }
+}
+
 /// `POST /auth/{realm}/record`: the record chosen by an account that represents other persons.
 async fn record_post(State(app): State<App>, Path(realm): Path<String>, req: Request) -> Response {
     let (p, realm) = match endpoint(&app, &realm) {
@@ -1150,21 +1161,9 @@ async fn record_post(State(app): State<App>, Path(realm): Path<String>, req: Req
     };
     let app2 = app.clone();
     blocking(move || {
-        let (_, areq) = match posted_request(&p, realm, &form) {
+        let (areq, auth) = match continued(&p, realm, &headers, &form) {
             Ok(x) => x,
             Err(r) => return r,
-        };
-        let auth = cookie(&headers, &session_cookie(realm)).and_then(|sid| p.session(realm, &sid));
-        let (Some(auth), true) = (auth, csrf_ok(&headers, &form)) else {
-            return page(
-                StatusCode::FORBIDDEN,
-                realm,
-                "Session expirée",
-                &format!(
-                    "{}<p>Revenez à l'application et recommencez.</p>",
-                    error_text("la page a expiré")
-                ),
-            );
         };
         // The consent, if still needed, comes first (a forged post cannot skip it).
         if p.consent_needed(&areq, &auth.subject) {

@@ -457,21 +457,7 @@ impl AuthFixture {
             .as_str()
             .unwrap()
             .to_string();
-        let out = printed(&s.cli_input(
-            &[
-                "accounts",
-                "create-professional",
-                "--rpps",
-                &rpps,
-                "--password-stdin",
-            ],
-            PASSWORD,
-        ));
-        let totp = socle_auth::totp::unbase32(&after(
-            &out,
-            "clé TOTP (à saisir dans l'application d'authentification) :",
-        ))
-        .unwrap();
+        let totp = pro_account(&s, &rpps);
         // A patient of the registry (the generator's first person with seed 7).
         let person = socle_ins::generate::PersonGenerator::new(7).next_person();
         let patient_totp = patient_account(&s, &person.matricule);
@@ -520,6 +506,25 @@ pub const EXT: &str =
     "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability";
 
 /// A local Patient with the traits of a reference identity `r` (as `socle generate --out` writes it).
+/// A professional's account for the Annuaire's `rpps` (password `PASSWORD`); returns its TOTP secret.
+pub fn pro_account(s: &Server, rpps: &str) -> Vec<u8> {
+    let out = printed(&s.cli_input(
+        &[
+            "accounts",
+            "create-professional",
+            "--rpps",
+            rpps,
+            "--password-stdin",
+        ],
+        PASSWORD,
+    ));
+    socle_auth::totp::unbase32(&after(
+        &out,
+        "clé TOTP (à saisir dans l'application d'authentification) :",
+    ))
+    .unwrap()
+}
+
 /// A patient account for the registry identity `ins` (password `PASSWORD`); returns its TOTP secret.
 pub fn patient_account(s: &Server, ins: &str) -> Vec<u8> {
     let out = printed(&s.cli_input(
@@ -614,6 +619,29 @@ pub fn qualified(s: &Server, id: &str, r: &Value) {
         &local(id, r, "QUAL", &[insi_date(), document_check()], Some(ins)),
     )
     .expect(201);
+}
+
+/// The id of the resource a transaction-response entry created (`…/Type/id/_history/n`).
+pub fn created_id(entry: &Value) -> String {
+    entry["response"]["location"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth_back(2)
+        .unwrap()
+        .to_string()
+}
+
+/// The ids of a search Bundle's resources, in order (none: empty).
+pub fn entry_ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["resource"]["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Every file below `dir`.
