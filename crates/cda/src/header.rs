@@ -41,18 +41,54 @@ pub(crate) fn parse(
     limits: &Limits,
     keep_non_xml_text: bool,
 ) -> Result<Parsed, CdaError> {
-    let mut reader = SafeReader::new(bytes, limits, HL7_V3_NAMESPACE, CD)?;
+    let mut reader = SafeReader::new(bytes, limits, HL7_V3_NAMESPACE, CD)?
+        .with_wrapper(XSLT_NAMESPACE, "stylesheet");
     let mut builder = Builder::new(limits, keep_non_xml_text);
+    // In an auto-présentable document, the elements around the ClinicalDocument (the stylesheet) are skipped:
+    // `inside` is the depth within the ClinicalDocument (`None`: outside it), `found` whether it was met.
+    let mut inside: Option<usize> = None;
+    let mut found = false;
     loop {
-        match reader.next_item()? {
-            Item::Start(element) => builder.start(&element)?,
-            Item::Text(text) => builder.text(&text),
-            Item::End => builder.end()?,
-            Item::Eof => break,
+        let item = reader.next_item()?;
+        if !reader.wrapped() {
+            match item {
+                Item::Start(element) => builder.start(&element)?,
+                Item::Text(text) => builder.text(&text),
+                Item::End => builder.end()?,
+                Item::Eof => break,
+            }
+            continue;
         }
+        match (item, inside) {
+            (Item::Start(element), None) if element.in_ns && element.local == CD => {
+                if found {
+                    return Err(CdaError::DuplicateElement(CD));
+                }
+                found = true;
+                inside = Some(0);
+                builder.start(&element)?;
+            }
+            (Item::Start(element), Some(d)) => {
+                inside = Some(d + 1);
+                builder.start(&element)?;
+            }
+            (Item::Text(text), Some(_)) => builder.text(&text),
+            (Item::End, Some(d)) => {
+                builder.end()?;
+                inside = d.checked_sub(1);
+            }
+            (Item::Eof, _) => break,
+            _ => {}
+        }
+    }
+    if reader.wrapped() && !found {
+        return Err(CdaError::MissingElement(CD));
     }
     builder.finish()
 }
+
+/// The namespace of XSLT: an auto-présentable CDA document is a stylesheet wrapping its ClinicalDocument.
+const XSLT_NAMESPACE: &str = "http://www.w3.org/1999/XSL/Transform";
 
 /// What a visit sees: an element opening, or its captured text when it closes.
 enum Ev<'e> {

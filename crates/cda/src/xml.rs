@@ -66,6 +66,10 @@ pub(crate) struct SafeReader<'a> {
     namespaces: Vec<usize>,
     namespaces_in_scope: usize,
     seen_root: bool,
+    /// Another root accepted: (namespace, local name) of an element wrapping the expected one.
+    wrapper: Option<(&'static str, &'static str)>,
+    /// The root is that wrapper.
+    wrapped: bool,
     root_closed: bool,
     first_event: bool,
     pending_end: bool,
@@ -124,12 +128,26 @@ impl<'a> SafeReader<'a> {
             namespaces: Vec::new(),
             namespaces_in_scope: 0,
             seen_root: false,
+            wrapper: None,
+            wrapped: false,
             root_closed: false,
             first_event: true,
             pending_end: false,
             text_len: 0,
             done: false,
         })
+    }
+
+    /// Also accepts as root the element `local` of `namespace`, which wraps the expected root somewhere inside
+    /// (e.g. a CDA "auto-présentable": an XSLT stylesheet carrying the document it displays).
+    pub fn with_wrapper(mut self, namespace: &'static str, local: &'static str) -> Self {
+        self.wrapper = Some((namespace, local));
+        self
+    }
+
+    /// Whether the root is the wrapper ([`SafeReader::with_wrapper`]); known once the root is read.
+    pub fn wrapped(&self) -> bool {
+        self.wrapped
     }
 
     /// Current nesting depth (the root element is at depth 1).
@@ -258,6 +276,13 @@ impl<'a> SafeReader<'a> {
             self.seen_root = true;
             match resolved {
                 Resolved::Ours if local == self.root => {}
+                Resolved::Other(ref ns)
+                    if self
+                        .wrapper
+                        .is_some_and(|(w_ns, w_local)| ns == w_ns && local == w_local) =>
+                {
+                    self.wrapped = true;
+                }
                 Resolved::Ours => {
                     return Err(XmlError::WrongRootElement {
                         expected: self.root,

@@ -220,6 +220,45 @@ fn a_non_cda_root_is_refused() {
     );
 }
 
+/// A document wrapped in an XSLT stylesheet (CI-SIS "auto-présentable"): read from the one ClinicalDocument
+/// inside; none, or two, is refused; any other wrapper is not one.
+#[test]
+fn auto_presentable_wrappers() {
+    let doc = n1();
+    let body = doc
+        .split_once("?>")
+        .map_or(doc.as_str(), |(_, rest)| rest)
+        .trim();
+    let wrap = |inner: &str| {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+             <xsl:stylesheet version=\"1.0\" xmlns:xsl=\"http://www.w3.org/1999/XSL/Transform\" \
+             xmlns:data=\"urn:exemple:donnees\"><data:Contenu>{inner}</data:Contenu>\
+             <xsl:template match=\"/\"><html><body><xsl:value-of select=\"//title\"/></body></html></xsl:template>\
+             </xsl:stylesheet>"
+        )
+    };
+    let plain = parse(doc.as_bytes(), &Limits::default()).unwrap();
+    let wrapped = parse(wrap(body).as_bytes(), &Limits::default()).unwrap();
+    assert_eq!(wrapped, plain);
+    assert_eq!(
+        parse(wrap("").as_bytes(), &Limits::default()),
+        Err(CdaError::MissingElement("ClinicalDocument"))
+    );
+    assert_eq!(
+        parse(
+            wrap(&format!("{body}{body}")).as_bytes(),
+            &Limits::default()
+        ),
+        Err(CdaError::DuplicateElement("ClinicalDocument"))
+    );
+    let other = wrap(body).replace("http://www.w3.org/1999/XSL/Transform", "urn:autre");
+    assert!(matches!(
+        xml_err(other.as_bytes()),
+        XmlError::WrongNamespace { .. }
+    ));
+}
+
 #[test]
 fn a_wrong_namespace_is_refused() {
     let v2 = n1().replace("xmlns=\"urn:hl7-org:v3\"", "xmlns=\"urn:hl7-org:v2\"");

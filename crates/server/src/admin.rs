@@ -617,6 +617,9 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<std::process::ExitCode> {
 pub const DEMO_PASSWORD: &str = "socle-demo-2026";
 const DEMO_FILE: &str = "demo-identifiants.txt";
 
+/// The local record of the demo patient.
+const DEMO_PATIENT: &str = "demo-patient";
+
 /// Creates, on first start, the demonstration's accounts and clients (a professional of the Annuaire, a patient
 /// of the registry, a system client with a secret, a public application) and returns how to use them (kept in
 /// `demo-identifiants.txt` under the data directory: the secret is shown once by the provider).
@@ -656,6 +659,33 @@ pub fn demo_accounts(
         )
         .map_err(err)?;
     let person = socle_ins::generate::PersonGenerator::new(1).next_person();
+    // The person's record in the local patient index, identity qualified (INSi answer and an identity document
+    // seen), so that their account opens onto it; the demo professional is on their care team.
+    let mut local = person.to_fhir();
+    local["id"] = DEMO_PATIENT.into();
+    if let Some(ext) = local["extension"].as_array_mut() {
+        ext.push(serde_json::json!({"url": socle_ins::rniv::EXT_RELIABILITY, "extension": [
+            {"url": "identityStatus", "valueCoding": {"system": socle_ins::rniv::SYSTEM_STATUS, "code": "QUAL"}},
+            {"url": "insiDate", "valueDate": socle_store::repo::iso_instant(socle_auth::now_ms())[..10]},
+            {"url": "validationMode", "valueCoding": {"code": "CN"}}]}));
+    }
+    if let Some(ids) = local["identifier"].as_array_mut() {
+        ids.push(serde_json::json!({"use": "usual", "system": "urn:oid:1.2.250.1.999.1", "value": "IPP-DEMO-1"}));
+    }
+    repo.update(&admin_ctx(), "Patient", DEMO_PATIENT, local, None)
+        .map_err(|e| anyhow::anyhow!("dossier du patient de démonstration : {e}"))?;
+    let rules = socle_policy::RuleStore::open(repo.store().clone())
+        .map_err(|e| anyhow::anyhow!("règles d'accès : {e}"))?;
+    rules
+        .add(
+            DEMO_PATIENT,
+            "care",
+            &idnps,
+            "",
+            socle_policy::rules::MEDECIN_TRAITANT,
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("relation de soins de démonstration : {e}"))?;
     let pprofile = patient_profile(repo, registry, &person.matricule)?;
     let pat = p
         .create_account(
@@ -700,7 +730,8 @@ pub fn demo_accounts(
         "Comptes de démonstration (mot de passe : {DEMO_PASSWORD})\n\
          - professionnel (domaine pro) : identifiant {rpps} (RPPS) ; depuis cette machine le mot de passe suffit, \
          ailleurs code TOTP de la clé {pro_totp}\n\
-         - patient (domaine patient) : identifiant {ins} (INS) ; code TOTP obligatoire, clé {pat_totp}\n  ({pat_uri})\n\
+         - patient (domaine patient) : identifiant {ins} (INS) ; code TOTP obligatoire, clé {pat_totp}\n  ({pat_uri})\n  \
+         son dossier : Patient/{DEMO_PATIENT} (identité qualifiée), dont le professionnel ci-dessus est le médecin traitant\n\
          Clients :\n\
          - sans utilisateur (client credentials) : client_id {sid}, client_secret {secret}\n\
          - application publique (code + PKCE) : client_id {aid}, redirect_uri http://127.0.0.1:8765/callback\n",

@@ -588,7 +588,8 @@ fn demo_banner(listen: SocketAddr, data: &std::path::Path, accounts: &str) -> St
          curl 'http://{listen}/fhir/PractitionerRole?role=10&specialty=SM54&_include=PractitionerRole:practitioner&_include=PractitionerRole:organization'\n  \
          TOKEN=$(curl -s -u {id}:{secret} -d grant_type=client_credentials -d scope='system/*.rs' http://{listen}/auth/pro/token | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n  \
          curl -X POST http://{listen}/fhir/Patient/\\$ins-retrieve -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/fhir+json' -d '{retrieve}'\n  \
-         curl -X POST http://{listen}/fhir/Patient/\\$ins-verify -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/fhir+json' -d '{verify}'\n\
+         curl -X POST http://{listen}/fhir/Patient/\\$ins-verify -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/fhir+json' -d '{verify}'\n  \
+         curl http://{listen}/fhir/Patient/demo-patient -H \"Authorization: Bearer $TOKEN\"\n\
          Connexion d'un professionnel dans le navigateur : http://{listen}/auth/pro/authorize (paramètres : README, « Authentication and access »).\n",
         data = data.display()
     )

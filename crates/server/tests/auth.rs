@@ -3454,7 +3454,7 @@ fn legal_representatives_act_for_the_persons_they_represent() {
             None,
         );
         assert_eq!(c, 200, "{v}");
-        assert_eq!(common::entry_ids(&v), [open.clone()], "{v}");
+        assert_eq!(common::entry_ids(&v), vec![open.clone()], "{v}");
         let (c, v, _) = fhir(root, "GET", "Patient/autre", Some(&rep), None);
         assert_eq!(c, 403, "{v}");
 

@@ -158,3 +158,76 @@ fn generating_persons_into_a_filled_registry_is_refused() {
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("contient déjà 50 identités"), "{err}");
 }
+
+/// `socle demo` on a fresh directory: synthetic registries, demo accounts and clients, and a demo patient whose
+/// account opens onto a qualified local record, readable with the demo system client's token.
+#[test]
+fn the_demo_starts_with_a_patient_record_behind_its_account() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = socle()
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.contains("Connexion d'un professionnel") {
+            break;
+        }
+    }
+    assert!(banner.contains("Patient/demo-patient"), "{banner}");
+    let client = banner
+        .lines()
+        .find(|l| l.contains("client_secret"))
+        .unwrap_or_else(|| panic!("{banner}"));
+    let field = |name: &str| {
+        client
+            .split(name)
+            .nth(1)
+            .unwrap()
+            .split([',', ' '])
+            .find(|w| !w.is_empty())
+            .unwrap()
+            .to_string()
+    };
+    let (id, secret) = (field("client_id"), field("client_secret"));
+    let root = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if ureq::get(&format!("{root}/health")).call().is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    let token: serde_json::Value = ureq::post(&format!("{root}/auth/pro/token"))
+        .set("Authorization", &format!("Basic {basic}"))
+        .send_form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/*.rs"),
+        ])
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let patient: serde_json::Value = ureq::get(&format!("{root}/fhir/Patient/demo-patient"))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert!(patient.to_string().contains("\"QUAL\""), "{patient}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
