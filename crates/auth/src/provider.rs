@@ -311,6 +311,17 @@ impl Principal {
     }
 }
 
+/// The claims about the person's civil identity that introspection keeps for the token's own application.
+const IDENTITY_CLAIMS: &[&str] = &[
+    "given_name",
+    "family_name",
+    "name",
+    "birthdate",
+    "ins",
+    "ins_system",
+    "represented_ins",
+];
+
 /// The scopes a client gets when registered without `--scope`.
 fn default_scope(realm: Realm, interactive: bool) -> &'static str {
     match (realm, interactive) {
@@ -2245,7 +2256,7 @@ impl Provider {
         auth: &ClientAuth,
     ) -> Result<Value, TokenError> {
         let endpoint = format!("{}/introspect", self.issuer(realm));
-        self.authenticate_client(realm, auth, &endpoint, false)?;
+        let asker = self.authenticate_client(realm, auth, &endpoint, false)?;
         let token = form_get(form, "token")
             .ok_or_else(|| TokenError::new("invalid_request", "token absent"))?;
         if let Ok(p) = self.validate(token) {
@@ -2253,6 +2264,13 @@ impl Provider {
                 return Ok(json!({"active": false}));
             }
             let mut out = p.claims.clone();
+            // A resource server learns what it decides with (subject, scopes, context, professions, structures),
+            // not the person's civil identity: that stays with the application the token was issued to.
+            if asker.client_id != p.client_id {
+                for k in IDENTITY_CLAIMS {
+                    out.remove(*k);
+                }
+            }
             out.insert("active".into(), true.into());
             out.insert("token_type".into(), "Bearer".into());
             return Ok(Value::Object(out));
@@ -2266,8 +2284,10 @@ impl Provider {
             Ok(())
         })?;
         Ok(match row {
+            // A refresh token means something to its own application only.
             Some(r)
                 if text(&r, 4) == "active"
+                    && text(&r, 0) == asker.client_id
                     && int(&r, 3) > now_ms()
                     && !self.is_revoked(&format!("g:{}", text(&r, 5))) =>
             {

@@ -888,6 +888,33 @@ fn attacks_are_rejected() {
         assert_eq!(i["active"], true, "{i}");
         assert_eq!(i["client_id"], id.as_str());
         assert_eq!(intro("n'importe quoi")["active"], false);
+        // A professional's tokens, issued to the application, introspected by another client: the access token
+        // without the person's civil identity; the refresh token not at all.
+        let (code, verifier) = code_for(&mut b, &st, "openid offline_access user/*.rs", step);
+        let (_, user) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &st.app),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        let i = intro(user["access_token"].as_str().unwrap());
+        assert_eq!(i["active"], true, "{i}");
+        assert!(
+            i.get("profession").is_some() && i.get("sub").is_some(),
+            "{i}"
+        );
+        for k in ["family_name", "given_name", "name"] {
+            assert!(i.get(k).is_none(), "{k} : {i}");
+        }
+        assert_eq!(
+            intro(user["refresh_token"].as_str().unwrap())["active"],
+            false
+        );
         let r = ureq::post(&format!("{root}/auth/pro/revoke"))
             .set(
                 "Authorization",
