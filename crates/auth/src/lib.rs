@@ -15,7 +15,8 @@ pub mod totp;
 
 pub use provider::{
     AccountInfo, AuthResult, AuthorizeError, AuthorizeRequest, ClientAuth, ClientInfo, LoginError,
-    LoginStep, NewClient, Principal, Provider, ProviderConfig, Represented, TokenError,
+    LoginStep, NewClient, Principal, ProfileSource, Provider, ProviderConfig, Represented,
+    TokenError,
 };
 pub use scopes::{Context, Perm, Scope, Scopes};
 

@@ -345,7 +345,14 @@ pub struct Provider {
     revoked: RwLock<HashMap<String, i64>>,
     /// Access tokens already verified (see [`Provider::validate`]).
     verified: RwLock<HashMap<String, Arc<Principal>>>,
+    /// Where professionals' profiles come from at each login and each token ([`Provider::set_pro_profiles`]).
+    pro_profiles: RwLock<Option<ProfileSource>>,
 }
+
+/// A professional's current profile (claims) by login (RPPS): `Ok(None)` when they are no longer in the directory
+/// or no longer active — they are then refused; `Err` when the directory cannot answer (the stored profile
+/// serves).
+pub type ProfileSource = Arc<dyn Fn(&str) -> Result<Option<Value>, String> + Send + Sync>;
 
 const VERIFIED_CAP: usize = 100_000;
 
@@ -398,6 +405,7 @@ impl Provider {
             config,
             revoked: RwLock::new(HashMap::new()),
             verified: RwLock::new(HashMap::new()),
+            pro_profiles: RwLock::new(None),
         });
         p.reload_revocations()?;
         let weak: Weak<Provider> = Arc::downgrade(&p);
@@ -415,6 +423,52 @@ impl Provider {
             })
             .map_err(|e| AuthError::Internal(format!("thread des révocations : {e}")))?;
         Ok(p)
+    }
+
+    /// Reads professionals' profiles from `source` (the Annuaire) at each login and each token issued to them,
+    /// instead of the copy taken when the account was created: a change of profession or of practice reaches the
+    /// claims at the next token, and a professional struck off the directory (or made inactive) can no longer log
+    /// in or refresh.
+    pub fn set_pro_profiles(&self, source: ProfileSource) {
+        *self.pro_profiles.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// Brings the stored profile of a professional's account up to date from the directory; `Err` with the
+    /// reason when they are no longer there.
+    fn refresh_profile(&self, realm: Realm, login: &str) -> Result<(), String> {
+        if realm != Realm::Pro {
+            return Ok(());
+        }
+        let source = self
+            .pro_profiles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(source) = source else {
+            return Ok(());
+        };
+        match source(login) {
+            Ok(Some(profile)) => {
+                let text = profile.to_string();
+                if let Err(e) = self.store.write(&mut |c| {
+                    c.execute(
+                        "UPDATE auth_accounts SET profile = ? WHERE realm = ? AND login = ?",
+                        &[text.as_str().into(), realm.as_str().into(), login.into()],
+                    )?;
+                    Ok(())
+                }) {
+                    tracing::warn!(error = %e, "profil professionnel non mis à jour");
+                }
+                Ok(())
+            }
+            Ok(None) => Err(
+                "ce professionnel n'est plus inscrit comme actif à l'Annuaire Santé : connexion refusée".into(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "Annuaire injoignable : profil enregistré utilisé");
+                Ok(())
+            }
+        }
     }
 
     pub fn config(&self) -> &ProviderConfig {
@@ -723,6 +777,8 @@ impl Provider {
                 .write(&mut |c| self.count_failure(c, realm, login, now));
             return Err(LoginError::BadCredentials);
         }
+        self.refresh_profile(realm, login)
+            .map_err(LoginError::Refused)?;
         let trusted = self
             .config
             .trusted_networks
@@ -1999,6 +2055,20 @@ impl Provider {
         let now = now_ms() / 1000;
         let scopes = Scopes::parse(&g.scope).unwrap_or_default();
         let user = g.acr.is_some();
+        if user && g.realm == Realm::Pro {
+            let mut login = None;
+            self.store.read(&mut |c| {
+                login = c.query_one(
+                    "SELECT login FROM auth_accounts WHERE realm = ? AND subject = ?",
+                    &[g.realm.as_str().into(), g.subject.as_str().into()],
+                )?;
+                Ok(())
+            })?;
+            if let Some(r) = login {
+                self.refresh_profile(g.realm, &text(&r, 0))
+                    .map_err(|m| TokenError::new("invalid_grant", m))?;
+            }
+        }
         let mut profile = if user {
             self.profile(g.realm, &g.subject)
                 .map_err(|_| TokenError::new("invalid_grant", "compte inconnu ou désactivé"))?

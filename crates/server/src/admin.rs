@@ -58,6 +58,22 @@ fn name_parts(res: &Value) -> (String, String) {
 /// The claims of a professional, from the Annuaire: the Practitioner with this RPPS, its PractitionerRoles
 /// (profession, specialty) and their organisations (FINESS / structure identifiers).
 pub fn professional_profile(repo: &Repository, rpps: &str) -> anyhow::Result<(String, Value)> {
+    match current_professional_profile(repo, rpps)? {
+        Some(x) => Ok(x),
+        None => bail!(
+            "aucun professionnel actif de l'Annuaire n'a le RPPS {} : importez-le d'abord (socle import --annuaire, \
+             socle generate)",
+            rpps.trim()
+        ),
+    }
+}
+
+/// [`professional_profile`]; `None` when no active Practitioner of the Annuaire has that RPPS (never there,
+/// struck off, made inactive).
+pub fn current_professional_profile(
+    repo: &Repository,
+    rpps: &str,
+) -> anyhow::Result<Option<(String, Value)>> {
     let rpps = socle_directory::ids::Rpps::parse(rpps).map_err(|e| anyhow::anyhow!("{e}"))?;
     let found = search(
         repo,
@@ -67,11 +83,8 @@ pub fn professional_profile(repo: &Repository, rpps: &str) -> anyhow::Result<(St
             format!("https://rpps.esante.gouv.fr|{}", rpps.as_str()),
         )],
     )?;
-    let Some(p) = found.first() else {
-        bail!(
-            "aucun professionnel de l'Annuaire n'a le RPPS {} : importez-le d'abord (socle import --annuaire, socle generate)",
-            rpps.as_str()
-        );
+    let Some(p) = found.iter().find(|p| p["active"] != false) else {
+        return Ok(None);
     };
     let id = p["id"].as_str().unwrap_or_default().to_string();
     let (family, given) = name_parts(p);
@@ -135,7 +148,7 @@ pub fn professional_profile(repo: &Repository, rpps: &str) -> anyhow::Result<(St
         "structures": structures,
         "fhirUser": format!("Practitioner/{id}"),
     });
-    Ok((idnps, profile))
+    Ok(Some((idnps, profile)))
 }
 
 /// The claims of a patient: the official traits from the reference registry, and the local `Patient` that

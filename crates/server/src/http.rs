@@ -221,6 +221,13 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || socle_auth::Provider::open(auth.store, config))
             .await?
             .map_err(|e| anyhow::anyhow!("fournisseur d'identité : {e}"))?;
+    // Professionals' claims come from the Annuaire at each login and token.
+    let directory = repo.clone();
+    provider.set_pro_profiles(Arc::new(move |rpps: &str| {
+        crate::admin::current_professional_profile(&directory, rpps)
+            .map(|found| found.map(|(_, profile)| profile))
+            .map_err(|e| e.to_string())
+    }));
     opts.auth = Some(provider);
     let engine = tokio::task::spawn_blocking(move || socle_policy::Engine::open(st))
         .await?

@@ -3736,3 +3736,112 @@ fn the_matrix_refuses_a_profession_a_document_type() {
         assert_eq!(common::entry_ids(&v), ["synthese"], "{v}");
     }
 }
+
+/// A professional's claims follow the Annuaire: a change of profession reaches the next token; once the
+/// Practitioner is inactive (struck off), refreshing and logging in are refused.
+#[test]
+fn professionals_claims_follow_the_annuaire() {
+    for backend in backends() {
+        let st = AuthFixture::new(&backend);
+        let root = st.root.as_str();
+        let sys = system_token(&st, "Gestion de l'Annuaire", "system/*.cruds");
+        let mut b = Browser::new();
+        let (code, verifier) = code_for(&mut b, &st, "openid offline_access user/*.rs", now_step());
+        let (c, t) = token_post(
+            root,
+            "pro",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", &st.app),
+                ("code_verifier", &verifier),
+            ],
+            None,
+        );
+        assert_eq!(c, 200, "{t}");
+        let before = jwt_claims(t["access_token"].as_str().unwrap())["profession"].clone();
+        let idnps = format!("8{}", st.rpps);
+        let (c, roles, _) = fhir(
+            root,
+            "GET",
+            &format!("PractitionerRole?practitioner=Practitioner/{idnps}"),
+            Some(&sys),
+            None,
+        );
+        assert_eq!(c, 200, "{roles}");
+        let new_profession = if before == json!(["60"]) { "21" } else { "60" };
+        for e in roles["entry"].as_array().unwrap() {
+            let mut role = e["resource"].clone();
+            role["code"][0]["coding"][0]["code"] = json!(new_profession);
+            let id = role["id"].as_str().unwrap().to_string();
+            let (c, oo, _) = fhir(
+                root,
+                "PUT",
+                &format!("PractitionerRole/{id}"),
+                Some(&sys),
+                Some(&role),
+            );
+            assert_eq!(c, 200, "{oo}");
+        }
+        let refresh = |rt: &str| {
+            token_post(
+                root,
+                "pro",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", rt),
+                    ("client_id", &st.app),
+                ],
+                None,
+            )
+        };
+        let (c, t2) = refresh(t["refresh_token"].as_str().unwrap());
+        assert_eq!(c, 200, "{t2}");
+        assert_eq!(
+            jwt_claims(t2["access_token"].as_str().unwrap())["profession"],
+            json!([new_profession]),
+            "avant : {before}"
+        );
+        // Struck off: the Practitioner made inactive.
+        let (c, mut pr, _) = fhir(
+            root,
+            "GET",
+            &format!("Practitioner/{idnps}"),
+            Some(&sys),
+            None,
+        );
+        assert_eq!(c, 200, "{pr}");
+        pr["active"] = json!(false);
+        let (c, oo, _) = fhir(
+            root,
+            "PUT",
+            &format!("Practitioner/{idnps}"),
+            Some(&sys),
+            Some(&pr),
+        );
+        assert_eq!(c, 200, "{oo}");
+        let (c, e) = refresh(t2["refresh_token"].as_str().unwrap());
+        assert_eq!(
+            (c, e["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("Annuaire"), "{e}");
+        let verifier = socle_auth::random_token(32);
+        let url = format!(
+            "{root}/auth/pro/authorize?response_type=code&client_id={}&redirect_uri={REDIRECT}&scope=openid&code_challenge={}&code_challenge_method=S256&prompt=login",
+            st.app,
+            socle_auth::pkce_challenge(&verifier)
+        );
+        let p = login(
+            &mut Browser::new(),
+            root,
+            &url,
+            &st.rpps,
+            PASSWORD,
+            Some((&st.totp, now_step() + 1)),
+        );
+        assert_eq!(p.status, 403, "{}", p.body);
+        assert!(p.body.contains("Annuaire"), "{}", p.body);
+    }
+}
