@@ -30,12 +30,22 @@ fn admin_ctx() -> RequestContext {
 }
 
 fn search(repo: &Repository, rtype: &str, params: &[(&str, String)]) -> anyhow::Result<Vec<Value>> {
+    search_as(repo, &admin_ctx(), rtype, params)
+}
+
+/// [`search`] on behalf of `ctx`'s principal (audited as such).
+fn search_as(
+    repo: &Repository,
+    ctx: &RequestContext,
+    rtype: &str,
+    params: &[(&str, String)],
+) -> anyhow::Result<Vec<Value>> {
     let params: Vec<(String, String)> = params
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     let page = repo
-        .search(&admin_ctx(), rtype, &params, true)
+        .search(ctx, rtype, &params, true)
         .map_err(|e| anyhow::anyhow!("recherche {rtype} : {e}"))?;
     Ok(page
         .matches
@@ -58,7 +68,7 @@ fn name_parts(res: &Value) -> (String, String) {
 /// The claims of a professional, from the Annuaire: the Practitioner with this RPPS, its PractitionerRoles
 /// (profession, specialty) and their organisations (FINESS / structure identifiers).
 pub fn professional_profile(repo: &Repository, rpps: &str) -> anyhow::Result<(String, Value)> {
-    match current_professional_profile(repo, rpps)? {
+    match current_professional_profile(repo, &admin_ctx(), rpps)? {
         Some(x) => Ok(x),
         None => bail!(
             "aucun professionnel actif de l'Annuaire n'a le RPPS {} : importez-le d'abord (socle import --annuaire, \
@@ -68,15 +78,17 @@ pub fn professional_profile(repo: &Repository, rpps: &str) -> anyhow::Result<(St
     }
 }
 
-/// [`professional_profile`]; `None` when no active Practitioner of the Annuaire has that RPPS (never there,
-/// struck off, made inactive).
+/// [`professional_profile`], read on behalf of `ctx`; `None` when no active Practitioner of the Annuaire has that
+/// RPPS (never there, struck off, made inactive).
 pub fn current_professional_profile(
     repo: &Repository,
+    ctx: &RequestContext,
     rpps: &str,
 ) -> anyhow::Result<Option<(String, Value)>> {
     let rpps = socle_directory::ids::Rpps::parse(rpps).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let found = search(
+    let found = search_as(
         repo,
+        ctx,
         "Practitioner",
         &[(
             "identifier",
@@ -88,8 +100,9 @@ pub fn current_professional_profile(
     };
     let id = p["id"].as_str().unwrap_or_default().to_string();
     let (family, given) = name_parts(p);
-    let roles = search(
+    let roles = search_as(
         repo,
+        ctx,
         "PractitionerRole",
         &[
             ("practitioner", format!("Practitioner/{id}")),

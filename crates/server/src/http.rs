@@ -223,8 +223,13 @@ pub async fn serve(
             .map_err(|e| anyhow::anyhow!("fournisseur d'identité : {e}"))?;
     // Professionals' claims come from the Annuaire at each login and token.
     let directory = repo.clone();
+    let idp = RequestContext {
+        principal: "identity-provider".into(),
+        client: None,
+        base_url: format!("{public_url}/fhir"),
+    };
     provider.set_pro_profiles(Arc::new(move |rpps: &str| {
-        crate::admin::current_professional_profile(&directory, rpps)
+        crate::admin::current_professional_profile(&directory, &idp, rpps)
             .map(|found| found.map(|(_, profile)| profile))
             .map_err(|e| e.to_string())
     }));
