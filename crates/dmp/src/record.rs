@@ -155,6 +155,13 @@ pub fn apply(
                     "INSERT INTO dmp_records (patient, state, created, changed, reason) VALUES (?, ?, ?, ?, ?)",
                     &[patient.into(), s.into(), created.into(), now.into(), reason.into()],
                 )?;
+                // The access policy follows, in the same transaction: a closed or opposed record's documents are
+                // out of professionals' reach until it reopens.
+                let (closed, target) = (socle_policy::rules::RECORD_CLOSED, socle_policy::rules::RECORD_TARGET);
+                RuleStore::revoke_target_in(c, patient, closed, target)?;
+                if s != "open" {
+                    RuleStore::insert_in(c, patient, closed, "", target, s, None)?;
+                }
                 out = Some(Ok(RecordState { state: s.into(), created, changed: now, reason: reason.into() }));
             }
             Err(e) => out = Some(Err(e)),

@@ -82,6 +82,7 @@ pub enum Reason {
     BreakGlass,
     NotAuthor,
     PatientCategoryOnly,
+    RecordClosed,
 }
 
 impl Reason {
@@ -103,6 +104,7 @@ impl Reason {
             Reason::BreakGlass => "break-glass",
             Reason::NotAuthor => "not-author",
             Reason::PatientCategoryOnly => "patient-category-only",
+            Reason::RecordClosed => "record-closed",
         }
     }
 }
@@ -175,6 +177,14 @@ pub fn decide(
             }
         }
         Actor::Professional { idnps, professions } => {
+            // A closed (or opposed) DMP: its documents are kept for the patient, out of every professional's
+            // reach, break-glass included.
+            if facts.record_closed && target.doc_type.is_some() {
+                return Decision::deny(
+                    Reason::RecordClosed,
+                    "le patient a fermé son DMP : ses documents ne sont plus accessibles aux professionnels",
+                );
+            }
             if facts.blocked {
                 return Decision::deny(
                     Reason::PatientBlocked,

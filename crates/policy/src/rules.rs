@@ -11,6 +11,7 @@
 //! | `patient-delegation` | professional | | document types shared, comma-separated (`*`: all) |
 //! | `delegation` (patient `*`) | delegate (a secretary) | professional delegating | |
 //! | `consent` | application (client id) | | no longer set: app consents live in the identity provider |
+//! | `record-closed` | | `dmp` | the DMP's state (`closed`, `opposed`): set and lifted by the DMP itself |
 
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub struct Facts {
     pub masked: bool,
     pub hidden_from_patient: bool,
     pub hidden_from_representative: bool,
+    /// The patient's DMP is closed (or opposed): its documents are out of professionals' reach.
+    pub record_closed: bool,
     /// Document types the patient shared with this professional by delegation.
     pub patient_delegation: Option<Vec<String>>,
 }
@@ -509,21 +512,32 @@ fn facts_sql(patient: &str) -> String {
          SELECT kind, 2, detail FROM policy_rules WHERE patient = {patient} AND actor IN (\
            SELECT target FROM policy_rules WHERE patient = '*' AND actor = ? AND kind = 'delegation' AND {LIVE}) AND {LIVE} \
          UNION ALL \
-         SELECT kind, 0, detail FROM policy_rules WHERE patient = {patient} AND target = ? AND target <> '' AND {LIVE}"
+         SELECT kind, 0, detail FROM policy_rules WHERE patient = {patient} AND target = ? AND target <> '' AND {LIVE} \
+         UNION ALL \
+         SELECT kind, 0, detail FROM policy_rules WHERE patient = {patient} AND target = '{RECORD_TARGET}' \
+           AND kind = '{RECORD_CLOSED}' AND {LIVE}"
     )
 }
+
+/// The rule the DMP sets while a patient's record is closed or opposed (target [`RECORD_TARGET`]): professionals
+/// no longer reach its documents.
+pub const RECORD_CLOSED: &str = "record-closed";
+/// The target of the rules about the DMP record as a whole.
+pub const RECORD_TARGET: &str = "dmp";
 
 /// The parameters of [`facts_sql`], in order; `patient` when it is a placeholder.
 fn facts_params(patient: Option<&str>, actor: &str, resource: &str) -> Vec<SqlValue> {
     let now = now_ms();
     let p = || patient.map(SqlValue::from);
-    let mut v: Vec<SqlValue> = Vec::with_capacity(10);
+    let mut v: Vec<SqlValue> = Vec::with_capacity(12);
     v.extend(p());
     v.extend([actor.into(), now.into()]);
     v.extend(p());
     v.extend([actor.into(), now.into(), now.into()]);
     v.extend(p());
     v.extend([resource.into(), now.into()]);
+    v.extend(p());
+    v.push(now.into());
     v
 }
 
@@ -553,6 +567,7 @@ fn fold(facts: &mut Facts, kind: &str, whose: i64, detail: String) {
         "mask" => facts.masked = true,
         "hide-patient" => facts.hidden_from_patient = true,
         "hide-representative" => facts.hidden_from_representative = true,
+        RECORD_CLOSED => facts.record_closed = true,
         "patient-delegation" if own => {
             facts
                 .patient_delegation
@@ -769,7 +784,7 @@ mod tests {
         // The attached query names the row's patient, never a placeholder for it.
         let a = facts_attached(Some("8001"), Some("Patient/p1"));
         assert_eq!(a.sql.matches('?').count(), a.params.len());
-        assert_eq!(a.sql.matches("r.pkey").count(), 3);
+        assert_eq!(a.sql.matches("r.pkey").count(), 4);
     }
 
     #[test]
@@ -831,6 +846,28 @@ mod tests {
             None,
             "expirée"
         );
+        // A closed record's rule reaches every decision about that patient.
+        rs.add("p1", RECORD_CLOSED, "", RECORD_TARGET, "closed", None)
+            .unwrap_err();
+        rs.store
+            .write(&mut |c| {
+                RuleStore::insert_in(c, "p1", RECORD_CLOSED, "", RECORD_TARGET, "closed", None)?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            rs.facts("p1", Some("8001"), Some("DocumentReference/d9"))
+                .unwrap()
+                .record_closed
+        );
+        assert!(!rs.facts("p2", Some("8001"), None).unwrap().record_closed);
+        rs.store
+            .write(&mut |c| {
+                RuleStore::revoke_target_in(c, "p1", RECORD_CLOSED, RECORD_TARGET)?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(!rs.facts("p1", Some("8001"), None).unwrap().record_closed);
         // The secretary of a professional the patient blocks is blocked too (8002 is blocked for p1).
         rs.add("*", "delegation", "8006", "8002", "", None).unwrap();
         assert!(rs.facts("p1", Some("8006"), None).unwrap().blocked);

@@ -3208,6 +3208,39 @@ fn dmp_access_through_the_policy() {
         assert_eq!(c, 200, "{v}");
         let (c, v) = feed(&sys, SampleDoc::report("Z", 1_000), "SZ");
         assert_eq!(c, 409, "{v}");
+        // Closed: its documents are out of professionals' reach — care relationship or break-glass — and kept
+        // for the patient; reopened, they are back.
+        let (c, v) = read(&pro, &format!("DocumentReference/{b}"));
+        assert_eq!(c, 403, "{v}");
+        assert!(v.to_string().contains("record-closed"), "{v}");
+        refused(
+            raw(&pro, &bin_b, Some("patient inconscient, urgences vitales")),
+            "record-closed",
+        );
+        let (c, v) = read(&pro, "DocumentReference?patient=pd");
+        assert_eq!(c, 200, "{v}");
+        assert!(common::entry_ids(&v).is_empty(), "{v}");
+        let (c, v) = read(&patient, "DocumentReference?patient=pd");
+        assert_eq!(c, 200, "{v}");
+        assert!(!common::entry_ids(&v).is_empty(), "{v}");
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            "Patient/pd/$dmp-reopen",
+            Some(&patient),
+            Some(&json!({})),
+        );
+        assert_eq!(c, 200, "{v}");
+        let (c, v) = read(&pro, &format!("DocumentReference/{b}"));
+        assert_eq!(c, 200, "{v}");
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            "Patient/pd/$dmp-close",
+            Some(&patient),
+            Some(&json!({})),
+        );
+        assert_eq!(c, 200, "{v}");
         printed(
             &st.s
                 .cli(&["policy", "revoke", "--patient", "pd", "--id", &care]),
