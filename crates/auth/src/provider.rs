@@ -449,11 +449,27 @@ impl Provider {
         };
         match source(login) {
             Ok(Some(profile)) => {
-                let text = profile.to_string();
+                let json = profile.to_string();
+                // Written only when it changed: most tokens find the same profile.
+                let mut stored = None;
+                if self
+                    .store
+                    .read(&mut |c| {
+                        stored = c.query_one(
+                            "SELECT profile FROM auth_accounts WHERE realm = ? AND login = ?",
+                            &[realm.as_str().into(), login.into()],
+                        )?;
+                        Ok(())
+                    })
+                    .is_ok()
+                    && stored.is_some_and(|r| text(&r, 0) == json)
+                {
+                    return Ok(());
+                }
                 if let Err(e) = self.store.write(&mut |c| {
                     c.execute(
                         "UPDATE auth_accounts SET profile = ? WHERE realm = ? AND login = ?",
-                        &[text.as_str().into(), realm.as_str().into(), login.into()],
+                        &[json.as_str().into(), realm.as_str().into(), login.into()],
                     )?;
                     Ok(())
                 }) {

@@ -877,10 +877,15 @@ async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body
             Some(("transaction", None, None)),
             move |r, c| {
                 let v = r.bundle(c, body)?;
-                if let Some(e) = &engine {
-                    for (rt, id, p) in opened {
-                        after_break_glass(r, c, e, (&rt, &id), Some(p), bg.as_deref());
-                    }
+                for (rt, id, p) in opened {
+                    after_break_glass_write(
+                        r,
+                        c,
+                        engine.as_deref(),
+                        (&rt, &id),
+                        vec![p],
+                        bg.as_deref(),
+                    );
                 }
                 Ok(v)
             }
@@ -960,11 +965,14 @@ async fn create(
                     )?;
                 }
                 let w = r.create(c, &rt, body, if_none_exist.as_deref())?;
-                if let Some(e) = &engine {
-                    for p in opened {
-                        after_break_glass(r, c, e, (&rt, &w.stored.id), Some(p), bg.as_deref());
-                    }
-                }
+                after_break_glass_write(
+                    r,
+                    c,
+                    engine.as_deref(),
+                    (&rt, &w.stored.id),
+                    opened,
+                    bg.as_deref(),
+                );
                 Ok(w)
             }
         )
@@ -1007,11 +1015,7 @@ async fn update(
                     )?;
                 }
                 let w = r.update(c, &rt, &i, body, im)?;
-                if let Some(e) = &engine {
-                    for p in opened {
-                        after_break_glass(r, c, e, (&rt, &i), Some(p), bg.as_deref());
-                    }
-                }
+                after_break_glass_write(r, c, engine.as_deref(), (&rt, &i), opened, bg.as_deref());
                 Ok(w)
             }
         )
@@ -1116,11 +1120,7 @@ async fn delete(
                     )?;
                 }
                 let d = r.delete(c, &rt, &i)?;
-                if let Some(e) = &engine {
-                    for p in opened {
-                        after_break_glass(r, c, e, (&rt, &i), Some(p), bg.as_deref());
-                    }
-                }
+                after_break_glass_write(r, c, engine.as_deref(), (&rt, &i), opened, bg.as_deref());
                 Ok(d)
             }
         )
@@ -1220,6 +1220,23 @@ fn read_check<'a>(
             used_bg.set(patient.map(str::to_string));
         }
         Ok(Some(format!("policy={}{note}", d.reason.code())))
+    }
+}
+
+/// After a write that break-glass let through for `patients` ([`policy::check_write`]): each one's distinct
+/// audit record and notification.
+fn after_break_glass_write(
+    r: &Repository,
+    c: &RequestContext,
+    engine: Option<&socle_policy::Engine>,
+    what: (&str, &str),
+    patients: Vec<String>,
+    bg: Option<&str>,
+) {
+    if let Some(e) = engine {
+        for p in patients {
+            after_break_glass(r, c, e, what, Some(p), bg);
+        }
     }
 }
 
@@ -1351,7 +1368,7 @@ async fn search_common(
                 if !d.allowed {
                     r.audit_operation(c, "search-type", Some(&rtype), Some(patient), "403", Some(format!("policy={}", d.reason.code())));
                     return Err(RepoError::Forbidden {
- patient: None,
+                        patient: None,
                         code: d.reason.code().into(),
                         message: format!("accès refusé ({}) : {}", d.reason.code(), d.explanation),
                     });

@@ -723,7 +723,7 @@ async fn document_action(
         };
         if !allowed {
             return Err(RepoError::Forbidden {
- patient: None,
+                patient: Some(patient.clone()),
                 code: "dmp-operation".into(),
                 message: format!("{op} : réservé {}", match op {
                     "$dmp-announce" => "aux professionnels qui suivent le patient",

@@ -77,7 +77,7 @@ pub fn break_glass(
         && acr_rank(p.acr.as_deref().unwrap_or("")) >= acr_rank(ACR_TWO_FACTORS));
     if !strong {
         return Err(RepoError::Forbidden {
- patient: None,
+            patient: None,
             code: "break-glass-needs-eidas2".into(),
             message: "bris de glace réservé aux professionnels authentifiés avec un second facteur (acr eidas2)".into(),
         });
@@ -366,7 +366,7 @@ pub fn check_write(
         })
     {
         return Err(RepoError::Forbidden {
- patient: None,
+            patient: None,
             code: "document-content".into(),
             message: "refusé (document-content) : le contenu d'un document ne se modifie ni ne se supprime \
                       directement ; déposez une nouvelle version du document (ITI-65, relatesTo)"
