@@ -122,7 +122,7 @@ pub fn capability_statement(public_url: &str) -> Vec<u8> {
             "operation": [{
                 "name": "audit-trail",
                 "definition": "https://socle.example/fhir/OperationDefinition/audit-trail",
-                "documentation": "Journal d'audit de Socle (chaîné, append-only), en AuditEvent (IHE BALP), du plus récent au plus ancien : GET [base]/$audit-trail?patient=&_count= et GET [base]/Patient/[id]/$audit-trail.",
+                "documentation": "Journal d'audit de Socle (chaîné, append-only), en AuditEvent (IHE BALP), du plus récent au plus ancien : GET [base]/$audit-trail?patient=&date=&_count= et GET [base]/Patient/[id]/$audit-trail?date=&_count= (date répétable, préfixes eq ge gt le lt sa eb ; page suivante par le lien next). Pour un jeton patient, GET [base]/AuditEvent?[patient=][&date=][&_count=] est cette trace, limitée à son propre dossier ; les autres recherches d'AuditEvent portent sur les AuditEvent stockés.",
             }],
         }],
     });

@@ -1311,6 +1311,15 @@ async fn search_common(
     req: Req,
     params: Vec<(String, String)>,
 ) -> Response {
+    // A patient's search of `AuditEvent` is their access trail: who read or wrote what of their record.
+    if rtype == "AuditEvent"
+        && let Some(own) = own_trail(&req)
+    {
+        return match trail_query(&params, Some(own), TrailApi::Search, req.strict) {
+            Ok(q) => audit_trail_common(&app, q, &req).await,
+            Err(r) => r,
+        };
+    }
     let strict = req.strict;
     // Anonymous callers (public Annuaire) never see restricted entries, as matches or as includes.
     let anonymous = req.caller.as_ref().is_some_and(guard::Caller::is_anonymous);
@@ -1552,39 +1561,126 @@ async fn audit_trail_record(State(app): State<App>, Path(seq): Path<String>, req
 
 async fn audit_trail(State(app): State<App>, req: Req) -> Response {
     let params = req.params.clone();
-    audit_trail_common(&app, None, &params, &req).await
+    match trail_query(&params, None, TrailApi::Operation, req.strict) {
+        Ok(q) => audit_trail_common(&app, q, &req).await,
+        Err(r) => r,
+    }
 }
 
 async fn patient_audit_trail(State(app): State<App>, Path(id): Path<String>, req: Req) -> Response {
     let params = req.params.clone();
-    audit_trail_common(&app, Some(id), &params, &req).await
+    match trail_query(&params, Some(id), TrailApi::PatientOperation, req.strict) {
+        Ok(q) => audit_trail_common(&app, q, &req).await,
+        Err(r) => r,
+    }
 }
 
-/// The trail, newest first, as a Bundle of BALP-shaped `AuditEvent`s.
-async fn audit_trail_common(
-    app: &App,
+/// The patient whose trail a search of `AuditEvent` reads: a patient's (or their legal representative's)
+/// token reads the trail of their own record there, as `GET [base]/Patient/{id}/$audit-trail` does.
+fn own_trail(req: &Req) -> Option<String> {
+    match req.caller.as_ref()? {
+        guard::Caller::Token(p) if p.realm == Some(socle_auth::Realm::Patient) => {
+            p.claim("patient").map(str::to_string)
+        }
+        _ => None,
+    }
+}
+
+/// Where a reading of the trail was asked (its parameters and its links follow).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TrailApi {
+    /// `GET [base]/$audit-trail`
+    Operation,
+    /// `GET [base]/Patient/{id}/$audit-trail`
+    PatientOperation,
+    /// `GET [base]/AuditEvent?…` by a patient (their own trail)
+    Search,
+}
+
+/// A reading of the trail: whose, how many, from where, over which period.
+struct TrailQuery {
+    api: TrailApi,
     patient: Option<String>,
+    count: i64,
+    cursor: socle_store::repo::TrailCursor,
+    window: socle_store::audit::Window,
+    /// The `date` parameters as given, for the next page's link.
+    dates: Vec<String>,
+    /// Parameters ignored (a search without `Prefer: handling=strict`).
+    ignored: Vec<String>,
+}
+
+/// Reads the parameters of a reading of the trail: `patient`, `date` (repeatable; prefixes `eq`, `ge`, `gt`,
+/// `le`, `lt`, `sa`, `eb`, with the value's precision), `_count`, `page` (given by the `next` link), `_sort`
+/// (`-date` only: the trail is read newest first).
+fn trail_query(
     params: &[(String, String)],
-    req: &Req,
-) -> Response {
-    let path_patient = patient.is_some();
-    let mut patient = patient;
-    let mut count = 50i64;
-    let mut cursor = socle_store::repo::TrailCursor::default();
+    fixed: Option<String>,
+    api: TrailApi,
+    strict: bool,
+) -> Result<TrailQuery, Response> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, IssueType::Invalid, m);
+    let mut q = TrailQuery {
+        api,
+        patient: fixed.clone(),
+        count: 50,
+        cursor: socle_store::repo::TrailCursor::default(),
+        window: socle_store::audit::Window::default(),
+        dates: Vec::new(),
+        ignored: Vec::new(),
+    };
     for (k, v) in params {
         match k.as_str() {
-            "patient" if patient.is_none() => {
-                patient = Some(v.trim_start_matches("Patient/").to_string())
+            "patient" | "patient:Patient"
+                if api != TrailApi::PatientOperation || fixed.is_none() =>
+            {
+                let id = v
+                    .rsplit_once("Patient/")
+                    .map_or(v.as_str(), |(_, id)| id)
+                    .to_string();
+                match &fixed {
+                    Some(own) if *own != id => {
+                        return Err(error(
+                            StatusCode::FORBIDDEN,
+                            IssueType::Forbidden,
+                            "un patient ne lit que la trace des accès à son propre dossier",
+                        ));
+                    }
+                    _ => q.patient = Some(id),
+                }
+            }
+            "date" => {
+                let (prefix, value) = match v.get(..2) {
+                    Some(p @ ("eq" | "ge" | "gt" | "le" | "lt" | "sa" | "eb")) => (p, &v[2..]),
+                    Some("ne" | "ap") => {
+                        return Err(bad(format!(
+                            "date : préfixe non pris en charge pour la trace : {v} (eq, ge, gt, le, lt, sa, eb)"
+                        )));
+                    }
+                    _ => ("eq", v.as_str()),
+                };
+                let Some((lo, hi)) = socle_fhir::index::parse_date_range(value) else {
+                    return Err(bad(format!(
+                        "date invalide : {v} (attendu AAAA, AAAA-MM, AAAA-MM-JJ ou une date et heure, avec un \
+                         préfixe éventuel)"
+                    )));
+                };
+                let w = &mut q.window;
+                match prefix {
+                    "eq" => {
+                        w.from = w.from.max(lo);
+                        w.to = w.to.min(hi);
+                    }
+                    "ge" => w.from = w.from.max(lo),
+                    "gt" | "sa" => w.from = w.from.max(hi.saturating_add(1)),
+                    "le" => w.to = w.to.min(hi),
+                    _ => w.to = w.to.min(lo.saturating_sub(1)),
+                }
+                q.dates.push(v.clone());
             }
             "_count" => match v.parse::<i64>() {
-                Ok(n) if n >= 0 => count = n.min(1000),
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        IssueType::Invalid,
-                        format!("_count invalide : {v}"),
-                    );
-                }
+                Ok(n) if n >= 0 => q.count = n.min(1000),
+                _ => return Err(bad(format!("_count invalide : {v}"))),
             },
             "page" => {
                 let parsed = v.split_once('.').and_then(|(w, l)| {
@@ -1594,30 +1690,52 @@ async fn audit_trail_common(
                     })
                 });
                 match parsed {
-                    Some(c) => cursor = c,
+                    Some(c) => q.cursor = c,
                     None => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            IssueType::Invalid,
-                            format!(
-                                "page invalide : {v} (donnée par le lien « next » de la page précédente)"
-                            ),
-                        );
+                        return Err(bad(format!(
+                            "page invalide : {v} (donnée par le lien « next » de la page précédente)"
+                        )));
                     }
                 }
             }
-            "_format" | "_pretty" => {}
-            other => {
-                return error(
+            "_sort" if v == "-date" => {}
+            "_sort" => {
+                return Err(error(
                     StatusCode::BAD_REQUEST,
                     IssueType::NotSupported,
                     format!(
-                        "$audit-trail : paramètre non pris en charge {other} (patient, _count, page)"
+                        "_sort={v} : la trace se lit de la plus récente à la plus ancienne (_sort=-date)"
                     ),
-                );
+                ));
+            }
+            "_format" | "_pretty" | "_total" => {}
+            other if api == TrailApi::Search && !strict => q.ignored.push(other.to_string()),
+            other => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::NotSupported,
+                    format!(
+                        "trace d'accès : paramètre non pris en charge {other} (patient, date, _count, _sort=-date, \
+                         page)"
+                    ),
+                ));
             }
         }
     }
+    Ok(q)
+}
+
+/// The trail, newest first, as a Bundle of BALP-shaped `AuditEvent`s.
+async fn audit_trail_common(app: &App, q: TrailQuery, req: &Req) -> Response {
+    let TrailQuery {
+        api,
+        patient,
+        count,
+        cursor,
+        window,
+        ..
+    } = &q;
+    let (patient, count, cursor, window) = (patient.clone(), *count, *cursor, *window);
     let repo = app.repo.clone();
     // What is hidden from a patient or a legal representative stays hidden in the trail: the records about a
     // document not yet announced, or hidden from representatives, would betray its existence.
@@ -1626,7 +1744,8 @@ async fn audit_trail_common(
     let who = patient.clone();
     let res = tryr!(
         blocking(move || {
-            let (events, next) = repo.audit_events_page(patient.as_deref(), count, cursor)?;
+            let (events, next) =
+                repo.audit_events_page(patient.as_deref(), count, cursor, window)?;
             let (Some(engine), Some(p)) = (engine, patient.as_deref()) else {
                 return Ok((events, next));
             };
@@ -1662,17 +1781,32 @@ async fn audit_trail_common(
                 .collect();
             let mut b = serde_json::json!({"resourceType": "Bundle", "type": "searchset"});
             if let Some(n) = next {
-                let url = match &who {
-                    Some(p) if path_patient => {
+                let mut url = match (&who, api) {
+                    (Some(p), TrailApi::PatientOperation) => {
                         format!("{base}/Patient/{p}/$audit-trail?_count={count}")
                     }
-                    Some(p) => format!("{base}/$audit-trail?patient={p}&_count={count}"),
-                    None => format!("{base}/$audit-trail?_count={count}"),
+                    (Some(p), TrailApi::Search) => {
+                        format!("{base}/AuditEvent?patient={p}&_count={count}")
+                    }
+                    (Some(p), _) => format!("{base}/$audit-trail?patient={p}&_count={count}"),
+                    (None, _) => format!("{base}/$audit-trail?_count={count}"),
                 };
+                for d in &q.dates {
+                    url.push_str("&date=");
+                    url.extend(form_urlencoded::byte_serialize(d.as_bytes()));
+                }
                 b["link"] = serde_json::json!([{"relation": "next", "url": format!("{url}&page={}.{}", n.write, n.log)}]);
             } else if cursor == socle_store::repo::TrailCursor::default() {
                 // One page holds the whole trail: its size is the total.
                 b["total"] = entries.len().into();
+            }
+            let mut entries = entries;
+            if !q.ignored.is_empty() {
+                entries.push(serde_json::json!({"resource": {"resourceType": "OperationOutcome", "issue": [{
+                    "severity": "warning", "code": "not-supported",
+                    "diagnostics": format!("paramètres ignorés par la trace d'accès : {} (pris en charge : patient, date, \
+                        _count, _sort=-date)", q.ignored.join(", "))}]},
+                    "search": {"mode": "outcome"}}));
             }
             if !entries.is_empty() {
                 b["entry"] = Value::Array(entries);

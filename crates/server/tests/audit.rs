@@ -247,5 +247,68 @@ fn trails_are_paged_without_loss() {
         assert!(pages >= 6, "{pages}");
         let bad = s.get(&format!("Patient/{pid}/$audit-trail?page=x"));
         assert_eq!(bad.status, 400, "{}", bad.text);
+
+        // A period: the records at or after a record's time, and those before it, paged, split the trail.
+        let times: Vec<(String, String)> = all.json["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let r = &e["resource"];
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["recorded"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let cut = times[times.len() / 2].1.clone();
+        let walk = |first: String| {
+            let mut got = Vec::new();
+            let mut page = s.get(&first);
+            for _ in 0..50 {
+                page.expect(200);
+                got.extend(ids(&page));
+                let Some(next) = page.link("next") else {
+                    return got;
+                };
+                page = s.get(next.split("/fhir/").nth(1).unwrap());
+            }
+            panic!("pages sans fin");
+        };
+        let enc = |v: &str| v.replace('+', "%2B").replace(':', "%3A");
+        let later = walk(format!(
+            "Patient/{pid}/$audit-trail?_count=4&date=ge{}",
+            enc(&cut)
+        ));
+        let earlier = walk(format!(
+            "Patient/{pid}/$audit-trail?_count=4&date=lt{}",
+            enc(&cut)
+        ));
+        let want = |keep: &dyn Fn(&str) -> bool| {
+            let mut v: Vec<String> = times
+                .iter()
+                .filter(|(_, t)| keep(t))
+                .map(|(i, _)| i.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        // The reads of the trail above are records of their own, after `cut`: only those of `times` count.
+        let later: Vec<String> = later.into_iter().filter(|i| whole.contains(i)).collect();
+        assert_eq!(sorted(later), want(&|t| t >= cut.as_str()), "{backend:?}");
+        assert_eq!(sorted(earlier), want(&|t| t < cut.as_str()), "{backend:?}");
+        let day = &cut[..10];
+        let none = s.get(&format!("Patient/{pid}/$audit-trail?date=lt{day}"));
+        none.expect(200);
+        assert!(ids(&none).is_empty(), "{}", none.text);
+        let bad = s.get(&format!("Patient/{pid}/$audit-trail?date=ap{day}"));
+        assert_eq!(bad.status, 400, "{}", bad.text);
+        let bad = s.get(&format!("Patient/{pid}/$audit-trail?date=2026-13"));
+        assert_eq!(bad.status, 400, "{}", bad.text);
+        assert!(bad.text.contains("date invalide"), "{}", bad.text);
     }
 }

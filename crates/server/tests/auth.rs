@@ -3278,6 +3278,56 @@ fn dmp_access_through_the_policy() {
             refused_feed,
             "alimentation refusée absente de la trace : {trail}"
         );
+        // The same trail as a FHIR search of `AuditEvent` (the patient's own compartment only), by period too.
+        let (c, search, _) = fhir(
+            root,
+            "GET",
+            "AuditEvent?patient=Patient/pd&_count=1000",
+            Some(&patient),
+            None,
+        );
+        assert_eq!(c, 200, "{search}");
+        let (found, listed) = (common::entry_ids(&search), common::entry_ids(&trail));
+        assert!(listed.len() < 200, "{}", listed.len());
+        // The search comes after the operation: the same records, and that reading of the trail itself.
+        assert!(
+            listed.iter().all(|id| found.contains(id)) && found.len() <= listed.len() + 1,
+            "la recherche AuditEvent et $audit-trail diffèrent : {found:?} / {listed:?}"
+        );
+        let (c, own, _) = fhir(root, "GET", "AuditEvent?_count=5", Some(&patient), None);
+        assert_eq!(c, 200, "{own}");
+        assert_eq!(common::entry_ids(&own).len(), 5, "{own}");
+        assert!(
+            own.to_string()
+                .contains("AuditEvent?patient=pd&_count=5&page="),
+            "{own}"
+        );
+        let (c, none, _) = fhir(
+            root,
+            "GET",
+            "AuditEvent?date=lt2000-01-01&_count=5",
+            Some(&patient),
+            None,
+        );
+        assert_eq!(c, 200, "{none}");
+        assert!(common::entry_ids(&none).is_empty(), "{none}");
+        let (c, v, _) = fhir(root, "GET", "AuditEvent?patient=p2", Some(&patient), None);
+        assert_eq!(c, 403, "{v}");
+        let (c, v, _) = fhir(root, "GET", "AuditEvent?date=hier", Some(&patient), None);
+        assert_eq!(c, 400, "{v}");
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            "AuditEvent",
+            Some(&patient),
+            Some(
+                &json!({"resourceType": "AuditEvent", "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z",
+                         "agent": [{"requestor": true}], "source": {"observer": {"display": "moi"}},
+                         "entity": [{"what": {"reference": "Patient/pd"}}]}),
+            ),
+        );
+        assert_eq!(c, 403, "{v}");
+        assert!(v.to_string().contains("audit-by-socle"), "{v}");
     }
 }
 
@@ -3574,6 +3624,14 @@ fn legal_representatives_act_for_the_persons_they_represent() {
         assert_eq!(c, 200, "{v}");
         let text = v.to_string();
         assert!(text.contains(&format!("representative:{}", st.ins)), "{v}");
+        assert!(text.contains(&format!("DocumentReference/{open}")), "{v}");
+        assert!(
+            !text.contains(&secret) && !text.contains(&unannounced),
+            "{v}"
+        );
+        let (c, v, _) = fhir(root, "GET", "AuditEvent?_count=1000", Some(&rep), None);
+        assert_eq!(c, 200, "{v}");
+        let text = v.to_string();
         assert!(text.contains(&format!("DocumentReference/{open}")), "{v}");
         assert!(
             !text.contains(&secret) && !text.contains(&unannounced),

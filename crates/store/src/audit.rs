@@ -197,23 +197,66 @@ pub fn recent(
     limit: i64,
     log: bool,
 ) -> Result<Vec<StoredAudit>, StoreError> {
-    recent_before(c, patient, limit, log, i64::MAX)
+    recent_before(c, patient, limit, log, i64::MAX, Window::default())
 }
 
-/// [`recent`], among the records numbered below `before` (the next page of a trail, newest first).
+/// A period of the trail: records whose time (`recorded`, milliseconds since the epoch) is within `from..=to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            from: i64::MIN,
+            to: i64::MAX,
+        }
+    }
+}
+
+impl Window {
+    fn is_all(&self) -> bool {
+        *self == Window::default()
+    }
+}
+
+/// [`recent`], among the records numbered below `before` (the next page of a trail, newest first) and recorded
+/// within `window`.
 pub fn recent_before(
     c: &mut dyn SqlConn,
     patient: Option<&str>,
     limit: i64,
     log: bool,
     before: i64,
+    window: Window,
 ) -> Result<Vec<StoredAudit>, StoreError> {
     match patient {
-        Some(p) if log => return list_for_patient_in_log(c, p, limit, before),
-        Some(p) => return list_for_patient(c, p, limit, before),
+        Some(p) if log => return list_for_patient_in_log(c, p, limit, before, window),
+        Some(p) => return list_for_patient(c, p, limit, before, window),
         None => {}
     }
     let max = head_seq(c)?.min(before.saturating_sub(1));
+    if !window.is_all() {
+        let sql = format!(
+            "SELECT {AUDIT_COLS} FROM audit_log WHERE seq <= ? AND recorded >= ? AND recorded <= ? \
+             ORDER BY seq DESC LIMIT ?"
+        );
+        return Ok(c
+            .query(
+                &sql,
+                &[
+                    max.into(),
+                    window.from.into(),
+                    window.to.into(),
+                    limit.into(),
+                ],
+            )?
+            .into_iter()
+            .map(from_row)
+            .collect());
+    }
     let mut v = list(c, (max - limit).max(0), limit.min(max).max(0))?;
     v.reverse();
     Ok(v)
@@ -234,16 +277,25 @@ pub fn list_for_patient(
     patient: &str,
     limit: i64,
     before: i64,
+    window: Window,
 ) -> Result<Vec<StoredAudit>, StoreError> {
     let sql = format!(
-        "SELECT {AUDIT_COLS} FROM audit_log WHERE patient = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+        "SELECT {AUDIT_COLS} FROM audit_log WHERE patient = ? AND seq < ? AND recorded >= ? AND recorded <= ? \
+         ORDER BY seq DESC LIMIT ?"
     );
-    Ok(
-        c.query(&sql, &[patient.into(), before.into(), limit.into()])?
-            .into_iter()
-            .map(from_row)
-            .collect(),
-    )
+    Ok(c.query(
+        &sql,
+        &[
+            patient.into(),
+            before.into(),
+            window.from.into(),
+            window.to.into(),
+            limit.into(),
+        ],
+    )?
+    .into_iter()
+    .map(from_row)
+    .collect())
 }
 
 /// Records concerning one patient in the access log, newest first: those not indexed yet (a scan of the
@@ -253,15 +305,24 @@ fn list_for_patient_in_log(
     patient: &str,
     limit: i64,
     before: i64,
+    window: Window,
 ) -> Result<Vec<StoredAudit>, StoreError> {
     let upto = indexed_upto(c)?;
     let sql = format!(
-        "SELECT {AUDIT_COLS} FROM audit_log WHERE seq > ? AND seq < ? AND patient = ? ORDER BY seq DESC LIMIT ?"
+        "SELECT {AUDIT_COLS} FROM audit_log WHERE seq > ? AND seq < ? AND patient = ? \
+         AND recorded >= ? AND recorded <= ? ORDER BY seq DESC LIMIT ?"
     );
     let mut out: Vec<StoredAudit> = c
         .query(
             &sql,
-            &[upto.into(), before.into(), patient.into(), limit.into()],
+            &[
+                upto.into(),
+                before.into(),
+                patient.into(),
+                window.from.into(),
+                window.to.into(),
+                limit.into(),
+            ],
         )?
         .into_iter()
         .map(from_row)
@@ -274,6 +335,29 @@ fn list_for_patient_in_log(
              ORDER BY seq DESC"
         );
         let upto = upto.min(before.saturating_sub(1));
+        if !window.is_all() {
+            // The patient index holds no times: the log's rows are read in sequence order and filtered.
+            let sql = format!(
+                "SELECT {AUDIT_COLS} FROM audit_log WHERE seq IN \
+                 (SELECT seq FROM audit_patient WHERE patient = ? AND seq <= ?) \
+                 AND recorded >= ? AND recorded <= ? ORDER BY seq DESC LIMIT ?"
+            );
+            out.extend(
+                c.query(
+                    &sql,
+                    &[
+                        patient.into(),
+                        upto.into(),
+                        window.from.into(),
+                        window.to.into(),
+                        rest.into(),
+                    ],
+                )?
+                .into_iter()
+                .map(from_row),
+            );
+            return Ok(out);
+        }
         out.extend(
             c.query(&sql, &[patient.into(), upto.into(), rest.into()])?
                 .into_iter()

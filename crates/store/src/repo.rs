@@ -1070,19 +1070,25 @@ impl Repository {
     /// access log apart ([`Store::separate_log`]), both chains are read and merged by time.
     pub fn audit_events(&self, patient: Option<&str>, limit: i64) -> Result<Vec<Value>, RepoError> {
         Ok(self
-            .audit_events_page(patient, limit, TrailCursor::default())?
+            .audit_events_page(
+                patient,
+                limit,
+                TrailCursor::default(),
+                audit::Window::default(),
+            )?
             .0)
     }
 
     /// A page of the trail, newest first, from `cursor` on; with the cursor of the next page when this one is
     /// full. The write records (kept with the data) and the access log (a chain of its own when the store has
     /// one) are paged each by its own sequence and merged by time; a record is never skipped (one whose
-    /// chain neighbour did not fit in the page comes again on the next).
+    /// chain neighbour did not fit in the page comes again on the next). `window`: only the records of a period.
     pub fn audit_events_page(
         &self,
         patient: Option<&str>,
         limit: i64,
         cursor: TrailCursor,
+        window: audit::Window,
     ) -> Result<(Vec<Value>, Option<TrailCursor>), RepoError> {
         self.flush_audit();
         let limit = limit.max(0);
@@ -1093,11 +1099,14 @@ impl Repository {
                 limit,
                 false,
                 cursor.write,
+                window,
             )?)
         })?;
         let logs = if self.store.separate_log() {
             self.read_via(Via::Log, &mut |c| {
-                Ok(audit::recent_before(c, patient, limit, true, cursor.log)?)
+                Ok(audit::recent_before(
+                    c, patient, limit, true, cursor.log, window,
+                )?)
             })?
             .into_iter()
             .map(|a| audit::StoredAudit { log: true, ..a })

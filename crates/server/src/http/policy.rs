@@ -352,6 +352,18 @@ pub fn check_write(
                 ),
             });
         }
+        // Their trail is kept by Socle (read as `AuditEvent`): an event of their own making would sit beside it.
+        if matches!(actor, Actor::Patient { .. } | Actor::Representative { .. })
+            && t == "AuditEvent"
+        {
+            return Err(RepoError::Forbidden {
+                patient: None,
+                code: "audit-by-socle".into(),
+                message: "refusé (audit-by-socle) : la trace des accès est tenue par Socle ; un patient la lit \
+                          (GET AuditEvent) sans y écrire"
+                    .into(),
+            });
+        }
     }
     // A document's content (its Binary, which names the DocumentReference in `securityContext`) changes only
     // by a new version of the document: overwritten or deleted by itself, the bytes would no longer be those
