@@ -2,7 +2,8 @@
 //! accepts) and one ES256 key (access tokens: fast to sign and verify) are current at a time. Rotation adds a
 //! new pair that becomes current; the previous keys stay published in the JWKS for `RETIRED_KEPT_MS` so that
 //! tokens they signed still verify, then disappear. Keys live in the database (`auth_keys`), so every node of a
-//! deployment signs with the same keys; the private parts never leave it except into memory.
+//! deployment signs with the same keys; the private parts never leave it except into memory, and are sealed
+//! there under the secrets key when the provider has one ([`crate::seal`]).
 
 use std::sync::{Arc, RwLock};
 
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 use socle_store::{SqlValue, Store, StoreError};
 
 use crate::jose::{self, Alg, JoseError, KeyMaterial, PublicJwk};
+use crate::seal::{self, Sealer};
 use crate::{AuthError, random_token};
 
 /// How long a rotated-out key stays published (longer than any token it signed lives).
@@ -35,6 +37,12 @@ pub struct KeyRing {
     store: Arc<dyn Store>,
     keys: RwLock<Vec<Arc<Key>>>,
     rng: SystemRandom,
+    sealer: Option<Arc<Sealer>>,
+}
+
+/// Where a key's private part is stored (the sealed value's additional data).
+fn place(kid: &str) -> String {
+    format!("auth_keys/{kid}")
 }
 
 fn load_private(alg: Alg, der: &[u8], rng: &SystemRandom) -> Result<Private, AuthError> {
@@ -86,6 +94,15 @@ impl KeyRing {
     /// Creates the table if needed and loads the keys still published. Missing current keys are created
     /// lazily, on first use (an RSA key takes a moment to generate).
     pub fn open(store: Arc<dyn Store>) -> Result<KeyRing, AuthError> {
+        Self::open_sealed(store, None)
+    }
+
+    /// [`KeyRing::open`], with private parts sealed under `sealer`: those stored in plain text by an earlier
+    /// version are sealed now; a sealed one that does not open (another key) stops the opening.
+    pub fn open_sealed(
+        store: Arc<dyn Store>,
+        sealer: Option<Arc<Sealer>>,
+    ) -> Result<KeyRing, AuthError> {
         store.write(&mut |c| {
             c.execute(
                 "CREATE TABLE IF NOT EXISTS auth_keys (kid TEXT PRIMARY KEY, alg TEXT NOT NULL, \
@@ -98,9 +115,39 @@ impl KeyRing {
             store,
             keys: RwLock::new(Vec::new()),
             rng: SystemRandom::new(),
+            sealer,
         };
+        ring.seal_plain()?;
         ring.reload()?;
         Ok(ring)
+    }
+
+    /// Seals the private parts stored in plain text (keys written before the provider had a secrets key).
+    fn seal_plain(&self) -> Result<(), AuthError> {
+        let Some(sealer) = self.sealer.as_deref() else {
+            return Ok(());
+        };
+        let mut plain = Vec::new();
+        self.store.read(&mut |c| {
+            plain = c.query(
+                "SELECT kid, private_der FROM auth_keys WHERE private_der NOT LIKE 'sealed1:%'",
+                &[],
+            )?;
+            Ok(())
+        })?;
+        for r in plain {
+            let field = |i: usize| r.get(i).and_then(|v| v.as_str()).unwrap_or_default();
+            let (kid, der) = (field(0), field(1));
+            let sealed = sealer.seal(&place(kid), der.as_bytes())?;
+            self.store.write(&mut |c| {
+                c.execute(
+                    "UPDATE auth_keys SET private_der = ? WHERE kid = ? AND private_der = ?",
+                    &[sealed.as_str().into(), kid.into(), der.into()],
+                )?;
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Re-reads the keys from the database (after a rotation by another process).
@@ -134,7 +181,8 @@ impl KeyRing {
             let Some(alg) = Alg::parse(&text(1)) else {
                 continue;
             };
-            let der = jose::unb64(&text(2))
+            let der = seal::reveal(self.sealer.as_deref(), &place(&kid), &text(2))?;
+            let der = jose::unb64(&der)
                 .ok_or_else(|| AuthError::Internal(format!("clé {kid} illisible")))?;
             let public = serde_json::from_str::<Value>(&text(3))
                 .ok()
@@ -181,7 +229,7 @@ impl KeyRing {
             material,
         };
         let now = crate::now_ms();
-        let der_text = jose::b64(&der);
+        let der_text = seal::conceal(self.sealer.as_deref(), &place(&kid), &jose::b64(&der))?;
         let jwk_text = public.to_json().to_string();
         let mut existing: Option<String> = None;
         self.store.write(&mut |c| {

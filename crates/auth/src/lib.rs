@@ -10,6 +10,7 @@ pub mod mtls;
 pub mod password;
 mod provider;
 pub mod scopes;
+pub mod seal;
 mod tables;
 pub mod totp;
 

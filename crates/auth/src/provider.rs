@@ -40,6 +40,9 @@ pub struct ProviderConfig {
     pub lockout_max_s: i64,
     /// Clients may authenticate with a TLS certificate (RFC 8705): the server requests client certificates.
     pub mtls: bool,
+    /// The key that seals private signing keys and TOTP seeds in the database ([`crate::seal`]); without one
+    /// they are stored in plain text (tests, tools).
+    pub secrets: Option<Arc<crate::seal::Sealer>>,
 }
 
 impl ProviderConfig {
@@ -56,6 +59,7 @@ impl ProviderConfig {
             lockout_base_s: 60,
             lockout_max_s: 3600,
             mtls: false,
+            secrets: None,
         }
     }
 }
@@ -393,12 +397,90 @@ fn single<'a>(form: &'a [(String, String)], k: &str) -> Result<Option<&'a str>, 
     Ok(first)
 }
 
+/// Where an account's TOTP seed is stored (the sealed value's additional data).
+fn seed_place(realm: Realm, login: &str) -> String {
+    format!("totp/{}/{login}", realm.as_str())
+}
+
+/// Seals the TOTP seeds stored in plain text (accounts enrolled before the provider had a secrets key).
+fn seal_plain_totp(
+    store: &dyn Store,
+    sealer: Option<&crate::seal::Sealer>,
+) -> Result<(), AuthError> {
+    let Some(sealer) = sealer else {
+        return Ok(());
+    };
+    loop {
+        let mut plain = Vec::new();
+        store.read(&mut |c| {
+            plain = c.query(
+                "SELECT realm, login, totp_secret FROM auth_accounts WHERE totp_secret IS NOT NULL \
+                 AND totp_secret NOT LIKE 'sealed1:%' LIMIT 1000",
+                &[],
+            )?;
+            Ok(())
+        })?;
+        if plain.is_empty() {
+            return Ok(());
+        }
+        let mut sealed = Vec::with_capacity(plain.len());
+        for r in &plain {
+            let (realm, login, seed) = (text(r, 0), text(r, 1), text(r, 2));
+            let place = format!("totp/{realm}/{login}");
+            sealed.push((sealer.seal(&place, seed.as_bytes())?, realm, login, seed));
+        }
+        store.write(&mut |c| {
+            for (s, realm, login, seed) in &sealed {
+                c.execute(
+                    "UPDATE auth_accounts SET totp_secret = ? WHERE realm = ? AND login = ? AND totp_secret = ?",
+                    &[
+                        s.as_str().into(),
+                        realm.as_str().into(),
+                        login.as_str().into(),
+                        seed.as_str().into(),
+                    ],
+                )?;
+            }
+            Ok(())
+        })?;
+    }
+}
+
 impl Provider {
+    /// An account's TOTP seed as stored: base32, sealed when the provider has a secrets key.
+    fn conceal_seed(&self, realm: Realm, login: &str, seed: &[u8]) -> Result<String, AuthError> {
+        crate::seal::conceal(
+            self.config.secrets.as_deref(),
+            &seed_place(realm, login),
+            &totp::base32(seed),
+        )
+    }
+
+    /// An account's TOTP seed from its stored form (an unreadable one is a database error: the login fails).
+    fn reveal_seed(
+        &self,
+        realm: Realm,
+        login: &str,
+        stored: &str,
+    ) -> Result<Vec<u8>, socle_store::StoreError> {
+        crate::seal::reveal(
+            self.config.secrets.as_deref(),
+            &seed_place(realm, login),
+            stored,
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "graine TOTP illisible");
+            socle_store::StoreError::Corrupt(e.to_string())
+        })
+        .map(|s| totp::unbase32(&s).unwrap_or_default())
+    }
+
     /// Opens the provider on `store` (creating its tables) and starts the thread that keeps the revocation list
     /// in step with the database.
     pub fn open(store: Arc<dyn Store>, config: ProviderConfig) -> Result<Arc<Provider>, AuthError> {
         tables::create(store.as_ref())?;
-        let keys = KeyRing::open(store.clone())?;
+        let keys = KeyRing::open_sealed(store.clone(), config.secrets.clone())?;
+        seal_plain_totp(store.as_ref(), config.secrets.as_deref())?;
         let p = Arc::new(Provider {
             store,
             keys,
@@ -597,6 +679,10 @@ impl Provider {
         } else {
             "pending"
         };
+        let sealed_seed = match &secret {
+            Some(s) => Some(self.conceal_seed(realm, login, s)?),
+            None => None,
+        };
         let mut conflict = false;
         self.store.write(&mut |c| {
             conflict = false;
@@ -617,7 +703,7 @@ impl Provider {
                     login.into(),
                     subject.into(),
                     hash.clone().into(),
-                    secret.as_deref().map(totp::base32).into(),
+                    sealed_seed.clone().into(),
                     activation.as_deref().map(token_hash).into(),
                     activation.as_ref().map(|_| now + 30 * 24 * 3600 * 1000).into(),
                     status.into(),
@@ -661,6 +747,9 @@ impl Provider {
         let hash = password::hash(new_password)
             .map_err(|_| LoginError::Refused("erreur interne".into()))?;
         let secret = random_bytes(20);
+        let sealed_seed = self
+            .conceal_seed(realm, login, &secret)
+            .map_err(|_| LoginError::Refused("erreur interne".into()))?;
         let now = now_ms();
         let mut outcome = Err(LoginError::BadCredentials);
         let res = self.store.write(&mut |c| {
@@ -692,7 +781,7 @@ impl Provider {
                  WHERE realm = ? AND login = ?",
                 &[
                     hash.as_str().into(),
-                    totp::base32(&secret).into(),
+                    sealed_seed.as_str().into(),
                     realm.as_str().into(),
                     login.into(),
                 ],
@@ -895,7 +984,10 @@ impl Provider {
                     outcome = Err(LoginError::Locked((int(&a, 4) - now) / 1000 + 1));
                     return Ok(());
                 }
-                let secret = opt_text(&a, 1).and_then(|s| totp::unbase32(&s)).unwrap_or_default();
+                let secret = match opt_text(&a, 1) {
+                    Some(stored) => self.reveal_seed(realm, &login, &stored)?,
+                    None => Vec::new(),
+                };
                 let last = a.get(2).and_then(|v| v.as_i64()).map(|s| s as u64);
                 match totp::verify(&secret, code, unix, last) {
                     Some(step) if !secret.is_empty() => {

@@ -16,9 +16,11 @@ use crate::StoreArgs;
 pub fn provider(
     st: Arc<dyn socle_store::Store>,
     public_url: &str,
+    secrets: Arc<socle_auth::seal::Sealer>,
 ) -> anyhow::Result<Arc<Provider>> {
-    Provider::open(st, ProviderConfig::new(public_url))
-        .map_err(|e| anyhow::anyhow!("fournisseur d'identité : {e}"))
+    let mut config = ProviderConfig::new(public_url);
+    config.secrets = Some(secrets);
+    Provider::open(st, config).map_err(|e| anyhow::anyhow!("fournisseur d'identité : {e}"))
 }
 
 fn admin_ctx() -> RequestContext {
@@ -390,7 +392,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
             let repo = Repository::new(st.clone());
             let (idnps, profile) = professional_profile(&repo, &rpps)?;
             let password = read_password(password_stdin)?;
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             let login = profile["rpps"].as_str().unwrap_or_default().to_string();
             let a = p
                 .create_account(
@@ -413,7 +415,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
             let repo = Repository::new(st.clone());
             let profile = patient_profile(&repo, &registry, &ins)?;
             let password = read_password(password_stdin)?;
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             let ins = profile["ins"].as_str().unwrap_or_default().to_string();
             let a = p
                 .create_account(
@@ -437,7 +439,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
                      identité qualifiée"
                 );
             };
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             let r = p
                 .add_representation(
                     &login,
@@ -453,7 +455,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
         }
         AccountsCommand::RemoveRepresentative { store, login, ins } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             if !p
                 .remove_representation(&login, &ins)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -466,7 +468,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
         }
         AccountsCommand::Representations { store, login } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             for r in p
                 .representations_of_login(&login)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -482,7 +484,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
         }
         AccountsCommand::List { store, realm: r } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             for (login, subject, status, locked) in p
                 .list_accounts(realm(&r)?)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -499,7 +501,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
             login,
         } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             if !p
                 .unlock(realm(&r)?, &login)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -559,7 +561,7 @@ pub fn clients(cmd: ClientsCommand) -> anyhow::Result<std::process::ExitCode> {
                 None => None,
             };
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             let c = p
                 .register_client(NewClient {
                     realm: realm(&r)?,
@@ -594,7 +596,7 @@ pub fn clients(cmd: ClientsCommand) -> anyhow::Result<std::process::ExitCode> {
         }
         ClientsCommand::List { store } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             for c in p.list_clients().map_err(|e| anyhow::anyhow!("{e}"))? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
@@ -614,7 +616,7 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
         KeysCommand::Rotate { store } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             let made = p.keys().rotate().map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("nouvelles clés courantes : {}", made.join(", "));
             println!(
@@ -623,7 +625,7 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<std::process::ExitCode> {
         }
         KeysCommand::List { store } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL)?;
+            let p = provider(st, CLI_URL, store.sealer()?)?;
             for (kid, alg, created, retired) in p.keys().describe() {
                 let state = match retired {
                     Some(t) => format!("retirée {}", socle_store::repo::iso_instant(t)),
@@ -660,7 +662,11 @@ pub fn demo_accounts(
     if let Ok(text) = std::fs::read_to_string(&file) {
         return Ok(text);
     }
-    let p = provider(st, &format!("http://{listen}"))?;
+    let p = provider(
+        st,
+        &format!("http://{listen}"),
+        crate::sealer_at(&data.join("secrets.key"))?,
+    )?;
     let err = |e: socle_auth::AuthError| anyhow::anyhow!("{e}");
     let first = search(repo, "Practitioner", &[("_count", "1".into())])?;
     let rpps = first

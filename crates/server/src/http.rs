@@ -190,6 +190,8 @@ pub struct AuthSetup {
     pub trusted_networks: Vec<socle_auth::Network>,
     /// HTTPS (and client certificates); `None`: plain HTTP.
     pub tls: Option<crate::tls::Tls>,
+    /// The key that seals the provider's secrets in the database.
+    pub secrets: Arc<socle_auth::seal::Sealer>,
 }
 
 /// Binds `listen` and serves until SIGINT/SIGTERM.
@@ -216,6 +218,7 @@ pub async fn serve(
     let mut config = socle_auth::ProviderConfig::new(&public_url);
     config.trusted_networks = auth.trusted_networks;
     config.mtls = auth.tls.as_ref().is_some_and(crate::tls::Tls::mutual);
+    config.secrets = Some(auth.secrets.clone());
     let st = auth.store.clone();
     let provider =
         tokio::task::spawn_blocking(move || socle_auth::Provider::open(auth.store, config))

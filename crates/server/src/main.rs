@@ -49,9 +49,29 @@ pub(crate) struct StoreArgs {
     /// The S3 region (signing), with --blobs s3://…
     #[arg(long, env = "SOCLE_S3_REGION", default_value = "us-east-1")]
     s3_region: String,
+    /// The key that encrypts the identity provider's secrets in the database (private signing keys, TOTP
+    /// seeds), AES-256-GCM: a file of 64 hexadecimal digits, created (owner-only) when absent. Default:
+    /// <data>/secrets.key. Every node of a deployment needs the same file; keep it apart from database backups.
+    #[arg(long, env = "SOCLE_SECRETS_KEY")]
+    secrets_key: Option<PathBuf>,
+}
+
+/// The secrets key at `path` (created when absent).
+pub(crate) fn sealer_at(path: &std::path::Path) -> anyhow::Result<Arc<socle_auth::seal::Sealer>> {
+    Ok(Arc::new(
+        socle_auth::seal::Sealer::load_or_create(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+    ))
 }
 
 impl StoreArgs {
+    /// The identity provider's secrets key (see `--secrets-key`).
+    pub(crate) fn sealer(&self) -> anyhow::Result<Arc<socle_auth::seal::Sealer>> {
+        match &self.secrets_key {
+            Some(p) => sealer_at(p),
+            None => sealer_at(&self.data.join("secrets.key")),
+        }
+    }
+
     /// Where document bytes go (see `--blobs`).
     pub(crate) fn blob_config(&self) -> anyhow::Result<socle_store::blob::BlobConfig> {
         let Some(url) = &self.blobs else {
@@ -363,6 +383,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 _ => None,
             };
             let (st, registry) = open_store(&store)?;
+            let secrets = store.sealer()?;
             let mut dmp = http::dmp::Dmp::open(&st, &store.blob_config()?, value_sets.as_deref())?;
             dmp.opts.max_document_bytes = max_document;
             let repo = Arc::new(socle_store::Repository::new(st.clone()));
@@ -387,6 +408,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     public_url: auth.public_url,
                     trusted_networks: auth.establishment_networks,
                     tls,
+                    secrets,
                 },
             ))?;
             Ok(std::process::ExitCode::SUCCESS)
@@ -518,6 +540,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         "::1/128".parse().map_err(anyhow::Error::msg)?,
                     ],
                     tls: None,
+                    secrets: sealer_at(&data.join("secrets.key"))?,
                 },
             ))?;
             Ok(std::process::ExitCode::SUCCESS)

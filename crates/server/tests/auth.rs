@@ -937,7 +937,40 @@ fn attacks_are_rejected() {
                 socle_store::open(st.s.database.as_deref(), st.s.data.path()).unwrap()
             }
         };
-        let keys = socle_auth::keys::KeyRing::open(store).unwrap();
+        // The private keys are sealed in the database: without the secrets key beside the data, a copy of the
+        // database signs nothing.
+        let no_key = socle_auth::keys::KeyRing::open(store.clone());
+        assert!(
+            no_key
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("--secrets-key")),
+            "{:?}",
+            no_key.err()
+        );
+        let mut rows = Vec::new();
+        store
+            .read(&mut |c| {
+                rows = c.query(
+                    "SELECT private_der FROM auth_keys UNION ALL SELECT totp_secret FROM auth_accounts \
+                     WHERE totp_secret IS NOT NULL",
+                    &[],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(rows.len() >= 3, "{rows:?}");
+        for r in &rows {
+            let v = r.first().and_then(|v| v.as_str()).unwrap();
+            assert!(
+                v.starts_with(socle_auth::seal::SEALED),
+                "secret en clair : {v}"
+            );
+        }
+        let secrets = std::sync::Arc::new(
+            socle_auth::seal::Sealer::load_or_create(&st.s.data.path().join("secrets.key"))
+                .unwrap(),
+        );
+        let keys = socle_auth::keys::KeyRing::open_sealed(store, Some(secrets)).unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
