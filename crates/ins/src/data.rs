@@ -104,8 +104,9 @@ impl Tables {
             .or_else(|| self.countries.get(i - self.communes.len()))
     }
 
-    /// Whether an INSEE birth place code is known. Codes of communes merged since (births keep the code of
-    /// their time) are not in the current list; the country codes are a subset.
+    /// Whether an INSEE birth place code is known: current communes and municipal arrondissements, communes
+    /// merged, gone or renumbered since (births keep the code of their time), countries. Not known: countries'
+    /// dependent territories with codes of their own, and communes gone before the COG's history starts.
     pub fn is_known_place(&self, code: &str) -> bool {
         self.place(code).is_some()
     }
@@ -144,6 +145,18 @@ mod tests {
         assert!(t.is_known_place("97105"));
         assert!(t.is_known_place("99350"));
         assert!(!t.is_known_place("99999"));
+        // Every country of the COG list, not only those the generator draws.
+        assert!(t.countries.len() > 190, "{}", t.countries.len());
+        assert_eq!(t.place("99416").map(|p| p.name), Some("BRESIL"));
+        assert!(
+            !t.is_known_place("99100"),
+            "France is not a country of birth abroad"
+        );
+        // Births keep the code of their time: communes merged since (Arlod, in Bellegarde-sur-Valserine then
+        // Valserhône) and villages without inhabitants (Bezonvaux) are known, and never drawn.
+        for code in ["01018", "55050"] {
+            assert_eq!(t.place(code).map(|p| p.weight), Some(0), "{code}");
+        }
         assert_eq!(t.given_for(false, 2015)[0], "Gabriel");
         assert!(!t.given_for(true, 1890).is_empty());
     }
