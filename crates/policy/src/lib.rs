@@ -11,6 +11,73 @@
 pub mod matrix;
 pub mod rules;
 
+/// The sections (*rubriques*) a patient shares by delegation (MES-6): `*` (everything), the named sections of
+/// the record — `documents` (every document), `mesures` (measures), `profil-medical` (allergies, conditions,
+/// treatments, vaccinations, procedures, family history), `agenda` (appointments) — or a document type (CI-SIS
+/// J07 code, e.g. LOINC `11502-2`: documents of that type only). The patient's identity (`Patient`) goes with
+/// any delegation; data of no section only with `*`.
+pub mod sections {
+    pub const ALL: &str = "*";
+    pub const DOCUMENTS: &str = "documents";
+    pub const MEASURES: &str = "mesures";
+    pub const PROFILE: &str = "profil-medical";
+    pub const AGENDA: &str = "agenda";
+    /// The named sections.
+    pub const NAMES: &[&str] = &[DOCUMENTS, MEASURES, PROFILE, AGENDA];
+
+    /// The section a resource type belongs to.
+    pub fn of_type(rtype: &str) -> Option<&'static str> {
+        Some(match rtype {
+            "DocumentReference" | "Binary" | "List" | "Composition" | "DiagnosticReport"
+            | "ImagingStudy" => DOCUMENTS,
+            "Observation" => MEASURES,
+            "AllergyIntolerance"
+            | "Condition"
+            | "Immunization"
+            | "MedicationStatement"
+            | "MedicationRequest"
+            | "Procedure"
+            | "FamilyMemberHistory" => PROFILE,
+            "Appointment" => AGENDA,
+            _ => return None,
+        })
+    }
+
+    /// Whether `s` may be shared: `*`, a named section, or a document type code (letters, digits, `-._:`).
+    pub fn valid(s: &str) -> bool {
+        s == ALL
+            || NAMES.contains(&s)
+            || (!s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':')))
+    }
+
+    /// Whether the `shared` sections reach data of type `rtype` (a document of type `doc_type`). Without the
+    /// document's type (a search of documents, a submission set), any document section does: the documents are
+    /// then decided one by one.
+    pub fn allow(shared: &[String], rtype: Option<&str>, doc_type: Option<&str>) -> bool {
+        let has = |want: &str| shared.iter().any(|s| s == want);
+        if has(ALL) {
+            return true;
+        }
+        if let Some(t) = doc_type {
+            return has(DOCUMENTS) || has(t);
+        }
+        match rtype {
+            Some("Patient") => true,
+            Some(t) => match of_type(t) {
+                Some(DOCUMENTS) => shared
+                    .iter()
+                    .any(|s| !NAMES.contains(&s.as_str()) || s == DOCUMENTS),
+                Some(section) => has(section),
+                None => false,
+            },
+            None => false,
+        }
+    }
+}
+
 pub use matrix::Matrix;
 pub use rules::{Facts, RuleStore};
 
@@ -46,6 +113,8 @@ pub struct Target {
     pub patient: Option<String>,
     /// `Type/id` of the resource, when known.
     pub resource: Option<String>,
+    /// The resource type, when known (a search's type, or that of `resource`).
+    pub rtype: Option<String>,
     /// Document type (CI-SIS J07 code), for documents.
     pub doc_type: Option<String>,
     /// The author's IDNPS, for documents.
@@ -196,15 +265,25 @@ pub fn decide(
                     Reason::CareRelationship,
                     format!("relation de soins ({kind})"),
                 )
-            } else if let Some(sections) = &facts.patient_delegation {
-                let allowed = target
-                    .doc_type
-                    .as_deref()
-                    .is_none_or(|t| sections.iter().any(|s| s == "*" || s == t));
-                if !allowed {
+            } else if let Some(shared) = &facts.patient_delegation {
+                let rtype = target.rtype.as_deref().or_else(|| {
+                    target
+                        .resource
+                        .as_deref()
+                        .and_then(|r| r.split_once('/'))
+                        .map(|(t, _)| t)
+                });
+                if !sections::allow(shared, rtype, target.doc_type.as_deref()) {
                     return Decision::deny(
                         Reason::SectionNotDelegated,
-                        "ce type de document ne fait pas partie des rubriques que le patient a partagées",
+                        match target.doc_type {
+                            Some(_) => {
+                                "ce type de document ne fait pas partie des rubriques que le patient a partagées"
+                            }
+                            None => {
+                                "ces données ne font pas partie des rubriques que le patient a partagées"
+                            }
+                        },
                     );
                 }
                 (
@@ -454,6 +533,7 @@ mod tests {
         Target {
             patient: Some("p1".into()),
             resource: Some("DocumentReference/d1".into()),
+            rtype: Some("DocumentReference".into()),
             doc_type: Some(t.into()),
             author: Some("899999".into()),
             patient_category: false,
@@ -543,6 +623,53 @@ mod tests {
             d(&pro("10"), &deleg, &doc("34874-8"), None),
             Reason::SectionNotDelegated
         );
+        // Sections beyond documents: measures, the medical profile; the identity goes with any delegation.
+        let of = |rtype: &str| Target {
+            patient: Some("p1".into()),
+            rtype: Some(rtype.into()),
+            ..Target::default()
+        };
+        for (rtype, want) in [
+            ("Observation", Reason::SectionNotDelegated),
+            ("AllergyIntolerance", Reason::SectionNotDelegated),
+            ("Encounter", Reason::SectionNotDelegated),
+            ("Patient", Reason::PatientDelegation),
+            // A search of documents: decided document by document afterwards.
+            ("DocumentReference", Reason::PatientDelegation),
+        ] {
+            assert_eq!(d(&pro("10"), &deleg, &of(rtype), None), want, "{rtype}");
+        }
+        let measures = Facts {
+            patient_delegation: Some(vec!["mesures".into(), "profil-medical".into()]),
+            ..Facts::default()
+        };
+        for (rtype, want) in [
+            ("Observation", Reason::PatientDelegation),
+            ("Condition", Reason::PatientDelegation),
+            ("DocumentReference", Reason::SectionNotDelegated),
+            ("Appointment", Reason::SectionNotDelegated),
+        ] {
+            assert_eq!(d(&pro("10"), &measures, &of(rtype), None), want, "{rtype}");
+        }
+        assert_eq!(
+            d(&pro("10"), &measures, &doc("11502-2"), None),
+            Reason::SectionNotDelegated
+        );
+        let obs = Target {
+            patient: Some("p1".into()),
+            resource: Some("Observation/o1".into()),
+            ..Target::default()
+        };
+        assert_eq!(
+            d(&pro("10"), &measures, &obs, None),
+            Reason::PatientDelegation
+        );
+        assert_eq!(
+            d(&pro("10"), &deleg, &obs, None),
+            Reason::SectionNotDelegated
+        );
+        assert!(sections::valid("11502-2") && sections::valid("mesures") && sections::valid("*"));
+        assert!(!sections::valid("") && !sections::valid("a,b") && !sections::valid("<script>"));
         let me = Actor::Patient {
             patient: "p1".into(),
         };

@@ -362,17 +362,25 @@ impl RuleStore {
     }
 
     /// A delegation code (MES-6): the patient gives it to a professional, who claims it within 24 hours to read
-    /// the chosen document types (`sections`, `*` for all) for `days` days. Returns the code (12 digits).
+    /// the chosen sections (see [`crate::sections`]: `*`, named sections, document types) for `days` days.
+    /// Returns the code (12 digits).
     pub fn delegation_code(
         &self,
         patient: &str,
         sections: &[String],
         days: i64,
     ) -> Result<String, RuleError> {
-        if sections.is_empty() || sections.iter().any(|s| s.is_empty() || s.contains(',')) {
+        if sections.is_empty() {
             return Err(RuleError::Invalid(
-                "rubriques partagées absentes ou invalides".into(),
+                "rubriques partagées absentes (section : *, documents, mesures, profil-medical, agenda ou un type \
+                 de document)"
+                    .into(),
             ));
+        }
+        if let Some(bad) = sections.iter().find(|s| !crate::sections::valid(s)) {
+            return Err(RuleError::Invalid(format!(
+                "rubrique invalide : « {bad} » (*, documents, mesures, profil-medical, agenda ou un type de document)"
+            )));
         }
         if !(1..=90).contains(&days) {
             return Err(RuleError::Invalid(

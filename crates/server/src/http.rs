@@ -1372,6 +1372,7 @@ async fn search_common(
             if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine) {
                 let target = socle_policy::Target {
                     patient: Some(patient.clone()),
+                    rtype: Some(rtype.clone()),
                     ..Default::default()
                 };
                 let d = engine

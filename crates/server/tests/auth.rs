@@ -2482,14 +2482,47 @@ fn authorisation_matrix() {
             fhir(root, "GET", "Observation/p1-obs", Some(&pro), None).0,
             403
         );
+        // Delegated sections: one document type shares neither the measures nor anything else.
+        let delegate = |sections: &[&str]| {
+            let mut params: Vec<Value> = sections
+                .iter()
+                .map(|s| json!({"name": "section", "valueString": s}))
+                .collect();
+            params.push(json!({"name": "days", "valueInteger": 7}));
+            fhir(
+                root,
+                "POST",
+                "Patient/p1/$delegation-code",
+                Some(&patient),
+                Some(&json!({"resourceType": "Parameters", "parameter": params})),
+            )
+        };
+        let (c, b, _) = delegate(&["<script>"]);
+        assert_eq!(c, 422, "{b}");
+        assert!(b.to_string().contains("rubrique invalide"), "{b}");
+        let (c, b, _) = delegate(&["11502-2"]);
+        assert_eq!(c, 201, "{b}");
+        let narrow = b["parameter"][0]["valueString"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let (c, b, _) = fhir(
             root,
             "POST",
-            "Patient/p1/$delegation-code",
-            Some(&patient),
-            Some(&json!({
-            "resourceType": "Parameters", "parameter": [{"name": "section", "valueString": "*"}, {"name": "days", "valueInteger": 7}]})),
+            "Patient/$delegation-claim",
+            Some(&pro),
+            Some(
+                &json!({"resourceType": "Parameters", "parameter": [{"name": "code", "valueString": narrow}]}),
+            ),
         );
+        assert_eq!(c, 200, "{b}");
+        let (c, oo, _) = fhir(root, "GET", "Observation/p1-obs", Some(&pro), None);
+        assert_eq!(c, 403, "{oo}");
+        assert!(oo.to_string().contains("section-not-delegated"), "{oo}");
+        let (c, oo, _) = fhir(root, "GET", "Observation?patient=p1", Some(&pro), None);
+        assert_eq!(c, 403, "{oo}");
+        assert_eq!(fhir(root, "GET", "Patient/p1", Some(&pro), None).0, 200);
+        let (c, b, _) = delegate(&["*"]);
         assert_eq!(c, 201, "{b}");
         let code = b["parameter"][0]["valueString"]
             .as_str()

@@ -95,6 +95,7 @@ pub fn target_of(s: &Stored, patient: Option<&str>) -> Target {
     Target {
         patient: patient.map(str::to_string),
         resource: Some(format!("{}/{}", s.rtype, s.id)),
+        rtype: Some(s.rtype.clone()),
         ..Target::default()
     }
 }
@@ -105,6 +106,7 @@ pub fn target_of_value(rtype: &str, id: &str, v: &Value, patient: Option<&str>) 
     let mut t = Target {
         patient: patient.map(str::to_string),
         resource: (!id.is_empty()).then(|| format!("{rtype}/{id}")),
+        rtype: Some(rtype.to_string()),
         ..Target::default()
     };
     if rtype != "DocumentReference" {
@@ -397,6 +399,7 @@ pub fn check_write(
         Some(s) => target_of(s, p.as_deref()),
         None => Target {
             patient: p.clone(),
+            rtype: sent.as_ref().and_then(|t| t.rtype.clone()),
             ..Target::default()
         },
     });
@@ -434,8 +437,10 @@ pub fn check_patient(
     let Some(actor) = actor.filter(|a| is_user(a)) else {
         return Ok(());
     };
+    // The record as a whole: what any delegation lets a professional know (like the patient's identity).
     let target = Target {
         patient: Some(patient.to_string()),
+        rtype: Some("Patient".into()),
         ..Target::default()
     };
     decide_target(engine, actor, &target, break_glass).map(|_| ())

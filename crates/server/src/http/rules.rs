@@ -307,8 +307,9 @@ pub(super) async fn revoke(
     }
 }
 
-/// `POST /fhir/Patient/{id}/$delegation-code` (the patient): `Parameters` `section` (repeated: document types, or
-/// `*`) and `days` (1–90) → the code to give a professional (valid 24 h, usable once).
+/// `POST /fhir/Patient/{id}/$delegation-code` (the patient): `Parameters` `section` (repeated: `*`, `documents`,
+/// `mesures`, `profil-medical`, `agenda`, or a document type — see `socle_policy::sections`) and `days` (1–90) →
+/// the code to give a professional (valid 24 h, usable once).
 pub(super) async fn delegation_code(
     State(app): State<App>,
     Path(id): Path<String>,
