@@ -49,6 +49,9 @@ pub struct Expected {
     /// The document's creation time as submitted (`DocumentReference.content.attachment.creation`, XDS
     /// `creationTime`: a FHIR `dateTime`), when given: the header's `effectiveTime`.
     pub creation: Option<String>,
+    /// The custodian's identifier as submitted (`DocumentReference.custodian.identifier`: system, value), when
+    /// given: one of the header's custodian ids must carry that value (and that OID, for a `urn:oid:` system).
+    pub custodian: Option<(Option<String>, String)>,
 }
 
 /// The field that differs.
@@ -68,6 +71,8 @@ pub enum MismatchField {
     Author,
     /// The creation time (`effectiveTime`).
     Creation,
+    /// The custodian (the structure keeping the document).
+    Custodian,
 }
 
 impl MismatchField {
@@ -81,6 +86,7 @@ impl MismatchField {
             Self::UniqueId => "identifiant unique du document",
             Self::Author => "auteur (IDNPS)",
             Self::Creation => "date de création (effectiveTime)",
+            Self::Custodian => "structure dépositaire (custodian)",
         }
     }
 }
@@ -184,6 +190,28 @@ pub fn cross_check(doc: &CdaDocument, expected: &Expected) -> Vec<Mismatch> {
                 field: MismatchField::Author,
                 submitted: author.clone(),
                 in_document: Some(in_document.join(", ")),
+            });
+        }
+    }
+    if let Some((system, value)) = &expected.custodian
+        && !doc.custodian.ids.is_empty()
+    {
+        let oid = system.as_deref().and_then(|s| s.strip_prefix("urn:oid:"));
+        let named = doc.custodian.ids.iter().any(|id| {
+            id.extension.as_deref() == Some(value.as_str()) && oid.is_none_or(|o| id.root == o)
+        });
+        if !named {
+            out.push(Mismatch {
+                field: MismatchField::Custodian,
+                submitted: value.clone(),
+                in_document: Some(
+                    doc.custodian
+                        .ids
+                        .iter()
+                        .map(InstanceId::to_xds)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
             });
         }
     }

@@ -681,8 +681,15 @@ fn cross_check_against_a_real_document() {
         unique_id: Some(InstanceId::from_xds("1.3.6.1.4.1.19376.1.2.20.12345.1.1")),
         author_idnps: doc.authors[0].assigned.idnps().map(str::to_string),
         creation: doc.creation_time().map(|t| t.to_iso8601()),
+        custodian: doc.custodian.ids.first().map(|id| {
+            (
+                Some(format!("urn:oid:{}", id.root)),
+                id.extension.clone().unwrap_or_default(),
+            )
+        }),
     };
     assert!(matching.author_idnps.is_some());
+    assert!(matching.custodian.is_some());
     assert!(matching.creation.is_some());
     assert_eq!(socle_cda::cross_check(&doc, &matching), []);
     let other_time = Expected {
@@ -693,6 +700,24 @@ fn cross_check_against_a_real_document() {
     assert_eq!(mismatches.len(), 1, "{mismatches:?}");
     assert_eq!(mismatches[0].field, MismatchField::Creation);
     assert_eq!(mismatches[0].in_document, matching.creation);
+    for (system, value) in [
+        (
+            Some("urn:oid:1.2.250.1.71.4.2.2".to_string()),
+            "1750099999".to_string(),
+        ),
+        (
+            Some("urn:oid:1.2.3.4".to_string()),
+            matching.custodian.clone().unwrap().1,
+        ),
+    ] {
+        let other_custodian = Expected {
+            custodian: Some((system, value)),
+            ..matching.clone()
+        };
+        let mismatches = socle_cda::cross_check(&doc, &other_custodian);
+        assert_eq!(mismatches.len(), 1, "{mismatches:?}");
+        assert_eq!(mismatches[0].field, MismatchField::Custodian);
+    }
     let other_author = Expected {
         author_idnps: Some("899999999999".into()),
         ..matching.clone()

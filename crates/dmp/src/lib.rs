@@ -17,7 +17,7 @@ pub mod submission;
 
 pub use codes::{Element, Terminology};
 pub use error::DmpError;
-pub use submission::{Options, Submission, Submitter, is_provide_bundle};
+pub use submission::{Options, Submission, Submitter, check_new_version, is_provide_bundle};
 
 /// The extension on a stored `Binary`'s `meta` that names its bytes in the blob store (`sha256`, `size`).
 pub const EXT_BLOB: &str = "https://socle.example/fhir/StructureDefinition/blob";

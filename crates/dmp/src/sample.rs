@@ -56,6 +56,9 @@ pub struct SampleDoc {
     pub replaces: Option<String>,
     /// Creation time, `YYYYMMDDHHMMSS+ZZZZ`.
     pub time: String,
+    /// The CDA `setId`'s extension (common to a document's versions) and `versionNumber`.
+    pub set_extension: String,
+    pub version: u32,
 }
 
 impl SampleDoc {
@@ -71,6 +74,8 @@ impl SampleDoc {
             labels: Vec::new(),
             replaces: None,
             time: "20261120101500+0100".into(),
+            set_extension: format!("{ext}-set"),
+            version: 1,
         }
     }
 }
@@ -133,8 +138,8 @@ pub fn cda_n1(p: &Person, d: &SampleDoc) -> Vec<u8> {
   <effectiveTime value="{time}"/>
   <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>
   <languageCode code="fr-FR"/>
-  <setId root="{root}" extension="{ext}-set"/>
-  <versionNumber value="1"/>
+  <setId root="{root}" extension="{set}"/>
+  <versionNumber value="{version}"/>
   <recordTarget>
     <patientRole>
       <id root="{ins_oid}" extension="{ins}"/>
@@ -177,6 +182,8 @@ pub fn cda_n1(p: &Person, d: &SampleDoc) -> Vec<u8> {
         gender = escape(&p.gender),
         birth = escape(&p.birth),
         author = escape(&d.author),
+        set = escape(&d.set_extension),
+        version = d.version,
     )
     .into_bytes()
 }
@@ -204,6 +211,7 @@ pub fn document_reference(
         "subject": {"reference": format!("Patient/{patient_id}")},
         "date": "2026-11-20T10:15:00+01:00",
         "author": [{"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": d.author}}],
+        "custodian": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "1750000000"}},
         "securityLabel": labels,
         "content": [{
             "attachment": {"contentType": "text/xml", "language": "fr-FR", "url": binary_url,

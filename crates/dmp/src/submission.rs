@@ -127,6 +127,8 @@ pub struct Doc {
     pub cda: Option<CdaDocument>,
     /// The author's IDNPS, when the metadata gives it.
     pub author: Option<String>,
+    /// The custodian's identifier (`custodian.identifier`: IDNST, FINESS…), when the metadata gives it.
+    pub custodian: Option<(Option<String>, String)>,
     /// `content[0].attachment.creation` (XDS `creationTime`), when given: the CDA header's `effectiveTime`.
     pub creation: Option<String>,
 }
@@ -523,6 +525,15 @@ impl Submission {
         if r["author"].as_array().is_none_or(Vec::is_empty) {
             return Err(missing(f("author")));
         }
+        let custodian = r["custodian"]["identifier"]["value"]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                let system = r["custodian"]["identifier"]["system"]
+                    .as_str()
+                    .map(str::to_string);
+                (system, v.to_string())
+            });
         let content = r["content"]
             .as_array()
             .filter(|a| a.len() == 1)
@@ -654,6 +665,7 @@ impl Submission {
             replaces,
             cda: None,
             author,
+            custodian,
             creation,
         })
     }
@@ -688,6 +700,7 @@ impl Submission {
                 set_id: None,
                 unique_id: Some(unique_instance(&d.unique_id.1)),
                 author_idnps: d.author.clone(),
+                custodian: d.custodian.clone(),
                 creation: d.creation.clone(),
             };
             let mismatches = socle_cda::cross_check(cda, &expected);
@@ -783,4 +796,31 @@ pub struct Layout {
 /// A media type without its parameters.
 fn base_type(ct: &str) -> &str {
     ct.split(';').next().unwrap_or("").trim()
+}
+/// A CDA document that replaces another must be a new version of the same document (CI-SIS): the same
+/// `setId`, a greater `versionNumber` — each compared when both headers carry it. `index`: the new
+/// DocumentReference's entry, named in the error.
+pub fn check_new_version(
+    index: usize,
+    old: &CdaDocument,
+    new: &CdaDocument,
+) -> Result<(), DmpError> {
+    if let (Some(o), Some(n)) = (&old.set_id, &new.set_id)
+        && o != n
+    {
+        return Err(DmpError::Replacement(format!(
+            "Bundle.entry[{index}] : le setId du document ({}) n'est pas celui du document remplacé ({}) ; une \
+             nouvelle version d'un document CDA garde son setId",
+            n.to_xds(),
+            o.to_xds()
+        )));
+    }
+    if let (Some(o), Some(n)) = (old.version_number, new.version_number)
+        && n <= o
+    {
+        return Err(DmpError::Replacement(format!(
+            "Bundle.entry[{index}] : versionNumber {n} n'est pas supérieur à celui du document remplacé ({o})"
+        )));
+    }
+    Ok(())
 }

@@ -3100,6 +3100,8 @@ fn dmp_access_through_the_policy() {
         let mut next = summary("P3-2");
         next.author = idnps.clone();
         next.replaces = Some(mine_id.clone());
+        next.set_extension = "P3-set".into();
+        next.version = 2;
         let (c, v) = feed(&pro, next, "SP3-2");
         assert_eq!(c, 200, "{v}");
         let mut theirs = summary("P4");

@@ -231,6 +231,10 @@ fn dmp_over_http() {
         let mut b = good();
         b["entry"][1]["resource"]["author"][0]["identifier"]["value"] = json!("810000000009");
         refuse(b, 422, "cda-mismatch", "auteur (IDNPS)");
+        // … another custodian (the structure keeping the document) than the header's.
+        let mut b = good();
+        b["entry"][1]["resource"]["custodian"]["identifier"]["value"] = json!("1750099999");
+        refuse(b, 422, "cda-mismatch", "structure dépositaire (custodian)");
         // The metadata's creation time (XDS creationTime) is not the header's effectiveTime; the same instant
         // written in UTC is.
         assert_eq!(
@@ -373,9 +377,32 @@ fn dmp_over_http() {
         assert_eq!(s.get(&format!("DocumentReference/{img_id}")).status, 410);
         assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 2);
 
-        // Replacement: the old version is superseded, not lost.
+        // Replacement: a new version of the same CDA document (its setId, a greater versionNumber) …
         let mut d1v2 = SampleDoc::report("D1v2", 3_000);
         d1v2.replaces = Some(doc_id.clone());
+        for (set, version, why) in [("D1v2-set", 2, "setId"), ("D1-set", 1, "versionNumber")] {
+            d1v2.set_extension = set.into();
+            d1v2.version = version;
+            let r = submit(
+                &s,
+                "p1",
+                "S4",
+                &[(d1v2.clone(), sample::cda_n1(&p1, &d1v2))],
+            );
+            assert_eq!(
+                (r.status, code(&r).as_str()),
+                (422, "replacement"),
+                "{}",
+                r.text
+            );
+            assert!(r.text.contains(why), "{why} : {}", r.text);
+        }
+        assert_eq!(
+            s.get(&format!("DocumentReference/{doc_id}")).json["status"],
+            "current"
+        );
+        d1v2.version = 2;
+        // … and the old version is superseded, not lost.
         let cda = sample::cda_n1(&p1, &d1v2);
         let r = submit(&s, "p1", "S4", &[(d1v2.clone(), cda.clone())]);
         r.expect(200);

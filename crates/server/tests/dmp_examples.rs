@@ -119,6 +119,16 @@ fn metadata(patient: &str, doc: &CdaDocument, bytes: &[u8]) -> Value {
         }
         None => json!([{"display": "auteur du document"}]),
     };
+    // The custodian as the header names it (its first id), or none.
+    match doc.custodian.ids.first() {
+        Some(id) => {
+            r["custodian"] = json!({"identifier": {"system": format!("urn:oid:{}", id.root),
+                "value": id.extension.clone().unwrap_or_default()}});
+        }
+        None => {
+            r.as_object_mut().map(|o| o.remove("custodian"));
+        }
+    }
     // The creation time as the header gives it (XDS creationTime = effectiveTime), as a FHIR dateTime: seconds
     // added when the header stops at the minute.
     r["content"][0]["attachment"]["creation"] = match doc.creation_time() {

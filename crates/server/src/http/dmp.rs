@@ -177,6 +177,36 @@ fn json_of(s: &Stored) -> Result<Value, RepoError> {
         .map_err(|e| RepoError::Invalid(format!("ressource stockée illisible : {e}")))
 }
 
+/// The CDA header of a stored document (`None`: its bytes are not a CDA document, or are kept elsewhere).
+fn stored_cda(
+    r: &Repository,
+    ctx: &RequestContext,
+    dmp: &Dmp,
+    doc: &Value,
+) -> Result<Option<socle_cda::CdaDocument>, Failure> {
+    let Some(id) = doc["content"][0]["attachment"]["url"]
+        .as_str()
+        .and_then(|u| u.rsplit_once("Binary/"))
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty() && !id.contains(['/', '?', '#']))
+    else {
+        return Ok(None);
+    };
+    let bin = match r.read(ctx, "Binary", id) {
+        Ok(s) => json_of(&s)?,
+        Err(RepoError::NotFound(_) | RepoError::Gone(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some((sha, _)) = socle_dmp::blob_of(&bin) else {
+        return Ok(None);
+    };
+    let bytes = dmp
+        .blobs
+        .get(&sha)
+        .map_err(|e| DmpError::Storage(e.to_string()))?;
+    Ok(socle_cda::parse(&bytes, &dmp.opts.cda).ok())
+}
+
 /// ITI-65: a Provide Document Bundle.
 pub(super) async fn provide(app: App, req: Req, body: Value) -> Response {
     let dmp = tryr!(service(&app));
@@ -285,6 +315,12 @@ fn provide_blocking(
                 Some(&(Some(sub.patient.clone()), Some(old.clone()))),
                 bg,
             )?;
+        }
+        // Once allowed to replace it: a new version of a CDA document: same setId, greater versionNumber than the one it replaces.
+        if let Some(new) = &d.cda
+            && let Some(old) = stored_cda(r, ctx, dmp, &v)?
+        {
+            socle_dmp::check_new_version(d.index, &old, new)?;
         }
         superseded.push((old_id.clone(), old.version, v));
     }
