@@ -226,6 +226,18 @@ fn lock_key(s: &str) -> i64 {
 /// opposed), duplicates (a document or submission set already in the DMP), the visibility rules from the
 /// security labels, and the feed event. On a refusal the reason is left in `failure` and the transaction
 /// rolled back.
+/// A value as a FHIR search parameter's value: `\`, `,`, `$` and `|` escaped.
+fn token_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for ch in v.chars() {
+        if matches!(ch, '\\' | ',' | '$' | '|') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 pub fn commit_in(
     view: &mut TxView<'_>,
     plan: &FeedPlan,
@@ -266,9 +278,24 @@ pub fn commit_in(
             }
         }
     }
+    // A unique id names one document whatever its writing: with or without `urn:oid:`, under any system.
+    let same_id = |view: &mut TxView<'_>, rtype: &str, value: &str| -> Result<usize, RepoError> {
+        let mut ids = view.match_ids(rtype, &[("identifier".into(), token_escape(value))])?;
+        if !value.starts_with("urn:") {
+            ids.extend(view.match_ids(
+                rtype,
+                &[(
+                    "identifier".into(),
+                    token_escape(&format!("urn:oid:{value}")),
+                )],
+            )?);
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids.len())
+    };
     for (token, _) in &plan.documents {
-        let ids = view.match_ids("DocumentReference", &[("identifier".into(), token.clone())])?;
-        if ids.len() > 1 {
+        if same_id(view, "DocumentReference", token)? > 1 {
             return refuse(
                 failure,
                 DmpError::Duplicate {
@@ -278,11 +305,7 @@ pub fn commit_in(
             );
         }
     }
-    let ids = view.match_ids(
-        "List",
-        &[("identifier".into(), plan.submission_token.clone())],
-    )?;
-    if ids.len() > 1 {
+    if same_id(view, "List", &plan.submission_token)? > 1 {
         return refuse(
             failure,
             DmpError::Duplicate {

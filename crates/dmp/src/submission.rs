@@ -361,13 +361,13 @@ impl Submission {
         for d in &mut docs {
             let Some(p) = d.part else { continue };
             let part = &parts[p];
-            if CDA_TYPES.contains(&base_type(&part.content_type)) {
+            if CDA_TYPES.contains(&base_type(&part.content_type).as_str()) {
                 let field = format!("Bundle.entry[{}].resource(Binary)", part.index);
                 let doc = socle_cda::parse(&part.bytes, &opts.cda)
                     .map_err(|source| DmpError::Cda { field, source })?;
                 d.cda = Some(doc);
             } else if by == Submitter::Patient
-                && PATIENT_MEDIA.contains(&base_type(&part.content_type))
+                && PATIENT_MEDIA.contains(&base_type(&part.content_type).as_str())
             {
                 // A patient's own scan or photo: kept as sent, checked by its hash only.
             } else {
@@ -411,6 +411,17 @@ impl Submission {
         let data = r["data"]
             .as_str()
             .ok_or_else(|| missing(format!("{at}.resource(Binary).data")))?;
+        // FHIR's base64Binary may be wrapped in lines (whitespace is not part of the value): taken out first,
+        // only when there is some (the request body's own limit bounds the copy).
+        let compact: std::borrow::Cow<'_, str> = if data.bytes().any(|b| b.is_ascii_whitespace()) {
+            data.chars()
+                .filter(|c| !c.is_ascii_whitespace())
+                .collect::<String>()
+                .into()
+        } else {
+            data.into()
+        };
+        let data = compact.as_ref();
         // Checked before decoding: base64 is 4 characters per 3 bytes.
         let approx = (data.len() as u64 / 4) * 3;
         if approx > opts.max_document_bytes {
@@ -603,7 +614,7 @@ impl Submission {
                 }
                 Some(p)
             }
-            None if IMAGING_TYPES.contains(&base_type(ct))
+            None if IMAGING_TYPES.contains(&base_type(ct).as_str())
                 && (url.starts_with("https://") || url.starts_with("http://")) =>
             {
                 None
@@ -794,9 +805,15 @@ pub struct Layout {
 }
 
 /// A media type without its parameters.
-fn base_type(ct: &str) -> &str {
-    ct.split(';').next().unwrap_or("").trim()
+/// A media type without its parameters, in lower case (media types compare case-insensitively, RFC 6838).
+fn base_type(ct: &str) -> String {
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
+
 /// A CDA document that replaces another must be a new version of the same document (CI-SIS): the same
 /// `setId`, a greater `versionNumber` — each compared when both headers carry it. `index`: the new
 /// DocumentReference's entry, named in the error.

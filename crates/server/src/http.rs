@@ -879,6 +879,34 @@ async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body
             &req,
             Some(("transaction", None, None)),
             move |r, c| {
+                // Documents' bytes stay as fed, whoever sends the Bundle (users' entries were decided above).
+                for en in body["entry"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    let method = en["request"]["method"].as_str().unwrap_or("");
+                    if !matches!(method, "PUT" | "DELETE" | "PATCH") {
+                        continue;
+                    }
+                    let url = en["request"]["url"].as_str().unwrap_or("");
+                    let (segs, query) = socle_store::bundle::split_url(
+                        &socle_store::bundle::relative_url(url, &c.base_url),
+                    );
+                    match segs.as_slice() {
+                        [t, id] if t == "Binary" => {
+                            let before = r.before_write("Binary", id)?;
+                            policy::check_document_content(
+                                socle_policy::Write::Update,
+                                before.as_ref(),
+                            )?;
+                        }
+                        [t] if t == "Binary" && !query.is_empty() => {
+                            return Err(RepoError::Invalid(
+                                "Binary : pas de modification ni de suppression conditionnelle (désignez-le par son \
+                                 identifiant)"
+                                    .into(),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
                 let v = r.bundle(c, body)?;
                 for (rt, id, p) in opened {
                     after_break_glass_write(
@@ -923,6 +951,14 @@ fn write_policy(app: &App, req: &Req) -> Result<WritePolicy, Response> {
 /// Conditional updates and deletions of patient data pick their target by a search the policy does not
 /// decide: users send the resource's id instead.
 fn no_conditional_for_users(req: &Req, rtype: &str) -> Result<(), Response> {
+    // A document's bytes are changed by nobody (`policy::check_document_content`): a Binary is named by its id.
+    if rtype == "Binary" {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            IssueType::NotSupported,
+            "Binary : pas de modification ni de suppression conditionnelle (désignez-le par son identifiant)",
+        ));
+    }
     let user = matches!(&req.caller, Some(guard::Caller::Token(p)) if p.realm.is_some());
     if user && guard::patient_data(rtype) {
         return Err(error(
@@ -1016,6 +1052,9 @@ async fn update(
                         before.as_ref(),
                         bg.as_deref(),
                     )?;
+                } else if rt == "Binary" {
+                    let before = r.before_write(&rt, &i)?;
+                    policy::check_document_content(socle_policy::Write::Update, before.as_ref())?;
                 }
                 let w = r.update(c, &rt, &i, body, im)?;
                 after_break_glass_write(r, c, engine.as_deref(), (&rt, &i), opened, bg.as_deref());
@@ -1121,6 +1160,9 @@ async fn delete(
                         before.as_ref(),
                         bg.as_deref(),
                     )?;
+                } else if rt == "Binary" {
+                    let before = r.before_write(&rt, &i)?;
+                    policy::check_document_content(socle_policy::Write::Delete, before.as_ref())?;
                 }
                 let d = r.delete(c, &rt, &i)?;
                 after_break_glass_write(r, c, engine.as_deref(), (&rt, &i), opened, bg.as_deref());

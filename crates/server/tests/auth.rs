@@ -3088,6 +3088,51 @@ fn dmp_access_through_the_policy() {
         assert_eq!(c, 422, "{v}");
         assert!(v.to_string().contains("catégories patient"), "{v}");
         let own_id = doc_of(&v_own);
+        // The base without its final slash takes the same feed.
+        let mut own3 = own.clone();
+        own3.id_extension = "PAT-3".into();
+        let mut m = sample::document_reference("pd", &own3, &pdf, "");
+        m["content"][0]["attachment"]["contentType"] = json!("application/pdf");
+        let r = ureq::post(&format!("{root}/fhir"))
+            .set("Authorization", &format!("Bearer {patient}"))
+            .set("Content-Type", "application/fhir+json")
+            .send_string(
+                &sample::provide_bundle_with("pd", "SPAT3", &[(m, pdf.clone())]).to_string(),
+            );
+        assert_eq!(
+            r.map(|r| r.status()).unwrap_or_else(|e| match e {
+                ureq::Error::Status(c, r) => panic!("{c} {}", r.into_string().unwrap_or_default()),
+                e => panic!("{e}"),
+            }),
+            200
+        );
+        // A Binary that names nothing it belongs to (written by software) is not for users; users' Binaries
+        // name theirs.
+        let (c, loose, _) = fhir(
+            root,
+            "POST",
+            "Binary",
+            Some(&sys),
+            Some(
+                &json!({"resourceType": "Binary", "contentType": "text/plain", "data": "c2VjcmV0"}),
+            ),
+        );
+        assert_eq!(c, 201, "{loose}");
+        for token in [&patient, &pro] {
+            let (c, v) = read(token, &format!("Binary/{}", loose["id"].as_str().unwrap()));
+            assert_eq!(c, 403, "{v}");
+            assert!(v.to_string().contains("binary-without-context"), "{v}");
+        }
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            "Binary",
+            Some(&patient),
+            Some(
+                &json!({"resourceType": "Binary", "contentType": "text/plain", "data": "c2VjcmV0"}),
+            ),
+        );
+        assert_eq!(c, 403, "{v}");
 
         // Only a document's producer changes it (DMP-6): the professional replaces their own document, not a
         // colleague's, and neither updates nor deletes another author's.

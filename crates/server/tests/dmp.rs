@@ -774,3 +774,112 @@ fn oversized_documents_are_named() {
         "{err}"
     );
 }
+
+/// A feed as vendors' software writes it (what an integration review tried): the Binary named by an absolute
+/// URL, base64 in lines, a media type in capitals, a unique id written without `urn:oid:`; and a fed document's
+/// bytes out of reach of direct writes, software included.
+#[test]
+fn feeds_as_vendors_write_them() {
+    for backend in backends() {
+        let s = Server::start(&backend);
+        let people = registry(&s, 20, 3);
+        qualified(&s, "p1", &people[3]);
+        let p1 = person(&people[3]);
+
+        // The Binary by an absolute URL of this server: the stored attachment points to the stored Binary.
+        let d = SampleDoc::report("V1", 2_000);
+        let cda = sample::cda_n1(&p1, &d);
+        let mut b = sample::provide_bundle("p1", "SV1", &[(d.clone(), cda.clone())]);
+        let abs = s.url("Binary/envoye-1");
+        b["entry"][2]["fullUrl"] = json!(abs);
+        b["entry"][1]["resource"]["content"][0]["attachment"]["url"] = json!(abs);
+        let r = s.post("", &b);
+        r.expect(200);
+        let doc = s.get(&format!(
+            "DocumentReference/{}",
+            created_id(&r.json["entry"][1])
+        ));
+        let url = doc.json["content"][0]["attachment"]["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            url.starts_with("Binary/") && url != "Binary/envoye-1",
+            "{url}"
+        );
+        let (status, _, bytes) = raw_get(&s, &url, "text/xml");
+        assert_eq!((status, bytes.as_slice()), (200, cda.as_slice()));
+
+        // base64 in lines of 76 with a final line break, and the media type in capitals.
+        let d2 = SampleDoc::report("V2", 2_000);
+        let cda2 = sample::cda_n1(&p1, &d2);
+        let mut b = sample::provide_bundle("p1", "SV2", &[(d2.clone(), cda2.clone())]);
+        let data = b["entry"][2]["resource"]["data"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let lines: Vec<&str> = data
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        b["entry"][2]["resource"]["data"] = json!(format!("{}\n", lines.join("\n")));
+        b["entry"][2]["resource"]["contentType"] = json!("TEXT/XML");
+        b["entry"][1]["resource"]["content"][0]["attachment"]["contentType"] = json!("Text/Xml");
+        s.post("", &b).expect(200);
+
+        // The same document under another writing of its unique id (no `urn:oid:`, another system): a duplicate.
+        let mut b = sample::provide_bundle("p1", "SV3", &[(d2.clone(), cda2.clone())]);
+        b["entry"][1]["resource"]["masterIdentifier"] =
+            json!({"system": "urn:ietf:rfc:3986 ", "value": "1.2.250.1.999.1^V2"});
+        let r = s.post("", &b);
+        assert_eq!(
+            (r.status, code(&r)),
+            (409, "duplicate".into()),
+            "{}",
+            r.text
+        );
+        // The same submission set's id without its `urn:oid:`: a duplicate too.
+        let d4 = SampleDoc::report("V4", 1_000);
+        let mut b = sample::provide_bundle("p1", "SV2", &[(d4.clone(), sample::cda_n1(&p1, &d4))]);
+        b["entry"][0]["resource"]["identifier"][0] =
+            json!({"use": "usual", "value": "1.2.250.1.999.2.SV2"});
+        let r = s.post("", &b);
+        assert_eq!(
+            (r.status, code(&r)),
+            (409, "duplicate".into()),
+            "{}",
+            r.text
+        );
+
+        // A fed document's bytes change only by a new version of the document: not by software either.
+        let before = stored(&s);
+        let bin = url.trim_start_matches("Binary/").to_string();
+        let other = json!({"resourceType": "Binary", "id": bin, "contentType": "text/plain", "data": "eA=="});
+        let r = s.put(&url, &other);
+        assert_eq!(
+            (r.status, r.text.contains("document-content")),
+            (403, true),
+            "{}",
+            r.text
+        );
+        let r = s.delete(&url);
+        assert_eq!(
+            (r.status, r.text.contains("document-content")),
+            (403, true),
+            "{}",
+            r.text
+        );
+        let r = s.post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": other, "request": {"method": "PUT", "url": url}}]}),
+        );
+        assert_eq!(r.status, 403, "{}", r.text);
+        let r = s.delete(&format!("Binary?_id={bin}"));
+        assert_eq!(r.status, 400, "{}", r.text);
+        let (status, _, bytes) = raw_get(&s, &url, "text/xml");
+        assert_eq!((status, bytes.as_slice()), (200, cda.as_slice()));
+        assert_eq!(stored(&s), before);
+    }
+}

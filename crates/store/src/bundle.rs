@@ -346,13 +346,14 @@ fn read_entry(base: &str, s: &Stored) -> Value {
 }
 
 /// Replaces every `reference` whose value is a key of `map` (recursively), and every attachment `url` naming
-/// an entry of the Bundle by its `urn:` fullUrl (IHE MHD: a DocumentReference points to the Binary sent with it).
+/// an entry of the Bundle by its fullUrl — `urn:uuid:…`, or an absolute URL given to a created entry (IHE MHD: a
+/// DocumentReference points to the Binary sent with it; the Binary gets an id of the server's).
 fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     match v {
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
                 if k == "reference"
-                    || k == "url" && child.as_str().is_some_and(|s| s.starts_with("urn:"))
+                    || k == "url" && child.as_str().is_some_and(|s| map.contains_key(s))
                 {
                     if let Value::String(s) = child
                         && let Some(n) = map.get(s.as_str())

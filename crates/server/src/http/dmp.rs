@@ -164,12 +164,11 @@ fn service(app: &App) -> Result<Arc<Dmp>, Response> {
     })
 }
 
-/// A token search value for an identifier (`system|value`, or the value alone).
-fn token((system, value): &(Option<String>, String)) -> String {
-    match system {
-        Some(s) => format!("{s}|{value}"),
-        None => value.clone(),
-    }
+/// The value of a unique id as the duplicate check compares it (`socle_dmp::record`): its system left out (a
+/// uniqueId is unique by itself), surrounding spaces and a `urn:oid:` prefix removed.
+fn token((_, value): &(Option<String>, String)) -> String {
+    let v = value.trim();
+    v.strip_prefix("urn:oid:").unwrap_or(v).to_string()
 }
 
 fn json_of(s: &Stored) -> Result<Value, RepoError> {
@@ -435,12 +434,25 @@ async fn fetch_binary(
             let s = repo.read(&ctx, "Binary", &id)?;
             let bin = json_of(&s)?;
             // Decided as a read of what it belongs to (`securityContext`): a document (its patient, type, masks,
-            // visibility), or any other resource — a patient's record among them.
+            // visibility), or any other resource — a patient's record among them. A Binary that names nothing
+            // could hold anyone's data: users do not read it (software acting on its own behalf does).
+            let context = bin["securityContext"]["reference"]
+                .as_str()
+                .and_then(|r| r.split_once('/'))
+                .filter(|(t, i)| !t.is_empty() && !i.is_empty() && !i.contains(['/', '?', '#']));
+            if context.is_none() && actor.as_ref().is_some_and(policy::is_user) {
+                return Err(RepoError::Forbidden {
+                    patient: None,
+                    code: "binary-without-context".into(),
+                    message: format!(
+                        "refusé (binary-without-context) : Binary/{id} ne nomme pas la ressource dont il relève \
+                         (securityContext) ; sa lecture est réservée aux logiciels agissant pour leur compte"
+                    ),
+                }
+                .into());
+            }
             if let (Some(actor), Some(engine)) = (&actor, &engine)
-                && let Some((rtype, of)) = bin["securityContext"]["reference"]
-                    .as_str()
-                    .and_then(|r| r.split_once('/'))
-                    .filter(|(t, i)| !t.is_empty() && !i.is_empty() && !i.contains(['/', '?', '#']))
+                && let Some((rtype, of)) = context
             {
                 let note = if rtype == "DocumentReference" {
                     format!(" (document de Binary/{id})")

@@ -365,7 +365,12 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     let get = method == Method::GET || method == Method::HEAD;
     // Reads by id: the policy engine decides on the resource read (their own data only, not what is hidden
     // from them); and the trail of who accessed their data (`$audit-trail`).
-    let segs: Vec<&str> = path.trim_start_matches("/fhir/").split('/').collect();
+    // `/fhir` and `/fhir/` are the same base (a Bundle posted to either).
+    let rest = path
+        .strip_prefix("/fhir")
+        .unwrap_or(path)
+        .trim_start_matches('/');
+    let segs: Vec<&str> = rest.split('/').collect();
     if get && segs.len() == 2 && !segs[1].starts_with('$') && !segs[1].starts_with('_') {
         return Ok(());
     }
@@ -674,6 +679,9 @@ mod tests {
         let p = patient(Some("p1"));
         assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p1").is_ok());
         assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p1/$audit-trail").is_ok());
+        // The base, with or without its slash: a Bundle (an ITI-65 feed of a patient's own document).
+        assert!(patient_limits(&p, &Method::POST, "/fhir").is_ok());
+        assert!(patient_limits(&p, &Method::POST, "/fhir/").is_ok());
         assert!(patient_limits(&p, &Method::GET, "/fhir/Patient/p2/$audit-trail").is_err());
         assert!(
             patient_limits(&p, &Method::GET, "/fhir/Patient/p2").is_ok(),

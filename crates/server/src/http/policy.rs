@@ -303,6 +303,30 @@ pub fn has_on_patient_data(params: &[(String, String)]) -> Option<String> {
     })
 }
 
+/// A document's content (its Binary, which names the DocumentReference in `securityContext`) changes only by a
+/// new version of the document: overwritten or deleted by itself, the bytes would no longer be those the
+/// document's hashes and the patient's trail speak of. For every caller — software and development mode too.
+pub fn check_document_content(write: Write, before: Option<&Before>) -> Result<(), RepoError> {
+    if write != Write::Create
+        && let Some((_, Some(s))) = before
+        && s.rtype == "Binary"
+        && serde_json::from_slice::<Value>(&s.content).is_ok_and(|v| {
+            v["securityContext"]["reference"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("DocumentReference/"))
+        })
+    {
+        return Err(RepoError::Forbidden {
+            patient: None,
+            code: "document-content".into(),
+            message: "refusé (document-content) : le contenu d'un document ne se modifie ni ne se supprime \
+                      directement ; déposez une nouvelle version du document (ITI-65, relatesTo)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// A user's write of patient data, decided before it runs. `sent`: the resource as written (type, id, body;
 /// none for a deletion); `before`: the resource as stored ([`socle_store::repo::Repository::before_write`]).
 /// Each patient concerned — the one the resource is sent for, the one it belonged to — must be one the policy
@@ -367,23 +391,19 @@ pub fn check_write(
             });
         }
     }
-    // A document's content (its Binary, which names the DocumentReference in `securityContext`) changes only
-    // by a new version of the document: overwritten or deleted by itself, the bytes would no longer be those
-    // the document's hashes and the patient's trail speak of.
-    if write != Write::Create
-        && let Some((_, Some(s))) = before
-        && s.rtype == "Binary"
-        && serde_json::from_slice::<Value>(&s.content).is_ok_and(|v| {
-            v["securityContext"]["reference"]
-                .as_str()
-                .is_some_and(|r| r.starts_with("DocumentReference/"))
-        })
+    check_document_content(write, before)?;
+    // A Binary a user writes names what it belongs to: it is read under that resource's decision (one that
+    // names nothing is for software only, see `dmp::fetch_binary`).
+    if let Some(("Binary", _, body)) = sent
+        && body["securityContext"]["reference"]
+            .as_str()
+            .is_none_or(|r| !r.contains('/'))
     {
         return Err(RepoError::Forbidden {
             patient: None,
-            code: "document-content".into(),
-            message: "refusé (document-content) : le contenu d'un document ne se modifie ni ne se supprime \
-                      directement ; déposez une nouvelle version du document (ITI-65, relatesTo)"
+            code: "binary-without-context".into(),
+            message: "refusé (binary-without-context) : un Binary écrit par un utilisateur nomme la ressource \
+                      dont il relève (securityContext, par exemple Patient/…)"
                 .into(),
         });
     }
