@@ -2078,20 +2078,21 @@ fn authorisation_matrix() {
                         continue;
                     }
                     let write = matches!(action, "create" | "update" | "delete");
-                    // Documents (here a professional's report without an author of this test): only their
-                    // producer changes them — neither a colleague nor break-glass; the patient adds only in the
-                    // patient categories, changes only their own, deletes what they see of their record.
+                    // Documents (here a professional's report without an author of this test): users feed and
+                    // replace them by ITI-65 only, never by a plain create or update; only their producer
+                    // deletes them — neither a colleague nor break-glass; the patient deletes what they see of
+                    // their record.
                     let document_rule = matches!(
                         (rtype, action, role),
                         (
                             "DocumentReference",
-                            "update",
+                            "create" | "update",
                             Role::ProCare | Role::ProBreakGlass | Role::Patient
                         ) | (
                             "DocumentReference",
                             "delete",
                             Role::ProCare | Role::ProBreakGlass
-                        ) | ("DocumentReference", "create", Role::Patient)
+                        )
                     );
                     let want = match (role, owner) {
                         _ if document_rule => Want::Forbidden,
@@ -3174,6 +3175,37 @@ fn dmp_access_through_the_policy() {
                 "not-author",
             )
         };
+        // Outside ITI-65 a user changes a document's description only: not its status, labels or type — not even
+        // the producer (here the patient's own document), nor creates one.
+        let (_, mut tampered) = read(&sys, &format!("DocumentReference/{own_id}"));
+        tampered["status"] = json!("superseded");
+        refused_json(
+            write(
+                &patient,
+                "PUT",
+                &format!("DocumentReference/{own_id}"),
+                Some(&tampered),
+            ),
+            "dmp-by-iti65",
+        );
+        tampered["status"] = json!("current");
+        tampered["securityLabel"] =
+            json!([{"coding": [{"system": "urn:oid:1.2.250.1.213.1.1.4.13", "code": "BOGUS"}]}]);
+        refused_json(
+            write(
+                &patient,
+                "PUT",
+                &format!("DocumentReference/{own_id}"),
+                Some(&tampered),
+            ),
+            "dmp-by-iti65",
+        );
+        let mut fresh = tampered.clone();
+        fresh.as_object_mut().unwrap().remove("id");
+        refused_json(
+            write(&pro, "POST", "DocumentReference", Some(&fresh)),
+            "dmp-by-iti65",
+        );
         colleague_overwrites();
         refused_json(
             write(&pro, "DELETE", &format!("DocumentReference/{a}"), None),
@@ -3211,6 +3243,7 @@ fn dmp_access_through_the_policy() {
             Some(&own_doc),
         );
         assert_eq!(c, 200, "{v}");
+        // Retyped (even to a mix of codes) or created outside ITI-65: refused before the category rules apply.
         let mut retyped = own_doc.clone();
         retyped["type"] = current_a["type"].clone();
         refused_json(
@@ -3220,7 +3253,7 @@ fn dmp_access_through_the_policy() {
                 &format!("DocumentReference/{own_id}"),
                 Some(&retyped),
             ),
-            "patient-category-only",
+            "dmp-by-iti65",
         );
         // A patient category next to a professional type does not make a patient's document.
         let mut mixed = own_doc.clone();
@@ -3240,13 +3273,13 @@ fn dmp_access_through_the_policy() {
                 &format!("DocumentReference/{own_id}"),
                 Some(&mixed),
             ),
-            "patient-category-only",
+            "dmp-by-iti65",
         );
         let mut created = retyped.clone();
         created.as_object_mut().unwrap().remove("id");
         refused_json(
             write(&patient, "POST", "DocumentReference", Some(&created)),
-            "patient-category-only",
+            "dmp-by-iti65",
         );
         let mut hide = summary("H2");
         hide.labels = vec![(

@@ -392,6 +392,37 @@ pub fn check_write(
         }
     }
     check_document_content(write, before)?;
+    // A document enters or changes the DMP through ITI-65 (its metadata checked against the CI-SIS value sets and
+    // its CDA header, a new version by `relatesTo`) and the `$dmp-*` operations (mask, visibility, archive):
+    // a user's plain create or update of a DocumentReference would skip all of that. What a user may change in
+    // place is the document's description (its title in the patient's list), under the rules below.
+    let only_description = |body: &Value| {
+        let stored = before
+            .and_then(|(_, s)| s.as_ref())
+            .and_then(|s| serde_json::from_slice::<Value>(&s.content).ok());
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                for k in ["meta", "text", "description", "id"] {
+                    o.remove(k);
+                }
+            }
+            v
+        };
+        stored.is_some_and(|old| strip(&old) == strip(body))
+    };
+    if let Some(("DocumentReference", _, body)) = sent
+        && !(write == Write::Update && only_description(body))
+    {
+        return Err(RepoError::Forbidden {
+            patient: None,
+            code: "dmp-by-iti65".into(),
+            message: "refusé (dmp-by-iti65) : un document se dépose ou se remplace par ITI-65 (Bundle MHD, \
+                      relatesTo pour une nouvelle version) et se gère par les opérations $dmp-* ; une modification \
+                      directe de DocumentReference ne change que sa description"
+                .into(),
+        });
+    }
     // A Binary a user writes names what it belongs to: it is read under that resource's decision (one that
     // names nothing is for software only, see `dmp::fetch_binary`).
     if let Some(("Binary", _, body)) = sent
