@@ -136,9 +136,11 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
                         update(s, Path(("Binary".to_string(), id)), h, r, b)
                     },
                 )
-                .delete(|s: State<App>, Path(id): Path<String>, r: Req| {
-                    delete(s, Path(("Binary".to_string(), id)), r)
-                }),
+                .delete(
+                    |s: State<App>, Path(id): Path<String>, h: HeaderMap, r: Req| {
+                        delete(s, Path(("Binary".to_string(), id)), h, r)
+                    },
+                ),
         )
         .route(
             "/fhir/OperationDefinition/ins-retrieve",
@@ -1139,8 +1141,10 @@ fn deleted_response(d: Option<Stored>, req: &Req) -> Response {
 async fn delete(
     State(app): State<App>,
     Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
     req: Req,
 ) -> Response {
+    let im = tryr!(if_match(&headers));
     let (rt, i) = (rtype.clone(), id.clone());
     let (actor, engine, bg) = tryr!(write_policy(&app, &req));
     let d = tryr!(
@@ -1164,7 +1168,7 @@ async fn delete(
                     let before = r.before_write(&rt, &i)?;
                     policy::check_document_content(socle_policy::Write::Delete, before.as_ref())?;
                 }
-                let d = r.delete(c, &rt, &i)?;
+                let d = r.delete(c, &rt, &i, im)?;
                 after_break_glass_write(r, c, engine.as_deref(), (&rt, &i), opened, bg.as_deref());
                 Ok(d)
             }

@@ -181,6 +181,65 @@ fn conditional_interactions() {
         .expect(204);
         s.get(&format!("Patient/{}", r1.json["id"].as_str().unwrap()))
             .expect(410);
+
+        // No match, but the body names an existing resource the criteria did not select: not overwritten.
+        let mut victim = patient("Victime", "V", "1970-07-07");
+        victim["id"] = json!("victime");
+        s.put("Patient/victime", &victim).expect(201);
+        let mut other = victim.clone();
+        other["name"][0]["family"] = json!("Ecrase");
+        let r = s.put("Patient?identifier=urn:v|personne", &other);
+        assert_eq!(r.status, 409, "{}", r.text);
+        assert_eq!(s.get("Patient/victime").json["meta"]["versionId"], "1");
+        // Criteria made of result parameters only select nothing: refused, nothing written or deleted.
+        for (method, path) in [
+            ("DELETE", "Patient?_count=1"),
+            ("PUT", "Patient?_sort=_id"),
+            ("DELETE", "Patient?_summary=count"),
+        ] {
+            let body = (method == "PUT").then(|| other.to_string());
+            let r = s.request(method, path, body, &[]);
+            assert_eq!(r.status, 400, "{method} {path} : {}", r.text);
+        }
+        let r = s.request(
+            "POST",
+            "Patient",
+            Some(patient("Compte", "C", "1980-01-01").to_string()),
+            &[("If-None-Exist", "_summary=count")],
+        );
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(s.get("Patient/victime").json["meta"]["versionId"], "1");
+
+        // If-Match on a deletion: the version the caller has seen, else 412 and nothing deleted.
+        s.put("Patient/victime", &victim).expect(200);
+        for stale in ["W/\"1\"", "W/\"9\""] {
+            let r = s.request("DELETE", "Patient/victime", None, &[("If-Match", stale)]);
+            assert_eq!(r.status, 412, "{stale} : {}", r.text);
+        }
+        let r = s.request(
+            "DELETE",
+            "Patient/victime",
+            None,
+            &[("If-Match", "n'importe quoi")],
+        );
+        assert_eq!(r.status, 400, "{}", r.text);
+        s.get("Patient/victime").expect(200);
+        let tx = |version: &str| {
+            json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"request": {"method": "DELETE", "url": "Patient/victime", "ifMatch": format!("W/\"{version}\"")}}]})
+        };
+        let r = s.post("", &tx("1"));
+        assert_eq!(r.status, 412, "{}", r.text);
+        s.get("Patient/victime").expect(200);
+        s.post("", &tx("2")).expect(200);
+        s.get("Patient/victime").expect(410);
+        s.request(
+            "DELETE",
+            "Patient/victime",
+            None,
+            &[("If-Match", "W/\"2\"")],
+        )
+        .expect(412);
     }
 }
 
@@ -248,6 +307,26 @@ fn transaction_is_atomic_and_resolves_references() {
                 .starts_with("404")
         );
         assert_eq!(r.json["entry"][2]["resource"]["id"], pid);
+
+        // A fullUrl given twice, or a `urn:uuid:` that names no entry: refused, nothing written.
+        let before = s.get("Patient?_summary=count").json["total"].clone();
+        let u = "urn:uuid:11111111-1111-4111-8111-111111111111";
+        let twice = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": u, "resource": patient("Deux", "A", "1970-01-01"), "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": u, "resource": patient("Deux", "B", "1970-01-01"), "request": {"method": "POST", "url": "Patient"}}
+        ]});
+        let r = s.post("", &twice);
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert!(r.text.contains("fullUrl en double"), "{}", r.text);
+        let dangling = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                          "subject": {"reference": "urn:uuid:09b30000-0000-4000-8000-000000000000"}},
+             "request": {"method": "POST", "url": "Observation"}}
+        ]});
+        let r = s.post("", &dangling);
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert!(r.text.contains("aucune entrée"), "{}", r.text);
+        assert_eq!(s.get("Patient?_summary=count").json["total"], before);
     }
 }
 

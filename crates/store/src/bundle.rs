@@ -301,7 +301,7 @@ fn one_batch_entry(
             Ok(write_entry(base, &w))
         }
         (Method::Delete, [t, id]) => {
-            repo.delete(ctx, t, id)?;
+            repo.delete(ctx, t, id, e.if_match)?;
             Ok(json!({"response": {"status": "204 No Content"}}))
         }
         (Method::Delete, [t]) if !params.is_empty() => {
@@ -370,6 +370,28 @@ fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     }
 }
 
+/// The first `reference` still a `urn:uuid:` once the Bundle's fullUrls are resolved.
+fn unresolved_uuid(v: &Value, out: &mut Option<String>) {
+    if out.is_some() {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                match child {
+                    Value::String(s) if k == "reference" && s.starts_with("urn:uuid:") => {
+                        *out = Some(s.clone());
+                        return;
+                    }
+                    _ => unresolved_uuid(child, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| unresolved_uuid(x, out)),
+        _ => {}
+    }
+}
+
 /// Conditional references (`Patient?identifier=…`) found in a resource.
 fn conditional_refs(v: &Value, out: &mut Vec<String>) {
     match v {
@@ -415,14 +437,24 @@ fn transaction(
                     needs_lookup = true;
                 }
                 let id = new_id();
-                if let Some(f) = &e.full_url {
-                    map.insert(f.clone(), format!("{}/{id}", segs[0]));
+                if let Some(f) = &e.full_url
+                    && map.insert(f.clone(), format!("{}/{id}", segs[0])).is_some()
+                {
+                    return Err(in_entry(format!(
+                        "fullUrl en double dans la transaction : {f}"
+                    )));
                 }
                 new_ids.insert(e.index, id);
             }
             (Method::Put, 2) => {
-                if let Some(f) = &e.full_url {
-                    map.insert(f.clone(), format!("{}/{}", segs[0], segs[1]));
+                if let Some(f) = &e.full_url
+                    && map
+                        .insert(f.clone(), format!("{}/{}", segs[0], segs[1]))
+                        .is_some()
+                {
+                    return Err(in_entry(format!(
+                        "fullUrl en double dans la transaction : {f}"
+                    )));
                 }
             }
             (Method::Put, 1) if !params.is_empty() => needs_lookup = true,
@@ -464,6 +496,17 @@ fn transaction(
     for e in entries.iter_mut() {
         if let Some(r) = &mut e.resource {
             rewrite_references(r, &map);
+            // A `urn:uuid:` names an entry of this Bundle: one left is a reference to nothing.
+            let mut left = None;
+            unresolved_uuid(r, &mut left);
+            if let Some(u) = left {
+                return Err(RepoError::InEntry {
+                    index: e.index,
+                    error: Box::new(RepoError::Invalid(format!(
+                        "référence {u} : aucune entrée de la transaction n'a ce fullUrl"
+                    ))),
+                });
+            }
         }
     }
     entries.sort_by_key(|e| (e.method, e.index));
@@ -488,7 +531,7 @@ fn transaction(
             let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
             match (e.method, segs.as_slice()) {
                 (Method::Delete, [t, id]) => {
-                    st.delete(c, ctx, t, id).or_else(|err| match err {
+                    st.delete(c, ctx, t, id, e.if_match).or_else(|err| match err {
                         RepoError::NotFound(_) => Ok(None),
                         other => Err(other),
                     }).map_err(wrap)?;
@@ -500,7 +543,7 @@ fn transaction(
                         return Err(wrap(RepoError::PreconditionFailed("plusieurs ressources correspondent".into())));
                     }
                     for id in ids {
-                        st.delete(c, ctx, t, &id).map_err(wrap)?;
+                        st.delete(c, ctx, t, &id, None).map_err(wrap)?;
                     }
                     responses.push((e.index, json!({"response": {"status": "204 No Content"}})));
                 }

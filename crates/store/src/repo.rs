@@ -466,17 +466,19 @@ impl Repository {
         out.ok_or_else(|| RepoError::Store(StoreError::Database("aucun résultat".into())))
     }
 
-    /// `DELETE /Type/id`. Returns the deletion version, or `None` if there was nothing to delete.
+    /// `DELETE /Type/id` (`if_match`: the version the caller expects to delete, 412 otherwise). Returns the
+    /// deletion version, or `None` if there was nothing to delete.
     pub fn delete(
         &self,
         ctx: &RequestContext,
         rtype: &str,
         id: &str,
+        if_match: Option<i64>,
     ) -> Result<Option<Stored>, RepoError> {
         check_type(rtype)?;
         let mut out = None;
         self.write_tx(&mut |c, st| {
-            out = st.delete(c, ctx, rtype, id)?;
+            out = st.delete(c, ctx, rtype, id, if_match)?;
             Ok(())
         })?;
         Ok(out)
@@ -495,12 +497,12 @@ impl Repository {
             let ids = st.match_ids(c, rtype, criteria)?;
             out = match ids.as_slice() {
                 [] => None,
-                [id] => st.delete(c, ctx, rtype, id)?,
+                [id] => st.delete(c, ctx, rtype, id, None)?,
                 _ => {
-                    return Err(RepoError::PreconditionFailed(format!(
-                        "{} ressources correspondent aux critères : suppression conditionnelle refusée",
-                        ids.len()
-                    )));
+                    return Err(RepoError::PreconditionFailed(
+                        "plusieurs ressources correspondent aux critères : suppression conditionnelle refusée"
+                            .into(),
+                    ));
                 }
             };
             Ok(())
@@ -1651,7 +1653,37 @@ impl TxState {
                 "critères conditionnels vides".into(),
             ));
         }
-        let q = search::parse(rtype, criteria, true)?;
+        // Parameters that shape results select nothing: criteria made of them alone would match everything
+        // (and `_count` would pick one resource at random).
+        const RESULT: &[&str] = &[
+            "_count",
+            "_sort",
+            "_summary",
+            "_elements",
+            "_include",
+            "_revinclude",
+            "_total",
+            "_contained",
+            "_containedType",
+            "_format",
+            "_pretty",
+        ];
+        let filters: Vec<(String, String)> = criteria
+            .iter()
+            .filter(|(k, _)| !RESULT.contains(&k.split(':').next().unwrap_or("")))
+            .cloned()
+            .collect();
+        if filters.is_empty() {
+            return Err(RepoError::Invalid(format!(
+                "critères conditionnels sans filtre ({}) : ils désigneraient toutes les ressources du type",
+                criteria
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let q = search::parse(rtype, &filters, true)?;
         self.index.flush(c)?;
         let sql = format!(
             "SELECT r.id FROM resources r WHERE {} AND r.rtype = ? AND r.deleted = 0 LIMIT 2",
@@ -1792,7 +1824,16 @@ impl TxState {
         match ids.as_slice() {
             [] => {
                 let p = match body_id {
-                    Some(id) => Prepared::new(rtype, body, Some(id))?,
+                    Some(id) => {
+                        // The criteria did not select it: an existing resource of that id is not overwritten.
+                        if tx::current(c, rtype, id)?.is_some_and(|r| !r.deleted) {
+                            return Err(RepoError::Conflict(format!(
+                                "{rtype}/{id} existe mais ne répond pas aux critères : mise à jour conditionnelle \
+                                 refusée (aucune ressource ne correspond)"
+                            )));
+                        }
+                        Prepared::new(rtype, body, Some(id))?
+                    }
                     None => Prepared::new(rtype, body, None)?,
                 };
                 self.update(c, ctx, &p, if_match)
@@ -1823,10 +1864,25 @@ impl TxState {
         ctx: &RequestContext,
         rtype: &str,
         id: &str,
+        if_match: Option<i64>,
     ) -> Result<Option<Stored>, RepoError> {
         let Some(cur) = tx::current(c, rtype, id)? else {
-            return Err(RepoError::NotFound(format!("{rtype}/{id} introuvable")));
+            return Err(match if_match {
+                Some(_) => {
+                    RepoError::PreconditionFailed(format!("If-Match : {rtype}/{id} n'existe pas"))
+                }
+                None => RepoError::NotFound(format!("{rtype}/{id} introuvable")),
+            });
         };
+        if let Some(expected) = if_match
+            && (cur.version != expected || cur.deleted)
+        {
+            return Err(RepoError::PreconditionFailed(format!(
+                "conflit de version : If-Match attend la version {expected}, la version courante est {}{}",
+                cur.version,
+                if cur.deleted { " (supprimée)" } else { "" }
+            )));
+        }
         if cur.deleted {
             return Ok(None);
         }
