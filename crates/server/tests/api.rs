@@ -307,6 +307,33 @@ fn transaction_is_atomic_and_resolves_references() {
                 .starts_with("404")
         );
         assert_eq!(r.json["entry"][2]["resource"]["id"], pid);
+        // In a batch an entry that cannot be read is answered alone; the others are processed.
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "PATCH", "url": format!("Patient/{pid}")}},
+            {"request": {"method": "POST", "url": "Patient"}},
+            {"resource": patient("Lot", "Deux", "1970-01-01"), "request": {"method": "POST", "url": "Patient"}}
+        ]});
+        let r = s.post("", &batch);
+        r.expect(200);
+        let status = |i: usize| {
+            r.json["entry"][i]["response"]["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            status(0).starts_with("400") && status(1).starts_with("400"),
+            "{}",
+            r.text
+        );
+        assert!(status(2).starts_with("201"), "{}", r.text);
+        assert!(
+            r.json["entry"][1]["response"]["outcome"]
+                .to_string()
+                .contains("resource absent"),
+            "{}",
+            r.text
+        );
 
         // A fullUrl given twice, or a `urn:uuid:` that names no entry: refused, nothing written.
         let before = s.get("Patient?_summary=count").json["total"].clone();

@@ -85,7 +85,25 @@ fn every_interaction_is_audited_and_readable_as_audit_event() {
             "local-insecure"
         );
         assert_eq!(ev["agent"][0]["network"]["address"], "127.0.0.1");
+        assert_eq!(ev["agent"][1]["who"]["display"], "Socle");
         assert!(ev["recorded"].as_str().unwrap().ends_with('Z'));
+        // Each interaction under its BALP profile.
+        let profile_of = |code: &str| {
+            evs.iter()
+                .map(|e| &e["resource"])
+                .find(|e| e["subtype"][0]["code"] == code)
+                .map(|e| {
+                    e["meta"]["profile"][0]
+                        .as_str()
+                        .unwrap()
+                        .rsplit('.')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                })
+        };
+        assert_eq!(profile_of("create").as_deref(), Some("Create"));
+        assert_eq!(profile_of("read").as_deref(), Some("Read"));
         // Failures are audited too, without health data in the record.
         let all = s.get("$audit-trail?_count=100");
         let failed: Vec<_> = all.json["entry"]

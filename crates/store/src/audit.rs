@@ -527,6 +527,17 @@ pub fn to_audit_event(a: &StoredAudit) -> Value {
         "batch" => ("batch", "E"),
         other => (other, "E"),
     };
+    // The BALP profile of the interaction: creations, reads, updates, deletions and queries (searches,
+    // histories) each have theirs; other operations (transactions, the services' own) are RESTful events.
+    let profile = match (r.action.as_str(), action_code) {
+        (_, "C") => "IHE.BasicAudit.Create",
+        ("history-instance" | "history-type" | "history-system", _) => "IHE.BasicAudit.Query",
+        (_, "R") => "IHE.BasicAudit.Read",
+        (_, "U") => "IHE.BasicAudit.Update",
+        (_, "D") => "IHE.BasicAudit.Delete",
+        ("search-type" | "search-system", _) => "IHE.BasicAudit.Query",
+        _ => "IHE.BasicAudit.Rest",
+    };
     let outcome = if r.outcome == "success" {
         "0"
     } else if r.outcome.starts_with('5') {
@@ -537,7 +548,7 @@ pub fn to_audit_event(a: &StoredAudit) -> Value {
     let mut ev = json!({
         "resourceType": "AuditEvent",
         "id": a.id(),
-        "meta": {"profile": ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read"]},
+        "meta": {"profile": [format!("https://profiles.ihe.net/ITI/BALP/StructureDefinition/{profile}")]},
         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
         "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": subtype_code}],
         "action": action_code,
@@ -548,6 +559,12 @@ pub fn to_audit_event(a: &StoredAudit) -> Value {
             "who": {"identifier": {"value": r.principal}},
             "requestor": true,
             "network": r.client.as_ref().map(|c| json!({"address": c, "type": "2"})).unwrap_or(json!({"type": "2"})),
+        }, {
+            // The server that answered (BALP: the destination of the request).
+            "type": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110152",
+                                 "display": "Destination Role ID"}]},
+            "who": {"display": "Socle"},
+            "requestor": false,
         }],
         "source": {"observer": {"display": "Socle"}, "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
         "extension": [{"url": "https://socle.example/fhir/StructureDefinition/audit-chain", "extension": [

@@ -52,7 +52,12 @@ pub fn split_url(url: &str) -> (Vec<String>, Vec<(String, String)>) {
 }
 
 /// The entries of a batch or transaction Bundle; their resources are moved out of `bundle`, not copied.
-fn parse_entries(bundle: &mut Value, base: &str) -> Result<(bool, Vec<Entry>), RepoError> {
+/// The Bundle's type (`true`: transaction) and its entries, each read or refused on its own (a transaction
+/// fails with its first refused entry; a batch answers each).
+fn parse_entries(
+    bundle: &mut Value,
+    base: &str,
+) -> Result<(bool, Vec<Result<Entry, RepoError>>), RepoError> {
     let bad = |m: String| RepoError::Invalid(m);
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(bad("le corps doit être une ressource Bundle".into()));
@@ -81,6 +86,13 @@ fn parse_entries(bundle: &mut Value, base: &str) -> Result<(bool, Vec<Entry>), R
     }
     let mut entries = Vec::with_capacity(raw.len());
     for (index, e) in raw.iter_mut().enumerate() {
+        entries.push(parse_entry(index, e, base));
+    }
+    Ok((is_tx, entries))
+}
+
+fn parse_entry(index: usize, e: &mut Value, base: &str) -> Result<Entry, RepoError> {
+    {
         let at = |m: &str| RepoError::InEntry {
             index,
             error: Box::new(RepoError::Invalid(m.to_string())),
@@ -117,7 +129,7 @@ fn parse_entries(bundle: &mut Value, base: &str) -> Result<(bool, Vec<Entry>), R
         if matches!(method, Method::Post | Method::Put) && resource.is_none() {
             return Err(at("entry.resource absent pour POST/PUT"));
         }
-        entries.push(Entry {
+        Ok(Entry {
             index,
             method,
             url,
@@ -125,9 +137,8 @@ fn parse_entries(bundle: &mut Value, base: &str) -> Result<(bool, Vec<Entry>), R
             resource,
             if_none_exist,
             if_match,
-        });
+        })
     }
-    Ok((is_tx, entries))
 }
 
 /// A request URL relative to the base: our own base is stripped, and an absolute URL of another server is
@@ -173,6 +184,7 @@ pub(crate) fn process(
     let base = ctx.base_url.trim_end_matches('/').to_string();
     let (is_tx, entries) = parse_entries(&mut bundle, &base)?;
     if is_tx {
+        let entries = entries.into_iter().collect::<Result<Vec<_>, _>>()?;
         transaction(repo, ctx, &base, entries, hook)
     } else if hook.is_some() {
         Err(RepoError::Invalid(
@@ -239,10 +251,21 @@ fn outcome_of(e: &RepoError) -> Value {
     json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": e.to_string()}]})
 }
 
-fn batch(repo: &Repository, ctx: &RequestContext, base: &str, entries: Vec<Entry>) -> Value {
+fn batch(
+    repo: &Repository,
+    ctx: &RequestContext,
+    base: &str,
+    entries: Vec<Result<Entry, RepoError>>,
+) -> Value {
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        let r = one_batch_entry(repo, ctx, base, &e);
+        // An entry that could not be read is answered like one that failed.
+        let r = e
+            .and_then(|e| one_batch_entry(repo, ctx, base, &e))
+            .map_err(|err| match err {
+                RepoError::InEntry { error, .. } => *error,
+                other => other,
+            });
         out.push(match r {
             Ok(v) => v,
             Err(err) => json!({"response": {"status": status_text(err.status()), "outcome": outcome_of(&err)}}),
