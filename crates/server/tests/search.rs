@@ -673,6 +673,11 @@ fn number_and_quantity_parameters() {
             "Observation?_sort=-value-quantity",
             &["q4", "q3", "q1", "q2"],
         );
+        // More significant digits than a double holds: the value itself still matches.
+        let long: Value = serde_json::from_str("3.14159265358979323").unwrap();
+        t.put("Observation", "q5", obs(long, "mg", "mg"));
+        t.check("Observation?value-quantity=3.14159265358979323", &["q5"]);
+        t.check("Observation?value-quantity=3.141592653589793", &["q5"]);
     });
 }
 

@@ -1495,16 +1495,19 @@ fn number_predicate_eps(
     phi: f64,
     eps: f64,
 ) -> String {
+    // A value given with more significant digits than a double holds: its precision range collapses to the
+    // value itself (`lo == hi`), and the half-open interval would match nothing; it is then the value, closed.
+    let (lo, hi, upper) = if phi > plo {
+        (plo - eps, phi - eps, "<")
+    } else {
+        (plo - eps, phi + eps, "<=")
+    };
     match prefix {
-        Prefix::Eq => format!(
-            "({col} >= {} AND {col} < {})",
-            b.bind(plo - eps),
-            b.bind(phi - eps)
-        ),
+        Prefix::Eq => format!("({col} >= {} AND {col} {upper} {})", b.bind(lo), b.bind(hi)),
         Prefix::Ne => format!(
-            "NOT ({col} >= {} AND {col} < {})",
-            b.bind(plo - eps),
-            b.bind(phi - eps)
+            "NOT ({col} >= {} AND {col} {upper} {})",
+            b.bind(lo),
+            b.bind(hi)
         ),
         Prefix::Gt | Prefix::Sa => format!("{col} > {}", b.bind(pv + eps)),
         Prefix::Lt | Prefix::Eb => format!("{col} < {}", b.bind(pv - eps)),
