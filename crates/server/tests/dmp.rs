@@ -231,6 +231,34 @@ fn dmp_over_http() {
         let mut b = good();
         b["entry"][1]["resource"]["author"][0]["identifier"]["value"] = json!("810000000009");
         refuse(b, 422, "cda-mismatch", "auteur (IDNPS)");
+        // Metadata a vendor might get wrong: a date that is no instant, no size, two confidentiality levels, a
+        // patient category beside a professional type.
+        let mut b = good();
+        b["entry"][1]["resource"]["date"] = json!("2026-11-20");
+        refuse(b, 422, "metadata-invalid", "instant FHIR");
+        let mut b = good();
+        b["entry"][1]["resource"]["content"][0]["attachment"]
+            .as_object_mut()
+            .unwrap()
+            .remove("size");
+        refuse(b, 422, "metadata-missing", "attachment.size");
+        let mut b = good();
+        b["entry"][1]["resource"]["securityLabel"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]}));
+        refuse(
+            b,
+            422,
+            "metadata-invalid",
+            "un seul niveau de confidentialité",
+        );
+        let mut b = good();
+        b["entry"][1]["resource"]["type"]["coding"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"system": "urn:oid:1.2.250.1.213.1.1.4.12", "code": "DOCPAT04"}));
+        refuse(b, 422, "metadata-invalid", "mêlent une catégorie patient");
         // … another custodian (the structure keeping the document) than the header's.
         let mut b = good();
         b["entry"][1]["resource"]["custodian"]["identifier"]["value"] = json!("1750099999");
