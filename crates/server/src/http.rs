@@ -1448,8 +1448,27 @@ async fn search_common(
             // data (a Binary, a Provenance or a List outside the compartment may carry anyone's); for a user's
             // other searches, no patient data among the includes; for anonymous callers, no restricted entry.
             // Nothing says how much was left out: a masked document's existence is not betrayed.
+            // A submission set (List) names its documents: for a patient or a legal representative, one that
+            // names a document hidden from them would betray it — left out like the document.
+            let unseen = match (&actor, &scope, &engine) {
+                (Some(a @ (socle_policy::Actor::Patient { .. } | socle_policy::Actor::Representative { .. })),
+                 Some(p), Some(e)) => rules::unseen_targets(e, Some(a), p)?,
+                _ => Default::default(),
+            };
             let mut keep = |c: &mut dyn socle_store::SqlConn, s: &Stored, p: Option<&str>, is_match: bool| {
                 if anonymous && !is_match && guard::restricted(&s.content) {
+                    return Ok(false);
+                }
+                if s.rtype == "List"
+                    && !unseen.is_empty()
+                    && serde_json::from_slice::<Value>(&s.content).is_ok_and(|v| {
+                        v["entry"].as_array().is_some_and(|items| {
+                            items.iter().any(|i| {
+                                i["item"]["reference"].as_str().is_some_and(|r| unseen.contains(r))
+                            })
+                        })
+                    })
+                {
                     return Ok(false);
                 }
                 if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine) {

@@ -3298,6 +3298,26 @@ fn dmp_access_through_the_policy() {
             ),
             "hidden-from-patient",
         );
+        // Nor does its submission set betray it, nor the record's count of documents.
+        let names_hidden = |token: &str| {
+            let (c, v) = read(token, "List?patient=pd&_count=200");
+            assert_eq!(c, 200, "{v}");
+            v.to_string()
+                .contains(&format!("DocumentReference/{hidden_id}"))
+        };
+        assert!(names_hidden(&sys) && !names_hidden(&patient));
+        let count = |token: &str| {
+            let (c, v) = read(token, "Patient/pd/$dmp");
+            assert_eq!(c, 200, "{v}");
+            v["parameter"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "documents")
+                .and_then(|p| p["valueInteger"].as_i64())
+                .unwrap()
+        };
+        assert_eq!(count(&patient), count(&sys) - 1);
         let (c, v) = write(
             &patient,
             "DELETE",

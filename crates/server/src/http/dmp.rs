@@ -657,7 +657,30 @@ pub(super) async fn record_state(
         }
         r.read(c, "Patient", &id)?;
         let st = record::state(r.store(), &id).map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let n = current_documents(r, c, &id)?;
+        let mut n = current_documents(r, c, &id)?;
+        // What is hidden from a patient or a legal representative is not counted for them either.
+        if let (Some(e), Some(a @ (Actor::Patient { .. } | Actor::Representative { .. }))) =
+            (&engine, &actor)
+        {
+            let hidden: Vec<String> = super::rules::unseen_targets(e, Some(a), &id)?
+                .into_iter()
+                .filter_map(|t| t.strip_prefix("DocumentReference/").map(str::to_string))
+                .collect();
+            if !hidden.is_empty() {
+                let page = r.search(
+                    c,
+                    "DocumentReference",
+                    &[
+                        ("_id".into(), hidden.join(",")),
+                        ("patient".into(), format!("Patient/{id}")),
+                        ("status".into(), "current".into()),
+                        ("_summary".into(), "count".into()),
+                    ],
+                    true,
+                )?;
+                n -= page.total.unwrap_or(0);
+            }
+        }
         Ok(state_json(&id, st.as_ref(), n))
     })
     .await;
