@@ -18,6 +18,10 @@ Outputs (minified JSON, deterministic order):
                            the abstract type it derives from, sorted by name.
   compartment-patient.json {"ResourceType": ["param", ...]} from CompartmentDefinition-patient, only the
                            types that are linked to the patient by at least one parameter.
+  elements.json            {"Type": [[name, flags, "type|type…"], ...]}: the top-level elements of every
+                           concrete resource type, from its StructureDefinition's snapshot, in definition order;
+                           name as in the definition (`value[x]` for a choice); flags: 1 summary, 2 modifier,
+                           4 mandatory (min ≥ 1), 8 repeating (max ≠ 1); the type codes as written there.
 Two known errata of the R4 definitions are fixed (see ERRATA below).
 Standard library only (Python 3.11).
 """
@@ -103,6 +107,28 @@ def patient_compartment(pkg: str) -> dict[str, list[str]]:
     return {r["code"]: r["param"] for r in sorted(d["resource"], key=lambda r: r["code"]) if r.get("param")}
 
 
+def elements(pkg: str, types: dict) -> dict:
+    out = {}
+    for t in sorted(types):
+        sd = load(os.path.join(pkg, f"StructureDefinition-{t}.json"))
+        rows = []
+        for e in sd["snapshot"]["element"]:
+            parts = e["path"].split(".")
+            if len(parts) != 2:
+                continue
+            flags = (1 if e.get("isSummary") else 0) | (2 if e.get("isModifier") else 0) \
+                | (4 if e.get("min", 0) >= 1 else 0) | (8 if e.get("max", "1") != "1" else 0)
+            codes = []
+            for ty in e.get("type", []):
+                code = ty.get("code", "")
+                # Primitive `id` and friends are written with their FHIRPath system URL in the snapshot.
+                code = ty.get("extension", [{}])[0].get("valueUrl", code) if code.startswith("http://hl7.org/fhirpath") else code
+                codes.append(code)
+            rows.append([parts[1], flags, "|".join(codes)])
+        out[t] = rows
+    return out
+
+
 def main() -> None:
     if len(sys.argv) not in (2, 3):
         raise SystemExit(__doc__)
@@ -121,6 +147,7 @@ def main() -> None:
     dump(sps, os.path.join(out_dir, "search-parameters.json"))
     dump(types, os.path.join(out_dir, "resource-types.json"))
     dump(comp, os.path.join(out_dir, "compartment-patient.json"))
+    dump(elements(pkg, types), os.path.join(out_dir, "elements.json"))
     print(
         f"{len(sps)} search parameters, {len(types)} resource types, "
         f"{len(comp)} types in the patient compartment -> {out_dir}"

@@ -4,6 +4,7 @@
 //!
 //! Owns: FHIR representation rules. Must not touch storage, HTTP or any domain rule.
 
+pub mod elements;
 pub mod index;
 pub mod outcome;
 pub mod resource;

@@ -44,7 +44,8 @@ pub fn resource_type(resource: &Value) -> Result<&str, ResourceError> {
 }
 
 /// Basic structural checks every stored resource passes: an object, a known type, a valid id if present,
-/// a `meta` that is an object, no `null` values anywhere (FHIR JSON forbids them) and no empty objects/arrays.
+/// a `meta` that is an object, no `null` values anywhere (FHIR JSON forbids them) and no empty arrays; and the
+/// checks of its first level against the type's definition ([`crate::elements::check`]).
 pub fn check_structure(resource: &Value) -> Result<(), ResourceError> {
     resource_type(resource)?;
     if let Some(id) = resource.get("id") {
@@ -59,7 +60,14 @@ pub fn check_structure(resource: &Value) -> Result<(), ResourceError> {
             "doit être un objet".into(),
         ));
     }
-    check_no_nulls(resource, &mut String::from(resource_type(resource)?), 0)
+    let rt = resource_type(resource)?;
+    check_no_nulls(resource, &mut String::from(rt), 0)?;
+    if let Some(m) = resource.as_object() {
+        crate::elements::check(rt, m).map_err(|(key, problem)| {
+            ResourceError::InvalidElement(format!("{rt}.{key}"), problem)
+        })?;
+    }
+    Ok(())
 }
 
 fn check_no_nulls(v: &Value, path: &mut String, depth: usize) -> Result<(), ResourceError> {

@@ -375,6 +375,13 @@ fn bad_input_is_rejected_clearly_and_nothing_is_written() {
             ("POST", "Patient", Some(json!({"resourceType": "Patient", "id": "bad id!"}).to_string()), 400, "identifiant invalide"),
             ("POST", "Patient", Some(json!({"resourceType": "Patient", "name": null}).to_string()), 422, "null"),
             ("POST", "Patient", Some(json!({"resourceType": "Patient", "name": []}).to_string()), 422, "vide"),
+            // The first level against the type's definition: unknown elements, arrays, primitives' forms.
+            ("POST", "Patient", Some(json!({"resourceType": "Patient", "bogusField": 1}).to_string()), 422, "Patient.bogusField"),
+            ("POST", "Patient", Some(json!({"resourceType": "Patient", "active": "yes"}).to_string()), 422, "boolean"),
+            ("POST", "Patient", Some(json!({"resourceType": "Patient", "birthDate": "not-a-date"}).to_string()), 422, "date FHIR"),
+            ("POST", "Patient", Some(json!({"resourceType": "Patient", "name": {"family": "x"}}).to_string()), 422, "tableau attendu"),
+            ("POST", "Patient", Some(json!({"resourceType": "Patient", "contained": [{"resourceType": "Foo"}]}).to_string()), 422, "Foo"),
+            ("POST", "Observation", Some(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueInteger": 99999999999_i64}).to_string()), 422, "valueInteger"),
             ("POST", "Unicorn", Some(json!({"resourceType": "Unicorn"}).to_string()), 404, "inconnu"),
             ("PUT", "Patient/abc", Some(json!({"resourceType": "Patient", "id": "xyz"}).to_string()), 400, "ne correspond pas"),
             ("PUT", "Patient/abc", Some(json!({"resourceType": "Patient"}).to_string()), 400, "id"),
