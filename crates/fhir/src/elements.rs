@@ -72,7 +72,7 @@ pub fn of(rtype: &str) -> Option<&'static [Element]> {
 
 /// The element a JSON property name stands for, and for a choice the type its suffix names
 /// (`valueQuantity` → `value[x]`, `Quantity`).
-pub fn lookup<'a>(rtype: &str, key: &'a str) -> Option<(&'static Element, Option<&'static str>)> {
+pub fn lookup(rtype: &str, key: &str) -> Option<(&'static Element, Option<&'static str>)> {
     let els = of(rtype)?;
     if let Some(e) = els.iter().find(|e| !e.is_choice() && e.name == key) {
         return Some((e, None));
