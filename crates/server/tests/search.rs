@@ -1485,6 +1485,70 @@ fn result_shaping_and_post_search() {
         {
             t.fail(format!("_elements : tags {tags:?}"));
         }
+        // The definition decides: mandatory and modifier elements always come (Observation.status, code); a
+        // choice is named by its base name; `_summary=true` keeps summary and modifier elements only; `text`
+        // keeps the mandatory ones; an unknown element is a warning, an error when strict.
+        t.put(
+            "Observation",
+            "e-obs",
+            json!({"status": "final", "code": {"text": "poids"}, "valueQuantity": {"value": 70},
+                   "note": [{"text": "à jeun"}], "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">70</div>"}}),
+        );
+        let keys_of = |r: &Value| -> HashSet<String> {
+            r["entry"][0]["resource"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let set = |v: &[&str]| -> HashSet<String> { v.iter().map(|s| s.to_string()).collect() };
+        for (q, want) in [
+            (
+                "_elements=value",
+                set(&[
+                    "resourceType",
+                    "id",
+                    "meta",
+                    "status",
+                    "code",
+                    "valueQuantity",
+                ]),
+            ),
+            (
+                "_summary=true",
+                set(&[
+                    "resourceType",
+                    "id",
+                    "meta",
+                    "status",
+                    "code",
+                    "valueQuantity",
+                ]),
+            ),
+            (
+                "_summary=text",
+                set(&["resourceType", "id", "meta", "status", "code", "text"]),
+            ),
+        ] {
+            let r = t.get(&format!("Observation?_id=e-obs&{q}"));
+            r.expect(200);
+            if keys_of(&r.json) != want {
+                t.fail(format!("{q} : clés {:?}", keys_of(&r.json)));
+            }
+        }
+        let r = t.get("Observation?_id=e-obs&_elements=bogus");
+        r.expect(200);
+        if !r.text.contains("élément inconnu pour Observation : bogus") {
+            t.fail(format!("_elements=bogus : {}", r.text));
+        }
+        let strict = t.s.request(
+            "GET",
+            "Observation?_id=e-obs&_elements=bogus",
+            None,
+            &[("Prefer", "handling=strict")],
+        );
+        if strict.status != 400 {
+            t.fail(format!("_elements=bogus strict : {}", strict.status));
+        }
         // POST _search with a form body = GET.
         for q in [
             "family=dup&_sort=-_id",

@@ -115,27 +115,38 @@ fn shape(content: &[u8], page: &SearchPage) -> Option<Value> {
     let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(content) else {
         return None;
     };
+    let rtype = m
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    // The element a property stands for, per the type's definition (`socle_fhir::elements`).
+    let element = |k: &str| socle_fhir::elements::element_of(&rtype, k);
+    let always = |k: &str| matches!(k, "resourceType" | "id" | "meta");
     match summary {
         Some(Summary::Data) => {
             m.shift_remove("text");
         }
+        // The narrative, and the mandatory elements (a resource without them would not be valid).
         Some(Summary::Text) => {
-            m.retain(|k, _| matches!(k.as_str(), "resourceType" | "id" | "meta" | "text"))
+            m.retain(|k, _| always(k) || k == "text" || element(k).is_some_and(|e| e.mandatory))
         }
+        // The elements marked summary in the base definition, and the modifiers (which change the meaning of
+        // the rest: left out, they would mislead).
         Some(Summary::True) => {
-            // Without per-element summary flags we keep the elements every summary needs and drop bulky ones.
-            m.retain(|k, _| {
-                !matches!(
-                    k.as_str(),
-                    "text" | "contained" | "extension" | "modifierExtension"
-                )
-            });
+            m.retain(|k, _| always(k) || element(k).is_some_and(|e| e.summary || e.modifier))
         }
         _ => {}
     }
     if let Some(els) = &page.elements {
+        // What was asked, and the mandatory and modifier elements (FHIR: servers SHOULD return mandatory
+        // elements; a modifier changes the meaning of what is returned).
         m.retain(|k, _| {
-            matches!(k.as_str(), "resourceType" | "id" | "meta") || els.iter().any(|e| e == k)
+            always(k)
+                || els
+                    .iter()
+                    .any(|e| socle_fhir::elements::property_is(&rtype, k, e) || e == k)
+                || element(k).is_some_and(|e| e.mandatory || e.modifier)
         });
     }
     let meta = m.entry("meta").or_insert_with(|| json!({}));

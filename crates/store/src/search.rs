@@ -393,6 +393,27 @@ pub fn parse_hiding(
                 }
                 Err(e) => return Err(e),
             }
+            // `_elements` names elements of the type (a choice by its base name or a typed name).
+            if base_name == "_elements"
+                && socle_fhir::elements::of(rtype).is_some()
+                && let Some(els) = &q.elements
+            {
+                let unknown: Vec<&str> = els
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|e| !socle_fhir::elements::is_known(rtype, e))
+                    .collect();
+                if !unknown.is_empty() {
+                    let e = SearchError::Invalid(
+                        name.clone(),
+                        format!("élément inconnu pour {rtype} : {}", unknown.join(", ")),
+                    );
+                    if strict {
+                        return Err(e);
+                    }
+                    q.warnings.push((e.issue_type(), format!("{e} : ignoré")));
+                }
+            }
             if !matches!(
                 base_name,
                 "_cursor" | "_snapshot" | "_offset" | "_format" | "_pretty"
