@@ -13,6 +13,7 @@ fn search_params(rtype: &str) -> Vec<Value> {
             || p.kind == ParamType::Special
             || p.code == "_id"
             || p.code == "_lastUpdated"
+            || p.code == socle_store::search::UNSUPPORTED_PHONETIC
         {
             continue;
         }

@@ -1678,6 +1678,8 @@ fn unknown_and_malformed_parameters() {
             "Patient?_has:Observation:patient",
             "Observation?subject.nope=1",
             "Patient?active:missing=maybe",
+            // No phonetic algorithm: said, not run as a name prefix that would pass for one.
+            "Patient?phonetic=Smith",
         ] {
             t.check_malformed(q);
         }

@@ -957,6 +957,10 @@ fn split_token(v: &str) -> (Option<String>, Option<String>) {
 }
 
 /// One condition for `name=value` over the resource alias `alias`, or `None` if it selects nothing special.
+/// The `phonetic` parameters (Patient, Practitioner, Person, RelatedPerson): no phonetic algorithm is
+/// implemented, so they are neither advertised nor run as a plain name search that would pass for one.
+pub const UNSUPPORTED_PHONETIC: &str = "phonetic";
+
 fn param_condition(
     b: &mut Builder,
     rtype: &str,
@@ -966,6 +970,14 @@ fn param_condition(
     depth: usize,
 ) -> Result<Option<String>, SearchError> {
     let invalid = |m: &str| SearchError::Invalid(name.to_string(), m.to_string());
+    if name.split(':').next() == Some(UNSUPPORTED_PHONETIC) {
+        return Err(SearchError::Unknown(
+            rtype.to_string(),
+            "phonetic (recherche phonétique non prise en charge : utilisez name, family ou given, ou \
+             :contains)"
+                .into(),
+        ));
+    }
     if depth > MAX_CHAIN_DEPTH {
         return Err(invalid("chaînage trop profond"));
     }
