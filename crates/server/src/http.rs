@@ -394,6 +394,24 @@ fn prepare(
             ),
         ));
     }
+    // `Accept: application/fhir+json; fhirVersion=3.0`: another version than R4 asked for, and only that.
+    if !params.iter().any(|(k, _)| k == "_format")
+        && let Some(accept) = headers.get(header::ACCEPT).and_then(|h| h.to_str().ok())
+    {
+        let versions: Vec<&str> = accept
+            .split([',', ';'])
+            .filter_map(|p| p.trim().strip_prefix("fhirVersion="))
+            .collect();
+        if !versions.is_empty() && !versions.iter().any(|v| v.trim().starts_with("4.0")) {
+            return Err(error(
+                StatusCode::NOT_ACCEPTABLE,
+                IssueType::NotSupported,
+                format!(
+                    "version FHIR demandée non servie ({accept}) : ce serveur parle FHIR R4 (4.0)"
+                ),
+            ));
+        }
+    }
     let prefer = headers
         .get_all("prefer")
         .iter()
@@ -443,7 +461,26 @@ fn accepts_json(accept: &str) -> bool {
 }
 
 fn check_format(v: &str) -> Result<(), Response> {
-    match v {
+    // A media type's parameters (`;fhirVersion=4.0`, `;charset=utf-8`): only a FHIR version other than R4's
+    // is refused.
+    let mut parts = v.split(';');
+    let base = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    for p in parts {
+        if let Some((k, val)) = p.split_once('=')
+            && k.trim().eq_ignore_ascii_case("fhirVersion")
+            && !val.trim().starts_with("4.0")
+        {
+            return Err(error(
+                StatusCode::NOT_ACCEPTABLE,
+                IssueType::NotSupported,
+                format!(
+                    "version FHIR {} non servie : ce serveur parle FHIR R4 (4.0)",
+                    val.trim()
+                ),
+            ));
+        }
+    }
+    match base.as_str() {
         "json" | "application/json" | "application/fhir+json" | "application/json+fhir" => Ok(()),
         "xml" | "application/xml" | "application/fhir+xml" | "text/xml" => Err(error(
             StatusCode::NOT_ACCEPTABLE,
@@ -529,7 +566,9 @@ async fn json_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Va
             "corps de requête vide : une ressource JSON est attendue",
         ));
     }
-    let v = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+    // A UTF-8 byte order mark (some Windows tools write one) is not part of the JSON.
+    let json = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let v = serde_json::from_slice::<Value>(json).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             IssueType::Structure,

@@ -450,6 +450,40 @@ fn bad_input_is_rejected_clearly_and_nothing_is_written() {
             .expect("avertissement");
         assert_eq!(outcome["resource"]["issue"][0]["severity"], "warning");
         assert_eq!(count(), n0, "rien ne doit avoir été écrit");
+        // An id that cannot be one: 400, not a 404 that would say it was looked for.
+        for (method, path) in [
+            ("GET", "Patient/bad%20id"),
+            ("DELETE", "Patient/bad%20id"),
+            ("GET", "Patient/bad%20id/_history"),
+            ("GET", "Patient/bad%20id/_history/1"),
+        ] {
+            let r = s.request(method, path, None, &[]);
+            assert_eq!(r.status, 400, "{method} {path} : {}", r.text);
+        }
+        let r = s.request(
+            "POST",
+            "Patient",
+            Some(patient("Vide", "V", "1990-01-01").to_string()),
+            &[("If-None-Exist", "")],
+        );
+        assert_eq!(r.status, 400, "{}", r.text);
+        // Media type parameters: R4 served, another version refused; a byte order mark before the JSON read.
+        s.get("Patient?_count=1&_format=application/fhir%2Bjson;fhirVersion=4.0")
+            .expect(200);
+        let r = s.request(
+            "GET",
+            "Patient?_count=1",
+            None,
+            &[("Accept", "application/fhir+json; fhirVersion=3.0")],
+        );
+        assert_eq!(r.status, 406, "{}", r.text);
+        let r = s.request(
+            "POST",
+            "Patient",
+            Some(format!("\u{feff}{}", patient("Bom", "B", "1990-01-01"))),
+            &[],
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
     }
 }
 

@@ -476,6 +476,7 @@ impl Repository {
         if_match: Option<i64>,
     ) -> Result<Option<Stored>, RepoError> {
         check_type(rtype)?;
+        check_id(id)?;
         let mut out = None;
         self.write_tx(&mut |c, st| {
             out = st.delete(c, ctx, rtype, id, if_match)?;
@@ -639,6 +640,7 @@ impl Repository {
         attached: Option<&Attached>,
     ) -> Result<Stored, RepoError> {
         check_type(rtype)?;
+        check_id(id)?;
         let (mut decision, mut failed) = (None, None);
         let res = self.read_with(true, &mut |c| match read_current(c, rtype, id, attached) {
             Ok((s, pkey, extra)) => {
@@ -753,6 +755,7 @@ impl Repository {
         check: Option<(ReadCheck<'_>, bool)>,
     ) -> Result<Stored, RepoError> {
         check_type(rtype)?;
+        check_id(id)?;
         let version: i64 = vid.parse().map_err(|_| {
             RepoError::NotFound(format!("version {vid:?} inconnue pour {rtype}/{id}"))
         })?;
@@ -816,6 +819,9 @@ impl Repository {
         params: &[(String, String)],
         check: Option<(ReadCheck<'_>, bool)>,
     ) -> Result<HistoryPage, RepoError> {
+        if let HistoryScope::Instance(_, id) = scope {
+            check_id(id)?;
+        }
         if check.is_some() && !matches!(scope, HistoryScope::Instance(..)) {
             return Err(RepoError::Invalid(
                 "seul l'historique d'une ressource peut être soumis à la politique d'accès".into(),
@@ -1296,6 +1302,19 @@ const LOG_LIGHT_BATCH: usize = 100;
 /// …or whatever the load when this many are waiting (a patient's trail scans them).
 const LOG_MAX_PENDING: i64 = 500_000;
 
+/// An id named in a URL: a FHIR id (1–64 of `A-Za-z0-9-.`), else 400 — not a 404 that would say it was looked
+/// for.
+fn check_id(id: &str) -> Result<(), RepoError> {
+    if socle_fhir::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(RepoError::Invalid(format!(
+            "identifiant invalide : « {} » (1 à 64 caractères A-Z a-z 0-9 - .)",
+            id.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
 fn check_type(rtype: &str) -> Result<(), RepoError> {
     if registry().is_resource_type(rtype) {
         Ok(())
@@ -1649,8 +1668,8 @@ impl TxState {
         criteria: &[(String, String)],
     ) -> Result<Vec<String>, RepoError> {
         if criteria.is_empty() {
-            return Err(RepoError::PreconditionFailed(
-                "critères conditionnels vides".into(),
+            return Err(RepoError::Invalid(
+                "critères conditionnels vides (If-None-Exist, URL conditionnelle)".into(),
             ));
         }
         // Parameters that shape results select nothing: criteria made of them alone would match everything
