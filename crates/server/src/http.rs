@@ -1207,6 +1207,17 @@ async fn delete(
                     let before = r.before_write(&rt, &i)?;
                     policy::check_document_content(socle_policy::Write::Delete, before.as_ref())?;
                 }
+                // A patient with a DMP keeps their record: its documents would be left without their patient.
+                if rt == "Patient"
+                    && socle_dmp::record::state(r.store(), &i)
+                        .map_err(|e| RepoError::Invalid(e.to_string()))?
+                        .is_some()
+                {
+                    return Err(RepoError::Conflict(format!(
+                        "Patient/{i} a un DMP : le dossier patient ne se supprime pas (le patient peut fermer son \
+                         DMP ; l'identitovigilance fusionne les doublons)"
+                    )));
+                }
                 let d = r.delete(c, &rt, &i, im)?;
                 after_break_glass_write(r, c, engine.as_deref(), (&rt, &i), opened, bg.as_deref());
                 Ok(d)

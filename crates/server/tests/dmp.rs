@@ -909,5 +909,9 @@ fn feeds_as_vendors_write_them() {
         let (status, _, bytes) = raw_get(&s, &url, "text/xml");
         assert_eq!((status, bytes.as_slice()), (200, cda.as_slice()));
         assert_eq!(stored(&s), before);
+        // Nor is the patient record of a DMP deleted from under its documents.
+        let r = s.delete("Patient/p1");
+        assert_eq!(r.status, 409, "{}", r.text);
+        s.get("Patient/p1").expect(200);
     }
 }
