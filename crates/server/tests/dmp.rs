@@ -909,6 +909,20 @@ fn feeds_as_vendors_write_them() {
         let (status, _, bytes) = raw_get(&s, &url, "text/xml");
         assert_eq!((status, bytes.as_slice()), (200, cda.as_slice()));
         assert_eq!(stored(&s), before);
+        // A retrieval of a version the client holds: 304, nothing sent again.
+        let etag = ureq::get(&s.url(&url))
+            .set("Accept", "text/xml")
+            .call()
+            .unwrap()
+            .header("etag")
+            .unwrap()
+            .to_string();
+        let again = ureq::get(&s.url(&url))
+            .set("Accept", "text/xml")
+            .set("If-None-Match", &etag)
+            .call()
+            .unwrap();
+        assert_eq!(again.status(), 304);
         // Nor is the patient record of a DMP deleted from under its documents.
         let r = s.delete("Patient/p1");
         assert_eq!(r.status, 409, "{}", r.text);

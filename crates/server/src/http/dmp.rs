@@ -564,7 +564,18 @@ pub(super) async fn read_binary(
     request: Request,
 ) -> Response {
     let (req, accept) = tryr!(lenient_req(&app, &request));
+    let if_none_match = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|h| h.to_str().ok())
+        .and_then(socle_store::bundle::parse_etag);
     let (s, mut bin, bytes) = tryr!(fetch_binary(&app, &req, id).await);
+    // The client holds this version already (its ETag): nothing to send again (read decided and traced above).
+    if if_none_match == Some(s.version) {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        version_headers(&mut resp, &s);
+        return resp;
+    }
     let as_resource = wants_resource(&req, &accept);
     let bytes = match bytes {
         None if as_resource => return super::resource_response(StatusCode::OK, &s, &req),
