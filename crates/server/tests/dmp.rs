@@ -398,6 +398,20 @@ fn dmp_over_http() {
         };
         assert_eq!(by_author("urn:oid:1.2.250.1.71.4.2.1|810000000001"), 3);
         assert_eq!(by_author("urn:oid:1.2.250.1.71.4.2.1|810000000009"), 0);
+        // The IHE MHD parameters: ITI-67 `creation`, ITI-66 `sourceId`.
+        // (The imaging document kept in a PACS gives no creation time.)
+        let with_creation = count(&s, "DocumentReference?patient=p1&creation:missing=false");
+        assert!(with_creation >= 2, "{with_creation}");
+        assert_eq!(
+            count(&s, "DocumentReference?patient=p1&creation=2026-11-20"),
+            with_creation
+        );
+        assert_eq!(
+            count(&s, "DocumentReference?patient=p1&creation=lt2026-01-01"),
+            0
+        );
+        assert!(count(&s, "List?patient=p1&sourceId=urn:oid:1.2.250.1.999.9") >= 1);
+        assert_eq!(count(&s, "List?patient=p1&sourceId=urn:oid:9.9"), 0);
         // Deleted: gone from reads and finds (the versions stay for the trail).
         assert_eq!(count(&s, "DocumentReference?patient=p1&status=current"), 3);
         let d = s.delete(&format!("DocumentReference/{img_id}"));
