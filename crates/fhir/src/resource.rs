@@ -141,3 +141,85 @@ mod tests {
         assert!(check_structure(&ok).is_ok());
     }
 }
+
+/// FHIR JSON gives each property once (RFC 8259 leaves duplicates undefined; a parser keeps one of them, and
+/// which one decides what is stored): the first property named twice in an object of `json`, as an error
+/// naming it. `json` must already be valid JSON.
+pub fn check_duplicate_keys(json: &[u8]) -> Result<(), String> {
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct NoDup;
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = NoDup;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("une valeur JSON")
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<NoDup, E> {
+            Ok(NoDup)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<NoDup, E> {
+            Ok(NoDup)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<NoDup, E> {
+            Ok(NoDup)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<NoDup, E> {
+            Ok(NoDup)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<NoDup, E> {
+            Ok(NoDup)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<NoDup, E> {
+            Ok(NoDup)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NoDup, A::Error> {
+            while seq.next_element::<NoDup>()?.is_some() {}
+            Ok(NoDup)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NoDup, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = map.next_key::<String>()? {
+                if !seen.insert(k.clone()) {
+                    return Err(de::Error::custom(format!(
+                        "propriété « {k} » donnée deux fois"
+                    )));
+                }
+                map.next_value::<NoDup>()?;
+            }
+            Ok(NoDup)
+        }
+    }
+    impl<'de> Deserialize<'de> for NoDup {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<NoDup, D::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    let mut d = serde_json::Deserializer::from_slice(json);
+    // serde_json's message ends with the line and column: kept, it says where.
+    NoDup::deserialize(&mut d)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod duplicate_keys {
+    use super::check_duplicate_keys;
+
+    #[test]
+    fn found_at_any_depth() {
+        assert!(
+            check_duplicate_keys(br#"{"a":1,"b":[{"c":1,"d":{"e":[1,2.5,"x",null,true]}}]}"#)
+                .is_ok()
+        );
+        assert!(check_duplicate_keys(br#"{"v": 12345678901234567890.123456789}"#).is_ok());
+        for bad in [
+            r#"{"status":"final","status":"bogus"}"#,
+            r#"{"a":[{"x":1},{"y":2,"y":3}]}"#,
+            r#"{"a":{"b":{"c":1,"c":1}}}"#,
+        ] {
+            let e = check_duplicate_keys(bad.as_bytes()).unwrap_err();
+            assert!(e.contains("deux fois"), "{bad} : {e}");
+        }
+    }
+}

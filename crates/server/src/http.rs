@@ -579,6 +579,13 @@ async fn json_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Va
             ),
         )
     })?;
+    socle_fhir::resource::check_duplicate_keys(json).map_err(|m| {
+        error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Structure,
+            format!("JSON invalide : {m}"),
+        )
+    })?;
     no_blob_reference(&v)?;
     Ok(v)
 }
