@@ -419,8 +419,39 @@ impl Submission {
             let part = &parts[p];
             if CDA_TYPES.contains(&base_type(&part.content_type).as_str()) {
                 let field = format!("Bundle.entry[{}].resource(Binary)", part.index);
-                let doc = socle_cda::parse(&part.bytes, &opts.cda)
-                    .map_err(|source| DmpError::Cda { field, source })?;
+                let doc =
+                    socle_cda::parse(&part.bytes, &opts.cda).map_err(|source| DmpError::Cda {
+                        field: field.clone(),
+                        source,
+                    })?;
+                // A level-1 body in a format of the CI-SIS list, in base64 unless it is text: what `$n1-body`
+                // serves later must be what its media type says.
+                if let socle_cda::Body::NonXml {
+                    media_type,
+                    representation,
+                    ..
+                } = &doc.body
+                {
+                    let media = media_type
+                        .as_deref()
+                        .map_or_else(|| "text/plain".to_string(), base_type);
+                    if !N1_MEDIA.contains(&media.as_str()) {
+                        return Err(invalid(
+                            format!("{field} : nonXMLBody/text/@mediaType"),
+                            format!(
+                                "« {media} » n'est pas un format de corps non structuré du CI-SIS ({})",
+                                N1_MEDIA.join(", ")
+                            ),
+                        ));
+                    }
+                    let b64 = representation.as_deref() == Some("B64");
+                    if !b64 && !media.starts_with("text/") {
+                        return Err(invalid(
+                            format!("{field} : nonXMLBody/text/@representation"),
+                            format!("un corps {media} s'écrit en base64 (representation=\"B64\")"),
+                        ));
+                    }
+                }
                 d.cda = Some(doc);
             } else if by == Submitter::Patient
                 && PATIENT_MEDIA.contains(&base_type(&part.content_type).as_str())
@@ -893,6 +924,16 @@ pub struct Layout {
 }
 
 /// A media type without its parameters.
+/// The media types of a CDA level-1 body (CI-SIS, volet structuration minimale): PDF, plain text, RTF, JPEG,
+/// TIFF.
+const N1_MEDIA: &[&str] = &[
+    "application/pdf",
+    "text/plain",
+    "text/rtf",
+    "image/jpeg",
+    "image/tiff",
+];
+
 /// A media type without its parameters, in lower case (media types compare case-insensitively, RFC 6838).
 fn base_type(ct: &str) -> String {
     ct.split(';')

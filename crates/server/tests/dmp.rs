@@ -259,6 +259,24 @@ fn dmp_over_http() {
             .unwrap()
             .push(json!({"system": "urn:oid:1.2.250.1.213.1.1.4.12", "code": "DOCPAT04"}));
         refuse(b, 422, "metadata-invalid", "mêlent une catégorie patient");
+        // A level-1 body in a format outside the CI-SIS list, or a PDF not in base64.
+        let text = String::from_utf8(cda2.clone()).unwrap();
+        for (from, to, why) in [
+            (
+                "mediaType=\"application/pdf\"",
+                "mediaType=\"text/html\"",
+                "text/html",
+            ),
+            ("representation=\"B64\"", "representation=\"TXT\"", "base64"),
+        ] {
+            let changed = text.replace(from, to).into_bytes();
+            refuse(
+                sample::provide_bundle("p1", "S2", &[(d2.clone(), changed)]),
+                422,
+                "metadata-invalid",
+                why,
+            );
+        }
         // … another custodian (the structure keeping the document) than the header's.
         let mut b = good();
         b["entry"][1]["resource"]["custodian"]["identifier"]["value"] = json!("1750099999");
