@@ -324,6 +324,8 @@ struct Req {
     pretty: bool,
     strict: bool,
     prefer_return: PreferReturn,
+    /// `Prefer: return=…` was sent (a Bundle's answer carries resources or outcomes only when asked).
+    prefer_given: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -420,13 +422,16 @@ fn prepare(
         .join(",");
     let mut strict = false;
     let mut prefer_return = PreferReturn::Representation;
+    let mut prefer_given = false;
     for p in prefer.split([',', ';']).map(str::trim) {
         match p {
             "handling=strict" => strict = true,
             "return=minimal" => prefer_return = PreferReturn::Minimal,
             "return=OperationOutcome" => prefer_return = PreferReturn::Outcome,
+            "return=representation" => prefer_return = PreferReturn::Representation,
             _ => {}
         }
+        prefer_given |= p.starts_with("return=");
     }
     Ok(Req {
         ctx: RequestContext {
@@ -442,6 +447,7 @@ fn prepare(
         pretty,
         strict,
         prefer_return,
+        prefer_given,
     })
 }
 
@@ -868,6 +874,53 @@ async fn run<T: Send + 'static>(
     }
 }
 
+/// `Prefer: return=representation` or `return=OperationOutcome` on a batch or transaction: each written entry's
+/// answer carries the resource as stored (read back by its version, traced as such) or an informational outcome.
+fn answer_entries(
+    r: &Repository,
+    c: &RequestContext,
+    v: &mut Value,
+    prefer: PreferReturn,
+) -> Result<(), RepoError> {
+    let base = c.base_url.trim_end_matches('/').to_string();
+    let Some(entries) = v["entry"].as_array_mut() else {
+        return Ok(());
+    };
+    for e in entries {
+        let status = e["response"]["status"].as_str().unwrap_or("").to_string();
+        let Some(loc) = e["response"]["location"].as_str().map(str::to_string) else {
+            continue;
+        };
+        if !(status.starts_with("200") || status.starts_with("201")) {
+            continue;
+        }
+        let rel = loc
+            .strip_prefix(&base)
+            .unwrap_or(&loc)
+            .trim_start_matches('/');
+        let parts: Vec<&str> = rel.split('/').collect();
+        let [t, id, "_history", ver] = parts.as_slice() else {
+            continue;
+        };
+        match prefer {
+            PreferReturn::Representation => {
+                let s = r.vread(c, t, id, ver)?;
+                e["resource"] = serde_json::from_slice(&s.content).unwrap_or(Value::Null);
+            }
+            PreferReturn::Outcome => {
+                e["response"]["outcome"] = OperationOutcome::single(
+                    IssueSeverity::Information,
+                    IssueType::Informational,
+                    format!("{t}/{id} : {status}, version {ver}"),
+                )
+                .to_json();
+            }
+            PreferReturn::Minimal => {}
+        }
+    }
+    Ok(())
+}
+
 async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body) -> Response {
     let body = tryr!(json_body(&app, &headers, body).await);
     tryr!(guard::check_bundle(req.caller.as_ref(), &body));
@@ -875,6 +928,7 @@ async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body
         return dmp::provide(app, req, body).await;
     }
     let (actor, engine, bg) = tryr!(write_policy(&app, &req));
+    let (prefer_given, prefer) = (req.prefer_given, req.prefer_return);
     // The entries only break-glass let through: (type, id, patient).
     let mut opened: Vec<(String, String, String)> = Vec::new();
     if let (Some(actor), Some(e)) = (&actor, &engine) {
@@ -955,7 +1009,10 @@ async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body
                         _ => {}
                     }
                 }
-                let v = r.bundle(c, body)?;
+                let mut v = r.bundle(c, body)?;
+                if prefer_given && prefer != PreferReturn::Minimal {
+                    answer_entries(r, c, &mut v, prefer)?;
+                }
                 for (rt, id, p) in opened {
                     after_break_glass_write(
                         r,

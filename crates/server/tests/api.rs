@@ -240,6 +240,15 @@ fn conditional_interactions() {
             &[("If-Match", "W/\"2\"")],
         )
         .expect(412);
+        // Created again by PUT after the deletion: its history says PUT to that id (a POST makes a new id).
+        s.put("Patient/victime", &victim).expect(201);
+        let h = s.get("Patient/victime/_history");
+        assert_eq!(h.json["entry"][0]["request"]["method"], "PUT", "{}", h.text);
+        assert_eq!(
+            h.json["entry"][0]["request"]["url"], "Patient/victime",
+            "{}",
+            h.text
+        );
     }
 }
 
@@ -307,6 +316,40 @@ fn transaction_is_atomic_and_resolves_references() {
                 .starts_with("404")
         );
         assert_eq!(r.json["entry"][2]["resource"]["id"], pid);
+        // Prefer on a Bundle: the resources as stored, or an outcome per entry; no empty `entry`.
+        let one = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": patient("Rendu", "R", "1970-01-01"), "request": {"method": "POST", "url": "Patient"}}]});
+        let r = s.request(
+            "POST",
+            "",
+            Some(one.to_string()),
+            &[("Prefer", "return=representation")],
+        );
+        r.expect(200);
+        assert_eq!(
+            r.json["entry"][0]["resource"]["name"][0]["family"], "Rendu",
+            "{}",
+            r.text
+        );
+        let r = s.request(
+            "POST",
+            "",
+            Some(one.to_string()),
+            &[("Prefer", "return=OperationOutcome")],
+        );
+        r.expect(200);
+        assert_eq!(
+            r.json["entry"][0]["response"]["outcome"]["resourceType"], "OperationOutcome",
+            "{}",
+            r.text
+        );
+        assert!(r.json["entry"][0].get("resource").is_none());
+        let r = s.post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction"}),
+        );
+        r.expect(200);
+        assert!(r.json.get("entry").is_none(), "{}", r.text);
         // In a batch an entry that cannot be read is answered alone; the others are processed.
         let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
             {"request": {"method": "PATCH", "url": format!("Patient/{pid}")}},

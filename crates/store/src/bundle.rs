@@ -271,7 +271,11 @@ fn batch(
             Err(err) => json!({"response": {"status": status_text(err.status()), "outcome": outcome_of(&err)}}),
         });
     }
-    json!({"resourceType": "Bundle", "id": new_id(), "type": "batch-response", "entry": out})
+    let mut b = json!({"resourceType": "Bundle", "id": new_id(), "type": "batch-response"});
+    if !out.is_empty() {
+        b["entry"] = Value::Array(out);
+    }
+    b
 }
 
 fn write_entry(base: &str, w: &WriteOutcome) -> Value {
@@ -647,10 +651,12 @@ fn transaction(
     let mut audit_rec = AuditLite::new(ctx);
     audit_rec.entries = responses.len();
     repo.audit_async(audit_rec.into_record());
-    Ok(
-        json!({"resourceType": "Bundle", "id": new_id(), "type": "transaction-response",
-              "entry": responses.into_iter().map(|r| r.1).collect::<Vec<_>>()}),
-    )
+    let mut out = json!({"resourceType": "Bundle", "id": new_id(), "type": "transaction-response"});
+    // FHIR JSON has no empty arrays: a transaction without entries answers without `entry`.
+    if !responses.is_empty() {
+        out["entry"] = Value::Array(responses.into_iter().map(|r| r.1).collect());
+    }
+    Ok(out)
 }
 
 struct AuditLite {

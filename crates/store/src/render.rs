@@ -182,6 +182,8 @@ pub fn history(base: &str, path: &str, page: &HistoryPage) -> Vec<u8> {
             out.push(b',');
         }
         let (method, url, status) = match s.method.as_str() {
+            // A creation after a deletion is a PUT to the same id (a POST would have made another id).
+            "create" if s.version > 1 => ("PUT", format!("{}/{}", s.rtype, s.id), "201 Created"),
             "create" => ("POST", s.rtype.clone(), "201 Created"),
             "delete" => ("DELETE", format!("{}/{}", s.rtype, s.id), "204 No Content"),
             _ => ("PUT", format!("{}/{}", s.rtype, s.id), "200 OK"),
