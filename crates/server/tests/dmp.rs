@@ -955,6 +955,31 @@ fn feeds_as_vendors_write_them() {
             .call()
             .unwrap();
         assert_eq!(again.status(), 304);
+        // A part of the document (Range), or a refusal naming its size.
+        let part = |range: &str| {
+            let r = match ureq::get(&s.url(&url))
+                .set("Accept", "text/xml")
+                .set("Range", range)
+                .call()
+            {
+                Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+                Err(e) => panic!("{e}"),
+            };
+            let (status, cr) = (r.status(), r.header("content-range").map(str::to_string));
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut r.into_reader(), &mut b).unwrap();
+            (status, cr, b)
+        };
+        let n = cda.len();
+        let (status, cr, b) = part("bytes=0-9");
+        assert_eq!(
+            (status, cr.as_deref(), b.as_slice()),
+            (206, Some(format!("bytes 0-9/{n}").as_str()), &cda[..10])
+        );
+        let (status, _, b) = part("bytes=-5");
+        assert_eq!((status, b.as_slice()), (206, &cda[n - 5..]));
+        let (status, cr, _) = part("bytes=999999999-");
+        assert_eq!((status, cr), (416, Some(format!("bytes */{n}"))));
         // Nor is the patient record of a DMP deleted from under its documents.
         let r = s.delete("Patient/p1");
         assert_eq!(r.status, 409, "{}", r.text);

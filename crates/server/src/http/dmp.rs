@@ -569,6 +569,10 @@ pub(super) async fn read_binary(
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
         .and_then(socle_store::bundle::parse_etag);
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .map(|h| h.to_str().unwrap_or("?").to_string());
     let (s, mut bin, bytes) = tryr!(fetch_binary(&app, &req, id).await);
     // The client holds this version already (its ETag): nothing to send again (read decided and traced above).
     if if_none_match == Some(s.version) {
@@ -591,9 +595,95 @@ pub(super) async fn read_binary(
         version_headers(&mut resp, &s);
         return resp;
     }
-    let mut resp = document_response(bin["contentType"].as_str().unwrap_or(""), bytes);
+    let media_type = bin["contentType"].as_str().unwrap_or("").to_string();
+    let mut resp = match range.as_deref().map(|r| byte_range(r, bytes.len())) {
+        None => document_response(&media_type, bytes),
+        // A part of the document (a viewer fetching a large one piece by piece).
+        Some(Some((first, last))) => {
+            let total = bytes.len();
+            let mut resp = document_response(&media_type, bytes[first..=last].to_vec());
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{total}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            resp
+        }
+        Some(None) => {
+            let mut resp = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                IssueType::Invalid,
+                format!(
+                    "Range non satisfiable : une seule plage d'octets (bytes=début-fin, bytes=début-, bytes=-n) \
+                     dans un document de {} octets",
+                    bytes.len()
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", bytes.len())) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            resp
+        }
+    };
+    resp.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     version_headers(&mut resp, &s);
     resp
+}
+
+/// One byte range of a `Range` header (RFC 9110 §14.1.2: `bytes=a-b`, `bytes=a-`, `bytes=-n`) within a document of
+/// `len` bytes, as inclusive offsets; `None` when it is malformed, asks for several ranges, or lies outside.
+fn byte_range(header: &str, len: usize) -> Option<(usize, usize)> {
+    let spec = header.trim().strip_prefix("bytes=")?.trim();
+    if spec.contains(',') || len == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    match (a.is_empty(), b.is_empty()) {
+        (true, false) if digits(b) => {
+            let n: usize = b.parse().ok()?;
+            (n > 0).then(|| (len.saturating_sub(n), len - 1))
+        }
+        (false, true) if digits(a) => {
+            let first: usize = a.parse().ok()?;
+            (first < len).then_some((first, len - 1))
+        }
+        (false, false) if digits(a) && digits(b) => {
+            let (first, last): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+            (first <= last && first < len).then(|| (first, last.min(len - 1)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::byte_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(byte_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(byte_range("bytes=90-200", 100), Some((90, 99)));
+        assert_eq!(byte_range("bytes=95-", 100), Some((95, 99)));
+        assert_eq!(byte_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(byte_range("bytes=-200", 100), Some((0, 99)));
+        for bad in [
+            "bytes=100-",
+            "bytes=5-1",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=-0",
+            "bytes=a-b",
+            "bytes=-",
+            "",
+            "bytes=+1-2",
+            "bytes=99999999999999999999999-",
+        ] {
+            assert_eq!(byte_range(bad, 100), None, "{bad}");
+        }
+        assert_eq!(byte_range("bytes=0-0", 0), None);
+    }
 }
 
 /// Who acts on a record: the patient themself (or their legal representative) or software acting for a structure
