@@ -314,14 +314,34 @@ pub fn commit_in(
             },
         );
     }
+    let submission = responses
+        .get(plan.layout.list)
+        .and_then(created_id)
+        .unwrap_or_default();
     let mut doc_ids = Vec::new();
-    for ((_, labels), pos) in plan.documents.iter().zip(&plan.layout.documents) {
+    for (k, ((_, labels), pos)) in plan
+        .documents
+        .iter()
+        .zip(&plan.layout.documents)
+        .enumerate()
+    {
         let Some(id) = responses.get(*pos).and_then(created_id) else {
             return Err(RepoError::Invalid(
                 "réponse de transaction incomplète".into(),
             ));
         };
         let target = format!("DocumentReference/{id}");
+        // What is hidden from the patient or their representatives is the document, and what would name it:
+        // its Binary, and the submission set that lists it (their reads, searches and trail entries).
+        let binary = plan
+            .layout
+            .binaries
+            .get(k)
+            .copied()
+            .flatten()
+            .and_then(|p| responses.get(p))
+            .and_then(created_id)
+            .map(|b| format!("Binary/{b}"));
         for (system, code) in labels {
             let kind = match (system.as_str(), code.as_str()) {
                 (OID_VISIBILITY, "INVISIBLE_PATIENT") => "hide-patient",
@@ -329,22 +349,29 @@ pub fn commit_in(
                 (OID_VISIBILITY, "MASQUE_PS") => "mask",
                 _ => continue,
             };
-            RuleStore::insert_in(
-                view.conn(),
-                &plan.patient,
-                kind,
-                "",
-                &target,
-                "étiquette du dépôt",
-                None,
-            )?;
+            let mut targets = vec![target.clone()];
+            if kind != "mask" {
+                targets.extend(binary.clone());
+                if !submission.is_empty() {
+                    targets.push(format!("List/{submission}"));
+                }
+            }
+            for t in &targets {
+                if !RuleStore::has_target_in(view.conn(), &plan.patient, kind, t)? {
+                    RuleStore::insert_in(
+                        view.conn(),
+                        &plan.patient,
+                        kind,
+                        "",
+                        t,
+                        "étiquette du dépôt",
+                        None,
+                    )?;
+                }
+            }
         }
         doc_ids.push(id);
     }
-    let submission = responses
-        .get(plan.layout.list)
-        .and_then(created_id)
-        .unwrap_or_default();
     let kind = if plan.layout.superseded.is_empty() {
         "feed"
     } else {

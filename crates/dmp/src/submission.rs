@@ -889,6 +889,8 @@ impl Submission {
         for d in &docs {
             layout.origin.push((d.index, out.len()));
             layout.documents.push(out.len());
+            // The Binaries come first, in the order of the parts.
+            layout.binaries.push(d.part);
             out.push(entries[d.index].take());
         }
         layout.origin.push((list_index, out.len()));
@@ -915,6 +917,8 @@ impl Submission {
 #[derive(Debug, Default, Clone)]
 pub struct Layout {
     pub documents: Vec<usize>,
+    /// For each document (as `documents`), the position of its Binary in the stored transaction.
+    pub binaries: Vec<Option<usize>>,
     pub list: usize,
     pub superseded: Vec<String>,
     /// (position in the submitted Bundle, position in the stored transaction) of every submitted entry.
@@ -923,7 +927,6 @@ pub struct Layout {
     pub list_origin: usize,
 }
 
-/// A media type without its parameters.
 /// The media types of a CDA level-1 body (CI-SIS, volet structuration minimale): PDF, plain text, RTF, JPEG,
 /// TIFF.
 const N1_MEDIA: &[&str] = &[

@@ -3289,6 +3289,19 @@ fn dmp_access_through_the_policy() {
         let (c, v) = feed(&sys, hide, "SH2");
         assert_eq!(c, 200, "{v}");
         let hidden_id = doc_of(&v);
+        let located = |i: usize| {
+            v["entry"][i]["response"]["location"]
+                .as_str()
+                .unwrap()
+                .split("/_history")
+                .next()
+                .unwrap()
+                .rsplit_once("/fhir/")
+                .unwrap()
+                .1
+                .to_string()
+        };
+        let (hidden_list, hidden_binary) = (located(0), located(2));
         refused_json(
             write(
                 &patient,
@@ -3318,6 +3331,22 @@ fn dmp_access_through_the_policy() {
                 .unwrap()
         };
         assert_eq!(count(&patient), count(&sys) - 1);
+        // Nor its submission set or its Binary, read directly or named in the patient's trail.
+        for path in [&hidden_list, &hidden_binary] {
+            let (c, v) = read(&patient, path);
+            assert_eq!(c, 403, "{path} : {v}");
+        }
+        let (c, trail) = read(&patient, "AuditEvent?_count=1000");
+        assert_eq!(c, 200, "{trail}");
+        let text = trail.to_string();
+        assert!(
+            !text.contains(&hidden_list)
+                && !text.contains(&hidden_binary)
+                && !text.contains(&hidden_id),
+            "{text}"
+        );
+        let (c, _) = read(&sys, &hidden_list);
+        assert_eq!(c, 200);
         let (c, v) = write(
             &patient,
             "DELETE",
@@ -3494,6 +3523,23 @@ fn dmp_access_through_the_policy() {
         );
         assert_eq!(c, 403, "{v}");
         assert!(v.to_string().contains("audit-by-socle"), "{v}");
+        // Once announced, the document, its Binary and its submission set are the patient's to read.
+        let (c, v, _) = fhir(
+            root,
+            "POST",
+            &format!("DocumentReference/{hidden_id}/$dmp-announce"),
+            Some(&sys),
+            Some(&json!({})),
+        );
+        assert_eq!(c, 200, "{v}");
+        for path in [
+            &format!("DocumentReference/{hidden_id}"),
+            &hidden_list,
+            &hidden_binary,
+        ] {
+            let (c, v, _) = fhir(root, "GET", path, Some(&patient), None);
+            assert_eq!(c, 200, "{path} : {v}");
+        }
     }
 }
 

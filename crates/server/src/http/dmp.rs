@@ -909,23 +909,48 @@ async fn document_action(
             policy::check_stored(e, a, &s, Some(&patient))?;
         }
         let target = format!("DocumentReference/{id}");
-        let rules = |kind: &'static str, add: bool| -> Result<(), RepoError> {
+        let rule_on = |kind: &'static str, add: bool, target: &str| -> Result<(), RepoError> {
             r.store().write(&mut |conn| {
                 if add {
-                    if !RuleStore::has_target_in(conn, &patient, kind, &target)? {
-                        RuleStore::insert_in(conn, &patient, kind, "", &target, "opération DMP", None)?;
+                    if !RuleStore::has_target_in(conn, &patient, kind, target)? {
+                        RuleStore::insert_in(conn, &patient, kind, "", target, "opération DMP", None)?;
                     }
                 } else {
-                    RuleStore::revoke_target_in(conn, &patient, kind, &target)?;
+                    RuleStore::revoke_target_in(conn, &patient, kind, target)?;
                 }
                 Ok(())
             })?;
             Ok(())
         };
+        let rules = |kind: &'static str, add: bool| rule_on(kind, add, &target);
         match op {
             "$dmp-mask" => rules("mask", true)?,
             "$dmp-unmask" => rules("mask", false)?,
-            "$dmp-announce" => rules("hide-patient", false)?,
+            "$dmp-announce" => {
+                rules("hide-patient", false)?;
+                // Its Binary, and each submission set that lists it once no document it names stays hidden.
+                if let Some((_, b)) = v["content"][0]["attachment"]["url"].as_str().and_then(|u| u.rsplit_once("Binary/")) {
+                    rule_on("hide-patient", false, &format!("Binary/{b}"))?;
+                }
+                let lists = r.search(c, "List", &[("item".into(), target.clone()), ("_count".into(), "50".into())], true)?;
+                for l in &lists.matches {
+                    let lv = json_of(l)?;
+                    let mut still_hidden = false;
+                    for item in lv["entry"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                        if let Some(other) = item["item"]["reference"].as_str().filter(|o| *o != target) {
+                            let mut found = false;
+                            r.store().read(&mut |conn| {
+                                found = RuleStore::has_target_in(conn, &patient, "hide-patient", other)?;
+                                Ok(())
+                            })?;
+                            still_hidden |= found;
+                        }
+                    }
+                    if !still_hidden {
+                        rule_on("hide-patient", false, &format!("List/{}", l.id))?;
+                    }
+                }
+            }
             "$dmp-archive" | "$dmp-unarchive" => {
                 let archive = op == "$dmp-archive";
                 let tags = v["meta"]["tag"].as_array().cloned().unwrap_or_default();
