@@ -97,11 +97,21 @@ impl KeyRing {
         Self::open_sealed(store, None)
     }
 
-    /// [`KeyRing::open`], with private parts sealed under `sealer`: those stored in plain text by an earlier
-    /// version are sealed now; a sealed one that does not open (another key) stops the opening.
+    /// [`KeyRing::open`], with private parts sealed under `sealer`; a sealed one that does not open (another
+    /// key), or a plain one, stops the opening.
     pub fn open_sealed(
         store: Arc<dyn Store>,
         sealer: Option<Arc<Sealer>>,
+    ) -> Result<KeyRing, AuthError> {
+        Self::open_with(store, sealer, false)
+    }
+
+    /// [`KeyRing::open_sealed`]; with `migrate`, the private parts stored in plain text are sealed first (the
+    /// store's one-time migration, see [`seal::migrated`]).
+    pub(crate) fn open_with(
+        store: Arc<dyn Store>,
+        sealer: Option<Arc<Sealer>>,
+        migrate: bool,
     ) -> Result<KeyRing, AuthError> {
         store.write(&mut |c| {
             c.execute(
@@ -117,7 +127,9 @@ impl KeyRing {
             rng: SystemRandom::new(),
             sealer,
         };
-        ring.seal_plain()?;
+        if migrate {
+            ring.seal_plain()?;
+        }
         ring.reload()?;
         Ok(ring)
     }

@@ -479,8 +479,13 @@ impl Provider {
     /// in step with the database.
     pub fn open(store: Arc<dyn Store>, config: ProviderConfig) -> Result<Arc<Provider>, AuthError> {
         tables::create(store.as_ref())?;
-        let keys = KeyRing::open_sealed(store.clone(), config.secrets.clone())?;
-        seal_plain_totp(store.as_ref(), config.secrets.as_deref())?;
+        // The first start with a secrets key seals what an earlier version stored in plain text, once.
+        let migrate = config.secrets.is_some() && !crate::seal::migrated(store.as_ref())?;
+        let keys = KeyRing::open_with(store.clone(), config.secrets.clone(), migrate)?;
+        if migrate {
+            seal_plain_totp(store.as_ref(), config.secrets.as_deref())?;
+            crate::seal::mark_migrated(store.as_ref())?;
+        }
         let p = Arc::new(Provider {
             store,
             keys,

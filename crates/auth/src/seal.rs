@@ -168,9 +168,17 @@ pub fn conceal(sealer: Option<&Sealer>, context: &str, plain: &str) -> Result<St
     }
 }
 
-/// A secret from its stored form (sealed, or plain text written before sealing).
+/// A secret from its stored form: sealed, or — without a sealer only — plain text. With a sealer a plain value
+/// is refused: once the secrets are sealed, one found in plain text was written by someone without the key
+/// (a planted signing key, a known TOTP seed); the one-time migration of a store's plain secrets seals them
+/// before they are read ([`migrated`]).
 pub fn reveal(sealer: Option<&Sealer>, context: &str, stored: &str) -> Result<String, AuthError> {
     if !is_sealed(stored) {
+        if sealer.is_some() {
+            return Err(AuthError::Internal(format!(
+                "secret {context} en clair alors que les secrets sont chiffrés : valeur refusée (écrite sans la clé)"
+            )));
+        }
         return Ok(stored.to_string());
     }
     let Some(s) = sealer else {
@@ -180,6 +188,45 @@ pub fn reveal(sealer: Option<&Sealer>, context: &str, stored: &str) -> Result<St
     };
     String::from_utf8(s.open(context, stored)?)
         .map_err(|_| AuthError::Internal(format!("secret {context} illisible")))
+}
+
+/// Whether this store's plain secrets were sealed once (then a plain value is never sealed again, see
+/// [`reveal`]).
+pub fn migrated(store: &dyn socle_store::Store) -> Result<bool, AuthError> {
+    store.write(&mut |c| {
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS auth_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            &[],
+        )?;
+        Ok(())
+    })?;
+    let mut found = false;
+    store.read(&mut |c| {
+        found = c
+            .query_one(
+                "SELECT value FROM auth_meta WHERE name = 'secrets-sealed'",
+                &[],
+            )?
+            .is_some();
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// Records that the store's plain secrets are sealed.
+pub fn mark_migrated(store: &dyn socle_store::Store) -> Result<(), AuthError> {
+    store.write(&mut |c| {
+        if c.query_one("SELECT 1 FROM auth_meta WHERE name = 'secrets-sealed'", &[])?
+            .is_none()
+        {
+            c.execute(
+                "INSERT INTO auth_meta (name, value) VALUES ('secrets-sealed', 'v1')",
+                &[],
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -197,8 +244,10 @@ mod tests {
         assert!(b.open("auth_keys/k1", &s).is_err());
         // Two seals of the same value differ (random nonces).
         assert_ne!(s, a.seal("auth_keys/k1", b"secret").unwrap());
-        // Plain text written before sealing reads as is; a sealed value without a key does not.
-        assert_eq!(reveal(Some(&a), "x", "JBSWY3DP").unwrap(), "JBSWY3DP");
+        // Plain text reads as is without a key (before sealing); with one it is refused (planted). A sealed
+        // value without a key does not read.
+        assert_eq!(reveal(None, "x", "JBSWY3DP").unwrap(), "JBSWY3DP");
+        assert!(reveal(Some(&a), "x", "JBSWY3DP").is_err());
         assert!(reveal(None, "auth_keys/k1", &s).is_err());
         for bad in ["sealed1:", "sealed1:AAAA", "sealed1:!!", &s[..s.len() - 2]] {
             assert!(a.open("auth_keys/k1", bad).is_err(), "{bad}");

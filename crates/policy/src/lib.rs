@@ -66,10 +66,13 @@ pub mod sections {
         }
         match rtype {
             Some("Patient") => true,
+            // A search of DocumentReference with document types shared: its results are then decided one by one
+            // with their type. Other document-like data (reports, compositions, submission sets, images) carry
+            // no J07 type: they need the whole `documents` section.
+            Some("DocumentReference") => shared
+                .iter()
+                .any(|s| !NAMES.contains(&s.as_str()) || s == DOCUMENTS),
             Some(t) => match of_type(t) {
-                Some(DOCUMENTS) => shared
-                    .iter()
-                    .any(|s| !NAMES.contains(&s.as_str()) || s == DOCUMENTS),
                 Some(section) => has(section),
                 None => false,
             },
@@ -636,6 +639,10 @@ mod tests {
             ("Patient", Reason::PatientDelegation),
             // A search of documents: decided document by document afterwards.
             ("DocumentReference", Reason::PatientDelegation),
+            // Reports, compositions, submission sets carry no document type: not shared by a type alone.
+            ("DiagnosticReport", Reason::SectionNotDelegated),
+            ("List", Reason::SectionNotDelegated),
+            ("Composition", Reason::SectionNotDelegated),
         ] {
             assert_eq!(d(&pro("10"), &deleg, &of(rtype), None), want, "{rtype}");
         }

@@ -392,7 +392,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
             let repo = Repository::new(st.clone());
             let (idnps, profile) = professional_profile(&repo, &rpps)?;
             let password = read_password(password_stdin)?;
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             let login = profile["rpps"].as_str().unwrap_or_default().to_string();
             let a = p
                 .create_account(
@@ -415,7 +415,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
             let repo = Repository::new(st.clone());
             let profile = patient_profile(&repo, &registry, &ins)?;
             let password = read_password(password_stdin)?;
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             let ins = profile["ins"].as_str().unwrap_or_default().to_string();
             let a = p
                 .create_account(
@@ -439,7 +439,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
                      identité qualifiée"
                 );
             };
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             let r = p
                 .add_representation(
                     &login,
@@ -455,7 +455,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
         }
         AccountsCommand::RemoveRepresentative { store, login, ins } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             if !p
                 .remove_representation(&login, &ins)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -468,7 +468,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
         }
         AccountsCommand::Representations { store, login } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             for r in p
                 .representations_of_login(&login)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -484,7 +484,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
         }
         AccountsCommand::List { store, realm: r } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             for (login, subject, status, locked) in p
                 .list_accounts(realm(&r)?)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -501,7 +501,7 @@ pub fn accounts(cmd: AccountsCommand) -> anyhow::Result<std::process::ExitCode> 
             login,
         } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             if !p
                 .unlock(realm(&r)?, &login)
                 .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -561,7 +561,7 @@ pub fn clients(cmd: ClientsCommand) -> anyhow::Result<std::process::ExitCode> {
                 None => None,
             };
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             let c = p
                 .register_client(NewClient {
                     realm: realm(&r)?,
@@ -596,7 +596,7 @@ pub fn clients(cmd: ClientsCommand) -> anyhow::Result<std::process::ExitCode> {
         }
         ClientsCommand::List { store } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             for c in p.list_clients().map_err(|e| anyhow::anyhow!("{e}"))? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
@@ -616,7 +616,7 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
         KeysCommand::Rotate { store } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             let made = p.keys().rotate().map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("nouvelles clés courantes : {}", made.join(", "));
             println!(
@@ -625,7 +625,7 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<std::process::ExitCode> {
         }
         KeysCommand::List { store } => {
             let (st, _) = crate::open_store(&store)?;
-            let p = provider(st, CLI_URL, store.sealer()?)?;
+            let p = provider(st, CLI_URL, store.admin_sealer()?)?;
             for (kid, alg, created, retired) in p.keys().describe() {
                 let state = match retired {
                     Some(t) => format!("retirée {}", socle_store::repo::iso_instant(t)),

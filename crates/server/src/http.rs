@@ -400,11 +400,21 @@ fn prepare(
     if !params.iter().any(|(k, _)| k == "_format")
         && let Some(accept) = headers.get(header::ACCEPT).and_then(|h| h.to_str().ok())
     {
-        let versions: Vec<&str> = accept
-            .split([',', ';'])
-            .filter_map(|p| p.trim().strip_prefix("fhirVersion="))
+        // Each media range stands alone: refused only when every range that names a version names another.
+        let ranges: Vec<(bool, Option<&str>)> = accept
+            .split(',')
+            .map(|r| {
+                let mut parts = r.split(';');
+                let json = accepts_json(parts.next().unwrap_or(""));
+                let version = parts.find_map(|p| p.trim().strip_prefix("fhirVersion="));
+                (json, version)
+            })
             .collect();
-        if !versions.is_empty() && !versions.iter().any(|v| v.trim().starts_with("4.0")) {
+        let versioned = ranges.iter().any(|(_, v)| v.is_some());
+        let servable = ranges
+            .iter()
+            .any(|(json, v)| *json && v.is_none_or(|v| v.trim().starts_with("4.0")));
+        if versioned && !servable {
             return Err(error(
                 StatusCode::NOT_ACCEPTABLE,
                 IssueType::NotSupported,
@@ -881,13 +891,19 @@ fn answer_entries(
     c: &RequestContext,
     v: &mut Value,
     prefer: PreferReturn,
+    methods: &[String],
 ) -> Result<(), RepoError> {
     let base = c.base_url.trim_end_matches('/').to_string();
     let Some(entries) = v["entry"].as_array_mut() else {
         return Ok(());
     };
-    for e in entries {
+    for (k, e) in entries.iter_mut().enumerate() {
         let status = e["response"]["status"].as_str().unwrap_or("").to_string();
+        // A conditional create that found its resource wrote nothing: that resource is not the caller's to be
+        // handed (its read is not what was asked).
+        if methods.get(k).is_some_and(|m| m == "POST") && status.starts_with("200") {
+            continue;
+        }
         let Some(loc) = e["response"]["location"].as_str().map(str::to_string) else {
             continue;
         };
@@ -903,10 +919,18 @@ fn answer_entries(
             continue;
         };
         match prefer {
-            PreferReturn::Representation => {
-                let s = r.vread(c, t, id, ver)?;
-                e["resource"] = serde_json::from_slice(&s.content).unwrap_or(Value::Null);
-            }
+            PreferReturn::Representation => match r.vread(c, t, id, ver) {
+                Ok(s) => e["resource"] = serde_json::from_slice(&s.content).unwrap_or(Value::Null),
+                // The entries are written: a read-back that fails is told in that entry, not as a failure of all.
+                Err(err) => {
+                    e["response"]["outcome"] = OperationOutcome::single(
+                        IssueSeverity::Warning,
+                        IssueType::Processing,
+                        format!("{t}/{id} écrit, relecture impossible : {err}"),
+                    )
+                    .to_json()
+                }
+            },
             PreferReturn::Outcome => {
                 e["response"]["outcome"] = OperationOutcome::single(
                     IssueSeverity::Information,
@@ -1009,9 +1033,16 @@ async fn bundle(State(app): State<App>, headers: HeaderMap, req: Req, body: Body
                         _ => {}
                     }
                 }
+                let methods: Vec<String> = body["entry"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|e| e["request"]["method"].as_str().unwrap_or("").to_string())
+                    .collect();
                 let mut v = r.bundle(c, body)?;
                 if prefer_given && prefer != PreferReturn::Minimal {
-                    answer_entries(r, c, &mut v, prefer)?;
+                    answer_entries(r, c, &mut v, prefer, &methods)?;
                 }
                 for (rt, id, p) in opened {
                     after_break_glass_write(

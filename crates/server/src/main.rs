@@ -64,12 +64,30 @@ pub(crate) fn sealer_at(path: &std::path::Path) -> anyhow::Result<Arc<socle_auth
 }
 
 impl StoreArgs {
-    /// The identity provider's secrets key (see `--secrets-key`).
+    fn secrets_path(&self) -> PathBuf {
+        self.secrets_key
+            .clone()
+            .unwrap_or_else(|| self.data.join("secrets.key"))
+    }
+
+    /// The identity provider's secrets key (see `--secrets-key`), created when absent (`socle serve`).
     pub(crate) fn sealer(&self) -> anyhow::Result<Arc<socle_auth::seal::Sealer>> {
-        match &self.secrets_key {
-            Some(p) => sealer_at(p),
-            None => sealer_at(&self.data.join("secrets.key")),
+        sealer_at(&self.secrets_path())
+    }
+
+    /// The secrets key for an administration command: on a shared database (PostgreSQL) it must be the servers'
+    /// file — one made here would seal what the servers cannot open; the embedded store's is created as by
+    /// `serve` (same data directory).
+    pub(crate) fn admin_sealer(&self) -> anyhow::Result<Arc<socle_auth::seal::Sealer>> {
+        let path = self.secrets_path();
+        if self.database.is_some() && !path.exists() {
+            anyhow::bail!(
+                "clé de chiffrement des secrets absente : {} — sur une base partagée, la commande utilise le \
+                 fichier des serveurs (--secrets-key ou SOCLE_SECRETS_KEY)",
+                path.display()
+            );
         }
+        sealer_at(&path)
     }
 
     /// Where document bytes go (see `--blobs`).

@@ -400,11 +400,20 @@ pub fn check_write(
         let stored = before
             .and_then(|(_, s)| s.as_ref())
             .and_then(|s| serde_json::from_slice::<Value>(&s.content).ok());
+        // Everything but the description must stay as stored — tags and security labels of `meta` included
+        // (an archive tag goes through `$dmp-archive`), and the narrative; only the version's own bookkeeping
+        // (`meta.versionId`, `meta.lastUpdated`) may differ.
         let strip = |v: &Value| {
             let mut v = v.clone();
             if let Some(o) = v.as_object_mut() {
-                for k in ["meta", "text", "description", "id"] {
-                    o.remove(k);
+                o.remove("description");
+                o.remove("id");
+                if let Some(Value::Object(meta)) = o.get_mut("meta") {
+                    meta.remove("versionId");
+                    meta.remove("lastUpdated");
+                    if meta.is_empty() {
+                        o.remove("meta");
+                    }
                 }
             }
             v
