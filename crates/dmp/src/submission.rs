@@ -177,62 +177,6 @@ fn patient_id(field: &str, subject: &Value) -> Result<String, DmpError> {
     }
 }
 
-/// A FHIR `instant`: `YYYY-MM-DDThh:mm:ss[.fff…](Z|±hh:mm)`, a real date and time.
-fn is_instant(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    let num =
-        |r: std::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<u32>().ok()).unwrap_or(99);
-    if b.len() < 20
-        || !(digits(0..4)
-            && digits(5..7)
-            && digits(8..10)
-            && digits(11..13)
-            && digits(14..16)
-            && digits(17..19))
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return false;
-    }
-    let (mo, d, h, mi, se) = (num(5..7), num(8..10), num(11..13), num(14..16), num(17..19));
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return false;
-    }
-    let mut i = 19;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start {
-            return false;
-        }
-    }
-    match &s[i..] {
-        "Z" => true,
-        tz => {
-            let t = tz.as_bytes();
-            t.len() == 6
-                && matches!(t[0], b'+' | b'-')
-                && t[1..3].iter().all(u8::is_ascii_digit)
-                && t[3] == b':'
-                && t[4..6].iter().all(u8::is_ascii_digit)
-                && num_in(tz, 1..3) <= 14
-                && num_in(tz, 4..6) <= 59
-        }
-    }
-}
-
-fn num_in(s: &str, r: std::ops::Range<usize>) -> u32 {
-    s.get(r).and_then(|t| t.parse().ok()).unwrap_or(99)
-}
-
 fn identifier(field: &str, v: &Value) -> Result<(Option<String>, String), DmpError> {
     let value = v["value"]
         .as_str()
@@ -631,7 +575,7 @@ impl Submission {
         )?;
         match r["date"].as_str() {
             None => return Err(missing(f("date"))),
-            Some(d) if !is_instant(d) => {
+            Some(d) if !socle_fhir::elements::is_instant(d) => {
                 return Err(invalid(
                     f("date"),
                     format!(
@@ -972,35 +916,4 @@ pub fn check_new_version(
         )));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instants() {
-        for ok in [
-            "2026-11-20T10:15:00+01:00",
-            "2026-11-20T10:15:00Z",
-            "2026-11-20T10:15:00.123-05:30",
-        ] {
-            assert!(is_instant(ok), "{ok}");
-        }
-        for bad in [
-            "yesterday",
-            "2026-11-20",
-            "2026-11-20T10:15",
-            "2026-11-20T10:15:00",
-            "2026-13-20T10:15:00Z",
-            "2026-11-20T25:15:00Z",
-            "2026-11-20T10:15:00.Z",
-            "2026-11-20T10:15:00+1:00",
-            "2026-11-20T10:15:00+01:00x",
-            "２０２６-11-20T10:15:00Z",
-            "2026-11-20T10:15:00+01:0é",
-        ] {
-            assert!(!is_instant(bad), "{bad}");
-        }
-    }
 }

@@ -217,6 +217,11 @@ fn check_value(ty: &str, v: &Value) -> Option<String> {
     }
 }
 
+/// Whether `s` is a FHIR `instant` (date, time to the second, zone).
+pub fn is_instant(s: &str) -> bool {
+    temporal_ok("instant", s)
+}
+
 /// FHIR's lexical forms of the date and time types (a real calendar date; the timezone required with a time).
 fn temporal_ok(ty: &str, s: &str) -> bool {
     match ty {
@@ -351,6 +356,32 @@ mod tests {
             ),
         ] {
             assert_eq!(err(bad.clone()).as_deref(), Some(key), "{bad}");
+        }
+    }
+
+    #[test]
+    fn instants() {
+        for ok in [
+            "2026-11-20T10:15:00+01:00",
+            "2026-11-20T10:15:00Z",
+            "2026-11-20T10:15:00.123-05:30",
+        ] {
+            assert!(is_instant(ok), "{ok}");
+        }
+        for bad in [
+            "yesterday",
+            "2026-11-20",
+            "2026-11-20T10:15",
+            "2026-11-20T10:15:00",
+            "2026-13-20T10:15:00Z",
+            "2026-11-20T25:15:00Z",
+            "2026-11-20T10:15:00.Z",
+            "2026-11-20T10:15:00+1:00",
+            "2026-11-20T10:15:00+01:00x",
+            "２０２６-11-20T10:15:00Z",
+            "2026-11-20T10:15:00+01:0é",
+        ] {
+            assert!(!is_instant(bad), "{bad}");
         }
     }
 }

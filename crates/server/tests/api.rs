@@ -521,6 +521,17 @@ fn bad_input_is_rejected_clearly_and_nothing_is_written() {
             &[("Accept", "application/fhir+json; fhirVersion=3.0")],
         );
         assert_eq!(r.status, 406, "{}", r.text);
+        // Each media range of Accept on its own: another acceptable one is served.
+        s.request(
+            "GET",
+            "Patient?_count=1",
+            None,
+            &[(
+                "Accept",
+                "application/fhir+json; fhirVersion=3.0, application/json",
+            )],
+        )
+        .expect(200);
         let r = s.request(
             "POST",
             "Patient",

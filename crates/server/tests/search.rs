@@ -1501,29 +1501,18 @@ fn result_shaping_and_post_search() {
                 .unwrap_or_default()
         };
         let set = |v: &[&str]| -> HashSet<String> { v.iter().map(|s| s.to_string()).collect() };
+        // The summary and modifier elements (status, code, value) are also what `_elements=value` keeps here.
+        let summary = set(&[
+            "resourceType",
+            "id",
+            "meta",
+            "status",
+            "code",
+            "valueQuantity",
+        ]);
         for (q, want) in [
-            (
-                "_elements=value",
-                set(&[
-                    "resourceType",
-                    "id",
-                    "meta",
-                    "status",
-                    "code",
-                    "valueQuantity",
-                ]),
-            ),
-            (
-                "_summary=true",
-                set(&[
-                    "resourceType",
-                    "id",
-                    "meta",
-                    "status",
-                    "code",
-                    "valueQuantity",
-                ]),
-            ),
+            ("_elements=value", summary.clone()),
+            ("_summary=true", summary),
             (
                 "_summary=text",
                 set(&["resourceType", "id", "meta", "status", "code", "text"]),
