@@ -18,10 +18,16 @@ Outputs (minified JSON, deterministic order):
                            the abstract type it derives from, sorted by name.
   compartment-patient.json {"ResourceType": ["param", ...]} from CompartmentDefinition-patient, only the
                            types that are linked to the patient by at least one parameter.
-  elements.json            {"Type": [[name, flags, "type|type…"], ...]}: the top-level elements of every
-                           concrete resource type, from its StructureDefinition's snapshot, in definition order;
-                           name as in the definition (`value[x]` for a choice); flags: 1 summary, 2 modifier,
-                           4 mandatory (min ≥ 1), 8 repeating (max ≠ 1); the type codes as written there.
+  elements.json            {"elements": {"Owner": [[name, flags, "type|type…", binding], ...]},
+                            "valueSets": {"url": ["code", ...]}}: the elements of every concrete resource type
+                           and complex data type, from its StructureDefinition's snapshot, in definition order,
+                           grouped by the object they sit in — the type (`Patient`, `HumanName`) or a backbone
+                           element (`Patient.contact`); name as in the definition (`value[x]` for a choice);
+                           flags: 1 summary, 2 modifier, 4 mandatory (min ≥ 1), 8 repeating (max ≠ 1); the type
+                           codes as written there, or `@Path` for a backbone element (its own children, or those
+                           a `contentReference` names); binding: the URL of the required value set of a `code`
+                           element when the package enumerates it (no filter, complete code systems), whose codes
+                           are listed under "valueSets", else "".
 Two known errata of the R4 definitions are fixed (see ERRATA below).
 Standard library only (Python 3.11).
 """
@@ -107,26 +113,103 @@ def patient_compartment(pkg: str) -> dict[str, list[str]]:
     return {r["code"]: r["param"] for r in sorted(d["resource"], key=lambda r: r["code"]) if r.get("param")}
 
 
+def type_codes(e: dict) -> list[str]:
+    codes = []
+    for ty in e.get("type", []):
+        code = ty.get("code", "")
+        # Primitive `id` and friends are written with their FHIRPath system URL in the snapshot.
+        if code.startswith("http://hl7.org/fhirpath"):
+            code = ty.get("extension", [{}])[0].get("valueUrl", code)
+        codes.append(code)
+    return codes
+
+
+def value_sets(pkg: str):
+    """An expander of the package's value sets: the set of codes, or None when not enumerable here (filters,
+    exclusions, code systems not complete in the package)."""
+    vs, cs = {}, {}
+    for p in glob.glob(os.path.join(pkg, "ValueSet-*.json")):
+        d = load(p)
+        if d.get("resourceType") == "ValueSet" and "url" in d:
+            vs[d["url"]] = d
+    for p in glob.glob(os.path.join(pkg, "CodeSystem-*.json")):
+        d = load(p)
+        if d.get("resourceType") == "CodeSystem" and "url" in d:
+            cs[d["url"]] = d
+
+    def concepts(cl):
+        for c in cl:
+            yield c["code"]
+            yield from concepts(c.get("concept", []))
+
+    def expand(url, seen=()):
+        url = url.split("|")[0]
+        d = vs.get(url)
+        if d is None or url in seen:
+            return None
+        comp = d.get("compose")
+        if not comp or comp.get("exclude"):
+            return None
+        out = set()
+        for inc in comp.get("include", []):
+            if inc.get("filter"):
+                return None
+            for v in inc.get("valueSet", []):
+                e = expand(v, seen + (url,))
+                if e is None:
+                    return None
+                out |= e
+            if "system" in inc:
+                if inc.get("concept"):
+                    out |= {c["code"] for c in inc["concept"]}
+                else:
+                    c = cs.get(inc["system"])
+                    if c is None or c.get("content") != "complete":
+                        return None
+                    out |= set(concepts(c.get("concept", [])))
+        return out
+
+    return expand
+
+
 def elements(pkg: str, types: dict) -> dict:
-    out = {}
-    for t in sorted(types):
-        sd = load(os.path.join(pkg, f"StructureDefinition-{t}.json"))
-        rows = []
-        for e in sd["snapshot"]["element"]:
-            parts = e["path"].split(".")
-            if len(parts) != 2:
+    """Every element of every concrete resource type and complex data type, grouped by the object they belong
+    to: the type itself (`Patient`, `HumanName`) or a backbone element by its path (`Patient.contact`)."""
+    expand = value_sets(pkg)
+    sds = [load(os.path.join(pkg, f"StructureDefinition-{t}.json")) for t in sorted(types)]
+    for p in sorted(glob.glob(os.path.join(pkg, "StructureDefinition-*.json"))):
+        d = load(p)
+        if d.get("kind") == "complex-type" and d.get("derivation") == "specialization" \
+                and not d.get("abstract", False):
+            sds.append(d)
+    out: dict = {}
+    vsets: dict = {}
+    for sd in sds:
+        snap = sd["snapshot"]["element"]
+        parents = {e["path"].rsplit(".", 1)[0] for e in snap if "." in e["path"]}
+        for e in snap:
+            path = e["path"]
+            if "." not in path:
                 continue
+            owner, name = path.rsplit(".", 1)
             flags = (1 if e.get("isSummary") else 0) | (2 if e.get("isModifier") else 0) \
                 | (4 if e.get("min", 0) >= 1 else 0) | (8 if e.get("max", "1") != "1" else 0)
-            codes = []
-            for ty in e.get("type", []):
-                code = ty.get("code", "")
-                # Primitive `id` and friends are written with their FHIRPath system URL in the snapshot.
-                code = ty.get("extension", [{}])[0].get("valueUrl", code) if code.startswith("http://hl7.org/fhirpath") else code
-                codes.append(code)
-            rows.append([parts[1], flags, "|".join(codes)])
-        out[t] = rows
-    return out
+            if "contentReference" in e:
+                codes = ["@" + e["contentReference"].lstrip("#")]
+            elif path in parents:
+                codes = ["@" + path]
+            else:
+                codes = type_codes(e)
+            binding = ""
+            b = e.get("binding", {})
+            if b.get("strength") == "required" and codes == ["code"] and b.get("valueSet"):
+                url = b["valueSet"].split("|")[0]
+                codes_of = expand(url)
+                if codes_of is not None:
+                    vsets[url] = sorted(codes_of)
+                    binding = url
+            out.setdefault(owner, []).append([name, flags, "|".join(codes), binding])
+    return {"elements": out, "valueSets": dict(sorted(vsets.items()))}
 
 
 def main() -> None:

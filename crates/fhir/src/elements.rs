@@ -1,17 +1,19 @@
-//! The top-level elements of each R4 resource type (`data/elements.json`, extracted from the official
-//! StructureDefinitions by `scripts/gen-fhir-defs.py`): their names, whether they are summary, modifier,
-//! mandatory or repeating, and their types. They shape `_summary` and `_elements` results and give a resource's
-//! first level the checks FHIR JSON asks for: known elements only, arrays where an element repeats and not
-//! elsewhere, primitives of the right JSON type and lexical form.
+//! The elements of each R4 resource type and complex data type (`data/elements.json`, extracted from the
+//! official StructureDefinitions by `scripts/gen-fhir-defs.py`): their names, whether they are summary,
+//! modifier, mandatory or repeating, their types, and the required value set of a coded element. They shape
+//! `_summary` and `_elements` results and give every stored resource the checks FHIR JSON asks for, at every
+//! level: known elements only, arrays where an element repeats and not elsewhere, primitives of the right JSON
+//! type and lexical form, mandatory elements present, codes from their required value sets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 static ELEMENTS_JSON: &str = include_str!("../data/elements.json");
 
-/// One top-level element of a resource type.
+/// One element of a resource, data type or backbone element.
 #[derive(Debug, Clone)]
 pub struct Element {
     /// As defined: `status`, `value[x]` for a choice.
@@ -22,8 +24,11 @@ pub struct Element {
     pub mandatory: bool,
     /// Maximum cardinality above 1: an array in JSON.
     pub repeating: bool,
-    /// Type codes (`boolean`, `CodeableConcept`…); several for a choice.
+    /// Type codes (`boolean`, `CodeableConcept`…); several for a choice; `@Path` for a backbone element whose
+    /// own elements are listed under that path (`@Patient.contact`).
     pub types: Vec<String>,
+    /// The required value set of a `code` element, when the definitions enumerate it.
+    pub binding: Option<String>,
 }
 
 impl Element {
@@ -37,16 +42,30 @@ impl Element {
     }
 }
 
-fn table() -> &'static HashMap<String, Vec<Element>> {
-    static T: OnceLock<HashMap<String, Vec<Element>>> = OnceLock::new();
+#[derive(Deserialize, Default)]
+struct Raw {
+    elements: HashMap<String, Vec<(String, u8, String, String)>>,
+    #[serde(rename = "valueSets")]
+    value_sets: HashMap<String, Vec<String>>,
+}
+
+struct Table {
+    /// By owner: a resource type, a complex data type or a backbone element's path.
+    elements: HashMap<String, Vec<Element>>,
+    value_sets: HashMap<String, HashSet<String>>,
+}
+
+fn table() -> &'static Table {
+    static T: OnceLock<Table> = OnceLock::new();
     T.get_or_init(|| {
-        let raw: HashMap<String, Vec<(String, u8, String)>> =
-            serde_json::from_str(ELEMENTS_JSON).unwrap_or_default();
-        raw.into_iter()
+        let raw: Raw = serde_json::from_str(ELEMENTS_JSON).unwrap_or_default();
+        let elements = raw
+            .elements
+            .into_iter()
             .map(|(t, rows)| {
                 let els = rows
                     .into_iter()
-                    .map(|(name, flags, types)| Element {
+                    .map(|(name, flags, types, binding)| Element {
                         name,
                         summary: flags & 1 != 0,
                         modifier: flags & 2 != 0,
@@ -57,39 +76,61 @@ fn table() -> &'static HashMap<String, Vec<Element>> {
                             .filter(|s| !s.is_empty())
                             .map(str::to_string)
                             .collect(),
+                        binding: (!binding.is_empty()).then_some(binding),
                     })
                     .collect();
                 (t, els)
             })
-            .collect()
+            .collect();
+        let value_sets = raw
+            .value_sets
+            .into_iter()
+            .map(|(url, codes)| (url, codes.into_iter().collect()))
+            .collect();
+        Table {
+            elements,
+            value_sets,
+        }
     })
 }
 
-/// The top-level elements of `rtype`, in definition order.
-pub fn of(rtype: &str) -> Option<&'static [Element]> {
-    table().get(rtype).map(Vec::as_slice)
+/// The elements of `owner` — a resource type, a complex data type or a backbone element's path — in
+/// definition order.
+pub fn of(owner: &str) -> Option<&'static [Element]> {
+    table().elements.get(owner).map(Vec::as_slice)
+}
+
+/// The codes of a required value set the definitions enumerate.
+pub fn value_set(url: &str) -> Option<&'static HashSet<String>> {
+    table().value_sets.get(url)
 }
 
 /// The element a JSON property name stands for, and for a choice the type its suffix names
 /// (`valueQuantity` → `value[x]`, `Quantity`).
-pub fn lookup(rtype: &str, key: &str) -> Option<(&'static Element, Option<&'static str>)> {
-    let els = of(rtype)?;
+pub fn lookup(owner: &str, key: &str) -> Option<(&'static Element, Option<&'static str>)> {
+    lookup_in(of(owner)?, key)
+}
+
+fn lookup_in(
+    els: &'static [Element],
+    key: &str,
+) -> Option<(&'static Element, Option<&'static str>)> {
     if let Some(e) = els.iter().find(|e| !e.is_choice() && e.name == key) {
         return Some((e, None));
     }
     els.iter().filter(|e| e.is_choice()).find_map(|e| {
         let suffix = key.strip_prefix(e.base())?;
-        let t = e.types.iter().find(|t| capitalised(t) == suffix)?;
+        let t = e.types.iter().find(|t| is_capitalised(t, suffix))?;
         Some((e, Some(t.as_str())))
     })
 }
 
-fn capitalised(t: &str) -> String {
-    let mut c = t.chars();
-    match c.next() {
-        Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
-        None => String::new(),
-    }
+/// Whether `suffix` is `t` with its first letter in upper case (`Quantity`, `DateTime` for `dateTime`).
+fn is_capitalised(t: &str, suffix: &str) -> bool {
+    let (Some(a), Some(b)) = (t.chars().next(), suffix.chars().next()) else {
+        return false;
+    };
+    b == a.to_ascii_uppercase() && t[a.len_utf8()..] == suffix[b.len_utf8()..]
 }
 
 /// Whether `_elements` may name `name` on `rtype`: an element, or a choice by its base name or a typed name.
@@ -110,66 +151,247 @@ pub fn element_of(rtype: &str, key: &str) -> Option<&'static Element> {
     lookup(rtype, key.strip_prefix('_').unwrap_or(key)).map(|(e, _)| e)
 }
 
-/// The checks of a resource's first level: every property an element of the type (or its primitive
-/// extension `_name`), an array exactly where the element repeats, primitives of the right JSON type and form
-/// (boolean, integers, decimal, strings; date, dateTime, instant, time), complex types as objects, contained
-/// resources of known types checked the same way. The error names the property and what is wrong, in French.
+/// Where a check stands in the resource, kept on the stack and written out only for an error
+/// (`contact[0].name.family`).
+#[derive(Clone, Copy)]
+struct At<'a> {
+    parent: Option<&'a At<'a>>,
+    key: &'a str,
+    index: Option<usize>,
+}
+
+impl At<'_> {
+    fn render(&self) -> String {
+        let mut parts = Vec::new();
+        let mut cur = Some(self);
+        while let Some(a) = cur {
+            parts.push(match a.index {
+                Some(i) => format!("{}[{i}]", a.key),
+                None => a.key.to_string(),
+            });
+            cur = a.parent;
+        }
+        parts.reverse();
+        parts.join(".")
+    }
+
+    fn child<'b>(&'b self, key: &'b str, index: Option<usize>) -> At<'b> {
+        At {
+            parent: Some(self),
+            key,
+            index,
+        }
+    }
+}
+
+fn path_of(parent: Option<&At<'_>>, key: &str) -> String {
+    match parent {
+        Some(p) => format!("{}.{key}", p.render()),
+        None => key.to_string(),
+    }
+}
+
+/// Deeper than this, a resource is refused (JSON itself is limited to 128 levels by the parser).
+const MAX_DEPTH: usize = 64;
+
+/// The checks of a resource against its type's definition, at every level: every property an element of the
+/// object's type (or a primitive's extension `_name`), an array exactly where the element repeats, primitives
+/// of the right JSON type and lexical form (boolean, integers, decimal, strings, codes, ids, URIs, OIDs,
+/// UUIDs, base64; date, dateTime, instant, time), codes of a required value set among its codes, complex types
+/// and backbone elements as objects checked the same way, mandatory elements present, nested resources
+/// (`contained`, a Bundle's entries, a Parameters' values) checked by their own type. The error names the
+/// path below the resource (`contact[0].name.family`) and what is wrong, in French.
 pub fn check(rtype: &str, m: &Map<String, Value>) -> Result<(), (String, String)> {
     if of(rtype).is_none() {
         return Ok(());
     }
+    check_object(rtype, m, None, 0, true)
+}
+
+fn check_object(
+    owner: &str,
+    m: &Map<String, Value>,
+    at: Option<&At<'_>>,
+    depth: usize,
+    is_resource: bool,
+) -> Result<(), (String, String)> {
+    let Some(els) = of(owner) else {
+        return Ok(());
+    };
+    if depth > MAX_DEPTH {
+        return Err((
+            at.map(At::render).unwrap_or_default(),
+            "imbrication trop profonde".into(),
+        ));
+    }
     for (key, v) in m {
-        if key == "resourceType" {
+        if is_resource && key == "resourceType" {
             continue;
         }
         let (name, ext) = match key.strip_prefix('_') {
             Some(n) => (n, true),
             None => (key.as_str(), false),
         };
-        let Some((e, choice_type)) = lookup(rtype, name) else {
-            return Err((key.clone(), format!("élément inconnu pour {rtype} (R4)")));
-        };
-        let items: Vec<&Value> = match v {
-            Value::Array(a) if e.repeating => a.iter().collect(),
-            Value::Array(_) => {
-                return Err((
-                    key.clone(),
-                    "un seul élément attendu, pas un tableau".into(),
-                ));
-            }
-            _ if e.repeating => {
-                return Err((key.clone(), "tableau attendu (élément répétable)".into()));
-            }
-            one => vec![one],
+        let Some((e, choice_type)) = lookup_in(els, name) else {
+            let what = if is_resource {
+                format!("élément inconnu pour {owner} (R4)")
+            } else {
+                format!("élément inconnu dans {owner} (R4)")
+            };
+            return Err((path_of(at, key), what));
         };
         let ty = choice_type
             .or_else(|| e.types.first().map(String::as_str))
             .unwrap_or("");
-        for it in items {
+        if ext && !is_primitive(ty) {
+            return Err((
+                path_of(at, key),
+                format!("« _{name} » n'existe que pour un élément primitif"),
+            ));
+        }
+        let items: Vec<&Value> = match v {
+            Value::Array(a) if e.repeating => a.iter().collect(),
+            Value::Array(_) => {
+                return Err((
+                    path_of(at, key),
+                    "un seul élément attendu, pas un tableau".into(),
+                ));
+            }
+            _ if e.repeating => {
+                return Err((
+                    path_of(at, key),
+                    "tableau attendu (élément répétable)".into(),
+                ));
+            }
+            one => vec![one],
+        };
+        if ext
+            && e.repeating
+            && let Some(Value::Array(values)) = m.get(name)
+            && values.len() != items.len()
+        {
+            return Err((
+                path_of(at, key),
+                format!("« {key} » doit avoir autant d'entrées que « {name} »"),
+            ));
+        }
+        for (i, it) in items.iter().enumerate() {
+            let here = At {
+                parent: at,
+                key,
+                index: e.repeating.then_some(i),
+            };
             if ext {
-                // A primitive's extension: an object (or null in a repeating list, to keep positions).
-                if !(it.is_object() || it.is_null() && e.repeating) {
-                    return Err((key.clone(), "objet d'extension de primitif attendu".into()));
+                // A primitive's extension: an object with `id` and `extension` (or null in a repeating list,
+                // to keep positions).
+                match it {
+                    Value::Null if e.repeating => {}
+                    Value::Object(o) => check_primitive_extension(o, &here, depth)?,
+                    _ => {
+                        return Err((
+                            here.render(),
+                            "objet d'extension de primitif attendu".into(),
+                        ));
+                    }
                 }
                 continue;
             }
-            if let Some(problem) = check_value(ty, it) {
-                return Err((key.clone(), problem));
-            }
-            if e.name == "contained" {
-                let inner = it
-                    .as_object()
-                    .ok_or_else(|| (key.clone(), "ressource attendue".into()))?;
-                let t = inner
-                    .get("resourceType")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                if !crate::search_params::is_resource_type(t) {
-                    return Err((key.clone(), format!("type de ressource inconnu : « {t} »")));
+            check_item(e, ty, it, &here, depth)?;
+        }
+    }
+    for e in els.iter().filter(|e| e.mandatory) {
+        let present = if e.is_choice() {
+            m.keys().any(|k| {
+                let k = k.strip_prefix('_').unwrap_or(k);
+                k.starts_with(e.base()) && lookup_in(els, k).is_some_and(|(f, _)| f.name == e.name)
+            })
+        } else {
+            m.contains_key(&e.name) || m.contains_key(&format!("_{}", e.name))
+        };
+        if !present {
+            return Err((path_of(at, e.base()), "élément obligatoire absent".into()));
+        }
+    }
+    Ok(())
+}
+
+fn is_primitive(ty: &str) -> bool {
+    ty.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
+fn check_primitive_extension(
+    o: &Map<String, Value>,
+    at: &At<'_>,
+    depth: usize,
+) -> Result<(), (String, String)> {
+    for (k, v) in o {
+        match (k.as_str(), v) {
+            ("id", Value::String(_)) => {}
+            ("extension", Value::Array(items)) => {
+                for (i, x) in items.iter().enumerate() {
+                    let here = at.child("extension", Some(i));
+                    let x = x
+                        .as_object()
+                        .ok_or_else(|| (here.render(), "objet attendu (Extension)".into()))?;
+                    check_object("Extension", x, Some(&here), depth + 1, false)?;
                 }
-                check(t, inner).map_err(|(k, p)| (format!("{key}.{k}"), p))?;
+            }
+            _ => {
+                return Err((
+                    at.child(k, None).render(),
+                    "seuls « id » et « extension » sont permis dans l'extension d'un primitif"
+                        .into(),
+                ));
             }
         }
+    }
+    Ok(())
+}
+
+fn check_item(
+    e: &Element,
+    ty: &str,
+    it: &Value,
+    at: &At<'_>,
+    depth: usize,
+) -> Result<(), (String, String)> {
+    if let Some(problem) = check_value(ty, it) {
+        return Err((at.render(), problem));
+    }
+    if let (Some(url), Some(code)) = (&e.binding, it.as_str())
+        && let Some(codes) = value_set(url)
+        && !codes.contains(code)
+    {
+        return Err((
+            at.render(),
+            format!("code « {code} » absent du jeu de valeurs requis {url}"),
+        ));
+    }
+    if let Some(path) = ty.strip_prefix('@') {
+        if let Some(o) = it.as_object() {
+            check_object(path, o, Some(at), depth + 1, false)?;
+        }
+    } else if ty == "Resource" {
+        let inner = it
+            .as_object()
+            .ok_or_else(|| (at.render(), "ressource attendue".into()))?;
+        let t = inner
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !crate::search_params::is_resource_type(t) {
+            return Err((at.render(), format!("type de ressource inconnu : « {t} »")));
+        }
+        if let Some(id) = inner.get("id")
+            && !id.as_str().is_some_and(crate::resource::is_valid_id)
+        {
+            return Err((at.child("id", None).render(), "identifiant invalide".into()));
+        }
+        check_object(t, inner, Some(at), depth + 1, true)?;
+    } else if !is_primitive(ty)
+        && let Some(o) = it.as_object()
+    {
+        check_object(ty, o, Some(at), depth + 1, false)?;
     }
     Ok(())
 }
@@ -197,14 +419,14 @@ fn check_value(ty: &str, v: &Value) -> Option<String> {
         },
         "date" | "dateTime" | "instant" | "time" => match v.as_str() {
             Some(s) if temporal_ok(ty, s) => None,
-            Some(s) => Some(format!("« {s} » n'est pas un {ty} FHIR")),
+            Some(s) => Some(format!("« {} » n'est pas un {ty} FHIR", shorten(s))),
             None => want("chaîne"),
         },
         "string" | "code" | "id" | "uri" | "url" | "canonical" | "markdown" | "oid" | "uuid"
         | "base64Binary" | "xhtml" => match v.as_str() {
-            Some(s) if s.trim().is_empty() && ty != "xhtml" => Some("chaîne vide".into()),
+            Some(s) if s.bytes().all(is_xml_space) && ty != "xhtml" => Some("chaîne vide".into()),
             Some(s) if s.contains('\u{0}') => Some("caractère nul dans la chaîne".into()),
-            Some(_) => None,
+            Some(s) => lexical_problem(ty, s),
             None => want("chaîne"),
         },
         // Complex types and resources are objects.
@@ -214,6 +436,75 @@ fn check_value(ty: &str, v: &Value) -> Option<String> {
                 if ty.is_empty() { "élément" } else { ty }
             )
         }),
+    }
+}
+
+/// The lexical rules of R4's string-based primitives beyond "a non-empty string".
+fn lexical_problem(ty: &str, s: &str) -> Option<String> {
+    let ok = match ty {
+        // `[^\s]+(\s[^\s]+)*`: no leading, trailing or doubled white space.
+        "code" => {
+            // White space here is XML Schema's `\s`: space, tab, line feed, carriage return.
+            s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r')) == s
+                && !s
+                    .as_bytes()
+                    .windows(2)
+                    .any(|w| is_xml_space(w[0]) && is_xml_space(w[1]))
+        }
+        "id" => crate::resource::is_valid_id(s),
+        "uri" | "url" | "canonical" => !s.bytes().any(is_xml_space),
+        "oid" => s.strip_prefix("urn:oid:").is_some_and(|o| {
+            let mut arcs = o.split('.');
+            arcs.next().is_some_and(|a| matches!(a, "0" | "1" | "2"))
+                && o.contains('.')
+                && arcs.all(|a| {
+                    !a.is_empty()
+                        && a.bytes().all(|b| b.is_ascii_digit())
+                        && (a == "0" || !a.starts_with('0'))
+                })
+        }),
+        "uuid" => s.strip_prefix("urn:uuid:").is_some_and(|u| {
+            u.len() == 36
+                && u.bytes().enumerate().all(|(i, b)| match i {
+                    8 | 13 | 18 | 23 => b == b'-',
+                    _ => b.is_ascii_hexdigit(),
+                })
+        }),
+        "base64Binary" => is_base64_text(s.as_bytes()),
+        _ => true,
+    };
+    (!ok).then(|| format!("« {} » n'est pas un {ty} FHIR valide", shorten(s)))
+}
+
+/// Whether every byte is of base64's alphabet, padding or white space. Written without early exit so that
+/// the compiler vectorises it: a DMP document's hundreds of kilobytes pass in a few microseconds.
+fn is_base64_text(s: &[u8]) -> bool {
+    s.chunks(64).all(|c| {
+        c.iter().fold(true, |ok, &b| {
+            let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+            let digit = b.wrapping_sub(b'0') < 10;
+            ok & (letter
+                | digit
+                | (b == b'+')
+                | (b == b'/')
+                | (b == b'=')
+                | (b == b' ')
+                | (b == b'\n')
+                | (b == b'\r')
+                | (b == b'\t'))
+        })
+    })
+}
+
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// A value quoted in a message, cut to a readable length.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -336,27 +627,171 @@ mod tests {
             ),
             (
                 json!({"resourceType": "Patient", "contained": [{"resourceType": "Foo"}]}),
-                "contained",
+                "contained[0]",
             ),
             (
                 json!({"resourceType": "Patient", "contained": [{"resourceType": "Patient", "x": 1}]}),
-                "contained.x",
+                "contained[0].x",
             ),
             (
-                json!({"resourceType": "Observation", "valueInteger": 99999999999_i64}),
+                json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "valueInteger": 99999999999_i64}),
                 "valueInteger",
             ),
             (
-                json!({"resourceType": "Observation", "status": ""}),
+                json!({"resourceType": "Observation", "status": "", "code": {"text": "x"}}),
                 "status",
             ),
             (
-                json!({"resourceType": "Observation", "status": "a\u{0}b"}),
+                json!({"resourceType": "Observation", "status": "a\u{0}b", "code": {"text": "x"}}),
                 "status",
             ),
         ] {
             assert_eq!(err(bad.clone()).as_deref(), Some(key), "{bad}");
         }
+    }
+
+    #[test]
+    fn deeper_levels() {
+        let ok = json!({"resourceType": "Patient", "id": "p",
+            "name": [{"family": "Martin", "given": ["Anne", "Marie"], "_given": [null, {"extension": [
+                {"url": "http://example.org/x", "valueString": "y"}]}]}],
+            "contact": [{"relationship": [{"coding": [{"system": "http://x", "code": "N"}]}],
+                "name": {"family": "Durand"}, "gender": "female"}],
+            "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "1"}],
+            "extension": [{"url": "http://example.org/e", "valueQuantity": {"value": 1.5, "unit": "kg"}}],
+            "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"}});
+        assert_eq!(err(ok), None);
+        let q = json!({"resourceType": "Questionnaire", "status": "draft",
+            "item": [{"linkId": "1", "type": "group", "item": [{"linkId": "1.1", "type": "string"}]}]});
+        assert_eq!(err(q), None);
+        for (bad, key) in [
+            // Unknown element in a data type, in a backbone element, in a nested backbone element.
+            (
+                json!({"resourceType": "Patient", "name": [{"famly": "X"}]}),
+                "name[0].famly",
+            ),
+            (
+                json!({"resourceType": "Patient", "contact": [{"foo": 1}]}),
+                "contact[0].foo",
+            ),
+            (
+                json!({"resourceType": "Questionnaire", "status": "draft",
+                "item": [{"linkId": "1", "type": "group", "item": [{"linkId": "2", "type": "string", "x": 1}]}]}),
+                "item[0].item[0].x",
+            ),
+            // Repeating and single elements below the first level.
+            (
+                json!({"resourceType": "Patient", "name": [{"given": "Anne"}]}),
+                "name[0].given",
+            ),
+            (
+                json!({"resourceType": "Patient", "name": [{"family": ["X"]}]}),
+                "name[0].family",
+            ),
+            // Primitive forms in data types.
+            (
+                json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "valueQuantity": {"value": "12"}}),
+                "valueQuantity.value",
+            ),
+            (
+                json!({"resourceType": "Patient", "identifier": [{"period": {"start": "hier"}}]}),
+                "identifier[0].period.start",
+            ),
+            (
+                json!({"resourceType": "Patient", "identifier": [{"system": "a b"}]}),
+                "identifier[0].system",
+            ),
+            (
+                json!({"resourceType": "Patient", "telecom": [{"system": " phone"}]}),
+                "telecom[0].system",
+            ),
+            // Required value sets of codes, at every level.
+            (
+                json!({"resourceType": "Patient", "gender": "homme"}),
+                "gender",
+            ),
+            (
+                json!({"resourceType": "Patient", "contact": [{"gender": "F"}]}),
+                "contact[0].gender",
+            ),
+            (
+                json!({"resourceType": "Observation", "status": "done", "code": {"text": "x"}}),
+                "status",
+            ),
+            // Mandatory elements, at the top and below.
+            (
+                json!({"resourceType": "Observation", "code": {"text": "x"}}),
+                "status",
+            ),
+            (
+                json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "component": [{"valueString": "x"}]}),
+                "component[0].code",
+            ),
+            (
+                json!({"resourceType": "Patient", "extension": [{"valueString": "x"}]}),
+                "extension[0].url",
+            ),
+            // A primitive's extension: only for primitives, with id and extension only, aligned.
+            (
+                json!({"resourceType": "Patient", "_name": [{"id": "x"}]}),
+                "_name",
+            ),
+            (
+                json!({"resourceType": "Patient", "_gender": {"value": "x"}}),
+                "_gender.value",
+            ),
+            (
+                json!({"resourceType": "Patient", "name": [{"given": ["A"], "_given": [null, null]}]}),
+                "name[0]._given",
+            ),
+            (
+                json!({"resourceType": "Patient", "_gender": {"extension": [{"valueString": "x"}]}}),
+                "_gender.extension[0].url",
+            ),
+            // Resources nested in a Bundle, their type and id.
+            (
+                json!({"resourceType": "Bundle", "type": "collection",
+                "entry": [{"resource": {"resourceType": "Patient", "gender": "x"}}]}),
+                "entry[0].resource.gender",
+            ),
+            (
+                json!({"resourceType": "Bundle", "type": "collection",
+                "entry": [{"resource": {"resourceType": "Patient", "id": "a b"}}]}),
+                "entry[0].resource.id",
+            ),
+        ] {
+            assert_eq!(err(bad.clone()).as_deref(), Some(key), "{bad}");
+        }
+        // A code with a no-break space inside is still a code (XML Schema white space is ASCII).
+        let nbsp = json!({"resourceType": "CodeSystem", "status": "draft", "content": "complete",
+            "concept": [{"code": "CHEST\u{a0}"}]});
+        assert_eq!(err(nbsp), None);
+    }
+
+    #[test]
+    fn base64_text() {
+        assert!(is_base64_text(b"QUJD\nREVG+/==\r\n\t "));
+        for bad in [
+            &b"QUJD!"[..],
+            b"QU@D",
+            b"QU[D",
+            b"QU`D",
+            b"QU{D",
+            "é".as_bytes(),
+            b"QU\0D",
+        ] {
+            assert!(!is_base64_text(bad), "{bad:?}");
+        }
+        let long = "QUJD".repeat(50_000);
+        assert!(is_base64_text(long.as_bytes()));
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            std::hint::black_box(is_base64_text(std::hint::black_box(long.as_bytes())));
+        }
+        eprintln!("base64 check of 200 KB: {:?}", t.elapsed() / 10);
     }
 
     #[test]

@@ -891,7 +891,7 @@ fn feeds_as_vendors_write_them() {
         // The same document under another writing of its unique id (no `urn:oid:`, another system): a duplicate.
         let mut b = sample::provide_bundle("p1", "SV3", &[(d2.clone(), cda2.clone())]);
         b["entry"][1]["resource"]["masterIdentifier"] =
-            json!({"system": "urn:ietf:rfc:3986 ", "value": "1.2.250.1.999.1^V2"});
+            json!({"system": "urn:ietf:rfc:3986", "value": "1.2.250.1.999.1^V2"});
         let r = s.post("", &b);
         assert_eq!(
             (r.status, code(&r)),

@@ -1547,20 +1547,19 @@ impl Prepared {
     /// Checks `body` for `rtype`; `url_id` is the id from the URL (update) or `None` (create: a new id).
     pub fn new(rtype: &str, body: Value, url_id: Option<&str>) -> Result<Self, RepoError> {
         check_type(rtype)?;
-        check_structure(&body)?;
-        for v in VALIDATORS.get().map(Vec::as_slice).unwrap_or(&[]) {
-            v(rtype, &body).map_err(RepoError::Unprocessable)?;
-        }
-        let found = body
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if found != rtype {
+        // A body of another type is that error first, before what its own definition finds in it.
+        if let Some(found) = body.get("resourceType").and_then(Value::as_str)
+            && found != rtype
+        {
             return Err(ResourceError::TypeMismatch {
                 expected: rtype.into(),
                 found: found.into(),
             }
             .into());
+        }
+        check_structure(&body)?;
+        for v in VALIDATORS.get().map(Vec::as_slice).unwrap_or(&[]) {
+            v(rtype, &body).map_err(RepoError::Unprocessable)?;
         }
         let id = match url_id {
             Some(u) => {
