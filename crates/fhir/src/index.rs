@@ -183,6 +183,57 @@ const SKIPPED: &[&str] = &[
     "_type",
 ];
 
+/// The version of the conversion of values into index entries (normalisation, date ranges, token forms…).
+/// Raise it with any change to what [`extract`] produces for the same definitions: stores then index every
+/// resource again ([`index_fingerprint`]).
+pub const EXTRACTION_VERSION: u32 = 1;
+
+/// A digest of how resources of `rtype` are indexed — the extraction version and each of its search parameters
+/// as defined (code, type, expression, targets, components, how its rows are kept) — stable across builds and
+/// platforms (FNV-1a). A store keeps it per type and indexes again the resources of a type whose digest
+/// changed, so that a search parameter added or redefined by a new release finds the resources written before.
+pub fn index_fingerprint(rtype: &str) -> i64 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    h.write(&EXTRACTION_VERSION.to_le_bytes());
+    h.field(rtype);
+    for p in registry().params(rtype) {
+        if SKIPPED.contains(&p.code.as_str()) {
+            continue;
+        }
+        h.field(&p.code);
+        h.field(p.kind.as_str());
+        h.field(p.expression.as_ref().map_or("", |e| e.source()));
+        for t in &p.targets {
+            h.field(t);
+        }
+        h.field("|");
+        for c in &p.components {
+            h.field(&c.code);
+            h.field(c.kind.as_str());
+            h.field(c.expression.as_ref().map_or("", |e| e.source()));
+        }
+        h.field(&format!("{:?}", p.storage));
+    }
+    h.0 as i64
+}
+
+struct Fnv(u64);
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// A field and its length, so that ("ab", "c") and ("a", "bc") differ.
+    fn field(&mut self, s: &str) {
+        self.write(&(s.len() as u64).to_le_bytes());
+        self.write(s.as_bytes());
+    }
+}
+
 /// Extracts every index entry of `resource` for all search parameters of its type (see the module doc for the
 /// conversion rules). Identical entries are reported once. Never panics; an unknown or missing
 /// `resourceType` gives no entries; values that cannot be converted (malformed dates…) are skipped.

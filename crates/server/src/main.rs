@@ -246,6 +246,21 @@ enum Command {
         #[arg(long, env = "SOCLE_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Index again the resources of the types whose search parameters changed since they were written (after an
+    /// upgrade; `socle serve` also does it in the background when it starts), or of the types given.
+    Reindex {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this resource type (repeatable), whatever the state of its index.
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+        /// Every type that has resources, whatever the state of its index.
+        #[arg(long, conflicts_with = "types")]
+        all: bool,
+        /// Resources per transaction.
+        #[arg(long, default_value_t = socle_store::reindex::BATCH)]
+        batch: usize,
+    },
     /// DMP: the queue of feed events that later services consume.
     Dmp {
         #[command(subcommand)]
@@ -304,6 +319,89 @@ pub(crate) fn open_store(
     let st = socle_store::open(s.database.as_deref(), &s.data).context("ouverture du stockage")?;
     let registry = with_rules(st.clone())?;
     Ok((st, registry))
+}
+
+/// Starts indexing again, on a background thread, the types whose search parameters changed since their
+/// resources were written (a new release): the server answers meanwhile.
+fn reindex_in_background(st: &Arc<dyn socle_store::Store>) -> anyhow::Result<()> {
+    let stale = socle_store::reindex::stale_types(&**st, None).context("état des index")?;
+    if !stale.is_empty() {
+        let resources: i64 = stale.iter().map(|s| s.live).sum();
+        tracing::warn!(
+            types = stale.len(),
+            resources,
+            "index de recherche faits sous d'autres définitions : réindexation en arrière-plan \
+             (les paramètres changés peuvent manquer des ressources jusqu'à sa fin)"
+        );
+        socle_store::reindex::spawn_background(st.clone(), stale);
+    }
+    Ok(())
+}
+
+/// `socle reindex`: the stale types (or those asked), one after the other, with a progress bar.
+fn reindex(
+    store: &StoreArgs,
+    types: &[String],
+    all: bool,
+    batch: usize,
+) -> anyhow::Result<std::process::ExitCode> {
+    let st = socle_store::open(store.database.as_deref(), &store.data)
+        .context("ouverture du stockage")?;
+    let reg = socle_fhir::search_params::registry();
+    if let Some(bad) = types.iter().find(|t| !reg.is_resource_type(t)) {
+        anyhow::bail!("type de ressource inconnu : {bad}");
+    }
+    let everything: Vec<String>;
+    let only = if all {
+        everything = reg.resource_types().map(str::to_string).collect();
+        Some(everything.as_slice())
+    } else if types.is_empty() {
+        None
+    } else {
+        Some(types)
+    };
+    let stale = socle_store::reindex::stale_types(&*st, only).context("état des index")?;
+    if stale.is_empty() {
+        println!("index à jour : rien à réindexer");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let total: i64 = stale.iter().map(|s| s.live).sum();
+    let bar = indicatif::ProgressBar::new(total.max(0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>24} [{bar:40}] {pos}/{len} ressources ({per_sec}, reste {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let mut before = 0u64;
+    let mut lines = Vec::new();
+    for s in &stale {
+        bar.set_message(s.rtype.clone());
+        let t = std::time::Instant::now();
+        let n = socle_store::reindex::reindex_type(&*st, &s.rtype, batch, &mut |done| {
+            bar.set_position(before + done)
+        })
+        .with_context(|| format!("réindexation de {}", s.rtype))?;
+        before += n;
+        lines.push(format!(
+            "{} : {n} ressources en {:.1} s",
+            s.rtype,
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    bar.finish_and_clear();
+    for l in lines {
+        println!("{l}");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{before} ressources réindexées ({} types) en {secs:.1} s, {:.0} ressources/s",
+        stale.len(),
+        before as f64 / secs.max(1e-9)
+    );
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// An import's exit code: 1 when some input was refused.
@@ -401,6 +499,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 _ => None,
             };
             let (st, registry) = open_store(&store)?;
+            reindex_in_background(&st)?;
             let secrets = store.sealer()?;
             let mut dmp = http::dmp::Dmp::open(&st, &store.blob_config()?, value_sets.as_deref())?;
             dmp.opts.max_document_bytes = max_document;
@@ -506,6 +605,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let st =
                 socle_store::open(None, &data).context("ouverture du stockage de démonstration")?;
             let registry = with_rules(st.clone())?;
+            reindex_in_background(&st)?;
             if registry.count().context("registre INS")? == 0 {
                 println!("Premier démarrage : génération de la population de démonstration…");
                 println!(
@@ -574,6 +674,12 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             repo.flush_audit();
             Ok(exit_code(report.failed == 0, report))
         }
+        Command::Reindex {
+            store,
+            types,
+            all,
+            batch,
+        } => reindex(&store, &types, all, batch),
         Command::Dmp { command } => dmp_cli::run(command),
         Command::Audit {
             command: AuditCommand::Verify { store },

@@ -9,6 +9,7 @@ pub mod blob;
 pub mod bundle;
 mod flush;
 pub mod postgres;
+pub mod reindex;
 pub mod render;
 pub mod repo;
 pub mod s3;

@@ -28,6 +28,8 @@ pub(crate) fn init_meta(c: &mut dyn SqlConn) -> Result<(), StoreError> {
                 "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, ?)",
                 &[crate::audit::GENESIS.into()],
             )?;
+            // Nothing stored yet: every type is indexed under this binary's definitions.
+            crate::reindex::mark_all(c)?;
         }
         Some(v) if v > crate::schema::SCHEMA_VERSION => {
             return Err(StoreError::Config(format!(
@@ -536,7 +538,11 @@ fn composite_columns(parts: &[IndexValue]) -> Option<Vec<SqlValue>> {
     ])
 }
 
-fn delete_index_rows(c: &mut dyn SqlConn, pkey: &str, rid: i64) -> Result<(), StoreError> {
+pub(crate) fn delete_index_rows(
+    c: &mut dyn SqlConn,
+    pkey: &str,
+    rid: i64,
+) -> Result<(), StoreError> {
     match c.dialect() {
         Dialect::Sqlite => {
             for t in INDEX_TABLES {

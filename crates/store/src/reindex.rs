@@ -1,0 +1,213 @@
+//! Indexing again the resources written under other search-parameter definitions.
+//!
+//! Each type's index rows are made by its search parameters; a release that adds or redefines one (a French
+//! IHE parameter, a corrected expression, a change in how values are normalised) would leave the resources
+//! written before it unfound by that parameter. The store keeps, per type, the digest of the definitions its
+//! rows were made with (`socle_meta`, `index:<Type>`, [`socle_fhir::index::index_fingerprint`]); the types
+//! whose digest differs are indexed again, resource by resource in batches, each batch one transaction that
+//! replaces the rows of its resources (their current version) — searches stay right for every other parameter
+//! meanwhile, and a batch interrupted leaves its resources as they were. The digest is recorded with the last
+//! batch: an interrupted pass starts again from the beginning of that type.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use socle_fhir::index::{extract, index_fingerprint};
+use socle_fhir::search_params::registry;
+
+use crate::sql::{Dialect, SqlConn, SqlValue};
+use crate::tx::{IndexBuffer, delete_index_rows};
+use crate::{Store, StoreError};
+
+const PREFIX: &str = "index:";
+
+/// Resources per transaction.
+pub const BATCH: usize = 500;
+
+/// A type whose live resources were indexed under other definitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    pub rtype: String,
+    /// Its live resources (from the store's counters).
+    pub live: i64,
+}
+
+/// Records in a new store that every type is indexed under the current definitions.
+pub(crate) fn mark_all(c: &mut dyn SqlConn) -> Result<(), StoreError> {
+    for t in registry().resource_types() {
+        mark(c, t)?;
+    }
+    Ok(())
+}
+
+fn mark(c: &mut dyn SqlConn, rtype: &str) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO socle_meta (name, value) VALUES (?, ?) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        &[
+            format!("{PREFIX}{rtype}").into(),
+            index_fingerprint(rtype).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The types whose index rows were made under other definitions than this binary's and that have live
+/// resources (`only`: these types whatever their digest). Types without live resources are brought up to date
+/// on the way: there is nothing of theirs to index.
+pub fn stale_types(store: &dyn Store, only: Option<&[String]>) -> Result<Vec<Stale>, StoreError> {
+    let mut recorded = std::collections::HashMap::new();
+    let mut live = std::collections::HashMap::new();
+    store.read(&mut |c| {
+        recorded.clear();
+        live.clear();
+        for r in c.query(
+            "SELECT name, value FROM socle_meta WHERE name LIKE 'index:%'",
+            &[],
+        )? {
+            let mut it = r.into_iter();
+            if let (Some(SqlValue::Text(n)), Some(v)) = (it.next(), it.next()) {
+                recorded.insert(
+                    n[PREFIX.len()..].to_string(),
+                    v.as_i64().unwrap_or_default(),
+                );
+            }
+        }
+        for r in c.query("SELECT rtype, live FROM type_counts", &[])? {
+            let mut it = r.into_iter();
+            if let (Some(SqlValue::Text(t)), Some(n)) = (it.next(), it.next()) {
+                live.insert(t, n.as_i64().unwrap_or_default());
+            }
+        }
+        Ok(())
+    })?;
+    let mut stale = Vec::new();
+    let mut empty = Vec::new();
+    for t in registry().resource_types() {
+        let wanted = match only {
+            Some(list) => list.iter().any(|x| x == t),
+            None => recorded.get(t) != Some(&index_fingerprint(t)),
+        };
+        if !wanted {
+            continue;
+        }
+        match live.get(t).copied().unwrap_or_default() {
+            n if n > 0 => stale.push(Stale {
+                rtype: t.to_string(),
+                live: n,
+            }),
+            _ => empty.push(t.to_string()),
+        }
+    }
+    if !empty.is_empty() {
+        store.write(&mut |c| {
+            for t in &empty {
+                mark(c, t)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(stale)
+}
+
+/// Indexes again every live resource of `rtype` from its current version, `batch` per transaction, and records
+/// the type's digest with the last batch. `progress` is told the count done after each batch. Returns the
+/// number of resources indexed.
+pub fn reindex_type(
+    store: &dyn Store,
+    rtype: &str,
+    batch: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, StoreError> {
+    if !registry().is_resource_type(rtype) {
+        return Err(StoreError::Config(format!(
+            "type de ressource inconnu : {rtype}"
+        )));
+    }
+    let batch = batch.max(1);
+    let mut after = i64::MIN;
+    let mut done = 0u64;
+    loop {
+        let mut n = 0usize;
+        let mut last = after;
+        store.write(&mut |c| {
+            // The body may run again (a retried transaction): start from the same point.
+            n = 0;
+            last = after;
+            let lock = if c.dialect() == Dialect::Postgres {
+                // A concurrent update of one of these resources waits for this batch (and then writes its own
+                // rows), instead of this batch writing the rows of a version that is no longer current.
+                " FOR UPDATE OF r"
+            } else {
+                ""
+            };
+            let rows = c.query(
+                &format!(
+                    "SELECT r.pkey, r.rid, v.content FROM resources r JOIN resource_versions v \
+                     ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version \
+                     WHERE r.rtype = ? AND r.deleted = 0 AND r.rid > ? ORDER BY r.rid LIMIT ?{lock}"
+                ),
+                &[rtype.into(), after.into(), (batch as i64).into()],
+            )?;
+            let mut buf = IndexBuffer::default();
+            for row in rows {
+                let mut it = row.into_iter();
+                let pkey = it
+                    .next()
+                    .and_then(SqlValue::into_string)
+                    .unwrap_or_default();
+                let rid = it.next().and_then(|v| v.as_i64()).unwrap_or_default();
+                let content = it.next().and_then(SqlValue::into_bytes).unwrap_or_default();
+                let body: Value = serde_json::from_slice(&content).map_err(|e| {
+                    StoreError::Corrupt(format!("{rtype} (rid {rid}) illisible : {e}"))
+                })?;
+                delete_index_rows(c, &pkey, rid)?;
+                buf.add(&pkey, rid, rtype, &extract(&body));
+                last = rid;
+                n += 1;
+            }
+            buf.flush(c)?;
+            if n < batch {
+                mark(c, rtype)?;
+            }
+            Ok(())
+        })?;
+        done += n as u64;
+        after = last;
+        progress(done);
+        if n < batch {
+            return Ok(done);
+        }
+    }
+}
+
+/// Indexes the stale types again on a background thread of low priority (`socle serve` at start), logging
+/// its progress; the server answers meanwhile. Errors are logged, not fatal: the next start tries again.
+pub fn spawn_background(store: Arc<dyn Store>, stale: Vec<Stale>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        crate::background_priority();
+        for s in stale {
+            let started = std::time::Instant::now();
+            let mut next_log = s.live / 10;
+            tracing::info!(rtype = %s.rtype, live = s.live, "réindexation : début");
+            let r = reindex_type(&*store, &s.rtype, BATCH, &mut |done| {
+                if done as i64 >= next_log && done as i64 <= s.live {
+                    tracing::info!(rtype = %s.rtype, done, live = s.live, "réindexation en cours");
+                    next_log += (s.live / 10).max(1);
+                }
+            });
+            match r {
+                Ok(n) => tracing::info!(
+                    rtype = %s.rtype,
+                    resources = n,
+                    secs = started.elapsed().as_secs_f64(),
+                    "réindexation terminée"
+                ),
+                Err(e) => {
+                    tracing::error!(rtype = %s.rtype, error = %e, "réindexation interrompue");
+                    return;
+                }
+            }
+        }
+    })
+}
