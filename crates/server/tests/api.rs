@@ -249,6 +249,37 @@ fn conditional_interactions() {
             "{}",
             h.text
         );
+        // Its first version, created by PUT too, is that PUT; a POST-created resource shows its POST.
+        let entries = h.json["entry"].as_array().unwrap();
+        let first = &entries[entries.len() - 1];
+        assert_eq!(first["resource"]["meta"]["versionId"], "1", "{}", h.text);
+        assert_eq!(
+            (
+                &first["request"]["method"],
+                &first["request"]["url"],
+                &first["response"]["status"]
+            ),
+            (
+                &json!("PUT"),
+                &json!("Patient/victime"),
+                &json!("201 Created")
+            ),
+            "{}",
+            h.text
+        );
+        let posted = s.post("Patient", &patient("Poste", "Paul", "1950-05-05"));
+        posted.expect(201);
+        let id = posted.json["id"].as_str().unwrap().to_string();
+        let h = s.get(&format!("Patient/{id}/_history"));
+        assert_eq!(
+            (
+                &h.json["entry"][0]["request"]["method"],
+                &h.json["entry"][0]["request"]["url"]
+            ),
+            (&json!("POST"), &json!("Patient")),
+            "{}",
+            h.text
+        );
     }
 }
 

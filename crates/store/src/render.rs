@@ -182,7 +182,9 @@ pub fn history(base: &str, path: &str, page: &HistoryPage) -> Vec<u8> {
             out.push(b',');
         }
         let (method, url, status) = match s.method.as_str() {
-            // A creation after a deletion is a PUT to the same id (a POST would have made another id).
+            // A creation by PUT (recorded so since session 30), or after a deletion (before: a POST would
+            // have made another id).
+            crate::repo::PUT_CREATE => ("PUT", format!("{}/{}", s.rtype, s.id), "201 Created"),
             "create" if s.version > 1 => ("PUT", format!("{}/{}", s.rtype, s.id), "201 Created"),
             "create" => ("POST", s.rtype.clone(), "201 Created"),
             "delete" => ("DELETE", format!("{}/{}", s.rtype, s.id), "204 No Content"),

@@ -1608,6 +1608,9 @@ impl Prepared {
     }
 }
 
+/// The method recorded for a version created by `PUT` (create-on-update, or again after a deletion).
+pub(crate) const PUT_CREATE: &str = "put-create";
+
 pub fn new_id() -> String {
     // Time-ordered (v7): new ids land at the end of the (type, id) index instead of on random pages.
     uuid::Uuid::now_v7().to_string()
@@ -1785,7 +1788,12 @@ impl TxState {
             method: method.into(),
             content,
         };
-        self.audit_write(ctx, method, &stored, &p.pkey);
+        let action = if method == PUT_CREATE {
+            "create"
+        } else {
+            method
+        };
+        self.audit_write(ctx, action, &stored, &p.pkey);
         Ok(WriteOutcome {
             created: prev.is_none_or(|r| r.deleted),
             stored,
@@ -1819,8 +1827,9 @@ impl TxState {
                 }
             }
         }
+        // A creation by `PUT` is kept as such: its history entry is that `PUT` to the id, not a `POST`.
         let method = if cur.as_ref().is_none_or(|r| r.deleted) {
-            "create"
+            PUT_CREATE
         } else {
             "update"
         };
