@@ -224,6 +224,7 @@ fn check_object(
             "imbrication trop profonde".into(),
         ));
     }
+    let mut choices: Vec<(&Element, &str)> = Vec::new();
     for (key, v) in m {
         if is_resource && key == "resourceType" {
             continue;
@@ -240,6 +241,19 @@ fn check_object(
             };
             return Err((path_of(at, key), what));
         };
+        if let Some(t) = choice_type {
+            // One type per choice: `valueString` and `valueInteger` side by side are two values of one element.
+            match choices.iter().find(|(c, _)| std::ptr::eq(*c, e)) {
+                Some((_, other)) if *other != t => {
+                    return Err((
+                        path_of(at, key),
+                        format!("« {} » ne prend qu'un type à la fois", e.name),
+                    ));
+                }
+                Some(_) => {}
+                None => choices.push((e, t)),
+            }
+        }
         let ty = choice_type
             .or_else(|| e.types.first().map(String::as_str))
             .unwrap_or("");
@@ -665,6 +679,9 @@ mod tests {
         let q = json!({"resourceType": "Questionnaire", "status": "draft",
             "item": [{"linkId": "1", "type": "group", "item": [{"linkId": "1.1", "type": "string"}]}]});
         assert_eq!(err(q), None);
+        let typed = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "valueString": "a", "_valueString": {"id": "v"}});
+        assert_eq!(err(typed), None);
         for (bad, key) in [
             // Unknown element in a data type, in a backbone element, in a nested backbone element.
             (
@@ -750,6 +767,12 @@ mod tests {
             (
                 json!({"resourceType": "Patient", "_gender": {"extension": [{"valueString": "x"}]}}),
                 "_gender.extension[0].url",
+            ),
+            // One type per choice (a value and the extension of the same typed value go together).
+            (
+                json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "valueString": "a", "valueBoolean": true}),
+                "valueBoolean",
             ),
             // Resources nested in a Bundle, their type and id.
             (

@@ -97,11 +97,14 @@ fn check_no_nulls(v: &Value, path: &mut String, depth: usize) -> Result<(), Reso
                                 "tableau vide".into(),
                             ));
                         }
-                        for it in items {
+                        for (i, it) in items.iter().enumerate() {
                             if it.is_null() && allow_null_items {
                                 continue;
                             }
+                            let len = path.len();
+                            path.push_str(&format!("[{i}]"));
                             check_no_nulls(it, path, depth + 1)?;
+                            path.truncate(len);
                         }
                     }
                     _ => check_no_nulls(child, path, depth + 1)?,
@@ -111,8 +114,11 @@ fn check_no_nulls(v: &Value, path: &mut String, depth: usize) -> Result<(), Reso
             Ok(())
         }
         Value::Array(items) => {
-            for it in items {
+            for (i, it) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
                 check_no_nulls(it, path, depth + 1)?;
+                path.truncate(len);
             }
             Ok(())
         }

@@ -1,8 +1,10 @@
-//! `extract` never panics, whatever the JSON, and its ranges are ordered.
+//! `extract` never panics, whatever the JSON, and its ranges are ordered; the element checks never panic and
+//! find an unknown element at any depth.
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use socle_fhir::index::{IndexValue, extract};
+use socle_fhir::resource::check_structure;
 
 const KEYS: &[&str] = &[
     "name",
@@ -121,5 +123,55 @@ fn odd_documents() {
         json!({"resourceType": "Patient"}),
     ] {
         let _ = extract(&v);
+    }
+}
+
+/// A valid Patient whose objects, at every depth, receive an unknown element in turn.
+fn patient_with_unknown(at: usize, value: Value) -> (Value, &'static str) {
+    let mut p = json!({"resourceType": "Patient", "id": "p",
+        "name": [{"family": "Martin", "given": ["Anne"], "period": {"start": "2020-01-01"}}],
+        "contact": [{"name": {"family": "Durand"}, "telecom": [{"system": "phone", "value": "0600000000"}]}],
+        "extension": [{"url": "http://example.org/e", "valueCoding": {"code": "x"}}]});
+    let (target, path): (&mut Value, &'static str) = match at % 6 {
+        0 => (&mut p, "Patient.zz"),
+        1 => (&mut p["name"][0], "Patient.name[0].zz"),
+        2 => (&mut p["name"][0]["period"], "Patient.name[0].period.zz"),
+        3 => (&mut p["contact"][0]["name"], "Patient.contact[0].name.zz"),
+        4 => (
+            &mut p["contact"][0]["telecom"][0],
+            "Patient.contact[0].telecom[0].zz",
+        ),
+        _ => (
+            &mut p["extension"][0]["valueCoding"],
+            "Patient.extension[0].valueCoding.zz",
+        ),
+    };
+    target.as_object_mut().unwrap().insert("zz".into(), value);
+    (p, path)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The element checks never panic, whatever the JSON, and give the same answer twice.
+    #[test]
+    fn element_checks_are_total(rtype in prop::sample::select(TYPES), fields in prop::collection::vec((prop::sample::select(KEYS), tree()), 0..8)) {
+        let mut obj = Map::new();
+        for (k, v) in fields {
+            obj.insert(k.to_string(), v);
+        }
+        obj.insert("resourceType".into(), Value::String(rtype.into()));
+        let v = Value::Object(obj);
+        let first = check_structure(&v).map_err(|e| e.to_string());
+        let second = check_structure(&v).map_err(|e| e.to_string());
+        prop_assert_eq!(first, second);
+    }
+
+    /// An unknown element is found at any depth and named by its path, whatever its value.
+    #[test]
+    fn unknown_elements_are_found_at_any_depth(at in 0usize..6, value in tree().prop_filter("no null", |v| !v.is_null())) {
+        let (p, path) = patient_with_unknown(at, value);
+        let e = check_structure(&p).map_err(|e| e.to_string());
+        prop_assert!(e.as_ref().is_err_and(|m| m.contains(path)), "{:?} {}", e, path);
     }
 }
