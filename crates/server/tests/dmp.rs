@@ -523,25 +523,36 @@ fn dmp_over_http() {
         .expect(200);
         let rules = s.get("Patient/p1/$policy-rules");
         assert!(!rules.text.contains("hide-patient"), "{}", rules.text);
+        // Each operation says whether it changed anything: asked twice, the second changes nothing.
+        let op = |name: &str| {
+            let r = s.post(
+                &format!("DocumentReference/{hidden_id}/${name}"),
+                &json!({}),
+            );
+            r.expect(200);
+            r.diagnostics()
+        };
+        assert!(op("dmp-announce").contains("déjà visible du patient"));
         // Masking to professionals and back.
-        s.post(
-            &format!("DocumentReference/{hidden_id}/$dmp-mask"),
-            &json!({}),
-        )
-        .expect(200);
+        assert!(op("dmp-mask").contains("appliqué"));
         assert!(s.get("Patient/p1/$policy-rules").text.contains("\"mask\""));
-        s.post(
-            &format!("DocumentReference/{hidden_id}/$dmp-unmask"),
-            &json!({}),
-        )
-        .expect(200);
+        assert!(op("dmp-mask").contains("déjà masqué"));
+        assert!(op("dmp-unmask").contains("appliqué"));
         assert!(!s.get("Patient/p1/$policy-rules").text.contains("\"mask\""));
-        // Archiving: tagged, left out of searches that ask so.
-        s.post(
-            &format!("DocumentReference/{hidden_id}/$dmp-archive"),
-            &json!({}),
-        )
-        .expect(200);
+        assert!(op("dmp-unmask").contains("n'était pas masqué"));
+        // Archiving: tagged, left out of searches that ask so; archiving again writes no new version.
+        assert!(op("dmp-unarchive").contains("n'était pas archivé"));
+        let before =
+            s.get(&format!("DocumentReference/{hidden_id}")).json["meta"]["versionId"].clone();
+        assert!(op("dmp-archive").contains("appliqué"));
+        let archived =
+            s.get(&format!("DocumentReference/{hidden_id}")).json["meta"]["versionId"].clone();
+        assert_ne!(before, archived);
+        assert!(op("dmp-archive").contains("déjà archivé"));
+        assert_eq!(
+            s.get(&format!("DocumentReference/{hidden_id}")).json["meta"]["versionId"],
+            archived
+        );
         let not_archived = "_tag:not=https://socle.example/fhir/CodeSystem/dmp-state|archived";
         assert_eq!(
             count(

@@ -909,25 +909,29 @@ async fn document_action(
             policy::check_stored(e, a, &s, Some(&patient))?;
         }
         let target = format!("DocumentReference/{id}");
-        let rule_on = |kind: &'static str, add: bool, target: &str| -> Result<(), RepoError> {
+        // Whether the rule changed (an operation asked twice says so, and changes nothing the second time).
+        let rule_on = |kind: &'static str, add: bool, target: &str| -> Result<bool, RepoError> {
+            let mut changed = false;
             r.store().write(&mut |conn| {
-                if add {
-                    if !RuleStore::has_target_in(conn, &patient, kind, target)? {
-                        RuleStore::insert_in(conn, &patient, kind, "", target, "opération DMP", None)?;
-                    }
+                changed = if add {
+                    !RuleStore::has_target_in(conn, &patient, kind, target)?
+                        && {
+                            RuleStore::insert_in(conn, &patient, kind, "", target, "opération DMP", None)?;
+                            true
+                        }
                 } else {
-                    RuleStore::revoke_target_in(conn, &patient, kind, target)?;
-                }
+                    RuleStore::revoke_target_in(conn, &patient, kind, target)? > 0
+                };
                 Ok(())
             })?;
-            Ok(())
+            Ok(changed)
         };
         let rules = |kind: &'static str, add: bool| rule_on(kind, add, &target);
-        match op {
+        let changed = match op {
             "$dmp-mask" => rules("mask", true)?,
             "$dmp-unmask" => rules("mask", false)?,
             "$dmp-announce" => {
-                rules("hide-patient", false)?;
+                let changed = rules("hide-patient", false)?;
                 // Its Binary, and each submission set that lists it once no document it names stays hidden.
                 if let Some((_, b)) = v["content"][0]["attachment"]["url"].as_str().and_then(|u| u.rsplit_once("Binary/")) {
                     rule_on("hide-patient", false, &format!("Binary/{b}"))?;
@@ -950,10 +954,12 @@ async fn document_action(
                         rule_on("hide-patient", false, &format!("List/{}", l.id))?;
                     }
                 }
+                changed
             }
             "$dmp-archive" | "$dmp-unarchive" => {
                 let archive = op == "$dmp-archive";
                 let tags = v["meta"]["tag"].as_array().cloned().unwrap_or_default();
+                let was = tags.iter().any(|t| t["system"] == ARCHIVE_TAG);
                 let mut tags: Vec<Value> = tags.into_iter().filter(|t| t["system"] != ARCHIVE_TAG).collect();
                 if archive {
                     tags.push(json!({"system": ARCHIVE_TAG, "code": "archived", "display": "Archivé"}));
@@ -964,13 +970,29 @@ async fn document_action(
                     }
                     _ => v["meta"]["tag"] = json!(tags),
                 }
-                r.update(c, "DocumentReference", &id, v, Some(s.version))?;
+                // No new version when the state does not change.
+                if was != archive {
+                    r.update(c, "DocumentReference", &id, v, Some(s.version))?;
+                }
+                was != archive
             }
-            _ => {}
-        }
+            _ => false,
+        };
         r.audit_patient_operation(c, &op[1..], "DocumentReference", &id, &patient);
+        let diagnostics = if changed {
+            format!("{op} appliqué à {target}")
+        } else {
+            let already = match op {
+                "$dmp-mask" => "déjà masqué aux professionnels",
+                "$dmp-unmask" => "n'était pas masqué aux professionnels",
+                "$dmp-announce" => "déjà visible du patient",
+                "$dmp-archive" => "déjà archivé",
+                _ => "n'était pas archivé",
+            };
+            format!("{op} : {target} {already}, rien n'a changé")
+        };
         Ok(json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational",
-            "diagnostics": format!("{op} appliqué à {target}")}]}))
+            "diagnostics": diagnostics}]}))
     })
     .await;
     let v = tryr!(out);
