@@ -16,7 +16,8 @@ use socle_fhir::index::{extract, index_fingerprint};
 use socle_fhir::search_params::registry;
 
 use crate::sql::{Dialect, SqlConn, SqlValue};
-use crate::tx::{IndexBuffer, delete_index_rows};
+use crate::schema::INDEX_TABLES;
+use crate::tx::IndexBuffer;
 use crate::{Store, StoreError};
 
 const PREFIX: &str = "index:";
@@ -161,10 +162,19 @@ pub fn reindex_type(
                 let body: Value = serde_json::from_slice(&content).map_err(|e| {
                     StoreError::Corrupt(format!("{rtype} (rid {rid}) illisible : {e}"))
                 })?;
-                delete_index_rows(c, &pkey, rid)?;
                 buf.add(&pkey, rid, rtype, &extract(&body));
                 last = rid;
                 n += 1;
+            }
+            if n > 0 {
+                // The batch's resources are exactly this type's live ones in (after, last]: the others of the
+                // type there are deleted and have no rows. One statement per table for the batch.
+                for t in INDEX_TABLES {
+                    c.execute(
+                        &format!("DELETE FROM {t} WHERE rid > ? AND rid <= ? AND rtype = ?"),
+                        &[after.into(), last.into(), rtype.into()],
+                    )?;
+                }
             }
             buf.flush(c)?;
             if n < batch {
@@ -186,6 +196,7 @@ pub fn reindex_type(
 pub fn spawn_background(store: Arc<dyn Store>, stale: Vec<Stale>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         crate::background_priority();
+        let types = stale.len();
         for s in stale {
             let started = std::time::Instant::now();
             let mut next_log = s.live / 10;
@@ -209,5 +220,6 @@ pub fn spawn_background(store: Arc<dyn Store>, stale: Vec<Stale>) -> std::thread
                 }
             }
         }
+        tracing::info!(types, "réindexation achevée");
     })
 }
