@@ -310,6 +310,10 @@ fn check_object(
                 }
                 continue;
             }
+            if it.is_null() && e.repeating {
+                // Aligned with an extension in `_name` (checked with the nulls of the whole resource).
+                continue;
+            }
             check_item(e, ty, it, &here, depth)?;
         }
     }
@@ -438,7 +442,8 @@ fn check_value(ty: &str, v: &Value) -> Option<String> {
         },
         "string" | "code" | "id" | "uri" | "url" | "canonical" | "markdown" | "oid" | "uuid"
         | "base64Binary" | "xhtml" => match v.as_str() {
-            Some(s) if s.bytes().all(is_xml_space) && ty != "xhtml" => Some("chaîne vide".into()),
+            // R4: a string is not empty; one of white space only is allowed (it SHOULD not be), a code is not.
+            Some("") if ty != "xhtml" => Some("chaîne vide".into()),
             Some(s) if s.contains('\u{0}') => Some("caractère nul dans la chaîne".into()),
             Some(s) => lexical_problem(ty, s),
             None => want("chaîne"),
@@ -527,47 +532,87 @@ pub fn is_instant(s: &str) -> bool {
     temporal_ok("instant", s)
 }
 
-/// FHIR's lexical forms of the date and time types (a real calendar date; the timezone required with a time).
+/// FHIR's lexical forms of the date and time types (R4's regular expressions: a year other than 0000, month and
+/// day in range and a real calendar date, a time to the second with its zone once a time is given — the zone
+/// at most ±14:00 —, `time` without zone).
 fn temporal_ok(ty: &str, s: &str) -> bool {
-    match ty {
-        "time" => {
-            let b = s.as_bytes();
-            b.len() >= 8
-                && s.get(0..2)
-                    .and_then(|h| h.parse::<u8>().ok())
-                    .is_some_and(|h| h < 24)
-                && b[2] == b':'
-                && s.get(3..5)
-                    .and_then(|m| m.parse::<u8>().ok())
-                    .is_some_and(|m| m < 60)
-                && b[5] == b':'
-                && s.get(6..8)
-                    .and_then(|x| x.parse::<u8>().ok())
-                    .is_some_and(|x| x < 61)
-                && (b.len() == 8
-                    || b[8] == b'.' && b.len() > 9 && b[9..].iter().all(u8::is_ascii_digit))
+    if ty == "time" {
+        return clock(s.as_bytes()) == Some(&[][..]);
+    }
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    match (ty, time) {
+        ("date", Some(_)) | ("instant", None) => return false,
+        _ => {}
+    }
+    let d = date.as_bytes();
+    let digits = |b: &[u8]| b.iter().all(u8::is_ascii_digit);
+    let two = |b: &[u8], lo: u8, hi: u8| {
+        b.len() == 2 && digits(b) && (lo..=hi).contains(&((b[0] - b'0') * 10 + (b[1] - b'0')))
+    };
+    let date_ok = match d.len() {
+        4 => digits(d) && d != b"0000",
+        7 => digits(&d[..4]) && &d[..4] != b"0000" && d[4] == b'-' && two(&d[5..7], 1, 12),
+        10 => {
+            digits(&d[..4])
+                && &d[..4] != b"0000"
+                && d[4] == b'-'
+                && two(&d[5..7], 1, 12)
+                && d[7] == b'-'
+                && two(&d[8..10], 1, 31)
         }
-        _ => {
-            let has_time = s.contains('T');
-            match ty {
-                "date" if has_time => return false,
-                "instant" if !has_time => return false,
-                _ => {}
-            }
-            // A time carries its zone (FHIR: "if hours and minutes are specified, a timezone SHALL be
-            // populated"); the precision ranges are those of the search dates.
-            let b = s.as_bytes();
-            if has_time
-                && !(s.ends_with('Z') || b.len() >= 6 && matches!(b[b.len() - 6], b'+' | b'-'))
-            {
-                return false;
-            }
-            if ty == "instant" && s.len() < 20 {
-                return false;
-            }
-            crate::index::parse_date_range(s).is_some()
+        _ => false,
+    };
+    if !date_ok {
+        return false;
+    }
+    if let Some(t) = time {
+        // A time needs the whole date, the seconds and the zone.
+        let zone = match clock(t.as_bytes()) {
+            Some(z) if d.len() == 10 => z,
+            _ => return false,
+        };
+        let zone_ok = zone == b"Z"
+            || zone.len() == 6
+                && matches!(zone[0], b'+' | b'-')
+                && zone[3] == b':'
+                && two(&zone[1..3], 0, 14)
+                && two(&zone[4..6], 0, 59)
+                && (zone[1..3] != *b"14" || zone[4..6] == *b"00");
+        if !zone_ok {
+            return false;
         }
     }
+    // The calendar: no 30 February.
+    crate::index::parse_date_range(s).is_some()
+}
+
+/// `hh:mm:ss` and optional fraction at the start of `b` (R4: 00-23, 00-59, 00-60 for a leap second); what
+/// follows, or `None`.
+fn clock(b: &[u8]) -> Option<&[u8]> {
+    let two = |x: &[u8], hi: u8| {
+        x.len() == 2 && x.iter().all(u8::is_ascii_digit) && (x[0] - b'0') * 10 + (x[1] - b'0') <= hi
+    };
+    if b.len() < 8
+        || !two(&b[0..2], 23)
+        || b[2] != b':'
+        || !two(&b[3..5], 59)
+        || b[5] != b':'
+        || !two(&b[6..8], 60)
+    {
+        return None;
+    }
+    let mut rest = &b[8..];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &frac[n..];
+    }
+    Some(rest)
 }
 
 #[cfg(test)]
@@ -679,6 +724,30 @@ mod tests {
         let q = json!({"resourceType": "Questionnaire", "status": "draft",
             "item": [{"linkId": "1", "type": "group", "item": [{"linkId": "1.1", "type": "string"}]}]});
         assert_eq!(err(q), None);
+        // FHIR JSON's own example: nulls keep a repeating primitive aligned with its extensions.
+        let aligned = json!({"resourceType": "Patient", "name": [{"given": [null, "Marie"],
+            "_given": [{"extension": [{"url": "http://example.org/x", "valueString": "y"}]}, null]}]});
+        assert_eq!(
+            crate::resource::check_structure(&aligned).map_err(|e| e.to_string()),
+            Ok(())
+        );
+        for bad in [
+            json!({"resourceType": "Patient", "name": [{"given": [null, "Marie"]}]}),
+            json!({"resourceType": "Patient", "name": [{"given": [null], "_given": [null]}]}),
+            json!({"resourceType": "Patient", "name": [{"given": ["A", null], "_given": [{"id": "x"}, null]}]}),
+        ] {
+            let e = crate::resource::check_structure(&bad).map_err(|e| e.to_string());
+            assert!(e.as_ref().is_err_and(|m| m.contains("null")), "{bad} {e:?}");
+        }
+        // White space only is a string (R4 says it SHOULD not be), not a code.
+        assert_eq!(
+            err(json!({"resourceType": "Patient", "name": [{"family": " "}]})),
+            None
+        );
+        assert_eq!(
+            err(json!({"resourceType": "Patient", "gender": " "})).as_deref(),
+            Some("gender")
+        );
         let typed = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
             "valueString": "a", "_valueString": {"id": "v"}});
         assert_eq!(err(typed), None);
@@ -838,8 +907,38 @@ mod tests {
             "2026-11-20T10:15:00+01:00x",
             "２０２６-11-20T10:15:00Z",
             "2026-11-20T10:15:00+01:0é",
+            "2026-11-20T10:15+01:00",
+            "2026-11-20T10:15:00+14:30",
+            "0000-11-20T10:15:00Z",
+            "2026-02-30T10:15:00Z",
         ] {
             assert!(!is_instant(bad), "{bad}");
+        }
+        for (ty, ok) in [
+            ("dateTime", "2026"),
+            ("dateTime", "2026-11"),
+            ("dateTime", "2026-11-20T10:15:00.5+14:00"),
+            ("dateTime", "2026-11-20T23:59:60Z"),
+            ("date", "0001-01-01"),
+            ("time", "10:15:00"),
+            ("time", "10:15:00.250"),
+        ] {
+            assert!(temporal_ok(ty, ok), "{ty} {ok}");
+        }
+        for (ty, bad) in [
+            ("dateTime", "2020-01-01T10Z"),
+            ("dateTime", "2020-01-01T10:15Z"),
+            ("dateTime", "2020-01T10:15:00Z"),
+            ("dateTime", "0000"),
+            ("dateTime", "2020-13"),
+            ("dateTime", "2020-1-01"),
+            ("date", "2020-01-00"),
+            ("time", "+1:00:00"),
+            ("time", "24:00:00"),
+            ("time", "10:15:00Z"),
+            ("time", "10:15"),
+        ] {
+            assert!(!temporal_ok(ty, bad), "{ty} {bad}");
         }
     }
 }

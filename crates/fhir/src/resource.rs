@@ -87,8 +87,17 @@ fn check_no_nulls(v: &Value, path: &mut String, depth: usize) -> Result<(), Reso
                 let len = path.len();
                 path.push('.');
                 path.push_str(k);
-                // Primitive extension arrays (`_given`) may hold nulls to keep positions aligned.
-                let allow_null_items = k.starts_with('_');
+                // A repeating primitive and its extensions (`given`, `_given`) keep their positions aligned
+                // with nulls: an item may be null where the other array has something at that position.
+                let allow_null_at = |i: usize| {
+                    match k.strip_prefix('_') {
+                        Some(name) => m.get(name),
+                        None => m.get(&format!("_{k}")),
+                    }
+                    .and_then(Value::as_array)
+                    .and_then(|t| t.get(i))
+                    .is_some_and(|x| !x.is_null())
+                };
                 match child {
                     Value::Array(items) => {
                         if items.is_empty() {
@@ -98,7 +107,7 @@ fn check_no_nulls(v: &Value, path: &mut String, depth: usize) -> Result<(), Reso
                             ));
                         }
                         for (i, it) in items.iter().enumerate() {
-                            if it.is_null() && allow_null_items {
+                            if it.is_null() && allow_null_at(i) {
                                 continue;
                             }
                             let len = path.len();

@@ -6,8 +6,11 @@
 //! rows were made with (`socle_meta`, `index:<Type>`, [`socle_fhir::index::index_fingerprint`]); the types
 //! whose digest differs are indexed again, resource by resource in batches, each batch one transaction that
 //! replaces the rows of its resources (their current version) — searches stay right for every other parameter
-//! meanwhile, and a batch interrupted leaves its resources as they were. The digest is recorded with the last
-//! batch: an interrupted pass starts again from the beginning of that type.
+//! meanwhile, and a batch interrupted leaves its resources as they were. On PostgreSQL a batch first locks its
+//! resources' rows, and writers lock a resource's row before touching its index rows
+//! (`tx::current_for_write`): a batch and an update of one of its resources run one after the other. The digest
+//! is recorded in the transaction that finds no resource left: an interrupted pass starts again from the
+//! beginning of that type.
 
 use std::sync::Arc;
 
@@ -15,8 +18,8 @@ use serde_json::Value;
 use socle_fhir::index::{extract, index_fingerprint};
 use socle_fhir::search_params::registry;
 
-use crate::sql::{Dialect, SqlConn, SqlValue};
 use crate::schema::INDEX_TABLES;
+use crate::sql::{Dialect, SqlConn, SqlValue};
 use crate::tx::IndexBuffer;
 use crate::{Store, StoreError};
 
@@ -112,7 +115,7 @@ pub fn stale_types(store: &dyn Store, only: Option<&[String]>) -> Result<Vec<Sta
 }
 
 /// Indexes again every live resource of `rtype` from its current version, `batch` per transaction, and records
-/// the type's digest with the last batch. `progress` is told the count done after each batch. Returns the
+/// the type's digest once none is left. `progress` is told the count done after each batch. Returns the
 /// number of resources indexed.
 pub fn reindex_type(
     store: &dyn Store,
@@ -135,22 +138,39 @@ pub fn reindex_type(
             // The body may run again (a retried transaction): start from the same point.
             n = 0;
             last = after;
-            let lock = if c.dialect() == Dialect::Postgres {
-                // A concurrent update of one of these resources waits for this batch (and then writes its own
-                // rows), instead of this batch writing the rows of a version that is no longer current.
-                " FOR UPDATE OF r"
-            } else {
-                ""
+            let pg = c.dialect() == Dialect::Postgres;
+            // First the batch's resources, locked on PostgreSQL: a writer of one of them locks its row before
+            // touching its index rows (`tx::current_for_write`), so it runs wholly before or after this batch.
+            // A row updated meanwhile is returned as it is once committed; one deleted meanwhile is skipped.
+            let rows = c.query(
+                &format!(
+                    "SELECT rid FROM resources WHERE rtype = ? AND deleted = 0 AND rid > ? ORDER BY rid LIMIT ?{}",
+                    if pg { " FOR UPDATE" } else { "" }
+                ),
+                &[rtype.into(), after.into(), (batch as i64).into()],
+            )?;
+            let rids: Vec<i64> = rows
+                .into_iter()
+                .filter_map(|r| r.into_iter().next().and_then(|v| v.as_i64()))
+                .collect();
+            let Some(&max) = rids.iter().max() else {
+                mark(c, rtype)?;
+                return Ok(());
             };
+            // Then their current versions (a statement after the locks: it sees what they protect).
+            let marks = vec!["?"; rids.len()].join(", ");
+            let mut params: Vec<SqlValue> = vec![rtype.into()];
+            params.extend(rids.iter().map(|&r| SqlValue::from(r)));
             let rows = c.query(
                 &format!(
                     "SELECT r.pkey, r.rid, v.content FROM resources r JOIN resource_versions v \
                      ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version \
-                     WHERE r.rtype = ? AND r.deleted = 0 AND r.rid > ? ORDER BY r.rid LIMIT ?{lock}"
+                     WHERE r.rtype = ? AND r.deleted = 0 AND r.rid IN ({marks})"
                 ),
-                &[rtype.into(), after.into(), (batch as i64).into()],
+                &params,
             )?;
             let mut buf = IndexBuffer::default();
+            let mut indexed = Vec::with_capacity(rows.len());
             for row in rows {
                 let mut it = row.into_iter();
                 let pkey = it
@@ -163,31 +183,30 @@ pub fn reindex_type(
                     StoreError::Corrupt(format!("{rtype} (rid {rid}) illisible : {e}"))
                 })?;
                 buf.add(&pkey, rid, rtype, &extract(&body));
-                last = rid;
-                n += 1;
+                indexed.push(SqlValue::from(rid));
             }
-            if n > 0 {
-                // The batch's resources are exactly this type's live ones in (after, last]: the others of the
-                // type there are deleted and have no rows. One statement per table for the batch.
+            if !indexed.is_empty() {
+                // Exactly these resources' rows, one statement per table.
+                let marks = vec!["?"; indexed.len()].join(", ");
                 for t in INDEX_TABLES {
                     c.execute(
-                        &format!("DELETE FROM {t} WHERE rid > ? AND rid <= ? AND rtype = ?"),
-                        &[after.into(), last.into(), rtype.into()],
+                        &format!("DELETE FROM {t} WHERE rid IN ({marks})"),
+                        &indexed,
                     )?;
                 }
             }
             buf.flush(c)?;
-            if n < batch {
-                mark(c, rtype)?;
-            }
+            n = indexed.len();
+            last = max;
             Ok(())
         })?;
+        if last == after {
+            // An empty batch: the type is done, its digest recorded in that transaction.
+            return Ok(done);
+        }
         done += n as u64;
         after = last;
         progress(done);
-        if n < batch {
-            return Ok(done);
-        }
     }
 }
 

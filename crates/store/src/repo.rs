@@ -1808,7 +1808,7 @@ impl TxState {
         p: &Prepared,
         if_match: Option<i64>,
     ) -> Result<WriteOutcome, RepoError> {
-        let cur = tx::current(c, &p.rtype, &p.id)?;
+        let cur = tx::current_for_write(c, &p.rtype, &p.id)?;
         if let Some(expected) = if_match {
             match &cur {
                 Some(r) if r.version == expected && !r.deleted => {}
@@ -1828,10 +1828,13 @@ impl TxState {
             }
         }
         // A creation by `PUT` is kept as such: its history entry is that `PUT` to the id, not a `POST`.
-        let method = if cur.as_ref().is_none_or(|r| r.deleted) {
-            PUT_CREATE
-        } else {
+        let method = if cur.as_ref().is_some_and(|r| !r.deleted) {
             "update"
+        } else if p.fresh_id {
+            // A conditional update that matched nothing and named no id: the server chose it, as for a POST.
+            "create"
+        } else {
+            PUT_CREATE
         };
         self.put_version(c, ctx, p, cur.as_ref(), method)
     }
@@ -1893,7 +1896,7 @@ impl TxState {
         id: &str,
         if_match: Option<i64>,
     ) -> Result<Option<Stored>, RepoError> {
-        let Some(cur) = tx::current(c, rtype, id)? else {
+        let Some(cur) = tx::current_for_write(c, rtype, id)? else {
             return Err(match if_match {
                 Some(_) => {
                     RepoError::PreconditionFailed(format!("If-Match : {rtype}/{id} n'existe pas"))

@@ -88,6 +88,24 @@ pub(crate) fn current(
     Ok(row.map(|r| current_from(&mut r.into_iter())))
 }
 
+/// [`current`] for a write that will replace the resource's version and index rows: on PostgreSQL the row is
+/// locked (`FOR UPDATE`) before anything of the resource is touched, so that writers of one resource, and a
+/// re-indexing batch that locks the same rows, follow one another instead of interleaving their index rows.
+pub(crate) fn current_for_write(
+    c: &mut dyn SqlConn,
+    rtype: &str,
+    id: &str,
+) -> Result<Option<CurrentRow>, StoreError> {
+    if c.dialect() != Dialect::Postgres {
+        return current(c, rtype, id);
+    }
+    let row = c.query_one(
+        "SELECT pkey, rid, version, last_updated, deleted FROM resources WHERE rtype = ? AND id = ? FOR UPDATE",
+        &[rtype.into(), id.into()],
+    )?;
+    Ok(row.map(|r| current_from(&mut r.into_iter())))
+}
+
 /// A `CurrentRow` from `pkey, rid, version, last_updated, deleted`.
 fn current_from(it: &mut impl Iterator<Item = SqlValue>) -> CurrentRow {
     CurrentRow {
