@@ -4,46 +4,14 @@
 //! The package is looked for in `$FHIR_EXAMPLES_DIR`, else `<repo>/.cache/fhir/package` (fetch it with
 //! `scripts/fetch-fhir-package.sh`). Set `SOCLE_SKIP_CORPUS=1` to skip these tests when it is absent.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{corpus_dir, json_files};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socle_fhir::index::{IndexEntry, IndexValue, extract, parse_date_range, subset_row};
 use socle_fhir::search_params::{Storage, registry};
-
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("FHIR_EXAMPLES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/fhir/package")
-        });
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("SOCLE_SKIP_CORPUS").is_ok_and(|v| v == "1") {
-        eprintln!(
-            "SOCLE_SKIP_CORPUS=1: skipping, no FHIR examples at {}",
-            dir.display()
-        );
-        return None;
-    }
-    panic!(
-        "FHIR R4 examples not found at {}: run scripts/fetch-fhir-package.sh (or set FHIR_EXAMPLES_DIR, \
-         or SOCLE_SKIP_CORPUS=1 to skip)",
-        dir.display()
-    );
-}
-
-/// The package's JSON files, sorted by name.
-fn json_files(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("readable examples dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    files
-}
 
 fn load(dir: &std::path::Path, name: &str) -> Value {
     let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
