@@ -1,5 +1,7 @@
 //! What makes a JSON document a storable FHIR resource: its type, its id, its `meta`.
 
+use std::fmt::Write as _;
+
 use serde_json::Value;
 
 /// Why a JSON body is not an acceptable resource.
@@ -111,7 +113,7 @@ fn check_no_nulls(v: &Value, path: &mut String, depth: usize) -> Result<(), Reso
                                 continue;
                             }
                             let len = path.len();
-                            path.push_str(&format!("[{i}]"));
+                            let _ = write!(path, "[{i}]");
                             check_no_nulls(it, path, depth + 1)?;
                             path.truncate(len);
                         }
@@ -125,7 +127,7 @@ fn check_no_nulls(v: &Value, path: &mut String, depth: usize) -> Result<(), Reso
         Value::Array(items) => {
             for (i, it) in items.iter().enumerate() {
                 let len = path.len();
-                path.push_str(&format!("[{i}]"));
+                let _ = write!(path, "[{i}]");
                 check_no_nulls(it, path, depth + 1)?;
                 path.truncate(len);
             }

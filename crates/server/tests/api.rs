@@ -159,6 +159,20 @@ fn conditional_interactions() {
             &patient("Nouveau", "X", "2001-01-01"),
         );
         r.expect(201);
+        // The server chose its id: its history shows a creation (POST), not a PUT to a URL nobody sent.
+        let h = s.get(&format!(
+            "Patient/{}/_history",
+            r.json["id"].as_str().unwrap()
+        ));
+        assert_eq!(
+            (
+                &h.json["entry"][0]["request"]["method"],
+                &h.json["entry"][0]["request"]["url"]
+            ),
+            (&json!("POST"), &json!("Patient")),
+            "{}",
+            h.text
+        );
         // several matches → 412
         s.post("Patient", &patient("Double", "A", "1999-09-09"))
             .expect(201);
