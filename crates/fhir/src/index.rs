@@ -189,7 +189,8 @@ const SKIPPED: &[&str] = &[
 pub const EXTRACTION_VERSION: u32 = 1;
 
 /// A digest of how resources of `rtype` are indexed — the extraction version and each of its search parameters
-/// as defined (code, type, expression, targets, components, how its rows are kept) — stable across builds and
+/// as defined (code, type, expression, targets, components, how its rows are kept), and the parameters that
+/// place it in a patient's compartment — stable across builds and
 /// platforms (FNV-1a). A store keeps it per type and indexes again the resources of a type whose digest
 /// changed, so that a search parameter added or redefined by a new release finds the resources written before.
 pub fn index_fingerprint(rtype: &str) -> i64 {
@@ -213,6 +214,11 @@ pub fn index_fingerprint(rtype: &str) -> i64 {
             h.field(c.expression.as_ref().map_or("", |e| e.source()));
         }
         h.field(&format!("{:?}", p.storage));
+    }
+    // The parameters that place a resource in a patient's compartment (its rows' key).
+    h.field("compartment");
+    for p in registry().patient_compartment_params(rtype) {
+        h.field(p);
     }
     h.0 as i64
 }

@@ -360,7 +360,28 @@ fn reindex(
     } else {
         Some(types)
     };
-    let stale = socle_store::reindex::stale_types(&*st, only).context("état des index")?;
+    let lease = socle_store::reindex::Lease::new();
+    if let Some(until) = lease.acquire(&*st).context("bail de réindexation")? {
+        anyhow::bail!(
+            "une réindexation est en cours dans un autre processus (un serveur qui démarre sur ce stockage) : \
+             son bail court jusqu'à {} ; réessayez ensuite",
+            socle_store::reindex::lease_end(until)
+        );
+    }
+    let r = reindex_leased(&*st, only, batch, &lease);
+    if let Err(e) = lease.release(&*st) {
+        tracing::warn!(error = %e, "bail de réindexation non rendu (il expirera)");
+    }
+    r
+}
+
+fn reindex_leased(
+    st: &dyn socle_store::Store,
+    only: Option<&[String]>,
+    batch: usize,
+    lease: &socle_store::reindex::Lease,
+) -> anyhow::Result<std::process::ExitCode> {
+    let stale = socle_store::reindex::stale_types(st, only).context("état des index")?;
     if stale.is_empty() {
         println!("index à jour : rien à réindexer");
         return Ok(std::process::ExitCode::SUCCESS);
@@ -380,7 +401,7 @@ fn reindex(
     for s in &stale {
         bar.set_message(s.rtype.clone());
         let t = std::time::Instant::now();
-        let n = socle_store::reindex::reindex_type(&*st, &s.rtype, batch, &mut |done| {
+        let n = socle_store::reindex::reindex_type(st, &s.rtype, batch, lease, &mut |done| {
             bar.set_position(before + done)
         })
         .with_context(|| format!("réindexation de {}", s.rtype))?;
