@@ -170,6 +170,7 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
         .route("/fhir/{rtype}/_history", get(history_type))
         .route("/fhir/{rtype}/{id}", get(read).put(update).delete(delete))
         .route("/fhir/{rtype}/{id}/_history", get(history_instance))
+        .route("/fhir/{owner}/{id}/{rtype}", get(compartment_search))
         .route("/fhir/{rtype}/{id}/_history/{vid}", get(vread))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -1499,12 +1500,36 @@ async fn point_read(
     Ok(s)
 }
 
+/// A search of `rtype`; `compartment`: within that patient's compartment (`Patient/{id}/{rtype}`).
 async fn search_common(
     app: App,
     rtype: String,
     req: Req,
     params: Vec<(String, String)>,
+    compartment: Option<String>,
 ) -> Response {
+    use socle_store::search::COMPARTMENT_PARAM;
+    if params
+        .iter()
+        .any(|(k, _)| k.split(':').next() == Some(COMPARTMENT_PARAM))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            format!(
+                "paramètre {COMPARTMENT_PARAM} réservé : une recherche dans le compartiment d'un patient s'écrit \
+                 GET [base]/Patient/{{id}}/{{type}}"
+            ),
+        );
+    }
+    let mut params = params;
+    let path = match &compartment {
+        Some(id) => {
+            params.push((COMPARTMENT_PARAM.to_string(), format!("Patient/{id}")));
+            format!("Patient/{id}/{rtype}")
+        }
+        None => rtype.clone(),
+    };
     // A patient's search of `AuditEvent` is their access trail: who read or wrote what of their record.
     if rtype == "AuditEvent"
         && let Some(own) = own_trail(&req)
@@ -1517,7 +1542,6 @@ async fn search_common(
     let strict = req.strict;
     // Anonymous callers (public Annuaire) never see restricted entries, as matches or as includes.
     let anonymous = req.caller.as_ref().is_some_and(guard::Caller::is_anonymous);
-    let mut params = params;
     if anonymous {
         // The guard saw the URL; a POST `_search` body may add `_has` or `_revinclude` from other types.
         if !guard::params_stay_public(&params) {
@@ -1540,12 +1564,17 @@ async fn search_common(
         return error(StatusCode::FORBIDDEN, IssueType::Forbidden, m);
     }
     let actor = user_actor.filter(|_| guard::patient_data(&rtype));
-    let scope = match &actor {
-        Some(_) => match policy::search_patient(&rtype, &params) {
+    let scope = match (&actor, compartment) {
+        // The compartment names the patient (the results are theirs: see `keep`).
+        (Some(_), Some(id)) => match policy::compartment_patient(&rtype, &params, id) {
             Ok(p) => Some(p),
             Err(m) => return error(StatusCode::FORBIDDEN, IssueType::Forbidden, m),
         },
-        None => None,
+        (Some(_), None) => match policy::search_patient(&rtype, &params) {
+            Ok(p) => Some(p),
+            Err(m) => return error(StatusCode::FORBIDDEN, IssueType::Forbidden, m),
+        },
+        (None, _) => None,
     };
     let bg = match policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref()) {
         Ok(b) => b,
@@ -1648,7 +1677,7 @@ async fn search_common(
                         .into(),
                 ));
             }
-            Ok(socle_store::render::searchset(&c.base_url, &rtype, &page))
+            Ok(socle_store::render::searchset(&c.base_url, &path, &page))
         })
         .await
     );
@@ -1657,7 +1686,57 @@ async fn search_common(
 
 async fn search_get(State(app): State<App>, Path(rtype): Path<String>, req: Req) -> Response {
     let params = req.params.clone();
-    search_common(app, rtype, req, params).await
+    search_common(app, rtype, req, params, None).await
+}
+
+/// `GET [base]/Patient/{id}/{type}`: the search of `type` within the patient's compartment (the resources that
+/// reference the patient through the type's compartment parameters), with any other search parameters.
+async fn compartment_search(
+    State(app): State<App>,
+    Path((owner, id, rtype)): Path<(String, String, String)>,
+    uri: axum::http::Uri,
+    req: Req,
+) -> Response {
+    if rtype.starts_with('$') || owner.starts_with('$') || id.starts_with('$') {
+        return not_found(uri).await;
+    }
+    let registry = socle_fhir::search_params::registry();
+    if !registry.is_resource_type(&owner) || !registry.is_resource_type(&rtype) && rtype != "*" {
+        return not_found(uri).await;
+    }
+    if owner != "Patient" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::NotSupported,
+            format!(
+                "recherche dans le compartiment {owner} non prise en charge : seul le compartiment Patient l'est"
+            ),
+        );
+    }
+    if rtype == "*" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::NotSupported,
+            "recherche de tous les types d'un compartiment non prise en charge : précisez le type \
+             (Patient/{id}/Observation…) ou utilisez Patient/{id}/$everything",
+        );
+    }
+    if !socle_fhir::resource::is_valid_id(&id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            format!("identifiant de patient invalide : {id}"),
+        );
+    }
+    if rtype != "Patient" && registry.patient_compartment_params(&rtype).is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::NotSupported,
+            format!("le type {rtype} n'appartient pas au compartiment Patient"),
+        );
+    }
+    let params = req.params.clone();
+    search_common(app, rtype, req, params, Some(id)).await
 }
 
 async fn search_post(
@@ -1686,7 +1765,7 @@ async fn search_post(
             .into_owned()
             .take(socle_store::search::MAX_SEARCH_PARAMS + 1),
     );
-    search_common(app, rtype, req, params).await
+    search_common(app, rtype, req, params, None).await
 }
 
 async fn history_common(app: App, req: Req, scope: (Option<String>, Option<String>)) -> Response {

@@ -2005,8 +2005,16 @@ fn authorisation_matrix() {
             Unauthenticated,
             Forbidden,
         }
+        // `compartment`: the search of the type within the patient's compartment (`Patient/{id}/{type}`).
         let actions = [
-            "read", "vread", "history", "search", "create", "update", "delete",
+            "read",
+            "vread",
+            "history",
+            "search",
+            "compartment",
+            "create",
+            "update",
+            "delete",
         ];
         let mut failures = Vec::new();
         let mut checked = 0;
@@ -2073,7 +2081,8 @@ fn authorisation_matrix() {
                     // Patients and practitioners are not created or deleted here (identity and directory rules).
                     if (rtype == "Patient" || rtype == "Practitioner")
                         && matches!(action, "create" | "delete")
-                        || rtype == "Practitioner" && matches!(action, "vread" | "history")
+                        || rtype == "Practitioner"
+                            && matches!(action, "vread" | "history" | "compartment")
                     {
                         continue;
                     }
@@ -2119,6 +2128,7 @@ fn authorisation_matrix() {
                     let target = owner.unwrap_or("");
                     let practitioner = info_practitioner(root, &sys_rs);
                     let (method, path, body) = match (rtype, action) {
+                        (t, "compartment") => ("GET", format!("Patient/{target}/{t}"), None),
                         ("Practitioner", "read") => {
                             ("GET", format!("Practitioner/{practitioner}"), None)
                         }
@@ -2280,6 +2290,7 @@ fn authorisation_matrix() {
             failures.join("\n")
         );
         assert!(checked > 100, "{checked}");
+        println!("matrice d'autorisation : {checked} cas sans écart");
         // A write only break-glass let through gets its distinct record; a refused write is in the patient's
         // trail with its reason.
         let put_obs = |id: &str, bg: bool| -> u16 {

@@ -423,6 +423,92 @@ fn token_parameters_checks(t: &mut T) {
 }
 
 #[test]
+fn compartment_search() {
+    each(compartment_checks);
+    each_plan(compartment_checks);
+}
+
+/// `GET [base]/Patient/{id}/{type}`: the resources that reference the patient through the type's compartment
+/// parameters (any of them, not only the first patient a resource names), with other parameters, paging and
+/// counts; what is outside the Patient compartment is refused with the reason.
+fn compartment_checks(t: &mut T) {
+    t.put("Patient", "c1", json!({}));
+    t.put("Patient", "c2", json!({}));
+    t.put(
+        "Patient",
+        "c3",
+        json!({"link": [{"other": {"reference": "Patient/c1"}, "type": "seealso"}]}),
+    );
+    let obs = |code: &str, subject: &str, performer: Option<&str>| {
+        let mut o = json!({"status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": subject}});
+        if let Some(p) = performer {
+            o["performer"] = json!([{"reference": p}]);
+        }
+        o
+    };
+    t.put("Observation", "oa", obs("A", "Patient/c1", None));
+    // About c2, measured by c1 (a patient's own measure of a relative): in both compartments.
+    t.put(
+        "Observation",
+        "ob",
+        obs("B", "Patient/c2", Some("Patient/c1")),
+    );
+    t.put("Observation", "oc", obs("A", "Patient/c2", None));
+    t.put("Encounter", "e1", json!({"status": "finished", "class": {"code": "AMB"}, "subject": {"reference": "Patient/c1"}}));
+    t.put("Organization", "org1", json!({"name": "Clinique"}));
+    t.check("Patient/c1/Observation", &["oa", "ob"]);
+    t.check("Patient/c2/Observation", &["ob", "oc"]);
+    t.check("Patient/c1/Observation?code=http://loinc.org|B", &["ob"]);
+    t.check("Patient/c2/Observation?code=A", &["oc"]);
+    t.check("Patient/c1/Encounter", &["e1"]);
+    t.check("Patient/c2/Encounter", &[]);
+    t.check("Patient/c1/Patient", &["c1", "c3"]);
+    t.check("Patient/nobody/Observation", &[]);
+    t.check(
+        "Patient/c1/Observation?_include=Observation:subject",
+        &["oa", "ob"],
+    );
+    let r = t.get("Patient/c1/Observation?_summary=count");
+    if r.json["total"] != 2 {
+        t.fail(format!(
+            "Patient/c1/Observation?_summary=count : {}",
+            r.text
+        ));
+    }
+    // Paging: the links keep the compartment (in the path) and not the internal parameter.
+    let first = t.get("Patient/c1/Observation?_count=1");
+    let next = first.link("next").unwrap_or_default();
+    let prefix = format!("{}/Patient/c1/Observation?", t.s.base);
+    if !next.starts_with(&prefix) || next.contains("_compartment") {
+        t.fail(format!(
+            "lien next d'une recherche de compartiment : {next}"
+        ));
+    }
+    let mut pages: Vec<String> = t.walk(first).concat();
+    pages.sort();
+    if pages != ["oa", "ob"] {
+        t.fail(format!("pages de Patient/c1/Observation : {pages:?}"));
+    }
+    for (q, status) in [
+        ("Patient/c1/Organization", 400),
+        ("Patient/c1/*", 400),
+        ("Practitioner/x/Observation", 400),
+        ("Observation?_compartment=Patient/c1", 400),
+        ("Patient/c1/Unicorn", 404),
+        ("Patient/c1/$unknown-op", 404),
+    ] {
+        let r = t.get(q);
+        if r.status != status || r.json["resourceType"] != "OperationOutcome" {
+            t.fail(format!(
+                "GET {q} : {status} attendu, obtenu {} {}",
+                r.status, r.text
+            ));
+        }
+    }
+}
+
+#[test]
 fn reference_parameters() {
     each(reference_parameters_checks);
     each_plan(reference_parameters_checks);

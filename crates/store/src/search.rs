@@ -343,6 +343,52 @@ const RESULT_PARAMS: &[&str] = &[
     "_offset",
 ];
 
+/// The parameter that carries a compartment search's compartment (`Patient/{id}`): set by the server from the
+/// path `GET [base]/Patient/{id}/{type}`, refused from clients' queries.
+pub const COMPARTMENT_PARAM: &str = "_compartment";
+
+/// The resources of `rtype` in the Patient compartment `value` (`Patient/{id}`): those that reference the patient
+/// through one of the type's compartment parameters (the official CompartmentDefinition), and for `Patient` the
+/// patient itself too. Not the `pkey` column: that is the first patient a resource references, and a resource
+/// that references two (an Observation by one patient about another) is in both compartments.
+fn compartment_condition(b: &mut Builder, rtype: &str, value: &str) -> Result<String, SearchError> {
+    let invalid = |m: String| SearchError::Invalid(COMPARTMENT_PARAM.into(), m);
+    let Some(("Patient", id)) = value.split_once('/') else {
+        return Err(invalid(format!(
+            "compartiment non pris en charge : {value}"
+        )));
+    };
+    let reg = registry();
+    let params: Vec<&SearchParam> = reg
+        .patient_compartment_params(rtype)
+        .iter()
+        .filter_map(|code| reg.param(rtype, code))
+        .filter(|p| p.kind == ParamType::Reference)
+        .collect();
+    let own = (rtype == "Patient").then(|| format!("r.id = {} OR ", b.bind(id.to_string())));
+    if params.is_empty() && own.is_none() {
+        return Err(invalid(format!(
+            "le type {rtype} n'appartient pas au compartiment Patient"
+        )));
+    }
+    let mut sql = format!("({}", own.unwrap_or_default());
+    if params.is_empty() {
+        sql.push_str("1 = 0)");
+        return Ok(sql);
+    }
+    let rt = b.bind(rtype.to_string());
+    let ors: Vec<String> = params
+        .iter()
+        .map(|p| format!("({})", stored_param(b, "i", p)))
+        .collect();
+    let tid = b.bind(id.to_string());
+    sql.push_str(&format!(
+        "r.rid IN (SELECT i.rid FROM idx_ref i WHERE i.rtype = {rt} AND ({}) AND i.ttype = 'Patient' AND i.tid = {tid}))",
+        ors.join(" OR ")
+    ));
+    Ok(sql)
+}
+
 /// Parses a type-level search. `strict` turns unknown parameters into errors (`Prefer: handling=strict`).
 pub fn parse(
     rtype: &str,
@@ -420,6 +466,11 @@ pub fn parse_hiding(
             ) {
                 q.canonical.push((name.clone(), value.clone()));
             }
+            continue;
+        }
+        if name == COMPARTMENT_PARAM {
+            // Said by the request's path (`Patient/{id}/{type}`), not by its query: no link repeats it.
+            conds.push(compartment_condition(&mut b, rtype, value)?);
             continue;
         }
         let mark = b.params.len();

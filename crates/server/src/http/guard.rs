@@ -226,6 +226,14 @@ fn classify(method: &Method, path: &str) -> Need {
                 access(t, Perm::Read)
             }
         }
+        // A search within a patient's compartment (`Patient/{id}/Observation`): a search of that type.
+        ["Patient", id, t]
+            if get
+                && !id.starts_with('$')
+                && socle_fhir::search_params::registry().is_resource_type(t) =>
+        {
+            access(t, Perm::Search)
+        }
         [t, _, "_history"] | [t, _, "_history", _] if get => access(t, Perm::Read),
         [t, _] if method == Method::PUT => access(t, Perm::Update),
         [t, _] if method == Method::DELETE => Need::Access {
@@ -395,6 +403,13 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
     // Searches: the search handler scopes them to the patient's own data through the policy engine.
     if (get && segs.len() == 1 && !segs[0].starts_with('$') && !segs[0].starts_with('_'))
         || (method == Method::POST && segs.len() == 2 && segs[1] == "_search")
+    {
+        return Ok(());
+    }
+    // Searches within their compartment (`Patient/{id}/Observation`): scoped the same way.
+    if get
+        && matches!(segs.as_slice(), ["Patient", id, t]
+            if !id.starts_with('$') && socle_fhir::search_params::registry().is_resource_type(t))
     {
         return Ok(());
     }
@@ -742,6 +757,18 @@ mod tests {
             classify(&Method::POST, "/fhir/Observation/_search"),
             access("Observation", Perm::Search)
         );
+        assert_eq!(
+            classify(&Method::GET, "/fhir/Patient/p1/Observation"),
+            access("Observation", Perm::Search)
+        );
+        // Not a type: the catch-all's demanding reading.
+        assert!(matches!(
+            classify(&Method::GET, "/fhir/Patient/p1/Unicorn"),
+            Need::Access {
+                perm: Perm::Update,
+                ..
+            }
+        ));
         assert_eq!(
             classify(&Method::POST, "/fhir/Observation"),
             access("Observation", Perm::Create)

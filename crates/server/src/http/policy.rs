@@ -227,6 +227,24 @@ pub fn search_patient(rtype: &str, params: &[(String, String)]) -> Result<String
     })
 }
 
+/// The patient of a compartment search (`Patient/{id}/{type}`) by a user: `id`, the parameters restricting
+/// nothing beyond it (`_has` refused as in [`search_patient`]; a patient parameter naming another patient
+/// refused rather than answered empty).
+pub fn compartment_patient(
+    rtype: &str,
+    params: &[(String, String)],
+    id: String,
+) -> Result<String, String> {
+    match search_patient(rtype, params) {
+        Ok(p) if p != id => {
+            Err("une recherche de données patient porte sur un seul patient".into())
+        }
+        Ok(_) => Ok(id),
+        Err(m) if params.iter().any(|(k, _)| k.starts_with("_has")) => Err(m),
+        Err(_) => Ok(id),
+    }
+}
+
 /// Whether the actor is a person (a professional, a patient, a legal representative) rather than software acting
 /// on its own behalf.
 pub fn is_user(actor: &Actor) -> bool {
