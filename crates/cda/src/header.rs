@@ -155,6 +155,8 @@ struct Builder<'l> {
     in_non_xml_text: bool,
     non_xml_len: usize,
     non_xml_text: Option<String>,
+    /// The base64 check of a `B64` level-1 body, fed as its text streams past.
+    b64: Option<crate::b64::Check>,
     d: Partial,
 }
 
@@ -172,6 +174,7 @@ impl<'l> Builder<'l> {
             in_non_xml_text: false,
             non_xml_len: 0,
             non_xml_text: None,
+            b64: None,
             d: Partial::default(),
         }
     }
@@ -191,6 +194,11 @@ impl<'l> Builder<'l> {
         if visit(&self.path, &mut self.d, &Ev::Start(element), self.limits)? {
             self.captures.push((self.path.len(), String::new()));
         }
+        if self.path.as_slice() == NON_XML_TEXT
+            && matches!(&self.d.body, Some(Body::NonXml { representation: Some(r), .. }) if r == "B64")
+        {
+            self.b64 = Some(crate::b64::Check::default());
+        }
         Ok(())
     }
 
@@ -200,6 +208,9 @@ impl<'l> Builder<'l> {
         }
         if self.in_non_xml_text && self.path.len() == NON_XML_TEXT.len() {
             self.non_xml_len += non_whitespace_len(text);
+            if let Some(check) = self.b64.as_mut() {
+                check.feed(text);
+            }
             if let Some(buf) = self.non_xml_text.as_mut() {
                 buf.push_str(text);
             }
@@ -225,11 +236,17 @@ impl<'l> Builder<'l> {
         }
         if self.path.as_slice() == NON_XML_TEXT {
             self.in_non_xml_text = false;
+            if let Some(check) = self.b64.take() {
+                check.finish().map_err(CdaError::InvalidBase64)?;
+            }
             if let Some(Body::NonXml {
-                bytes_base64_len, ..
+                bytes_base64_len,
+                compression,
+                ..
             }) = self.d.body.as_mut()
             {
                 *bytes_base64_len = self.non_xml_len;
+                *compression = self.d.non_xml_compression.clone();
             }
         }
         self.path.pop();
@@ -526,6 +543,7 @@ fn visit(p: &[&str], d: &mut Partial, ev: &Ev<'_>, lim: &Limits) -> Result<bool,
                 media_type: None,
                 representation: None,
                 bytes_base64_len: 0,
+                compression: None,
             });
         }
         ([CD, "component", "nonXMLBody", "text"], Some(el)) => {

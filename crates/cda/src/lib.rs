@@ -39,12 +39,15 @@
 //! - Elements that CDA allows once in the header (`id`, `code`, `effectiveTime`, `setId`,
 //!   `recordTarget`…) are refused when repeated, instead of silently picking one: two readers
 //!   of the same bytes must not disagree on whose document it is.
+//! - A `B64` level-1 body is checked as it streams past: base64 alphabet, padding only at the end,
+//!   a possible length, no stray bits in the last symbol — what [`extract_n1_body`] decodes.
 //! - No input makes the parser panic (property tests and a fuzz target check it); memory stays
 //!   bounded by the header fields kept, the body being streamed past.
 //!
 //! Errors are typed ([`CdaError`], [`XmlError`], [`ValueSetError`]); their messages are in French
 //! because they reach the submitting professional.
 
+mod b64;
 mod cross_check;
 mod error;
 mod hash;
@@ -131,7 +134,7 @@ pub fn extract_n1_body(
 }
 
 /// Standard alphabet, padding optional (encoders differ), no trailing garbage bits.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );

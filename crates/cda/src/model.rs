@@ -292,6 +292,9 @@ pub enum Body {
         representation: Option<String>,
         /// Length of the inline content, whitespace excluded.
         bytes_base64_len: usize,
+        /// `text/@compression` (e.g. `DF`), when the content is compressed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compression: Option<String>,
     },
     /// Level 3 (N3) or level 2: `component/structuredBody`.
     Structured {

@@ -501,6 +501,7 @@ fn a_large_n1_document_under_the_size_limit_is_accepted() {
             media_type: Some("application/pdf".into()),
             representation: Some("B64".into()),
             bytes_base64_len: encoded.len(),
+            compression: None,
         }
     );
     let (_, decoded) = socle_cda::extract_n1_body(doc.as_bytes(), &Limits::default())

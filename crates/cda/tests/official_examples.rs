@@ -532,6 +532,7 @@ fn n1_document_header_by_hand() {
             media_type,
             representation,
             bytes_base64_len,
+            ..
         } => {
             assert_eq!(media_type.as_deref(), Some("application/pdf"));
             assert_eq!(representation.as_deref(), Some("B64"));

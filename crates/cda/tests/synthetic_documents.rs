@@ -201,6 +201,7 @@ fn n1_body_extraction() {
             media_type: Some("application/pdf".into()),
             representation: Some("B64".into()),
             bytes_base64_len: 20,
+            compression: None,
         }
     );
 

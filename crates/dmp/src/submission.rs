@@ -373,9 +373,27 @@ impl Submission {
                 if let socle_cda::Body::NonXml {
                     media_type,
                     representation,
-                    ..
+                    bytes_base64_len,
+                    compression,
                 } = &doc.body
                 {
+                    // What `$n1-body` could not serve is refused now (the base64 itself is checked by the
+                    // reader as the body streams past).
+                    if *bytes_base64_len == 0 {
+                        return Err(invalid(
+                            format!("{field} : nonXMLBody/text"),
+                            "corps de niveau 1 vide (aucun contenu intégré au document)"
+                                .to_string(),
+                        ));
+                    }
+                    if let Some(c) = compression {
+                        return Err(invalid(
+                            format!("{field} : nonXMLBody/text/@compression"),
+                            format!(
+                                "corps compressé (« {c} ») non pris en charge : envoyez-le non compressé"
+                            ),
+                        ));
+                    }
                     let media = media_type
                         .as_deref()
                         .map_or_else(|| "text/plain".to_string(), base_type);

@@ -268,12 +268,54 @@ fn dmp_over_http() {
                 "text/html",
             ),
             ("representation=\"B64\"", "representation=\"TXT\"", "base64"),
+            (
+                "representation=\"B64\"",
+                "representation=\"B64\" compression=\"DF\"",
+                "compressé",
+            ),
         ] {
             let changed = text.replace(from, to).into_bytes();
             refuse(
                 sample::provide_bundle("p1", "S2", &[(d2.clone(), changed)]),
                 422,
                 "metadata-invalid",
+                why,
+            );
+        }
+        // A level-1 body that is not base64 (a stray character, cut short) or empty: refused when fed, not
+        // found unreadable when served.
+        let open = "representation=\"B64\">";
+        let body_start = text.find(open).unwrap() + open.len();
+        let body_end = text[body_start..].find("</text>").unwrap() + body_start;
+        let body = &text[body_start..body_end];
+        // Cut short: symbols dropped from the end until their count is one past a multiple of four.
+        let mut cut = body.trim_end().trim_end_matches('=').to_string();
+        while cut.bytes().filter(|b| !b.is_ascii_whitespace()).count() % 4 != 1 {
+            cut.pop();
+        }
+        for (body, code, why) in [
+            (
+                body.replacen('A', "!", 1),
+                "cda-invalid",
+                "hors de l'alphabet base64",
+            ),
+            (
+                cut,
+                "cda-invalid",
+                "une longueur que le base64 ne peut avoir",
+            ),
+            (
+                "\n".to_string(),
+                "metadata-invalid",
+                "corps de niveau 1 vide",
+            ),
+        ] {
+            let changed =
+                format!("{}{body}{}", &text[..body_start], &text[body_end..]).into_bytes();
+            refuse(
+                sample::provide_bundle("p1", "S2", &[(d2.clone(), changed)]),
+                422,
+                code,
                 why,
             );
         }
