@@ -66,7 +66,7 @@ pub fn capability_statement(public_url: &str) -> Vec<u8> {
             "readHistory": true,
             "updateCreate": true,
             "conditionalCreate": true,
-            "conditionalRead": "not-supported",
+            "conditionalRead": "full-support",
             "conditionalUpdate": true,
             "conditionalDelete": "single",
             "searchParam": search_params(rtype),

@@ -632,6 +632,29 @@ fn no_blob_reference(v: &Value) -> Result<(), Response> {
     Ok(())
 }
 
+/// The precondition of a write: `If-Match` (a version, or `*`: it must exist) or, on `PUT`, `If-None-Match: *`
+/// (it must not exist: a create that never overwrites).
+fn write_precondition(headers: &HeaderMap) -> Result<Option<i64>, Response> {
+    let Some(h) = headers.get(header::IF_NONE_MATCH) else {
+        return if_match(headers);
+    };
+    if headers.contains_key(header::IF_MATCH) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            "If-Match et If-None-Match ensemble : un seul des deux",
+        ));
+    }
+    match h.to_str().map(str::trim) {
+        Ok("*") => Ok(Some(socle_store::bundle::MUST_NOT_EXIST)),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            IssueType::NotSupported,
+            "If-None-Match sur une écriture : seul * est pris en charge (créer sans jamais écraser)",
+        )),
+    }
+}
+
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Response> {
     match headers.get(header::IF_MATCH) {
         None => Ok(None),
@@ -644,7 +667,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Response> {
                 error(
                     StatusCode::BAD_REQUEST,
                     IssueType::Invalid,
-                    "If-Match invalide (attendu W/\"<version>\")",
+                    "If-Match invalide (attendu W/\"<version>\" ou *)",
                 )
             }),
     }
@@ -1164,7 +1187,7 @@ async fn update(
     req: Req,
     body: Body,
 ) -> Response {
-    let im = tryr!(if_match(&headers));
+    let im = tryr!(write_precondition(&headers));
     let body = tryr!(json_body(&app, &headers, body).await);
     let (rt, i) = (rtype.clone(), id.clone());
     let (actor, engine, bg) = tryr!(write_policy(&app, &req));
@@ -1232,7 +1255,7 @@ async fn conditional_update(
 ) -> Response {
     tryr!(no_conditional_for_users(&req, &rtype));
     let crit = tryr!(criteria(&req, "PUT"));
-    let im = tryr!(if_match(&headers));
+    let im = tryr!(write_precondition(&headers));
     let body = tryr!(json_body(&app, &headers, body).await);
     let rt = rtype.clone();
     let w = tryr!(
@@ -1350,17 +1373,56 @@ async fn read(
     headers: HeaderMap,
     req: Req,
 ) -> Response {
+    let shaping = tryr!(read_shaping(&rtype, &req));
     let s = tryr!(point_read(&app, &req, rtype, id, None).await);
-    if let Some(inm) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|h| h.to_str().ok())
-        && socle_store::bundle::parse_etag(inm) == Some(s.version)
-    {
+    if not_modified(&headers, &s) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
         version_headers(&mut r, &s);
         return r;
     }
-    resource_response(StatusCode::OK, &s, &req)
+    shaped_response(&s, &req, shaping)
+}
+
+/// A conditional read's answer (RFC 9110): `If-None-Match` (`*`, or a list of ETags one of which is the current
+/// version) or, when it is absent, `If-Modified-Since` no earlier than the last change (to the second).
+fn not_modified(headers: &HeaderMap, s: &Stored) -> bool {
+    if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
+        return inm.to_str().is_ok_and(|v| {
+            v.trim() == "*"
+                || v.split(',')
+                    .any(|t| socle_store::bundle::parse_etag(t) == Some(s.version))
+        });
+    }
+    headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .is_some_and(|since| s.last_updated / 1000 <= since.as_secs() as i64)
+}
+
+type Shaping = (Option<socle_store::search::Summary>, Option<Vec<String>>);
+
+/// `_summary` / `_elements` of a read, checked before the read (a bad one is a 400, not a read).
+fn read_shaping(rtype: &str, req: &Req) -> Result<Shaping, Response> {
+    socle_store::search::read_shaping(rtype, &req.params)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.issue_type(), e.to_string()))
+}
+
+/// The resource read, shaped by `_summary` / `_elements` when asked (then tagged `SUBSETTED`).
+fn shaped_response(s: &Stored, req: &Req, (summary, elements): Shaping) -> Response {
+    match socle_store::render::shape_resource(&s.content, summary, elements.as_deref()) {
+        Some(v) => {
+            let mut resp = fhir_bytes(
+                StatusCode::OK,
+                serde_json::to_vec(&v).unwrap_or_default(),
+                req,
+            );
+            version_headers(&mut resp, s);
+            resp
+        }
+        None => resource_response(StatusCode::OK, s, req),
+    }
 }
 
 /// A read by id (`what`: type, id and, for a version read, the version) decided by the policy: the decision in
@@ -1462,8 +1524,9 @@ async fn vread(
     Path((rtype, id, vid)): Path<(String, String, String)>,
     req: Req,
 ) -> Response {
+    let shaping = tryr!(read_shaping(&rtype, &req));
     let s = tryr!(point_read(&app, &req, rtype, id, Some(vid)).await);
-    resource_response(StatusCode::OK, &s, &req)
+    shaped_response(&s, &req, shaping)
 }
 
 /// A read by id (`version`: of that version), decided by the access policy for users: on the resource read

@@ -294,6 +294,80 @@ fn conditional_interactions() {
             "{}",
             h.text
         );
+
+        // `If-None-Match: *`: create, never overwrite; `If-Match: *`: only if it exists.
+        let mut body = patient("Sansecraser", "Inès", "1971-01-01");
+        body["id"] = json!("inm");
+        let put = |headers: &[(&str, &str)]| {
+            s.request("PUT", "Patient/inm", Some(body.to_string()), headers)
+        };
+        put(&[("If-Match", "*")]).expect(412);
+        put(&[("If-None-Match", "*")]).expect(201);
+        let r = put(&[("If-None-Match", "*")]);
+        r.expect(412);
+        assert!(r.diagnostics().contains("existe déjà"), "{}", r.text);
+        assert_eq!(s.get("Patient/inm").json["meta"]["versionId"], "1");
+        put(&[("If-Match", "*")]).expect(200);
+        for bad in [
+            vec![("If-None-Match", "W/\"1\"")],
+            vec![("If-Match", "W/\"0\"")],
+            vec![("If-Match", "W/\"2\""), ("If-None-Match", "*")],
+        ] {
+            put(&bad).expect(400);
+        }
+        assert_eq!(s.get("Patient/inm").json["meta"]["versionId"], "2");
+        s.request("DELETE", "Patient/inm", None, &[("If-Match", "*")])
+            .expect(204);
+        s.request("DELETE", "Patient/inm", None, &[("If-Match", "*")])
+            .expect(412);
+        // A deleted resource may be created again under `If-None-Match: *`.
+        put(&[("If-None-Match", "*")]).expect(201);
+
+        // Conditional reads: `If-None-Match` (an ETag among several, or `*`), else `If-Modified-Since`.
+        let get = |headers: &[(&str, &str)]| s.request("GET", "Patient/inm", None, headers);
+        let v = get(&[]).json["meta"]["versionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let etag = format!("W/\"{v}\"");
+        get(&[("If-None-Match", &format!("W/\"999\", {etag}"))]).expect(304);
+        get(&[("If-None-Match", "*")]).expect(304);
+        get(&[("If-None-Match", "W/\"999\"")]).expect(200);
+        get(&[("If-Modified-Since", "Tue, 01 Jan 2999 00:00:00 GMT")]).expect(304);
+        get(&[("If-Modified-Since", "Mon, 01 Jan 2001 00:00:00 GMT")]).expect(200);
+        let last = get(&[]).header("last-modified").unwrap().to_string();
+        get(&[("If-Modified-Since", &last)]).expect(304);
+        // `If-None-Match` decides when both are sent.
+        get(&[
+            ("If-None-Match", "W/\"999\""),
+            ("If-Modified-Since", "Tue, 01 Jan 2999 00:00:00 GMT"),
+        ])
+        .expect(200);
+
+        // `_summary` and `_elements` on a read and a version read: shaped and tagged SUBSETTED.
+        let r = s.get("Patient/inm?_elements=birthDate");
+        r.expect(200);
+        assert_eq!(r.json["birthDate"], "1971-01-01", "{}", r.text);
+        assert!(r.json.get("name").is_none(), "{}", r.text);
+        assert!(r.text.contains("SUBSETTED"), "{}", r.text);
+        let r = s.get(&format!("Patient/inm/_history/{v}?_summary=true"));
+        r.expect(200);
+        assert!(
+            r.json.get("name").is_some() && r.text.contains("SUBSETTED"),
+            "{}",
+            r.text
+        );
+        let r = s.get("Patient/inm?_summary=false");
+        assert!(!r.text.contains("SUBSETTED"), "{}", r.text);
+        for bad in ["_summary=count", "_summary=bogus", "_elements=nope"] {
+            let r = s.get(&format!("Patient/inm?{bad}"));
+            r.expect(400);
+            assert!(
+                r.diagnostics().contains(bad.split('=').next().unwrap()),
+                "{}",
+                r.text
+            );
+        }
     }
 }
 
@@ -441,6 +515,138 @@ fn transaction_is_atomic_and_resolves_references() {
         let r = s.post("", &dangling);
         assert_eq!(r.status, 400, "{}", r.text);
         assert!(r.text.contains("aucune entrée"), "{}", r.text);
+        assert_eq!(s.get("Patient?_summary=count").json["total"], before);
+    }
+}
+
+/// The fullUrl of a conditional entry (a create with `ifNoneExist`, an update by criteria) names the resource
+/// the entry ends on — found or created —, whatever the entries' order: the "create the patient if missing,
+/// then add the observations" loaders rely on it.
+#[test]
+fn references_to_conditional_entries_resolve_to_what_they_end_on() {
+    for b in backends() {
+        let s = Server::start(&b);
+        let ident = |v: &str| json!([{"system": "urn:oid:1.2.3.4", "value": v}]);
+        let obs = |subject: &str| {
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "pouls"},
+                   "subject": {"reference": subject}})
+        };
+        let pu = "urn:uuid:6a1e1a8e-0000-4000-8000-000000000001";
+        let conditional_create = |value: &str, obs_first: bool| {
+            let mut p = patient("Conditionnel", "Cé", "1960-06-06");
+            p["identifier"] = ident(value);
+            let pe = json!({"fullUrl": pu, "resource": p,
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": format!("identifier=urn:oid:1.2.3.4|{value}")}});
+            let oe =
+                json!({"resource": obs(pu), "request": {"method": "POST", "url": "Observation"}});
+            let entries = if obs_first {
+                vec![oe, pe]
+            } else {
+                vec![pe, oe]
+            };
+            json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        };
+        let subject_of_new_obs = |r: &common::Resp, i: usize| {
+            let loc = r.json["entry"][i]["response"]["location"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let path = loc
+                .split("/fhir/")
+                .nth(1)
+                .unwrap()
+                .split("/_history")
+                .next()
+                .unwrap()
+                .to_string();
+            s.get(&path).json["subject"]["reference"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        // First time: the Patient is created and the Observation points to it.
+        let r = s.post("", &conditional_create("CC1", false));
+        r.expect(200);
+        assert!(
+            r.json["entry"][0]["response"]["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("201"),
+            "{}",
+            r.text
+        );
+        let pid = s.get("Patient?identifier=urn:oid:1.2.3.4|CC1").ids()[0].clone();
+        assert_eq!(subject_of_new_obs(&r, 1), format!("Patient/{pid}"));
+        // Again, in both orders: the Patient is found (200), nothing created, the Observation points to it.
+        for obs_first in [false, true] {
+            let r = s.post("", &conditional_create("CC1", obs_first));
+            r.expect(200);
+            let (pi, oi) = if obs_first { (1, 0) } else { (0, 1) };
+            assert!(
+                r.json["entry"][pi]["response"]["status"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("200"),
+                "{}",
+                r.text
+            );
+            assert_eq!(
+                subject_of_new_obs(&r, oi),
+                format!("Patient/{pid}"),
+                "{b:?} {}",
+                r.text
+            );
+            assert_eq!(
+                s.get("Patient?identifier=urn:oid:1.2.3.4|CC1").ids().len(),
+                1
+            );
+        }
+        // A conditional update's fullUrl: created (no match, no id) then updated (match), referenced by an
+        // entry processed before it (a POST).
+        let cu = |value: &str, given: &str| {
+            let mut p = patient("MiseAJour", given, "1961-07-07");
+            p["identifier"] = ident(value);
+            json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": obs(pu), "request": {"method": "POST", "url": "Observation"}},
+                {"fullUrl": pu, "resource": p,
+                 "request": {"method": "PUT", "url": format!("Patient?identifier=urn:oid:1.2.3.4|{value}")}}]})
+        };
+        let r = s.post("", &cu("CU1", "Un"));
+        r.expect(200);
+        let found = s.get("Patient?identifier=urn:oid:1.2.3.4|CU1");
+        assert_eq!(found.ids().len(), 1, "{}", found.text);
+        let cu_id = found.ids()[0].clone();
+        assert_eq!(
+            subject_of_new_obs(&r, 0),
+            format!("Patient/{cu_id}"),
+            "{}",
+            r.text
+        );
+        let r = s.post("", &cu("CU1", "Deux"));
+        r.expect(200);
+        assert_eq!(
+            subject_of_new_obs(&r, 0),
+            format!("Patient/{cu_id}"),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            s.get(&format!("Patient/{cu_id}")).json["name"][0]["given"][0],
+            "Deux"
+        );
+        // Two conditional creates of one transaction meeting on one resource: refused, nothing written.
+        let before = s.get("Patient?_summary=count").json["total"].clone();
+        let mut p = patient("Double", "D", "1962-08-08");
+        p["identifier"] = ident("DUP");
+        let two = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": pu, "resource": p.clone(),
+             "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:oid:1.2.3.4|DUP"}},
+            {"fullUrl": "urn:uuid:6a1e1a8e-0000-4000-8000-000000000002", "resource": p,
+             "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:oid:1.2.3.4|DUP"}},
+            {"resource": obs("urn:uuid:6a1e1a8e-0000-4000-8000-000000000002"), "request": {"method": "POST", "url": "Observation"}}]});
+        let r = s.post("", &two);
+        assert_eq!(r.status, 409, "{}", r.text);
+        assert!(r.text.contains("même ressource"), "{}", r.text);
         assert_eq!(s.get("Patient?_summary=count").json["total"], before);
     }
 }

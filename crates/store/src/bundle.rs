@@ -168,11 +168,19 @@ pub fn relative_url(url: &str, base: &str) -> String {
     url.to_string()
 }
 
-/// `W/"3"` or `3` → 3.
+/// `If-Match: *`: the resource must exist (any version).
+pub const MUST_EXIST: i64 = -1;
+/// `If-None-Match: *` on a write: the resource must not exist (or be deleted) — a create that never overwrites.
+pub const MUST_NOT_EXIST: i64 = 0;
+
+/// An `If-Match` value: `W/"3"` or `3` → 3 (versions start at 1), `*` → [`MUST_EXIST`].
 pub fn parse_etag(s: &str) -> Option<i64> {
     let s = s.trim();
+    if s == "*" {
+        return Some(MUST_EXIST);
+    }
     let s = s.strip_prefix("W/").unwrap_or(s);
-    s.trim_matches('"').parse().ok()
+    s.trim_matches('"').parse().ok().filter(|&v: &i64| v >= 1)
 }
 
 pub(crate) fn process(
@@ -397,8 +405,9 @@ fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     }
 }
 
-/// The first `reference` still a `urn:uuid:` once the Bundle's fullUrls are resolved.
-fn unresolved_uuid(v: &Value, out: &mut Option<String>) {
+/// The first `reference` still a `urn:uuid:` once the Bundle's fullUrls are resolved (but those of
+/// conditional entries, resolved inside the transaction).
+fn unresolved_uuid(v: &Value, conditional: &HashMap<String, usize>, out: &mut Option<String>) {
     if out.is_some() {
         return;
     }
@@ -406,15 +415,19 @@ fn unresolved_uuid(v: &Value, out: &mut Option<String>) {
         Value::Object(m) => {
             for (k, child) in m {
                 match child {
-                    Value::String(s) if k == "reference" && s.starts_with("urn:uuid:") => {
+                    Value::String(s)
+                        if k == "reference"
+                            && s.starts_with("urn:uuid:")
+                            && !conditional.contains_key(s) =>
+                    {
                         *out = Some(s.clone());
                         return;
                     }
-                    _ => unresolved_uuid(child, out),
+                    _ => unresolved_uuid(child, conditional, out),
                 }
             }
         }
-        Value::Array(a) => a.iter().for_each(|x| unresolved_uuid(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| unresolved_uuid(x, conditional, out)),
         _ => {}
     }
 }
@@ -448,9 +461,13 @@ fn transaction(
     mut entries: Vec<Entry>,
     mut hook: Option<TxHook<'_>>,
 ) -> Result<Value, RepoError> {
-    // Ids for creates are chosen up front so that urn:uuid references can be rewritten before indexing.
+    // Ids for creates are chosen up front so that urn:uuid references can be rewritten before indexing. The
+    // fullUrls of conditional entries (a create with `ifNoneExist`, an update by criteria) name a resource known
+    // only inside the transaction — the one found, or the one created under the id chosen here: references to
+    // them are resolved there (`conditional_targets`), before any entry that may hold one is written.
     let mut map: HashMap<String, String> = HashMap::new();
     let mut new_ids: HashMap<usize, String> = HashMap::new();
+    let mut conditional: HashMap<String, usize> = HashMap::new();
     let mut needs_lookup = false;
     for e in &entries {
         let (segs, params) = split_url(&e.url);
@@ -464,27 +481,44 @@ fn transaction(
                     needs_lookup = true;
                 }
                 let id = new_id();
-                if let Some(f) = &e.full_url
-                    && map.insert(f.clone(), format!("{}/{id}", segs[0])).is_some()
-                {
-                    return Err(in_entry(format!(
-                        "fullUrl en double dans la transaction : {f}"
-                    )));
+                if let Some(f) = &e.full_url {
+                    let twice = if e.if_none_exist.is_some() {
+                        map.contains_key(f) || conditional.insert(f.clone(), e.index).is_some()
+                    } else {
+                        conditional.contains_key(f)
+                            || map.insert(f.clone(), format!("{}/{id}", segs[0])).is_some()
+                    };
+                    if twice {
+                        return Err(in_entry(format!(
+                            "fullUrl en double dans la transaction : {f}"
+                        )));
+                    }
                 }
                 new_ids.insert(e.index, id);
             }
             (Method::Put, 2) => {
                 if let Some(f) = &e.full_url
-                    && map
-                        .insert(f.clone(), format!("{}/{}", segs[0], segs[1]))
-                        .is_some()
+                    && (conditional.contains_key(f)
+                        || map
+                            .insert(f.clone(), format!("{}/{}", segs[0], segs[1]))
+                            .is_some())
                 {
                     return Err(in_entry(format!(
                         "fullUrl en double dans la transaction : {f}"
                     )));
                 }
             }
-            (Method::Put, 1) if !params.is_empty() => needs_lookup = true,
+            (Method::Put, 1) if !params.is_empty() => {
+                needs_lookup = true;
+                if let Some(f) = &e.full_url {
+                    if map.contains_key(f) || conditional.insert(f.clone(), e.index).is_some() {
+                        return Err(in_entry(format!(
+                            "fullUrl en double dans la transaction : {f}"
+                        )));
+                    }
+                    new_ids.insert(e.index, new_id());
+                }
+            }
             (Method::Post | Method::Put, _) => {
                 return Err(in_entry(format!(
                     "URL invalide pour {} : {}",
@@ -525,7 +559,7 @@ fn transaction(
             rewrite_references(r, &map);
             // A `urn:uuid:` names an entry of this Bundle: one left is a reference to nothing.
             let mut left = None;
-            unresolved_uuid(r, &mut left);
+            unresolved_uuid(r, &conditional, &mut left);
             if let Some(u) = left {
                 return Err(RepoError::InEntry {
                     index: e.index,
@@ -552,8 +586,32 @@ fn transaction(
         responses.clear();
         deferred_gets.clear();
         let mut local_map = map.clone();
+        // What each conditional entry targets, decided once the deletions are done.
+        let mut targets: Option<HashMap<usize, String>> = None;
         for e in &entries {
             let wrap = |err: RepoError| RepoError::InEntry { index: e.index, error: Box::new(err) };
+            if targets.is_none() && e.method != Method::Delete {
+                let t = conditional_targets(c, st, &entries, &conditional, &new_ids)?;
+                for (f, i) in &conditional {
+                    if let Some(target) = t.get(i) {
+                        local_map.insert(f.clone(), target.clone());
+                    }
+                }
+                targets = Some(t);
+            }
+            // A conditional entry must end on the resource its fullUrl was resolved to: two conditional entries
+            // of one transaction that meet on a resource (the second finding what the first created) would
+            // otherwise leave a reference to nothing.
+            let moved = |got: &str| {
+                let want = targets.as_ref().and_then(|t| t.get(&e.index));
+                match want {
+                    Some(w) if w != got => Err(wrap(RepoError::Conflict(format!(
+                        "l'entrée conditionnelle vise {got} alors que les références à son fullUrl désignent {w} : \
+                         deux entrées conditionnelles de la transaction portent sur la même ressource"
+                    )))),
+                    _ => Ok(()),
+                }
+            };
             let (segs, params) = split_url(&e.url);
             let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
             match (e.method, segs.as_slice()) {
@@ -581,9 +639,7 @@ fn transaction(
                         match ids.as_slice() {
                             [] => {}
                             [id] => {
-                                if let Some(f) = &e.full_url {
-                                    local_map.insert(f.clone(), format!("{t}/{id}"));
-                                }
+                                moved(&format!("{t}/{id}"))?;
                                 responses.push((e.index, json!({"fullUrl": format!("{base}/{t}/{id}"), "response": {"status": "200 OK", "location": format!("{base}/{t}/{id}")}})));
                                 continue;
                             }
@@ -601,6 +657,9 @@ fn transaction(
                         }
                     };
                     let w = st.create(c, ctx, p, None).map_err(wrap)?;
+                    if e.if_none_exist.is_some() {
+                        moved(&format!("{}/{}", w.stored.rtype, w.stored.id))?;
+                    }
                     responses.push((e.index, write_entry(base, &w)));
                 }
                 (Method::Put, [_, _]) => {
@@ -622,7 +681,9 @@ fn transaction(
                     resolve_in_tx(c, st, &mut en, &local_map).map_err(wrap)?;
                     let body = en.resource.unwrap_or(Value::Null);
                     let body_id = body.get("id").and_then(Value::as_str).map(str::to_string);
-                    let w = st.conditional_update(c, ctx, t, &params, body, body_id.as_deref(), e.if_match).map_err(wrap)?;
+                    let chosen = new_ids.get(&e.index).map(String::as_str);
+                    let w = st.conditional_update(c, ctx, t, &params, body, body_id.as_deref(), e.if_match, chosen).map_err(wrap)?;
+                    moved(&format!("{}/{}", w.stored.rtype, w.stored.id))?;
                     responses.push((e.index, write_entry(base, &w)));
                 }
                 (Method::Get, _) => deferred_gets.push(e),
@@ -696,6 +757,58 @@ fn clone_entry(e: &Entry) -> Entry {
         if_none_exist: e.if_none_exist.clone(),
         if_match: e.if_match,
     }
+}
+
+/// Inside the transaction, before the first create or update: the resource each conditional entry with a
+/// fullUrl will end on (by entry index) — for a create with `ifNoneExist`, the one resource matching or the id
+/// chosen for it; for an update by criteria, the one matching, or the body's id, or the id chosen for it.
+/// Several matches are the entry's 412, as when it is processed.
+fn conditional_targets(
+    c: &mut dyn crate::SqlConn,
+    st: &mut TxState,
+    entries: &[Entry],
+    conditional: &HashMap<String, usize>,
+    new_ids: &HashMap<usize, String>,
+) -> Result<HashMap<usize, String>, RepoError> {
+    let mut out = HashMap::new();
+    for &index in conditional.values() {
+        let Some(e) = entries.iter().find(|e| e.index == index) else {
+            continue;
+        };
+        let wrap = |err: RepoError| RepoError::InEntry {
+            index,
+            error: Box::new(err),
+        };
+        let (segs, params) = split_url(&e.url);
+        let [t] = segs.as_slice() else { continue };
+        let criteria = match (&e.if_none_exist, e.method) {
+            (Some(q), Method::Post) => split_url(&format!("?{q}")).1,
+            (_, Method::Put) => params,
+            _ => continue,
+        };
+        let ids = st.match_ids(c, t, &criteria).map_err(wrap)?;
+        let id = match ids.as_slice() {
+            [id] => id.clone(),
+            [] => match e
+                .resource
+                .as_ref()
+                .and_then(|r| r.get("id"))
+                .and_then(Value::as_str)
+                .filter(|_| e.method == Method::Put)
+            {
+                Some(body_id) => body_id.to_string(),
+                None => new_ids.get(&index).cloned().unwrap_or_default(),
+            },
+            _ => {
+                return Err(wrap(RepoError::PreconditionFailed(
+                    "plusieurs ressources correspondent aux critères de l'entrée conditionnelle"
+                        .into(),
+                )));
+            }
+        };
+        out.insert(index, format!("{t}/{id}"));
+    }
+    Ok(out)
 }
 
 /// Inside the transaction: rewrites references mapped by conditional creates and resolves conditional

@@ -103,13 +103,20 @@ pub fn searchset(base: &str, path: &str, page: &SearchPage) -> Vec<u8> {
     out
 }
 
-/// Applies `_summary` / `_elements` to a resource, or `None` when it is returned whole.
+/// Applies a search's `_summary` / `_elements` to a resource, or `None` when it is returned whole.
 fn shape(content: &[u8], page: &SearchPage) -> Option<Value> {
+    shape_resource(content, page.summary, page.elements.as_deref())
+}
+
+/// Applies `_summary` / `_elements` to a resource (tagged `SUBSETTED`), or `None` when it is returned whole.
+pub fn shape_resource(
+    content: &[u8],
+    summary: Option<crate::search::Summary>,
+    elements: Option<&[String]>,
+) -> Option<Value> {
     use crate::search::Summary;
-    let summary = page
-        .summary
-        .filter(|s| !matches!(s, Summary::False | Summary::Count));
-    if summary.is_none() && page.elements.is_none() {
+    let summary = summary.filter(|s| !matches!(s, Summary::False | Summary::Count));
+    if summary.is_none() && elements.is_none() {
         return None;
     }
     let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(content) else {
@@ -138,7 +145,7 @@ fn shape(content: &[u8], page: &SearchPage) -> Option<Value> {
         }
         _ => {}
     }
-    if let Some(els) = &page.elements {
+    if let Some(els) = elements {
         // What was asked, and the mandatory and modifier elements (FHIR: servers SHOULD return mandatory
         // elements; a modifier changes the meaning of what is returned).
         m.retain(|k, _| {

@@ -460,6 +460,7 @@ impl Repository {
                 body.clone(),
                 body_id.as_deref(),
                 if_match,
+                None,
             )?);
             Ok(())
         })?;
@@ -1809,8 +1810,25 @@ impl TxState {
         if_match: Option<i64>,
     ) -> Result<WriteOutcome, RepoError> {
         let cur = tx::current_for_write(c, &p.rtype, &p.id)?;
+        let live = cur.as_ref().is_some_and(|r| !r.deleted);
         if let Some(expected) = if_match {
             match &cur {
+                _ if expected == crate::bundle::MUST_NOT_EXIST => {
+                    if live {
+                        return Err(RepoError::PreconditionFailed(format!(
+                            "{}/{} existe déjà (If-None-Match: *) : rien n'est écrasé",
+                            p.rtype, p.id
+                        )));
+                    }
+                }
+                _ if expected == crate::bundle::MUST_EXIST => {
+                    if !live {
+                        return Err(RepoError::PreconditionFailed(format!(
+                            "If-Match: * : {}/{} n'existe pas",
+                            p.rtype, p.id
+                        )));
+                    }
+                }
                 Some(r) if r.version == expected && !r.deleted => {}
                 Some(r) => {
                     return Err(RepoError::PreconditionFailed(format!(
@@ -1849,6 +1867,7 @@ impl TxState {
         body: Value,
         body_id: Option<&str>,
         if_match: Option<i64>,
+        new_id: Option<&str>,
     ) -> Result<WriteOutcome, RepoError> {
         let ids = self.match_ids(c, rtype, criteria)?;
         match ids.as_slice() {
@@ -1864,7 +1883,19 @@ impl TxState {
                         }
                         Prepared::new(rtype, body, Some(id))?
                     }
-                    None => Prepared::new(rtype, body, None)?,
+                    // The id a transaction chose beforehand (its references to this entry's fullUrl use it).
+                    None => match new_id {
+                        Some(id) => {
+                            let mut body = body;
+                            if let Value::Object(m) = &mut body {
+                                m.insert("id".into(), Value::String(id.to_string()));
+                            }
+                            let mut p = Prepared::new(rtype, body, Some(id))?;
+                            p.fresh_id = true;
+                            p
+                        }
+                        None => Prepared::new(rtype, body, None)?,
+                    },
                 };
                 self.update(c, ctx, &p, if_match)
             }
@@ -1905,7 +1936,7 @@ impl TxState {
             });
         };
         if let Some(expected) = if_match
-            && (cur.version != expected || cur.deleted)
+            && (cur.deleted || expected != crate::bundle::MUST_EXIST && cur.version != expected)
         {
             return Err(RepoError::PreconditionFailed(format!(
                 "conflit de version : If-Match attend la version {expected}, la version courante est {}{}",

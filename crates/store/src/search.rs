@@ -526,6 +526,43 @@ pub fn parse_hiding(
     Ok(q)
 }
 
+/// `_summary` and `_elements` on a read or a version read of `rtype` (FHIR allows them there too): what to apply
+/// with [`crate::render::shape_resource`]. `_summary=count` means nothing on one resource and an unknown element
+/// is an error: no Bundle carries a warning.
+pub fn read_shaping(
+    rtype: &str,
+    params: &[(String, String)],
+) -> Result<(Option<Summary>, Option<Vec<String>>), SearchError> {
+    let mut q = SearchQuery::default();
+    for (k, v) in params {
+        if matches!(k.as_str(), "_summary" | "_elements") {
+            parse_result_param(&mut q, k, v, true)?;
+        }
+    }
+    if q.summary == Some(Summary::Count) {
+        return Err(SearchError::Invalid(
+            "_summary".into(),
+            "count ne s'applique qu'à une recherche".into(),
+        ));
+    }
+    if let Some(els) = &q.elements
+        && socle_fhir::elements::of(rtype).is_some()
+    {
+        let unknown: Vec<&str> = els
+            .iter()
+            .map(String::as_str)
+            .filter(|e| !socle_fhir::elements::is_known(rtype, e))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(SearchError::Invalid(
+                "_elements".into(),
+                format!("élément inconnu pour {rtype} : {}", unknown.join(", ")),
+            ));
+        }
+    }
+    Ok((q.summary, q.elements))
+}
+
 fn parse_result_param(
     q: &mut SearchQuery,
     name: &str,
