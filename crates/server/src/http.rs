@@ -369,6 +369,33 @@ fn base_url(app: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}/fhir")
 }
 
+/// Whether the query string, percent-decoded, is UTF-8: a parameter's value is never read with the invalid
+/// bytes replaced (`family=%C3` would search for a replacement character and find nothing, as if that were
+/// an answer).
+fn query_is_utf8(q: &str) -> bool {
+    let b = q.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&out).is_ok()
+}
+
 fn prepare(
     app: &AppState,
     headers: &HeaderMap,
@@ -376,6 +403,13 @@ fn prepare(
     peer: SocketAddr,
     caller: Option<guard::Caller>,
 ) -> Result<Req, Response> {
+    if query.is_some_and(|q| !query_is_utf8(q)) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            "chaîne de requête mal encodée : une fois décodée (%XX), elle n'est pas de l'UTF-8 valide",
+        ));
+    }
     let params = parse_query(query);
     let mut pretty = false;
     for (k, v) in &params {

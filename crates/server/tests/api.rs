@@ -663,6 +663,8 @@ fn bad_input_is_rejected_clearly_and_nothing_is_written() {
         let n0 = count();
         let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
             ("POST", "Patient", Some("{not json".into()), 400, "JSON invalide"),
+            ("GET", "Patient?family=%C3", None, 400, "pas de l'UTF-8 valide"),
+            ("GET", "Patient?family=ok&given=%FF%FE", None, 400, "pas de l'UTF-8 valide"),
             ("POST", "Observation", Some(r#"{"resourceType":"Observation","status":"final","status":"entered-in-error","code":{"text":"x"}}"#.into()), 400, "« status » donnée deux fois"),
             ("POST", "Patient", Some(json!({"resourceType": "Observation"}).to_string()), 400, "ne correspond pas"),
             ("POST", "Patient", Some(json!({"name": "x"}).to_string()), 400, "resourceType"),

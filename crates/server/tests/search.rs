@@ -485,6 +485,14 @@ fn compartment_checks(t: &mut T) {
             "lien next d'une recherche de compartiment : {next}"
         ));
     }
+    // A later page's `self` link names that page.
+    let second = t.s.get(&next);
+    if second.link("self").as_deref() != Some(next.as_str()) {
+        t.fail(format!(
+            "self de la page 2 : {:?} (next : {next})",
+            second.link("self")
+        ));
+    }
     let mut pages: Vec<String> = t.walk(first).concat();
     pages.sort();
     if pages != ["oa", "ob"] {

@@ -2491,7 +2491,7 @@ fn run_search(
         warnings: q.warnings.clone(),
         summary: q.summary,
         elements: q.elements.clone(),
-        self_params: q.canonical.clone(),
+        self_params: [q.canonical.as_slice(), q.paging.as_slice()].concat(),
         ..Default::default()
     };
     if q.summary == Some(search::Summary::Count) || q.count == 0 {

@@ -185,6 +185,9 @@ pub struct SearchQuery {
     pub warnings: Vec<(IssueType, String)>,
     /// The query parameters that define the result set (for self/next/previous links).
     pub canonical: Vec<(String, String)>,
+    /// The paging parameters received (`_snapshot`, `_cursor`, `_offset`): the `self` link of a later page names
+    /// that page.
+    pub paging: Vec<(String, String)>,
     /// The top-level conditions `filter_sql` joins with `AND`, in order (their values are bound in order too).
     pub conds: Vec<String>,
     /// The conditions that are one index lookup (`r.rid IN (SELECT i.rid FROM idx_… i WHERE …)`): a page
@@ -460,10 +463,9 @@ pub fn parse_hiding(
                     q.warnings.push((e.issue_type(), format!("{e} : ignoré")));
                 }
             }
-            if !matches!(
-                base_name,
-                "_cursor" | "_snapshot" | "_offset" | "_format" | "_pretty"
-            ) {
+            if matches!(base_name, "_cursor" | "_snapshot" | "_offset") {
+                q.paging.push((name.clone(), value.clone()));
+            } else if !matches!(base_name, "_format" | "_pretty") {
                 q.canonical.push((name.clone(), value.clone()));
             }
             continue;
