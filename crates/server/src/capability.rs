@@ -84,6 +84,9 @@ pub fn capability_statement(public_url: &str) -> Vec<u8> {
             ]);
         }
         if !refs.is_empty() {
+            // Wildcards: every reference parameter of the type.
+            let mut refs = refs;
+            refs.extend(["*".to_string(), format!("{rtype}:*")]);
             r["searchInclude"] = json!(refs);
         }
         if !revs.is_empty() {
@@ -103,7 +106,7 @@ pub fn capability_statement(public_url: &str) -> Vec<u8> {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Recherche : modificateurs :exact, :contains (chaînes), :not (jetons), :missing, :Type et :identifier (références), :below (URI) ; préfixes eq ne gt lt ge le sa eb ap ; chaînage à un niveau ; _has à un niveau ; _include/_revinclude (:iterate) ; _sort, _count, _total, _summary=count, _elements ; recherche dans le compartiment d'un patient : GET [base]/Patient/[id]/[type]?… (les ressources qui le désignent par les paramètres du compartiment). Paramètres inconnus ou mal formés : ignorés avec un avertissement dans le Bundle, 400 avec Prefer: handling=strict (un curseur de pagination altéré est toujours refusé).",
+            "documentation": "Recherche : modificateurs :exact, :contains (chaînes), :not (jetons), :missing, :Type et :identifier (références), :below (URI) ; préfixes eq ne gt lt ge le sa eb ap ; chaînage à un niveau ; _has à un niveau ; _include/_revinclude (:iterate ; jokers _include=*, Type:*) ; _sort, _count, _total, _summary=count, _elements ; recherche dans le compartiment d'un patient : GET [base]/Patient/[id]/[type]?… (les ressources qui le désignent par les paramètres du compartiment). Paramètres inconnus ou mal formés : ignorés avec un avertissement dans le Bundle, 400 avec Prefer: handling=strict (un curseur de pagination altéré est toujours refusé).",
             "security": {
                 "cors": false,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],

@@ -1168,6 +1168,26 @@ fn include_and_revinclude() {
             &["pa1"],
             &["Observation/o1", "MedicationRequest/mr1"],
         );
+        // Wildcards: every reference parameter of the type (`*` alone: of the searched type).
+        run(
+            t,
+            "MedicationRequest?_include=MedicationRequest:*",
+            &["mr1"],
+            &["Medication/med1", "Patient/pa1"],
+        );
+        run(
+            t,
+            "MedicationRequest?_include=*",
+            &["mr1"],
+            &["Medication/med1", "Patient/pa1"],
+        );
+        run(
+            t,
+            "Patient?_id=pa1&_revinclude=MedicationRequest:*&_include=*",
+            &["pa1"],
+            &["MedicationRequest/mr1", "Practitioner/pr1"],
+        );
+        t.check_400("Patient?_revinclude=*");
         // Without :iterate an include only applies to the matches.
         run(
             t,

@@ -672,44 +672,65 @@ fn parse_result_param(
         | "_revinclude:iterate"
         | "_revinclude:recurse" => {
             let iterate = name.contains(':');
+            let forward = name.starts_with("_include");
+            let reg = registry();
+            // `*` alone: every reference parameter of the searched type (`_include` only: the resources of every
+            // type that may point to this one are too many to gather — name the source type).
+            let value = match value {
+                "*" if forward => format!("{}:*", q.rtype),
+                "*" => {
+                    return Err(SearchError::TooCostly(format!(
+                        "{name}=* : précisez le type source ({name}=Observation:* par exemple)"
+                    )));
+                }
+                v => v.to_string(),
+            };
             let mut parts = value.split(':');
             let source_type = parts.next().unwrap_or("").to_string();
             let param = parts.next().unwrap_or("").to_string();
             let target_type = parts.next().map(str::to_string);
-            if value == "*" {
-                q.warnings.push((
-                    IssueType::NotSupported,
-                    format!("{name}=* n'est pas pris en charge : ignoré"),
-                ));
-                return Ok(());
-            }
-            let reg = registry();
             if !reg.is_resource_type(&source_type) {
                 return Err(bad("type de ressource inconnu"));
-            }
-            match reg.param(&source_type, &param) {
-                Some(p) if p.kind == ParamType::Reference => {}
-                _ => return Err(bad("paramètre de référence inconnu")),
             }
             if let Some(t) = &target_type
                 && !reg.is_resource_type(t)
             {
                 return Err(bad("type cible inconnu"));
             }
-            let inc = Include {
-                source_type,
-                param,
-                target_type,
-                iterate,
+            // `Type:*`: each of the type's reference parameters (for `_revinclude`, those that may point to the
+            // searched type).
+            let params: Vec<String> = if param == "*" {
+                reg.params(&source_type)
+                    .filter(|p| p.kind == ParamType::Reference)
+                    .filter(|p| {
+                        forward
+                            || p.targets.is_empty()
+                            || p.targets.iter().any(|t| *t == q.rtype || t == "Resource")
+                    })
+                    .map(|p| p.code.clone())
+                    .collect()
+            } else {
+                match reg.param(&source_type, &param) {
+                    Some(p) if p.kind == ParamType::Reference => vec![param],
+                    _ => return Err(bad("paramètre de référence inconnu")),
+                }
             };
-            // The same directive twice is read once.
-            let list = if name.starts_with("_include") {
+            let list = if forward {
                 &mut q.includes
             } else {
                 &mut q.revincludes
             };
-            if !list.contains(&inc) {
-                list.push(inc)
+            for param in params {
+                let inc = Include {
+                    source_type: source_type.clone(),
+                    param,
+                    target_type: target_type.clone(),
+                    iterate,
+                };
+                // The same directive twice is read once.
+                if !list.contains(&inc) {
+                    list.push(inc)
+                }
             }
         }
         "_format" | "_pretty" => {}
