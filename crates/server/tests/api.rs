@@ -121,6 +121,65 @@ fn crud_versioning_and_headers() {
         assert!(all.json["entry"].as_array().unwrap().len() >= 8);
         let future = s.get("_history?_since=2999-01-01");
         assert!(future.json.get("entry").is_none());
+        // `_at`: the versions current at some moment of that date's span (to the second here).
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64
+        };
+        // The second of an instant, as a FHIR dateTime of that precision.
+        let at = |ms: &i64| format!("{}Z", &socle_store::repo::iso_instant(*ms)[..19]);
+        let versions = |q: &str| -> Vec<String> {
+            let h = s.get(q);
+            h.expect(200);
+            h.json["entry"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            e["resource"]["meta"]["versionId"]
+                                .as_str()
+                                .unwrap_or("")
+                                .to_string()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut body = patient("Instant", "Ana", "1980-02-02");
+        body["id"] = json!("at1");
+        s.put("Patient/at1", &body).expect(201);
+        let first = now();
+        // The next version in a later second.
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        body["gender"] = json!("female");
+        s.put("Patient/at1", &body).expect(200);
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        let later = now();
+        assert_eq!(
+            versions(&format!("Patient/at1/_history?_at={}", at(&first))),
+            ["1"]
+        );
+        assert_eq!(
+            versions(&format!("Patient/at1/_history?_at={}", at(&later))),
+            ["2"]
+        );
+        assert_eq!(
+            versions(&format!("Patient/at1/_history?_at={}", &at(&first)[..4])),
+            ["2", "1"]
+        );
+        // The type's history at a moment: each resource's version of then (at1's second, not its first).
+        let h = s.get(&format!("Patient/_history?_at={}&_count=100", at(&later)));
+        let of_at1: Vec<&Value> = h.json["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["id"] == "at1")
+            .collect();
+        assert_eq!(of_at1.len(), 1, "{}", h.text);
+        assert_eq!(of_at1[0]["resource"]["meta"]["versionId"], "2");
+        s.get("Patient/at1/_history?_at=hier").expect(400);
         // _pretty and _format
         let r = s.get(&format!("Patient/{id}?_pretty=true"));
         assert!(r.text.contains("\n  "));

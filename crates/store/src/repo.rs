@@ -829,6 +829,8 @@ impl Repository {
             ));
         }
         let mut since: Option<i64> = None;
+        // `_at`: the versions current at some moment of that date's range (its precision's span).
+        let mut at: Option<(i64, i64)> = None;
         let mut count = search::DEFAULT_COUNT;
         let mut before: Option<i64> = None;
         let mut self_params = Vec::new();
@@ -859,7 +861,17 @@ impl Repository {
                     )
                 }
                 "_format" | "_pretty" => {}
-                "_at" | "_list" | "_sort" => {
+                "_at" => {
+                    if at.is_some() {
+                        return Err(RepoError::Invalid("_at donné deux fois".into()));
+                    }
+                    at = Some(
+                        socle_fhir::index::parse_date_range(v)
+                            .ok_or_else(|| RepoError::Invalid(format!("_at invalide : {v}")))?,
+                    );
+                    self_params.push((k.clone(), v.clone()));
+                }
+                "_list" | "_sort" => {
                     return Err(RepoError::Invalid(format!(
                         "paramètre d'historique non pris en charge : {k}"
                     )));
@@ -908,6 +920,15 @@ impl Repository {
                 conds.push("seq < ?");
                 p.push(b.into());
             }
+            if let Some((lo, hi)) = at {
+                // Written by then, and not replaced before the range begins.
+                conds.push(
+                    "last_updated <= ? AND NOT EXISTS (SELECT 1 FROM resource_versions n \
+                     WHERE n.rid = v.rid AND n.pkey = v.pkey AND n.version = v.version + 1 AND n.last_updated < ?)",
+                );
+                p.push(hi.into());
+                p.push(lo.into());
+            }
             let where_ = if conds.is_empty() {
                 "1 = 1".to_string()
             } else {
@@ -915,7 +936,7 @@ impl Repository {
             };
             p.push((count + 1).into());
             let sql = format!(
-                "SELECT {}, seq FROM resource_versions WHERE {where_} ORDER BY seq DESC LIMIT ?",
+                "SELECT {}, seq FROM resource_versions v WHERE {where_} ORDER BY seq DESC LIMIT ?",
                 tx::VERSION_COLS
             );
             let rows = c.query(&sql, &p)?;
