@@ -320,6 +320,9 @@ enum Query {
     CodePaged,
     /// Observation?_summary=count
     SummaryCount,
+    /// Patient/{id}/Observation?code=http://loinc.org|{code}: `patient-code` as a compartment search (every
+    /// compartment parameter of Observation, not `patient` alone)
+    CompartmentCode,
 }
 
 // ---------------------------------------------------------------- synthetic data
@@ -1771,6 +1774,15 @@ fn search_path(q: Query, p: &Patient, rng: &mut Rng, page_size: usize) -> String
             loinc_token(rng.pick(LOINC).0)
         ),
         Query::SummaryCount => "Observation?_summary=count".to_string(),
+        Query::CompartmentCode => {
+            let codes: Vec<&str> = patient_codes(p.index).collect();
+            let code = codes[rng.below(codes.len() as u64) as usize];
+            format!(
+                "Patient/{}/Observation?code={}",
+                enc(&p.id),
+                loinc_token(code)
+            )
+        }
     }
 }
 

@@ -1605,37 +1605,28 @@ async fn search_common(
     params: Vec<(String, String)>,
     compartment: Option<String>,
 ) -> Response {
-    use socle_store::search::COMPARTMENT_PARAM;
-    if params
-        .iter()
-        .any(|(k, _)| k.split(':').next() == Some(COMPARTMENT_PARAM))
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            IssueType::Invalid,
-            format!(
-                "paramètre {COMPARTMENT_PARAM} réservé : une recherche dans le compartiment d'un patient s'écrit \
-                 GET [base]/Patient/{{id}}/{{type}}"
-            ),
-        );
-    }
-    let mut params = params;
     let path = match &compartment {
-        Some(id) => {
-            params.push((COMPARTMENT_PARAM.to_string(), format!("Patient/{id}")));
-            format!("Patient/{id}/{rtype}")
-        }
+        Some(id) => format!("Patient/{id}/{rtype}"),
         None => rtype.clone(),
     };
-    // A patient's search of `AuditEvent` is their access trail: who read or wrote what of their record.
+    // A patient's search of `AuditEvent` is their access trail: who read or wrote what of their record (in a
+    // compartment search, only their own compartment's).
     if rtype == "AuditEvent"
         && let Some(own) = own_trail(&req)
     {
+        if compartment.as_ref().is_some_and(|c| *c != own) {
+            return error(
+                StatusCode::FORBIDDEN,
+                IssueType::Forbidden,
+                "trace d'accès : seule celle de votre propre dossier vous est accessible",
+            );
+        }
         return match trail_query(&params, Some(own), TrailApi::Search, req.strict) {
             Ok(q) => audit_trail_common(&app, q, &req).await,
             Err(r) => r,
         };
     }
+    let mut params = params;
     let strict = req.strict;
     // Anonymous callers (public Annuaire) never see restricted entries, as matches or as includes.
     let anonymous = req.caller.as_ref().is_some_and(guard::Caller::is_anonymous);
@@ -1661,7 +1652,7 @@ async fn search_common(
         return error(StatusCode::FORBIDDEN, IssueType::Forbidden, m);
     }
     let actor = user_actor.filter(|_| guard::patient_data(&rtype));
-    let scope = match (&actor, compartment) {
+    let scope = match (&actor, compartment.clone()) {
         // The compartment names the patient (the results are theirs: see `keep`).
         (Some(_), Some(id)) => match policy::compartment_patient(&rtype, &params, id) {
             Ok(p) => Some(p),
@@ -1765,6 +1756,7 @@ async fn search_common(
                 &hidden,
                 decision.as_ref().map(|(p, d)| (p.as_str(), d.as_str())),
                 filtered.then_some((&mut keep as &mut socle_store::repo::Keep<'_>, scope.is_some())),
+                compartment.as_deref(),
             )?;
             if user && scope.is_none() && policy::asks_patient_includes(&params) {
                 // Said from the request alone (what was found is not betrayed).
@@ -1855,6 +1847,13 @@ async fn search_post(
         );
     }
     let bytes = tryr!(read_body(&app, body).await);
+    if !std::str::from_utf8(&bytes).is_ok_and(query_is_utf8) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            "corps de _search mal encodé : une fois décodé (%XX), il n'est pas de l'UTF-8 valide",
+        );
+    }
     let mut params = req.params.clone();
     // More than the limit is refused by the search itself: the rest of a huge body is not even split.
     params.extend(

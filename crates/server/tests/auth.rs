@@ -3519,6 +3519,16 @@ fn dmp_access_through_the_policy() {
         assert!(common::entry_ids(&none).is_empty(), "{none}");
         let (c, v, _) = fhir(root, "GET", "AuditEvent?patient=p2", Some(&patient), None);
         assert_eq!(c, 403, "{v}");
+        // The same through the compartment's path: their own trail, another's refused (also in strict mode).
+        let (c, v, _) = fhir(root, "GET", "Patient/p2/AuditEvent", Some(&patient), None);
+        assert_eq!(c, 403, "{v}");
+        let r = ureq::get(&format!("{root}/fhir/Patient/pd/AuditEvent?_count=5"))
+            .set("Authorization", &format!("Bearer {patient}"))
+            .set("Prefer", "handling=strict")
+            .call()
+            .expect("own trail by the compartment's path");
+        let v: Value = r.into_json().unwrap();
+        assert!(!common::entry_ids(&v).is_empty(), "{v}");
         let (c, v, _) = fhir(root, "GET", "AuditEvent?date=hier", Some(&patient), None);
         assert_eq!(c, 400, "{v}");
         let (c, v, _) = fhir(

@@ -1008,6 +1008,18 @@ fn feeds_as_vendors_write_them() {
             .call()
             .unwrap();
         assert_eq!(again.status(), 304);
+        // … or a copy as recent as its last change, or any (`*`).
+        for (h, v) in [
+            ("If-Modified-Since", "Tue, 01 Jan 2999 00:00:00 GMT"),
+            ("If-None-Match", "*"),
+        ] {
+            let again = ureq::get(&s.url(&url))
+                .set("Accept", "text/xml")
+                .set(h, v)
+                .call()
+                .unwrap();
+            assert_eq!(again.status(), 304, "{h}");
+        }
         // A part of the document (Range), or a refusal naming its size.
         let part = |range: &str| {
             let r = match ureq::get(&s.url(&url))

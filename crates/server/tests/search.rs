@@ -498,11 +498,12 @@ fn compartment_checks(t: &mut T) {
     if pages != ["oa", "ob"] {
         t.fail(format!("pages de Patient/c1/Observation : {pages:?}"));
     }
+    // The compartment is the path's: a `_compartment` parameter is unknown like any other.
+    t.check_malformed("Observation?_compartment=Patient/c1");
     for (q, status) in [
         ("Patient/c1/Organization", 400),
         ("Patient/c1/*", 400),
         ("Practitioner/x/Observation", 400),
-        ("Observation?_compartment=Patient/c1", 400),
         ("Patient/c1/Unicorn", 404),
         ("Patient/c1/$unknown-op", 404),
     ] {

@@ -390,6 +390,9 @@ pub fn spawn_background(store: Arc<dyn Store>, stale: Vec<Stale>) -> std::thread
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "réindexation : état des index illisible");
+                    if held.is_none() {
+                        let _ = lease.release(&*store);
+                    }
                     return;
                 }
             };
@@ -424,6 +427,8 @@ pub fn spawn_background(store: Arc<dyn Store>, stale: Vec<Stale>) -> std::thread
                 ),
                 Err(e) => {
                     tracing::error!(rtype = %s.rtype, error = %e, "réindexation interrompue");
+                    // For another process (or the next start) to take over at once.
+                    let _ = lease.release(&*store);
                     return;
                 }
             }

@@ -1027,7 +1027,7 @@ impl Repository {
         params: &[(String, String)],
         strict: bool,
     ) -> Result<SearchPage, RepoError> {
-        self.search_about(ctx, rtype, params, strict, &[], None, None)
+        self.search_about(ctx, rtype, params, strict, &[], None, None, None)
     }
 
     /// A search about one patient's data (`about`: the patient and the access decision taken before it ran): its
@@ -1047,9 +1047,10 @@ impl Repository {
         hidden: &[String],
         about: Option<(&str, &str)>,
         keep: Option<(&mut Keep<'_>, bool)>,
+        compartment: Option<&str>,
     ) -> Result<SearchPage, RepoError> {
         check_type(rtype)?;
-        let mut q = search::parse_hiding(rtype, params, strict, hidden)?;
+        let mut q = search::parse_scoped(rtype, params, strict, hidden, compartment)?;
         let mut keep = keep.map(|(k, matches_decided)| {
             q.matches_decided = matches_decided;
             k
@@ -1058,7 +1059,10 @@ impl Repository {
         let mut rec = Self::record(ctx, "search-type");
         rec.rtype = Some(rtype.into());
         // Parameter names only: values may be health data.
-        let names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+        let mut names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+        if compartment.is_some() {
+            names.insert(0, "compartment=Patient");
+        }
         rec.detail = Some(names.join("&"));
         if let Some((patient, decision)) = about {
             rec.patient = Some(patient.into());

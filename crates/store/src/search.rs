@@ -346,21 +346,13 @@ const RESULT_PARAMS: &[&str] = &[
     "_offset",
 ];
 
-/// The parameter that carries a compartment search's compartment (`Patient/{id}`): set by the server from the
-/// path `GET [base]/Patient/{id}/{type}`, refused from clients' queries.
-pub const COMPARTMENT_PARAM: &str = "_compartment";
-
-/// The resources of `rtype` in the Patient compartment `value` (`Patient/{id}`): those that reference the patient
-/// through one of the type's compartment parameters (the official CompartmentDefinition), and for `Patient` the
-/// patient itself too. Not the `pkey` column: that is the first patient a resource references, and a resource
-/// that references two (an Observation by one patient about another) is in both compartments.
-fn compartment_condition(b: &mut Builder, rtype: &str, value: &str) -> Result<String, SearchError> {
-    let invalid = |m: String| SearchError::Invalid(COMPARTMENT_PARAM.into(), m);
-    let Some(("Patient", id)) = value.split_once('/') else {
-        return Err(invalid(format!(
-            "compartiment non pris en charge : {value}"
-        )));
-    };
+/// The resources of `rtype` in the compartment of Patient `id` (`GET [base]/Patient/{id}/{type}`): those that
+/// reference the patient through one of the type's compartment parameters (the official CompartmentDefinition),
+/// and for `Patient` the patient itself too. Not the `pkey` column: that is the first patient a resource
+/// references, and a resource that references two (an Observation by one patient about another) is in both
+/// compartments.
+fn compartment_condition(b: &mut Builder, rtype: &str, id: &str) -> Result<String, SearchError> {
+    let invalid = |m: String| SearchError::Invalid("Patient/{id}/{type}".into(), m);
     let reg = registry();
     let params: Vec<&SearchParam> = reg
         .patient_compartment_params(rtype)
@@ -410,6 +402,18 @@ pub fn parse_hiding(
     params: &[(String, String)],
     strict: bool,
     hidden: &[String],
+) -> Result<SearchQuery, SearchError> {
+    parse_scoped(rtype, params, strict, hidden, None)
+}
+
+/// [`parse_hiding`] within the compartment of Patient `compartment` when given (the path of the request, never
+/// its query: a client's `_compartment` parameter is unknown like any other).
+pub fn parse_scoped(
+    rtype: &str,
+    params: &[(String, String)],
+    strict: bool,
+    hidden: &[String],
+    compartment: Option<&str>,
 ) -> Result<SearchQuery, SearchError> {
     let mut q = SearchQuery {
         rtype: rtype.to_string(),
@@ -470,11 +474,6 @@ pub fn parse_hiding(
             }
             continue;
         }
-        if name == COMPARTMENT_PARAM {
-            // Said by the request's path (`Patient/{id}/{type}`), not by its query: no link repeats it.
-            conds.push(compartment_condition(&mut b, rtype, value)?);
-            continue;
-        }
         let mark = b.params.len();
         let cond = param_condition(&mut b, rtype, "r", name, value, 0);
         let values = b.values.take();
@@ -504,6 +503,10 @@ pub fn parse_hiding(
             }
             Err(e) => return Err(e),
         }
+    }
+    if let Some(id) = compartment {
+        // Said by the request's path, not its query: no link repeats it.
+        conds.push(compartment_condition(&mut b, rtype, id)?);
     }
     q.filter_sql = if conds.is_empty() {
         "1 = 1".to_string()

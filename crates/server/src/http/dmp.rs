@@ -564,18 +564,14 @@ pub(super) async fn read_binary(
     request: Request,
 ) -> Response {
     let (req, accept) = tryr!(lenient_req(&app, &request));
-    let if_none_match = request
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|h| h.to_str().ok())
-        .and_then(socle_store::bundle::parse_etag);
     let range = request
         .headers()
         .get(header::RANGE)
         .map(|h| h.to_str().unwrap_or("?").to_string());
     let (s, mut bin, bytes) = tryr!(fetch_binary(&app, &req, id).await);
-    // The client holds this version already (its ETag): nothing to send again (read decided and traced above).
-    if if_none_match == Some(s.version) {
+    // The client holds this version already (its ETag, or a copy as recent): nothing to send again (read decided
+    // and traced above).
+    if super::not_modified(request.headers(), &s) {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
         version_headers(&mut resp, &s);
         return resp;
