@@ -24,20 +24,22 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c)
 }
 
-/// Symbols and whitespace in `bytes`, counted without branches (runs of 255 keep the sums in bytes, which
-/// vectorises).
-fn counts(bytes: &[u8]) -> (usize, usize) {
-    let (mut symbols, mut spaces) = (0usize, 0usize);
+/// Symbols, whitespace and `=` in `bytes`, counted without branches (runs of 255 keep the sums in bytes,
+/// which vectorises).
+fn counts(bytes: &[u8]) -> (usize, usize, usize) {
+    let (mut symbols, mut spaces, mut pads) = (0usize, 0usize, 0usize);
     for run in bytes.chunks(255) {
-        let (mut s, mut w) = (0u8, 0u8);
+        let (mut s, mut w, mut p) = (0u8, 0u8, 0u8);
         for &b in run {
             s += u8::from(is_symbol(b));
             w += u8::from(is_space(b));
+            p += u8::from(b == b'=');
         }
         symbols += usize::from(s);
         spaces += usize::from(w);
+        pads += usize::from(p);
     }
-    (symbols, spaces)
+    (symbols, spaces, pads)
 }
 
 fn value(b: u8) -> u8 {
@@ -57,24 +59,35 @@ impl Check {
             return;
         }
         let bytes = text.as_bytes();
-        let (symbols, spaces) = counts(bytes);
-        if symbols + spaces == bytes.len() {
-            // Symbols and whitespace only: the common case, a whole line or more.
-            if symbols > 0 {
-                if self.pad > 0 {
-                    self.fault = Some("données après le remplissage « = »".into());
-                    return;
+        let (symbols, spaces, pads) = counts(bytes);
+        if symbols + spaces + pads == bytes.len() {
+            // Only base64's characters: the common case, a whole body or a line of it. Symbols must all come
+            // before the first `=`, this piece's or an earlier one's.
+            // The first `=`, found from the end (padding ends the text: a short walk back).
+            let mut first_pad = bytes.len();
+            let mut seen = 0;
+            for (i, &b) in bytes.iter().enumerate().rev() {
+                if seen == pads {
+                    break;
                 }
-                self.symbols += symbols;
-                self.last = bytes
-                    .iter()
-                    .rev()
-                    .copied()
-                    .find(|&b| is_symbol(b))
-                    .unwrap_or(b'A');
+                if b == b'=' {
+                    seen += 1;
+                    first_pad = i;
+                }
+            }
+            let (head, tail) = bytes.split_at(first_pad);
+            if (self.pad > 0 && symbols > 0) || counts(tail).0 > 0 {
+                self.fault = Some("données après le remplissage « = »".into());
+                return;
+            }
+            self.symbols += symbols;
+            self.pad += pads;
+            if let Some(&b) = head.iter().rev().find(|&&b| is_symbol(b)) {
+                self.last = b;
             }
             return;
         }
+        // Another character somewhere: found and named, one character at a time.
         for c in text.chars() {
             match c {
                 '=' => self.pad += 1,
