@@ -1632,7 +1632,7 @@ async fn search_common(
     let anonymous = req.caller.as_ref().is_some_and(guard::Caller::is_anonymous);
     if anonymous {
         // The guard saw the URL; a POST `_search` body may add `_has` or `_revinclude` from other types.
-        if !guard::params_stay_public(&params) {
+        if !guard::params_stay_public(&rtype, &params) {
             return guard::restricted_response(
                 "_has, _include ou _revinclude vers des données non publiques",
             );
@@ -1718,7 +1718,13 @@ async fn search_common(
                 _ => Default::default(),
             };
             let mut keep = |c: &mut dyn socle_store::SqlConn, s: &Stored, p: Option<&str>, is_match: bool| {
-                if anonymous && !is_match && guard::restricted(&s.content) {
+                // Anonymous callers receive the public Annuaire only: whatever an Annuaire resource references
+                // (a reference's type is not checked against its parameter's targets when written), includes
+                // of other types never come through.
+                if anonymous
+                    && !is_match
+                    && (guard::restricted(&s.content) || !guard::PUBLIC_TYPES.contains(&s.rtype.as_str()))
+                {
                     return Ok(false);
                 }
                 if s.rtype == "List"

@@ -155,6 +155,11 @@ fn crud_versioning_and_headers() {
         std::thread::sleep(std::time::Duration::from_millis(1_100));
         body["gender"] = json!("female");
         s.put("Patient/at1", &body).expect(200);
+        // A resource deleted before the moment asked: not in the history at that moment.
+        let mut gone = patient("Parti", "Paul", "1980-03-03");
+        gone["id"] = json!("atdel");
+        s.put("Patient/atdel", &gone).expect(201);
+        s.delete("Patient/atdel").expect(204);
         std::thread::sleep(std::time::Duration::from_millis(1_100));
         let later = now();
         assert_eq!(
@@ -178,6 +183,11 @@ fn crud_versioning_and_headers() {
             .filter(|e| e["resource"]["id"] == "at1")
             .collect();
         assert_eq!(of_at1.len(), 1, "{}", h.text);
+        assert!(
+            !h.text.contains("Patient/atdel"),
+            "a resource deleted before the moment: {}",
+            h.text
+        );
         assert_eq!(of_at1[0]["resource"]["meta"]["versionId"], "2");
         s.get("Patient/at1/_history?_at=hier").expect(400);
         // _pretty and _format

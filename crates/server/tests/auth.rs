@@ -1270,6 +1270,45 @@ fn restricted_annuaire_entries_need_a_token() {
             .filter_map(|e| e["resource"]["resourceType"].as_str())
             .collect();
         assert_eq!(types, vec!["PractitionerRole"], "inclus sans jeton : {b}");
+        // An Annuaire entry that references patient data (a reference's type is not checked against its
+        // parameter's targets): never included for anonymous callers, by name or by wildcard.
+        let (c, oo, _) = fhir(
+            root,
+            "PUT",
+            "Patient/hors-annuaire",
+            Some(&admin),
+            Some(&json!({"resourceType": "Patient", "id": "hors-annuaire"})),
+        );
+        assert!(c == 201 || c == 200, "{oo}");
+        let odd = json!({"resourceType": "PractitionerRole", "id": "role-bizarre",
+            "organization": {"reference": "Patient/hors-annuaire"}});
+        let (c, oo, _) = fhir(
+            root,
+            "PUT",
+            "PractitionerRole/role-bizarre",
+            Some(&admin),
+            Some(&odd),
+        );
+        assert!(c == 201 || c == 200, "{oo}");
+        for q in [
+            "PractitionerRole?_id=role-bizarre&_include=PractitionerRole:organization",
+            "PractitionerRole?_id=role-bizarre&_include=PractitionerRole:*",
+            "PractitionerRole?_id=role-bizarre&_include=*",
+        ] {
+            let (c, b, _) = fhir(root, "GET", q, None, None);
+            assert_eq!(c, 200, "{q} : {b}");
+            let types: Vec<&str> = b["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["resource"]["resourceType"].as_str())
+                .collect();
+            assert_eq!(
+                types,
+                vec!["PractitionerRole"],
+                "{q} : inclus sans jeton : {b}"
+            );
+        }
         // A chain does not look through to a restricted entry: what a role's practitioner is called, or their
         // RPPS number, is not told by which roles a chained search finds.
         let chained = [

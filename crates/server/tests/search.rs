@@ -1189,6 +1189,20 @@ fn include_and_revinclude() {
             &["MedicationRequest/mr1", "Practitioner/pr1"],
         );
         t.check_400("Patient?_revinclude=*");
+        // Iterated, a wildcard reads every reference of the type towards the resources in hand (a role's
+        // practitioner, though no PractitionerRole parameter points to the searched Patient).
+        t.put(
+            "PractitionerRole",
+            "role1",
+            json!({"practitioner": {"reference": "Practitioner/pr1"}}),
+        );
+        run(
+            t,
+            "Patient?_id=pa1&_include=Patient:general-practitioner&_revinclude:iterate=PractitionerRole:*",
+            &["pa1"],
+            &["Practitioner/pr1", "PractitionerRole/role1"],
+        );
+        t.s.delete("PractitionerRole/role1").expect(204);
         // Without :iterate an include only applies to the matches.
         run(
             t,

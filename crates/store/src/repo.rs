@@ -921,12 +921,16 @@ impl Repository {
                 p.push(b.into());
             }
             if let Some((lo, hi)) = at {
-                // Written by then, and not replaced before the range begins.
+                // Written by then, and not replaced by the time the range begins (a version is current from its
+                // own time until the next one's); a deletion only when it falls in the range (a resource deleted
+                // before had no version then).
                 conds.push(
-                    "last_updated <= ? AND NOT EXISTS (SELECT 1 FROM resource_versions n \
-                     WHERE n.rid = v.rid AND n.pkey = v.pkey AND n.version = v.version + 1 AND n.last_updated < ?)",
+                    "last_updated <= ? AND (method <> 'delete' OR last_updated >= ?) AND NOT EXISTS \
+                     (SELECT 1 FROM resource_versions n WHERE n.rid = v.rid AND n.pkey = v.pkey \
+                     AND n.version = v.version + 1 AND n.last_updated <= ?)",
                 );
                 p.push(hi.into());
+                p.push(lo.into());
                 p.push(lo.into());
             }
             let where_ = if conds.is_empty() {

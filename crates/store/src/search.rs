@@ -700,15 +700,15 @@ fn parse_result_param(
             {
                 return Err(bad("type cible inconnu"));
             }
-            // `Type:*`: each of the type's reference parameters (for `_revinclude`, those that may point to the
-            // searched type).
+            // `Type:*`: each of the type's reference parameters (for a `_revinclude` of the matches, those that may
+            // point to the searched type; iterated, or with a target type, the resources it applies to are of
+            // other types: all of them, each read for the types in hand).
+            let only_to_matches = !forward && !iterate && target_type.is_none();
             let params: Vec<String> = if param == "*" {
                 reg.params(&source_type)
                     .filter(|p| p.kind == ParamType::Reference)
                     .filter(|p| {
-                        forward
-                            || p.targets.is_empty()
-                            || p.targets.iter().any(|t| *t == q.rtype || t == "Resource")
+                        !only_to_matches || p.targets.is_empty() || p.targets.contains(&q.rtype)
                     })
                     .map(|p| p.code.clone())
                     .collect()

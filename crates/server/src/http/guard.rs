@@ -252,19 +252,23 @@ fn classify(method: &Method, path: &str) -> Need {
 
 /// Whether a query on a public type stays within the public types (no `_has`, no `_revinclude` or
 /// `_include` from or to another type).
-fn stays_public(query: Option<&str>) -> bool {
-    params_stay_public(&super::parse_query(query))
+fn stays_public(rtype: &str, query: Option<&str>) -> bool {
+    params_stay_public(rtype, &super::parse_query(query))
 }
 
 /// [`stays_public`] on parsed parameters (a POST `_search` body included).
-pub fn params_stay_public(params: &[(String, String)]) -> bool {
+/// (`rtype`: the searched type, what `_include=*` names).
+pub fn params_stay_public(rtype: &str, params: &[(String, String)]) -> bool {
     params.iter().all(|(k, v)| {
         if k.starts_with("_has") {
             return false;
         }
         if k.starts_with("_include") || k.starts_with("_revinclude") {
             let mut parts = v.split(':');
-            let source = parts.next().unwrap_or("");
+            let source = match parts.next().unwrap_or("") {
+                "*" => rtype,
+                s => s,
+            };
             let target = parts.nth(1);
             return PUBLIC_TYPES.contains(&source)
                 && target.is_none_or(|t| PUBLIC_TYPES.contains(&t));
@@ -539,7 +543,7 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
     let need = classify(req.method(), req.uri().path());
     let need = match need {
         Need::Directory(t, perm) => {
-            if stays_public(req.uri().query()) {
+            if stays_public(&t, req.uri().query()) {
                 Need::Public
             } else {
                 access(&t, perm)
@@ -781,13 +785,23 @@ mod tests {
                 ..
             }
         ));
-        assert!(stays_public(Some(
-            "name=x&_include=PractitionerRole:organization"
-        )));
-        assert!(!stays_public(Some("_revinclude=Observation:performer")));
-        assert!(!stays_public(Some("_has:Observation:performer:code=x")));
-        assert!(!stays_public(Some(
-            "_include=PractitionerRole:practitioner:Patient"
-        )));
+        assert!(stays_public(
+            "PractitionerRole",
+            Some("name=x&_include=PractitionerRole:organization")
+        ));
+        assert!(!stays_public(
+            "Practitioner",
+            Some("_revinclude=Observation:performer")
+        ));
+        assert!(!stays_public(
+            "Practitioner",
+            Some("_has:Observation:performer:code=x")
+        ));
+        assert!(stays_public("PractitionerRole", Some("_include=*")));
+        assert!(!stays_public("Observation", Some("_include=*")));
+        assert!(!stays_public(
+            "Practitioner",
+            Some("_include=PractitionerRole:practitioner:Patient")
+        ));
     }
 }
