@@ -78,7 +78,7 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
     });
     let fhir = Router::new()
         .route("/fhir", post(bundle).get(system_search))
-        .route("/fhir/", post(bundle))
+        .route("/fhir/", post(bundle).get(system_search))
         .route("/fhir/metadata", get(metadata))
         .route("/fhir/$audit-trail", get(audit_trail))
         .route("/fhir/$audit-trail/{seq}", get(audit_trail_record))
@@ -856,10 +856,17 @@ async fn health() -> Response {
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let hint = match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => {
+            format!(" (sans la barre oblique finale : {trimmed} ?)")
+        }
+        _ => String::new(),
+    };
     error(
         StatusCode::NOT_FOUND,
         IssueType::NotFound,
-        format!("aucune ressource à l'adresse {}", uri.path()),
+        format!("aucune ressource à l'adresse {path}{hint}"),
     )
 }
 
@@ -1813,7 +1820,7 @@ async fn compartment_search(
             StatusCode::BAD_REQUEST,
             IssueType::NotSupported,
             "recherche de tous les types d'un compartiment non prise en charge : précisez le type \
-             (Patient/{id}/Observation…) ou utilisez Patient/{id}/$everything",
+             (Patient/{id}/Observation…)",
         );
     }
     if !socle_fhir::resource::is_valid_id(&id) {

@@ -762,6 +762,7 @@ fn bad_input_is_rejected_clearly_and_nothing_is_written() {
             ("POST", "", Some(json!({"resourceType": "Bundle", "type": "collection"}).to_string()), 400, "batch et transaction"),
             ("POST", "", Some(json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": "Patient"}}]}).to_string()), 400, "request"),
             ("GET", "Unicorn/1", None, 404, "inconnu"),
+            ("GET", "Patient/", None, 404, "sans la barre oblique finale : /fhir/Patient"),
             ("GET", "Patient/nope", None, 404, "introuvable"),
             ("DELETE", "Patient", None, 400, "critères"),
             ("PATCH", "Patient/x", Some("{}".into()), 405, "PATCH"),
