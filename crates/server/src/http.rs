@@ -103,6 +103,7 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
             post(rules::delegation_claim),
         )
         .route("/fhir/Patient/$ins-verify", post(insi::verify))
+        .route("/fhir/Patient/{id}/$everything", get(everything))
         .route("/fhir/Patient/{id}/$dmp", get(dmp::record_state))
         .route("/fhir/Patient/{id}/$dmp-close", post(dmp::record_close))
         .route("/fhir/Patient/{id}/$dmp-object", post(dmp::record_object))
@@ -1602,6 +1603,167 @@ async fn point_read(
         ));
     }
     Ok(s)
+}
+
+/// `GET [base]/Patient/{id}/$everything` (`_since`, `_type`, `_count`; paged by `next` links): the patient and
+/// every resource of their compartment, in the order they were first written. For a user, decided like a read
+/// of each resource (documents masked or hidden from them left out) after a decision on the record.
+async fn everything(State(app): State<App>, Path(id): Path<String>, req: Req) -> Response {
+    if !socle_fhir::resource::is_valid_id(&id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            format!("identifiant de patient invalide : {id}"),
+        );
+    }
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, IssueType::Invalid, m);
+    let (mut since, mut types, mut count, mut after, mut snapshot) =
+        (None, None, socle_store::search::DEFAULT_COUNT, None, None);
+    for (k, v) in &req.params {
+        match k.as_str() {
+            "_since" => match socle_fhir::index::parse_date_range(v) {
+                Some((lo, _)) => since = Some(lo),
+                None => return bad(format!("_since invalide : {v}")),
+            },
+            "_type" => {
+                let list: Vec<String> = v.split(',').map(|t| t.trim().to_string()).collect();
+                let reg = socle_fhir::search_params::registry();
+                if let Some(t) = list.iter().find(|t| {
+                    !reg.is_resource_type(t)
+                        || (*t != "Patient" && reg.patient_compartment_params(t).is_empty())
+                }) {
+                    return bad(format!(
+                        "_type : {t} n'appartient pas au compartiment Patient"
+                    ));
+                }
+                types = Some(list);
+            }
+            "_count" => match v.parse::<i64>() {
+                Ok(n) if n >= 1 => count = n.min(socle_store::search::MAX_COUNT),
+                _ => return bad(format!("_count invalide : {v}")),
+            },
+            "_cursor" => match v.strip_prefix("after.").and_then(|n| n.parse().ok()) {
+                Some(n) => after = Some(n),
+                None => return bad(format!("_cursor invalide : {v}")),
+            },
+            "_snapshot" => match v.parse::<i64>() {
+                Ok(n) => snapshot = Some(n),
+                Err(_) => return bad(format!("_snapshot invalide : {v}")),
+            },
+            "_format" | "_pretty" => {}
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::NotSupported,
+                    format!(
+                        "paramètre de $everything non pris en charge : {k} (_since, _type, _count)"
+                    ),
+                );
+            }
+        }
+    }
+    let actor = policy::actor_of(req.caller.as_ref()).filter(policy::is_user);
+    let bg = match policy::break_glass(req.break_glass.as_deref(), req.caller.as_ref()) {
+        Ok(b) => b,
+        Err(e) => return repo_error(&e),
+    };
+    let engine = app.policy.clone();
+    let self_params: Vec<(String, String)> = req
+        .params
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "_cursor" | "_snapshot" | "_format" | "_pretty"))
+        .cloned()
+        .collect();
+    let path = format!("Patient/{id}/$everything");
+    let bytes = tryr!(
+        run(&app, &req, None, move |r, c| {
+            let mut about = None;
+            let mut unseen = Default::default();
+            if let (Some(actor), Some(engine)) = (&actor, &engine) {
+                let target = socle_policy::Target {
+                    patient: Some(id.clone()),
+                    rtype: Some("Patient".into()),
+                    ..Default::default()
+                };
+                let d = engine
+                    .decide(actor, &target, bg.as_deref())
+                    .map_err(|e| RepoError::Invalid(e.to_string()))?;
+                if !d.allowed {
+                    r.audit_operation(c, "operation", Some("Patient"), Some(&id), "403",
+                        Some(format!("policy={}; $everything", d.reason.code())));
+                    return Err(RepoError::Forbidden {
+                        patient: None,
+                        code: d.reason.code().into(),
+                        message: format!("accès refusé ({}) : {}", d.reason.code(), d.explanation),
+                    });
+                }
+                about = Some(format!("policy={}", d.reason.code()));
+                if policy::is_break_glass(&d)
+                    && let Some(reason) = bg.as_deref()
+                {
+                    r.audit_break_glass(c, "Patient", &id, &id, reason);
+                    let _ = engine.rules.notify(&id, "break-glass", &format!(
+                        "Accès en urgence à votre dossier par {} (dossier complet) — motif : {reason}", c.principal));
+                }
+                if matches!(actor, socle_policy::Actor::Patient { .. } | socle_policy::Actor::Representative { .. }) {
+                    unseen = rules::unseen_targets(engine, Some(actor), &id)?;
+                }
+            }
+            let unseen: std::collections::HashSet<String> = unseen;
+            // Each resource decided like a read of it; a submission set naming a document hidden from the
+            // patient is left out like the document.
+            let mut keep = |c: &mut dyn socle_store::SqlConn, s: &Stored, p: Option<&str>, _: bool| {
+                if s.rtype == "List"
+                    && !unseen.is_empty()
+                    && serde_json::from_slice::<Value>(&s.content).is_ok_and(|v| {
+                        v["entry"].as_array().is_some_and(|items| {
+                            items.iter().any(|i| {
+                                i["item"]["reference"].as_str().is_some_and(|r| unseen.contains(r))
+                            })
+                        })
+                    })
+                {
+                    return Ok(false);
+                }
+                match (&actor, &engine) {
+                    (Some(actor), Some(engine)) => Ok(p == Some(id.as_str())
+                        && engine.decide_in(c, actor, &policy::target_of(s, p), bg.as_deref())?.allowed),
+                    _ => Ok(true),
+                }
+            };
+            let page = r.everything(
+                c,
+                &id,
+                types.as_deref(),
+                since,
+                count,
+                after,
+                snapshot,
+                about.as_deref(),
+                Some(&mut keep as &mut socle_store::repo::Keep<'_>),
+            )?;
+            let next = page.after.map(|a| {
+                let mut p = self_params.clone();
+                p.push(("_snapshot".into(), page.snapshot.to_string()));
+                p.push(("_cursor".into(), format!("after.{a}")));
+                p
+            });
+            let mut self_link = self_params.clone();
+            if after.is_some() {
+                self_link.push(("_snapshot".into(), page.snapshot.to_string()));
+                self_link.push(("_cursor".into(), format!("after.{}", after.unwrap_or_default())));
+            }
+            let sp = socle_store::repo::SearchPage {
+                matches: page.matches,
+                next,
+                self_params: self_link,
+                ..Default::default()
+            };
+            Ok(socle_store::render::searchset(&c.base_url, &path, &sp))
+        })
+        .await
+    );
+    fhir_bytes(StatusCode::OK, bytes, &req)
 }
 
 /// A search of `rtype`; `compartment`: within that patient's compartment (`Patient/{id}/{rtype}`).

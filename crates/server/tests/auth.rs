@@ -2051,6 +2051,7 @@ fn authorisation_matrix() {
             "history",
             "search",
             "compartment",
+            "everything",
             "create",
             "update",
             "delete",
@@ -2122,6 +2123,7 @@ fn authorisation_matrix() {
                         && matches!(action, "create" | "delete")
                         || rtype == "Practitioner"
                             && matches!(action, "vread" | "history" | "compartment")
+                        || rtype != "Patient" && action == "everything"
                     {
                         continue;
                     }
@@ -2168,6 +2170,7 @@ fn authorisation_matrix() {
                     let practitioner = info_practitioner(root, &sys_rs);
                     let (method, path, body) = match (rtype, action) {
                         (t, "compartment") => ("GET", format!("Patient/{target}/{t}"), None),
+                        (_, "everything") => ("GET", format!("Patient/{target}/$everything"), None),
                         ("Practitioner", "read") => {
                             ("GET", format!("Practitioner/{practitioner}"), None)
                         }
@@ -3027,6 +3030,21 @@ fn dmp_access_through_the_policy() {
             found.contains(&a.as_str()) && !found.contains(&cdoc.as_str()),
             "{found:?}"
         );
+        // The whole record (`$everything`): decided the same way, the masked document left out.
+        let (c, v) = read(&pro, "Patient/pd/$everything?_count=1000");
+        assert_eq!(c, 200, "{v}");
+        let everything: Vec<&str> = v["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["resource"]["id"].as_str())
+            .collect();
+        assert!(
+            everything.contains(&"pd")
+                && everything.contains(&a.as_str())
+                && !everything.contains(&cdoc.as_str()),
+            "{everything:?}"
+        );
         if socle_policy::Matrix::default_matrix().allows(&professions, "11488-4") {
             assert_eq!(read(&pro, &format!("DocumentReference/{d}")).0, 200);
             assert!(found.contains(&d.as_str()), "{found:?}");
@@ -3055,6 +3073,15 @@ fn dmp_access_through_the_policy() {
             "hidden-from-patient",
         );
         refused(raw(&patient, &bin_b, None), "hidden-from-patient");
+        let (c, v) = read(&patient, "Patient/pd/$everything?_count=1000");
+        assert_eq!(c, 200, "{v}");
+        let everything = v.to_string();
+        assert!(
+            everything.contains(a.as_str())
+                && !everything.contains(&format!("DocumentReference/{b}")),
+            "{everything}"
+        );
+        assert_eq!(read(&patient, "Patient/other/$everything").0, 403);
         // Its versions and history too; the patient's own document's history is theirs to read.
         refused_json(
             read(&patient, &format!("DocumentReference/{b}/_history/1")),

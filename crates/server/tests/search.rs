@@ -498,6 +498,37 @@ fn compartment_checks(t: &mut T) {
     if pages != ["oa", "ob"] {
         t.fail(format!("pages de Patient/c1/Observation : {pages:?}"));
     }
+    // `$everything`: the patient and their whole compartment, paged, by type, since a date.
+    t.check("Patient/c1/$everything", &["c1", "c3", "oa", "ob", "e1"]);
+    t.check("Patient/c2/$everything", &["c2", "ob", "oc"]);
+    t.check(
+        "Patient/c1/$everything?_type=Observation,Encounter",
+        &["oa", "ob", "e1"],
+    );
+    t.check("Patient/c1/$everything?_since=2999-01-01", &[]);
+    let first = t.get("Patient/c1/$everything?_count=2");
+    if first.ids().len() != 2 || first.link("next").is_none() {
+        t.fail(format!("$everything _count=2 : {}", first.text));
+    }
+    let mut all: Vec<String> = t.walk(first).concat();
+    all.sort();
+    if all != ["c1", "c3", "e1", "oa", "ob"] {
+        t.fail(format!("pages de $everything : {all:?}"));
+    }
+    for (q, status) in [
+        ("Patient/nobody/$everything", 404),
+        ("Patient/c1/$everything?_type=Organization", 400),
+        ("Patient/c1/$everything?start=2020", 400),
+        ("Patient/c1/$everything?_count=0", 400),
+    ] {
+        let r = t.get(q);
+        if r.status != status || r.json["resourceType"] != "OperationOutcome" {
+            t.fail(format!(
+                "GET {q} : {status} attendu, obtenu {} {}",
+                r.status, r.text
+            ));
+        }
+    }
     // The compartment is the path's: a `_compartment` parameter is unknown like any other.
     t.check_malformed("Observation?_compartment=Patient/c1");
     for (q, status) in [

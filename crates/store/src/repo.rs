@@ -215,6 +215,16 @@ pub type Before = (Option<String>, Option<Stored>);
 pub type Keep<'a> =
     dyn FnMut(&mut dyn SqlConn, &Stored, Option<&str>, bool) -> Result<bool, StoreError> + 'a;
 
+/// A page of `$everything` (see [`Repository::everything`]).
+#[derive(Debug, Default)]
+pub struct EverythingPage {
+    pub matches: Vec<Stored>,
+    /// The cursor of the next page (the last resource number of this one), when there is more.
+    pub after: Option<i64>,
+    /// The snapshot the pages read up to.
+    pub snapshot: i64,
+}
+
 impl SearchPage {
     /// Keeps the included resources `keep` accepts (given each one and its patient); answers how many were left
     /// out.
@@ -1072,6 +1082,125 @@ impl Repository {
             rec.patient = Some(patient.into());
             rec.detail = Some(format!("{decision}; search={}", names.join("&")));
         }
+        if let Err(e) = &res {
+            rec.outcome = e.status().to_string();
+        }
+        self.audit_async(rec);
+        res
+    }
+
+    /// `GET [base]/Patient/{id}/$everything`: the patient and every resource of their compartment (of `types`
+    /// when given), changed since `since`, in resource order: `count` after the resource numbered `after`, up to
+    /// `snapshot` (fixed at the first page so that later pages ignore newer writes). `keep` decides each one
+    /// (a user's access). One read transaction, one audit record (`about`: the patient and the decision).
+    #[allow(clippy::too_many_arguments)]
+    pub fn everything(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        types: Option<&[String]>,
+        since: Option<i64>,
+        count: i64,
+        after: Option<i64>,
+        snapshot: Option<i64>,
+        about: Option<&str>,
+        mut keep: Option<&mut Keep<'_>>,
+    ) -> Result<EverythingPage, RepoError> {
+        check_id(patient)?;
+        let reg = registry();
+        let mut compartment: Vec<&str> = reg
+            .resource_types()
+            .filter(|t| *t == "Patient" || !reg.patient_compartment_params(t).is_empty())
+            .filter(|t| types.is_none_or(|list| list.iter().any(|x| x == t)))
+            .collect();
+        compartment.sort_unstable();
+        let res = self.read_tx(&mut |c| {
+            c.prefer_custom_plans()?;
+            if tx::current(c, "Patient", patient)?.is_none_or(|r| r.deleted) {
+                return Err(RepoError::NotFound(format!("Patient/{patient} introuvable")));
+            }
+            let snap = match snapshot {
+                Some(s) => s,
+                None => current_seq(c)?,
+            };
+            // The first `count + 1` of each type after the cursor, then the first `count + 1` of them all.
+            let mut cands: Vec<(i64, &str)> = Vec::new();
+            for t in &compartment {
+                let q = search::parse_scoped(t, &[], false, &[], Some(patient))?;
+                let mut params: Vec<SqlValue> = vec![(*t).into()];
+                params.extend(q.filter_params.iter().cloned());
+                params.push(snap.into());
+                params.push(after.unwrap_or(i64::MIN).into());
+                let since_sql = match since {
+                    Some(s) => {
+                        params.push(s.into());
+                        " AND r.last_updated >= ?"
+                    }
+                    None => "",
+                };
+                params.push((count + 1).into());
+                let sql = format!(
+                    "SELECT r.rid FROM resources r WHERE r.rtype = ? AND r.deleted = 0 AND {} AND r.rid <= ? \
+                     AND r.rid > ?{since_sql} ORDER BY r.rid LIMIT ?",
+                    q.filter_sql
+                );
+                for row in c.query(&sql, &params)? {
+                    if let Some(rid) = row.into_iter().next().and_then(|v| v.as_i64()) {
+                        cands.push((rid, t));
+                    }
+                }
+            }
+            cands.sort_unstable();
+            let more = cands.len() as i64 > count;
+            cands.truncate(count as usize);
+            let last = cands.last().map(|x| x.0);
+            let mut items: Vec<(i64, Stored, String)> = Vec::with_capacity(cands.len());
+            for t in &compartment {
+                let rids: Vec<SqlValue> =
+                    cands.iter().filter(|x| x.1 == *t).map(|x| x.0.into()).collect();
+                if rids.is_empty() {
+                    continue;
+                }
+                let marks = vec!["?"; rids.len()].join(", ");
+                let mut params: Vec<SqlValue> = vec![(*t).into()];
+                params.extend(rids);
+                let sql = format!(
+                    "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, r.pkey, r.rid \
+                     FROM resources r JOIN resource_versions v \
+                     ON v.pkey = r.pkey AND v.rid = r.rid AND v.version = r.version \
+                     WHERE r.rtype = ? AND r.rid IN ({marks})"
+                );
+                for mut r in c.query(&sql, &params)? {
+                    let rid = r.pop().and_then(|v| v.as_i64()).unwrap_or_default();
+                    let pkey = r.pop().and_then(SqlValue::into_string).unwrap_or_default();
+                    items.push((rid, Stored::from_row(tx::version_from_row(r)), pkey));
+                }
+            }
+            items.sort_unstable_by_key(|x| x.0);
+            let mut matches = Vec::with_capacity(items.len());
+            for (_, s, pkey) in items {
+                let take = match keep.as_deref_mut() {
+                    Some(k) => k(c, &s, patient_of(&pkey).as_deref(), true)?,
+                    None => true,
+                };
+                if take {
+                    matches.push(s);
+                }
+            }
+            Ok(EverythingPage {
+                matches,
+                after: if more { last } else { None },
+                snapshot: snap,
+            })
+        });
+        let mut rec = Self::record(ctx, "operation");
+        rec.rtype = Some("Patient".into());
+        rec.id = Some(patient.into());
+        rec.patient = Some(patient.into());
+        rec.detail = Some(match about {
+            Some(d) => format!("{d}; $everything"),
+            None => "$everything".into(),
+        });
         if let Err(e) = &res {
             rec.outcome = e.status().to_string();
         }

@@ -171,6 +171,12 @@ fn classify(method: &Method, path: &str) -> Need {
             min_acr: ACR_TWO_FACTORS,
         },
         ["Patient", _, "$duplicates"] => access("Patient", Perm::Search),
+        // Everything of one patient: a search of every type (`*` scopes), decided by the policy for users.
+        ["Patient", _, "$everything"] if get => Need::Access {
+            rtype: None,
+            perm: Perm::Search,
+            min_acr: ACR_ONE_FACTOR,
+        },
         // The DMP record: its state is read like the patient's documents; creating, objecting, closing and
         // reopening it need a second factor.
         ["Patient", _, "$dmp"] if get => access("DocumentReference", Perm::Search),
@@ -433,6 +439,7 @@ fn patient_limits(p: &Principal, method: &Method, path: &str) -> Result<(), Resp
         && (get && path == format!("/fhir/Patient/{id}/$dmp")
             || path.starts_with(&format!("/fhir/Patient/{id}/$dmp-"))
             || get && path == format!("/fhir/Patient/{id}/$audit-trail")
+            || get && path == format!("/fhir/Patient/{id}/$everything")
             || path == format!("/fhir/Patient/{id}/$policy-rules")
             || path == format!("/fhir/Patient/{id}/$delegation-code")
             || path.starts_with(&format!("/fhir/Patient/{id}/$policy-rules/")))
