@@ -323,6 +323,8 @@ enum Query {
     /// Patient/{id}/Observation?code=http://loinc.org|{code}: `patient-code` as a compartment search (every
     /// compartment parameter of Observation, not `patient` alone)
     CompartmentCode,
+    /// Patient/{id}/$everything: the patient and their compartment (the first page, 20 resources)
+    Everything,
 }
 
 // ---------------------------------------------------------------- synthetic data
@@ -1774,6 +1776,7 @@ fn search_path(q: Query, p: &Patient, rng: &mut Rng, page_size: usize) -> String
             loinc_token(rng.pick(LOINC).0)
         ),
         Query::SummaryCount => "Observation?_summary=count".to_string(),
+        Query::Everything => format!("Patient/{}/$everything", enc(&p.id)),
         Query::CompartmentCode => {
             let codes: Vec<&str> = patient_codes(p.index).collect();
             let code = codes[rng.below(codes.len() as u64) as usize];

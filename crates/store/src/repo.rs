@@ -1123,31 +1123,73 @@ impl Repository {
                 Some(s) => s,
                 None => current_seq(c)?,
             };
-            // The first `count + 1` of each type after the cursor, then the first `count + 1` of them all.
-            let mut cands: Vec<(i64, &str)> = Vec::new();
-            for t in &compartment {
-                let q = search::parse_scoped(t, &[], false, &[], Some(patient))?;
-                let mut params: Vec<SqlValue> = vec![(*t).into()];
-                params.extend(q.filter_params.iter().cloned());
+            // The first `count + 1` after the cursor: the references to the patient under the compartment's
+            // (type, parameter) pairs, one index seek each in one statement, and the patient itself.
+            let pairs: Vec<(&str, String)> = compartment
+                .iter()
+                .flat_map(|t| {
+                    reg.patient_compartment_params(t)
+                        .iter()
+                        .filter_map(|code| reg.param(t, code))
+                        .filter(|p| p.kind == socle_fhir::search_params::ParamType::Reference)
+                        .flat_map(move |p| match &p.storage {
+                            socle_fhir::search_params::Storage::Own => vec![(*t, p.code.clone())],
+                            socle_fhir::search_params::Storage::Subset { param, .. } => {
+                                vec![(*t, param.clone())]
+                            }
+                            socle_fhir::search_params::Storage::Union(parts) => {
+                                parts.iter().map(|x| (*t, x.clone())).collect()
+                            }
+                        })
+                })
+                .collect();
+            let mut params: Vec<SqlValue> = Vec::with_capacity(pairs.len() * 2 + 8);
+            let since_sql = if since.is_some() { " AND r.last_updated >= ?" } else { "" };
+            let live = format!("r.deleted = 0 AND r.rid <= ? AND r.rid > ?{since_sql}");
+            let push_live = |params: &mut Vec<SqlValue>| {
                 params.push(snap.into());
                 params.push(after.unwrap_or(i64::MIN).into());
-                let since_sql = match since {
-                    Some(s) => {
-                        params.push(s.into());
-                        " AND r.last_updated >= ?"
-                    }
-                    None => "",
-                };
-                params.push((count + 1).into());
-                let sql = format!(
-                    "SELECT r.rid FROM resources r WHERE r.rtype = ? AND r.deleted = 0 AND {} AND r.rid <= ? \
-                     AND r.rid > ?{since_sql} ORDER BY r.rid LIMIT ?",
-                    q.filter_sql
-                );
-                for row in c.query(&sql, &params)? {
-                    if let Some(rid) = row.into_iter().next().and_then(|v| v.as_i64()) {
-                        cands.push((rid, t));
-                    }
+                if let Some(s) = since {
+                    params.push(s.into());
+                }
+            };
+            let mut branches = Vec::new();
+            if compartment.contains(&"Patient") {
+                params.push("Patient".into());
+                params.push(patient.into());
+                push_live(&mut params);
+                branches.push(format!(
+                    "SELECT r.rid AS rid, r.rtype AS rtype FROM resources r WHERE r.rtype = ? AND r.id = ? AND {live}"
+                ));
+            }
+            if !pairs.is_empty() {
+                let values = vec!["(?, ?)"; pairs.len()].join(", ");
+                for (t, param) in &pairs {
+                    params.push((*t).into());
+                    params.push(param.as_str().into());
+                }
+                params.push(patient.into());
+                push_live(&mut params);
+                branches.push(format!(
+                    "SELECT r.rid AS rid, r.rtype AS rtype FROM idx_ref i \
+                     JOIN resources r ON r.rtype = i.rtype AND r.rid = i.rid AND r.pkey = i.pkey \
+                     WHERE (i.rtype, i.param) IN (VALUES {values}) AND i.tid = ? AND i.ttype = 'Patient' AND {live}"
+                ));
+            }
+            params.push((count + 1).into());
+            let sql = format!(
+                "SELECT DISTINCT rid, rtype FROM ({}) e ORDER BY rid LIMIT ?",
+                branches.join(" UNION ALL ")
+            );
+            let mut cands: Vec<(i64, &str)> = Vec::new();
+            for row in c.query(&sql, &params)? {
+                let mut it = row.into_iter();
+                if let (Some(rid), Some(t)) = (
+                    it.next().and_then(|v| v.as_i64()),
+                    it.next().and_then(SqlValue::into_string),
+                ) && let Some(t) = compartment.iter().find(|x| **x == t)
+                {
+                    cands.push((rid, t));
                 }
             }
             cands.sort_unstable();
