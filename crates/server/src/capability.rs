@@ -73,8 +73,8 @@ pub fn capability_statement(public_url: &str) -> Vec<u8> {
         });
         if rtype == "Patient" {
             r["operation"] = json!([
-                {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                 "documentation": "Dossier complet : GET [base]/Patient/[id]/$everything (_since, _type, _count ; pages par le lien next) — le patient et les ressources de son compartiment, dans l'ordre de leur première écriture ; pour un utilisateur, chacune décidée comme une lecture (documents masqués ou invisibles omis). start et end ne sont pas pris en charge (400)."},
+                {"name": "everything", "definition": "urn:socle:OperationDefinition:everything",
+                 "documentation": "Dossier complet : GET [base]/Patient/[id]/$everything (_since, _type, _count ; pages par le lien next) — le patient et les ressources de son compartiment, dans l'ordre de leur première écriture ; pour un utilisateur, chacune décidée comme une lecture (documents masqués ou invisibles omis). start et end ne sont pas pris en charge (400). Définition : GET [base]/OperationDefinition/everything (base : Patient-everything de HL7)."},
                 {"name": "ins-retrieve", "definition": "urn:socle:OperationDefinition:ins-retrieve",
                  "documentation": "Téléservice INSi, récupération : POST [base]/Patient/$ins-retrieve (Parameters). Définition : GET [base]/OperationDefinition/ins-retrieve."},
                 {"name": "ins-verify", "definition": "urn:socle:OperationDefinition:ins-verify",

@@ -159,6 +159,10 @@ pub fn router(repo: Arc<Repository>, registry: Arc<socle_ins::Registry>, opts: O
             "/fhir/OperationDefinition/merge",
             get(|req: Req| insi::operation_definition("merge", req)),
         )
+        .route(
+            "/fhir/OperationDefinition/everything",
+            get(|req: Req| insi::operation_definition("everything", req)),
+        )
         .route("/fhir/_history", get(history_system))
         .route(
             "/fhir/{rtype}",
@@ -1605,6 +1609,22 @@ async fn point_read(
     Ok(s)
 }
 
+/// Whether `s` is a submission set (List) naming one of the documents `unseen` (hidden from a patient or a legal
+/// representative): it would betray them, so it is left out like them.
+fn names_unseen(s: &Stored, unseen: &std::collections::HashSet<String>) -> bool {
+    s.rtype == "List"
+        && !unseen.is_empty()
+        && serde_json::from_slice::<Value>(&s.content).is_ok_and(|v| {
+            v["entry"].as_array().is_some_and(|items| {
+                items.iter().any(|i| {
+                    i["item"]["reference"]
+                        .as_str()
+                        .is_some_and(|r| unseen.contains(r))
+                })
+            })
+        })
+}
+
 /// `GET [base]/Patient/{id}/$everything` (`_since`, `_type`, `_count`; paged by `next` links): the patient and
 /// every resource of their compartment, in the order they were first written. For a user, decided like a read
 /// of each resource (documents masked or hidden from them left out) after a decision on the record.
@@ -1713,16 +1733,7 @@ async fn everything(State(app): State<App>, Path(id): Path<String>, req: Req) ->
             // Each resource decided like a read of it; a submission set naming a document hidden from the
             // patient is left out like the document.
             let mut keep = |c: &mut dyn socle_store::SqlConn, s: &Stored, p: Option<&str>, _: bool| {
-                if s.rtype == "List"
-                    && !unseen.is_empty()
-                    && serde_json::from_slice::<Value>(&s.content).is_ok_and(|v| {
-                        v["entry"].as_array().is_some_and(|items| {
-                            items.iter().any(|i| {
-                                i["item"]["reference"].as_str().is_some_and(|r| unseen.contains(r))
-                            })
-                        })
-                    })
-                {
+                if names_unseen(s, &unseen) {
                     return Ok(false);
                 }
                 match (&actor, &engine) {
@@ -1896,16 +1907,7 @@ async fn search_common(
                 {
                     return Ok(false);
                 }
-                if s.rtype == "List"
-                    && !unseen.is_empty()
-                    && serde_json::from_slice::<Value>(&s.content).is_ok_and(|v| {
-                        v["entry"].as_array().is_some_and(|items| {
-                            items.iter().any(|i| {
-                                i["item"]["reference"].as_str().is_some_and(|r| unseen.contains(r))
-                            })
-                        })
-                    })
-                {
+                if names_unseen(s, &unseen) {
                     return Ok(false);
                 }
                 if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine) {

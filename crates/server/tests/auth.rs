@@ -3033,16 +3033,11 @@ fn dmp_access_through_the_policy() {
         // The whole record (`$everything`): decided the same way, the masked document left out.
         let (c, v) = read(&pro, "Patient/pd/$everything?_count=1000");
         assert_eq!(c, 200, "{v}");
-        let everything: Vec<&str> = v["entry"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["resource"]["id"].as_str())
-            .collect();
+        let everything = common::entry_ids(&v);
         assert!(
-            everything.contains(&"pd")
-                && everything.contains(&a.as_str())
-                && !everything.contains(&cdoc.as_str()),
+            everything.contains(&"pd".to_string())
+                && everything.contains(&a)
+                && !everything.contains(&cdoc),
             "{everything:?}"
         );
         if socle_policy::Matrix::default_matrix().allows(&professions, "11488-4") {

@@ -257,7 +257,16 @@ fn insi_retrieve_and_verify_over_http() {
             .iter()
             .filter_map(|o| o["name"].as_str())
             .collect();
-        assert_eq!(ops, ["ins-retrieve", "ins-verify", "duplicates", "merge"]);
+        assert_eq!(
+            ops,
+            [
+                "everything",
+                "ins-retrieve",
+                "ins-verify",
+                "duplicates",
+                "merge"
+            ]
+        );
         // Every operation the CapabilityStatement names has its definition served.
         for op in patient["operation"].as_array().unwrap() {
             let name = op["name"].as_str().unwrap();

@@ -448,14 +448,9 @@ pub fn parse_scoped(
             }
             // `_elements` names elements of the type (a choice by its base name or a typed name).
             if base_name == "_elements"
-                && socle_fhir::elements::of(rtype).is_some()
                 && let Some(els) = &q.elements
             {
-                let unknown: Vec<&str> = els
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|e| !socle_fhir::elements::is_known(rtype, e))
-                    .collect();
+                let unknown = unknown_elements(rtype, els);
                 if !unknown.is_empty() {
                     let e = SearchError::Invalid(
                         name.clone(),
@@ -531,6 +526,17 @@ pub fn parse_scoped(
     Ok(q)
 }
 
+/// The names in `_elements` that are no element of `rtype` (none when its definition is not known).
+fn unknown_elements<'a>(rtype: &str, els: &'a [String]) -> Vec<&'a str> {
+    if socle_fhir::elements::of(rtype).is_none() {
+        return Vec::new();
+    }
+    els.iter()
+        .map(String::as_str)
+        .filter(|e| !socle_fhir::elements::is_known(rtype, e))
+        .collect()
+}
+
 /// `_summary` and `_elements` on a read or a version read of `rtype` (FHIR allows them there too): what to apply
 /// with [`crate::render::shape_resource`]. `_summary=count` means nothing on one resource and an unknown element
 /// is an error: no Bundle carries a warning.
@@ -550,14 +556,8 @@ pub fn read_shaping(
             "count ne s'applique qu'à une recherche".into(),
         ));
     }
-    if let Some(els) = &q.elements
-        && socle_fhir::elements::of(rtype).is_some()
-    {
-        let unknown: Vec<&str> = els
-            .iter()
-            .map(String::as_str)
-            .filter(|e| !socle_fhir::elements::is_known(rtype, e))
-            .collect();
+    if let Some(els) = &q.elements {
+        let unknown = unknown_elements(rtype, els);
         if !unknown.is_empty() {
             return Err(SearchError::Invalid(
                 "_elements".into(),

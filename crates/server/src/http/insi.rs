@@ -250,7 +250,7 @@ pub(super) async fn verify(
     answer(&app, &req, "ins-verify", result)
 }
 
-/// `GET /fhir/OperationDefinition/{ins-retrieve|ins-verify|duplicates|merge}`.
+/// `GET /fhir/OperationDefinition/{ins-retrieve|ins-verify|duplicates|merge|everything}`.
 pub(super) async fn operation_definition(name: &'static str, req: Req) -> Response {
     match definition(name) {
         Some(v) => fhir_bytes(
@@ -270,7 +270,7 @@ fn param(name: &str, use_: &str, min: u32, max: &str, ty: &str, doc: &str) -> Va
     json!({"name": name, "use": use_, "min": min, "max": max, "type": ty, "documentation": doc})
 }
 
-/// The OperationDefinitions of the identity-vigilance operations on local records.
+/// The OperationDefinitions of the operations on local records: identity vigilance, and `$everything`.
 fn vigilance_definition(name: &str) -> Option<Value> {
     let (title, doc, instance, parameters) = match name {
         "duplicates" => (
@@ -347,9 +347,43 @@ fn vigilance_definition(name: &str) -> Option<Value> {
                 ),
             ],
         ),
+        "everything" => (
+            "Dossier complet d'un patient",
+            "GET [base]/Patient/[id]/$everything : le patient et les ressources de son compartiment, dans l'ordre \
+             de leur première écriture, par pages (lien next) ; pour un utilisateur, chacune décidée comme une \
+             lecture. start et end (dates de soins) ne sont pas pris en charge.",
+            true,
+            vec![
+                param(
+                    "_since",
+                    "in",
+                    0,
+                    "1",
+                    "instant",
+                    "Seulement les ressources modifiées depuis.",
+                ),
+                param(
+                    "_type",
+                    "in",
+                    0,
+                    "*",
+                    "code",
+                    "Seulement ces types (séparés par des virgules).",
+                ),
+                param(
+                    "_count",
+                    "in",
+                    0,
+                    "1",
+                    "integer",
+                    "Ressources par page (20 par défaut, au plus 1 000).",
+                ),
+                param("return", "out", 1, "1", "Bundle", "Bundle searchset."),
+            ],
+        ),
         _ => return None,
     };
-    Some(json!({
+    let mut def = json!({
         "resourceType": "OperationDefinition",
         "id": name,
         "url": format!("urn:socle:OperationDefinition:{name}"),
@@ -364,7 +398,12 @@ fn vigilance_definition(name: &str) -> Option<Value> {
         "type": !instance,
         "instance": instance,
         "parameter": parameters
-    }))
+    });
+    if name == "everything" {
+        // Socle's form of the standard operation.
+        def["base"] = json!("http://hl7.org/fhir/OperationDefinition/Patient-everything");
+    }
+    Some(def)
 }
 
 /// The OperationDefinitions of Socle's Patient operations (also referenced by the CapabilityStatement).
