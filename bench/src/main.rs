@@ -1755,17 +1755,19 @@ fn loinc_token(code: &str) -> String {
     enc(&format!("http://loinc.org|{code}"))
 }
 
+/// One of the codes of `p`'s Observations, at random.
+fn one_patient_code(p: &Patient, rng: &mut Rng) -> &'static str {
+    let codes: Vec<&'static str> = patient_codes(p.index).collect();
+    codes[rng.below(codes.len() as u64) as usize]
+}
+
 fn search_path(q: Query, p: &Patient, rng: &mut Rng, page_size: usize) -> String {
     match q {
-        Query::PatientCode => {
-            let codes: Vec<&str> = patient_codes(p.index).collect();
-            let code = codes[rng.below(codes.len() as u64) as usize];
-            format!(
-                "Observation?patient=Patient/{}&code={}",
-                enc(&p.id),
-                loinc_token(code)
-            )
-        }
+        Query::PatientCode => format!(
+            "Observation?patient=Patient/{}&code={}",
+            enc(&p.id),
+            loinc_token(one_patient_code(p, rng))
+        ),
         Query::FamilyBirthdate => format!(
             "Patient?family={}&birthdate={}",
             enc(&p.family),
@@ -1777,15 +1779,11 @@ fn search_path(q: Query, p: &Patient, rng: &mut Rng, page_size: usize) -> String
         ),
         Query::SummaryCount => "Observation?_summary=count".to_string(),
         Query::Everything => format!("Patient/{}/$everything", enc(&p.id)),
-        Query::CompartmentCode => {
-            let codes: Vec<&str> = patient_codes(p.index).collect();
-            let code = codes[rng.below(codes.len() as u64) as usize];
-            format!(
-                "Patient/{}/Observation?code={}",
-                enc(&p.id),
-                loinc_token(code)
-            )
-        }
+        Query::CompartmentCode => format!(
+            "Patient/{}/Observation?code={}",
+            enc(&p.id),
+            loinc_token(one_patient_code(p, rng))
+        ),
     }
 }
 

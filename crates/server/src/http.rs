@@ -1609,6 +1609,69 @@ async fn point_read(
     Ok(s)
 }
 
+/// What a request reading many of a patient's resources is, for [`decide_record`]: the type and id it names
+/// (`id` empty for a search), its audit action and a note appended to a refusal's detail, and how the patient's
+/// break-glass notice calls it.
+struct RecordAccess<'a> {
+    rtype: &'a str,
+    id: &'a str,
+    action: &'a str,
+    note: &'a str,
+    what: &'a str,
+}
+
+/// A user's access to `patient`'s record for a request that reads many of its resources (a search about one
+/// patient, `$everything`): the policy's decision — refused: audited and `Forbidden`; by break-glass: its
+/// distinct record and the notice to the patient. Returns `policy=<reason>` for the request's audit record.
+fn decide_record(
+    r: &Repository,
+    c: &RequestContext,
+    engine: &socle_policy::Engine,
+    actor: &socle_policy::Actor,
+    bg: Option<&str>,
+    patient: &str,
+    access: RecordAccess<'_>,
+) -> Result<String, RepoError> {
+    let target = socle_policy::Target {
+        patient: Some(patient.to_string()),
+        rtype: Some(access.rtype.to_string()),
+        ..Default::default()
+    };
+    let d = engine
+        .decide(actor, &target, bg)
+        .map_err(|e| RepoError::Invalid(e.to_string()))?;
+    let code = d.reason.code();
+    if !d.allowed {
+        r.audit_operation(
+            c,
+            access.action,
+            Some(access.rtype),
+            Some(patient),
+            "403",
+            Some(format!("policy={code}{}", access.note)),
+        );
+        return Err(RepoError::Forbidden {
+            patient: None,
+            code: code.into(),
+            message: format!("accès refusé ({code}) : {}", d.explanation),
+        });
+    }
+    if policy::is_break_glass(&d)
+        && let Some(reason) = bg
+    {
+        r.audit_break_glass(c, access.rtype, access.id, patient, reason);
+        let _ = engine.rules.notify(
+            patient,
+            "break-glass",
+            &format!(
+                "Accès en urgence à votre dossier par {} ({}) — motif : {reason}",
+                c.principal, access.what
+            ),
+        );
+    }
+    Ok(format!("policy={code}"))
+}
+
 /// Whether `s` is a submission set (List) naming one of the documents `unseen` (hidden from a patient or a legal
 /// representative): it would betray them, so it is left out like them.
 fn names_unseen(s: &Stored, unseen: &std::collections::HashSet<String>) -> bool {
@@ -1700,48 +1763,46 @@ async fn everything(State(app): State<App>, Path(id): Path<String>, req: Req) ->
             let mut about = None;
             let mut unseen = Default::default();
             if let (Some(actor), Some(engine)) = (&actor, &engine) {
-                let target = socle_policy::Target {
-                    patient: Some(id.clone()),
-                    rtype: Some("Patient".into()),
-                    ..Default::default()
-                };
-                let d = engine
-                    .decide(actor, &target, bg.as_deref())
-                    .map_err(|e| RepoError::Invalid(e.to_string()))?;
-                if !d.allowed {
-                    r.audit_operation(c, "operation", Some("Patient"), Some(&id), "403",
-                        Some(format!("policy={}; $everything", d.reason.code())));
-                    return Err(RepoError::Forbidden {
-                        patient: None,
-                        code: d.reason.code().into(),
-                        message: format!("accès refusé ({}) : {}", d.reason.code(), d.explanation),
-                    });
-                }
-                about = Some(format!("policy={}", d.reason.code()));
-                if policy::is_break_glass(&d)
-                    && let Some(reason) = bg.as_deref()
-                {
-                    r.audit_break_glass(c, "Patient", &id, &id, reason);
-                    let _ = engine.rules.notify(&id, "break-glass", &format!(
-                        "Accès en urgence à votre dossier par {} (dossier complet) — motif : {reason}", c.principal));
-                }
-                if matches!(actor, socle_policy::Actor::Patient { .. } | socle_policy::Actor::Representative { .. }) {
+                let decided = decide_record(
+                    r,
+                    c,
+                    engine,
+                    actor,
+                    bg.as_deref(),
+                    &id,
+                    RecordAccess {
+                        rtype: "Patient",
+                        id: &id,
+                        action: "operation",
+                        note: "; $everything",
+                        what: "dossier complet",
+                    },
+                )?;
+                about = Some(decided);
+                if matches!(
+                    actor,
+                    socle_policy::Actor::Patient { .. }
+                        | socle_policy::Actor::Representative { .. }
+                ) {
                     unseen = rules::unseen_targets(engine, Some(actor), &id)?;
                 }
             }
             let unseen: std::collections::HashSet<String> = unseen;
             // Each resource decided like a read of it; a submission set naming a document hidden from the
             // patient is left out like the document.
-            let mut keep = |c: &mut dyn socle_store::SqlConn, s: &Stored, p: Option<&str>, _: bool| {
-                if names_unseen(s, &unseen) {
-                    return Ok(false);
-                }
-                match (&actor, &engine) {
-                    (Some(actor), Some(engine)) => Ok(p == Some(id.as_str())
-                        && engine.decide_in(c, actor, &policy::target_of(s, p), bg.as_deref())?.allowed),
-                    _ => Ok(true),
-                }
-            };
+            let mut keep =
+                |c: &mut dyn socle_store::SqlConn, s: &Stored, p: Option<&str>, _: bool| {
+                    if names_unseen(s, &unseen) {
+                        return Ok(false);
+                    }
+                    match (&actor, &engine) {
+                        (Some(actor), Some(engine)) => Ok(p == Some(id.as_str())
+                            && engine
+                                .decide_in(c, actor, &policy::target_of(s, p), bg.as_deref())?
+                                .allowed),
+                        _ => Ok(true),
+                    }
+                };
             let page = r.everything(
                 c,
                 &id,
@@ -1760,9 +1821,9 @@ async fn everything(State(app): State<App>, Path(id): Path<String>, req: Req) ->
                 p
             });
             let mut self_link = self_params.clone();
-            if after.is_some() {
+            if let Some(a) = after {
                 self_link.push(("_snapshot".into(), page.snapshot.to_string()));
-                self_link.push(("_cursor".into(), format!("after.{}", after.unwrap_or_default())));
+                self_link.push(("_cursor".into(), format!("after.{a}")));
             }
             let sp = socle_store::repo::SearchPage {
                 matches: page.matches,
@@ -1858,30 +1919,15 @@ async fn search_common(
         run(&app, &req, None, move |r, c| {
             let mut decision = None;
             if let (Some(actor), Some(patient), Some(engine)) = (&actor, &scope, &engine) {
-                let target = socle_policy::Target {
-                    patient: Some(patient.clone()),
-                    rtype: Some(rtype.clone()),
-                    ..Default::default()
-                };
-                let d = engine
-                    .decide(actor, &target, bg.as_deref())
-                    .map_err(|e| RepoError::Invalid(e.to_string()))?;
-                if !d.allowed {
-                    r.audit_operation(c, "search-type", Some(&rtype), Some(patient), "403", Some(format!("policy={}", d.reason.code())));
-                    return Err(RepoError::Forbidden {
-                        patient: None,
-                        code: d.reason.code().into(),
-                        message: format!("accès refusé ({}) : {}", d.reason.code(), d.explanation),
-                    });
-                }
-                decision = Some((patient.clone(), format!("policy={}", d.reason.code())));
-                if policy::is_break_glass(&d)
-                    && let Some(reason) = bg.as_deref()
-                {
-                    r.audit_break_glass(c, &rtype, "", patient, reason);
-                    let _ = engine.rules.notify(patient, "break-glass", &format!(
-                        "Accès en urgence à votre dossier par {} (recherche {rtype}) — motif : {reason}", c.principal));
-                }
+                let what = format!("recherche {rtype}");
+                let decided = decide_record(r, c, engine, actor, bg.as_deref(), patient, RecordAccess {
+                    rtype: &rtype,
+                    id: "",
+                    action: "search-type",
+                    note: "",
+                    what: &what,
+                })?;
+                decision = Some((patient.clone(), decided));
             }
             // What the caller may receive, decided on the search's connection before includes are gathered from
             // the matches (an include reached only through a refused match never comes through): for a user's

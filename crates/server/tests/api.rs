@@ -5,6 +5,18 @@ mod common;
 use common::{Server, backends};
 use serde_json::{Value, json};
 
+/// The latest entry of `Patient/{id}`'s history is a creation by `POST Patient` (the server chose the id).
+fn shows_as_post(s: &Server, id: &str) {
+    let h = s.get(&format!("Patient/{id}/_history"));
+    let request = &h.json["entry"][0]["request"];
+    assert_eq!(
+        (&request["method"], &request["url"]),
+        (&json!("POST"), &json!("Patient")),
+        "{}",
+        h.text
+    );
+}
+
 fn patient(family: &str, given: &str, birth: &str) -> Value {
     json!({"resourceType": "Patient", "name": [{"family": family, "given": [given]}], "birthDate": birth, "gender": "female",
            "identifier": [{"system": "urn:oid:1.2.250.1.999.1.1", "value": format!("{family}-{birth}")}]})
@@ -229,19 +241,7 @@ fn conditional_interactions() {
         );
         r.expect(201);
         // The server chose its id: its history shows a creation (POST), not a PUT to a URL nobody sent.
-        let h = s.get(&format!(
-            "Patient/{}/_history",
-            r.json["id"].as_str().unwrap()
-        ));
-        assert_eq!(
-            (
-                &h.json["entry"][0]["request"]["method"],
-                &h.json["entry"][0]["request"]["url"]
-            ),
-            (&json!("POST"), &json!("Patient")),
-            "{}",
-            h.text
-        );
+        shows_as_post(&s, r.json["id"].as_str().unwrap());
         // several matches → 412
         s.post("Patient", &patient("Double", "A", "1999-09-09"))
             .expect(201);
@@ -352,17 +352,7 @@ fn conditional_interactions() {
         );
         let posted = s.post("Patient", &patient("Poste", "Paul", "1950-05-05"));
         posted.expect(201);
-        let id = posted.json["id"].as_str().unwrap().to_string();
-        let h = s.get(&format!("Patient/{id}/_history"));
-        assert_eq!(
-            (
-                &h.json["entry"][0]["request"]["method"],
-                &h.json["entry"][0]["request"]["url"]
-            ),
-            (&json!("POST"), &json!("Patient")),
-            "{}",
-            h.text
-        );
+        shows_as_post(&s, posted.json["id"].as_str().unwrap());
 
         // `If-None-Match: *`: create, never overwrite; `If-Match: *`: only if it exists.
         let mut body = patient("Sansecraser", "Inès", "1971-01-01");
@@ -787,6 +777,18 @@ fn bad_input_is_rejected_clearly_and_nothing_is_written() {
                 "{m} {path} : {d:?} devrait contenir {needle:?}"
             );
         }
+        // A POST `_search` body that is not UTF-8 once decoded: refused like such a query string.
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let r = s.request("POST", "Patient/_search", Some("family=%C3".into()), &form);
+        r.expect(400);
+        assert!(r.diagnostics().contains("UTF-8"), "{}", r.text);
+        s.request(
+            "POST",
+            "Patient/_search",
+            Some("family=%C3%A9".into()),
+            &form,
+        )
+        .expect(200);
         // Wrong content type, body too large.
         let r = s.request(
             "POST",
