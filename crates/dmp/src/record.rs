@@ -549,9 +549,9 @@ pub fn claim(
             &format!(
                 "SELECT {EVENT_COLUMNS_E}, d.attempts FROM dmp_event_deliveries d \
                  JOIN dmp_feed_events e ON e.id = d.event \
-                 WHERE d.consumer = ? AND d.lease_until <= ? ORDER BY d.event LIMIT ?"
+                 WHERE d.consumer = ? AND d.lease_until <= ? ORDER BY d.event LIMIT {n}"
             ),
-            &[consumer.into(), now.into(), n.into()],
+            &[consumer.into(), now.into()],
         )?;
         for r in &rows {
             let mut e = event_of(r);
@@ -607,16 +607,15 @@ pub fn pending(
         if let Some(k) = consumer {
             known = subscribed(c, k)?;
         }
-        let (filter, mut params): (&str, Vec<SqlValue>) = match consumer {
+        let (filter, params): (&str, Vec<SqlValue>) = match consumer {
             Some(k) => ("WHERE d.consumer = ?", vec![k.into()]),
             None => ("", vec![]),
         };
-        params.push(n.into());
         // The first `n` events, then who awaits each.
         let rows = c.query(
             &format!(
                 "SELECT {EVENT_COLUMNS_E}, 0 FROM dmp_feed_events e WHERE e.id IN \
-                 (SELECT DISTINCT d.event FROM dmp_event_deliveries d {filter} ORDER BY d.event LIMIT ?) \
+                 (SELECT DISTINCT d.event FROM dmp_event_deliveries d {filter} ORDER BY d.event LIMIT {n}) \
                  ORDER BY e.id"
             ),
             &params,

@@ -241,18 +241,10 @@ pub fn recent_before(
     if !window.is_all() {
         let sql = format!(
             "SELECT {AUDIT_COLS} FROM audit_log WHERE seq <= ? AND recorded >= ? AND recorded <= ? \
-             ORDER BY seq DESC LIMIT ?"
+             ORDER BY seq DESC LIMIT {limit}"
         );
         return Ok(c
-            .query(
-                &sql,
-                &[
-                    max.into(),
-                    window.from.into(),
-                    window.to.into(),
-                    limit.into(),
-                ],
-            )?
+            .query(&sql, &[max.into(), window.from.into(), window.to.into()])?
             .into_iter()
             .map(from_row)
             .collect());
@@ -264,8 +256,9 @@ pub fn recent_before(
 
 /// Reads records in chain order, `after` a sequence number, at most `limit`.
 pub fn list(c: &mut dyn SqlConn, after: i64, limit: i64) -> Result<Vec<StoredAudit>, StoreError> {
-    let sql = format!("SELECT {AUDIT_COLS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?");
-    Ok(c.query(&sql, &[after.into(), limit.into()])?
+    let sql =
+        format!("SELECT {AUDIT_COLS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT {limit}");
+    Ok(c.query(&sql, &[after.into()])?
         .into_iter()
         .map(from_row)
         .collect())
@@ -281,7 +274,7 @@ pub fn list_for_patient(
 ) -> Result<Vec<StoredAudit>, StoreError> {
     let sql = format!(
         "SELECT {AUDIT_COLS} FROM audit_log WHERE patient = ? AND seq < ? AND recorded >= ? AND recorded <= ? \
-         ORDER BY seq DESC LIMIT ?"
+         ORDER BY seq DESC LIMIT {limit}"
     );
     Ok(c.query(
         &sql,
@@ -290,7 +283,6 @@ pub fn list_for_patient(
             before.into(),
             window.from.into(),
             window.to.into(),
-            limit.into(),
         ],
     )?
     .into_iter()
@@ -310,7 +302,7 @@ fn list_for_patient_in_log(
     let upto = indexed_upto(c)?;
     let sql = format!(
         "SELECT {AUDIT_COLS} FROM audit_log WHERE seq > ? AND seq < ? AND patient = ? \
-         AND recorded >= ? AND recorded <= ? ORDER BY seq DESC LIMIT ?"
+         AND recorded >= ? AND recorded <= ? ORDER BY seq DESC LIMIT {limit}"
     );
     let mut out: Vec<StoredAudit> = c
         .query(
@@ -321,7 +313,6 @@ fn list_for_patient_in_log(
                 patient.into(),
                 window.from.into(),
                 window.to.into(),
-                limit.into(),
             ],
         )?
         .into_iter()
@@ -331,7 +322,7 @@ fn list_for_patient_in_log(
     if rest > 0 {
         let sql = format!(
             "SELECT {AUDIT_COLS} FROM audit_log WHERE seq IN \
-             (SELECT seq FROM audit_patient WHERE patient = ? AND seq <= ? ORDER BY seq DESC LIMIT ?) \
+             (SELECT seq FROM audit_patient WHERE patient = ? AND seq <= ? ORDER BY seq DESC LIMIT {rest}) \
              ORDER BY seq DESC"
         );
         let upto = upto.min(before.saturating_sub(1));
@@ -340,7 +331,7 @@ fn list_for_patient_in_log(
             let sql = format!(
                 "SELECT {AUDIT_COLS} FROM audit_log WHERE seq IN \
                  (SELECT seq FROM audit_patient WHERE patient = ? AND seq <= ?) \
-                 AND recorded >= ? AND recorded <= ? ORDER BY seq DESC LIMIT ?"
+                 AND recorded >= ? AND recorded <= ? ORDER BY seq DESC LIMIT {rest}"
             );
             out.extend(
                 c.query(
@@ -350,7 +341,6 @@ fn list_for_patient_in_log(
                         upto.into(),
                         window.from.into(),
                         window.to.into(),
-                        rest.into(),
                     ],
                 )?
                 .into_iter()
@@ -359,7 +349,7 @@ fn list_for_patient_in_log(
             return Ok(out);
         }
         out.extend(
-            c.query(&sql, &[patient.into(), upto.into(), rest.into()])?
+            c.query(&sql, &[patient.into(), upto.into()])?
                 .into_iter()
                 .map(from_row),
         );

@@ -260,10 +260,10 @@ pub fn reindex_type(
             // A row updated meanwhile is returned as it is once committed; one deleted meanwhile is skipped.
             let rows = c.query(
                 &format!(
-                    "SELECT rid FROM resources WHERE rtype = ? AND deleted = 0 AND rid > ? ORDER BY rid LIMIT ?{}",
+                    "SELECT rid FROM resources WHERE rtype = ? AND deleted = 0 AND rid > ? ORDER BY rid LIMIT {batch}{}",
                     if pg { " FOR UPDATE" } else { "" }
                 ),
-                &[rtype.into(), after.into(), (batch as i64).into()],
+                &[rtype.into(), after.into()],
             )?;
             let rids: Vec<i64> = rows
                 .into_iter()

@@ -948,10 +948,10 @@ impl Repository {
             } else {
                 conds.join(" AND ")
             };
-            p.push((count + 1).into());
             let sql = format!(
-                "SELECT {}, seq FROM resource_versions v WHERE {where_} ORDER BY seq DESC LIMIT ?",
-                tx::VERSION_COLS
+                "SELECT {}, seq FROM resource_versions v WHERE {where_} ORDER BY seq DESC LIMIT {}",
+                tx::VERSION_COLS,
+                count + 1
             );
             let rows = c.query(&sql, &p)?;
             let mut entries = Vec::new();
@@ -1176,10 +1176,10 @@ impl Repository {
                      WHERE (i.rtype, i.param) IN (VALUES {values}) AND i.tid = ? AND i.ttype = 'Patient' AND {live}"
                 ));
             }
-            params.push((count + 1).into());
             let sql = format!(
-                "SELECT DISTINCT rid, rtype FROM ({}) e ORDER BY rid LIMIT ?",
-                branches.join(" UNION ALL ")
+                "SELECT DISTINCT rid, rtype FROM ({}) e ORDER BY rid LIMIT {}",
+                branches.join(" UNION ALL "),
+                count + 1
             );
             let mut cands: Vec<(i64, &str)> = Vec::new();
             for row in c.query(&sql, &params)? {
@@ -2536,7 +2536,7 @@ fn sorted_driver_sql(dialect: crate::Dialect, table: &str, cond: &str, page_wher
     format!(
         "SELECT r.pkey, r.rid, r.version FROM (SELECT i.rid FROM {table} i WHERE {cond} GROUP BY i.rid \
          ORDER BY i.rid {{dir}}) x {} resources r ON r.rid = x.rid \
-         WHERE {page_where}{{extra}} ORDER BY x.rid {{dir}} LIMIT ?",
+         WHERE {page_where}{{extra}} ORDER BY x.rid {{dir}} LIMIT {{limit}}",
         outer_loop_join(dialect)
     )
 }
@@ -2583,7 +2583,7 @@ fn value_streams(
             let sql = format!(
                 "SELECT n.ord, x.rid FROM json_array_elements_text((?::text)::json) WITH ORDINALITY AS n(v, ord) \
                  CROSS JOIN LATERAL (SELECT i.rid FROM {table} i WHERE i.rtype = ? AND i.param = ? \
-                 AND i.{col} = n.v{range} ORDER BY i.rid {dir} LIMIT ?) x ORDER BY n.ord"
+                 AND i.{col} = n.v{range} ORDER BY i.rid {dir} LIMIT {k}) x ORDER BY n.ord"
             );
             let mut params: Vec<SqlValue> = vec![
                 list.into(),
@@ -2591,7 +2591,6 @@ fn value_streams(
                 vl.param.as_str().into(),
             ];
             params.extend(bounds);
-            params.push(k.into());
             per_value.resize(values.len(), Vec::new());
             for r in c.query(&sql, &params)? {
                 let (Some(ord), Some(rid)) = (
@@ -2608,7 +2607,7 @@ fn value_streams(
         crate::Dialect::Sqlite => {
             let sql = format!(
                 "SELECT i.rid FROM {table} i WHERE i.rtype = ? AND i.param = ? AND i.{col} = ?{range} \
-                 ORDER BY i.rid {dir} LIMIT ?"
+                 ORDER BY i.rid {dir} LIMIT {k}"
             );
             for v in values {
                 let mut params: Vec<SqlValue> = vec![
@@ -2617,7 +2616,6 @@ fn value_streams(
                     v.clone(),
                 ];
                 params.extend(bounds.iter().cloned());
-                params.push(k.into());
                 per_value.push(
                     c.query(&sql, &params)?
                         .into_iter()
@@ -2870,7 +2868,7 @@ fn run_search(
         };
         format!(
             "SELECT r.pkey, r.rid, r.version FROM {list} resources r ON r.rid = x.value \
-             WHERE {page_where}{{extra}} ORDER BY r.rid {{dir}} LIMIT ?"
+             WHERE {page_where}{{extra}} ORDER BY r.rid {{dir}} LIMIT {{limit}}"
         )
     };
     let chooser = match driver {
@@ -2907,7 +2905,7 @@ fn run_search(
             params.extend(q.filter_params[d.params.clone()].iter().cloned());
             format!(
                 "SELECT r.pkey, r.rid, r.version FROM {table} i CROSS JOIN resources r ON r.rid = i.rid \
-                 WHERE {} AND {page_where}{{extra}} GROUP BY i.rid ORDER BY i.rid {{dir}} LIMIT ?",
+                 WHERE {} AND {page_where}{{extra}} GROUP BY i.rid ORDER BY i.rid {{dir}} LIMIT {{limit}}",
                 rid_range(rest)
             )
         }
@@ -2917,11 +2915,17 @@ fn run_search(
             sorted_driver_sql(c.dialect(), table, &rid_range(rest), &page_where)
         }
         None => format!(
-            "SELECT r.pkey, r.rid, r.version FROM resources r WHERE {page_where}{{extra}} ORDER BY r.rid {{dir}} LIMIT ?"
+            "SELECT r.pkey, r.rid, r.version FROM resources r WHERE {page_where}{{extra}} ORDER BY r.rid {{dir}} LIMIT {{limit}}"
         ),
     };
+    // The page's size written into the statement: a bound `LIMIT` would have SQLite prepare the statement
+    // again at each execution (it reads a bound limit's value when planning; see `sqlite::tests`).
+    let limit = q.count + 1;
     let paged = |extra: &str, dir: &str| {
-        let chooser = chooser.replace("{extra}", extra).replace("{dir}", dir);
+        let chooser = chooser
+            .replace("{extra}", extra)
+            .replace("{dir}", dir)
+            .replace("{limit}", &limit.to_string());
         format!(
             "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, t.pkey, t.rid FROM ({chooser}) t \
              JOIN resource_versions v ON v.pkey = t.pkey AND v.rid = t.rid AND v.version = t.version ORDER BY t.rid {dir}"
@@ -2934,24 +2938,18 @@ fn run_search(
             .iter()
             .cloned(),
     );
-    let limit = q.count + 1;
     let mut reverse = false;
     let sql = match q.cursor {
         search::Cursor::After(a) => {
             params.push(a.into());
-            params.push(limit.into());
             paged(" AND r.rid > ?", "ASC")
         }
         search::Cursor::Before(bf) => {
             reverse = true;
             params.push(bf.into());
-            params.push(limit.into());
             paged(" AND r.rid < ?", "DESC")
         }
-        _ => {
-            params.push(limit.into());
-            paged("", "ASC")
-        }
+        _ => paged("", "ASC"),
     };
     // The page among candidates in page order (`params[0]`: the list), read in chunks until it is full.
     let from_list = |c: &mut dyn SqlConn, params: &mut Vec<SqlValue>, cand: &[i64]| {
@@ -3368,7 +3366,7 @@ mod tests {
             )
             .replace("{extra}", extra)
             .replace("{dir}", dir)
-            .replace("LIMIT ?", "LIMIT 21");
+            .replace("{limit}", "21");
             let mut st = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let plan: Vec<String> = st
                 .query_map([], |r| r.get::<_, String>(3))

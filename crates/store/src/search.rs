@@ -850,15 +850,15 @@ pub fn sorted_page_sql(
         (None, Cursor::Offset(o)) => o,
         _ => 0,
     };
-    params.push((q.count + 1).into());
     params.push(offset.into());
     let sql = format!(
         "SELECT v.rtype, v.id, v.version, v.last_updated, v.method, v.content, t.pkey, t.rid{out_cols} FROM \
          (SELECT r.pkey, r.rid, r.version{cols} FROM resources r WHERE {base_where}) t \
          JOIN resource_versions v ON v.pkey = t.pkey AND v.rid = t.rid AND v.version = t.version \
-         WHERE {cond} ORDER BY {}, t.rid {} LIMIT ? OFFSET ?",
+         WHERE {cond} ORDER BY {}, t.rid {} LIMIT {} OFFSET ?",
         order.join(", "),
-        if forward { "ASC" } else { "DESC" }
+        if forward { "ASC" } else { "DESC" },
+        q.count + 1
     );
     Ok(SortedPageSql {
         sql,
@@ -1317,6 +1317,13 @@ fn no_modifier(code: &str, modifier: Option<&str>) -> Result<(), SearchError> {
     }
 }
 
+/// A bound `LIKE` pattern, written so that SQLite does not see a bare bound value: it would read the value to
+/// try its `LIKE` optimisation (never usable here: case-insensitive `LIKE` on `BINARY` columns) and then prepare
+/// the statement again at each execution. `vocabulary_values` writes its patterns the same way.
+fn like_operand(placeholder: &str) -> String {
+    format!("CAST({placeholder} AS TEXT)")
+}
+
 fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('%', "\\%")
@@ -1348,7 +1355,7 @@ fn string_predicate(
             let n = normalize_string(&v);
             let pattern = format!("%{}%", like_escape(&n));
             if !crate::vocab::has_vocabulary(code) {
-                format!("i.norm LIKE {} ESCAPE '\\'", b.bind(pattern))
+                format!("i.norm LIKE {} ESCAPE '\\'", like_operand(b.bind(pattern)))
             } else {
                 // Candidates from the vocabulary (see `vocab`), then the exact check on each.
                 let tris = crate::vocab::query_trigrams(&n);
@@ -1358,7 +1365,7 @@ fn string_predicate(
                          AND v.norm LIKE {} ESCAPE '\\'",
                         b.bind(rtype),
                         b.bind(code),
-                        b.bind(pattern.clone())
+                        like_operand(b.bind(pattern.clone()))
                     )
                 } else {
                     let each = tris
@@ -1384,7 +1391,7 @@ fn string_predicate(
                 };
                 format!(
                     "(i.norm IN ({candidates}) AND i.norm LIKE {} ESCAPE '\\')",
-                    b.bind(pattern)
+                    like_operand(b.bind(pattern))
                 )
             }
         }
@@ -1427,7 +1434,7 @@ fn vocabulary_values(
             if tris.is_empty() {
                 (
                     "SELECT v.norm FROM str_vocab v WHERE v.rtype = ? AND v.param = ? \
-                     AND v.norm LIKE ? ESCAPE '\\'"
+                     AND v.norm LIKE CAST(? AS TEXT) ESCAPE '\\'"
                         .to_string(),
                     own(&pattern),
                 )
@@ -1446,7 +1453,7 @@ fn vocabulary_values(
                 (
                     format!(
                         "SELECT c.norm FROM ({} UNION SELECT t.norm FROM str_trigram t WHERE t.rtype = ? \
-                         AND t.param = ? AND t.tri = ?) c WHERE c.norm LIKE ? ESCAPE '\\'",
+                         AND t.param = ? AND t.tri = ?) c WHERE c.norm LIKE CAST(? AS TEXT) ESCAPE '\\'",
                         each.join(" INTERSECT ")
                     ),
                     params,
@@ -1732,7 +1739,7 @@ fn composite_predicate(b: &mut Builder, p: &SearchParam, v: &str) -> Result<Stri
         }
         ParamType::Reference => format!(
             "i.c2code LIKE {} ESCAPE '\\'",
-            b.bind(format!("%/{}", like_escape(&unescape(&parts[1]))))
+            like_operand(b.bind(format!("%/{}", like_escape(&unescape(&parts[1])))))
         ),
         _ => return Err("composant non pris en charge".into()),
     };
