@@ -162,6 +162,19 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> DmpError {
     }
 }
 
+/// A Binary's `data` (`at`: the entry) that is not base64: the reason from the strict decoder, which names the
+/// faulty byte.
+fn bad_base64(at: &str, data: &str) -> DmpError {
+    let detail = STANDARD
+        .decode(data)
+        .err()
+        .map_or_else(|| "refusé".to_string(), |e| e.to_string());
+    invalid(
+        format!("{at}.resource(Binary).data"),
+        format!("base64 invalide : {detail}"),
+    )
+}
+
 /// The patient id of a `subject` reference: `Patient/{id}`, relative or absolute.
 fn patient_id(field: &str, subject: &Value) -> Result<String, DmpError> {
     let r = subject["reference"]
@@ -460,36 +473,32 @@ impl Submission {
         let data = r["data"]
             .as_str()
             .ok_or_else(|| missing(format!("{at}.resource(Binary).data")))?;
-        // FHIR's base64Binary may be wrapped in lines (whitespace is not part of the value): taken out first,
-        // only when there is some (the request body's own limit bounds the copy).
-        let compact: std::borrow::Cow<'_, str> = if data.bytes().any(|b| b.is_ascii_whitespace()) {
-            data.chars()
-                .filter(|c| !c.is_ascii_whitespace())
-                .collect::<String>()
-                .into()
-        } else {
-            data.into()
-        };
-        let data = compact.as_ref();
-        // Checked before decoding: base64 is 4 characters per 3 bytes.
-        let approx = (data.len() as u64 / 4) * 3;
-        if approx > opts.max_document_bytes {
-            return Err(DmpError::TooLarge {
-                size: approx,
-                max: opts.max_document_bytes,
-            });
+        // Checked before decoding: base64 is 4 characters per 3 bytes, the last 2 maybe padding (whitespace
+        // counted out only when the value looks too large with it). The decoded size is checked exactly after.
+        let approx = |n: usize| ((n as u64 / 4) * 3).saturating_sub(2);
+        if approx(data.len()) > opts.max_document_bytes {
+            let size = approx(data.bytes().filter(|b| !b.is_ascii_whitespace()).count());
+            if size > opts.max_document_bytes {
+                return Err(DmpError::TooLarge {
+                    size,
+                    max: opts.max_document_bytes,
+                });
+            }
         }
-        // The same alphabet, padding and canonical last symbol as `STANDARD`; its error names the faulty byte.
-        let bytes = base64_simd::STANDARD.decode_to_vec(data).map_err(|_| {
-            let detail = STANDARD
-                .decode(data)
-                .err()
-                .map_or_else(|| "refusé".to_string(), |e| e.to_string());
-            invalid(
-                format!("{at}.resource(Binary).data"),
-                format!("base64 invalide : {detail}"),
-            )
-        })?;
+        // The same alphabet, padding and canonical last symbol as `STANDARD`. FHIR's base64Binary may be
+        // wrapped in lines (whitespace is not part of the value): looked for only when the value does not
+        // decode as it is, then taken out and the value decoded again (the request body's own limit bounds the
+        // copy). The error names the faulty byte.
+        let bytes = match base64_simd::STANDARD.decode_to_vec(data) {
+            Ok(b) => b,
+            Err(_) if data.bytes().any(|b| b.is_ascii_whitespace()) => {
+                let compact: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                base64_simd::STANDARD
+                    .decode_to_vec(&compact)
+                    .map_err(|_| bad_base64(at, &compact))?
+            }
+            Err(_) => return Err(bad_base64(at, data)),
+        };
         if bytes.len() as u64 > opts.max_document_bytes {
             return Err(DmpError::TooLarge {
                 size: bytes.len() as u64,

@@ -75,6 +75,62 @@ fn oversized_documents_are_refused_before_decoding() {
     assert_eq!((e.code(), e.status()), ("too-large", 413));
 }
 
+/// A document at the size limit wrapped in lines of 76 characters (as MIME writers do) is taken: the lines are
+/// not counted in its size, neither before decoding nor after; one byte over the limit is refused.
+#[test]
+fn the_size_limit_counts_wrapped_base64_without_its_line_breaks() {
+    use base64::Engine as _;
+    let terms = Terminology::embedded().unwrap();
+    let wrapped = |bytes: &[u8]| {
+        let flat = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let lines: Vec<&str> = flat
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!("{}\r\n", lines.join("\r\n"))
+    };
+    // Three sizes: every remainder of the length by 3 (one or two padding symbols, or none).
+    let mut remainders = std::collections::BTreeSet::new();
+    for size in 2_000..2_030 {
+        let d = SampleDoc::report("P1", size);
+        let cda = sample::cda_n1(&person(), &d);
+        if !remainders.insert(cda.len() % 3) {
+            continue;
+        }
+        let b = sample::provide_bundle("p1", "S1", &[(d, cda.clone())]);
+        limits(&terms, b, &cda, &wrapped);
+    }
+    assert_eq!(remainders.len(), 3, "{remainders:?}");
+}
+
+fn limits(terms: &Terminology, b: Value, cda: &[u8], wrapped: &dyn Fn(&[u8]) -> String) {
+    let mut m = b.clone();
+    m["entry"][2]["resource"]["data"] = json!(wrapped(cda));
+    let at_limit = Options {
+        max_document_bytes: cda.len() as u64,
+        ..Options::default()
+    };
+    let sub = Submission::parse(m.clone(), terms, &at_limit, Submitter::Professional).unwrap();
+    assert_eq!(sub.parts[0].bytes, cda);
+    let under = Options {
+        max_document_bytes: cda.len() as u64 - 1,
+        ..Options::default()
+    };
+    let e = Submission::parse(m, terms, &under, Submitter::Professional).unwrap_err();
+    assert_eq!((e.code(), e.status()), ("too-large", 413));
+    // Wrapped and broken: the error names base64 and the Binary's data.
+    let mut bad = b;
+    bad["entry"][2]["resource"]["data"] = json!(format!("{}\n*AAA", wrapped(cda)));
+    let e =
+        Submission::parse(bad, terms, &Options::default(), Submitter::Professional).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("base64 invalide") && text.contains("data"),
+        "{text}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
