@@ -16,7 +16,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::Value;
+use serde_json::{Value, json};
 use socle_fhir::{IssueSeverity, IssueType, OperationOutcome};
 use socle_store::repo::{HistoryScope, Stored, WriteOutcome};
 use socle_store::{RepoError, Repository, RequestContext};
@@ -612,6 +612,79 @@ async fn read_body(app: &AppState, body: Body) -> Result<bytes::Bytes, Response>
     Ok(buf.freeze())
 }
 
+/// The media type of a request body sent to `Binary` in its own format (`POST /Binary` or `PUT /Binary/{id}` with a
+/// PDF, an image, a CDA document in `application/xml`…), not as a FHIR resource: any type but FHIR's JSON ones
+/// (FHIR's XML is refused as for any resource). `None` without a `Content-Type`.
+fn raw_binary_type(rtype: &str, headers: &HeaderMap) -> Option<String> {
+    if rtype != "Binary" {
+        return None;
+    }
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let fhir = matches!(
+        mime.as_str(),
+        "application/fhir+json"
+            | "application/json"
+            | "application/json+fhir"
+            | "text/json"
+            | "application/fhir+xml"
+            | "application/xml+fhir"
+    );
+    (!fhir && !mime.is_empty()).then_some(mime)
+}
+
+/// A request body sent to `Binary` in its own format, as the `Binary` resource that holds it (FHIR's REST
+/// convention): `contentType` from the `Content-Type`, the bytes in `data`, `securityContext` from the
+/// `X-Security-Context` header (a reference: the resource whose access rules the bytes follow). `id`: the one of
+/// the URL, for an update.
+async fn raw_binary_body(
+    app: &AppState,
+    headers: &HeaderMap,
+    mime: String,
+    id: Option<&str>,
+    body: Body,
+) -> Result<Value, Response> {
+    use base64::Engine as _;
+    let bytes = read_body(app, body).await?;
+    let mut bin = json!({"resourceType": "Binary", "contentType": mime});
+    if let Some(id) = id {
+        bin["id"] = json!(id);
+    }
+    if let Some(ctx) = headers.get("x-security-context") {
+        let Some(reference) = ctx.to_str().ok().map(str::trim).filter(|r| !r.is_empty()) else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                IssueType::Invalid,
+                "en-tête X-Security-Context illisible : une référence (Type/id) est attendue",
+            ));
+        };
+        bin["securityContext"] = json!({"reference": reference});
+    }
+    if !bytes.is_empty() {
+        bin["data"] = json!(base64::engine::general_purpose::STANDARD.encode(&bytes));
+    }
+    Ok(bin)
+}
+
+/// The resource a create or an update carries: JSON, or the bytes of a `Binary` sent in their own format.
+async fn resource_body(
+    app: &AppState,
+    rtype: &str,
+    id: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, Response> {
+    match raw_binary_type(rtype, headers) {
+        Some(mime) => raw_binary_body(app, headers, mime, id, body).await,
+        None => json_body(app, headers, body).await,
+    }
+}
+
 async fn json_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, Response> {
     check_content_type(headers)?;
     let bytes = read_body(app, body).await?;
@@ -1184,7 +1257,7 @@ async fn create(
     req: Req,
     body: Body,
 ) -> Response {
-    let body = tryr!(json_body(&app, &headers, body).await);
+    let body = tryr!(resource_body(&app, &rtype, None, &headers, body).await);
     // `If-None-Exist: identifier=…` (some clients send `Type?identifier=…`: the query part is what counts).
     let if_none_exist = headers
         .get("if-none-exist")
@@ -1234,7 +1307,7 @@ async fn update(
     body: Body,
 ) -> Response {
     let im = tryr!(write_precondition(&headers));
-    let body = tryr!(json_body(&app, &headers, body).await);
+    let body = tryr!(resource_body(&app, &rtype, Some(&id), &headers, body).await);
     let (rt, i) = (rtype.clone(), id.clone());
     let (actor, engine, bg) = tryr!(write_policy(&app, &req));
     let w = tryr!(

@@ -210,6 +210,116 @@ fn crud_versioning_and_headers() {
     }
 }
 
+/// `Binary` in its own format (FHIR's REST convention): a PDF posted as `application/pdf` is stored as a
+/// `Binary` holding it, read back byte for byte in its own type and as a resource; `X-Security-Context` names the
+/// resource whose rules it follows; `PUT` replaces it the same way; FHIR's own types still mean a resource.
+#[test]
+fn binary_in_its_own_format() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    for b in backends() {
+        let s = Server::start(&b);
+        let send = |method: &str, path: &str, ct: &str, bytes: &[u8], extra: &[(&str, &str)]| {
+            let mut r = ureq::request(method, &s.url(path)).set("Content-Type", ct);
+            for (k, v) in extra {
+                r = r.set(k, v);
+            }
+            match r.send_bytes(bytes) {
+                Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                    let status = r.status();
+                    let location = r.header("location").map(str::to_string);
+                    let text = r.into_string().unwrap_or_default();
+                    (
+                        status,
+                        location,
+                        serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+                    )
+                }
+                Err(e) => panic!("{method} {path} : {e}"),
+            }
+        };
+        let fetch = |path: &str, accept: &str| {
+            let r = ureq::get(&s.url(path))
+                .set("Accept", accept)
+                .call()
+                .expect("lecture");
+            let ct = r.header("content-type").unwrap_or("").to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut r.into_reader(), &mut bytes).expect("corps");
+            (ct, bytes)
+        };
+        let pdf: Vec<u8> = b"%PDF-1.4\n"
+            .iter()
+            .copied()
+            .chain((0..=255u8).cycle().take(3000))
+            .collect();
+        let (status, location, made) = send(
+            "POST",
+            "Binary",
+            "application/pdf",
+            &pdf,
+            &[("X-Security-Context", "Patient/p-binaire")],
+        );
+        assert_eq!(status, 201, "{made}");
+        assert!(location.is_some_and(|l| l.contains("/Binary/")));
+        assert_eq!(made["contentType"], "application/pdf");
+        assert_eq!(made["data"], b64(&pdf));
+        assert_eq!(made["securityContext"]["reference"], "Patient/p-binaire");
+        let id = made["id"].as_str().expect("id").to_string();
+        let (ct, bytes) = fetch(&format!("Binary/{id}"), "application/pdf");
+        assert!(ct.starts_with("application/pdf"), "{ct}");
+        assert_eq!(bytes, pdf);
+        let (ct, bytes) = fetch(&format!("Binary/{id}"), "application/fhir+json");
+        assert!(ct.starts_with("application/fhir+json"), "{ct}");
+        let v: Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(
+            (v["contentType"].clone(), v["data"].clone()),
+            (json!("application/pdf"), json!(b64(&pdf)))
+        );
+        // A CDA document is XML but not FHIR's XML: its own format too, kept as sent (charset parameter aside).
+        let cda = "<?xml version=\"1.0\"?><ClinicalDocument xmlns=\"urn:hl7-org:v3\"/>".as_bytes();
+        let (status, _, v) = send(
+            "PUT",
+            &format!("Binary/{id}"),
+            "text/xml; charset=utf-8",
+            cda,
+            &[],
+        );
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            (v["id"].as_str(), v["meta"]["versionId"].as_str()),
+            (Some(id.as_str()), Some("2"))
+        );
+        assert_eq!(v["contentType"], "text/xml");
+        assert!(v.get("securityContext").is_none(), "{v}");
+        assert_eq!(fetch(&format!("Binary/{id}"), "text/xml").1, cda);
+        // An empty body: a Binary without data.
+        let (status, _, v) = send("POST", "Binary", "application/octet-stream", b"", &[]);
+        assert_eq!(status, 201, "{v}");
+        assert!(v.get("data").is_none(), "{v}");
+        // FHIR's JSON is a resource; FHIR's XML is refused for Binary as for any type.
+        let (status, _, v) = send(
+            "POST",
+            "Binary",
+            "application/fhir+json",
+            json!({"resourceType": "Binary", "contentType": "text/plain", "data": "QQ=="})
+                .to_string()
+                .as_bytes(),
+            &[],
+        );
+        assert_eq!((status, v["data"].as_str()), (201, Some("QQ==")), "{v}");
+        let (status, _, v) = send("POST", "Binary", "application/fhir+xml", b"<Binary/>", &[]);
+        assert_eq!(status, 415, "{v}");
+        // Other types are not read in their own format.
+        let (status, _, _) = send("POST", "Patient", "application/pdf", &pdf, &[]);
+        assert_eq!(status, 415);
+        // Over the body limit: 413, as for JSON.
+        let big = vec![0u8; 17 * 1024 * 1024];
+        let (status, _, _) = send("POST", "Binary", "application/octet-stream", &big, &[]);
+        assert_eq!(status, 413);
+    }
+}
+
 #[test]
 fn conditional_interactions() {
     for b in backends() {
