@@ -6,7 +6,8 @@
 //! Conversion follows the R4 search rules (<https://hl7.org/fhir/R4/search.html>):
 //! - string: `HumanName` → family, given, prefix, suffix, text; `Address` → line, city, district, state,
 //!   postalCode, country, text; primitives as they are. `norm` is [`normalize_string`].
-//! - token: `Coding` → system|code; `CodeableConcept` → each coding (its text gives nothing);
+//! - token: `Coding` → system|code; `CodeableConcept` → each coding; and, as string values of the same
+//!   parameter (for `:text`), `CodeableConcept.text`, `Coding.display` and `Identifier.type.text`;
 //!   `Identifier` → system|value; `ContactPoint` → value without system; code/string/id/uri/boolean
 //!   primitives → code without system.
 //! - reference: `Type/id[/_history/v]` → type and id; an absolute URL `…/Type/id` → type, id and url;
@@ -186,7 +187,7 @@ const SKIPPED: &[&str] = &[
 /// The version of the conversion of values into index entries (normalisation, date ranges, token forms…).
 /// Raise it with any change to what [`extract`] produces for the same definitions: stores then index every
 /// resource again ([`index_fingerprint`]).
-pub const EXTRACTION_VERSION: u32 = 1;
+pub const EXTRACTION_VERSION: u32 = 2;
 
 /// A digest of how resources of `rtype` are indexed — the extraction version and each of its search parameters
 /// as defined (code, type, expression, targets, components, how its rows are kept), and the parameters that
@@ -297,6 +298,9 @@ fn extract_param(param: &SearchParam, resource: &Value, emit: &mut dyn FnMut(Ind
                         continue;
                     }
                     convert::convert(param.kind, item, emit);
+                    if param.kind == ParamType::Token {
+                        convert::token_text(item, emit);
+                    }
                 }
             }
         }
@@ -491,6 +495,43 @@ mod tests {
             "valueQuantity": {"value": 1.0}
         });
         assert_eq!(of(&extract(&with_value), "code-value-quantity").len(), 2);
+    }
+
+    /// A token's texts are string values of the same parameter (for `:text`); composites keep tokens only.
+    #[test]
+    fn token_texts() {
+        let obs = json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Hémoglobine"},
+                                {"system": "http://x", "code": "hb"}], "text": "Hb sanguine"},
+            "identifier": [{"type": {"text": "Numéro de demande"}, "system": "urn:x", "value": "42"}],
+            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6",
+                                                "display": "Systolique"}]},
+                           "valueQuantity": {"value": 120}}]
+        });
+        let e = extract(&obs);
+        let code = of(&e, "code");
+        assert!(code.contains(&&IndexValue::token(Some("http://loinc.org"), "718-7")));
+        assert!(code.contains(&&IndexValue::string("Hémoglobine")));
+        assert!(code.contains(&&IndexValue::string("Hb sanguine")));
+        assert_eq!(code.len(), 4, "{code:#?}");
+        let ident = of(&e, "identifier");
+        assert!(
+            ident.contains(&&IndexValue::string("Numéro de demande")),
+            "{ident:#?}"
+        );
+        assert!(ident.contains(&&IndexValue::token(Some("urn:x"), "42")));
+        assert!(of(&e, "component-code").contains(&&IndexValue::string("Systolique")));
+        for v in of(&e, "component-code-value-quantity") {
+            let IndexValue::Composite(parts) = v else {
+                panic!("{v:?}");
+            };
+            assert_eq!(parts[0].param_type(), ParamType::Token, "{v:?}");
+        }
+        assert!(!of(&e, "component-code-value-quantity").is_empty());
+        // Codes and strings carry no text: a status is a token, nothing more.
+        assert_eq!(of(&e, "status"), [&IndexValue::token(None, "final")]);
     }
 
     #[test]

@@ -551,24 +551,31 @@ fn check_format(v: &str) -> Result<(), Response> {
     }
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), Response> {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
-    else {
-        return Ok(());
-    };
+/// The media types FHIR's JSON is sent as.
+const FHIR_JSON_TYPES: [&str; 4] = [
+    "application/fhir+json",
+    "application/json",
+    "application/json+fhir",
+    "text/json",
+];
+
+/// A request's `Content-Type`, and its media type alone (lowercase, without parameters).
+fn content_type(headers: &HeaderMap) -> Option<(&str, String)> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let mime = ct
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    match mime.as_str() {
-        "application/fhir+json" | "application/json" | "application/json+fhir" | "text/json" => {
-            Ok(())
-        }
-        _ => Err(error(
+    Some((ct, mime))
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), Response> {
+    match content_type(headers) {
+        None => Ok(()),
+        Some((_, mime)) if FHIR_JSON_TYPES.contains(&mime.as_str()) => Ok(()),
+        Some((ct, _)) => Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IssueType::NotSupported,
             format!("type de contenu non pris en charge : {ct} (attendu application/fhir+json)"),
@@ -619,22 +626,12 @@ fn raw_binary_type(rtype: &str, headers: &HeaderMap) -> Option<String> {
     if rtype != "Binary" {
         return None;
     }
-    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let fhir = matches!(
-        mime.as_str(),
-        "application/fhir+json"
-            | "application/json"
-            | "application/json+fhir"
-            | "text/json"
-            | "application/fhir+xml"
-            | "application/xml+fhir"
-    );
+    let (_, mime) = content_type(headers)?;
+    let fhir = FHIR_JSON_TYPES.contains(&mime.as_str())
+        || matches!(
+            mime.as_str(),
+            "application/fhir+xml" | "application/xml+fhir"
+        );
     (!fhir && !mime.is_empty()).then_some(mime)
 }
 

@@ -392,6 +392,22 @@ fn token_parameters_checks(t: &mut T) {
     );
     t.check("Observation?status:not=final", &["o2", "o4"]);
     t.check("Observation?status=final&code=9999-9", &["o3"]);
+    // `:text`: the CodeableConcept's text and its codings' display, from their start, case and accents aside.
+    t.put(
+        "Observation",
+        "o6",
+        json!({"status": "final", "code": {"coding": [{"system": loinc, "code": "4548-4",
+               "display": "Hémoglobine glyquée"}], "text": "Diabète : HbA1c"}}),
+    );
+    t.check("Observation?code:text=HEMOGLOBINE", &["o6"]);
+    t.check("Observation?code:text=diabete", &["o6"]);
+    t.check("Observation?code:text=sans", &["o5"]);
+    t.check("Observation?code:text=glyquee", &[]);
+    t.check("Observation?code:text=sans,diab", &["o5", "o6"]);
+    t.check("Observation?code:text=hemo&status=final", &["o6"]);
+    t.check("Observation?code:text=1234-5", &[]);
+    // A text alone is no code.
+    t.check("Observation?code:missing=true", &["o5"]);
 
     let oid = "urn:oid:1.2.250.1.999.1.1";
     t.put(
@@ -420,6 +436,14 @@ fn token_parameters_checks(t: &mut T) {
     t.check("Patient?gender=female", &["pb", "pc"]);
     t.check("Patient?gender=male,female", &["pa", "pb", "pc"]);
     t.check("Patient?gender:not=female", &["pa"]);
+    // An identifier's type text, by `:text`.
+    t.put(
+        "Patient",
+        "pd",
+        json!({"identifier": [{"type": {"text": "Numéro de dossier"}, "system": "urn:oid:7", "value": "D4"}]}),
+    );
+    t.check("Patient?identifier:text=numero de", &["pd"]);
+    t.check("Patient?identifier:text=D4", &[]);
 }
 
 #[test]

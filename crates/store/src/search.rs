@@ -1160,6 +1160,9 @@ fn param_condition(
     if p.kind == ParamType::Reference && modifier == Some("identifier") {
         return identifier_condition(b, rtype, alias, p, value).map(Some);
     }
+    if p.kind == ParamType::Token && modifier == Some("text") {
+        return token_text_condition(b, rtype, alias, p, value).map(Some);
+    }
     let table = match p.kind {
         ParamType::String => "idx_string",
         ParamType::Token => "idx_token",
@@ -1281,16 +1284,48 @@ fn identifier_condition(
         );
     }
     let rt = b.bind(rtype);
-    let stored = match &p.storage {
+    let stored = param_rows(b, p);
+    Ok(format!(
+        "{alias}.rid IN (SELECT i.rid FROM idx_token i WHERE ({}) AND i.rtype = {rt} AND {stored}{})",
+        ors.join(" OR "),
+        if alias == "r" { RID_RANGE } else { "" }
+    ))
+}
+
+/// The rows of `p` in an index table other than its own type's (`i.param`, without the reference subset's target
+/// type): a reference's identifiers among the tokens, a token's texts among the strings.
+fn param_rows(b: &mut Builder, p: &SearchParam) -> String {
+    match &p.storage {
         Storage::Own => format!("i.param = {}", b.bind(p.code.clone())),
         Storage::Subset { param, .. } => format!("i.param = {}", b.bind(param.clone())),
         Storage::Union(parts) => {
             let marks: Vec<&str> = parts.iter().map(|c| b.bind(c.clone())).collect();
             format!("i.param IN ({})", marks.join(", "))
         }
-    };
+    }
+}
+
+/// `code:text=diab`: the token's text (`CodeableConcept.text`, `Coding.display`, `Identifier.type.text`, kept as
+/// string rows of the parameter), searched as a string is by default: starts with the value, case and accents
+/// aside (`diab` finds "Diabète de type 2"; `type 2` does not — not a search by word).
+fn token_text_condition(
+    b: &mut Builder,
+    rtype: &str,
+    alias: &str,
+    p: &SearchParam,
+    value: &str,
+) -> Result<String, SearchError> {
+    let mut ors = Vec::new();
+    for v in or_values(value)? {
+        let n = normalize_string(&unescape(&v));
+        let lo = b.bind(n.clone());
+        let hi = b.bind(prefix_upper_bound(&n));
+        ors.push(format!("(i.norm >= {lo} AND i.norm < {hi})"));
+    }
+    let rt = b.bind(rtype);
+    let stored = param_rows(b, p);
     Ok(format!(
-        "{alias}.rid IN (SELECT i.rid FROM idx_token i WHERE ({}) AND i.rtype = {rt} AND {stored}{})",
+        "{alias}.rid IN (SELECT i.rid FROM idx_string i WHERE ({}) AND i.rtype = {rt} AND {stored}{})",
         ors.join(" OR "),
         if alias == "r" { RID_RANGE } else { "" }
     ))

@@ -275,6 +275,59 @@ fn token_object(obj: &Map<String, Value>, ty: Option<&str>, emit: &mut dyn FnMut
     }
 }
 
+/// The text a token value carries, as string values of the same parameter, for the `:text` modifier (R4: "text
+/// associated with the code/value — either `CodeableConcept.text`, `Coding.display`, or
+/// `Identifier.type.text`"): a CodeableConcept's `text` and its codings' `display`, a Coding's `display`, an
+/// Identifier's `type.text`. Other items (codes, strings, ContactPoints) carry none. Composite components do not
+/// call this: their token components stay tokens.
+pub(crate) fn token_text(item: &Item<'_>, emit: &mut dyn FnMut(IndexValue)) {
+    let Item::Node { json, .. } = item else {
+        return;
+    };
+    let Some(obj) = json.as_object() else {
+        return;
+    };
+    let shape = match item.fhir_type() {
+        Some(t @ ("Coding" | "CodeableConcept" | "Identifier")) => t,
+        Some(_) => return,
+        None if obj.contains_key("coding") || obj.contains_key("text") => "CodeableConcept",
+        None if obj.contains_key("code") => "Coding",
+        None if obj.contains_key("value") => "Identifier",
+        None => return,
+    };
+    let display = |c: &Map<String, Value>, emit: &mut dyn FnMut(IndexValue)| {
+        if let Some(d) = str_field(c, "display") {
+            emit(IndexValue::string(d));
+        }
+    };
+    match shape {
+        "CodeableConcept" => {
+            if let Some(t) = str_field(obj, "text") {
+                emit(IndexValue::string(t));
+            }
+            for c in obj
+                .get("coding")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object)
+            {
+                display(c, emit);
+            }
+        }
+        "Coding" => display(obj, emit),
+        _ => {
+            if let Some(t) = obj
+                .get("type")
+                .and_then(Value::as_object)
+                .and_then(|t| str_field(t, "text"))
+            {
+                emit(IndexValue::string(t));
+            }
+        }
+    }
+}
+
 fn coding(obj: &Map<String, Value>, emit: &mut dyn FnMut(IndexValue)) {
     if let Some(code) = str_field(obj, "code") {
         emit(IndexValue::token(str_field(obj, "system"), code));
