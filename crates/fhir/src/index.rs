@@ -38,7 +38,7 @@ use socle_fhirpath::Variables;
 
 use crate::search_params::{COMPOSITE_ITEM_VAR, Component, ParamType, SearchParam, registry};
 
-pub use convert::normalize_string;
+pub use convert::{MAX_NORM_BYTES, normalize_string};
 pub use date::parse_date_range;
 pub use number::number_range;
 

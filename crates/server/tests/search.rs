@@ -408,6 +408,34 @@ fn token_parameters_checks(t: &mut T) {
     t.check("Observation?code:text=1234-5", &[]);
     // A text alone is no code.
     t.check("Observation?code:missing=true", &["o5"]);
+    // A long text (a pasted report, 6 KB that do not compress) is indexed by its first 1,024 bytes: the write
+    // succeeds on PostgreSQL too (a B-tree entry holds at most 2,704 bytes), and a prefix of it, or all of it,
+    // finds it.
+    let mut x: u64 = 7;
+    let long: String = (0..1000)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            format!("{:x}", x >> 40)
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(long.len() > 6000);
+    t.put(
+        "Observation",
+        "o7",
+        json!({"status": "final", "code": {"text": format!("Compte rendu {long}")}}),
+    );
+    t.check("Observation?code:text=compte%20rendu", &["o7"]);
+    t.check(
+        &format!(
+            "Observation?code:text=Compte%20rendu%20{}",
+            long.replace(' ', "%20")
+        ),
+        &["o7"],
+    );
+    t.check("Observation?code:missing=true", &["o5", "o7"]);
 
     let oid = "urn:oid:1.2.250.1.999.1.1";
     t.put(

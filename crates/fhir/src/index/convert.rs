@@ -13,16 +13,31 @@ use super::date::parse_date_range;
 use super::number::number_range;
 use crate::search_params::{ParamType, is_resource_type};
 
+/// The longest `norm` form, in bytes: its first bytes of a longer value (cut on a character). An index entry of
+/// PostgreSQL's B-trees holds at most 2,704 bytes (a pasted report in a `CodeableConcept.text` or an address
+/// line would otherwise make its write fail); searches normalise their values the same way, so a prefix search
+/// with a longer value still finds it, and `:contains` looks into the first 1,024 bytes.
+pub const MAX_NORM_BYTES: usize = 1024;
+
 /// The `norm` form of a string value: canonical decomposition (NFD), combining marks removed, lower-cased
-/// (`"Chalmers Élodie"` → `"chalmers elodie"`).
+/// (`"Chalmers Élodie"` → `"chalmers elodie"`), at most [`MAX_NORM_BYTES`].
 pub fn normalize_string(s: &str) -> String {
-    if s.is_ascii() {
-        return s.to_ascii_lowercase();
+    let mut n: String = if s.is_ascii() {
+        s.to_ascii_lowercase()
+    } else {
+        s.nfd()
+            .filter(|c| !is_combining_mark(*c))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    if n.len() > MAX_NORM_BYTES {
+        let mut cut = MAX_NORM_BYTES;
+        while !n.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        n.truncate(cut);
     }
-    s.nfd()
-        .filter(|c| !is_combining_mark(*c))
-        .flat_map(char::to_lowercase)
-        .collect()
+    n
 }
 
 /// Converts one item for a parameter of type `kind`, calling `emit` for each value (none if the item has no
@@ -567,6 +582,15 @@ mod tests {
         );
         assert_eq!(normalize_string("ÅSTRÖM"), "astrom");
         assert_eq!(normalize_string("Straße"), "straße");
+        // Capped, on a character boundary.
+        let long = "é".repeat(MAX_NORM_BYTES);
+        let n = normalize_string(&long);
+        assert_eq!(n, "e".repeat(MAX_NORM_BYTES));
+        let n = normalize_string(&format!("a{}", "ß".repeat(MAX_NORM_BYTES)));
+        assert_eq!(
+            (n.len(), n.chars().filter(|c| *c == 'ß').count()),
+            (MAX_NORM_BYTES - 1, MAX_NORM_BYTES / 2 - 1)
+        );
         assert_eq!(
             s("Zoë"),
             IndexValue::String {
