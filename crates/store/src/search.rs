@@ -1283,26 +1283,34 @@ fn identifier_condition(
                 .map_err(|m| SearchError::Invalid(format!("{}:identifier", p.code), m))?,
         );
     }
-    let rt = b.bind(rtype);
-    let stored = param_rows(b, p);
-    Ok(format!(
-        "{alias}.rid IN (SELECT i.rid FROM idx_token i WHERE ({}) AND i.rtype = {rt} AND {stored}{})",
-        ors.join(" OR "),
-        if alias == "r" { RID_RANGE } else { "" }
-    ))
+    Ok(rows_elsewhere(b, "idx_token", rtype, alias, p, &ors))
 }
 
-/// The rows of `p` in an index table other than its own type's (`i.param`, without the reference subset's target
-/// type): a reference's identifiers among the tokens, a token's texts among the strings.
-fn param_rows(b: &mut Builder, p: &SearchParam) -> String {
-    match &p.storage {
+/// The condition on `alias` that one of `p`'s rows in `table`, an index table other than its own type's,
+/// satisfies one of `ors` (bound before): a reference's identifiers among the tokens, a token's texts among the
+/// strings. The rows are `p`'s by `i.param` alone (a reference subset's rows carry no target type there).
+fn rows_elsewhere(
+    b: &mut Builder,
+    table: &str,
+    rtype: &str,
+    alias: &str,
+    p: &SearchParam,
+    ors: &[String],
+) -> String {
+    let rt = b.bind(rtype);
+    let stored = match &p.storage {
         Storage::Own => format!("i.param = {}", b.bind(p.code.clone())),
         Storage::Subset { param, .. } => format!("i.param = {}", b.bind(param.clone())),
         Storage::Union(parts) => {
             let marks: Vec<&str> = parts.iter().map(|c| b.bind(c.clone())).collect();
             format!("i.param IN ({})", marks.join(", "))
         }
-    }
+    };
+    format!(
+        "{alias}.rid IN (SELECT i.rid FROM {table} i WHERE ({}) AND i.rtype = {rt} AND {stored}{})",
+        ors.join(" OR "),
+        if alias == "r" { RID_RANGE } else { "" }
+    )
 }
 
 /// `code:text=diab`: the token's text (`CodeableConcept.text`, `Coding.display`, `Identifier.type.text`, kept as
@@ -1322,13 +1330,7 @@ fn token_text_condition(
         let hi = b.bind(prefix_upper_bound(&n));
         ors.push(format!("(i.norm >= {lo} AND i.norm < {hi})"));
     }
-    let rt = b.bind(rtype);
-    let stored = param_rows(b, p);
-    Ok(format!(
-        "{alias}.rid IN (SELECT i.rid FROM idx_string i WHERE ({}) AND i.rtype = {rt} AND {stored}{})",
-        ors.join(" OR "),
-        if alias == "r" { RID_RANGE } else { "" }
-    ))
+    Ok(rows_elsewhere(b, "idx_string", rtype, alias, p, &ors))
 }
 
 /// `url:below=http://a/b`: `http://a/b` itself and everything under it on a path-segment boundary
