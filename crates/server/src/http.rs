@@ -619,20 +619,34 @@ async fn read_body(app: &AppState, body: Body) -> Result<bytes::Bytes, Response>
     Ok(buf.freeze())
 }
 
-/// The media type of a request body sent to `Binary` in its own format (`POST /Binary` or `PUT /Binary/{id}` with a
-/// PDF, an image, a CDA document in `application/xml`…), not as a FHIR resource: any type but FHIR's JSON ones
-/// (FHIR's XML is refused as for any resource). `None` without a `Content-Type`.
+/// The content type of a request body sent to `Binary` in its own format (`POST /Binary` or `PUT /Binary/{id}` with
+/// a PDF, an image, a CDA document in `application/xml`…), not as a FHIR resource: any type but FHIR's JSON ones
+/// (FHIR's XML is refused as for any resource). The media type in lower case, its parameters kept (a text's
+/// `charset` says how to read it back), single-spaced. `None` without a `Content-Type`.
 fn raw_binary_type(rtype: &str, headers: &HeaderMap) -> Option<String> {
     if rtype != "Binary" {
         return None;
     }
-    let (_, mime) = content_type(headers)?;
+    let (ct, mime) = content_type(headers)?;
     let fhir = FHIR_JSON_TYPES.contains(&mime.as_str())
         || matches!(
             mime.as_str(),
             "application/fhir+xml" | "application/xml+fhir"
         );
-    (!fhir && !mime.is_empty()).then_some(mime)
+    if fhir || mime.is_empty() {
+        return None;
+    }
+    let params: Vec<String> = ct
+        .split(';')
+        .skip(1)
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty())
+        .collect();
+    Some(if params.is_empty() {
+        mime
+    } else {
+        format!("{mime}; {}", params.join("; "))
+    })
 }
 
 /// A request body sent to `Binary` in its own format, as the `Binary` resource that holds it (FHIR's REST
