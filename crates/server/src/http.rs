@@ -401,6 +401,22 @@ fn query_is_utf8(q: &str) -> bool {
     std::str::from_utf8(&out).is_ok()
 }
 
+/// Whether a browser sent the request for a page of another origin than this server (its `Origin` names
+/// another host and port than the request's `Host`, or is `null`). Without authentication nothing else tells a
+/// developer's own calls from a page's: a form or a `text/plain` body (a raw `Binary`) needs no CORS approval.
+fn from_another_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let origin = origin.to_str().unwrap_or("null");
+    let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    !authority.eq_ignore_ascii_case(host)
+}
+
 fn prepare(
     app: &AppState,
     headers: &HeaderMap,
@@ -413,6 +429,14 @@ fn prepare(
             StatusCode::BAD_REQUEST,
             IssueType::Invalid,
             "chaîne de requête mal encodée : une fois décodée (%XX), elle n'est pas de l'UTF-8 valide",
+        ));
+    }
+    if app.insecure_local && from_another_origin(headers) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "--insecure-local : requête d'une page web d'une autre origine refusée (sans authentification, \
+             toute page ouverte dans un navigateur de cette machine pourrait sinon lire et écrire ici)",
         ));
     }
     let params = parse_query(query);

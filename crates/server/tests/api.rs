@@ -317,6 +317,49 @@ fn binary_in_its_own_format() {
         // Other types are not read in their own format.
         let (status, _, _) = send("POST", "Patient", "application/pdf", &pdf, &[]);
         assert_eq!(status, 415);
+        // Without authentication (`--insecure-local`), a page of another origin open in a browser may not write
+        // here (a `text/plain` body needs no CORS approval) nor read; the server's own origin may.
+        let host = s
+            .url("")
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        for origin in ["http://intrus.example", "null", "http://localhost:1"] {
+            let (status, _, v) = send(
+                "POST",
+                "Binary",
+                "text/plain",
+                b"hop",
+                &[("Origin", origin)],
+            );
+            assert_eq!(status, 403, "{origin}: {v}");
+            assert!(
+                v["issue"][0]["diagnostics"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("origine"),
+                "{v}"
+            );
+        }
+        let r = s.request(
+            "GET",
+            "metadata",
+            None,
+            &[("Origin", "http://intrus.example")],
+        );
+        r.expect(403);
+        let (status, _, v) = send(
+            "POST",
+            "Binary",
+            "text/plain",
+            b"hop",
+            &[("Origin", &format!("http://{host}"))],
+        );
+        assert_eq!(status, 201, "{v}");
         // Over the body limit: 413, as for JSON.
         let big = vec![0u8; 17 * 1024 * 1024];
         let (status, _, _) = send("POST", "Binary", "application/octet-stream", &big, &[]);
