@@ -297,6 +297,22 @@ fn binary_in_its_own_format() {
             (ct.as_str(), bytes.as_slice()),
             ("text/xml; charset=utf-8", cda)
         );
+        // An X-Security-Context that names nothing: 400, nothing stored.
+        let (status, _, v) = send(
+            "POST",
+            "Binary",
+            "application/pdf",
+            &pdf,
+            &[("X-Security-Context", " ")],
+        );
+        assert_eq!(status, 400, "{v}");
+        assert!(
+            v["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap_or("")
+                .contains("X-Security-Context"),
+            "{v}"
+        );
         // An empty body: a Binary without data.
         let (status, _, v) = send("POST", "Binary", "application/octet-stream", b"", &[]);
         assert_eq!(status, 201, "{v}");

@@ -1209,29 +1209,28 @@ fn restricted_annuaire_entries_need_a_token() {
         let st = AuthFixture::new(&backend);
         let root = st.root.as_str();
         let admin = system_token(&st, "Gestion de l'Annuaire", "system/*.cruds");
+        let put = |path: &str, resource: &Value| {
+            let (c, oo, _) = fhir(root, "PUT", path, Some(&admin), Some(resource));
+            assert!(c == 201 || c == 200, "{path} : {oo}");
+        };
+        // The resource types of a searchset's entries.
+        let types = |b: &Value| -> Vec<String> {
+            b["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["resource"]["resourceType"].as_str().map(str::to_string))
+                .collect()
+        };
         let rpps = socle_directory::Rpps::from_body(1_234_567_890);
         let pr = json!({"resourceType": "Practitioner", "id": "liste-rouge",
             "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]},
             "identifier": [{"system": "https://rpps.esante.gouv.fr", "value": rpps.as_str()}],
             "name": [{"family": "DISCRET", "given": ["Jeanne"]}]});
-        let (c, oo, _) = fhir(
-            root,
-            "PUT",
-            "Practitioner/liste-rouge",
-            Some(&admin),
-            Some(&pr),
-        );
-        assert!(c == 201 || c == 200, "{oo}");
+        put("Practitioner/liste-rouge", &pr);
         let role = json!({"resourceType": "PractitionerRole", "id": "role-discret",
             "practitioner": {"reference": "Practitioner/liste-rouge"}});
-        let (c, oo, _) = fhir(
-            root,
-            "PUT",
-            "PractitionerRole/role-discret",
-            Some(&admin),
-            Some(&role),
-        );
-        assert!(c == 201 || c == 200, "{oo}");
+        put("PractitionerRole/role-discret", &role);
 
         let (c, _, www) = fhir(root, "GET", "Practitioner/liste-rouge", None, None);
         assert_eq!(c, 401);
@@ -1263,33 +1262,16 @@ fn restricted_annuaire_entries_need_a_token() {
             None,
         );
         assert_eq!(c, 200);
-        let types: Vec<&str> = b["entry"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["resource"]["resourceType"].as_str())
-            .collect();
-        assert_eq!(types, vec!["PractitionerRole"], "inclus sans jeton : {b}");
+        assert_eq!(types(&b), ["PractitionerRole"], "inclus sans jeton : {b}");
         // An Annuaire entry that references patient data (a reference's type is not checked against its
         // parameter's targets): never included for anonymous callers, by name or by wildcard.
-        let (c, oo, _) = fhir(
-            root,
-            "PUT",
+        put(
             "Patient/hors-annuaire",
-            Some(&admin),
-            Some(&json!({"resourceType": "Patient", "id": "hors-annuaire"})),
+            &json!({"resourceType": "Patient", "id": "hors-annuaire"}),
         );
-        assert!(c == 201 || c == 200, "{oo}");
         let odd = json!({"resourceType": "PractitionerRole", "id": "role-bizarre",
             "organization": {"reference": "Patient/hors-annuaire"}});
-        let (c, oo, _) = fhir(
-            root,
-            "PUT",
-            "PractitionerRole/role-bizarre",
-            Some(&admin),
-            Some(&odd),
-        );
-        assert!(c == 201 || c == 200, "{oo}");
+        put("PractitionerRole/role-bizarre", &odd);
         for q in [
             "PractitionerRole?_id=role-bizarre&_include=PractitionerRole:organization",
             "PractitionerRole?_id=role-bizarre&_include=PractitionerRole:*",
@@ -1297,15 +1279,9 @@ fn restricted_annuaire_entries_need_a_token() {
         ] {
             let (c, b, _) = fhir(root, "GET", q, None, None);
             assert_eq!(c, 200, "{q} : {b}");
-            let types: Vec<&str> = b["entry"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|e| e["resource"]["resourceType"].as_str())
-                .collect();
             assert_eq!(
-                types,
-                vec!["PractitionerRole"],
+                types(&b),
+                ["PractitionerRole"],
                 "{q} : inclus sans jeton : {b}"
             );
         }

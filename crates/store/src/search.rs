@@ -1157,11 +1157,20 @@ fn param_condition(
             format!("{code} (sans expression indexable)"),
         ));
     }
+    // `author:identifier=system|value`: resources whose reference names its target by a logical identifier
+    // (`Reference.identifier`), kept among the tokens under the reference parameter's name (a subset parameter's
+    // under the one holding its rows: `patient:identifier` is `subject:identifier`).
     if p.kind == ParamType::Reference && modifier == Some("identifier") {
-        return identifier_condition(b, rtype, alias, p, value).map(Some);
+        let pred = |b: &mut Builder, v: &str| token_predicate(b, v, "i.system", "i.code");
+        return rows_elsewhere(b, "idx_token", rtype, alias, p, "identifier", value, &pred)
+            .map(Some);
     }
+    // `code:text=diab`: the token's text (`CodeableConcept.text`, `Coding.display`, `Identifier.type.text`, kept
+    // as string rows of the parameter), searched as a string is by default: starts with the value, case and
+    // accents aside (`diab` finds "Diabète de type 2"; `type 2` does not — not a search by word).
     if p.kind == ParamType::Token && modifier == Some("text") {
-        return token_text_condition(b, rtype, alias, p, value).map(Some);
+        let pred = |b: &mut Builder, v: &str| string_predicate(b, rtype, &p.code, None, v);
+        return rows_elsewhere(b, "idx_string", rtype, alias, p, "text", value, &pred).map(Some);
     }
     let table = match p.kind {
         ParamType::String => "idx_string",
@@ -1266,37 +1275,27 @@ fn param_condition(
     )))
 }
 
-/// `author:identifier=system|value`: resources whose reference names its target by a logical identifier
-/// (`Reference.identifier`), kept among the tokens under the reference parameter's name (a subset parameter's
-/// under the one holding its rows: `patient:identifier` is `subject:identifier`).
-fn identifier_condition(
-    b: &mut Builder,
-    rtype: &str,
-    alias: &str,
-    p: &SearchParam,
-    value: &str,
-) -> Result<String, SearchError> {
-    let mut ors = Vec::new();
-    for v in or_values(value)? {
-        ors.push(
-            token_predicate(b, &v, "i.system", "i.code")
-                .map_err(|m| SearchError::Invalid(format!("{}:identifier", p.code), m))?,
-        );
-    }
-    Ok(rows_elsewhere(b, "idx_token", rtype, alias, p, &ors))
-}
-
-/// The condition on `alias` that one of `p`'s rows in `table`, an index table other than its own type's,
-/// satisfies one of `ors` (bound before): a reference's identifiers among the tokens, a token's texts among the
-/// strings. The rows are `p`'s by `i.param` alone (a reference subset's rows carry no target type there).
+/// The condition on `alias` that one of `p`'s rows in `table`, an index table other than its own type's, matches
+/// one of `value`'s comma-separated values by `pred`: a reference's identifiers among the tokens (`:identifier`), a
+/// token's texts among the strings (`:text`). The rows are `p`'s by `i.param` alone (a reference subset's rows
+/// carry no target type there).
+#[allow(clippy::too_many_arguments)]
 fn rows_elsewhere(
     b: &mut Builder,
     table: &str,
     rtype: &str,
     alias: &str,
     p: &SearchParam,
-    ors: &[String],
-) -> String {
+    modifier: &str,
+    value: &str,
+    pred: &dyn Fn(&mut Builder, &str) -> Result<String, String>,
+) -> Result<String, SearchError> {
+    let mut ors = Vec::new();
+    for v in or_values(value)? {
+        ors.push(
+            pred(b, &v).map_err(|m| SearchError::Invalid(format!("{}:{modifier}", p.code), m))?,
+        );
+    }
     let rt = b.bind(rtype);
     let stored = match &p.storage {
         Storage::Own => format!("i.param = {}", b.bind(p.code.clone())),
@@ -1306,31 +1305,11 @@ fn rows_elsewhere(
             format!("i.param IN ({})", marks.join(", "))
         }
     };
-    format!(
+    Ok(format!(
         "{alias}.rid IN (SELECT i.rid FROM {table} i WHERE ({}) AND i.rtype = {rt} AND {stored}{})",
         ors.join(" OR "),
         if alias == "r" { RID_RANGE } else { "" }
-    )
-}
-
-/// `code:text=diab`: the token's text (`CodeableConcept.text`, `Coding.display`, `Identifier.type.text`, kept as
-/// string rows of the parameter), searched as a string is by default: starts with the value, case and accents
-/// aside (`diab` finds "Diabète de type 2"; `type 2` does not — not a search by word).
-fn token_text_condition(
-    b: &mut Builder,
-    rtype: &str,
-    alias: &str,
-    p: &SearchParam,
-    value: &str,
-) -> Result<String, SearchError> {
-    let mut ors = Vec::new();
-    for v in or_values(value)? {
-        let n = normalize_string(&unescape(&v));
-        let lo = b.bind(n.clone());
-        let hi = b.bind(prefix_upper_bound(&n));
-        ors.push(format!("(i.norm >= {lo} AND i.norm < {hi})"));
-    }
-    Ok(rows_elsewhere(b, "idx_string", rtype, alias, p, &ors))
+    ))
 }
 
 /// `url:below=http://a/b`: `http://a/b` itself and everything under it on a path-segment boundary
