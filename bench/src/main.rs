@@ -1713,6 +1713,10 @@ async fn annuaire(
         };
         paths.push(path);
     }
+    // The sampled requests, one per line, for timing them one by one elsewhere.
+    if let Some(out) = std::env::var_os("SOCLE_BENCH_PATHS_OUT") {
+        std::fs::write(&out, paths.join("\n") + "\n")?;
+    }
     let paths = Arc::new(paths);
     let http = Http::new(&cli.base, cli.timeout, concurrency)?;
     let job: Job = Arc::new(move |i| {

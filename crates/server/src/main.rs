@@ -189,8 +189,8 @@ enum Command {
         /// (class) and J10 (format) switch those checks on; a file replaces the embedded set of the same number.
         #[arg(long, env = "SOCLE_VALUE_SETS")]
         value_sets: Option<PathBuf>,
-        /// TESTS: read every unsorted SQLite search page one way (drive, scan, intersect) instead of choosing.
-        #[arg(long, hide = true, value_parser = ["auto", "drive", "scan", "intersect"], default_value = "auto")]
+        /// TESTS: read every unsorted search page one way (drive, scan, intersect, streams) instead of choosing.
+        #[arg(long, hide = true, value_parser = ["auto", "drive", "scan", "intersect", "streams"], default_value = "auto")]
         search_plan: String,
     },
     /// Load FHIR JSON files: single resources, Bundles (transaction/batch processed, others stored) and NDJSON.
@@ -502,6 +502,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 "drive" => socle_store::SearchPlan::Drive,
                 "scan" => socle_store::SearchPlan::Scan,
                 "intersect" => socle_store::SearchPlan::Intersect,
+                "streams" => socle_store::SearchPlan::Streams,
                 _ => socle_store::SearchPlan::Auto,
             });
             if auth.insecure_local && !listen.ip().is_loopback() {

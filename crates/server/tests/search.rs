@@ -214,7 +214,7 @@ fn each(body: impl Fn(&mut T)) {
 /// way differs between SQLite and PostgreSQL (joins, candidate lists, per-row checks).
 fn each_plan(body: impl Fn(&mut T)) {
     let servers = backends().into_iter().flat_map(|b| {
-        ["drive", "scan", "intersect"]
+        ["drive", "scan", "intersect", "streams"]
             .into_iter()
             .map(move |plan| T {
                 s: Server::start_with(&b, &["--search-plan", plan]),
@@ -2046,7 +2046,9 @@ fn frequent_values_page_like_rare_ones_checks(t: &mut T) {
 /// Names searched by `:contains` or by prefix drive their pages value by value (the names the vocabulary
 /// lists, each one's entries in resource order): pages hold the same matches, in resource order, as every other
 /// way of reading them — also when other conditions refuse most candidates (more entries of each name are then
-/// read), when a resource holds a name twice, and for names with commas or LIKE wildcards.
+/// read), when a resource holds a name twice, and for names with commas or LIKE wildcards. Two such conditions
+/// (`family` + `given`) are intersected window by window under `--search-plan streams`, with windows narrow
+/// enough that matches fall on their edges, forwards and backwards.
 #[test]
 fn names_page_value_by_value() {
     each(names_page_value_by_value_checks);
@@ -2115,6 +2117,20 @@ fn names_page_value_by_value_checks(t: &mut T) {
             expect(&|i| has(i, "r_t")),
         ),
         ("Patient?family:contains=zzz&_count=5", vec![]),
+        // Two conditions listing their values (`given=g1`: G1 and G10), intersected window by window.
+        (
+            "Patient?family=mart&given=g1&_count=4",
+            expect(&|i| family(i).to_lowercase().starts_with("mart") && matches!(i % 11, 1 | 10)),
+        ),
+        (
+            "Patient?family:contains=artin&given=autre&_count=3",
+            expect(&|i| has(i, "artin") && i % 10 == 3),
+        ),
+        (
+            "Patient?family:contains=artin&given=g1&gender=female&_count=1",
+            expect(&|i| has(i, "artin") && matches!(i % 11, 1 | 10) && female(i)),
+        ),
+        ("Patient?family=dupont&given=zzz&_count=5", vec![]),
     ] {
         check_every_page(t, q, &want);
     }

@@ -2199,6 +2199,11 @@ const SORT_COST: f64 = 0.07;
 /// Reading one index entry into an intersection (see `intersection`): 0.15 µs (18 k entries read, sorted
 /// and merged in 2.7 ms there).
 const INTERSECT_COST: f64 = 0.06;
+/// Seeking one value's entries in a window of resource numbers (`window_rids`).
+const STREAM_VALUE_COST: f64 = 0.5;
+/// How much wider than expected a window of resource numbers is taken (`streamed_rows`), so that one is
+/// usually enough.
+const STREAM_MARGIN: f64 = 1.5;
 
 /// How an unsorted page is read, so that the planner cannot materialise a frequent value's whole match list
 /// before taking one page. Both databases: PostgreSQL's own choices, from statistics that average over
@@ -2214,6 +2219,18 @@ struct ProbePlan {
     /// Every condition is frequent but not together: intersect their resource numbers (covering index scans,
     /// see `intersection`) before touching `resources`.
     intersect: bool,
+    /// Every condition lists its values (names by prefix or `:contains`): their entries are read window by
+    /// window of resource numbers and intersected (see `streamed_rows`).
+    streamed: Option<Streams>,
+}
+
+/// The values each index condition lists (in `q.probes` order), and where their matches are expected: the
+/// type's resource numbers and the matches per resource number (conditions assumed independent).
+struct Streams {
+    lists: Vec<Vec<SqlValue>>,
+    first: i64,
+    last: i64,
+    rate: f64,
 }
 
 /// Recent counts of search conditions' index entries, by condition, value and cap. They only choose how a
@@ -2335,25 +2352,44 @@ fn probe_plan(
     let plan = chosen_plan(c, q, counts)?;
     let forced = FORCED_PLAN.get().copied().unwrap_or(SearchPlan::Auto);
     let drivable = |i: usize| q.probes.get(i).is_some_and(|p| p.driven_from().is_some());
-    Ok(plan.map(|mut p| {
-        match forced {
-            SearchPlan::Auto => {}
-            SearchPlan::Drive if drivable(0) => {
-                p.driver = Some(0);
-                p.intersect = false;
-            }
-            SearchPlan::Scan => {
-                p.driver = None;
-                p.intersect = false;
-            }
-            SearchPlan::Intersect if q.probes.len() > 1 && (0..q.probes.len()).all(drivable) => {
-                p.driver = None;
-                p.intersect = true;
-            }
-            _ => {}
+    let Some(mut p) = plan else {
+        return Ok(None);
+    };
+    match forced {
+        SearchPlan::Auto => {}
+        SearchPlan::Drive if drivable(0) => {
+            p.driver = Some(0);
+            p.intersect = false;
+            p.streamed = None;
         }
-        p
-    }))
+        SearchPlan::Scan => {
+            p.driver = None;
+            p.intersect = false;
+            p.streamed = None;
+        }
+        SearchPlan::Intersect if q.probes.len() > 1 && (0..q.probes.len()).all(drivable) => {
+            p.driver = None;
+            p.intersect = true;
+            p.streamed = None;
+        }
+        // Windows of a few resource numbers at first (a match expected at each): their edges and the rounds
+        // that widen them are exercised.
+        SearchPlan::Streams => {
+            if let Some(lists) = value_lists(c, q)? {
+                let (first, last) = rid_extent(c, &q.rtype)?;
+                p.driver = None;
+                p.intersect = false;
+                p.streamed = Some(Streams {
+                    lists,
+                    first,
+                    last,
+                    rate: 1.0,
+                });
+            }
+        }
+        _ => {}
+    }
+    Ok(Some(p))
 }
 
 /// How unsorted SQLite pages are read: chosen per search (`Auto`, the default), or one way for every search
@@ -2365,6 +2401,8 @@ pub enum SearchPlan {
     Drive,
     Scan,
     Intersect,
+    /// Conditions that all list their values read window by window (`streamed_rows`); others as `Auto`.
+    Streams,
 }
 
 static FORCED_PLAN: std::sync::OnceLock<SearchPlan> = std::sync::OnceLock::new();
@@ -2410,6 +2448,7 @@ fn chosen_plan(
                 conds,
                 driver: Some(0),
                 intersect: false,
+                streamed: None,
             }));
         }
         let n = count_entries(c, q, &q.probes[0], DRIVE_CAP, counts)?;
@@ -2421,6 +2460,7 @@ fn chosen_plan(
             conds,
             driver: (!scan).then_some(0),
             intersect: false,
+            streamed: None,
         }));
     }
     let mut est = Vec::with_capacity(q.probes.len());
@@ -2440,6 +2480,7 @@ fn chosen_plan(
             conds,
             driver: drivable(driver).then_some(driver),
             intersect: false,
+            streamed: None,
         }));
     }
     // How frequent is each? Counted further, up to `DRIVE_CAP` (those below `PROBE_CAP` are exact already).
@@ -2460,6 +2501,7 @@ fn chosen_plan(
             conds,
             driver: None,
             intersect: false,
+            streamed: None,
         }));
     }
     // Otherwise the cheapest of three, in candidate rows checked (conditions assumed independent: frequent
@@ -2489,11 +2531,97 @@ fn chosen_plan(
         f64::INFINITY
     };
     let best = scan.min(drive).min(intersect);
+    // Read window by window when every condition lists its values: about the entries that reach a page's
+    // worth of matches.
+    let streamed = match streamed_reads(c, q, &est, page, live, &density)? {
+        Some((cost, lists)) if cost < best => {
+            return Ok(Some(ProbePlan {
+                conds,
+                driver: None,
+                intersect: false,
+                streamed: Some(lists),
+            }));
+        }
+        _ => None,
+    };
     Ok(Some(ProbePlan {
         conds,
         driver: (best == drive && best < scan).then_some(driver),
         intersect: best == intersect && best < scan && best < drive,
+        streamed,
     }))
+}
+
+/// For a search whose every index condition lists its values (few enough, `MAX_STREAMS` each): its cost read
+/// window by window (`streamed_rows`), and the plan. Matches are expected where the conditions' densities meet
+/// (assumed independent): a page of them spans `page` ÷ (the densities' product) resources, in which a
+/// condition has `page` ÷ (the others' densities) entries, read with a seek per value. A capped count
+/// (`DRIVE_CAP`) understates its density, so the window is wider: the estimate errs on the costly side.
+fn streamed_reads(
+    c: &mut dyn SqlConn,
+    q: &SearchQuery,
+    est: &[i64],
+    page: f64,
+    live: f64,
+    density: &dyn Fn(Option<usize>) -> f64,
+) -> Result<Option<(f64, Streams)>, RepoError> {
+    let Some(lists) = value_lists(c, q)? else {
+        return Ok(None);
+    };
+    let mut cost = 0.0;
+    for (i, values) in lists.iter().enumerate() {
+        let reach = STREAM_MARGIN * page / density(Some(i)).max(f64::MIN_POSITIVE);
+        let n = est.get(i).copied().unwrap_or(i64::MAX) as f64;
+        cost += reach.min(n) * INTERSECT_COST + values.len() as f64 * STREAM_VALUE_COST;
+    }
+    let (first, last) = rid_extent(c, &q.rtype)?;
+    let rate = live * density(None) / (last - first + 1).max(1) as f64;
+    Ok(Some((
+        cost,
+        Streams {
+            lists,
+            first,
+            last,
+            rate,
+        },
+    )))
+}
+
+/// The lowest and highest resource numbers of a type (deleted resources included).
+fn rid_extent(c: &mut dyn SqlConn, rtype: &str) -> Result<(i64, i64), RepoError> {
+    let r = c.query_one(
+        "SELECT (SELECT MIN(rid) FROM resources WHERE rtype = ?), \
+         (SELECT MAX(rid) FROM resources WHERE rtype = ?)",
+        &[rtype.into(), rtype.into()],
+    )?;
+    let at = |i: usize| r.as_ref().and_then(|r| r.get(i)).and_then(SqlValue::as_i64);
+    Ok((at(0).unwrap_or(0), at(1).unwrap_or(0)))
+}
+
+/// Each index condition's values, when every one of at least two lists them (`MAX_STREAMS` at most each).
+fn value_lists(
+    c: &mut dyn SqlConn,
+    q: &SearchQuery,
+) -> Result<Option<Vec<Vec<SqlValue>>>, RepoError> {
+    if q.probes.len() < 2 || q.probes.iter().any(|p| p.driven_from().is_none()) {
+        return Ok(None);
+    }
+    let mut lists = Vec::with_capacity(q.probes.len());
+    for p in &q.probes {
+        let Some(vl) = &p.values else {
+            return Ok(None);
+        };
+        let values: Vec<SqlValue> = c
+            .query(&vl.sql, &vl.params)?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+        if values.len() > MAX_STREAMS {
+            return Ok(None);
+        }
+        lists.push(values);
+    }
+    Ok(Some(lists))
 }
 
 /// The resource numbers every index condition of `q` has, ascending: each condition's read from its index
@@ -2547,8 +2675,8 @@ fn sorted_driver_sql(dialect: crate::Dialect, table: &str, cond: &str, page_wher
 /// every entry of every value read them all (34,313 at 1 M practitioners: 26 ms on PostgreSQL, for a page of
 /// 20). Merged, they are complete up to the lowest last entry among the values that had `k` (page order: the
 /// highest when paging backwards): every match before it is among them, whatever the page's other checks
-/// refuse. Returns those candidates in page order, and whether every value's entries were read to the end
-/// (then the candidates are all the matches).
+/// refuse. Returns those candidates in page order, and that lowest last entry (`None` when every value's
+/// entries were read to the end: the candidates are then all the matches).
 fn value_streams(
     c: &mut dyn SqlConn,
     vl: &search::ValueList,
@@ -2556,7 +2684,7 @@ fn value_streams(
     cursor: search::Cursor,
     snapshot: i64,
     k: i64,
-) -> Result<(Vec<i64>, bool), RepoError> {
+) -> Result<(Vec<i64>, Option<i64>), RepoError> {
     let (table, col) = (vl.table, vl.column);
     let (range, bounds, dir): (&str, Vec<SqlValue>, &str) = match cursor {
         search::Cursor::After(a) => (
@@ -2645,7 +2773,130 @@ fn value_streams(
     if !forward {
         cand.reverse();
     }
-    Ok((cand, cut.is_none()))
+    Ok((cand, cut))
+}
+
+/// The resource numbers in `(lo, hi]` that every condition of `q` has among its listed values
+/// (`Streams::lists`), ascending: a seek per value and window, each value's entries being in resource order in
+/// its index.
+fn window_rids(
+    c: &mut dyn SqlConn,
+    q: &SearchQuery,
+    lists: &[Vec<SqlValue>],
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<i64>, RepoError> {
+    let mut sets: Vec<Vec<i64>> = Vec::with_capacity(lists.len());
+    for (p, values) in q.probes.iter().zip(lists) {
+        let Some(vl) = &p.values else {
+            continue;
+        };
+        let (table, col) = (vl.table, vl.column);
+        let list = serde_json::to_string(
+            &values
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_default();
+        let sql = match c.dialect() {
+            crate::Dialect::Postgres => format!(
+                "SELECT x.rid FROM json_array_elements_text((?::text)::json) AS n(v) CROSS JOIN LATERAL \
+                 (SELECT i.rid FROM {table} i WHERE i.rtype = ? AND i.param = ? AND i.{col} = n.v \
+                 AND i.rid > ? AND i.rid <= ?) x"
+            ),
+            crate::Dialect::Sqlite => format!(
+                "SELECT i.rid FROM json_each(?) n CROSS JOIN {table} i ON i.rtype = ? AND i.param = ? \
+                 AND i.{col} = n.value AND i.rid > ? AND i.rid <= ?"
+            ),
+        };
+        let params: Vec<SqlValue> = vec![
+            list.into(),
+            vl.rtype.as_str().into(),
+            vl.param.as_str().into(),
+            lo.into(),
+            hi.into(),
+        ];
+        let mut v: Vec<i64> = c
+            .query(&sql, &params)?
+            .into_iter()
+            .filter_map(|r| r.first().and_then(SqlValue::as_i64))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        if v.is_empty() {
+            return Ok(v);
+        }
+        sets.push(v);
+    }
+    sets.sort_by_key(Vec::len);
+    let mut sets = sets.into_iter();
+    let mut out = sets.next().unwrap_or_default();
+    for other in sets {
+        out.retain(|r| other.binary_search(r).is_ok());
+    }
+    Ok(out)
+}
+
+/// The page's rows among candidates, in page order (at most a page's worth).
+type RowsOf<'a> = dyn FnMut(&mut dyn SqlConn, &[i64]) -> Result<Vec<Vec<SqlValue>>, RepoError> + 'a;
+
+/// A page's rows for a search read window by window of resource numbers (`ProbePlan::streamed`): each
+/// window's candidates (`window_rids`) go through the page's other checks (`rows_of`, at most `limit` rows)
+/// until `limit` rows are found or the type's resource numbers are exhausted. A window is as wide as the
+/// matches still wanted are expected to need, at the rate expected first, then at the rate met so far (eight
+/// times wider after a window without any). `family=MARTIN&given=MARIE` at 1 M practitioners reads a few
+/// thousand entries of the two names' 26 values instead of their 31,886 (see `chosen_plan`).
+fn streamed_rows(
+    c: &mut dyn SqlConn,
+    q: &SearchQuery,
+    st: &Streams,
+    snapshot: i64,
+    limit: i64,
+    rows_of: &mut RowsOf<'_>,
+) -> Result<Vec<Vec<SqlValue>>, RepoError> {
+    // Windows are `(lo, hi]`; backwards they move down from the cursor.
+    let (forward, mut edge) = match q.cursor {
+        search::Cursor::After(a) => (true, a.max(st.first - 1)),
+        search::Cursor::Before(b) => (false, b.min(snapshot + 1).min(st.last + 1) - 1),
+        _ => (true, st.first - 1),
+    };
+    let end = if forward {
+        snapshot.min(st.last)
+    } else {
+        st.first - 1
+    };
+    let mut rate = st.rate.max(f64::MIN_POSITIVE);
+    let (mut met, mut spanned) = (0usize, 0i64);
+    let mut rows = Vec::new();
+    while rows.len() < limit as usize && (if forward { edge < end } else { edge > end }) {
+        let wanted = (limit as usize - rows.len()) as f64;
+        let width = (STREAM_MARGIN * wanted / rate)
+            .ceil()
+            .clamp(1.0, i64::MAX as f64 / 4.0) as i64;
+        let (lo, hi) = if forward {
+            (edge, edge.saturating_add(width).min(end))
+        } else {
+            (edge.saturating_sub(width).max(end), edge)
+        };
+        let mut cand = window_rids(c, q, &st.lists, lo, hi)?;
+        if !forward {
+            cand.reverse();
+        }
+        met += cand.len();
+        spanned = spanned.saturating_add(hi - lo);
+        rate = if met == 0 {
+            rate / 8.0
+        } else {
+            met as f64 / spanned.max(1) as f64
+        };
+        if !cand.is_empty() {
+            rows.extend(rows_of(c, &cand)?);
+        }
+        edge = if forward { hi } else { lo };
+    }
+    rows.truncate(limit as usize);
+    Ok(rows)
 }
 
 /// The join that keeps its left side as the outer loop: SQLite's `CROSS JOIN` (its planner does not reorder
@@ -2792,7 +3043,7 @@ fn run_search(
                 .probes
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| p.intersect || p.driver == Some(*i))
+                .filter(|(i, _)| p.intersect || p.streamed.is_some() || p.driver == Some(*i))
                 .map(|(_, x)| x)
                 .collect();
             let mut w = String::from("r.rtype = ? AND r.deleted = 0");
@@ -2871,7 +3122,12 @@ fn run_search(
              WHERE {page_where}{{extra}} ORDER BY r.rid {{dir}} LIMIT {{limit}}"
         )
     };
+    let streamed = plan.as_ref().and_then(|p| p.streamed.as_ref());
     let chooser = match driver {
+        None if streamed.is_some() => {
+            params.push(SqlValue::Null);
+            list_sql(c)
+        }
         Some(_) if streams.is_some() => {
             params.push(SqlValue::Null);
             list_sql(c)
@@ -2971,13 +3227,18 @@ fn run_search(
     };
     let rows = match (&intersected, &streams) {
         (Some(cand), _) => from_list(c, &mut params, cand)?,
+        (None, None) if let Some(st) = streamed => {
+            streamed_rows(c, q, st, snapshot, limit, &mut |c, cand| {
+                from_list(c, &mut params, cand)
+            })?
+        }
         (None, Some((vl, values))) => {
             // The first `k` entries of each value; more when the page's other checks refused too many.
             let mut k = limit.max(32);
             loop {
-                let (cand, complete) = value_streams(c, vl, values, q.cursor, snapshot, k)?;
+                let (cand, cut) = value_streams(c, vl, values, q.cursor, snapshot, k)?;
                 let rows = from_list(c, &mut params, &cand)?;
-                if rows.len() as i64 >= limit || complete {
+                if rows.len() as i64 >= limit || cut.is_none() {
                     break rows;
                 }
                 k = k.saturating_mul(8);
