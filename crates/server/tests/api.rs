@@ -728,6 +728,48 @@ fn transaction_is_atomic_and_resolves_references() {
             "{}",
             r.text
         );
+        // Histories read in a batch: the instance's, the type's and the system's, each its own history Bundle.
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": format!("Patient/{pid}/_history")}},
+            {"request": {"method": "GET", "url": "Patient/_history?_count=1"}},
+            {"request": {"method": "GET", "url": "_history?_count=2"}},
+            {"request": {"method": "GET", "url": "Patient/inconnu-9/_history"}}
+        ]});
+        let r = s.post("", &batch);
+        r.expect(200);
+        let direct = s.get(&format!("Patient/{pid}/_history"));
+        let h = &r.json["entry"][0]["resource"];
+        assert_eq!(h["type"], "history", "{}", r.text);
+        assert_eq!(h["total"], direct.json["total"], "{}", r.text);
+        assert_eq!(
+            h["entry"].as_array().map(Vec::len),
+            direct.json["entry"].as_array().map(Vec::len),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            r.json["entry"][1]["resource"]["entry"]
+                .as_array()
+                .map(Vec::len),
+            Some(1),
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            r.json["entry"][2]["resource"]["entry"]
+                .as_array()
+                .map(Vec::len),
+            Some(2),
+            "{}",
+            r.text
+        );
+        assert!(
+            r.json["entry"][3]["response"]["status"]
+                .as_str()
+                .is_some_and(|st| st.starts_with("404")),
+            "{}",
+            r.text
+        );
 
         // A fullUrl given twice, or a `urn:uuid:` that names no entry: refused, nothing written.
         let before = s.get("Patient?_summary=count").json["total"].clone();

@@ -343,6 +343,10 @@ fn one_batch_entry(
             repo.conditional_delete(ctx, t, &params)?;
             Ok(json!({"response": {"status": "204 No Content"}}))
         }
+        (Method::Get, [t, "_history"]) => {
+            let page = repo.history(ctx, crate::repo::HistoryScope::Type(t), &params)?;
+            Ok(history_entry(base, &format!("{t}/_history"), &page))
+        }
         (Method::Get, [t, id]) => {
             let s = repo.read(ctx, t, id)?;
             Ok(read_entry(base, &s))
@@ -350,6 +354,14 @@ fn one_batch_entry(
         (Method::Get, [t, id, "_history", v]) => {
             let s = repo.vread(ctx, t, id, v)?;
             Ok(read_entry(base, &s))
+        }
+        (Method::Get, [t, id, "_history"]) => {
+            let page = repo.history(ctx, crate::repo::HistoryScope::Instance(t, id), &params)?;
+            Ok(history_entry(base, &format!("{t}/{id}/_history"), &page))
+        }
+        (Method::Get, ["_history"]) => {
+            let page = repo.history(ctx, crate::repo::HistoryScope::System, &params)?;
+            Ok(history_entry(base, "_history", &page))
         }
         (Method::Get, [t]) => {
             let page = repo.search(ctx, t, &params, false)?;
@@ -363,6 +375,13 @@ fn one_batch_entry(
             e.url
         ))),
     }
+}
+
+/// A batch entry answering a history read: the history Bundle as its resource.
+fn history_entry(base: &str, path: &str, page: &crate::repo::HistoryPage) -> Value {
+    let bundle = crate::render::history(base, path, page);
+    let v: Value = serde_json::from_slice(&bundle).unwrap_or(Value::Null);
+    json!({"resource": v, "response": {"status": "200 OK"}})
 }
 
 fn method_name(m: Method) -> &'static str {
