@@ -888,6 +888,16 @@ fn uri_and_composite_parameters() {
             "ValueSet?url:below=http://example.org/fhir/",
             &["vs1", "vs2", "vs4"],
         );
+        // `:above`: the URIs the value is under, whole segments only (`…/ValueSet/a` is not above `…/ab`).
+        t.check(
+            "ValueSet?url:above=http://example.org/fhir/ValueSet/a/sub/_history/3",
+            &["vs1", "vs2"],
+        );
+        t.check(
+            "ValueSet?url:above=http://example.org/fhir/ValueSet/abc",
+            &[],
+        );
+        t.check("ValueSet?url:above=http://other.org/vs/", &["vs3"]);
 
         let loinc = "http://loinc.org";
         let ucum = "http://unitsofmeasure.org";

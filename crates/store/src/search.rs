@@ -1247,6 +1247,7 @@ fn param_condition(
             ParamType::Uri => match modifier {
                 None => format!("i.uri = {}", b.bind(unescape(&v))),
                 Some("below") => uri_below_predicate(b, &unescape(&v)),
+                Some("above") => uri_above_predicate(b, &unescape(&v)),
                 Some(m) => return Err(SearchError::UnsupportedModifier(format!("{code}:{m}"))),
             },
             ParamType::Composite => {
@@ -1324,6 +1325,23 @@ fn uri_below_predicate(b: &mut Builder, v: &str) -> String {
         b.bind(under.chars().count() as i64),
         b.bind(under)
     )
+}
+
+/// `url:above=http://a/b/c/_history/2`: the URIs the value is under, on a path-segment boundary — itself,
+/// `http://a/b/c/_history`, `http://a/b/c`, `http://a/b`, `http://a` (not `http:`: the scheme and the
+/// authority stay whole). A canonical's versioned URL finds the resource.
+fn uri_above_predicate(b: &mut Builder, v: &str) -> String {
+    let base = v.trim_end_matches('/');
+    // Cuts only after the authority (`scheme://host`) when there is one.
+    let from = base.find("://").map_or(0, |i| i + 3);
+    let mut ups: Vec<&str> = base
+        .char_indices()
+        .filter(|(i, c)| *c == '/' && *i > from)
+        .map(|(i, _)| &base[..i])
+        .collect();
+    ups.push(base);
+    let marks: Vec<&str> = ups.into_iter().map(|u| b.bind(u)).collect();
+    format!("i.uri IN ({})", marks.join(", "))
 }
 
 fn no_modifier(code: &str, modifier: Option<&str>) -> Result<(), SearchError> {
