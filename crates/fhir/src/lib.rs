@@ -9,6 +9,7 @@ pub mod index;
 pub mod outcome;
 pub mod resource;
 pub mod search_params;
+pub mod valueset;
 
 pub use outcome::{IssueSeverity, IssueType, OperationOutcome};
 pub use resource::{ResourceError, is_valid_id};

@@ -338,6 +338,124 @@ fn string_parameters_checks(t: &mut T) {
     t.check("Patient?name:contains=vanderlindederl", &["p10"]);
 }
 
+/// `:in` and `:not-in`: the codes a `ValueSet` of the store enumerates (its expansion, or the concepts and
+/// whole systems of its composition), chosen by canonical URL and, among versions, by `URL|version`; links
+/// repeat what was asked. A value set that needs a terminology server (filters, imports), or none found: a
+/// warning by default, 400 when strict.
+#[test]
+fn token_value_set_modifiers() {
+    each(|t| {
+        let vs = "http://example.org/fhir/ValueSet/tension";
+        t.put(
+            "ValueSet",
+            "tension-1",
+            json!({"status": "active", "url": vs, "version": "1", "compose": {"include": [
+                {"system": "http://loinc.org", "concept": [{"code": "8480-6"}, {"code": "8462-4"}]}]}}),
+        );
+        t.put(
+            "ValueSet",
+            "tension-2",
+            json!({"status": "active", "url": vs, "version": "2", "expansion": {
+                "timestamp": "2026-11-30T00:00:00Z",
+                "contains": [{"system": "http://loinc.org", "code": "8480-6"},
+                             {"abstract": true, "code": "groupe", "contains": [
+                                 {"system": "http://loinc.org", "code": "85354-9"}]}]}}),
+        );
+        t.put(
+            "ValueSet",
+            "local",
+            json!({"status": "active", "url": "http://example.org/fhir/ValueSet/local",
+                   "compose": {"include": [{"system": "http://example.org/codes"}]}}),
+        );
+        t.put(
+            "ValueSet",
+            "filtre",
+            json!({"status": "active", "url": "http://example.org/fhir/ValueSet/filtre",
+                   "compose": {"include": [{"system": "http://loinc.org",
+                                            "filter": [{"property": "COMPONENT", "op": "=", "value": "x"}]}]}}),
+        );
+        t.put(
+            "ValueSet",
+            "vide",
+            json!({"status": "active", "url": "http://example.org/fhir/ValueSet/vide",
+                   "compose": {"include": [{"system": "http://loinc.org", "concept": [{"code": "0000-0"}]}],
+                               "exclude": [{"system": "http://loinc.org", "concept": [{"code": "0000-0"}]}]}}),
+        );
+        let obs = |system: &str, code: &str| json!({"status": "final", "code": {"coding": [{"system": system, "code": code}]}});
+        t.put("Observation", "vs-sys", obs("http://loinc.org", "8480-6"));
+        t.put("Observation", "vs-dia", obs("http://loinc.org", "8462-4"));
+        t.put("Observation", "vs-pan", obs("http://loinc.org", "85354-9"));
+        t.put(
+            "Observation",
+            "vs-loc",
+            obs("http://example.org/codes", "a,b"),
+        );
+        t.put(
+            "Observation",
+            "vs-aut",
+            obs("http://snomed.info/sct", "8480-6"),
+        );
+        t.check(
+            &format!("Observation?code:in={vs}|1"),
+            &["vs-sys", "vs-dia"],
+        );
+        t.check(
+            &format!("Observation?code:in={vs}|2"),
+            &["vs-sys", "vs-pan"],
+        );
+        t.check(
+            &format!("Observation?code:in={vs}|1&_id=vs-sys,vs-dia,vs-pan,vs-loc,vs-aut"),
+            &["vs-sys", "vs-dia"],
+        );
+        t.check(
+            &format!("Observation?code:not-in={vs}|2&_id=vs-sys,vs-dia,vs-pan,vs-loc,vs-aut"),
+            &["vs-dia", "vs-loc", "vs-aut"],
+        );
+        // A whole system, and a code holding a comma.
+        t.check(
+            "Observation?code:in=http://example.org/fhir/ValueSet/local",
+            &["vs-loc"],
+        );
+        // Two value sets (either), and an empty one (nothing; everything with `:not-in`).
+        t.check(
+            &format!("Observation?code:in={vs}|2,http://example.org/fhir/ValueSet/local"),
+            &["vs-sys", "vs-pan", "vs-loc"],
+        );
+        t.check(
+            "Observation?code:in=http://example.org/fhir/ValueSet/vide",
+            &[],
+        );
+        t.check(
+            "Observation?code:not-in=http://example.org/fhir/ValueSet/vide&_id=vs-sys,vs-aut",
+            &["vs-sys", "vs-aut"],
+        );
+        // The self link repeats the question.
+        let r = t.get(&format!("Observation?code:in={vs}|1"));
+        let self_link = r.link("self").unwrap_or_default();
+        if !self_link.contains("code%3Ain=") || self_link.contains("8462") {
+            t.fail(format!("lien self : {self_link}"));
+        }
+        // Two versions and none chosen; unknown; a filter: refused with the reason.
+        t.check_malformed(&format!("Observation?code:in={vs}"));
+        t.check_malformed("Observation?code:in=http://example.org/fhir/ValueSet/inconnu");
+        t.check_malformed("Observation?code:in=http://example.org/fhir/ValueSet/filtre");
+        // Past 1,000 codes: too costly, even when lenient.
+        let many: Vec<Value> = (0..1001)
+            .map(|i| json!({"code": format!("c{i}")}))
+            .collect();
+        t.put(
+            "ValueSet",
+            "grand",
+            json!({"status": "active", "url": "http://example.org/fhir/ValueSet/grand",
+                   "compose": {"include": [{"system": "http://example.org/codes", "concept": many}]}}),
+        );
+        t.check_400_with(
+            "Observation?code:in=http://example.org/fhir/ValueSet/grand",
+            &[],
+        );
+    });
+}
+
 #[test]
 fn token_parameters() {
     each(token_parameters_checks);

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use serde_json::{Map, Value, json};
 use socle_fhir::index::{IndexEntry, IndexValue, extract};
 use socle_fhir::resource::{ResourceError, check_structure};
-use socle_fhir::search_params::registry;
+use socle_fhir::search_params::{ParamType, registry};
 
 use crate::audit::{self, AuditRecord};
 use crate::search::{self, SearchError, SearchQuery};
@@ -1064,7 +1064,15 @@ impl Repository {
         compartment: Option<&str>,
     ) -> Result<SearchPage, RepoError> {
         check_type(rtype)?;
-        let mut q = search::parse_scoped(rtype, params, strict, hidden, compartment)?;
+        let (expanded, swaps, notes) = self.value_set_params(rtype, params, strict)?;
+        let mut q = search::parse_scoped(rtype, &expanded, strict, hidden, compartment)?;
+        // Links repeat what the client asked (`code:in=…`), not its expansion.
+        for (now, asked) in swaps {
+            if let Some(p) = q.canonical.iter_mut().find(|p| **p == now) {
+                *p = asked;
+            }
+        }
+        q.warnings.extend(notes);
         let mut keep = keep.map(|(k, matches_decided)| {
             q.matches_decided = matches_decided;
             k
@@ -1087,6 +1095,131 @@ impl Repository {
         }
         self.audit_async(rec);
         res
+    }
+
+    /// `code:in=URL` and `code:not-in=URL` on token parameters, written as the codes the value set enumerates
+    /// (`code=s|a,s|b`, `code:not=s|a,s|b`; a whole system as `s|`): the `ValueSet` of that canonical URL
+    /// (`URL|version` to choose among versions) is read from the store and expanded from what it states
+    /// (`socle_fhir::valueset`). Returns the parameters to parse, each rewritten pair with the one asked, and
+    /// warnings for the parameters left out (lenient handling; an error when strict). An empty value set
+    /// matches nothing (`:in`) or leaves every resource (`:not-in`).
+    #[allow(clippy::type_complexity)]
+    fn value_set_params(
+        &self,
+        rtype: &str,
+        params: &[(String, String)],
+        strict: bool,
+    ) -> Result<
+        (
+            Vec<(String, String)>,
+            Vec<((String, String), (String, String))>,
+            Vec<(socle_fhir::outcome::IssueType, String)>,
+        ),
+        RepoError,
+    > {
+        let asks_value_set = |k: &str| k.ends_with(":in") || k.ends_with(":not-in");
+        if !params.iter().any(|(k, _)| asks_value_set(k)) {
+            return Ok((params.to_vec(), Vec::new(), Vec::new()));
+        }
+        let mut out = Vec::with_capacity(params.len());
+        let (mut swaps, mut notes) = (Vec::new(), Vec::new());
+        for (k, v) in params {
+            let Some((code, modifier)) = k
+                .split_once(':')
+                .filter(|(_, m)| matches!(*m, "in" | "not-in"))
+            else {
+                out.push((k.clone(), v.clone()));
+                continue;
+            };
+            // Other kinds keep the modifier, which the parser refuses with its own message.
+            if registry().param(rtype, code).map(|p| p.kind) != Some(ParamType::Token) {
+                out.push((k.clone(), v.clone()));
+                continue;
+            }
+            match self.value_set_codes(k, v) {
+                Ok(codes) => {
+                    let key = if modifier == "in" {
+                        code.to_string()
+                    } else {
+                        format!("{code}:not")
+                    };
+                    let value = if codes.is_empty() {
+                        if modifier == "not-in" {
+                            continue;
+                        }
+                        // A system no resource can hold (`.invalid`, RFC 2606): the condition matches nothing.
+                        "http://socle.invalid/aucun|aucun".to_string()
+                    } else {
+                        codes.join(",")
+                    };
+                    swaps.push(((key.clone(), value.clone()), (k.clone(), v.clone())));
+                    out.push((key, value));
+                }
+                Err(RepoError::Search(e)) if !strict && !matches!(e, SearchError::TooCostly(_)) => {
+                    notes.push((e.issue_type(), format!("{e} : ignoré")))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((out, swaps, notes))
+    }
+
+    /// The codes of the value sets `value` names (comma-separated canonical URLs), as token search values
+    /// (`name`: the parameter, for the errors).
+    fn value_set_codes(&self, name: &str, value: &str) -> Result<Vec<String>, RepoError> {
+        let invalid = |m: String| RepoError::Search(SearchError::Invalid(name.to_string(), m));
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace(',', "\\,")
+                .replace('|', "\\|")
+                .replace('$', "\\$")
+        };
+        let mut codes = Vec::new();
+        for canonical in value.split(',').filter(|u| !u.is_empty()) {
+            let (url, version) = match canonical.split_once('|') {
+                Some((u, v)) => (u, Some(v)),
+                None => (canonical, None),
+            };
+            let mut criteria = vec![("url".to_string(), esc(url))];
+            if let Some(v) = version {
+                criteria.push(("version".to_string(), esc(v)));
+            }
+            criteria.push(("_count".to_string(), "2".to_string()));
+            let q = search::parse("ValueSet", &criteria, true)?;
+            let found = self.read_tx(&mut |c| run_search(c, &q, None, &self.counts))?;
+            let vs = match found.matches.as_slice() {
+                [one] => serde_json::from_slice::<Value>(&one.content).unwrap_or(Value::Null),
+                [] => {
+                    return Err(invalid(format!(
+                        "ValueSet {canonical} introuvable sur ce serveur"
+                    )));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "plusieurs ValueSet ont l'URL {url} : précisez la version ({url}|version)"
+                    )));
+                }
+            };
+            let members = socle_fhir::valueset::members(&vs)
+                .map_err(|e| invalid(format!("ValueSet {canonical} non développable ici : {e}")))?;
+            for m in members {
+                codes.push(match (m.system, m.code) {
+                    (Some(s), Some(c)) => format!("{}|{}", esc(&s), esc(&c)),
+                    (Some(s), None) => format!("{}|", esc(&s)),
+                    (None, Some(c)) => esc(&c),
+                    (None, None) => continue,
+                });
+            }
+        }
+        if codes.len() > search::MAX_OR_VALUES {
+            return Err(SearchError::TooCostly(format!(
+                "{name}={value} : {} codes, au plus {} pour :in ou :not-in",
+                codes.len(),
+                search::MAX_OR_VALUES
+            ))
+            .into());
+        }
+        Ok(codes)
     }
 
     /// `GET [base]/Patient/{id}/$everything`: the patient and every resource of their compartment (of `types`
