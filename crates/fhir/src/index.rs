@@ -36,7 +36,9 @@ use serde_json::Value;
 
 use socle_fhirpath::Variables;
 
-use crate::search_params::{COMPOSITE_ITEM_VAR, Component, ParamType, SearchParam, registry};
+use crate::search_params::{
+    COMPOSITE_ITEM_VAR, Component, ParamType, SearchParam, Storage, registry,
+};
 
 pub use convert::{MAX_NORM_BYTES, normalize_string};
 pub use date::parse_date_range;
@@ -187,7 +189,11 @@ const SKIPPED: &[&str] = &[
 /// The version of the conversion of values into index entries (normalisation, date ranges, token forms…).
 /// Raise it with any change to what [`extract`] produces for the same definitions: stores then index every
 /// resource again ([`index_fingerprint`]).
-pub const EXTRACTION_VERSION: u32 = 2;
+pub const EXTRACTION_VERSION: u32 = 3;
+
+/// The suffix of the parameter under which an Identifier's type and value are kept (`identifier:of-type` rows:
+/// system `type-system|type-code`, code the value), for the `:of-type` modifier.
+pub const OF_TYPE_SUFFIX: &str = ":of-type";
 
 /// A digest of how resources of `rtype` are indexed — the extraction version and each of its search parameters
 /// as defined (code, type, expression, targets, components, how its rows are kept), and the parameters that
@@ -253,7 +259,23 @@ pub fn extract(resource: &Value) -> Vec<IndexEntry> {
         if SKIPPED.contains(&param.code.as_str()) {
             continue;
         }
-        extract_param(param, resource, &mut |v| out.push(&param.code, v));
+        // Identifiers' types go under their own parameter name (`identifier:of-type`): a search without the
+        // modifier must not meet them. Only for parameters keeping their own rows.
+        if param.kind == ParamType::Token && matches!(param.storage, Storage::Own) {
+            let of_type = format!("{}{OF_TYPE_SUFFIX}", param.code);
+            let mut typed = Vec::new();
+            extract_param_with(
+                param,
+                resource,
+                &mut |v| out.push(&param.code, v),
+                &mut |v| typed.push(v),
+            );
+            for v in typed {
+                out.push(&of_type, v);
+            }
+        } else {
+            extract_param(param, resource, &mut |v| out.push(&param.code, v));
+        }
     }
     out.entries
 }
@@ -287,6 +309,16 @@ pub fn extract_param_values(param: &SearchParam, resource: &Value) -> Vec<IndexV
 }
 
 fn extract_param(param: &SearchParam, resource: &Value, emit: &mut dyn FnMut(IndexValue)) {
+    extract_param_with(param, resource, emit, &mut |_| {});
+}
+
+/// [`extract_param`], with an Identifier's type and value given to `of_type` (token parameters).
+fn extract_param_with(
+    param: &SearchParam,
+    resource: &Value,
+    emit: &mut dyn FnMut(IndexValue),
+    of_type: &mut dyn FnMut(IndexValue),
+) {
     if param.kind != ParamType::Composite {
         for branch in &param.branches {
             if let Ok(items) = branch.evaluate(resource) {
@@ -300,6 +332,7 @@ fn extract_param(param: &SearchParam, resource: &Value, emit: &mut dyn FnMut(Ind
                     convert::convert(param.kind, item, emit);
                     if param.kind == ParamType::Token {
                         convert::token_text(item, emit);
+                        convert::identifier_type(item, of_type);
                     }
                 }
             }
@@ -532,6 +565,41 @@ mod tests {
         assert!(!of(&e, "component-code-value-quantity").is_empty());
         // Codes and strings carry no text: a status is a token, nothing more.
         assert_eq!(of(&e, "status"), [&IndexValue::token(None, "final")]);
+    }
+
+    /// An Identifier's typed codings with its value, under `param:of-type` only; untyped ones add nothing.
+    #[test]
+    fn identifier_types() {
+        let t = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203";
+        let p = json!({
+            "resourceType": "Patient",
+            "identifier": [
+                {"type": {"coding": [{"system": t, "code": "INS-NIR"}, {"code": "NH"}]},
+                 "system": "urn:oid:1.2.250.1.213.1.4.8", "value": "279035121518989"},
+                {"type": {"text": "sans code"}, "system": "urn:x", "value": "1"},
+                {"system": "urn:y", "value": "2"},
+                {"type": {"coding": [{"system": t, "code": "PI"}]}}
+            ]
+        });
+        let e = extract(&p);
+        let typed = of(&e, "identifier:of-type");
+        assert_eq!(
+            typed,
+            [
+                &IndexValue::token(Some(&format!("{t}|INS-NIR")), "279035121518989"),
+                &IndexValue::token(Some("|NH"), "279035121518989")
+            ],
+            "{typed:#?}"
+        );
+        assert_eq!(
+            of(&e, "identifier")
+                .iter()
+                .filter(|v| v.param_type() == ParamType::Token)
+                .count(),
+            3
+        );
+        // A token parameter on codes has no identifiers to type.
+        assert!(of(&e, "gender:of-type").is_empty());
     }
 
     #[test]

@@ -456,6 +456,58 @@ fn token_value_set_modifiers() {
     });
 }
 
+/// `identifier:of-type=type-system|type-code|value`: an identifier of that type (any of its codings) and
+/// value; the type's system may be empty (`|code|value`); a malformed value is refused like other bad values.
+#[test]
+fn identifier_of_type() {
+    each(|t| {
+        let fr = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203";
+        let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+        t.put(
+            "Patient",
+            "ot1",
+            json!({"identifier": [
+                {"type": {"coding": [{"system": fr, "code": "INS-NIR"}, {"system": v2, "code": "NH"}]},
+                 "system": "urn:oid:1.2.250.1.999.4.8", "value": "279035121518989"},
+                {"type": {"coding": [{"system": v2, "code": "PI"}]}, "system": "urn:oid:1.2.3", "value": "IPP-1"}]}),
+        );
+        t.put(
+            "Patient",
+            "ot2",
+            json!({"identifier": [
+                {"type": {"coding": [{"system": v2, "code": "PI"}]}, "system": "urn:oid:1.2.3",
+                 "value": "279035121518989"},
+                {"type": {"coding": [{"code": "LOCAL"}]}, "value": "L-7"}]}),
+        );
+        t.check(
+            &format!("Patient?identifier:of-type={fr}|INS-NIR|279035121518989"),
+            &["ot1"],
+        );
+        t.check(
+            &format!("Patient?identifier:of-type={v2}|NH|279035121518989"),
+            &["ot1"],
+        );
+        t.check(
+            &format!("Patient?identifier:of-type={v2}|PI|279035121518989"),
+            &["ot2"],
+        );
+        t.check(
+            &format!("Patient?identifier:of-type={v2}|PI|IPP-1,{v2}|PI|279035121518989"),
+            &["ot1", "ot2"],
+        );
+        t.check("Patient?identifier:of-type=|LOCAL|L-7", &["ot2"]);
+        t.check(
+            &format!("Patient?identifier:of-type={fr}|INS-NIR|IPP-1"),
+            &[],
+        );
+        // Without the modifier the types are not values: `identifier=PI` finds nothing.
+        t.check("Patient?identifier=PI", &[]);
+        t.check("Patient?identifier=279035121518989", &["ot1", "ot2"]);
+        t.check_malformed(&format!("Patient?identifier:of-type={v2}|PI"));
+        t.check_malformed("Patient?identifier:of-type=a|b|c|d");
+    });
+}
+
 #[test]
 fn token_parameters() {
     each(token_parameters_checks);
@@ -770,7 +822,7 @@ fn reference_parameters_checks(t: &mut T) {
     // A reference naming its target by a logical identifier: `:identifier` (a subset parameter through the
     // parameter holding its rows), alone or beside a literal reference.
     let mut logical = json!({"status": "final", "code": {"text": "x"},
-        "subject": {"identifier": {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "279035121518989"}},
+        "subject": {"identifier": {"system": "urn:oid:1.2.250.1.999.4.8", "value": "279035121518989"}},
         "performer": [{"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "810000000001"}},
                       {"reference": "Patient/r1", "identifier": {"value": "secondaire"}}]});
     t.put("Observation", "o8", logical.clone());

@@ -1162,15 +1162,61 @@ fn param_condition(
     // under the one holding its rows: `patient:identifier` is `subject:identifier`).
     if p.kind == ParamType::Reference && modifier == Some("identifier") {
         let pred = |b: &mut Builder, v: &str| token_predicate(b, v, "i.system", "i.code");
-        return rows_elsewhere(b, "idx_token", rtype, alias, p, "identifier", value, &pred)
-            .map(Some);
+        return rows_elsewhere(
+            b,
+            "idx_token",
+            rtype,
+            alias,
+            p,
+            "identifier",
+            "",
+            value,
+            &pred,
+        )
+        .map(Some);
     }
     // `code:text=diab`: the token's text (`CodeableConcept.text`, `Coding.display`, `Identifier.type.text`, kept
     // as string rows of the parameter), searched as a string is by default: starts with the value, case and
     // accents aside (`diab` finds "Diabète de type 2"; `type 2` does not — not a search by word).
     if p.kind == ParamType::Token && modifier == Some("text") {
         let pred = |b: &mut Builder, v: &str| string_predicate(b, rtype, &p.code, None, v);
-        return rows_elsewhere(b, "idx_string", rtype, alias, p, "text", value, &pred).map(Some);
+        return rows_elsewhere(b, "idx_string", rtype, alias, p, "text", "", value, &pred)
+            .map(Some);
+    }
+    // `identifier:of-type=type-system|type-code|value`: an Identifier of that type with that value, kept as
+    // tokens of `identifier:of-type` (system `type-system|type-code`, code the value).
+    if p.kind == ParamType::Token && modifier == Some("of-type") {
+        if !matches!(p.storage, Storage::Own) {
+            return Err(SearchError::UnsupportedModifier(name.to_string()));
+        }
+        let pred = |b: &mut Builder, v: &str| {
+            let parts = split_escaped(v, '|');
+            let [ts, tc, val] = parts.as_slice() else {
+                return Err("type-système|type-code|valeur attendu".to_string());
+            };
+            let (tc, val) = (unescape(tc), unescape(val));
+            if tc.is_empty() || val.is_empty() {
+                return Err("le code du type et la valeur sont obligatoires".to_string());
+            }
+            Ok(format!(
+                "(i.code = {} AND i.system = {})",
+                b.bind(val),
+                b.bind(format!("{}|{tc}", unescape(ts)))
+            ))
+        };
+        let suffix = socle_fhir::index::OF_TYPE_SUFFIX;
+        return rows_elsewhere(
+            b,
+            "idx_token",
+            rtype,
+            alias,
+            p,
+            "of-type",
+            suffix,
+            value,
+            &pred,
+        )
+        .map(Some);
     }
     let table = match p.kind {
         ParamType::String => "idx_string",
@@ -1278,8 +1324,9 @@ fn param_condition(
 
 /// The condition on `alias` that one of `p`'s rows in `table`, an index table other than its own type's, matches
 /// one of `value`'s comma-separated values by `pred`: a reference's identifiers among the tokens (`:identifier`), a
-/// token's texts among the strings (`:text`). The rows are `p`'s by `i.param` alone (a reference subset's rows
-/// carry no target type there).
+/// token's texts among the strings (`:text`), an identifier's type and value among the tokens of
+/// `param` + `suffix` (`:of-type`). The rows are `p`'s by `i.param` alone (a reference subset's rows carry no
+/// target type there).
 #[allow(clippy::too_many_arguments)]
 fn rows_elsewhere(
     b: &mut Builder,
@@ -1288,6 +1335,7 @@ fn rows_elsewhere(
     alias: &str,
     p: &SearchParam,
     modifier: &str,
+    suffix: &str,
     value: &str,
     pred: &dyn Fn(&mut Builder, &str) -> Result<String, String>,
 ) -> Result<String, SearchError> {
@@ -1299,10 +1347,15 @@ fn rows_elsewhere(
     }
     let rt = b.bind(rtype);
     let stored = match &p.storage {
-        Storage::Own => format!("i.param = {}", b.bind(p.code.clone())),
-        Storage::Subset { param, .. } => format!("i.param = {}", b.bind(param.clone())),
+        Storage::Own => format!("i.param = {}", b.bind(format!("{}{suffix}", p.code))),
+        Storage::Subset { param, .. } => {
+            format!("i.param = {}", b.bind(format!("{param}{suffix}")))
+        }
         Storage::Union(parts) => {
-            let marks: Vec<&str> = parts.iter().map(|c| b.bind(c.clone())).collect();
+            let marks: Vec<&str> = parts
+                .iter()
+                .map(|c| b.bind(format!("{c}{suffix}")))
+                .collect();
             format!("i.param IN ({})", marks.join(", "))
         }
     };

@@ -290,6 +290,42 @@ fn token_object(obj: &Map<String, Value>, ty: Option<&str>, emit: &mut dyn FnMut
     }
 }
 
+/// An Identifier's type and value, for the `:of-type` modifier: one token per coding of `type` that has a code,
+/// its system `type-system|type-code` (`|type-code` without a system) and its code the identifier's value.
+/// Nothing for other items, or without a value.
+pub(crate) fn identifier_type(item: &Item<'_>, emit: &mut dyn FnMut(IndexValue)) {
+    let Item::Node { json, .. } = item else {
+        return;
+    };
+    let Some(obj) = json.as_object() else {
+        return;
+    };
+    match item.fhir_type() {
+        Some("Identifier") => {}
+        None if obj.contains_key("value") && obj.contains_key("type") => {}
+        _ => return,
+    }
+    let Some(value) = str_field(obj, "value") else {
+        return;
+    };
+    for c in obj
+        .get("type")
+        .and_then(|t| t.get("coding"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+    {
+        if let Some(code) = str_field(c, "code") {
+            let system = str_field(c, "system").unwrap_or_default();
+            emit(IndexValue::Token {
+                system: Some(format!("{system}|{code}")),
+                code: value.to_string(),
+            });
+        }
+    }
+}
+
 /// The text a token value carries, as string values of the same parameter, for the `:text` modifier (R4: "text
 /// associated with the code/value — either `CodeableConcept.text`, `Coding.display`, or
 /// `Identifier.type.text`"): a CodeableConcept's `text` and its codings' `display`, a Coding's `display`, an
