@@ -439,6 +439,21 @@ fn token_value_set_modifiers() {
         t.check_malformed(&format!("Observation?code:in={vs}"));
         t.check_malformed("Observation?code:in=http://example.org/fhir/ValueSet/inconnu");
         t.check_malformed("Observation?code:in=http://example.org/fhir/ValueSet/filtre");
+        // A URL holding a comma, escaped as the search syntax wants (`\,`).
+        t.put(
+            "ValueSet",
+            "virgule",
+            json!({"status": "active", "url": "http://example.org/fhir/ValueSet/a,b",
+                   "compose": {"include": [{"system": "http://loinc.org", "concept": [{"code": "8462-4"}]}]}}),
+        );
+        t.check(
+            "Observation?code:in=http://example.org/fhir/ValueSet/a%5C,b",
+            &["vs-dia"],
+        );
+        let many_sets: Vec<String> = (0..21)
+            .map(|i| format!("http://example.org/fhir/ValueSet/n{i}"))
+            .collect();
+        t.check_400_with(&format!("Observation?code:in={}", many_sets.join(",")), &[]);
         // Past 1,000 codes: too costly, even when lenient.
         let many: Vec<Value> = (0..1001)
             .map(|i| json!({"code": format!("c{i}")}))
@@ -822,7 +837,7 @@ fn reference_parameters_checks(t: &mut T) {
     // A reference naming its target by a logical identifier: `:identifier` (a subset parameter through the
     // parameter holding its rows), alone or beside a literal reference.
     let mut logical = json!({"status": "final", "code": {"text": "x"},
-        "subject": {"identifier": {"system": "urn:oid:1.2.250.1.999.4.8", "value": "279035121518989"}},
+        "subject": {"identifier": {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "279035121518989"}},
         "performer": [{"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "810000000001"}},
                       {"reference": "Patient/r1", "identifier": {"value": "secondaire"}}]});
     t.put("Observation", "o8", logical.clone());
@@ -1068,6 +1083,20 @@ fn uri_and_composite_parameters() {
             &[],
         );
         t.check("ValueSet?url:above=http://other.org/vs/", &["vs3"]);
+        // A stored URI with a final slash is above too; a query string is not a level.
+        t.put(
+            "ValueSet",
+            "vs5",
+            json!({"status": "active", "url": "http://example.org/fhir/"}),
+        );
+        t.check(
+            "ValueSet?url:above=http://example.org/fhir/ValueSet/a?x=1/2",
+            &["vs1", "vs5"],
+        );
+        t.check_malformed(&format!(
+            "ValueSet?url:above=http://example.org/{}a",
+            "b/".repeat(70)
+        ));
 
         let loinc = "http://loinc.org";
         let ucum = "http://unitsofmeasure.org";
@@ -2345,6 +2374,18 @@ fn names_page_value_by_value_checks(t: &mut T) {
         "Patient?family=kerbr&_id=kb70,kbou1,kbou2,kbou3&_count=2",
         &want,
     );
+    // Cursors and snapshots at the ends of the integers (links a client altered): an answer, never a failure.
+    for q in [
+        "Patient?family=mart&given=g1&_cursor=before.-9223372036854775808",
+        "Patient?family=mart&given=g1&_cursor=before.9223372036854775807&_snapshot=9223372036854775807",
+        "Patient?family=mart&given=g1&_cursor=after.9223372036854775807",
+        "Patient?family=mart&given=g1&_cursor=after.-9223372036854775808&_snapshot=-9223372036854775808",
+    ] {
+        let r = t.get(q);
+        if r.status >= 500 {
+            t.fail(format!("{q} : {} {}", r.status, r.text));
+        }
+    }
 }
 
 /// Following `next` links from the first page gives exactly `want`, in that order, and so does following

@@ -1174,14 +1174,32 @@ impl Repository {
                 .replace('|', "\\|")
                 .replace('$', "\\$")
         };
-        let mut codes = Vec::new();
-        for canonical in value.split(',').filter(|u| !u.is_empty()) {
-            let (url, version) = match canonical.split_once('|') {
-                Some((u, v)) => (u, Some(v)),
-                None => (canonical, None),
-            };
-            let mut criteria = vec![("url".to_string(), esc(url))];
-            if let Some(v) = version {
+        let mut urls: Vec<String> = search::split_escaped(value, ',')
+            .into_iter()
+            .filter(|u| !u.is_empty())
+            .collect();
+        urls.dedup();
+        if urls.is_empty() {
+            return Err(invalid("valeur vide".into()));
+        }
+        if urls.len() > MAX_VALUE_SETS {
+            return Err(SearchError::TooCostly(format!(
+                "{name} : au plus {MAX_VALUE_SETS} ValueSet"
+            ))
+            .into());
+        }
+        let mut codes: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for canonical in &urls {
+            // `URL|version`, each part with its search escapes (`\,`, `\|`, `\$`, `\\`).
+            let parts = search::split_escaped(canonical, '|');
+            let url = search::unescape(&parts[0]);
+            let version = (parts.len() > 1)
+                .then(|| search::unescape(&parts[1..].join("|")))
+                .filter(|v| !v.is_empty());
+            let shown = search::unescape(canonical);
+            let mut criteria = vec![("url".to_string(), esc(&url))];
+            if let Some(v) = &version {
                 criteria.push(("version".to_string(), esc(v)));
             }
             criteria.push(("_count".to_string(), "2".to_string()));
@@ -1191,7 +1209,7 @@ impl Repository {
                 [one] => serde_json::from_slice::<Value>(&one.content).unwrap_or(Value::Null),
                 [] => {
                     return Err(invalid(format!(
-                        "ValueSet {canonical} introuvable sur ce serveur"
+                        "ValueSet {shown} introuvable sur ce serveur"
                     )));
                 }
                 _ => {
@@ -1201,23 +1219,25 @@ impl Repository {
                 }
             };
             let members = socle_fhir::valueset::members(&vs)
-                .map_err(|e| invalid(format!("ValueSet {canonical} non développable ici : {e}")))?;
+                .map_err(|e| invalid(format!("ValueSet {shown} non développable ici : {e}")))?;
             for m in members {
-                codes.push(match (m.system, m.code) {
+                let code = match (m.system, m.code) {
                     (Some(s), Some(c)) => format!("{}|{}", esc(&s), esc(&c)),
                     (Some(s), None) => format!("{}|", esc(&s)),
                     (None, Some(c)) => esc(&c),
                     (None, None) => continue,
-                });
+                };
+                if seen.insert(code.clone()) {
+                    codes.push(code);
+                }
+                if codes.len() > search::MAX_OR_VALUES {
+                    return Err(SearchError::TooCostly(format!(
+                        "{name}={value} : plus de {} codes pour :in ou :not-in",
+                        search::MAX_OR_VALUES
+                    ))
+                    .into());
+                }
             }
-        }
-        if codes.len() > search::MAX_OR_VALUES {
-            return Err(SearchError::TooCostly(format!(
-                "{name}={value} : {} codes, au plus {} pour :in ou :not-in",
-                codes.len(),
-                search::MAX_OR_VALUES
-            ))
-            .into());
         }
         Ok(codes)
     }
@@ -2332,6 +2352,8 @@ const SORT_COST: f64 = 0.07;
 /// Reading one index entry into an intersection (see `intersection`): 0.15 µs (18 k entries read, sorted
 /// and merged in 2.7 ms there).
 const INTERSECT_COST: f64 = 0.06;
+/// Value sets one `:in` or `:not-in` parameter may name (comma-separated): each is a read and an expansion.
+const MAX_VALUE_SETS: usize = 20;
 /// Seeking one value's entries in a window of resource numbers (`window_rids`).
 const STREAM_VALUE_COST: f64 = 0.5;
 /// How much wider than expected a window of resource numbers is taken (`streamed_rows`), so that one is
@@ -2666,27 +2688,33 @@ fn chosen_plan(
     let best = scan.min(drive).min(intersect);
     // Read window by window when every condition lists its values: about the entries that reach a page's
     // worth of matches.
-    let streamed = match streamed_reads(c, q, &est, page, live, &density)? {
-        Some((cost, lists)) if cost < best => {
-            return Ok(Some(ProbePlan {
-                conds,
-                driver: None,
-                intersect: false,
-                streamed: Some(lists),
-            }));
-        }
-        _ => None,
-    };
+    if let Some((cost, lists)) = streamed_reads(c, q, &est, page, &density)?
+        && cost < best
+    {
+        let (first, last) = rid_extent(c, &q.rtype)?;
+        return Ok(Some(ProbePlan {
+            conds,
+            driver: None,
+            intersect: false,
+            streamed: Some(Streams {
+                lists,
+                first,
+                last,
+                rate: live * density(None)
+                    / last.saturating_sub(first).saturating_add(1).max(1) as f64,
+            }),
+        }));
+    }
     Ok(Some(ProbePlan {
         conds,
         driver: (best == drive && best < scan).then_some(driver),
         intersect: best == intersect && best < scan && best < drive,
-        streamed,
+        streamed: None,
     }))
 }
 
 /// For a search whose every index condition lists its values (few enough, `MAX_STREAMS` each): its cost read
-/// window by window (`streamed_rows`), and the plan. Matches are expected where the conditions' densities meet
+/// window by window (`streamed_rows`), and their values. Matches are expected where the conditions' densities meet
 /// (assumed independent): a page of them spans `page` ÷ (the densities' product) resources, in which a
 /// condition has `page` ÷ (the others' densities) entries, read with a seek per value. A capped count
 /// (`DRIVE_CAP`) understates its density, so the window is wider: the estimate errs on the costly side.
@@ -2695,9 +2723,8 @@ fn streamed_reads(
     q: &SearchQuery,
     est: &[i64],
     page: f64,
-    live: f64,
     density: &dyn Fn(Option<usize>) -> f64,
-) -> Result<Option<(f64, Streams)>, RepoError> {
+) -> Result<Option<(f64, Vec<Vec<SqlValue>>)>, RepoError> {
     let Some(lists) = value_lists(c, q)? else {
         return Ok(None);
     };
@@ -2707,17 +2734,7 @@ fn streamed_reads(
         let n = est.get(i).copied().unwrap_or(i64::MAX) as f64;
         cost += reach.min(n) * INTERSECT_COST + values.len() as f64 * STREAM_VALUE_COST;
     }
-    let (first, last) = rid_extent(c, &q.rtype)?;
-    let rate = live * density(None) / (last - first + 1).max(1) as f64;
-    Ok(Some((
-        cost,
-        Streams {
-            lists,
-            first,
-            last,
-            rate,
-        },
-    )))
+    Ok(Some((cost, lists)))
 }
 
 /// The lowest and highest resource numbers of a type (deleted resources included).
@@ -2736,7 +2753,11 @@ fn value_lists(
     c: &mut dyn SqlConn,
     q: &SearchQuery,
 ) -> Result<Option<Vec<Vec<SqlValue>>>, RepoError> {
-    if q.probes.len() < 2 || q.probes.iter().any(|p| p.driven_from().is_none()) {
+    if q.probes.len() < 2
+        || q.probes
+            .iter()
+            .any(|p| p.driven_from().is_none() || p.values.is_none())
+    {
         return Ok(None);
     }
     let mut lists = Vec::with_capacity(q.probes.len());
@@ -2988,19 +3009,26 @@ fn streamed_rows(
     limit: i64,
     rows_of: &mut RowsOf<'_>,
 ) -> Result<Vec<Vec<SqlValue>>, RepoError> {
-    // Windows are `(lo, hi]`; backwards they move down from the cursor.
+    // Windows are `(lo, hi]`; backwards they move down from the cursor. Cursors and snapshots come from
+    // links a client may alter: saturating arithmetic throughout.
+    let below_first = st.first.saturating_sub(1);
     let (forward, mut edge) = match q.cursor {
-        search::Cursor::After(a) => (true, a.max(st.first - 1)),
-        search::Cursor::Before(b) => (false, b.min(snapshot + 1).min(st.last + 1) - 1),
-        _ => (true, st.first - 1),
+        search::Cursor::After(a) => (true, a.max(below_first)),
+        search::Cursor::Before(b) => (
+            false,
+            b.min(snapshot.saturating_add(1))
+                .min(st.last.saturating_add(1))
+                .saturating_sub(1),
+        ),
+        _ => (true, below_first),
     };
     let end = if forward {
         snapshot.min(st.last)
     } else {
-        st.first - 1
+        below_first
     };
     let mut rate = st.rate.max(f64::MIN_POSITIVE);
-    let (mut met, mut spanned) = (0usize, 0i64);
+    let mut spanned = 0i64;
     let mut rows = Vec::new();
     while rows.len() < limit as usize && (if forward { edge < end } else { edge > end }) {
         let wanted = (limit as usize - rows.len()) as f64;
@@ -3016,16 +3044,18 @@ fn streamed_rows(
         if !forward {
             cand.reverse();
         }
-        met += cand.len();
-        spanned = spanned.saturating_add(hi - lo);
-        rate = if met == 0 {
-            rate / 8.0
-        } else {
-            met as f64 / spanned.max(1) as f64
-        };
+        let before = rows.len();
         if !cand.is_empty() {
             rows.extend(rows_of(c, &cand)?);
         }
+        // The rate of rows the page keeps (the other checks may refuse candidates): eight times wider after a
+        // window that kept none.
+        spanned = spanned.saturating_add(hi.saturating_sub(lo));
+        rate = if rows.len() == before {
+            rate / 8.0
+        } else {
+            rows.len() as f64 / spanned.max(1) as f64
+        };
         edge = if forward { hi } else { lo };
     }
     rows.truncate(limit as usize);

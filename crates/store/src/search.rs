@@ -1010,7 +1010,7 @@ fn or_values(v: &str) -> Result<Vec<String>, SearchError> {
     Ok(values)
 }
 
-fn split_escaped(v: &str, sep: char) -> Vec<String> {
+pub(crate) fn split_escaped(v: &str, sep: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = v.chars();
@@ -1041,7 +1041,7 @@ fn split_escaped(v: &str, sep: char) -> Vec<String> {
     out
 }
 
-fn unescape(v: &str) -> String {
+pub(crate) fn unescape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     let mut chars = v.chars();
     while let Some(c) = chars.next() {
@@ -1293,7 +1293,7 @@ fn param_condition(
             ParamType::Uri => match modifier {
                 None => format!("i.uri = {}", b.bind(unescape(&v))),
                 Some("below") => uri_below_predicate(b, &unescape(&v)),
-                Some("above") => uri_above_predicate(b, &unescape(&v)),
+                Some("above") => uri_above_predicate(b, &unescape(&v)).map_err(|m| invalid(&m))?,
                 Some(m) => return Err(SearchError::UnsupportedModifier(format!("{code}:{m}"))),
             },
             ParamType::Composite => {
@@ -1383,8 +1383,10 @@ fn uri_below_predicate(b: &mut Builder, v: &str) -> String {
 /// `url:above=http://a/b/c/_history/2`: the URIs the value is under, on a path-segment boundary — itself,
 /// `http://a/b/c/_history`, `http://a/b/c`, `http://a/b`, `http://a` (not `http:`: the scheme and the
 /// authority stay whole). A canonical's versioned URL finds the resource.
-fn uri_above_predicate(b: &mut Builder, v: &str) -> String {
-    let base = v.trim_end_matches('/');
+fn uri_above_predicate(b: &mut Builder, v: &str) -> Result<String, String> {
+    // The path only: a query or fragment is not a level of the hierarchy.
+    let path_end = v.find(['?', '#']).unwrap_or(v.len());
+    let base = v[..path_end].trim_end_matches('/');
     // Cuts only after the authority (`scheme://host`) when there is one.
     let from = base.find("://").map_or(0, |i| i + 3);
     let mut ups: Vec<&str> = base
@@ -1393,9 +1395,23 @@ fn uri_above_predicate(b: &mut Builder, v: &str) -> String {
         .map(|(i, _)| &base[..i])
         .collect();
     ups.push(base);
-    let marks: Vec<&str> = ups.into_iter().map(|u| b.bind(u)).collect();
-    format!("i.uri IN ({})", marks.join(", "))
+    if ups.len() > MAX_URI_LEVELS {
+        return Err(format!("au plus {MAX_URI_LEVELS} segments"));
+    }
+    // Each level as written and with a final slash (`http://a/b/` is above `http://a/b/c` too).
+    let mut marks = Vec::with_capacity(ups.len() * 2);
+    for u in ups {
+        marks.push(b.bind(u));
+        marks.push(b.bind(format!("{u}/")));
+    }
+    if v.len() > path_end {
+        marks.push(b.bind(v));
+    }
+    Ok(format!("i.uri IN ({})", marks.join(", ")))
 }
+
+/// Path segments `:above` may walk up (each binds two values).
+const MAX_URI_LEVELS: usize = 64;
 
 fn no_modifier(code: &str, modifier: Option<&str>) -> Result<(), SearchError> {
     match modifier {
