@@ -2379,10 +2379,13 @@ struct ProbePlan {
     streamed: Option<Streams>,
 }
 
+/// Per index condition (in `q.probes` order), the values it lists.
+type ValueLists = Vec<Vec<SqlValue>>;
+
 /// The values each index condition lists (in `q.probes` order), and where their matches are expected: the
 /// type's resource numbers and the matches per resource number (conditions assumed independent).
 struct Streams {
-    lists: Vec<Vec<SqlValue>>,
+    lists: ValueLists,
     first: i64,
     last: i64,
     rate: f64,
@@ -2724,7 +2727,7 @@ fn streamed_reads(
     est: &[i64],
     page: f64,
     density: &dyn Fn(Option<usize>) -> f64,
-) -> Result<Option<(f64, Vec<Vec<SqlValue>>)>, RepoError> {
+) -> Result<Option<(f64, ValueLists)>, RepoError> {
     let Some(lists) = value_lists(c, q)? else {
         return Ok(None);
     };
@@ -2749,10 +2752,7 @@ fn rid_extent(c: &mut dyn SqlConn, rtype: &str) -> Result<(i64, i64), RepoError>
 }
 
 /// Each index condition's values, when every one of at least two lists them (`MAX_STREAMS` at most each).
-fn value_lists(
-    c: &mut dyn SqlConn,
-    q: &SearchQuery,
-) -> Result<Option<Vec<Vec<SqlValue>>>, RepoError> {
+fn value_lists(c: &mut dyn SqlConn, q: &SearchQuery) -> Result<Option<ValueLists>, RepoError> {
     if q.probes.len() < 2
         || q.probes
             .iter()
