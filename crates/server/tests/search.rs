@@ -429,6 +429,11 @@ fn token_value_set_modifiers() {
             "Observation?code:not-in=http://example.org/fhir/ValueSet/vide&_id=vs-sys,vs-aut",
             &["vs-sys", "vs-aut"],
         );
+        let r = t.get("Observation?code:not-in=http://example.org/fhir/ValueSet/vide&_count=1");
+        let next = r.link("next").unwrap_or_default();
+        if !next.contains("code%3Anot-in=") {
+            t.fail(format!("lien next sans code:not-in : {next}"));
+        }
         // The self link repeats the question.
         let r = t.get(&format!("Observation?code:in={vs}|1"));
         let self_link = r.link("self").unwrap_or_default();

@@ -1102,7 +1102,7 @@ impl Repository {
     /// (`URL|version` to choose among versions) is read from the store and expanded from what it states
     /// (`socle_fhir::valueset`). Returns the parameters to parse, each rewritten pair with the one asked, and
     /// warnings for the parameters left out (lenient handling; an error when strict). An empty value set
-    /// matches nothing (`:in`) or leaves every resource (`:not-in`).
+    /// matches nothing (`:in`) or every resource (`:not-in`).
     #[allow(clippy::type_complexity)]
     fn value_set_params(
         &self,
@@ -1144,10 +1144,8 @@ impl Repository {
                         format!("{code}:not")
                     };
                     let value = if codes.is_empty() {
-                        if modifier == "not-in" {
-                            continue;
-                        }
-                        // A system no resource can hold (`.invalid`, RFC 2606): the condition matches nothing.
+                        // A system no resource can hold (`.invalid`, RFC 2606): `:in` matches nothing, `:not-in`
+                        // everything, and the links still carry the parameter.
                         "http://socle.invalid/aucun|aucun".to_string()
                     } else {
                         codes.join(",")
