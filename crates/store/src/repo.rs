@@ -2788,21 +2788,31 @@ fn intersection(
     let mut lists = Vec::with_capacity(q.probes.len());
     for p in &q.probes {
         let rows = c.query(&rid_range(&p.sub), &q.filter_params[p.params.clone()])?;
-        let mut v: Vec<i64> = rows
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().and_then(|x| x.as_i64()))
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        lists.push(v);
+        lists.push(sorted_rids(rows));
     }
+    Ok(intersect_sorted(lists))
+}
+
+/// The first column of `rows`, resource numbers, ascending and once each.
+fn sorted_rids(rows: Vec<Vec<SqlValue>>) -> Vec<i64> {
+    let mut v: Vec<i64> = rows
+        .into_iter()
+        .filter_map(|r| r.first().and_then(SqlValue::as_i64))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The numbers every one of `lists` (each ascending) holds, ascending: the shortest filtered by the others.
+fn intersect_sorted(mut lists: Vec<Vec<i64>>) -> Vec<i64> {
     lists.sort_by_key(Vec::len);
     let mut lists = lists.into_iter();
     let mut out = lists.next().unwrap_or_default();
     for l in lists {
         out.retain(|r| l.binary_search(r).is_ok());
     }
-    Ok(out)
+    out
 }
 
 /// A page driven by an index condition whose entries are not in resource order (a prefix, a code without
@@ -2969,25 +2979,13 @@ fn window_rids(
             lo.into(),
             hi.into(),
         ];
-        let mut v: Vec<i64> = c
-            .query(&sql, &params)?
-            .into_iter()
-            .filter_map(|r| r.first().and_then(SqlValue::as_i64))
-            .collect();
-        v.sort_unstable();
-        v.dedup();
+        let v = sorted_rids(c.query(&sql, &params)?);
         if v.is_empty() {
             return Ok(v);
         }
         sets.push(v);
     }
-    sets.sort_by_key(Vec::len);
-    let mut sets = sets.into_iter();
-    let mut out = sets.next().unwrap_or_default();
-    for other in sets {
-        out.retain(|r| other.binary_search(r).is_ok());
-    }
-    Ok(out)
+    Ok(intersect_sorted(sets))
 }
 
 /// The page's rows among candidates, in page order (at most a page's worth).
