@@ -2532,15 +2532,9 @@ fn probe_plan(
         // that widen them are exercised.
         SearchPlan::Streams => {
             if let Some(lists) = value_lists(c, q)? {
-                let (first, last) = rid_extent(c, &q.rtype)?;
                 p.driver = None;
                 p.intersect = false;
-                p.streamed = Some(Streams {
-                    lists,
-                    first,
-                    last,
-                    rate: 1.0,
-                });
+                p.streamed = Some(Streams::over(c, &q.rtype, lists, None)?);
             }
         }
         _ => {}
@@ -2692,18 +2686,16 @@ fn chosen_plan(
     if let Some((cost, lists)) = streamed_reads(c, q, &est, page, &density)?
         && cost < best
     {
-        let (first, last) = rid_extent(c, &q.rtype)?;
         return Ok(Some(ProbePlan {
             conds,
             driver: None,
             intersect: false,
-            streamed: Some(Streams {
+            streamed: Some(Streams::over(
+                c,
+                &q.rtype,
                 lists,
-                first,
-                last,
-                rate: live * density(None)
-                    / last.saturating_sub(first).saturating_add(1).max(1) as f64,
-            }),
+                Some(live * density(None)),
+            )?),
         }));
     }
     Ok(Some(ProbePlan {
@@ -2738,15 +2730,30 @@ fn streamed_reads(
     Ok(Some((cost, lists)))
 }
 
-/// The lowest and highest resource numbers of a type (deleted resources included).
-fn rid_extent(c: &mut dyn SqlConn, rtype: &str) -> Result<(i64, i64), RepoError> {
-    let r = c.query_one(
-        "SELECT (SELECT MIN(rid) FROM resources WHERE rtype = ?), \
-         (SELECT MAX(rid) FROM resources WHERE rtype = ?)",
-        &[rtype.into(), rtype.into()],
-    )?;
-    let at = |i: usize| r.as_ref().and_then(|r| r.get(i)).and_then(SqlValue::as_i64);
-    Ok((at(0).unwrap_or(0), at(1).unwrap_or(0)))
+impl Streams {
+    /// The plan over `rtype`'s resource numbers (its lowest and highest, deleted resources included), with
+    /// `matches` expected in all (`None`: one per resource number, the narrowest windows).
+    fn over(
+        c: &mut dyn SqlConn,
+        rtype: &str,
+        lists: ValueLists,
+        matches: Option<f64>,
+    ) -> Result<Self, RepoError> {
+        let r = c.query_one(
+            "SELECT (SELECT MIN(rid) FROM resources WHERE rtype = ?), \
+             (SELECT MAX(rid) FROM resources WHERE rtype = ?)",
+            &[rtype.into(), rtype.into()],
+        )?;
+        let at = |i: usize| r.as_ref().and_then(|r| r.get(i)).and_then(SqlValue::as_i64);
+        let (first, last) = (at(0).unwrap_or(0), at(1).unwrap_or(0));
+        let extent = last.saturating_sub(first).saturating_add(1).max(1) as f64;
+        Ok(Streams {
+            lists,
+            first,
+            last,
+            rate: matches.map_or(1.0, |m| m / extent),
+        })
+    }
 }
 
 /// Each index condition's values, when every one of at least two lists them (`MAX_STREAMS` at most each).
@@ -2863,13 +2870,7 @@ fn value_streams(
     match c.dialect() {
         crate::Dialect::Postgres => {
             // One round trip: the values as a JSON array (any character allowed), each one's entries beside it.
-            let list = serde_json::to_string(
-                &values
-                    .iter()
-                    .map(|v| v.as_str().unwrap_or_default())
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap_or_default();
+            let list = json_list(values);
             let sql = format!(
                 "SELECT n.ord, x.rid FROM json_array_elements_text((?::text)::json) WITH ORDINALITY AS n(v, ord) \
                  CROSS JOIN LATERAL (SELECT i.rid FROM {table} i WHERE i.rtype = ? AND i.param = ? \
@@ -2938,6 +2939,18 @@ fn value_streams(
     Ok((cand, cut))
 }
 
+/// Text values as a JSON array, bound as one parameter (`json_each`, `json_array_elements_text`): any character
+/// is allowed in them.
+fn json_list(values: &[SqlValue]) -> String {
+    serde_json::to_string(
+        &values
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_default()
+}
+
 /// The resource numbers in `(lo, hi]` that every condition of `q` has among its listed values
 /// (`Streams::lists`), ascending: a seek per value and window, each value's entries being in resource order in
 /// its index.
@@ -2954,13 +2967,7 @@ fn window_rids(
             continue;
         };
         let (table, col) = (vl.table, vl.column);
-        let list = serde_json::to_string(
-            &values
-                .iter()
-                .map(|v| v.as_str().unwrap_or_default())
-                .collect::<Vec<_>>(),
-        )
-        .unwrap_or_default();
+        let list = json_list(values);
         let sql = match c.dialect() {
             crate::Dialect::Postgres => format!(
                 "SELECT x.rid FROM json_array_elements_text((?::text)::json) AS n(v) CROSS JOIN LATERAL \
